@@ -1,0 +1,197 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ClusterNetworkName is the only name a ClusterNetwork may have: there is one per cluster.
+const ClusterNetworkName = "default"
+
+// CIDR is an IPv4 or IPv6 network in CIDR notation with its host bits zero, such as
+// 10.244.0.0/16 or fd00:10:244::/56.
+// +kubebuilder:validation:MaxLength=43
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.244.0.0/16 or fd00:10:244::/56"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must be a network address: its host bits must be zero"
+type CIDR string
+
+// DatapathBackend selects the driver that programs each node's datapath.
+// +kubebuilder:validation:Enum=ovs;ebpf
+type DatapathBackend string
+
+const (
+	DatapathOVS  DatapathBackend = "ovs"
+	DatapathEBPF DatapathBackend = "ebpf"
+)
+
+// Encapsulation is how pod traffic crosses between the nodes of one cluster.
+// +kubebuilder:validation:Enum=geneve;vxlan;none
+type Encapsulation string
+
+const (
+	EncapsulationGeneve Encapsulation = "geneve"
+	EncapsulationVXLAN  Encapsulation = "vxlan"
+	// EncapsulationNone routes pod traffic natively (the underlay, or BGP, knows the pod blocks).
+	EncapsulationNone Encapsulation = "none"
+)
+
+// TunnelType is how traffic crosses between gateways of different clusters.
+// +kubebuilder:validation:Enum=wireguard;geneve;vxlan
+type TunnelType string
+
+const (
+	TunnelWireGuard TunnelType = "wireguard"
+	TunnelGeneve    TunnelType = "geneve"
+	TunnelVXLAN     TunnelType = "vxlan"
+)
+
+// ClusterNetworkSpec is this cluster's fabric.
+type ClusterNetworkSpec struct {
+	// ClusterID names this cluster in the clusterset. It is a DNS label, used in DNS names such
+	// as <hostname>.<clusterID>.<svc>.<ns>.svc.clusterset.local, and cannot change.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterID is immutable"
+	ClusterID string `json:"clusterID"`
+
+	// PodCIDRs are the pod address ranges of this cluster: one per IP family (IPv4, IPv6 or
+	// both). Each node receives a block from them.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 4).size() <= 1 && self.filter(c, isCIDR(c) && cidr(c).ip().family() == 6).size() <= 1",message="at most one CIDR per IP family"
+	PodCIDRs []CIDR `json:"podCIDRs"`
+
+	// ServiceCIDRs are the ClusterIP ranges of this cluster (as given to kube-apiserver's
+	// --service-cluster-ip-range): one per IP family.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 4).size() <= 1 && self.filter(c, isCIDR(c) && cidr(c).ip().family() == 6).size() <= 1",message="at most one CIDR per IP family"
+	ServiceCIDRs []CIDR `json:"serviceCIDRs"`
+
+	// Datapath selects how each node forwards pod traffic.
+	// +optional
+	// +kubebuilder:default={}
+	Datapath DatapathSpec `json:"datapath,omitzero"`
+
+	// Gateways selects the nodes that carry traffic to peer clusters, and how.
+	// +optional
+	// +kubebuilder:default={}
+	Gateways GatewaysSpec `json:"gateways,omitzero"`
+
+	// DNS configures the multi-cluster service names.
+	// +optional
+	// +kubebuilder:default={}
+	DNS DNSSpec `json:"dns,omitzero"`
+}
+
+// DatapathSpec selects the per-node datapath.
+type DatapathSpec struct {
+	// Backend is the datapath driver on every node.
+	// +optional
+	// +kubebuilder:default=ovs
+	Backend DatapathBackend `json:"backend,omitempty"`
+
+	// Encapsulation is how pod traffic crosses between nodes of this cluster.
+	// +optional
+	// +kubebuilder:default=geneve
+	Encapsulation Encapsulation `json:"encapsulation,omitempty"`
+
+	// MTU of pod interfaces. When omitted the agent derives it from the node's uplink MTU
+	// minus the encapsulation overhead.
+	// +optional
+	// +kubebuilder:validation:Minimum=1280
+	// +kubebuilder:validation:Maximum=9216
+	MTU int32 `json:"mtu,omitempty"`
+}
+
+// GatewaysSpec selects gateway nodes and their tunnels to peer clusters.
+type GatewaysSpec struct {
+	// NodeSelector picks the nodes that run a gateway.
+	// +optional
+	// +kubebuilder:default={"fabric.weft.dev/gateway":"true"}
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// MaxActive caps how many healthy gateways carry traffic at once. Every active gateway
+	// carries a share of the flows (active-active); the others stand by.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	MaxActive int32 `json:"maxActive,omitempty"`
+
+	// Tunnel is the encapsulation between gateways of different clusters.
+	// +optional
+	// +kubebuilder:default=wireguard
+	Tunnel TunnelType `json:"tunnel,omitempty"`
+
+	// Port is the UDP port gateways listen on. When omitted: 51820 for WireGuard, 6082 for
+	// Geneve and 4800 for VXLAN (apart from the in-cluster overlay's 6081 and 4789).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+}
+
+// DNSSpec configures multi-cluster service discovery.
+type DNSSpec struct {
+	// Domain is the zone that multi-cluster services are published in.
+	// +optional
+	// +kubebuilder:default="clusterset.local"
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Domain string `json:"domain,omitempty"`
+}
+
+// ClusterNetworkStatus is what the operator observed and realized.
+type ClusterNetworkStatus struct {
+	// ObservedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready, Reconciling, Stalled (kstatus conventions).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ClusterNetwork is this cluster's fabric: its identity in the clusterset, address ranges,
+// datapath, gateways and DNS. There is exactly one, named "default".
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=cn,categories=weft
+// +kubebuilder:printcolumn:name="Cluster ID",type=string,JSONPath=`.spec.clusterID`
+// +kubebuilder:printcolumn:name="Backend",type=string,JSONPath=`.spec.datapath.backend`
+// +kubebuilder:printcolumn:name="Encap",type=string,JSONPath=`.spec.datapath.encapsulation`
+// +kubebuilder:printcolumn:name="Tunnel",type=string,JSONPath=`.spec.gateways.tunnel`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="there is one ClusterNetwork per cluster and its name must be 'default'"
+type ClusterNetwork struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec ClusterNetworkSpec `json:"spec"`
+	// +optional
+	Status ClusterNetworkStatus `json:"status,omitzero"`
+}
+
+// ClusterNetworkList is a list of ClusterNetworks.
+// +kubebuilder:object:root=true
+type ClusterNetworkList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterNetwork `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ClusterNetwork{}, &ClusterNetworkList{})
+}

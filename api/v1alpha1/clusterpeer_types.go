@@ -1,0 +1,107 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ClusterPeerSpec names a peer cluster and the credential to read its API server.
+type ClusterPeerSpec struct {
+	// ClusterID is the peer's ClusterNetwork spec.clusterID. The operator checks that the API
+	// server it reaches really is that cluster.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterID is immutable"
+	ClusterID string `json:"clusterID"`
+
+	// KubeconfigSecretRef points to a kubeconfig with a read-only identity in the peer cluster
+	// (issued by `weftctl peer join`). Credentials must be inline: exec plugins, auth providers
+	// and file references are refused.
+	// +required
+	KubeconfigSecretRef SecretKeyRef `json:"kubeconfigSecretRef"`
+}
+
+// SecretKeyRef selects one key of a Secret.
+type SecretKeyRef struct {
+	// Namespace of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key in the Secret's data that holds the kubeconfig.
+	// +optional
+	// +kubebuilder:default=kubeconfig
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
+// ClusterPeerStatus is what the operator last read from the peer.
+type ClusterPeerStatus struct {
+	// ObservedGeneration is the metadata.generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Connected, Ready, Reconciling, Stalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// LastSyncTime is when the operator last read the peer successfully.
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+
+	// KubernetesVersion is the peer API server's version.
+	// +optional
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// PodCIDRs the peer advertises in its ClusterNetwork.
+	// +optional
+	// +listType=atomic
+	PodCIDRs []string `json:"podCIDRs,omitempty"`
+
+	// ServiceCIDRs the peer advertises in its ClusterNetwork.
+	// +optional
+	// +listType=atomic
+	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+}
+
+// ClusterPeer is a peer cluster of the clusterset. There is no broker: each cluster's operator
+// reads its peers' API servers directly with a read-only credential.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=cpeer,categories=weft
+// +kubebuilder:printcolumn:name="Cluster ID",type=string,JSONPath=`.spec.clusterID`
+// +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Last Sync",type=date,JSONPath=`.status.lastSyncTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterPeer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec ClusterPeerSpec `json:"spec"`
+	// +optional
+	Status ClusterPeerStatus `json:"status,omitzero"`
+}
+
+// ClusterPeerList is a list of ClusterPeers.
+// +kubebuilder:object:root=true
+type ClusterPeerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterPeer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ClusterPeer{}, &ClusterPeerList{})
+}

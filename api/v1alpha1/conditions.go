@@ -1,0 +1,44 @@
+package v1alpha1
+
+// Condition types shared by every weft kind. They follow the kstatus conventions
+// (sigs.k8s.io/cli-utils/pkg/kstatus), so Argo CD, Flux and `kubectl wait` read health:
+// Reconciling and Stalled are "abnormal-true" and are removed once they no longer hold.
+const (
+	// ConditionReady is True when the object's desired state is realized.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the operator is still working towards the desired state.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when progress needs a change from the user (bad input, conflict).
+	ConditionStalled = "Stalled"
+
+	// ConditionConnected is True when the operator can read the peer cluster's API server
+	// (ClusterPeer only).
+	ConditionConnected = "Connected"
+)
+
+// Reasons used in conditions. Each is a CamelCase word that tells what to fix.
+const (
+	ReasonReconciled  = "Reconciled"
+	ReasonProgressing = "Progressing"
+
+	// ClusterNetwork
+	ReasonOverlappingCIDR    = "OverlappingCIDR"
+	ReasonInvalidCIDR        = "InvalidCIDR"
+	ReasonUnsupportedBackend = "UnsupportedBackend"
+
+	// Tier
+	ReasonDuplicatePriority = "DuplicatePriority"
+
+	// ClusterPeer
+	ReasonConnected          = "Connected"
+	ReasonSecretNotFound     = "SecretNotFound"
+	ReasonSecretKeyNotFound  = "SecretKeyNotFound"
+	ReasonInvalidKubeconfig  = "InvalidKubeconfig"
+	ReasonUnreachable        = "Unreachable"
+	ReasonUnauthorized       = "Unauthorized"
+	ReasonForbidden          = "Forbidden"
+	ReasonPeerNotConfigured  = "PeerNotConfigured"
+	ReasonClusterIDMismatch  = "ClusterIDMismatch"
+	ReasonPeerIsThisCluster  = "PeerIsThisCluster"
+	ReasonUnexpectedResponse = "UnexpectedResponse"
+)

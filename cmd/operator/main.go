@@ -1,0 +1,39 @@
+// Command weft-operator reconciles weft's fabric objects: ClusterNetwork, ClusterPeer, Tier.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/weft-net/weft/internal/operator"
+)
+
+func main() {
+	cfg := operator.DefaultConfig()
+	cfg.AddFlags(flag.CommandLine)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	ctx := ctrl.SetupSignalHandler()
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-operator: no Kubernetes configuration:", err)
+		os.Exit(1)
+	}
+	mgr, err := operator.NewManager(ctx, cfg, restCfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-operator:", err)
+		os.Exit(1)
+	}
+	ctrl.Log.Info("starting weft-operator", "namespace", cfg.Namespace, "leaderElect", cfg.LeaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-operator:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,242 @@
+package clusterpeer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/conditions"
+	"github.com/weft-net/weft/internal/patch"
+	"github.com/weft-net/weft/internal/phases"
+)
+
+// indexSecret indexes ClusterPeers by "namespace/name" of their kubeconfig Secret.
+const indexSecret = "spec.kubeconfigSecretRef"
+
+// Options configures the ClusterPeer controller.
+type Options struct {
+	// Resync is how often a connected peer is read again.
+	Resync time.Duration
+	// RetryBase and RetryMax bound the exponential backoff after a failure.
+	RetryBase, RetryMax time.Duration
+	// Prober reads peers; nil means the real API prober.
+	Prober Prober
+}
+
+func (o *Options) defaults() {
+	if o.Resync == 0 {
+		o.Resync = 30 * time.Second
+	}
+	if o.RetryBase == 0 {
+		o.RetryBase = time.Second
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = 2 * time.Minute
+	}
+}
+
+// Reconciler connects to peers and reports their state.
+type Reconciler struct {
+	client.Client
+	// APIReader reads Secrets directly: the cache holds only the operator's own namespace.
+	APIReader client.Reader
+	Options
+
+	backoff *backoff
+}
+
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusterpeers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusterpeers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",namespace=weft-system,resources=secrets,verbs=get;list;watch
+
+// peerState carries what one reconcile learned from phase to phase.
+type peerState struct {
+	peer *fabricv1.ClusterPeer
+	cfg  *rest.Config
+	info peerInfo
+}
+
+// Reconcile reads the peer's credential, probes its API server and reports the result.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	peer := &fabricv1.ClusterPeer{}
+	if err := r.Get(ctx, req.NamespacedName, peer); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.backoff.reset(req.Name)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if peer.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+	before := peer.DeepCopy()
+	defer func() {
+		peer.Status.ObservedGeneration = peer.Generation
+		if err := patch.Status(ctx, r.Client, before, peer, statusOf); err != nil {
+			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
+		}
+	}()
+	return phases.Run(ctx, &peerState{peer: peer},
+		r.loadCredentials,
+		r.probe,
+		r.checkIdentity,
+		r.markReady,
+	)
+}
+
+func statusOf(p *fabricv1.ClusterPeer) any { return p.Status }
+
+func (r *Reconciler) loadCredentials(ctx context.Context, s *peerState) (ctrl.Result, error) {
+	ref := s.peer.Spec.KubeconfigSecretRef
+	key := ref.Key
+	if key == "" {
+		key = "kubeconfig"
+	}
+	secret := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return r.fail(s, stalled(fabricv1.ReasonSecretNotFound, "Secret %s/%s not found", ref.Namespace, ref.Name))
+		}
+		return ctrl.Result{}, fmt.Errorf("reading Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	data, ok := secret.Data[key]
+	if !ok {
+		return r.fail(s, stalled(fabricv1.ReasonSecretKeyNotFound, "Secret %s/%s has no key %q", ref.Namespace, ref.Name, key))
+	}
+	cfg, err := restConfigFromKubeconfig(data)
+	if err != nil {
+		return r.fail(s, stalled(fabricv1.ReasonInvalidKubeconfig, "Secret %s/%s key %q: %v", ref.Namespace, ref.Name, key, err))
+	}
+	s.cfg = cfg
+	return ctrl.Result{}, nil
+}
+
+func (r *Reconciler) probe(ctx context.Context, s *peerState) (ctrl.Result, error) {
+	info, err := r.Prober.Probe(ctx, s.cfg)
+	s.info = info
+	if err != nil {
+		return r.fail(s, classify("probing "+s.cfg.Host, err))
+	}
+	return ctrl.Result{}, nil
+}
+
+// checkIdentity makes sure the API server reached is the cluster the spec names, and not
+// this cluster itself.
+func (r *Reconciler) checkIdentity(ctx context.Context, s *peerState) (ctrl.Result, error) {
+	if s.info.ClusterID != s.peer.Spec.ClusterID {
+		return r.fail(s, stalled(fabricv1.ReasonClusterIDMismatch,
+			"the API server at %s belongs to cluster %q, not %q", s.cfg.Host, s.info.ClusterID, s.peer.Spec.ClusterID))
+	}
+	own := &fabricv1.ClusterNetwork{}
+	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err == nil &&
+		own.Spec.ClusterID == s.peer.Spec.ClusterID {
+		return r.fail(s, stalled(fabricv1.ReasonPeerIsThisCluster,
+			"cluster %q is this cluster; a cluster does not peer with itself", s.peer.Spec.ClusterID))
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, error) {
+	p := s.peer
+	r.backoff.reset(p.Name)
+	now := metav1.Now()
+	p.Status.LastSyncTime = &now
+	p.Status.KubernetesVersion = s.info.KubernetesVersion
+	p.Status.PodCIDRs = s.info.PodCIDRs
+	p.Status.ServiceCIDRs = s.info.ServiceCIDRs
+	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
+	setConnected(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
+	conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonConnected, msg)
+	return ctrl.Result{RequeueAfter: r.Resync}, nil
+}
+
+// fail records a classified failure and halts the run; it retries after a backoff.
+func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
+	p := s.peer
+	connected := metav1.ConditionFalse
+	switch pe.Reason {
+	case fabricv1.ReasonPeerNotConfigured, fabricv1.ReasonClusterIDMismatch, fabricv1.ReasonPeerIsThisCluster:
+		connected = metav1.ConditionTrue // the API server answered; what it said is the problem
+		p.Status.KubernetesVersion = s.info.KubernetesVersion
+	}
+	setConnected(p, connected, pe.Reason, pe.Message)
+	if pe.Stalled {
+		conditions.MarkStalled(&p.Status.Conditions, p.Generation, pe.Reason, pe.Message)
+	} else {
+		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, pe.Reason, pe.Message)
+	}
+	return ctrl.Result{RequeueAfter: r.backoff.next(p.Name)}, phases.Halt
+}
+
+func setConnected(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
+		Type: fabricv1.ConditionConnected, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: p.Generation,
+	})
+}
+
+// SetupWithManager registers the controller. Changes to a peer's Secret (in the operator's
+// namespace, which the cache watches) reconcile that peer at once.
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	r.defaults()
+	r.backoff = newBackoff(r.RetryBase, r.RetryMax)
+	if r.Prober == nil {
+		r.Prober = apiProber{scheme: mgr.GetScheme()}
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &fabricv1.ClusterPeer{}, indexSecret, func(o client.Object) []string {
+		ref := o.(*fabricv1.ClusterPeer).Spec.KubeconfigSecretRef
+		return []string{ref.Namespace + "/" + ref.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing cluster peers by secret: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("clusterpeer").
+		For(&fabricv1.ClusterPeer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.peersUsingSecret)).
+		Watches(&fabricv1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.allPeers)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+func (r *Reconciler) peersUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	peers := &fabricv1.ClusterPeerList{}
+	if err := r.List(ctx, peers, client.MatchingFields{indexSecret: o.GetNamespace() + "/" + o.GetName()}); err != nil {
+		return nil
+	}
+	return requests(peers)
+}
+
+func (r *Reconciler) allPeers(ctx context.Context, _ client.Object) []reconcile.Request {
+	peers := &fabricv1.ClusterPeerList{}
+	if err := r.List(ctx, peers); err != nil {
+		return nil
+	}
+	return requests(peers)
+}
+
+func requests(peers *fabricv1.ClusterPeerList) []reconcile.Request {
+	reqs := make([]reconcile.Request, len(peers.Items))
+	for i, p := range peers.Items {
+		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}}
+	}
+	return reqs
+}

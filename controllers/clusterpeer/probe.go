@@ -1,0 +1,106 @@
+package clusterpeer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// peerInfo is what a peer advertises.
+type peerInfo struct {
+	KubernetesVersion string
+	ClusterID         string
+	PodCIDRs          []string
+	ServiceCIDRs      []string
+}
+
+// peerError is a classified failure to read a peer. Stalled failures need the user to change
+// something (a credential, a spec); the others may heal by themselves.
+type peerError struct {
+	Reason  string
+	Message string
+	Stalled bool
+}
+
+func (e *peerError) Error() string { return e.Reason + ": " + e.Message }
+
+func stalled(reason, format string, args ...any) *peerError {
+	return &peerError{Reason: reason, Message: fmt.Sprintf(format, args...), Stalled: true}
+}
+
+func transient(reason, format string, args ...any) *peerError {
+	return &peerError{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// Prober reads a peer's API server. It exists as a seam so tests can count or fail probes.
+type Prober interface {
+	Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error)
+}
+
+// apiProber reads the peer's version and its ClusterNetwork.
+type apiProber struct {
+	scheme *runtime.Scheme
+}
+
+func (p apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return peerInfo{}, stalled(fabricv1.ReasonInvalidKubeconfig, "building a client: %v", err)
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return peerInfo{}, classify("reading the peer's version", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: p.scheme})
+	if err != nil {
+		return peerInfo{}, classify("building a client", err)
+	}
+	cn := &fabricv1.ClusterNetwork{}
+	if err := c.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		return peerInfo{KubernetesVersion: v.GitVersion}, classify("reading the peer's ClusterNetwork", err)
+	}
+	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID}
+	for _, c := range cn.Spec.PodCIDRs {
+		info.PodCIDRs = append(info.PodCIDRs, string(c))
+	}
+	for _, c := range cn.Spec.ServiceCIDRs {
+		info.ServiceCIDRs = append(info.ServiceCIDRs, string(c))
+	}
+	return info, nil
+}
+
+// classify turns a client error into a condition reason with a message that says what to do.
+func classify(doing string, err error) *peerError {
+	var pe *peerError
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case apierrors.IsUnauthorized(err):
+		return stalled(fabricv1.ReasonUnauthorized,
+			"%s: the peer refused the credential (expired or revoked token?): %v", doing, err)
+	case apierrors.IsForbidden(err):
+		return stalled(fabricv1.ReasonForbidden,
+			"%s: the credential lacks permission (re-run `weftctl peer join`): %v", doing, err)
+	case meta.IsNoMatchError(err), apierrors.IsNotFound(err):
+		return transient(fabricv1.ReasonPeerNotConfigured,
+			"%s: weft is not installed or has no ClusterNetwork %q in the peer yet", doing, fabricv1.ClusterNetworkName)
+	case apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), apierrors.IsTooManyRequests(err),
+		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err):
+		return transient(fabricv1.ReasonUnreachable, "%s: %v", doing, err)
+	}
+	if _, ok := err.(apierrors.APIStatus); ok {
+		return transient(fabricv1.ReasonUnexpectedResponse, "%s: %v", doing, err)
+	}
+	// Anything else failed before an HTTP answer: DNS, TCP, TLS, timeouts.
+	return transient(fabricv1.ReasonUnreachable, "%s: %v", doing, err)
+}

@@ -1,0 +1,60 @@
+package tier
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// +kubebuilder:webhook:path=/validate-fabric-weft-dev-v1alpha1-tier,mutating=false,failurePolicy=fail,sideEffects=None,groups=fabric.weft.dev,resources=tiers,verbs=create,versions=v1alpha1,name=vtier.fabric.weft.dev,admissionReviewVersions=v1,timeoutSeconds=5
+
+// Validator refuses a Tier whose priority another tier already holds. Priority is immutable
+// (a CEL rule on the CRD), so only creation needs the check.
+type Validator struct {
+	// Reader lists tiers. Use the manager's API reader, not the cache: a tier created a moment
+	// ago must already count.
+	Reader client.Reader
+}
+
+var _ admission.Validator[*fabricv1.Tier] = &Validator{}
+
+// ValidateCreate refuses a duplicate priority, naming the tier that holds it.
+func (v *Validator) ValidateCreate(ctx context.Context, t *fabricv1.Tier) (admission.Warnings, error) {
+	tiers := &fabricv1.TierList{}
+	if err := v.Reader.List(ctx, tiers); err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("listing tiers: %w", err))
+	}
+	for _, other := range tiers.Items {
+		if other.Name != t.Name && other.Spec.Priority == t.Spec.Priority && other.DeletionTimestamp == nil {
+			return nil, apierrors.NewInvalid(fabricv1.GroupVersion.WithKind("Tier").GroupKind(), t.Name, field.ErrorList{
+				field.Invalid(field.NewPath("spec", "priority"), t.Spec.Priority,
+					fmt.Sprintf("already held by tier %q; priorities are unique", other.Name)),
+			})
+		}
+	}
+	return nil, nil
+}
+
+// ValidateUpdate allows every update: priority cannot change (CEL), the rest is free.
+func (v *Validator) ValidateUpdate(context.Context, *fabricv1.Tier, *fabricv1.Tier) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// ValidateDelete allows every deletion (tiers in use are protected by a finalizer).
+func (v *Validator) ValidateDelete(context.Context, *fabricv1.Tier) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// SetupWebhookWithManager registers the validating webhook on the manager's webhook server.
+func SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &fabricv1.Tier{}).
+		WithValidator(&Validator{Reader: mgr.GetAPIReader()}).
+		Complete()
+}

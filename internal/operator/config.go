@@ -1,0 +1,123 @@
+package operator
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the operator's configuration. Every field has a flag; defaults suit an in-cluster
+// Deployment installed from config/default.
+type Config struct {
+	// Namespace the operator runs in: its Secrets, leader-election Lease, webhook Service.
+	Namespace string
+	// MetricsAddr serves /metrics; ProbeAddr serves /healthz and /readyz. "0" disables.
+	MetricsAddr, ProbeAddr string
+	// LeaderElect makes replicas elect one leader for the controllers.
+	LeaderElect bool
+
+	Webhook WebhookConfig
+
+	// PeerResync is how often a connected ClusterPeer is read again.
+	PeerResync time.Duration
+}
+
+// WebhookConfig configures the admission webhook server and its certificate.
+type WebhookConfig struct {
+	// Disabled turns the webhook server off (the CRD's CEL rules and the Tier controller
+	// still catch bad input, only later).
+	Disabled bool
+	Port     int
+	CertDir  string
+	// ServiceName is the webhook Service; its in-cluster DNS names go into the certificate.
+	ServiceName string
+	// Hosts are extra names or IPs for the certificate (a webhook reached by URL).
+	Hosts []string
+	// SecretName holds the CA and certificate shared by replicas.
+	SecretName string
+	// ConfigurationName is the ValidatingWebhookConfiguration whose caBundle is managed.
+	ConfigurationName string
+}
+
+// DefaultConfig returns the defaults the flags start from.
+func DefaultConfig() Config {
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "weft-system"
+	}
+	return Config{
+		Namespace:   ns,
+		MetricsAddr: ":8080",
+		ProbeAddr:   ":8081",
+		PeerResync:  30 * time.Second,
+		Webhook: WebhookConfig{
+			Port:              9443,
+			CertDir:           "/tmp/weft-webhook-certs",
+			ServiceName:       "weft-webhook-service",
+			SecretName:        "weft-webhook-cert",
+			ConfigurationName: "weft-validating-webhook-configuration",
+		},
+	}
+}
+
+// AddFlags binds the configuration to flags.
+func (c *Config) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "namespace the operator runs in (default from POD_NAMESPACE)")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", c.MetricsAddr, "address of /metrics; 0 disables")
+	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", c.ProbeAddr, "address of /healthz and /readyz; 0 disables")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "elect a leader among replicas")
+	fs.DurationVar(&c.PeerResync, "peer-resync", c.PeerResync, "how often connected peers are read again")
+	fs.BoolVar(&c.Webhook.Disabled, "webhook-disabled", c.Webhook.Disabled, "do not serve admission webhooks")
+	fs.IntVar(&c.Webhook.Port, "webhook-port", c.Webhook.Port, "port of the admission webhook server")
+	fs.StringVar(&c.Webhook.CertDir, "webhook-cert-dir", c.Webhook.CertDir, "directory the webhook certificate is written to")
+	fs.StringVar(&c.Webhook.ServiceName, "webhook-service-name", c.Webhook.ServiceName, "Service in front of the webhook server")
+	fs.StringVar(&c.Webhook.SecretName, "webhook-secret-name", c.Webhook.SecretName, "Secret that keeps the webhook CA and certificate")
+	fs.StringVar(&c.Webhook.ConfigurationName, "webhook-configuration-name", c.Webhook.ConfigurationName, "ValidatingWebhookConfiguration whose caBundle the operator manages")
+	fs.Func("webhook-host", "extra DNS name or IP for the webhook certificate (repeatable)", func(s string) error {
+		c.Webhook.Hosts = append(c.Webhook.Hosts, s)
+		return nil
+	})
+}
+
+// Validate reports every invalid field at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("--namespace is empty"))
+	}
+	if c.PeerResync < time.Second {
+		errs = append(errs, fmt.Errorf("--peer-resync %v is below 1s", c.PeerResync))
+	}
+	if !c.Webhook.Disabled {
+		if c.Webhook.Port <= 0 || c.Webhook.Port > 65535 {
+			errs = append(errs, fmt.Errorf("--webhook-port %d is not a port", c.Webhook.Port))
+		}
+		for name, v := range map[string]string{"--webhook-cert-dir": c.Webhook.CertDir,
+			"--webhook-service-name": c.Webhook.ServiceName, "--webhook-secret-name": c.Webhook.SecretName,
+			"--webhook-configuration-name": c.Webhook.ConfigurationName} {
+			if v == "" {
+				errs = append(errs, fmt.Errorf("%s is empty", name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// certNames are the DNS names and IPs the webhook certificate covers.
+func (w WebhookConfig) certNames(namespace string) ([]string, []net.IP) {
+	svc := w.ServiceName + "." + namespace
+	dns := []string{svc + ".svc", svc + ".svc.cluster.local"}
+	var ips []net.IP
+	for _, h := range w.Hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else if h = strings.TrimSpace(h); h != "" {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}

@@ -1,0 +1,121 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/controllers/clusternetwork"
+	"github.com/weft-net/weft/controllers/clusterpeer"
+	"github.com/weft-net/weft/controllers/tier"
+	"github.com/weft-net/weft/internal/webhookcert"
+)
+
+// Backends are the datapath backends this build implements.
+var Backends = []fabricv1.DatapathBackend{fabricv1.DatapathOVS}
+
+// NewScheme returns the scheme with every type the operator reads or writes.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(fabricv1.AddToScheme(s))
+	return s
+}
+
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=weft-system,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",namespace=weft-system,resources=secrets,verbs=create;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+
+// NewManager builds the manager with every controller and webhook registered.
+func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	scheme := NewScheme()
+	opts := ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress:  cfg.ProbeAddr,
+		LeaderElection:          cfg.LeaderElect,
+		LeaderElectionID:        "weft-operator.fabric.weft.dev",
+		LeaderElectionNamespace: cfg.Namespace,
+		// The operator reads Secrets only in its own namespace through the cache (peer
+		// credentials elsewhere are read one by one).
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+		}},
+	}
+	if !cfg.Webhook.Disabled {
+		opts.WebhookServer = webhook.NewServer(webhook.Options{Port: cfg.Webhook.Port, CertDir: cfg.Webhook.CertDir})
+	}
+	mgr, err := ctrl.NewManager(restCfg, opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+
+	if !cfg.Webhook.Disabled {
+		if err := setupWebhooks(ctx, cfg, restCfg, mgr); err != nil {
+			return nil, err
+		}
+	}
+	if err := (&clusternetwork.Reconciler{Client: mgr.GetClient(),
+		Options: clusternetwork.Options{Backends: Backends}}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("clusternetwork controller: %w", err)
+	}
+	if err := (&tier.Reconciler{Client: mgr.GetClient()}).SetupWithManager(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("tier controller: %w", err)
+	}
+	if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Options: clusterpeer.Options{Resync: cfg.PeerResync}}).SetupWithManager(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("clusterpeer controller: %w", err)
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	ready := healthz.Ping
+	if !cfg.Webhook.Disabled {
+		ready = mgr.GetWebhookServer().StartedChecker()
+	}
+	if err := mgr.AddReadyzCheck("readyz", ready); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// setupWebhooks makes sure the serving certificate exists before the webhook server starts
+// (it reads the files at start), keeps it fresh, and registers the webhooks.
+func setupWebhooks(ctx context.Context, cfg Config, restCfg *rest.Config, mgr ctrl.Manager) error {
+	direct, err := client.New(restCfg, client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return err
+	}
+	dns, ips := cfg.Webhook.certNames(cfg.Namespace)
+	certOpts := webhookcert.Options{
+		Namespace: cfg.Namespace, SecretName: cfg.Webhook.SecretName, CertDir: cfg.Webhook.CertDir,
+		DNSNames: dns, IPs: ips, WebhookConfigurations: []string{cfg.Webhook.ConfigurationName},
+	}
+	if err := webhookcert.Ensure(ctx, direct, certOpts); err != nil {
+		return err
+	}
+	if err := mgr.Add(&webhookcert.Rotator{Client: direct, Options: certOpts}); err != nil {
+		return err
+	}
+	if err := tier.SetupWebhookWithManager(mgr); err != nil {
+		return fmt.Errorf("tier webhook: %w", err)
+	}
+	return nil
+}

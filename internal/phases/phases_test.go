@@ -1,0 +1,59 @@
+package phases
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+func TestRunStopsAtHaltWithoutError(t *testing.T) {
+	var ran []string
+	step := func(name string, res ctrl.Result, err error) Func[*[]string] {
+		return func(_ context.Context, log *[]string) (ctrl.Result, error) {
+			*log = append(*log, name)
+			return res, err
+		}
+	}
+	res, err := Run(context.Background(), &ran,
+		step("a", ctrl.Result{RequeueAfter: time.Minute}, nil),
+		step("b", ctrl.Result{RequeueAfter: time.Second}, Halt),
+		step("c", ctrl.Result{}, nil),
+	)
+	if err != nil {
+		t.Fatalf("Run returned %v, want nil after Halt", err)
+	}
+	if got := len(ran); got != 2 {
+		t.Fatalf("ran %v, want [a b]", ran)
+	}
+	if res.RequeueAfter != time.Second {
+		t.Errorf("RequeueAfter = %v, want the soonest (1s)", res.RequeueAfter)
+	}
+}
+
+func TestRunReturnsFirstError(t *testing.T) {
+	boom := errors.New("boom")
+	calls := 0
+	_, err := Run(context.Background(), &calls,
+		func(_ context.Context, n *int) (ctrl.Result, error) { *n++; return ctrl.Result{}, boom },
+		func(_ context.Context, n *int) (ctrl.Result, error) { *n++; return ctrl.Result{}, nil },
+	)
+	if !errors.Is(err, boom) || calls != 1 {
+		t.Fatalf("err=%v calls=%d, want boom after 1 call", err, calls)
+	}
+}
+
+func TestMergeKeepsSoonestPositive(t *testing.T) {
+	cases := []struct{ a, b, want time.Duration }{
+		{0, 0, 0}, {0, time.Second, time.Second}, {time.Minute, 0, time.Minute},
+		{time.Minute, time.Second, time.Second}, {time.Second, time.Minute, time.Second},
+	}
+	for _, c := range cases {
+		got := Merge(ctrl.Result{RequeueAfter: c.a}, ctrl.Result{RequeueAfter: c.b}).RequeueAfter
+		if got != c.want {
+			t.Errorf("Merge(%v,%v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
