@@ -94,3 +94,23 @@ func Apply(ctx context.Context, c client.Client, objs ...*unstructured.Unstructu
 	}
 	return nil
 }
+
+// Runnable is what RunManager starts (a controller-runtime manager).
+type Runnable interface {
+	Start(ctx context.Context) error
+}
+
+// RunManager starts a manager and stops it (and waits for it) when the test ends. A manager
+// that fails to start fails the test.
+func RunManager(t testing.TB, mgr Runnable) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager stopped with error: %v", err)
+		}
+	})
+}

@@ -1,0 +1,270 @@
+package clusterpeer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/controllers/clusterpeer"
+	"github.com/weft-net/weft/internal/operator"
+	"github.com/weft-net/weft/internal/testenv"
+)
+
+// Two real API servers: "local" runs the controller, "remote" is the peer it reads.
+var local, remote *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	if local, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if remote, err = testenv.Start(); err != nil {
+		_ = local.Stop()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = local.Stop()
+	_ = remote.Stop()
+	os.Exit(code)
+}
+
+func TestClusterPeer(t *testing.T) {
+	ctx := context.Background()
+	mustCreate(t, local.Client, clusterNetwork("local"))
+	remoteCN := clusterNetwork("remote")
+	mustCreate(t, remote.Client, remoteCN)
+
+	// The remote cluster grants "peer-reader" read access to ClusterNetworks, as `weftctl peer
+	// join` will; "nobody" authenticates but has no permissions.
+	mustCreate(t, remote.Client, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "weft-peer-reader"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"fabric.weft.dev"},
+			Resources: []string{"clusternetworks"}, Verbs: []string{"get", "list", "watch"}}},
+	})
+	mustCreate(t, remote.Client, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "weft-peer-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "weft-peer-reader"},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "peer-reader"}},
+	})
+	reader := userKubeconfig(t, remote, "peer-reader")
+	nobody := userKubeconfig(t, remote, "nobody")
+	self := userKubeconfig(t, local, "admin", "system:masters")
+	pwned := filepath.Join(t.TempDir(), "pwned") // the exec plugin below would create it
+
+	startController(t)
+
+	cases := []struct {
+		name      string
+		clusterID string
+		secret    map[string][]byte // nil: no Secret
+		key       string
+		ready     metav1.ConditionStatus
+		connected metav1.ConditionStatus
+		state     string // Stalled, Reconciling or "" (Ready)
+		reason    string
+		message   string
+	}{
+		{"missing secret", "remote", nil, "", "False", "False", "Stalled", fabricv1.ReasonSecretNotFound, "not found"},
+		{"missing key", "remote", map[string][]byte{"other": reader}, "", "False", "False", "Stalled", fabricv1.ReasonSecretKeyNotFound, `no key "kubeconfig"`},
+		{"garbage kubeconfig", "remote", map[string][]byte{"kubeconfig": []byte("{{not yaml")}, "", "False", "False", "Stalled", fabricv1.ReasonInvalidKubeconfig, "not a kubeconfig"},
+		{"exec plugin", "remote", map[string][]byte{"kubeconfig": withExec(t, reader, pwned)}, "", "False", "False", "Stalled", fabricv1.ReasonInvalidKubeconfig, "exec credential plugin"},
+		{"unreachable", "remote", map[string][]byte{"kubeconfig": withServer(t, reader, "https://127.0.0.1:1")}, "", "False", "False", "Reconciling", fabricv1.ReasonUnreachable, "connection refused"},
+		{"unknown credential", "remote", map[string][]byte{"kubeconfig": withToken(t, reader, "not-a-token")}, "", "False", "False", "Stalled", fabricv1.ReasonUnauthorized, "refused the credential"},
+		{"no permission", "remote", map[string][]byte{"kubeconfig": nobody}, "", "False", "False", "Stalled", fabricv1.ReasonForbidden, "lacks permission"},
+		{"wrong cluster", "elsewhere", map[string][]byte{"kubeconfig": reader}, "", "False", "True", "Stalled", fabricv1.ReasonClusterIDMismatch, `belongs to cluster "remote", not "elsewhere"`},
+		{"itself", "local", map[string][]byte{"kubeconfig": self}, "", "False", "True", "Stalled", fabricv1.ReasonPeerIsThisCluster, "does not peer with itself"},
+		{"connected, custom key", "remote", map[string][]byte{"creds": reader}, "creds", "True", "True", "", fabricv1.ReasonConnected, "read cluster remote"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			name := fmt.Sprintf("peer-%d", i)
+			if c.secret != nil {
+				mustCreate(t, local.Client, &corev1.Secret{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: name}, Data: c.secret})
+			}
+			mustCreate(t, local.Client, peer(name, c.clusterID, name, c.key))
+			got := waitPeer(t, name, func(p *fabricv1.ClusterPeer) error {
+				conds := p.Status.Conditions
+				errs := []error{
+					testenv.CheckCondition(conds, "Ready", c.ready, c.reason),
+					testenv.CheckCondition(conds, "Connected", c.connected, ""),
+				}
+				for _, s := range []string{"Stalled", "Reconciling"} {
+					if s == c.state {
+						errs = append(errs, testenv.CheckCondition(conds, s, metav1.ConditionTrue, c.reason))
+					} else {
+						errs = append(errs, testenv.CheckAbsent(conds, s))
+					}
+				}
+				return errors.Join(errs...)
+			})
+			ready := got.Status.Conditions[slices.IndexFunc(got.Status.Conditions, func(c metav1.Condition) bool { return c.Type == "Ready" })]
+			if !strings.Contains(ready.Message, c.message) {
+				t.Errorf("Ready message %q does not contain %q", ready.Message, c.message)
+			}
+			if c.ready == "True" {
+				if !slices.Equal(got.Status.PodCIDRs, []string{"10.245.0.0/16"}) || got.Status.LastSyncTime == nil ||
+					!strings.HasPrefix(got.Status.KubernetesVersion, "v1.") {
+					t.Errorf("advertised state not mirrored: %+v", got.Status)
+				}
+			}
+		})
+	}
+
+	if _, err := os.Stat(pwned); err == nil {
+		t.Errorf("the operator ran the peer kubeconfig's exec plugin")
+	}
+
+	t.Run("fixing the Secret reconnects without waiting for the backoff", func(t *testing.T) {
+		// peer-0 has no Secret and its backoff has grown; creating the Secret reconnects it.
+		mustCreate(t, local.Client, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "peer-0"},
+			Data:       map[string][]byte{"kubeconfig": reader}})
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+		})
+	})
+
+	t.Run("a peer without weft is Reconciling, and Ready again when weft returns", func(t *testing.T) {
+		if err := remote.Client.Delete(ctx, remoteCN); err != nil {
+			t.Fatal(err)
+		}
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Reconciling", metav1.ConditionTrue, fabricv1.ReasonPeerNotConfigured),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, ""))
+		})
+		mustCreate(t, remote.Client, clusterNetwork("remote"))
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+		})
+	})
+}
+
+func startController(t *testing.T) {
+	mgr, err := ctrl.NewManager(local.Config, ctrl.Options{
+		Scheme:  operator.NewScheme(),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{"weft-system": {}}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Short resync and backoff keep the test quick; a long RetryMax proves that fixing the
+	// Secret is noticed through the watch, not by waiting.
+	r := &clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Options: clusterpeer.Options{Resync: 2 * time.Second, RetryBase: 200 * time.Millisecond, RetryMax: time.Hour}}
+	if err := r.SetupWithManager(context.Background(), mgr); err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunManager(t, mgr)
+}
+
+func waitPeer(t *testing.T, name string, check func(*fabricv1.ClusterPeer) error) *fabricv1.ClusterPeer {
+	t.Helper()
+	p := &fabricv1.ClusterPeer{}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := local.Client.Get(context.Background(), client.ObjectKey{Name: name}, p); err != nil {
+			return err
+		}
+		if p.Status.ObservedGeneration != p.Generation {
+			return errors.New("status not observed yet")
+		}
+		return check(p)
+	})
+	return p
+}
+
+func clusterNetwork(id string) *fabricv1.ClusterNetwork {
+	return &fabricv1.ClusterNetwork{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: id,
+			PodCIDRs: []fabricv1.CIDR{"10.245.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.97.0.0/16"}},
+	}
+}
+
+func peer(name, clusterID, secret, key string) *fabricv1.ClusterPeer {
+	return &fabricv1.ClusterPeer{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: fabricv1.ClusterPeerSpec{ClusterID: clusterID,
+			KubeconfigSecretRef: fabricv1.SecretKeyRef{Namespace: "weft-system", Name: secret, Key: key}},
+	}
+}
+
+func mustCreate(t *testing.T, c client.Client, o client.Object) {
+	t.Helper()
+	if err := c.Create(context.Background(), o); err != nil {
+		t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+	}
+}
+
+func userKubeconfig(t *testing.T, e *testenv.Env, name string, groups ...string) []byte {
+	t.Helper()
+	kc, _, err := e.User(name, groups...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+// edit rewrites a kubeconfig.
+func edit(t *testing.T, kc []byte, fn func(cfg *clientcmdapi.Config)) []byte {
+	t.Helper()
+	cfg, err := clientcmd.Load(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn(cfg)
+	out, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func withServer(t *testing.T, kc []byte, server string) []byte {
+	return edit(t, kc, func(cfg *clientcmdapi.Config) {
+		for _, c := range cfg.Clusters {
+			c.Server = server
+		}
+	})
+}
+
+func withToken(t *testing.T, kc []byte, token string) []byte {
+	return edit(t, kc, func(cfg *clientcmdapi.Config) {
+		for _, u := range cfg.AuthInfos {
+			u.ClientCertificateData, u.ClientKeyData, u.Token = nil, nil, token
+		}
+	})
+}
+
+func withExec(t *testing.T, kc []byte, marker string) []byte {
+	return edit(t, kc, func(cfg *clientcmdapi.Config) {
+		for _, u := range cfg.AuthInfos {
+			u.ClientCertificateData, u.ClientKeyData = nil, nil
+			u.Exec = &clientcmdapi.ExecConfig{APIVersion: "client.authentication.k8s.io/v1", Command: "/bin/sh",
+				Args: []string{"-c", "touch " + marker}, InteractiveMode: clientcmdapi.NeverExecInteractiveMode}
+		}
+	})
+}

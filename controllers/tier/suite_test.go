@@ -1,0 +1,190 @@
+package tier_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/controllers/tier"
+	"github.com/weft-net/weft/internal/operator"
+	"github.com/weft-net/weft/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	if env, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+const webhookConfig = "weft-validating-webhook-configuration"
+
+// startOperator installs config/dev's webhook configuration pointed at a free port and runs
+// the whole operator in-process, as `make run` would.
+func startOperator(t *testing.T) {
+	ctx := context.Background()
+	port := testenv.FreePort(t)
+	objs, err := testenv.Kustomize("config/dev", "127.0.0.1:9443", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ValidatingWebhookConfiguration" {
+			if err := testenv.Apply(ctx, env.Client, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cfg := operator.DefaultConfig()
+	cfg.MetricsAddr, cfg.ProbeAddr = "0", "0"
+	cfg.Webhook.Port = port
+	cfg.Webhook.CertDir = t.TempDir()
+	cfg.Webhook.Hosts = []string{"127.0.0.1"}
+	mgr, err := operator.NewManager(ctx, cfg, env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunManager(t, mgr)
+}
+
+func getTier(name string) (*fabricv1.Tier, error) {
+	t := &fabricv1.Tier{}
+	return t, env.Client.Get(context.Background(), client.ObjectKey{Name: name}, t)
+}
+
+func newTier(name string, p int32) *fabricv1.Tier {
+	return &fabricv1.Tier{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fabricv1.TierSpec{Priority: p}}
+}
+
+func TestTiers(t *testing.T) {
+	ctx := context.Background()
+	startOperator(t)
+
+	t.Run("built-in tiers are created and Ready", func(t *testing.T) {
+		for _, want := range tier.Builtin {
+			testenv.Eventually(t, 20*time.Second, func() error {
+				got, err := getTier(want.Name)
+				if err != nil {
+					return err
+				}
+				if got.Spec.Priority != want.Spec.Priority || got.Labels[tier.LabelBuiltin] != "true" {
+					return fmt.Errorf("tier %s: priority %d labels %v", got.Name, got.Spec.Priority, got.Labels)
+				}
+				if got.Status.ObservedGeneration != got.Generation {
+					return fmt.Errorf("tier %s not observed yet", got.Name)
+				}
+				return testenv.CheckCondition(got.Status.Conditions, "Ready", metav1.ConditionTrue, "")
+			})
+		}
+	})
+
+	t.Run("a deleted built-in tier comes back", func(t *testing.T) {
+		old, err := getTier("platform")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Client.Delete(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, func() error {
+			got, err := getTier("platform")
+			if err != nil {
+				return err
+			}
+			if got.UID == old.UID {
+				return errors.New("still the old object")
+			}
+			return nil
+		})
+	})
+
+	t.Run("the webhook certificate is managed by the operator", func(t *testing.T) {
+		secret := &corev1.Secret{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "weft-webhook-cert"}, secret); err != nil {
+			t.Fatalf("no certificate Secret: %v", err)
+		}
+		cfg := &admissionv1.ValidatingWebhookConfiguration{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: webhookConfig}, cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(cfg.Webhooks[0].ClientConfig.CABundle); got != string(secret.Data["ca.crt"]) || got == "" {
+			t.Errorf("caBundle (%d bytes) is not the Secret's CA (%d bytes)", len(got), len(secret.Data["ca.crt"]))
+		}
+	})
+
+	t.Run("a duplicate priority is refused at admission, naming the holder", func(t *testing.T) {
+		err := env.Client.Create(ctx, newTier("shadow-app", 250))
+		if err == nil {
+			t.Fatal("a second tier with priority 250 was admitted")
+		}
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), `already held by tier "application"`) {
+			t.Fatalf("rejection = %v; want Invalid naming tier \"application\"", err)
+		}
+		if err := env.Client.Create(ctx, newTier("team-a", 120)); err != nil {
+			t.Fatalf("a free priority was refused: %v", err)
+		}
+	})
+
+	t.Run("a duplicate that slipped past admission is Stalled until the holder goes", func(t *testing.T) {
+		// Remove the webhook, as if the tier had been created before the operator was installed.
+		cfg := &admissionv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfig}}
+		if err := env.Client.Delete(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		holder := newTier("first", 77)
+		if err := env.Client.Create(ctx, holder); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // creationTimestamp has one-second resolution
+		if err := env.Client.Create(ctx, newTier("second", 77)); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, func() error {
+			got, err := getTier("second")
+			if err != nil {
+				return err
+			}
+			if err := testenv.CheckCondition(got.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonDuplicatePriority); err != nil {
+				return err
+			}
+			if !strings.Contains(got.Status.Conditions[0].Message+got.Status.Conditions[1].Message, `tier "first"`) {
+				return fmt.Errorf("message does not name the holder: %s", testenv.Describe(got.Status.Conditions))
+			}
+			return nil
+		})
+		first, _ := getTier("first")
+		if err := testenv.CheckCondition(first.Status.Conditions, "Ready", metav1.ConditionTrue, ""); err != nil {
+			t.Errorf("the holder: %v", err)
+		}
+		if err := env.Client.Delete(ctx, holder); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, func() error {
+			got, err := getTier("second")
+			if err != nil {
+				return err
+			}
+			return errors.Join(
+				testenv.CheckCondition(got.Status.Conditions, "Ready", metav1.ConditionTrue, ""),
+				testenv.CheckAbsent(got.Status.Conditions, "Stalled"))
+		})
+	})
+}
