@@ -52,6 +52,9 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		LeaderElection:          cfg.LeaderElect,
 		LeaderElectionID:        "weft-operator.fabric.weft.dev",
 		LeaderElectionNamespace: cfg.Namespace,
+		// The binary exits right after the manager stops, so releasing the lease is safe and
+		// lets the next replica take over at once instead of after the lease expires.
+		LeaderElectionReleaseOnCancel: true,
 		// The operator reads Secrets only in its own namespace through the cache (peer
 		// credentials elsewhere are read one by one).
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
