@@ -6,8 +6,7 @@ set -euo pipefail
 WEFT_CACHE="${WEFT_CACHE:-$HOME/.cache/weft}"
 declare -A PKG=(
   [controller-gen]="sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0"
-  [golangci-lint]="github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.7.2"
-  [benchstat]="golang.org/x/perf/cmd/benchstat@v0.0.0-20260312031701-16a31bc5fbd0"
+  [golangci-lint]="github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0"
 )
 name="${1:?usage: hack/tool.sh <tool>}"
 spec="${PKG[$name]:-}"
