@@ -10,10 +10,10 @@ import (
 
 func TestRepository(t *testing.T) {
 	for ref, want := range map[string]string{
-		"busybox":                        "busybox",
-		"busybox:1.36":                   "busybox",
-		"docker.io/library/busybox:1.36": "busybox",
-		"docker.io/alpine/socat:1.7.4.3": "alpine/socat",
+		"busybox":                                           "busybox",
+		"busybox:1.36":                                      "busybox",
+		"docker.io/library/busybox:1.36":                    "busybox",
+		"docker.io/alpine/socat:1.7.4.3":                    "alpine/socat",
 		"registry.k8s.io/e2e-test-images/agnhost:2.53":      "registry.k8s.io/e2e-test-images/agnhost",
 		"localhost:5000/team/app:v1":                        "localhost:5000/team/app",
 		"ghcr.io/weft-net/weft-operator@sha256:0123456789a": "ghcr.io/weft-net/weft-operator",

@@ -20,9 +20,9 @@ type InitSpec struct {
 	// Netns is the pod's network namespace path; empty stays in the kubelet's (host network).
 	Netns string `json:"netns,omitempty"`
 	// Hostname, when set, gives the container its own UTS namespace with that hostname.
-	Hostname string  `json:"hostname,omitempty"`
-	Mounts   []Mount `json:"mounts,omitempty"`
-	Dir      string  `json:"dir,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	Mounts   []Mount  `json:"mounts,omitempty"`
+	Dir      string   `json:"dir,omitempty"`
 	Argv     []string `json:"argv"`
 	Env      []string `json:"env"`
 }

@@ -276,7 +276,9 @@ func (p *Provider) cleanupLeftovers(ctx context.Context) error {
 	return nil
 }
 
-func netnsPrefix(node string) string { return "weftlab-pod-" + strings.ReplaceAll(node, ".", "-") + "-" }
+func netnsPrefix(node string) string {
+	return "weftlab-pod-" + strings.ReplaceAll(node, ".", "-") + "-"
+}
 
 func killNetnsProcesses(path string) {
 	ino, err := netlab.Inode(path)
