@@ -44,8 +44,9 @@ verify-generated: ## Fail if regenerating code or manifests would change any fil
 ##@ Build
 
 .PHONY: build
-build: ## Build every binary into bin/.
-	$(GO) build -o $(BIN)/ ./cmd/...
+build: ## Build every binary into bin/ (weft-operator, weftctl).
+	$(GO) build -o $(BIN)/weft-operator ./cmd/operator
+	$(GO) build -o $(BIN)/weftctl ./cmd/weftctl
 
 .PHONY: run
 run: manifests ## Run the operator from source against the current kubeconfig (applies config/dev first).
@@ -60,8 +61,9 @@ test: test-deps verify-generated vet ## Run every test: unit, envtest (real API 
 		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 .PHONY: test-deps
-test-deps: ## Install what the tests need (apt packages, Kubernetes binaries built from source).
+test-deps: ## Install what the tests need (apt packages, Kubernetes, CoreDNS and CNI binaries built from source).
 	hack/envtest-assets.sh >/dev/null
+	hack/lab-deps.sh >/dev/null
 
 .PHONY: vet
 vet: ## go vet and gofmt check.
@@ -76,9 +78,12 @@ lint: ## Run golangci-lint with the repository's configuration.
 ##@ Demo
 
 .PHONY: demo
-demo: ## Start local API servers, run the operator against them, apply the samples and show the result.
-	hack/envtest-assets.sh >/dev/null
-	$(GO) run ./hack/demo
+demo: build ## Bring up the two-cluster lab, install weft, deploy a sample app and print a tour.
+	hack/demo.sh
+
+.PHONY: lab-down
+lab-down: build ## Take the demo lab down.
+	$(BIN)/weftctl lab down
 
 .PHONY: clean
 clean: ## Remove build output (the cache in $(WEFT_CACHE) stays).

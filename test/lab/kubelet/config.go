@@ -34,6 +34,9 @@ type Config struct {
 	Labels map[string]string
 	// Port of the kubelet API.
 	Port int
+	// NetnsPrefix starts the names of this node's pod network namespaces (the node name is
+	// appended), so a restarted kubelet finds and removes its leftovers and nothing else.
+	NetnsPrefix string
 }
 
 // CNIConfDir is the node's CNI configuration directory.

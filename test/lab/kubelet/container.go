@@ -96,9 +96,11 @@ func (c *containerRunner) prepare() (*InitSpec, error) {
 	im, err := p.images.Resolve(c.spec.Image)
 	if err != nil {
 		reason := "ErrImagePull"
-		if c.restarts > 0 || c.state.Waiting != nil && c.state.Waiting.Reason == "ErrImagePull" {
+		c.mu.Lock()
+		if c.state.Waiting != nil && (c.state.Waiting.Reason == "ErrImagePull" || c.state.Waiting.Reason == "ImagePullBackOff") {
 			reason = "ImagePullBackOff"
 		}
+		c.mu.Unlock()
 		return nil, &startError{reason, err}
 	}
 	pr.mu.Lock()
@@ -195,15 +197,19 @@ func (c *containerRunner) mounts() ([]Mount, error) {
 	return mounts, nil
 }
 
-// start launches one instance of the container through the container-init helper.
-func (c *containerRunner) start(spec *InitSpec) error {
+// start launches one instance of the container through the container-init helper. It holds
+// the container's lock from the stopping check to the launch, so stop either prevents the
+// start or sees the process and ends it.
+func (c *containerRunner) start(ctx context.Context, spec *InitSpec) error {
 	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	n := c.restarts
-	c.mu.Unlock()
-	logf, err := os.OpenFile(filepath.Join(c.logDir, strconv.Itoa(n)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	defer c.mu.Unlock()
+	if c.stopping || ctx.Err() != nil {
+		return errStopping
+	}
+	logf, err := os.OpenFile(filepath.Join(c.logDir, strconv.Itoa(c.restarts)+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -217,16 +223,16 @@ func (c *containerRunner) start(spec *InitSpec) error {
 		return err
 	}
 	c.pr.p.recordPID(c.pr, cmd.Process.Pid)
-	c.mu.Lock()
 	c.cmd, c.env, c.dir = cmd, spec.Env, spec.Dir
 	c.exited = make(chan struct{})
 	c.started = c.spec.StartupProbe == nil
 	c.ready = false
 	c.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
-	c.mu.Unlock()
-	c.pr.changed()
+	go c.pr.changed()
 	return nil
 }
+
+var errStopping = errors.New("the pod is stopping")
 
 // wait waits for the current instance and records how it ended.
 func (c *containerRunner) wait() int32 {
@@ -289,7 +295,10 @@ func (c *containerRunner) supervise(ctx context.Context) {
 	for {
 		spec, err := c.prepare()
 		if err == nil {
-			err = c.start(spec)
+			err = c.start(ctx, spec)
+		}
+		if errors.Is(err, errStopping) {
+			return
 		}
 		if err != nil {
 			reason := "RunContainerError"
@@ -341,7 +350,10 @@ func (c *containerRunner) runToCompletion(ctx context.Context) bool {
 	for {
 		spec, err := c.prepare()
 		if err == nil {
-			err = c.start(spec)
+			err = c.start(ctx, spec)
+		}
+		if errors.Is(err, errStopping) {
+			return false
 		}
 		if err == nil {
 			if c.wait() == 0 {

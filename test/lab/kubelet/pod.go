@@ -156,7 +156,7 @@ func (r *podRunner) setupNetwork() error {
 		r.mu.Unlock()
 		return r.writeNetworkFiles()
 	}
-	name := netnsPrefix(r.p.cfg.NodeName) + strings.ReplaceAll(string(r.pod.UID), "-", "")[:12]
+	name := r.p.netnsPrefix() + strings.ReplaceAll(string(r.pod.UID), "-", "")[:12]
 	if err := netlab.AddNetns(name); err != nil {
 		return err
 	}
@@ -269,6 +269,7 @@ func (r *podRunner) terminate(grace time.Duration) {
 	r.terminated = true
 	r.mu.Unlock()
 	if !already {
+		// stop marks each container stopping first, so no restart can begin meanwhile.
 		var wg sync.WaitGroup
 		for _, c := range append(append([]*containerRunner{}, r.init...), r.containers...) {
 			wg.Add(1)
@@ -319,13 +320,15 @@ func (r *podRunner) podWithStatus() *corev1.Pod {
 	r.mu.Lock()
 	pod := r.pod.DeepCopy()
 	netReady, netErr, ips, initDone, terminated := r.netReady, r.netErr, r.ips, r.initDone, r.terminated
+	last := r.last.DeepCopy()
 	r.mu.Unlock()
+	startTime := r.startTime
 
 	st := corev1.PodStatus{
 		HostIP:    r.p.cfg.NodeIP,
 		HostIPs:   []corev1.HostIP{{IP: r.p.cfg.NodeIP}},
-		StartTime: &r.startTime,
-		QOSClass:  corev1.PodQOSBestEffort,
+		StartTime: &startTime,
+		QOSClass:  pod.Status.QOSClass, // set by the API server at creation, immutable
 	}
 	if netReady && !terminated {
 		st.PodIP = ips[0]
@@ -366,8 +369,8 @@ func (r *podRunner) podWithStatus() *corev1.Pod {
 				st.Conditions[i].LastTransitionTime = old.LastTransitionTime
 			}
 		}
-		if r.last != nil {
-			for _, old := range r.last.Conditions {
+		if last != nil {
+			for _, old := range last.Conditions {
 				if old.Type == st.Conditions[i].Type && old.Status == st.Conditions[i].Status {
 					st.Conditions[i].LastTransitionTime = old.LastTransitionTime
 				}

@@ -265,7 +265,7 @@ func (p *Provider) cleanupLeftovers(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	names, _ := netlab.List(netnsPrefix(p.cfg.NodeName))
+	names, _ := netlab.List(p.netnsPrefix())
 	for _, n := range names {
 		killNetnsProcesses(netlab.Path(n))
 		_ = netlab.DelNetns(n)
@@ -276,8 +276,12 @@ func (p *Provider) cleanupLeftovers(ctx context.Context) error {
 	return nil
 }
 
-func netnsPrefix(node string) string {
-	return "weftlab-pod-" + strings.ReplaceAll(node, ".", "-") + "-"
+func (p *Provider) netnsPrefix() string {
+	prefix := p.cfg.NetnsPrefix
+	if prefix == "" {
+		prefix = "weftlab-pod-"
+	}
+	return prefix + strings.ReplaceAll(p.cfg.NodeName, ".", "-") + "-"
 }
 
 func killNetnsProcesses(path string) {

@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"syscall"
 
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	"github.com/virtual-kubelet/virtual-kubelet/log/klogv2"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +39,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Port = 10250
 	}
 	log := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
+	ctx = vklog.WithLogger(ctx, klogv2.New(nil))
 	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
@@ -165,7 +169,22 @@ func nodeObject(cfg Config) corev1.Node {
 			Allocatable:     Capacity,
 			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(cfg.Port)}},
 			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: KubeletVersion, OperatingSystem: "linux", Architecture: "amd64",
-				ContainerRuntimeVersion: "weft-lab://1", OSImage: "weft lab node"},
+				ContainerRuntimeVersion: "weft-lab://1", OSImage: "weft lab node", KernelVersion: kernelVersion()},
 		},
 	}
+}
+
+func kernelVersion() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return ""
+	}
+	b := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
 }

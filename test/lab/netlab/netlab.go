@@ -146,3 +146,14 @@ func PIDsIn(inodes map[uint64]bool) []int {
 	}
 	return pids
 }
+
+// Nft loads an nftables script inside a namespace.
+func Nft(netns, script string) error {
+	cmd := exec.Command("nsenter", "--net="+Path(netns), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("nft in %s: %v: %s", netns, err, bytes.TrimSpace(out))
+	}
+	return nil
+}

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/weft-net/weft/test/lab"
+	"github.com/weft-net/weft/test/lab/kubelet"
+	"github.com/weft-net/weft/test/lab/netlab"
+)
+
+func cacheDir() string {
+	if d := os.Getenv("WEFT_CACHE"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "weft")
+}
+
+func labCommand() *cobra.Command {
+	self, _ := os.Executable()
+	opts := lab.Options{Name: "weft", Clusters: 2, Nodes: 2, CNI: "reference", APIPortBase: 16443, Timeout: 5 * time.Minute,
+		StateDir: filepath.Join(cacheDir(), "lab"),
+		KubeBin:  filepath.Join(cacheDir(), "k8s", "v1.37.2", "bin"),
+		CoreDNS:  filepath.Join(cacheDir(), "coredns", "v1.15.0", "bin", "coredns"),
+		CNIBin:   filepath.Join(cacheDir(), "cni-plugins", "v1.9.1", "bin"),
+		WeftBin:  filepath.Dir(self), Self: self}
+
+	cmd := &cobra.Command{Use: "lab", Short: "A multi-cluster lab on this machine: real control planes, nodes as network namespaces"}
+	cmd.PersistentFlags().StringVar(&opts.StateDir, "state", opts.StateDir, "lab state directory")
+	cmd.PersistentFlags().StringVar(&opts.Name, "name", opts.Name, "lab name: labs with different names and state directories can run side by side")
+	addUpFlags := func(c *cobra.Command) {
+		f := c.Flags()
+		f.IntVar(&opts.Clusters, "clusters", opts.Clusters, "number of clusters")
+		f.IntVar(&opts.Nodes, "nodes", opts.Nodes, "nodes per cluster")
+		f.StringVar(&opts.CNI, "cni", opts.CNI, "CNI plugin for pods: "+strings.Join(lab.CNIs, ", "))
+		f.IntVar(&opts.APIPortBase, "api-port", opts.APIPortBase, "host port of the first cluster's API server (127.0.0.1)")
+		f.StringVar(&opts.KubeBin, "kube-bin", opts.KubeBin, "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl")
+		f.StringVar(&opts.CoreDNS, "coredns", opts.CoreDNS, "coredns binary")
+		f.StringVar(&opts.CNIBin, "cni-bin", opts.CNIBin, "directory with the reference CNI plugins")
+		f.StringVar(&opts.WeftBin, "weft-bin", opts.WeftBin, "directory with weft's binaries (weft-operator, ...)")
+		f.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "how long bringing the lab up may take")
+	}
+
+	up := &cobra.Command{Use: "up", Short: "Bring a lab up (2 clusters × 2 nodes by default)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return labUp(c.Context(), opts) }}
+	addUpFlags(up)
+	daemon := &cobra.Command{Use: "daemon", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return labDaemon(opts) }}
+	addUpFlags(daemon)
+
+	cmd.AddCommand(up, daemon,
+		&cobra.Command{Use: "down", Short: "Stop the lab and remove everything it created", Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error { return labDown(opts.StateDir, opts.Name) }},
+		&cobra.Command{Use: "status", Short: "Show the lab's clusters, nodes and processes", Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error { return labStatus(opts.StateDir) }},
+		kubeconfigCommand(&opts),
+		kubeletCommand(), forwardCommand(),
+		&cobra.Command{Use: "container-init", Hidden: true, Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error { return kubelet.ContainerInit() }},
+	)
+	return cmd
+}
+
+func kubeconfigCommand(opts *lab.Options) *cobra.Command {
+	var pathOnly bool
+	c := &cobra.Command{Use: "kubeconfig", Short: "Print the lab's kubeconfig (one context per cluster: weft-1, weft-2, ...)", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			path := filepath.Join(opts.StateDir, lab.Kubeconfig)
+			if _, err := os.Stat(filepath.Join(opts.StateDir, lab.ReadyFile)); err != nil {
+				return errors.New("no lab is up (weftctl lab up)")
+			}
+			if pathOnly {
+				fmt.Println(path)
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			_, err = os.Stdout.Write(data)
+			return err
+		}}
+	c.Flags().BoolVar(&pathOnly, "path", false, "print the file's path instead of its content")
+	return c
+}
+
+// daemonPID returns the running lab daemon's PID, or 0.
+func daemonPID(state string) int {
+	data, err := os.ReadFile(filepath.Join(state, lab.PIDFile))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return 0
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "lab\x00daemon") {
+		return 0 // gone, or the PID was reused by something else
+	}
+	return pid
+}
+
+func labUp(ctx context.Context, opts lab.Options) error {
+	if pid := daemonPID(opts.StateDir); pid != 0 {
+		return fmt.Errorf("a lab is already up (daemon pid %d); run `weftctl lab down` first", pid)
+	}
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	if names, _ := netlab.List(lab.NamespacePrefix(opts.Name)); len(names) > 0 {
+		fmt.Printf("cleaning up after a lab that did not stop cleanly (%d namespaces)\n", len(names))
+		if err := lab.Cleanup(opts.StateDir, lab.NamespacePrefix(opts.Name)); err != nil {
+			return fmt.Errorf("cleaning up the previous lab: %w", err)
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{lab.ReadyFile, lab.FailedFile} {
+		_ = os.Remove(filepath.Join(opts.StateDir, f))
+	}
+	logf, err := os.OpenFile(filepath.Join(opts.StateDir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	args := []string{"lab", "daemon", "--name", opts.Name, "--state", opts.StateDir, "--clusters", strconv.Itoa(opts.Clusters),
+		"--nodes", strconv.Itoa(opts.Nodes), "--cni", opts.CNI, "--api-port", strconv.Itoa(opts.APIPortBase),
+		"--kube-bin", opts.KubeBin, "--coredns", opts.CoreDNS, "--cni-bin", opts.CNIBin, "--weft-bin", opts.WeftBin,
+		"--timeout", opts.Timeout.String()}
+	d := exec.Command(opts.Self, args...)
+	d.Stdout, d.Stderr = logf, logf
+	d.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	start := time.Now()
+	if err := d.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.Wait() }()
+	fmt.Printf("bringing up %d clusters × %d nodes (log: %s)\n", opts.Clusters, opts.Nodes, logf.Name())
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(filepath.Join(opts.StateDir, lab.ReadyFile)); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			msg, _ := os.ReadFile(filepath.Join(opts.StateDir, lab.FailedFile))
+			return fmt.Errorf("the lab failed to come up (%v): %s\nlast lines of %s:\n%s", err,
+				strings.TrimSpace(string(msg)), logf.Name(), tail(logf.Name(), 15))
+		case <-ctx.Done():
+			_ = d.Process.Signal(syscall.SIGTERM)
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	fmt.Printf("lab is up in %v\n\n", time.Since(start).Round(100*time.Millisecond))
+	return labStatus(opts.StateDir)
+}
+
+func tail(path string, n int) string {
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func labDaemon(opts lab.Options) error {
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(opts.StateDir, lab.PIDFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(opts, "", "  ")
+	_ = os.WriteFile(filepath.Join(opts.StateDir, lab.OptionsFile), data, 0o644)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	l, err := lab.New(opts, klog.Background())
+	if err != nil {
+		return err
+	}
+	return l.Run(ctx)
+}
+
+func labDown(state, name string) error {
+	if pid := daemonPID(state); pid != 0 {
+		fmt.Printf("stopping the lab (daemon pid %d)\n", pid)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(90 * time.Second)
+		for daemonPID(state) != 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if daemonPID(state) != 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if err := lab.Cleanup(state, lab.NamespacePrefix(name)); err != nil {
+		return err
+	}
+	if left, _ := netlab.List(lab.NamespacePrefix(name)); len(left) > 0 {
+		return fmt.Errorf("namespaces left behind: %v", left)
+	}
+	fmt.Println("lab is down")
+	return nil
+}
+
+func labStatus(state string) error {
+	pid := daemonPID(state)
+	if pid == 0 {
+		fmt.Println("no lab is running")
+		return nil
+	}
+	var st lab.Status
+	data, err := os.ReadFile(filepath.Join(state, lab.StatusFile))
+	if err == nil {
+		_ = json.Unmarshal(data, &st)
+	}
+	kubeconfig := filepath.Join(state, lab.Kubeconfig)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CLUSTER\tAPI\tPODS\tSERVICES\tNODES READY\tKUBE-SYSTEM PODS READY")
+	for _, c := range st.Clusters {
+		nodes, pods := clusterCounts(kubeconfig, c.Name)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.API, c.PodCIDR, c.ServiceCIDR, nodes, pods)
+	}
+	_ = w.Flush()
+	down := 0
+	for _, p := range st.Processes {
+		if !p.Running {
+			down++
+			fmt.Printf("process %s is not running (restarts %d, last exit: %s)\n", p.Name, p.Restarts, p.LastExit)
+		}
+	}
+	fmt.Printf("\n%d processes supervised by daemon pid %d, %d down\n", len(st.Processes), pid, down)
+	fmt.Printf("\nexport KUBECONFIG=%s\nkubectl --context weft-1 get nodes -o wide\n", kubeconfig)
+	return nil
+}
+
+func clusterCounts(kubeconfig, context string) (string, string) {
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if err != nil {
+		return "?", "?"
+	}
+	cfg.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "?", "?"
+	}
+	ctx := context0()
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "unreachable", "?"
+	}
+	ready := 0
+	for _, n := range nodes.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ready++
+			}
+		}
+	}
+	pods, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Sprintf("%d/%d", ready, len(nodes.Items)), "?"
+	}
+	podsReady := 0
+	for _, p := range pods.Items {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				podsReady++
+			}
+		}
+	}
+	return fmt.Sprintf("%d/%d", ready, len(nodes.Items)), fmt.Sprintf("%d/%d", podsReady, len(pods.Items))
+}
+
+func context0() context.Context { return context.Background() }
+
+func kubeletCommand() *cobra.Command {
+	var cfg kubelet.Config
+	c := &cobra.Command{Use: "kubelet", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return kubelet.Run(ctx, cfg)
+		}}
+	f := c.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", "", "")
+	f.StringVar(&cfg.NodeIP, "node-ip", "", "")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "")
+	f.StringVar(&cfg.Root, "root", "", "")
+	f.StringVar(&cfg.State, "state", "", "")
+	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "", "")
+	f.StringVar(&cfg.ServingCert, "serving-cert", "", "")
+	f.StringVar(&cfg.ServingKey, "serving-key", "", "")
+	f.StringVar(&cfg.ClientCA, "client-ca", "", "")
+	f.StringVar(&cfg.ClusterDNS, "cluster-dns", "", "")
+	f.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "")
+	f.StringVar(&cfg.ImageDir, "image-dir", "", "")
+	f.StringVar(&cfg.WeftBin, "weft-bin", "", "")
+	f.StringVar(&cfg.CoreDNS, "coredns", "", "")
+	f.StringVar(&cfg.Multicall, "multicall", "", "")
+	f.StringVar(&cfg.CreatedPaths, "created-paths", "", "")
+	f.IntVar(&cfg.Port, "port", 10250, "")
+	f.StringVar(&cfg.NetnsPrefix, "netns-prefix", "", "")
+	return c
+}
+
+func forwardCommand() *cobra.Command {
+	var to string
+	c := &cobra.Command{Use: "forward", Hidden: true, Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			l, err := net.FileListener(os.NewFile(3, "listener"))
+			if err != nil {
+				return fmt.Errorf("inherited listener (fd 3): %w", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return lab.Forward(ctx, l, to)
+		}}
+	c.Flags().StringVar(&to, "to", "", "address to relay to")
+	return c
+}

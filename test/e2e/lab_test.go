@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// upLab builds weftctl and the weft binaries, brings a lab named "e2e" up, and takes it down
+// when the test ends.
+func upLab(t *testing.T, clusters, nodes int) *Lab {
+	t.Helper()
+	root := repoRoot(t)
+	deps := labDeps(t, root)
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.Rename(filepath.Join(bin, "operator"), filepath.Join(bin, "weft-operator")); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(os.TempDir(), "weft-e2e-lab")
+	l := &Lab{Name: "e2e", State: state, Kubeconfig: filepath.Join(state, "kubeconfig"),
+		Kubectl: filepath.Join(deps["KUBE_BIN"], "kubectl"), Weftctl: filepath.Join(bin, "weftctl")}
+	for i := 1; i <= clusters; i++ {
+		l.Clusters = append(l.Clusters, "weft-"+strconv.Itoa(i))
+	}
+	l.upArgs = []string{"lab", "up", "--name", l.Name, "--state", state, "--api-port", "26443",
+		"--clusters", strconv.Itoa(clusters), "--nodes", strconv.Itoa(nodes),
+		"--kube-bin", deps["KUBE_BIN"], "--coredns", filepath.Join(deps["COREDNS_BIN"], "coredns"),
+		"--cni-bin", deps["CNI_BIN"], "--weft-bin", bin}
+	// A lab of this name left by an earlier, interrupted run is taken down first.
+	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
+	l.linksBefore = hostLinks(t)
+	l.up(t)
+	t.Cleanup(func() {
+		if out, err := exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).CombinedOutput(); err != nil {
+			t.Errorf("weftctl lab down: %v\n%s", err, out)
+		}
+	})
+	return l
+}
+
+func (l *Lab) up(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	out, err := exec.Command(l.Weftctl, l.upArgs...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("weftctl lab up: %v\n%s", err, out)
+	}
+	t.Logf("lab up took %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+func TestLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the lab e2e suite needs root: it creates network namespaces (run `make test` as root, as CI does)")
+	}
+	lab := upLab(t, 2, 2)
+
+	t.Run("nodes are Ready with pod CIDRs", func(t *testing.T) {
+		NodesReady(t, NodesInput{Lab: lab, Nodes: 2})
+	})
+	t.Run("pods talk pod to pod across nodes and to a Service by DNS name", func(t *testing.T) {
+		Connectivity(t, ConnectivityInput{Lab: lab, Cluster: "weft-1", Namespace: "e2e-net"})
+	})
+	t.Run("kubectl exec and logs", func(t *testing.T) {
+		ExecAndLogs(t, ExecInput{Lab: lab, Cluster: "weft-2", Namespace: "e2e-exec"})
+	})
+	t.Run("bad input gets a clear status", func(t *testing.T) {
+		BadInput(t, BadInputInput{Lab: lab, Cluster: "weft-1", Namespace: "e2e-bad"})
+	})
+	t.Run("the weft operator installs from config/default", func(t *testing.T) {
+		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-2"})
+	})
+	t.Run("a killed lab is cleaned up by the next lab up", func(t *testing.T) {
+		CrashRecovery(t, lab)
+	})
+	t.Run("lab down leaves no namespace, link, mount or process", func(t *testing.T) {
+		DownLeavesNothing(t, lab)
+	})
+}
+
+// daemonPID reads the lab daemon's PID.
+func (l *Lab) daemonPID(t testing.TB) int {
+	data, err := os.ReadFile(filepath.Join(l.State, "daemon.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// CrashRecovery kills the lab daemon with SIGKILL and brings the lab up again: the new lab
+// must clean up what the old one left and come up healthy.
+func CrashRecovery(t *testing.T, l *Lab) {
+	pid := l.daemonPID(t)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 10*time.Second, func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			return fmt.Errorf("daemon %d still alive", pid)
+		}
+		return nil
+	})
+	left, _ := os.ReadDir("/run/netns")
+	stale := 0
+	for _, e := range left {
+		if strings.HasPrefix(e.Name(), "weftlab-"+l.Name+"-") {
+			stale++
+		}
+	}
+	t.Logf("the killed lab left %d network namespaces", stale)
+	l.up(t)
+	NodesReady(t, NodesInput{Lab: l, Nodes: 2})
+	cs := l.Client(t, l.Clusters[0])
+	Eventually(t, 2*time.Minute, func() error {
+		dep, err := cs.AppsV1().Deployments("kube-system").Get(context.Background(), "coredns", metav1GetOptions)
+		if err != nil {
+			return err
+		}
+		if dep.Status.AvailableReplicas < 1 {
+			return fmt.Errorf("coredns not available after recovery")
+		}
+		return nil
+	})
+}

@@ -1,0 +1,81 @@
+package lab
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/weft-net/weft/test/lab/netlab"
+)
+
+// Cleanup removes everything a lab left on the machine, whether it stopped cleanly or was
+// killed: every process inside one of its network namespaces (names starting with prefix), the namespaces themselves (and with
+// them every link and pod network), and mount points created for containers. Logs stay.
+func Cleanup(stateDir, prefix string) error {
+	var errs []error
+	names, err := netlab.List(prefix)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	inodes := map[uint64]bool{}
+	for _, n := range names {
+		if ino, err := netlab.Inode(netlab.Path(n)); err == nil {
+			inodes[ino] = true
+		}
+	}
+	for attempt := 0; attempt < 50; attempt++ {
+		pids := netlab.PIDsIn(inodes)
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if left := netlab.PIDsIn(inodes); len(left) > 0 {
+		errs = append(errs, errors.New("processes still running in lab namespaces"))
+	}
+	for _, n := range names {
+		if err := netlab.DelNetns(n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Mount points are shared by every lab on the machine: removing one that another lab's
+	// container is mounted on would detach that mount, so they go only with the last lab.
+	others, _ := netlab.List(NetnsPrefix)
+	created := filepath.Join(stateDir, "created-paths")
+	if data, err := os.ReadFile(created); err == nil && len(others) == 0 {
+		for _, p := range strings.Fields(string(data)) {
+			removeEmptyTree(p)
+		}
+		_ = os.Remove(created)
+	}
+	for _, f := range []string{ReadyFile, PIDFile, StatusFile} {
+		_ = os.Remove(filepath.Join(stateDir, f))
+	}
+	return errors.Join(errs...)
+}
+
+// removeEmptyTree removes a path if it holds nothing but empty directories and empty files
+// (a mount point the lab created); anything with content stays.
+func removeEmptyTree(path string) {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return
+	}
+	if !st.IsDir() {
+		if st.Size() == 0 {
+			_ = os.Remove(path)
+		}
+		return
+	}
+	entries, _ := os.ReadDir(path)
+	for _, e := range entries {
+		removeEmptyTree(filepath.Join(path, e.Name()))
+	}
+	_ = os.Remove(path) // fails, harmlessly, unless now empty
+}

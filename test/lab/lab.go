@@ -1,0 +1,348 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/klog/v2"
+
+	"github.com/weft-net/weft/test/lab/netlab"
+	"github.com/weft-net/weft/test/lab/proc"
+)
+
+// Options configure a lab.
+type Options struct {
+	// Name tells labs on one machine apart (namespace names, cleanup).
+	Name            string
+	Clusters, Nodes int
+	// CNI is the plugin pods are wired with: "reference" (containernetworking ptp +
+	// host-local, with routes between nodes installed by the lab).
+	CNI         string
+	StateDir    string
+	APIPortBase int
+	// KubeBin holds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy
+	// and kubectl; CoreDNS is the coredns binary; CNIBin the reference CNI plugins; WeftBin
+	// weft's binaries; Self the weftctl binary (lab kubelet, forwarder, agnhost).
+	KubeBin, CoreDNS, CNIBin, WeftBin, Self string
+	// Timeout bounds bringing the lab up.
+	Timeout time.Duration
+}
+
+var validName = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
+
+// CNIs the lab can wire pods with.
+var CNIs = []string{"reference"}
+
+// Validate checks options and that every binary is where it should be.
+func (o Options) Validate() error {
+	var errs []error
+	if !validName.MatchString(o.Name) {
+		errs = append(errs, fmt.Errorf("--name %q: up to 8 lowercase letters and digits", o.Name))
+	}
+	if !contains(CNIs, o.CNI) {
+		errs = append(errs, fmt.Errorf("--cni %q: the lab knows %s", o.CNI, strings.Join(CNIs, ", ")))
+	}
+	if o.APIPortBase < 1024 || o.APIPortBase+o.Clusters > 65535 {
+		errs = append(errs, fmt.Errorf("--api-port %d: pick a port from 1024 up", o.APIPortBase))
+	}
+	check := func(path, hint string) {
+		if st, err := os.Stat(path); err != nil || st.IsDir() {
+			errs = append(errs, fmt.Errorf("missing binary %s (%s)", path, hint))
+		}
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"} {
+		check(filepath.Join(o.KubeBin, b), "hack/lab-deps.sh builds it")
+	}
+	check(o.CoreDNS, "hack/lab-deps.sh builds it")
+	for _, b := range []string{"ptp", "host-local", "loopback"} {
+		check(filepath.Join(o.CNIBin, b), "hack/lab-deps.sh builds it")
+	}
+	check(o.Self, "the weftctl binary")
+	check(filepath.Join(o.WeftBin, "weft-operator"), "make build")
+	for _, tool := range []string{"ip", "nsenter", "nft", "busybox", "socat"} {
+		if _, err := lookPath(tool); err != nil {
+			errs = append(errs, fmt.Errorf("missing %s (hack/lab-deps.sh installs it)", tool))
+		}
+	}
+	if os.Geteuid() != 0 {
+		errs = append(errs, errors.New("the lab needs root (network namespaces, mounts)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Lab is a running (or starting) lab.
+type Lab struct {
+	// runCtx lives as long as the lab (the up context ends when the lab is up).
+	runCtx context.Context
+	opts   Options
+	layout *Layout
+	sup    *proc.Supervisor
+	log    klog.Logger
+}
+
+// New plans a lab.
+func New(opts Options, log klog.Logger) (*Lab, error) {
+	layout, err := NewLayout(opts.Name, opts.StateDir, opts.Clusters, opts.Nodes, opts.APIPortBase)
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{opts: opts, layout: layout, sup: proc.New(), log: log}, nil
+}
+
+// Files in the state directory.
+const (
+	ReadyFile  = "ready"
+	FailedFile = "failed"
+	PIDFile    = "daemon.pid"
+	StatusFile = "status.json"
+	Kubeconfig = "kubeconfig"
+	OptionsFile = "options.json"
+)
+
+// Run brings the lab up, reports readiness in the state directory, keeps it running until
+// ctx ends, and then takes everything down again.
+func (l *Lab) Run(ctx context.Context) (err error) {
+	start := time.Now()
+	defer func() {
+		l.sup.StopAll(15 * time.Second)
+		if cerr := Cleanup(l.opts.StateDir, l.layout.Prefix); cerr != nil {
+			l.log.Error(cerr, "cleaning up")
+		}
+		if err != nil {
+			_ = os.WriteFile(filepath.Join(l.opts.StateDir, FailedFile), []byte(err.Error()+"\n"), 0o644)
+		}
+	}()
+	l.runCtx = ctx
+	upCtx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	defer cancel()
+	if err := l.up(upCtx); err != nil {
+		if ctx.Err() == nil && upCtx.Err() != nil {
+			return fmt.Errorf("the lab did not come up within %v: %w", l.opts.Timeout, err)
+		}
+		return err
+	}
+	l.log.Info("lab is up", "took", time.Since(start).Round(time.Millisecond).String())
+	if err := os.WriteFile(filepath.Join(l.opts.StateDir, ReadyFile), []byte(time.Since(start).String()+"\n"), 0o644); err != nil {
+		return err
+	}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		l.writeStatus()
+		select {
+		case <-ctx.Done():
+			_ = os.Remove(filepath.Join(l.opts.StateDir, ReadyFile))
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Lab) up(ctx context.Context) error {
+	if err := l.network(); err != nil {
+		return fmt.Errorf("lab network: %w", err)
+	}
+	var merged []string
+	for _, c := range l.layout.Clusters {
+		if err := l.startCluster(ctx, c); err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+		merged = append(merged, filepath.Join(c.Dir, "admin.kubeconfig"))
+	}
+	if err := writeMerged(filepath.Join(l.opts.StateDir, Kubeconfig), merged); err != nil {
+		return err
+	}
+	for _, c := range l.layout.Clusters {
+		if err := l.waitReady(ctx, c); err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// network builds the underlay switch and plugs every control plane and node into it.
+func (l *Lab) network() error {
+	sw, err := netlab.NewSwitch(l.layout.Underlay)
+	if err != nil {
+		return err
+	}
+	for _, c := range l.layout.Clusters {
+		for _, h := range append([]Host{c.ControlPlane}, c.Nodes...) {
+			if err := netlab.AddNetns(h.Netns); err != nil {
+				return err
+			}
+			if err := sw.Plug(h.Netns, h.Port, WithLength(h.IP)); err != nil {
+				return err
+			}
+			if err := netlab.Sysctl(h.Netns, "net.ipv4.ip_forward", "1"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (l *Lab) startCluster(ctx context.Context, c ClusterLayout) error {
+	for _, d := range []string{filepath.Join(c.Dir, "logs"), filepath.Join(c.Dir, "etcd")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	p, err := l.issue(c)
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	listener, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.APIPort)))
+	if err != nil {
+		return fmt.Errorf("API server forward on 127.0.0.1:%d: %w (another lab running? pick --api-port)", c.APIPort, err)
+	}
+	lf, err := listener.(*net.TCPListener).File()
+	_ = listener.Close()
+	if err != nil {
+		return err
+	}
+	for _, spec := range []proc.Spec{
+		l.etcd(c),
+		l.apiserver(c, p),
+		{Name: c.Name + "/forward", Netns: c.ControlPlane.Netns, Path: l.opts.Self, Restart: true, LogPath: l.logPath(c, "forward"),
+			Args: []string{"lab", "forward", "--to", net.JoinHostPort(c.ControlPlane.IP.String(), "6443")}, ExtraFiles: []*os.File{lf}},
+	} {
+		if err := l.sup.Start(spec); err != nil {
+			return err
+		}
+	}
+	cs, err := clientFor(p.hostKubeconfig)
+	if err != nil {
+		return err
+	}
+	if err := waitAPI(ctx, cs, l.logPath(c, "kube-apiserver")); err != nil {
+		return err
+	}
+	if err := l.bootstrap(ctx, c, p); err != nil {
+		return fmt.Errorf("bootstrap objects: %w", err)
+	}
+	for _, spec := range []proc.Spec{l.controllerManager(c, p), l.scheduler(c, p)} {
+		if err := l.sup.Start(spec); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.Nodes {
+		for _, d := range []string{"root", "state"} {
+			if err := os.MkdirAll(filepath.Join(c.NodeDir(n.Name), d), 0o755); err != nil {
+				return err
+			}
+		}
+		for _, spec := range []proc.Spec{l.kubelet(c, p, n), l.kubeProxy(c, p, n)} {
+			if err := l.sup.Start(spec); err != nil {
+				return err
+			}
+		}
+	}
+	if l.opts.CNI == "reference" {
+		for _, n := range c.Nodes {
+			if err := egressNAT(c, n); err != nil {
+				return err
+			}
+		}
+		go l.referenceNetwork(l.runCtx, c, cs)
+	}
+	return nil
+}
+
+func clientFor(kubeconfig string) (*kubernetes.Clientset, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Timeout = 10 * time.Second
+	return kubernetes.NewForConfig(cfg)
+}
+
+// waitAPI waits until the API server answers /readyz.
+func waitAPI(ctx context.Context, cs *kubernetes.Clientset, logPath string) error {
+	var last error
+	for {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver not ready (last: %v); see %s", last, logPath)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func writeMerged(path string, files []string) error {
+	merged := clientcmdapi.NewConfig()
+	for _, f := range files {
+		cfg, err := clientcmd.LoadFromFile(f)
+		if err != nil {
+			return err
+		}
+		for k, v := range cfg.Clusters {
+			merged.Clusters[k] = v
+		}
+		for k, v := range cfg.AuthInfos {
+			merged.AuthInfos[k] = v
+		}
+		for k, v := range cfg.Contexts {
+			merged.Contexts[k] = v
+		}
+		if merged.CurrentContext == "" {
+			merged.CurrentContext = cfg.CurrentContext
+		}
+	}
+	return clientcmd.WriteToFile(*merged, path)
+}
+
+// Status is what `weftctl lab status` reads.
+type Status struct {
+	Updated   time.Time      `json:"updated"`
+	Processes []proc.Status  `json:"processes"`
+	Clusters  []ClusterState `json:"clusters"`
+}
+
+// ClusterState is one cluster's summary.
+type ClusterState struct {
+	Name, API, PodCIDR, ServiceCIDR string
+}
+
+func (l *Lab) writeStatus() {
+	st := Status{Updated: time.Now(), Processes: l.sup.Status()}
+	for _, c := range l.layout.Clusters {
+		st.Clusters = append(st.Clusters, ClusterState{Name: c.Name, API: fmt.Sprintf("https://127.0.0.1:%d", c.APIPort),
+			PodCIDR: c.PodCIDR.String(), ServiceCIDR: c.ServiceCIDR.String()})
+	}
+	data, _ := json.MarshalIndent(st, "", "  ")
+	tmp := filepath.Join(l.opts.StateDir, StatusFile+".tmp")
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, filepath.Join(l.opts.StateDir, StatusFile))
+	}
+}
+
+// Supervisor exposes the lab's processes (tests kill and restart them).
+func (l *Lab) Supervisor() *proc.Supervisor { return l.sup }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,99 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/weft-net/weft/test/lab/netlab"
+)
+
+// referenceNetwork plays the network provider for the reference CNI plugins: for every node
+// with a pod CIDR it writes the node's CNI configuration (ptp + host-local on that block) and
+// routes the block to the node from every other node and the control plane.
+func (l *Lab) referenceNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.Interface) {
+	hosts := map[string]Host{}
+	for _, n := range c.Nodes {
+		hosts[n.Name] = n
+	}
+	routed := map[string]string{} // node -> CIDR routed everywhere
+	for {
+		if nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+			for _, n := range nodes.Items {
+				h, ok := hosts[n.Name]
+				cidr := n.Spec.PodCIDR
+				if !ok || cidr == "" || routed[n.Name] == cidr {
+					continue
+				}
+				if err := l.referenceConf(c, h, cidr); err != nil {
+					l.log.Error(err, "writing CNI configuration", "node", n.Name)
+					continue
+				}
+				ok = true
+				for _, other := range append([]Host{c.ControlPlane}, c.Nodes...) {
+					if other.Name == h.Name {
+						continue
+					}
+					if err := netlab.IP("-n", other.Netns, "route", "replace", cidr, "via", h.IP.String()); err != nil {
+						l.log.Error(err, "routing a pod block", "node", n.Name, "from", other.Name)
+						ok = false
+					}
+				}
+				if ok {
+					routed[n.Name] = cidr
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// egressNAT gives pods of a node a way out of their cluster's pod network (to other
+// clusters' API servers, say), as a cloud's node NAT does: traffic from the pod range to
+// anywhere outside it leaves with the node's address.
+func egressNAT(c ClusterLayout, n Host) error {
+	return netlab.Nft(n.Netns, fmt.Sprintf(`table ip weft-lab-egress {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr %s ip daddr != %s oifname "eth0" masquerade
+  }
+}
+`, c.PodCIDR, c.PodCIDR))
+}
+
+func (l *Lab) referenceConf(c ClusterLayout, h Host, cidr string) error {
+	root := filepath.Join(c.NodeDir(h.Name), "root")
+	conf := map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "weft-lab",
+		"plugins": []any{map[string]any{
+			"type": "ptp", "mtu": 1500, "ipMasq": false,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]string{{{"subnet": cidr}}},
+				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+				"dataDir": filepath.Join(root, "var", "lib", "cni", "networks"),
+			},
+		}},
+	}
+	data, _ := json.MarshalIndent(conf, "", "  ")
+	dir := filepath.Join(root, "etc", "cni", "net.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ".10-weft-lab.conflist")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "10-weft-lab.conflist"))
+}
