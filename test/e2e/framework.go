@@ -21,9 +21,9 @@ import (
 // Lab is a running lab as the specs see it.
 type Lab struct {
 	Name, State, Kubeconfig, Kubectl, Weftctl string
-	Clusters                                 []string // contexts: weft-1, weft-2, ...
-	upArgs                                   []string
-	linksBefore                              string // host links before the first up
+	Clusters                                  []string // contexts: weft-1, weft-2, ...
+	upArgs                                    []string
+	linksBefore                               string // host links before the first up
 }
 
 // Client returns a clientset for a cluster (context).

@@ -103,11 +103,11 @@ func New(opts Options, log klog.Logger) (*Lab, error) {
 
 // Files in the state directory.
 const (
-	ReadyFile  = "ready"
-	FailedFile = "failed"
-	PIDFile    = "daemon.pid"
-	StatusFile = "status.json"
-	Kubeconfig = "kubeconfig"
+	ReadyFile   = "ready"
+	FailedFile  = "failed"
+	PIDFile     = "daemon.pid"
+	StatusFile  = "status.json"
+	Kubeconfig  = "kubeconfig"
 	OptionsFile = "options.json"
 )
 
