@@ -143,7 +143,7 @@ func Connectivity(t *testing.T, in ConnectivityInput) {
 		// The agnhost hostname endpoint answers with the pod's name: the container runs in the
 		// pod's own UTS namespace, reached at the pod's own IP.
 		got := in.Lab.MustKubectl(t, in.Cluster, "", "-n", in.Namespace, "exec", "client", "--",
-			"wget", "-q", "-T", "5", "-O", "-", "http://"+p.Status.PodIP+":8080/hostname")
+			"wget", "-q", "-O", "-", "http://"+p.Status.PodIP+":8080/hostname")
 		if strings.TrimSpace(got) != p.Name {
 			t.Errorf("pod→pod %s (%s on %s): got %q, want %q", p.Status.PodIP, p.Name, p.Spec.NodeName, got, p.Name)
 		}
@@ -151,7 +151,7 @@ func Connectivity(t *testing.T, in ConnectivityInput) {
 	seen := map[string]bool{}
 	Eventually(t, time.Minute, func() error {
 		out, code := in.Lab.KubectlRun(in.Cluster, "", "-n", in.Namespace, "exec", "client", "--",
-			"wget", "-q", "-T", "3", "-O", "-", "http://echo/hostname")
+			"wget", "-q", "-O", "-", "http://echo/hostname")
 		if code != 0 {
 			return fmt.Errorf("wget http://echo/hostname: exit %d: %s", code, out)
 		}
@@ -196,8 +196,9 @@ func ExecAndLogs(t *testing.T, in ExecInput) {
 		ObjectMeta: metav1.ObjectMeta{Name: "greeting"}, Data: map[string]string{"text": "hello from a configmap"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The marker lives in an emptyDir: it outlives a container restart, not the pod.
 	script := `echo "started as $(hostname) ip=$POD_IP url=$URL"; cat /config/text; echo; ` +
-		`if [ -f /tmp/e2e-restarted-$POD_NAME ]; then sleep 3600; fi; touch /tmp/e2e-restarted-$POD_NAME; exit 7`
+		`if [ -f /state/restarted ]; then sleep 3600; fi; touch /state/restarted; exit 7`
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "worker", Namespace: in.Namespace},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To(int64(1)),
@@ -207,26 +208,38 @@ func ExecAndLogs(t *testing.T, in ExecInput) {
 					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 					{Name: "URL", Value: "http://$(POD_IP):80/$(POD_NAME)"},
 				},
-				VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/config"}}}},
-			Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-				LocalObjectReference: corev1.LocalObjectReference{Name: "greeting"}}}}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/config"}, {Name: "state", MountPath: "/state"}}}},
+			Volumes: []corev1.Volume{
+				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "greeting"}}}},
+				{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			},
 		}}
-	t.Cleanup(func() { _ = os.Remove("/tmp/e2e-restarted-worker") })
 	if _, err := cs.CoreV1().Pods(in.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The first run exits 7; restartPolicy Always runs it again, and the second stays up.
-	p := WaitPodReady(t, cs, in.Namespace, "worker", 2*time.Minute)
-	cst := p.Status.ContainerStatuses[0]
-	if cst.RestartCount < 1 || cst.LastTerminationState.Terminated == nil || cst.LastTerminationState.Terminated.ExitCode != 7 {
-		t.Errorf("want a restart after exit code 7, have restarts %d last %+v", cst.RestartCount, cst.LastTerminationState)
-	}
+	var p *corev1.Pod
+	Eventually(t, 2*time.Minute, func() error {
+		p = WaitPodReady(t, cs, in.Namespace, "worker", 2*time.Minute)
+		cst := p.Status.ContainerStatuses[0]
+		if cst.RestartCount < 1 || cst.LastTerminationState.Terminated == nil {
+			return fmt.Errorf("not restarted yet: %s", describeContainers(p))
+		}
+		if code := cst.LastTerminationState.Terminated.ExitCode; code != 7 {
+			t.Fatalf("the first run ended with exit code %d, want 7", code)
+		}
+		return nil
+	})
 	wantLine := fmt.Sprintf("started as worker ip=%s url=http://%s:80/worker", p.Status.PodIP, p.Status.PodIP)
 	for _, args := range [][]string{{"logs", "worker"}, {"logs", "worker", "--previous"}} {
 		out := in.Lab.MustKubectl(t, in.Cluster, "", append([]string{"-n", in.Namespace}, args...)...)
 		if !strings.Contains(out, wantLine) || !strings.Contains(out, "hello from a configmap") {
 			t.Errorf("kubectl %s:\n%s\nwant %q and the configmap text", strings.Join(args, " "), out, wantLine)
 		}
+	}
+	if out, code := in.Lab.KubectlRun(in.Cluster, "", "-n", in.Namespace, "exec", "worker", "--", "sh", "-c", "kill -SEGV $$"); code != 139 {
+		t.Errorf("exec of a command killed by SIGSEGV: code %d (want 139, as runtimes report) output %q", code, out)
 	}
 	if out, code := in.Lab.KubectlRun(in.Cluster, "", "-n", in.Namespace, "exec", "worker", "--", "sh", "-c", "echo out; echo err >&2; exit 3"); code != 3 ||
 		!strings.Contains(out, "out") || !strings.Contains(out, "err") {
