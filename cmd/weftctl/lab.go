@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -43,7 +42,7 @@ func labCommand() *cobra.Command {
 		KubeBin:  filepath.Join(cacheDir(), "k8s", "v1.37.2", "bin"),
 		CoreDNS:  filepath.Join(cacheDir(), "coredns", "v1.15.0", "bin", "coredns"),
 		CNIBin:   filepath.Join(cacheDir(), "cni-plugins", "v1.9.1", "bin"),
-		WeftBin:  filepath.Dir(self), Self: self}
+		WeftBin:  filepath.Dir(self), Self: self, Labtool: filepath.Join(filepath.Dir(self), "labtool")}
 
 	cmd := &cobra.Command{Use: "lab", Short: "A multi-cluster lab on this machine: real control planes, nodes as network namespaces"}
 	cmd.PersistentFlags().StringVar(&opts.StateDir, "state", opts.StateDir, "lab state directory")
@@ -58,6 +57,7 @@ func labCommand() *cobra.Command {
 		f.StringVar(&opts.CoreDNS, "coredns", opts.CoreDNS, "coredns binary")
 		f.StringVar(&opts.CNIBin, "cni-bin", opts.CNIBin, "directory with the reference CNI plugins")
 		f.StringVar(&opts.WeftBin, "weft-bin", opts.WeftBin, "directory with weft's binaries (weft-operator, ...)")
+		f.StringVar(&opts.Labtool, "labtool", opts.Labtool, "the labtool binary (agnhost, pause, forwards)")
 		f.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "how long bringing the lab up may take")
 	}
 
@@ -72,9 +72,9 @@ func labCommand() *cobra.Command {
 		&cobra.Command{Use: "down", Short: "Stop the lab and remove everything it created", Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error { return labDown(opts.StateDir, opts.Name) }},
 		&cobra.Command{Use: "status", Short: "Show the lab's clusters, nodes and processes", Args: cobra.NoArgs,
-			RunE: func(*cobra.Command, []string) error { return labStatus(opts.StateDir) }},
+			RunE: func(*cobra.Command, []string) error { return labStatus(opts.StateDir, opts.Name) }},
 		kubeconfigCommand(&opts),
-		kubeletCommand(), forwardCommand(),
+		kubeletCommand(),
 		&cobra.Command{Use: "container-init", Hidden: true, Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error { return kubelet.ContainerInit() }},
 	)
@@ -148,6 +148,7 @@ func labUp(ctx context.Context, opts lab.Options) error {
 	args := []string{"lab", "daemon", "--name", opts.Name, "--state", opts.StateDir, "--clusters", strconv.Itoa(opts.Clusters),
 		"--nodes", strconv.Itoa(opts.Nodes), "--cni", opts.CNI, "--api-port", strconv.Itoa(opts.APIPortBase),
 		"--kube-bin", opts.KubeBin, "--coredns", opts.CoreDNS, "--cni-bin", opts.CNIBin, "--weft-bin", opts.WeftBin,
+		"--labtool", opts.Labtool,
 		"--timeout", opts.Timeout.String()}
 	d := exec.Command(opts.Self, args...)
 	d.Stdout, d.Stderr = logf, logf
@@ -177,7 +178,7 @@ func labUp(ctx context.Context, opts lab.Options) error {
 		}
 	}
 	fmt.Printf("lab is up in %v\n\n", time.Since(start).Round(100*time.Millisecond))
-	return labStatus(opts.StateDir)
+	return labStatus(opts.StateDir, opts.Name)
 }
 
 func tail(path string, n int) string {
@@ -225,11 +226,14 @@ func labDown(state, name string) error {
 	if left, _ := netlab.List(lab.NamespacePrefix(name)); len(left) > 0 {
 		return fmt.Errorf("namespaces left behind: %v", left)
 	}
+	if err := lab.RemoveState(state); err != nil {
+		return fmt.Errorf("removing the lab's state (logs stay in %s/logs): %w", state, err)
+	}
 	fmt.Println("lab is down")
 	return nil
 }
 
-func labStatus(state string) error {
+func labStatus(state, name string) error {
 	pid := daemonPID(state)
 	if pid == 0 {
 		fmt.Println("no lab is running")
@@ -256,6 +260,8 @@ func labStatus(state string) error {
 		}
 	}
 	fmt.Printf("\n%d processes supervised by daemon pid %d, %d down\n", len(st.Processes), pid, down)
+	rss, n := labMemory(lab.NamespacePrefix(name), pid)
+	fmt.Printf("memory: %d MiB resident in %d processes (the lab's namespaces and its daemon)\n", rss/1024, n)
 	fmt.Printf("\nexport KUBECONFIG=%s\nkubectl --context weft-1 get nodes -o wide\n", kubeconfig)
 	return nil
 }
@@ -331,18 +337,29 @@ func kubeletCommand() *cobra.Command {
 	return c
 }
 
-func forwardCommand() *cobra.Command {
-	var to string
-	c := &cobra.Command{Use: "forward", Hidden: true, Args: cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			l, err := net.FileListener(os.NewFile(3, "listener"))
-			if err != nil {
-				return fmt.Errorf("inherited listener (fd 3): %w", err)
+// labMemory sums the resident memory (KiB) of every process in the lab's namespaces and of
+// its daemon.
+func labMemory(prefix string, daemon int) (int64, int) {
+	names, _ := netlab.List(prefix)
+	inodes := map[uint64]bool{}
+	for _, n := range names {
+		if ino, err := netlab.Inode(netlab.Path(n)); err == nil {
+			inodes[ino] = true
+		}
+	}
+	pids := append(netlab.PIDsIn(inodes), daemon)
+	var total int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+				total += kb
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			return lab.Forward(ctx, l, to)
-		}}
-	c.Flags().StringVar(&to, "to", "", "address to relay to")
-	return c
+		}
+	}
+	return total, len(pids)
 }

@@ -82,7 +82,7 @@ func (l *Lab) waitReady(ctx context.Context, c ClusterLayout) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not ready: %w (logs in %s/logs)", why, c.Dir)
+			return fmt.Errorf("not ready: %w (logs in %s)", why, LogDir(l.opts.StateDir, c.Name))
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

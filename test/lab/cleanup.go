@@ -79,3 +79,26 @@ func removeEmptyTree(path string) {
 	}
 	_ = os.Remove(path) // fails, harmlessly, unless now empty
 }
+
+// RemoveState deletes the lab's clusters (etcd data, certificates, node directories,
+// kubeconfigs) so the next `lab up` starts fresh. Logs stay. Call it only once nothing of
+// the lab runs any more (after Cleanup).
+func RemoveState(stateDir string) error {
+	entries, err := os.ReadDir(stateDir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Name() == "logs" || e.Name() == "daemon.log" || e.Name() == FailedFile {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(stateDir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -156,7 +156,7 @@ func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 			"--serving-cert=" + serving + ".crt", "--serving-key=" + serving + ".key", "--client-ca=" + p.ca.CertFile(),
 			"--cluster-dns=" + c.ServiceIP(10).String(), "--cluster-domain=cluster.local",
 			"--image-dir=" + filepath.Join(l.opts.StateDir, "images", n.Name), "--weft-bin=" + l.opts.WeftBin,
-			"--coredns=" + l.opts.CoreDNS, "--multicall=" + l.opts.Self,
+			"--coredns=" + l.opts.CoreDNS, "--multicall=" + l.opts.Labtool,
 			"--created-paths=" + filepath.Join(l.opts.StateDir, "created-paths"),
 			"--netns-prefix=" + l.layout.PodNetnsPrefix(),
 		},
@@ -164,7 +164,7 @@ func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 }
 
 func (l *Lab) logPath(c ClusterLayout, name string) string {
-	return filepath.Join(c.Dir, "logs", name+".log")
+	return filepath.Join(LogDir(l.opts.StateDir, c.Name), name+".log")
 }
 
 func (c ClusterLayout) String() string {

@@ -34,8 +34,9 @@ type Options struct {
 	APIPortBase int
 	// KubeBin holds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy
 	// and kubectl; CoreDNS is the coredns binary; CNIBin the reference CNI plugins; WeftBin
-	// weft's binaries; Self the weftctl binary (lab kubelet, forwarder, agnhost).
-	KubeBin, CoreDNS, CNIBin, WeftBin, Self string
+	// weft's binaries; Self the weftctl binary (lab daemon, kubelet); Labtool the light
+	// helper (agnhost, pause, loopback forwards).
+	KubeBin, CoreDNS, CNIBin, WeftBin, Self, Labtool string
 	// Timeout bounds bringing the lab up.
 	Timeout time.Duration
 }
@@ -70,6 +71,7 @@ func (o Options) Validate() error {
 		check(filepath.Join(o.CNIBin, b), "hack/lab-deps.sh builds it")
 	}
 	check(o.Self, "the weftctl binary")
+	check(o.Labtool, "make build")
 	check(filepath.Join(o.WeftBin, "weft-operator"), "make build")
 	for _, tool := range []string{"ip", "nsenter", "nft", "busybox", "socat"} {
 		if _, err := lookPath(tool); err != nil {
@@ -195,7 +197,7 @@ func (l *Lab) network() error {
 }
 
 func (l *Lab) startCluster(ctx context.Context, c ClusterLayout) error {
-	for _, d := range []string{filepath.Join(c.Dir, "logs"), filepath.Join(c.Dir, "etcd")} {
+	for _, d := range []string{LogDir(l.opts.StateDir, c.Name), filepath.Join(c.Dir, "etcd")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
@@ -216,8 +218,8 @@ func (l *Lab) startCluster(ctx context.Context, c ClusterLayout) error {
 	for _, spec := range []proc.Spec{
 		l.etcd(c),
 		l.apiserver(c, p),
-		{Name: c.Name + "/forward", Netns: c.ControlPlane.Netns, Path: l.opts.Self, Restart: true, LogPath: l.logPath(c, "forward"),
-			Args: []string{"lab", "forward", "--to", net.JoinHostPort(c.ControlPlane.IP.String(), "6443")}, ExtraFiles: []*os.File{lf}},
+		{Name: c.Name + "/forward", Netns: c.ControlPlane.Netns, Path: l.opts.Labtool, Restart: true, LogPath: l.logPath(c, "forward"),
+			Args: []string{"forward", "--to", net.JoinHostPort(c.ControlPlane.IP.String(), "6443")}, ExtraFiles: []*os.File{lf}},
 	} {
 		if err := l.sup.Start(spec); err != nil {
 			return err

@@ -98,3 +98,6 @@ func (l *Layout) PodNetnsPrefix() string { return l.Prefix + "pod-" }
 
 // WithLength returns an address with the underlay's prefix length, for `ip addr add`.
 func WithLength(a netip.Addr) string { return netip.PrefixFrom(a, UnderlayCIDR.Bits()).String() }
+
+// LogDir keeps a cluster's process logs; it survives `lab down`.
+func LogDir(stateDir, cluster string) string { return filepath.Join(stateDir, "logs", cluster) }

@@ -1,4 +1,7 @@
-package lab
+// Package forward relays TCP connections from a listener inherited from another network
+// namespace (the host's loopback) to a target dialled from this one: how the host reaches
+// the lab's API servers.
+package forward
 
 import (
 	"context"
