@@ -27,6 +27,10 @@ type podRunner struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// notifyMu serializes changed(): computing a status and publishing it must not
+	// interleave with another call, or an older status could be published last.
+	notifyMu sync.Mutex
+
 	mu         sync.Mutex
 	pod        *corev1.Pod
 	startTime  metav1.Time
@@ -305,6 +309,8 @@ func (r *podRunner) teardownNetwork() {
 
 // changed recomputes the status and tells virtual-kubelet when it differs.
 func (r *podRunner) changed() {
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
 	pod := r.podWithStatus()
 	r.mu.Lock()
 	same := r.last != nil && equality.Semantic.DeepEqual(*r.last, pod.Status)
