@@ -52,6 +52,9 @@ func (o Options) Validate() error {
 	if !validName.MatchString(o.Name) {
 		errs = append(errs, fmt.Errorf("--name %q: up to 8 lowercase letters and digits", o.Name))
 	}
+	if o.Clusters < 1 || o.Clusters > 9 || o.Nodes < 1 || o.Nodes > 9 {
+		errs = append(errs, fmt.Errorf("--clusters %d --nodes %d: each between 1 and 9", o.Clusters, o.Nodes))
+	}
 	if !contains(CNIs, o.CNI) {
 		errs = append(errs, fmt.Errorf("--cni %q: the lab knows %s", o.CNI, strings.Join(CNIs, ", ")))
 	}
