@@ -78,11 +78,16 @@ YAML
   k --context "$ctx" wait --for=condition=Ready clusternetwork/default --timeout=60s >/dev/null
 done
 
+say "peering the clusters: weftctl peer join --from weft-1 --to weft-2"
+"$weftctl" peer join --from weft-1 --to weft-2 >/dev/null
+for i in 1 2; do k --context "weft-$i" wait --for=condition=Ready --timeout=60s clusterpeer --all >/dev/null; done
+
 say "the tour (KUBECONFIG=$KUBECONFIG)"
 show "$weftctl" lab status
 show k --context weft-1 get nodes -o wide
 show k --context weft-1 -n demo get pods -o wide
-show k --context weft-1 get clusternetworks,tiers
+show k --context weft-1 get clusternetworks,tiers,clusterpeers
+show k --context weft-2 get clusterpeers
 show k --context weft-1 -n demo exec client -- wget -qO- http://hello/hostname
 echo
 show k --context weft-1 -n demo exec client -- nslookup hello.demo.svc.cluster.local

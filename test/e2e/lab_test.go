@@ -94,7 +94,14 @@ func TestLab(t *testing.T) {
 		BadInput(t, BadInputInput{Lab: lab, Cluster: "weft-1", Namespace: "e2e-bad"})
 	})
 	t.Run("the weft operator installs from config/default", func(t *testing.T) {
-		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-2"})
+		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
+		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
+	})
+	t.Run("weftctl peer join connects the clusters", func(t *testing.T) {
+		if lab.Weftctl == "" {
+			t.Skip("needs the suite's own weftctl build")
+		}
+		PeerJoin(t, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
 	})
 	if lab.Weftctl == "" {
 		return // an existing lab: leave it as it is

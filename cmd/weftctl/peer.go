@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weft-net/weft/internal/operator"
+	"github.com/weft-net/weft/internal/peering"
+)
+
+func peerCommand() *cobra.Command {
+	var kubeconfig, from, to string
+	var opts peering.Options
+	cmd := &cobra.Command{Use: "peer", Short: "Connect clusters of the clusterset"}
+	join := &cobra.Command{
+		Use:   "join --from CONTEXT --to CONTEXT",
+		Short: "Let two clusters read each other: a least-privilege identity in each, and a ClusterPeer naming it in the other",
+		Long: `join creates, in each cluster, a ServiceAccount that may only read what peers need
+(ClusterRole ` + peering.ReaderRole + `), issues it a token, and stores a kubeconfig for it as a
+Secret in the other cluster together with the ClusterPeer that refers to it. Running it again
+renews the tokens. Both contexts must have weft installed with a ClusterNetwork.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if from == "" || to == "" {
+				return fmt.Errorf("--from and --to name two contexts of the kubeconfig")
+			}
+			a, err := contextCluster(kubeconfig, from)
+			if err != nil {
+				return err
+			}
+			b, err := contextCluster(kubeconfig, to)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), time.Minute)
+			defer cancel()
+			if err := peering.Join(ctx, a, b, opts); err != nil {
+				return err
+			}
+			fmt.Printf("%s and %s are peers; watch them connect:\n  kubectl --context %s get clusterpeers\n  kubectl --context %s get clusterpeers\n", from, to, from, to)
+			return nil
+		},
+	}
+	f := join.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig with both contexts (default: $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&from, "from", "", "context of the first cluster")
+	f.StringVar(&to, "to", "", "context of the second cluster")
+	f.StringVar(&opts.Namespace, "namespace", "weft-system", "namespace of the peer identities and Secrets (weft's namespace)")
+	f.DurationVar(&opts.TokenDuration, "token-duration", 365*24*time.Hour, "lifetime of the issued tokens (re-run join to renew)")
+	f.StringVar(&opts.ServerFrom, "server-from", "", "address peers use to reach --from's API server (default: where its kubernetes Service points)")
+	f.StringVar(&opts.ServerTo, "server-to", "", "address peers use to reach --to's API server (default: where its kubernetes Service points)")
+	cmd.AddCommand(join)
+	return cmd
+}
+
+func contextCluster(kubeconfig, context string) (peering.Cluster, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if err != nil {
+		return peering.Cluster{}, fmt.Errorf("context %q: %w", context, err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: operator.NewScheme()})
+	if err != nil {
+		return peering.Cluster{}, fmt.Errorf("context %q: %w", context, err)
+	}
+	return peering.Cluster{Name: context, Config: cfg, Client: c}, nil
+}
