@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -150,8 +151,13 @@ func labels(peer string) map[string]string {
 	return map[string]string{"app.kubernetes.io/managed-by": "weftctl", "fabric.weft.dev/peer": peer}
 }
 
-// upsert creates an object or updates what peering owns in it (never a ClusterPeer's status).
+// upsert creates an object or updates what peering owns in it (never a ClusterPeer's
+// status), retrying when a controller wrote the object in between.
 func upsert(ctx context.Context, c client.Client, desired client.Object) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error { return upsertOnce(ctx, c, desired) })
+}
+
+func upsertOnce(ctx context.Context, c client.Client, desired client.Object) error {
 	err := c.Create(ctx, desired)
 	if err == nil || !apierrors.IsAlreadyExists(err) {
 		if err != nil {
