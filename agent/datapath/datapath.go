@@ -1,0 +1,168 @@
+// Package datapath is the seam between the weft agent and the code that programs a node's
+// forwarding: one interface, driver-neutral types, and a registry of drivers (ovs now, ebpf
+// later). It says what a driver must do, not how; drivers live in sub-packages.
+package datapath
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Datapath programs one node. The agent calls Init once per start, before anything else;
+// after that PodNetwork and NodeNetwork methods may be called concurrently (drivers
+// serialize internally). Every method is idempotent: repeating a call with the same input
+// changes nothing, and existing forwarding is never interrupted by a repeated Init.
+type Datapath interface {
+	// Init prepares the node: bridges or programs, the tunnel, the gateway interface with
+	// node's pod-block gateway addresses. Pods and remote nodes already programmed by an
+	// earlier run stay in place.
+	Init(ctx context.Context, node Node) error
+	PodNetwork
+	NodeNetwork
+	// Capabilities says what this driver can do on this machine.
+	Capabilities() Capabilities
+	// Close releases connections; it leaves the datapath programmed.
+	Close() error
+}
+
+// PodNetwork wires pods.
+type PodNetwork interface {
+	// AddPod creates the pod's interface in its network namespace with its addresses and
+	// routes, and the forwarding to and from it. All-or-nothing: on error nothing of the pod
+	// remains. Adding a pod that exists with the same spec returns its result unchanged.
+	AddPod(ctx context.Context, pod Pod) (PodResult, error)
+	// DelPod removes everything AddPod made. A pod that does not exist is no error.
+	DelPod(ctx context.Context, key PodKey) error
+	// CheckPod reports whether the pod is wired as specified.
+	CheckPod(ctx context.Context, pod Pod) error
+	// Pods lists the pods the datapath holds, with what they were added with.
+	Pods(ctx context.Context) ([]Pod, error)
+}
+
+// NodeNetwork reaches the other nodes of the cluster.
+type NodeNetwork interface {
+	// SetRemoteNodes makes the datapath forward to exactly these nodes' pod blocks: nodes
+	// missing from the list are forgotten.
+	SetRemoteNodes(ctx context.Context, nodes []RemoteNode) error
+}
+
+// Node is the node the datapath runs on.
+type Node struct {
+	Name string
+	// IP is the node's underlay address (its InternalIP); tunnels start and end there.
+	IP netip.Addr
+	// PodCIDRs are this node's pod blocks (one per IP family).
+	PodCIDRs []netip.Prefix
+	// Encapsulation between nodes: geneve, vxlan or none.
+	Encapsulation string
+	// MTU of pod interfaces; 0 derives it from the uplink and the encapsulation.
+	MTU int
+}
+
+// Gateway is the node's address in a pod block: its first host address. Pods route through it.
+func Gateway(block netip.Prefix) netip.Addr { return block.Masked().Addr().Next() }
+
+// PodKey identifies a pod attachment the way CNI does.
+type PodKey struct {
+	ContainerID string
+	IfName      string
+}
+
+func (k PodKey) String() string { return k.ContainerID + "/" + k.IfName }
+
+// Pod is a pod attachment to wire.
+type Pod struct {
+	Key                  PodKey
+	Namespace, Name, UID string
+	// Netns is the path of the pod's network namespace.
+	Netns string
+	// IPs are the pod's addresses with their block's prefix length.
+	IPs []netip.Prefix
+}
+
+// PodResult is what AddPod made, for the CNI result.
+type PodResult struct {
+	HostInterface string
+	Interface     string
+	MAC           string
+	MTU           int
+	IPs           []netip.Prefix
+	Gateways      []netip.Addr
+}
+
+// RemoteNode is another node of the cluster.
+type RemoteNode struct {
+	Name     string
+	IP       netip.Addr
+	PodCIDRs []netip.Prefix
+}
+
+// Capabilities describe a driver on this machine.
+type Capabilities struct {
+	// Encapsulations the driver supports here.
+	Encapsulations []string
+	// Mode is a short description of how it runs here, such as "ovs/netdev".
+	Mode string
+}
+
+// Supports reports whether an encapsulation is supported.
+func (c Capabilities) Supports(encap string) bool {
+	for _, e := range c.Encapsulations {
+		if e == encap {
+			return true
+		}
+	}
+	return false
+}
+
+// Factory builds a driver.
+type Factory func(Options) (Datapath, error)
+
+// Options are what any driver may need from the agent.
+type Options struct {
+	// StateDir is the agent's state directory on the node.
+	StateDir string
+	// OVSDB is the Open vSwitch database socket (ovs driver).
+	OVSDB string
+	// OVSRunDir is where Open vSwitch keeps its sockets (ovs driver).
+	OVSRunDir string
+}
+
+// Registry maps driver names to factories. It is a value, not a global: the agent builds one.
+type Registry struct {
+	factories map[string]Factory
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{factories: map[string]Factory{}} }
+
+// Register adds a driver; a name can be registered once.
+func (r *Registry) Register(name string, f Factory) error {
+	if _, dup := r.factories[name]; dup {
+		return fmt.Errorf("datapath driver %q is already registered", name)
+	}
+	r.factories[name] = f
+	return nil
+}
+
+// New builds the named driver; an unknown name is an error that lists the known ones.
+func (r *Registry) New(name string, opts Options) (Datapath, error) {
+	f, ok := r.factories[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown datapath driver %q (known: %s)", name, strings.Join(r.Names(), ", "))
+	}
+	return f(opts)
+}
+
+// Names lists the registered drivers.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.factories))
+	for n := range r.factories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,244 @@
+package ovs_test
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ovs"
+	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/ovsrun"
+)
+
+// node is a simulated node: a namespace with its own Open vSwitch and the driver.
+type node struct {
+	name string
+	ns   *netnstest.Netns
+	ip   netip.Addr
+	dp   *ovs.Driver
+	run  string
+	spec datapath.Node
+}
+
+func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string) *node {
+	t.Helper()
+	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}
+	sw.Plug(t, n.ns, "p"+name, ip+"/24")
+	dir := t.TempDir()
+	n.run = filepath.Join(dir, "run")
+	opts := ovsrun.Options{RunDir: n.run, DBDir: filepath.Join(dir, "db"), LogDir: filepath.Join(dir, "log"),
+		Netns: n.ns.Path(), UserspaceTSO: true}
+	inst, err := ovsrun.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+	n.dp = ovs.New(datapath.Options{OVSDB: opts.DBSocket(), OVSRunDir: n.run})
+	t.Cleanup(func() { _ = n.dp.Close() })
+	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: encap}
+	n.do(t, func() error { return n.dp.Init(context.Background(), n.spec) })
+	return n
+}
+
+// do runs fn inside the node's namespace, as the agent (host network) would.
+func (n *node) do(t *testing.T, fn func() error) {
+	t.Helper()
+	if err := n.ns.Do(fn); err != nil {
+		t.Fatalf("%s: %v", n.name, err)
+	}
+}
+
+func (n *node) remote() datapath.RemoteNode {
+	return datapath.RemoteNode{Name: n.name, IP: n.ip, PodCIDRs: n.spec.PodCIDRs}
+}
+
+func (n *node) addPod(t *testing.T, name, ip string) (*netnstest.Netns, datapath.Pod) {
+	t.Helper()
+	pns := netnstest.New(t, name)
+	pod := datapath.Pod{Key: datapath.PodKey{ContainerID: "cid-" + name, IfName: "eth0"}, Namespace: "default", Name: name,
+		UID: "uid-" + name, Netns: pns.Path(), IPs: []netip.Prefix{netip.MustParsePrefix(ip)}}
+	n.do(t, func() error {
+		res, err := n.dp.AddPod(context.Background(), pod)
+		if err == nil && (res.MTU != 1450 || res.Gateways[0] != datapath.Gateway(n.spec.PodCIDRs[0])) {
+			t.Errorf("AddPod result %+v: want MTU 1450 (1500 - 50 encapsulation) and the block's gateway", res)
+		}
+		return err
+	})
+	return pns, pod
+}
+
+// snapshot is what re-applying state must not change: ports and flows (with counters).
+type snapshot struct {
+	ports []string
+	flows map[string]int // flow without stats -> packets
+}
+
+var statsRe = regexp.MustCompile(`(cookie|duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*, ?`)
+
+func (n *node) snapshot(t *testing.T) snapshot {
+	t.Helper()
+	out, err := exec.Command("ovs-vsctl", "--db=unix:"+n.run+"/db.sock", "list-ports", ovs.IntegrationBridge).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flowsOut, err := exec.Command("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "unix:"+n.run+"/"+ovs.IntegrationBridge+".mgmt").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := snapshot{ports: strings.Fields(string(out)), flows: map[string]int{}}
+	for _, l := range strings.Split(string(flowsOut), "\n") {
+		if !strings.Contains(l, "actions=") {
+			continue
+		}
+		m := regexp.MustCompile(`n_packets=(\d+)`).FindStringSubmatch(l)
+		pk := 0
+		if m != nil {
+			pk, _ = strconv.Atoi(m[1])
+		}
+		s.flows[strings.TrimSpace(statsRe.ReplaceAllString(l, ""))] = pk
+	}
+	return s
+}
+
+func TestTwoNodesOverlay(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, encap := range []string{"geneve", "vxlan"} {
+		t.Run(encap, func(t *testing.T) { twoNodes(t, encap) })
+	}
+}
+
+func twoNodes(t *testing.T, encap string) {
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n1 := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", encap)
+	n2 := newNode(t, sw, "n2", "172.29.0.12", "10.99.2.0/24", encap)
+	n1.do(t, func() error { return n1.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+	n2.do(t, func() error { return n2.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+	p1, pod1 := n1.addPod(t, "p1", "10.99.1.5/24")
+	p2, pod2 := n2.addPod(t, "p2", "10.99.2.5/24")
+	p3, _ := n1.addPod(t, "p3", "10.99.1.6/24")
+
+	checks := []struct {
+		name string
+		fn   func() error
+	}{
+		{"ping pod on n1 → pod on n2", func() error { return p1.Ping("10.99.2.5", 3) }},
+		{"ping pod on n2 → pod on n1", func() error { return p2.Ping("10.99.1.5", 3) }},
+		{"ping between pods on one node", func() error { return p1.Ping("10.99.1.6", 2) }},
+		{"ping node n1 → pod on n2", func() error { return n1.ns.Ping("10.99.2.5", 2) }},
+		{"ping pod → its own node", func() error { return p1.Ping("10.99.1.1", 2) }},
+		{"TCP 8 MiB n1 → n2", func() error { return netnstest.TransferTCP(p2, p1, "10.99.2.5:7001", 8<<20) }},
+		{"TCP 8 MiB n2 → n1", func() error { return netnstest.TransferTCP(p1, p2, "10.99.1.5:7002", 8<<20) }},
+		{"TCP same node", func() error { return netnstest.TransferTCP(p3, p1, "10.99.1.6:7003", 1<<20) }},
+	}
+	for _, c := range checks {
+		if err := c.fn(); err != nil {
+			for _, n := range []*node{n1, n2} {
+				n.diagnose(t)
+			}
+			t.Fatalf("%s: %v", c.name, err)
+		}
+	}
+
+	t.Run("re-applying the same state changes nothing", func(t *testing.T) {
+		before := n1.snapshot(t)
+		n1.do(t, func() error { return n1.dp.Init(ctx, n1.spec) })
+		n1.do(t, func() error { return n1.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n2.remote()}) })
+		n1.do(t, func() error { _, err := n1.dp.AddPod(ctx, pod1); return err })
+		after := n1.snapshot(t)
+		if strings.Join(before.ports, " ") != strings.Join(after.ports, " ") {
+			t.Errorf("ports changed: %v -> %v", before.ports, after.ports)
+		}
+		if len(before.flows) != len(after.flows) {
+			t.Errorf("flow count changed: %d -> %d", len(before.flows), len(after.flows))
+		}
+		for f, pk := range before.flows {
+			got, ok := after.flows[f]
+			switch {
+			case !ok:
+				t.Errorf("flow replaced: %s", f)
+			case got < pk:
+				t.Errorf("flow counters reset (%d -> %d): %s", pk, got, f)
+			}
+		}
+		if err := p1.Ping("10.99.2.5", 1); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("CheckPod and Pods report the wiring", func(t *testing.T) {
+		n1.do(t, func() error { return n1.dp.CheckPod(ctx, pod1) })
+		var pods []datapath.Pod
+		n1.do(t, func() (err error) { pods, err = n1.dp.Pods(ctx); return err })
+		if len(pods) != 2 {
+			t.Errorf("Pods() = %d pods, want 2: %+v", len(pods), pods)
+		}
+		wrong := pod1
+		wrong.IPs = []netip.Prefix{netip.MustParsePrefix("10.99.1.99/24")}
+		if err := n1.ns.Do(func() error { return n1.dp.CheckPod(ctx, wrong) }); err == nil {
+			t.Error("CheckPod accepted a pod with another address")
+		}
+	})
+
+	t.Run("deleting pods and nodes removes their forwarding", func(t *testing.T) {
+		before := len(n2.snapshot(t).ports)
+		n2.do(t, func() error { return n2.dp.DelPod(ctx, pod2.Key) })
+		n2.do(t, func() error { return n2.dp.DelPod(ctx, pod2.Key) }) // idempotent
+		if got := len(n2.snapshot(t).ports); got != before-1 {
+			t.Errorf("ports after DelPod: %d, want %d", got, before-1)
+		}
+		if out, _ := n2.ns.Run("ip", "-br", "link", "show"); regexp.MustCompile(`\bw[0-9a-f]{11}@`).MatchString(out) {
+			t.Errorf("pod veth left on n2:\n%s", out)
+		}
+		if err := p1.Ping("10.99.2.5", 1); err == nil {
+			t.Error("a deleted pod still answers")
+		}
+		n1.do(t, func() error { return n1.dp.SetRemoteNodes(ctx, nil) })
+		if out, _ := n1.ns.Run("ip", "route", "show", "10.99.2.0/24"); strings.TrimSpace(out) != "" {
+			t.Errorf("route to a forgotten node left: %s", out)
+		}
+	})
+}
+
+func TestAddPodIsAllOrNothing(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve")
+	before := n.snapshot(t)
+	pod := datapath.Pod{Key: datapath.PodKey{ContainerID: "gone", IfName: "eth0"}, Netns: "/run/netns/does-not-exist",
+		IPs: []netip.Prefix{netip.MustParsePrefix("10.99.1.9/24")}}
+	if err := n.ns.Do(func() error { _, err := n.dp.AddPod(ctx, pod); return err }); err == nil {
+		t.Fatal("AddPod into a missing namespace succeeded")
+	}
+	outside := pod
+	outside.Netns = netnstest.New(t, "p").Path()
+	outside.IPs = []netip.Prefix{netip.MustParsePrefix("10.1.1.9/24")}
+	if err := n.ns.Do(func() error { _, err := n.dp.AddPod(ctx, outside); return err }); err == nil || !strings.Contains(err.Error(), "not in this node's block") {
+		t.Fatalf("AddPod outside the block: %v", err)
+	}
+	after := n.snapshot(t)
+	if strings.Join(before.ports, " ") != strings.Join(after.ports, " ") || len(before.flows) != len(after.flows) {
+		t.Errorf("a failed AddPod left something: ports %v -> %v, flows %d -> %d", before.ports, after.ports, len(before.flows), len(after.flows))
+	}
+}
+
+// diagnose logs what a failing test needs to see: flows with counters, ports, addresses.
+func (n *node) diagnose(t *testing.T) {
+	for _, args := range [][]string{
+		{"ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "unix:" + n.run + "/" + ovs.IntegrationBridge + ".mgmt"},
+		{"ovs-vsctl", "--db=unix:" + n.run + "/db.sock", "show"},
+		{"nsenter", "--net=" + n.ns.Path(), "ip", "-br", "addr"},
+		{"nsenter", "--net=" + n.ns.Path(), "ip", "route"},
+		{"nsenter", "--net=" + n.ns.Path(), "ip", "neigh"},
+	} {
+		out, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
+		t.Logf("%s: %s\n%s", n.name, strings.Join(args, " "), out)
+	}
+}

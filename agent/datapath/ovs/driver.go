@@ -1,0 +1,474 @@
+// Package ovs is weft's Open vSwitch datapath driver. Pods hang off an integration bridge
+// (weft-int) with a gateway port (weft-gw0, the node's address in its pod block) and one
+// flow-based tunnel port (weft-tun0, Geneve or VXLAN) to every other node. Bridges and ports
+// are managed through OVSDB (libovsdb); the flow table is recomputed from durable state
+// (OVSDB external IDs) and replaced atomically in one OpenFlow bundle.
+//
+// Where the Open vSwitch kernel module is missing it uses the userspace (netdev) datapath,
+// which needs the node's uplink in an external bridge (weft-ext) for its tunnels.
+package ovs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ovs/vswitch"
+)
+
+// Names of what the driver creates on a node.
+const (
+	IntegrationBridge = "weft-int"
+	ExternalBridge    = "weft-ext"
+	GatewayPort       = "weft-gw0"
+	TunnelPort        = "weft-tun0"
+)
+
+// External IDs recorded on a pod's OVS interface: the durable record of the pod.
+const (
+	idPodKey       = "weft-pod-key"
+	idPodNamespace = "weft-pod-namespace"
+	idPodName      = "weft-pod-name"
+	idPodUID       = "weft-pod-uid"
+	idPodNetns     = "weft-pod-netns"
+	idPodIP        = "weft-pod-ip"
+	idRemoteNodes  = "weft-remote-nodes" // on the integration bridge
+)
+
+// routeProtocol marks the routes the driver installs, to find stale ones.
+const routeProtocol = netlink.RouteProtocol(0x57)
+
+// encapOverhead is what Geneve and VXLAN over IPv4 add to a frame.
+const encapOverhead = 50
+
+// Driver is the OVS datapath of one node.
+type Driver struct {
+	opts         datapath.Options
+	ofctl        string
+	intBridge    string
+	extBridge    string
+	datapathType string
+
+	mu      sync.Mutex
+	db      *ovsDB
+	node    datapath.Node
+	block   netip.Prefix
+	gwIP    netip.Addr
+	gwMAC   string
+	mtu     int
+	remotes []datapath.RemoteNode
+}
+
+var _ datapath.Datapath = (*Driver)(nil)
+
+// Register adds the driver to a registry under "ovs".
+func Register(r *datapath.Registry) error {
+	return r.Register("ovs", func(o datapath.Options) (datapath.Datapath, error) { return New(o), nil })
+}
+
+// New returns a driver; nothing is touched before Init.
+func New(o datapath.Options) *Driver {
+	if o.OVSDB == "" {
+		o.OVSDB = "unix:/var/run/openvswitch/db.sock"
+	}
+	if o.OVSRunDir == "" {
+		o.OVSRunDir = "/var/run/openvswitch"
+	}
+	dt := "netdev"
+	if _, err := os.Stat("/sys/module/openvswitch"); err == nil {
+		dt = "system"
+	}
+	return &Driver{opts: o, ofctl: "ovs-ofctl", intBridge: IntegrationBridge, extBridge: ExternalBridge, datapathType: dt}
+}
+
+// Capabilities: both tunnels on either datapath; no native routing yet.
+func (d *Driver) Capabilities() datapath.Capabilities {
+	return datapath.Capabilities{Encapsulations: []string{"geneve", "vxlan"}, Mode: "ovs/" + d.datapathType}
+}
+
+// Init prepares the node. It is safe to repeat: ports and flows already right stay as they
+// are, and pods and remote nodes from an earlier run keep forwarding.
+func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.Capabilities().Supports(node.Encapsulation) {
+		return fmt.Errorf("encapsulation %q is not supported by the ovs driver (supported: geneve, vxlan)", node.Encapsulation)
+	}
+	var block netip.Prefix
+	for _, p := range node.PodCIDRs {
+		if p.Addr().Is4() {
+			block = p.Masked()
+		}
+	}
+	if !block.IsValid() {
+		return errors.New("the node has no IPv4 pod block (IPv6 pods are not supported by the ovs driver yet)")
+	}
+	if d.db == nil {
+		db, err := connectOVSDB(ctx, d.opts.OVSDB)
+		if err != nil {
+			return err
+		}
+		d.db = db
+	}
+	d.node, d.block, d.gwIP = node, block, datapath.Gateway(block)
+	d.gwMAC = podMAC(d.gwIP)
+
+	if d.datapathType == "netdev" {
+		if err := d.adoptUplink(ctx, node.IP); err != nil {
+			return fmt.Errorf("uplink: %w", err)
+		}
+	}
+	uplink, err := linkWithAddr(node.IP)
+	if err != nil {
+		return err
+	}
+	d.mtu = node.MTU
+	if d.mtu == 0 {
+		d.mtu = uplink.Attrs().MTU - encapOverhead
+	}
+	if err := d.db.ensureBridge(ctx, d.intBridge, d.datapathType, vswitch.BridgeFailModeSecure); err != nil {
+		return fmt.Errorf("bridge %s: %w", d.intBridge, err)
+	}
+	if err := d.db.ensurePort(ctx, portSpec{Bridge: d.intBridge, Name: GatewayPort, Type: "internal",
+		ExternalIDs: map[string]string{"weft-role": "gateway"}}); err != nil {
+		return fmt.Errorf("gateway port: %w", err)
+	}
+	if err := d.setupGateway(ctx); err != nil {
+		return err
+	}
+	if err := d.db.ensurePort(ctx, portSpec{Bridge: d.intBridge, Name: TunnelPort, Type: node.Encapsulation,
+		Options:     map[string]string{"remote_ip": "flow", "key": "flow"},
+		ExternalIDs: map[string]string{"weft-role": "tunnel"}}); err != nil {
+		return fmt.Errorf("tunnel port: %w", err)
+	}
+	if err := d.db.waitOFPort(ctx, TunnelPort); err != nil {
+		return err
+	}
+	d.remotes = d.savedRemotes()
+	if err := d.syncFlows(ctx); err != nil {
+		return err
+	}
+	return d.syncRoutes()
+}
+
+// setupGateway gives the gateway port its MAC, MTU and address (the node's address in its
+// pod block), and brings it up.
+func (d *Driver) setupGateway(ctx context.Context) error {
+	gw, err := waitLink(ctx, GatewayPort)
+	if err != nil {
+		return err
+	}
+	mac, _ := net.ParseMAC(d.gwMAC)
+	if gw.Attrs().HardwareAddr.String() != d.gwMAC {
+		if err := netlink.LinkSetHardwareAddr(gw, mac); err != nil {
+			return fmt.Errorf("gateway MAC: %w", err)
+		}
+	}
+	if gw.Attrs().MTU != d.mtu {
+		if err := netlink.LinkSetMTU(gw, d.mtu); err != nil {
+			return fmt.Errorf("gateway MTU: %w", err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(d.gwIP, d.block.Bits()))}
+	if err := netlink.AddrReplace(gw, addr); err != nil {
+		return fmt.Errorf("gateway address %s: %w", addr.IPNet, err)
+	}
+	return netlink.LinkSetUp(gw)
+}
+
+// Close disconnects from OVSDB; forwarding stays programmed.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db != nil {
+		d.db.close()
+		d.db = nil
+	}
+	return nil
+}
+
+func (d *Driver) ofTarget() string {
+	return "unix:" + filepath.Join(d.opts.OVSRunDir, d.intBridge+".mgmt")
+}
+
+// AddPod wires a pod. See datapath.PodNetwork.
+func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (datapath.PodResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return datapath.PodResult{}, errors.New("the datapath is not initialized")
+	}
+	var ip netip.Prefix
+	for _, p := range pod.IPs {
+		if p.Addr().Is4() {
+			ip = p
+		}
+	}
+	if !ip.IsValid() || !d.block.Contains(ip.Addr()) {
+		return datapath.PodResult{}, fmt.Errorf("pod address %v is not in this node's block %s", pod.IPs, d.block)
+	}
+	pi := d.podInterface(pod.Key, pod.Netns, ip)
+	res := datapath.PodResult{HostInterface: pi.host, Interface: pi.peer, MAC: pi.mac, MTU: pi.mtu,
+		IPs: []netip.Prefix{ip}, Gateways: []netip.Addr{d.gwIP}}
+	ids := map[string]string{idPodKey: pod.Key.String(), idPodNamespace: pod.Namespace, idPodName: pod.Name,
+		idPodUID: pod.UID, idPodNetns: pod.Netns, idPodIP: ip.String()}
+
+	if existing := d.podInterfaceRecord(pi.host); existing != nil {
+		if mapsContain(existing.ExternalIDs, ids) && pi.check() == nil {
+			return res, nil // already wired exactly so
+		}
+		// A leftover of an attempt that did not finish: start over.
+		_ = d.db.deletePort(ctx, d.intBridge, pi.host)
+		_ = pi.delete()
+	}
+	if err := pi.create(); err != nil {
+		return datapath.PodResult{}, err
+	}
+	undo := func() {
+		_ = d.db.deletePort(context.Background(), d.intBridge, pi.host)
+		_ = pi.delete()
+		_ = d.syncFlows(context.Background())
+	}
+	if err := d.db.ensurePort(ctx, portSpec{Bridge: d.intBridge, Name: pi.host, ExternalIDs: ids}); err != nil {
+		undo()
+		return datapath.PodResult{}, fmt.Errorf("adding port %s: %w", pi.host, err)
+	}
+	if err := d.db.waitOFPort(ctx, pi.host); err != nil {
+		undo()
+		return datapath.PodResult{}, err
+	}
+	if err := d.syncFlows(ctx); err != nil {
+		undo()
+		return datapath.PodResult{}, err
+	}
+	return res, nil
+}
+
+func (d *Driver) podInterface(key datapath.PodKey, netnsPath string, ip netip.Prefix) podInterface {
+	return podInterface{host: hostIfName(key), peer: key.IfName, netns: netnsPath, ip: ip, gateway: d.gwIP,
+		mac: podMAC(ip.Addr()), mtu: d.mtu, noOffload: d.datapathType == "netdev"}
+}
+
+func (d *Driver) podInterfaceRecord(name string) *vswitch.Interface {
+	iface := &vswitch.Interface{Name: name}
+	if err := d.db.c.Get(context.Background(), iface); err != nil {
+		return nil
+	}
+	return iface
+}
+
+func mapsContain(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// DelPod unwires a pod. See datapath.PodNetwork.
+func (d *Driver) DelPod(ctx context.Context, key datapath.PodKey) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return errors.New("the datapath is not initialized")
+	}
+	host := hostIfName(key)
+	if err := d.db.deletePort(ctx, d.intBridge, host); err != nil {
+		return fmt.Errorf("removing port %s: %w", host, err)
+	}
+	if err := (podInterface{host: host}).delete(); err != nil {
+		return fmt.Errorf("removing %s: %w", host, err)
+	}
+	return d.syncFlows(ctx)
+}
+
+// CheckPod verifies a pod's wiring. See datapath.PodNetwork.
+func (d *Driver) CheckPod(_ context.Context, pod datapath.Pod) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return errors.New("the datapath is not initialized")
+	}
+	host := hostIfName(pod.Key)
+	rec := d.podInterfaceRecord(host)
+	if rec == nil {
+		return fmt.Errorf("pod %s has no port %s", pod.Key, host)
+	}
+	for _, ip := range pod.IPs {
+		if rec.ExternalIDs[idPodIP] == ip.String() {
+			return d.podInterface(pod.Key, pod.Netns, ip).check()
+		}
+	}
+	return fmt.Errorf("pod %s is wired with %s, not %v", pod.Key, rec.ExternalIDs[idPodIP], pod.IPs)
+}
+
+// Pods lists the pods wired on this node, from their OVSDB records.
+func (d *Driver) Pods(context.Context) ([]datapath.Pod, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return nil, errors.New("the datapath is not initialized")
+	}
+	return d.pods()
+}
+
+func (d *Driver) pods() ([]datapath.Pod, error) {
+	ifaces, err := d.db.interfaces(idPodKey)
+	if err != nil {
+		return nil, err
+	}
+	var out []datapath.Pod
+	for _, i := range ifaces {
+		ip, err := netip.ParsePrefix(i.ExternalIDs[idPodIP])
+		if err != nil {
+			continue
+		}
+		var key datapath.PodKey
+		if c, f, ok := cut(i.ExternalIDs[idPodKey]); ok {
+			key = datapath.PodKey{ContainerID: c, IfName: f}
+		}
+		out = append(out, datapath.Pod{Key: key, Namespace: i.ExternalIDs[idPodNamespace], Name: i.ExternalIDs[idPodName],
+			UID: i.ExternalIDs[idPodUID], Netns: i.ExternalIDs[idPodNetns], IPs: []netip.Prefix{ip}})
+	}
+	return out, nil
+}
+
+func cut(s string) (string, string, bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '/' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// SetRemoteNodes forwards to exactly these nodes. See datapath.NodeNetwork.
+func (d *Driver) SetRemoteNodes(ctx context.Context, nodes []datapath.RemoteNode) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return errors.New("the datapath is not initialized")
+	}
+	var remotes []datapath.RemoteNode
+	for _, n := range nodes {
+		if n.Name != d.node.Name && n.IP != d.node.IP {
+			remotes = append(remotes, n)
+		}
+	}
+	d.remotes = remotes
+	if err := d.saveRemotes(ctx); err != nil {
+		return err
+	}
+	if err := d.syncFlows(ctx); err != nil {
+		return err
+	}
+	return d.syncRoutes()
+}
+
+// saveRemotes records the remote nodes on the bridge, so a restarted agent programs the same
+// tunnels at once instead of dropping them until it has read the cluster again.
+func (d *Driver) saveRemotes(ctx context.Context) error {
+	br, err := d.db.bridge(d.intBridge)
+	if err != nil {
+		return err
+	}
+	data, _ := json.Marshal(d.remotes)
+	if br.ExternalIDs[idRemoteNodes] == string(data) {
+		return nil
+	}
+	ids := map[string]string{}
+	for k, v := range br.ExternalIDs {
+		ids[k] = v
+	}
+	ids[idRemoteNodes] = string(data)
+	br.ExternalIDs = ids
+	ops, err := d.db.c.Where(br).Update(br, &br.ExternalIDs)
+	if err != nil {
+		return err
+	}
+	return d.db.transact(ctx, ops...)
+}
+
+func (d *Driver) savedRemotes() []datapath.RemoteNode {
+	br, err := d.db.bridge(d.intBridge)
+	if err != nil {
+		return nil
+	}
+	var out []datapath.RemoteNode
+	_ = json.Unmarshal([]byte(br.ExternalIDs[idRemoteNodes]), &out)
+	return out
+}
+
+// syncFlows recomputes the flow table from the pods in OVSDB and the remote nodes.
+func (d *Driver) syncFlows(ctx context.Context) error {
+	pods, err := d.pods()
+	if err != nil {
+		return err
+	}
+	st := flowState{gatewayPort: GatewayPort, gatewayIP: d.gwIP, gatewayMAC: d.gwMAC, tunnelPort: TunnelPort}
+	for _, p := range pods {
+		st.pods = append(st.pods, podFlow{port: hostIfName(p.Key), ip: p.IPs[0].Addr(), mac: podMAC(p.IPs[0].Addr())})
+	}
+	for _, r := range d.remotes {
+		for _, b := range r.PodCIDRs {
+			if b.Addr().Is4() && r.IP.Is4() {
+				st.remotes = append(st.remotes, remoteFlow{block: b.Masked(), nodeIP: r.IP})
+			}
+		}
+	}
+	return applyFlows(ctx, d.ofctl, d.ofTarget(), st.flows())
+}
+
+// syncRoutes routes every remote pod block into the gateway port (and so into the tunnel),
+// through a static neighbour for the remote block's gateway, and removes routes to nodes that
+// are gone.
+func (d *Driver) syncRoutes() error {
+	gw, err := netlink.LinkByName(GatewayPort)
+	if err != nil {
+		return err
+	}
+	mac, _ := net.ParseMAC(tunnelMAC)
+	want := map[string]bool{}
+	for _, r := range d.remotes {
+		for _, b := range r.PodCIDRs {
+			if !b.Addr().Is4() {
+				continue
+			}
+			b = b.Masked()
+			via := datapath.Gateway(b)
+			want[b.String()] = true
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: gw.Attrs().Index, Family: netlink.FAMILY_V4,
+				State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("neighbour %s: %w", via, err)
+			}
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(b), Gw: via.AsSlice(),
+				Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
+				return fmt.Errorf("route %s: %w", b, err)
+			}
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: gw.Attrs().Index, Protocol: routeProtocol},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Dst != nil && !want[r.Dst.String()] {
+			_ = netlink.RouteDel(&r)
+			if via, ok := netip.AddrFromSlice(r.Gw); ok {
+				_ = netlink.NeighDel(&netlink.Neigh{LinkIndex: gw.Attrs().Index, IP: via.AsSlice()})
+			}
+		}
+	}
+	return nil
+}

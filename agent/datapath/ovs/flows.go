@@ -1,0 +1,129 @@
+package ovs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"sort"
+	"strings"
+)
+
+// Flow tables of the integration bridge.
+const (
+	tableClassify   = 0  // where did the packet come from; anti-spoofing for pods
+	tableForward    = 10 // packets from this node (pods, gateway): local delivery, tunnel, or gateway
+	tableFromTunnel = 20 // packets from other nodes: local delivery only
+)
+
+// tunnelMAC is the destination MAC of frames sent through the tunnel; the receiving node
+// rewrites it. The kernel reaches remote pod blocks through a static neighbour with it.
+const tunnelMAC = "0a:58:00:00:00:01"
+
+// vni is the tunnel key of in-cluster traffic.
+const vni = 1
+
+// flowState is everything the integration bridge's flows are computed from.
+type flowState struct {
+	gatewayPort string
+	gatewayIP   netip.Addr
+	gatewayMAC  string
+	tunnelPort  string // empty without encapsulation
+	pods        []podFlow
+	remotes     []remoteFlow
+}
+
+type podFlow struct {
+	port string
+	ip   netip.Addr
+	mac  string
+}
+
+type remoteFlow struct {
+	block  netip.Prefix
+	nodeIP netip.Addr
+}
+
+// flows returns the complete flow table, sorted so equal states give equal text.
+func (s flowState) flows() []string {
+	var f []string
+	add := func(format string, args ...any) { f = append(f, fmt.Sprintf(format, args...)) }
+
+	// Classify.
+	if s.tunnelPort != "" {
+		add("table=%d,priority=200,in_port=%s,actions=goto_table:%d", tableClassify, s.tunnelPort, tableFromTunnel)
+	}
+	add("table=%d,priority=150,in_port=%s,actions=goto_table:%d", tableClassify, s.gatewayPort, tableForward)
+	for _, p := range s.pods {
+		// A pod may only send from its own MAC and IP.
+		add("table=%d,priority=100,in_port=%s,dl_src=%s,ip,nw_src=%s,actions=goto_table:%d", tableClassify, p.port, p.mac, p.ip, tableForward)
+		add("table=%d,priority=100,in_port=%s,dl_src=%s,arp,arp_spa=%s,actions=goto_table:%d", tableClassify, p.port, p.mac, p.ip, tableForward)
+	}
+	add("table=%d,priority=0,actions=drop", tableClassify)
+
+	// Forward from local sources. ARP goes to whoever holds the target address.
+	add("table=%d,priority=200,arp,arp_tpa=%s,actions=output:%s", tableForward, s.gatewayIP, s.gatewayPort)
+	for _, p := range s.pods {
+		add("table=%d,priority=200,arp,arp_tpa=%s,actions=output:%s", tableForward, p.ip, p.port)
+		add("table=%d,priority=100,ip,nw_dst=%s,actions=set_field:%s->eth_src,set_field:%s->eth_dst,output:%s",
+			tableForward, p.ip, s.gatewayMAC, p.mac, p.port)
+	}
+	if s.tunnelPort != "" {
+		for _, r := range s.remotes {
+			add("table=%d,priority=50,ip,nw_dst=%s,actions=set_field:%s->tun_dst,set_field:%d->tun_id,set_field:%s->eth_dst,output:%s",
+				tableForward, r.block, r.nodeIP, vni, tunnelMAC, s.tunnelPort)
+		}
+	}
+	// Everything else (the node, Services, other networks) is the node's to route.
+	add("table=%d,priority=10,ip,actions=set_field:%s->eth_dst,output:%s", tableForward, s.gatewayMAC, s.gatewayPort)
+	add("table=%d,priority=0,actions=drop", tableForward)
+
+	// From other nodes: only to local pods and the gateway.
+	if s.tunnelPort != "" {
+		for _, p := range s.pods {
+			add("table=%d,priority=100,ip,nw_dst=%s,actions=set_field:%s->eth_src,set_field:%s->eth_dst,output:%s",
+				tableFromTunnel, p.ip, s.gatewayMAC, p.mac, p.port)
+		}
+		add("table=%d,priority=100,ip,nw_dst=%s,actions=set_field:%s->eth_dst,output:%s", tableFromTunnel, s.gatewayIP, s.gatewayMAC, s.gatewayPort)
+		add("table=%d,priority=0,actions=drop", tableFromTunnel)
+	}
+	sort.Strings(f)
+	return f
+}
+
+// applyFlows replaces the bridge's whole flow table in one OpenFlow bundle: the switch moves
+// from the old table to the new one atomically, and flows that did not change keep their
+// counters (so re-applying the same state changes nothing).
+func applyFlows(ctx context.Context, ofctl, target string, flows []string) error {
+	cmd := exec.CommandContext(ctx, ofctl, "-O", "OpenFlow13", "--bundle", "replace-flows", target, "-")
+	cmd.Stdin = strings.NewReader(strings.Join(flows, "\n") + "\n")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s replace-flows %s: %v: %s", ofctl, target, err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
+// dumpFlows returns the bridge's flows as ovs-ofctl prints them (tests, diagnostics).
+func dumpFlows(ctx context.Context, ofctl, target string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, ofctl, "-O", "OpenFlow13", "dump-flows", "--no-stats", target).Output()
+	if err != nil {
+		return nil, err
+	}
+	var flows []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "OFPST_FLOW") {
+			flows = append(flows, l)
+		}
+	}
+	return flows, nil
+}
+
+// podMAC derives a pod's MAC from its IPv4 address (0a:58 + the address, the convention
+// other Kubernetes networks use), so it is stable and needs no storage.
+func podMAC(ip netip.Addr) string {
+	b := ip.As4()
+	return fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}

@@ -1,0 +1,55 @@
+package ovs
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func state() flowState {
+	return flowState{
+		gatewayPort: "weft-gw0", gatewayIP: netip.MustParseAddr("10.244.1.1"), gatewayMAC: "0a:58:0a:f4:01:01",
+		tunnelPort: "weft-tun0",
+		pods: []podFlow{{port: "w01", ip: netip.MustParseAddr("10.244.1.5"), mac: "0a:58:0a:f4:01:05"}},
+		remotes: []remoteFlow{{block: netip.MustParsePrefix("10.244.2.0/24"), nodeIP: netip.MustParseAddr("172.30.1.12")}},
+	}
+}
+
+func TestFlowsAreDeterministicAndComplete(t *testing.T) {
+	a, b := state().flows(), state().flows()
+	if !slices.Equal(a, b) {
+		t.Fatal("the same state gave different flows")
+	}
+	all := strings.Join(a, "\n")
+	for _, want := range []string{
+		"table=0,priority=200,in_port=weft-tun0,actions=goto_table:20",
+		"table=0,priority=100,in_port=w01,dl_src=0a:58:0a:f4:01:05,ip,nw_src=10.244.1.5,actions=goto_table:10",
+		"table=10,priority=200,arp,arp_tpa=10.244.1.5,actions=output:w01",
+		"table=10,priority=100,ip,nw_dst=10.244.1.5,actions=set_field:0a:58:0a:f4:01:01->eth_src,set_field:0a:58:0a:f4:01:05->eth_dst,output:w01",
+		"table=10,priority=50,ip,nw_dst=10.244.2.0/24,actions=set_field:172.30.1.12->tun_dst,set_field:1->tun_id,set_field:0a:58:00:00:00:01->eth_dst,output:weft-tun0",
+		"table=10,priority=10,ip,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
+		"table=20,priority=100,ip,nw_dst=10.244.1.5,",
+		"table=0,priority=0,actions=drop",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("missing flow %q in:\n%s", want, all)
+		}
+	}
+}
+
+func TestFlowsWithoutTunnelHaveNoTunnelTable(t *testing.T) {
+	s := state()
+	s.tunnelPort = ""
+	for _, f := range s.flows() {
+		if strings.Contains(f, "table=20") || strings.Contains(f, "tun_dst") {
+			t.Errorf("flow %q without encapsulation", f)
+		}
+	}
+}
+
+func TestPodMAC(t *testing.T) {
+	if got := podMAC(netip.MustParseAddr("10.244.1.5")); got != "0a:58:0a:f4:01:05" {
+		t.Errorf("podMAC = %s", got)
+	}
+}

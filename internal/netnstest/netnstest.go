@@ -1,0 +1,148 @@
+// Package netnstest gives tests throwaway network namespaces, removed when the test ends,
+// and helpers to run code and commands inside them. Tests using it need root.
+package netnstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// Netns is a named network namespace owned by a test.
+type Netns struct {
+	Name string
+}
+
+// RequireRoot fails the test with a clear message when not run as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test creates network namespaces and needs root (make test runs as root, as CI does)")
+	}
+}
+
+// New creates a namespace with its loopback up; it is deleted when the test ends.
+func New(t testing.TB, name string) *Netns {
+	t.Helper()
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	n := &Netns{Name: "wt-" + hex.EncodeToString(b) + "-" + name}
+	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", n.Name, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n.Name).Run() })
+	n.MustIP(t, "link", "set", "lo", "up")
+	return n
+}
+
+// Path is the namespace's mount path.
+func (n *Netns) Path() string { return "/run/netns/" + n.Name }
+
+// Do runs fn with the calling goroutine's thread inside the namespace.
+func (n *Netns) Do(fn func() error) error {
+	return ns.WithNetNSPath(n.Path(), func(ns.NetNS) error { return fn() })
+}
+
+// Run runs a command inside the namespace and returns its combined output.
+func (n *Netns) Run(args ...string) (string, error) {
+	out, err := exec.Command("nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// MustIP runs `ip args` inside the namespace and fails the test on error.
+func (n *Netns) MustIP(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := n.Run(append([]string{"ip"}, args...)...); err != nil {
+		t.Fatalf("ip %s in %s: %v: %s", strings.Join(args, " "), n.Name, err, out)
+	}
+}
+
+// Switch is a bridge in its own namespace that other namespaces plug into.
+type Switch struct{ ns *Netns }
+
+// NewSwitch creates an underlay switch.
+func NewSwitch(t testing.TB) *Switch {
+	s := &Switch{ns: New(t, "sw")}
+	s.ns.MustIP(t, "link", "add", "br0", "type", "bridge")
+	s.ns.MustIP(t, "link", "set", "br0", "up")
+	return s
+}
+
+// Plug connects n to the switch with interface eth0 holding addr (CIDR notation).
+func (s *Switch) Plug(t testing.TB, n *Netns, port, addr string) {
+	t.Helper()
+	s.ns.MustIP(t, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n.Name)
+	s.ns.MustIP(t, "link", "set", port, "master", "br0", "up")
+	n.MustIP(t, "addr", "add", addr, "dev", "eth0")
+	n.MustIP(t, "link", "set", "eth0", "up")
+}
+
+// Ping sends count pings from n to ip and reports whether they all came back.
+func (n *Netns) Ping(ip string, count int) error {
+	out, err := n.Run("ping", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2", ip)
+	if err != nil {
+		return fmt.Errorf("ping %s from %s: %v\n%s", ip, n.Name, err, out)
+	}
+	return nil
+}
+
+// Listen opens a TCP listener inside the namespace; the socket stays there.
+func (n *Netns) Listen(addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() (err error) { l, err = net.Listen("tcp", addr); return err })
+	return l, err
+}
+
+// Dial opens a TCP connection from inside the namespace.
+func (n *Netns) Dial(addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) { c, err = net.DialTimeout("tcp", addr, timeout); return err })
+	return c, err
+}
+
+// TransferTCP sends size bytes from client namespace to a server in server namespace at
+// addr, and checks that the server received exactly them.
+func TransferTCP(server, client *Netns, addr string, size int) error {
+	l, err := server.Listen(addr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		n, _ := io.Copy(io.Discard, c)
+		_, _ = c.Write([]byte(fmt.Sprint(n)))
+		got <- n
+	}()
+	c, err := client.Dial(addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial %s from %s: %w", addr, client.Name, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.CopyN(c, rand.Reader, int64(size)); err != nil {
+		return fmt.Errorf("sending to %s: %w", addr, err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	reply, _ := io.ReadAll(c)
+	if n := <-got; n != int64(size) || string(reply) != fmt.Sprint(size) {
+		return fmt.Errorf("server at %s received %d bytes (reply %q), want %d", addr, n, reply, size)
+	}
+	return nil
+}
