@@ -11,8 +11,8 @@ func state() flowState {
 	return flowState{
 		gatewayPort: "weft-gw0", gatewayIP: netip.MustParseAddr("10.244.1.1"), gatewayMAC: "0a:58:0a:f4:01:01",
 		tunnelPort: "weft-tun0",
-		pods: []podFlow{{port: "w01", ip: netip.MustParseAddr("10.244.1.5"), mac: "0a:58:0a:f4:01:05"}},
-		remotes: []remoteFlow{{block: netip.MustParsePrefix("10.244.2.0/24"), nodeIP: netip.MustParseAddr("172.30.1.12")}},
+		pods:       []podFlow{{port: "w01", ip: netip.MustParseAddr("10.244.1.5"), mac: "0a:58:0a:f4:01:05"}},
+		remotes:    []remoteFlow{{block: netip.MustParsePrefix("10.244.2.0/24"), nodeIP: netip.MustParseAddr("172.30.1.12")}},
 	}
 }
 

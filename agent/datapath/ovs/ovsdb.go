@@ -118,7 +118,7 @@ func (o *ovsDB) ensureBridge(ctx context.Context, name, datapathType string, fai
 
 // portSpec is the desired state of a port with one interface.
 type portSpec struct {
-	Bridge, Name, Type string
+	Bridge, Name, Type   string
 	Options, ExternalIDs map[string]string
 }
 
