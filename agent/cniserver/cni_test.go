@@ -15,11 +15,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/agent/cniserver"
 	"github.com/weft-net/weft/agent/datapath/fake"
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // These tests drive the real weft-cni binary the way a container runtime does (environment

@@ -25,7 +25,9 @@ type Owner struct {
 	PodUID       string `json:"podUID,omitempty"`
 }
 
-func (o Owner) same(other Owner) bool { return o.ContainerID == other.ContainerID && o.IfName == other.IfName }
+func (o Owner) same(other Owner) bool {
+	return o.ContainerID == other.ContainerID && o.IfName == other.IfName
+}
 
 // Allocation is one held address. A zero Owner means a claim that was never completed.
 type Allocation struct {

@@ -10,7 +10,9 @@ import (
 	"testing"
 )
 
-func owner(n int) Owner { return Owner{ContainerID: fmt.Sprintf("c%d", n), IfName: "eth0", PodName: fmt.Sprintf("p%d", n), PodNamespace: "ns"} }
+func owner(n int) Owner {
+	return Owner{ContainerID: fmt.Sprintf("c%d", n), IfName: "eth0", PodName: fmt.Sprintf("p%d", n), PodNamespace: "ns"}
+}
 
 func open(t *testing.T, blocks ...string) *Allocator {
 	t.Helper()

@@ -14,11 +14,11 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
 
-	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/agent/cniproto"
 	"github.com/weft-net/weft/agent/cniserver"
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/ipam"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // Handler serves CNI commands.
@@ -37,7 +37,9 @@ func owner(c cniserver.Call) ipam.Owner {
 	return ipam.Owner{ContainerID: c.ContainerID, IfName: c.IfName, PodNamespace: c.PodNamespace, PodName: c.PodName, PodUID: c.PodUID}
 }
 
-func key(c cniserver.Call) datapath.PodKey { return datapath.PodKey{ContainerID: c.ContainerID, IfName: c.IfName} }
+func key(c cniserver.Call) datapath.PodKey {
+	return datapath.PodKey{ContainerID: c.ContainerID, IfName: c.IfName}
+}
 
 // Add allocates the pod's addresses and wires it; on failure nothing is held.
 func (h *Handler) Add(ctx context.Context, c cniserver.Call) (*current.Result, error) {
