@@ -56,11 +56,13 @@ type ClusterNetworkSpec struct {
 	ClusterID string `json:"clusterID"`
 
 	// PodCIDRs are the pod address ranges of this cluster: one per IP family (IPv4, IPv6 or
-	// both). Each node receives a block from them.
+	// both). Each node receives a block from them. They cannot change: every node's block and
+	// every pod address comes from them.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="podCIDRs are immutable: nodes' blocks and pods' addresses come from them"
 	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 4).size() <= 1 && self.filter(c, isCIDR(c) && cidr(c).ip().family() == 6).size() <= 1",message="at most one CIDR per IP family"
 	PodCIDRs []CIDR `json:"podCIDRs"`
 
@@ -72,6 +74,11 @@ type ClusterNetworkSpec struct {
 	// +kubebuilder:validation:MaxItems=2
 	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 4).size() <= 1 && self.filter(c, isCIDR(c) && cidr(c).ip().family() == 6).size() <= 1",message="at most one CIDR per IP family"
 	ServiceCIDRs []CIDR `json:"serviceCIDRs"`
+
+	// IPAM sizes the pod blocks nodes receive.
+	// +optional
+	// +kubebuilder:default={}
+	IPAM IPAMSpec `json:"ipam,omitzero"`
 
 	// Datapath selects how each node forwards pod traffic.
 	// +optional
@@ -87,6 +94,25 @@ type ClusterNetworkSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	DNS DNSSpec `json:"dns,omitzero"`
+}
+
+// IPAMSpec sizes node pod blocks.
+type IPAMSpec struct {
+	// NodeMaskSizeIPv4 is the prefix length of each node's IPv4 pod block (24: 254 pods per
+	// node). Immutable.
+	// +optional
+	// +kubebuilder:default=24
+	// +kubebuilder:validation:Minimum=16
+	// +kubebuilder:validation:Maximum=30
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="nodeMaskSizeIPv4 is immutable"
+	NodeMaskSizeIPv4 int32 `json:"nodeMaskSizeIPv4,omitempty"`
+	// NodeMaskSizeIPv6 is the prefix length of each node's IPv6 pod block. Immutable.
+	// +optional
+	// +kubebuilder:default=80
+	// +kubebuilder:validation:Minimum=64
+	// +kubebuilder:validation:Maximum=120
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="nodeMaskSizeIPv6 is immutable"
+	NodeMaskSizeIPv6 int32 `json:"nodeMaskSizeIPv6,omitempty"`
 }
 
 // DatapathSpec selects the per-node datapath.
@@ -158,6 +184,21 @@ type ClusterNetworkStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Nodes counts the cluster's nodes, those with a pod block, and the ready agents.
+	// +optional
+	Nodes *NodeCounts `json:"nodes,omitempty"`
+}
+
+// NodeCounts summarizes the nodes of the fabric.
+type NodeCounts struct {
+	// Total nodes in the cluster.
+	Total int32 `json:"total"`
+	// WithPodBlock is how many have been given a pod block.
+	WithPodBlock int32 `json:"withPodBlock"`
+	// AgentsDesired and AgentsReady count weft-agent pods.
+	AgentsDesired int32 `json:"agentsDesired"`
+	AgentsReady   int32 `json:"agentsReady"`
 }
 
 // ClusterNetwork is this cluster's fabric: its identity in the clusterset, address ranges,
@@ -170,6 +211,7 @@ type ClusterNetworkStatus struct {
 // +kubebuilder:printcolumn:name="Backend",type=string,JSONPath=`.spec.datapath.backend`
 // +kubebuilder:printcolumn:name="Encap",type=string,JSONPath=`.spec.datapath.encapsulation`
 // +kubebuilder:printcolumn:name="Tunnel",type=string,JSONPath=`.spec.gateways.tunnel`
+// +kubebuilder:printcolumn:name="Agents",type=string,JSONPath=`.status.nodes.agentsReady`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -25,6 +25,9 @@ const (
 	ReasonOverlappingCIDR    = "OverlappingCIDR"
 	ReasonInvalidCIDR        = "InvalidCIDR"
 	ReasonUnsupportedBackend = "UnsupportedBackend"
+	ReasonUnsupported        = "Unsupported"
+	ReasonAgentsRollingOut   = "AgentsRollingOut"
+	ReasonPodCIDRExhausted   = "PodCIDRExhausted"
 
 	// Tier
 	ReasonDuplicatePriority = "DuplicatePriority"

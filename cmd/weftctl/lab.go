@@ -37,7 +37,8 @@ func cacheDir() string {
 
 func labCommand() *cobra.Command {
 	self, _ := os.Executable()
-	opts := lab.Options{Name: "weft", Clusters: 2, Nodes: 2, CNI: "reference", APIPortBase: 16443, Timeout: 5 * time.Minute,
+	opts := lab.Options{Name: "weft", Clusters: 2, Nodes: 2, CNI: "weft",
+		WeftManifests: filepath.Join(filepath.Dir(self), "..", "config", "default"), APIPortBase: 16443, Timeout: 5 * time.Minute,
 		StateDir: filepath.Join(cacheDir(), "lab"),
 		KubeBin:  filepath.Join(cacheDir(), "k8s", "v1.37.2", "bin"),
 		CoreDNS:  filepath.Join(cacheDir(), "coredns", "v1.15.0", "bin", "coredns"),
@@ -52,6 +53,7 @@ func labCommand() *cobra.Command {
 		f.IntVar(&opts.Clusters, "clusters", opts.Clusters, "number of clusters")
 		f.IntVar(&opts.Nodes, "nodes", opts.Nodes, "nodes per cluster")
 		f.StringVar(&opts.CNI, "cni", opts.CNI, "CNI plugin for pods: "+strings.Join(lab.CNIs, ", "))
+		f.StringVar(&opts.WeftManifests, "weft-manifests", opts.WeftManifests, "kustomization that installs weft (--cni weft)")
 		f.IntVar(&opts.APIPortBase, "api-port", opts.APIPortBase, "host port of the first cluster's API server (127.0.0.1)")
 		f.StringVar(&opts.KubeBin, "kube-bin", opts.KubeBin, "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl")
 		f.StringVar(&opts.CoreDNS, "coredns", opts.CoreDNS, "coredns binary")
@@ -148,7 +150,7 @@ func labUp(ctx context.Context, opts lab.Options) error {
 	args := []string{"lab", "daemon", "--name", opts.Name, "--state", opts.StateDir, "--clusters", strconv.Itoa(opts.Clusters),
 		"--nodes", strconv.Itoa(opts.Nodes), "--cni", opts.CNI, "--api-port", strconv.Itoa(opts.APIPortBase),
 		"--kube-bin", opts.KubeBin, "--coredns", opts.CoreDNS, "--cni-bin", opts.CNIBin, "--weft-bin", opts.WeftBin,
-		"--labtool", opts.Labtool,
+		"--labtool", opts.Labtool, "--weft-manifests", opts.WeftManifests,
 		"--timeout", opts.Timeout.String()}
 	d := exec.Command(opts.Self, args...)
 	d.Stdout, d.Stderr = logf, logf
@@ -334,6 +336,7 @@ func kubeletCommand() *cobra.Command {
 	f.StringVar(&cfg.CreatedPaths, "created-paths", "", "")
 	f.IntVar(&cfg.Port, "port", 10250, "")
 	f.StringVar(&cfg.NetnsPrefix, "netns-prefix", "", "")
+	f.StringVar(&cfg.HostMountNS, "host-mount-ns", "", "")
 	return c
 }
 

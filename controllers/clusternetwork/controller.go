@@ -6,10 +6,17 @@ import (
 	"fmt"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/conditions"
@@ -21,6 +28,10 @@ import (
 type Options struct {
 	// Backends are the datapath backends this build can run.
 	Backends []fabricv1.DatapathBackend
+	// Namespace is where node workloads run (the operator's namespace).
+	Namespace string
+	// Images of the node workloads.
+	Images Images
 }
 
 // Reconciler reconciles the ClusterNetwork singleton.
@@ -31,6 +42,10 @@ type Reconciler struct {
 
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apps,namespace=weft-system,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=weft-system,resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
 // Reconcile validates the ClusterNetwork and reports its state.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
@@ -47,6 +62,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}()
 	return phases.Run(ctx, cn,
 		r.validate,
+		r.ensureAgents,
+		r.countNodes,
 		r.markReady,
 	)
 }
@@ -57,6 +74,49 @@ func (r *Reconciler) validate(_ context.Context, cn *fabricv1.ClusterNetwork) (c
 	if problems := Validate(cn.Spec, r.Backends); len(problems) > 0 {
 		reason, msg := summarize(problems)
 		conditions.MarkStalled(&cn.Status.Conditions, cn.Generation, reason, msg)
+		return ctrl.Result{}, phases.Halt
+	}
+	return ctrl.Result{}, nil
+}
+
+// ensureAgents applies the node agents' objects (server-side apply: fields weft does not set
+// are left to others), owned by the ClusterNetwork.
+func (r *Reconciler) ensureAgents(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
+	for _, o := range agentObjects(r.Namespace, r.Images, cn) {
+		if err := controllerutil.SetControllerReference(cn, o, r.Scheme()); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.Patch(ctx, o, client.Apply, client.FieldOwner("weft-operator"), client.ForceOwnership); err != nil {
+			return ctrl.Result{}, fmt.Errorf("applying %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// countNodes records nodes, pod blocks and agents; until every agent runs the current
+// settings, the ClusterNetwork is Reconciling.
+func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
+	nodes := &corev1.NodeList{}
+	if err := r.List(ctx, nodes); err != nil {
+		return ctrl.Result{}, err
+	}
+	counts := &fabricv1.NodeCounts{Total: int32(len(nodes.Items))}
+	for _, n := range nodes.Items {
+		if n.Annotations[fabricv1.AnnotationPodCIDRs] != "" {
+			counts.WithPodBlock++
+		}
+	}
+	ds := &appsv1.DaemonSet{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: AgentName}, ds); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	counts.AgentsDesired, counts.AgentsReady = ds.Status.DesiredNumberScheduled, ds.Status.NumberReady
+	cn.Status.Nodes = counts
+	rolledOut := ds.Status.ObservedGeneration >= ds.Generation && ds.Status.UpdatedNumberScheduled == ds.Status.DesiredNumberScheduled &&
+		ds.Status.NumberReady == ds.Status.DesiredNumberScheduled
+	if !rolledOut {
+		conditions.MarkReconciling(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonAgentsRollingOut,
+			fmt.Sprintf("%d of %d node agents ready (%d updated)", ds.Status.NumberReady, ds.Status.DesiredNumberScheduled, ds.Status.UpdatedNumberScheduled))
 		return ctrl.Result{}, phases.Halt
 	}
 	return ctrl.Result{}, nil
@@ -89,11 +149,20 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if len(r.Backends) == 0 {
 		return errors.New("clusternetwork: Options.Backends is empty")
 	}
+	if r.Namespace == "" || r.Images.Agent == "" || r.Images.OVS == "" {
+		return errors.New("clusternetwork: Options.Namespace and Options.Images are required")
+	}
 	onlyDefault := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetName() == fabricv1.ClusterNetworkName
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("clusternetwork").
 		For(&fabricv1.ClusterNetwork{}, builder.WithPredicates(onlyDefault, predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.DaemonSet{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetAnnotations()[fabricv1.AnnotationPodCIDRs] != e.ObjectNew.GetAnnotations()[fabricv1.AnnotationPodCIDRs]
+		}})).
 		Complete(r)
 }

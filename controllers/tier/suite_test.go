@@ -42,7 +42,7 @@ const webhookConfig = "weft-validating-webhook-configuration"
 func startOperator(t *testing.T) {
 	ctx := context.Background()
 	port := testenv.FreePort(t)
-	objs, err := testenv.Kustomize("config/dev", "127.0.0.1:9443", "127.0.0.1:"+strconv.Itoa(port))
+	objs, err := testenv.Kustomize("config/dev", "127.0.0.1:10370", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}

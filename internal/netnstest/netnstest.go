@@ -58,6 +58,14 @@ func (n *Netns) Run(args ...string) (string, error) {
 	return string(out), err
 }
 
+// RunStdin runs a command inside the namespace with stdin.
+func (n *Netns) RunStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.Path(), "--"}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // MustIP runs `ip args` inside the namespace and fails the test on error.
 func (n *Netns) MustIP(t testing.TB, args ...string) {
 	t.Helper()
@@ -112,6 +120,13 @@ func (n *Netns) Dial(addr string, timeout time.Duration) (net.Conn, error) {
 // TransferTCP sends size bytes from client namespace to a server in server namespace at
 // addr, and checks that the server received exactly them.
 func TransferTCP(server, client *Netns, addr string, size int) error {
+	return TransferTCPVia(server, client, addr, addr, size)
+}
+
+// TransferTCPVia is TransferTCP with the client dialling dial (a translated address, such as
+// a Service) while the server listens on listen.
+func TransferTCPVia(server, client *Netns, listen, dial string, size int) error {
+	addr := listen
 	l, err := server.Listen(addr)
 	if err != nil {
 		return err
@@ -130,9 +145,9 @@ func TransferTCP(server, client *Netns, addr string, size int) error {
 		_, _ = c.Write([]byte(fmt.Sprint(n)))
 		got <- n
 	}()
-	c, err := client.Dial(addr, 5*time.Second)
+	c, err := client.Dial(dial, 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("dial %s from %s: %w", addr, client.Name, err)
+		return fmt.Errorf("dial %s from %s: %w", dial, client.Name, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))

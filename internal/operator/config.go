@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/weft-net/weft/internal/version"
 )
 
 // Config is the operator's configuration. Every field has a flag; defaults suit an in-cluster
@@ -24,6 +26,9 @@ type Config struct {
 
 	// PeerResync is how often a connected ClusterPeer is read again.
 	PeerResync time.Duration
+
+	// AgentImage and OVSImage run on every node (the weft-agent DaemonSet).
+	AgentImage, OVSImage string
 }
 
 // WebhookConfig configures the admission webhook server and its certificate.
@@ -50,12 +55,16 @@ func DefaultConfig() Config {
 		ns = "weft-system"
 	}
 	return Config{
-		Namespace:   ns,
-		MetricsAddr: ":8080",
-		ProbeAddr:   ":8081",
+		Namespace: ns,
+		// The operator runs on the host network (it installs the pod network), so its
+		// ports are ones nothing else on a node is likely to hold.
+		MetricsAddr: ":10371",
+		ProbeAddr:   ":10372",
 		PeerResync:  30 * time.Second,
+		AgentImage:  "ghcr.io/weft-net/weft-agent:" + version.Version,
+		OVSImage:    "ghcr.io/weft-net/weft-ovs:" + version.Version,
 		Webhook: WebhookConfig{
-			Port:              9443,
+			Port:              10370,
 			CertDir:           "/tmp/weft-webhook-certs",
 			ServiceName:       "weft-webhook-service",
 			SecretName:        "weft-webhook-cert",
@@ -71,6 +80,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", c.ProbeAddr, "address of /healthz and /readyz; 0 disables")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "elect a leader among replicas")
 	fs.DurationVar(&c.PeerResync, "peer-resync", c.PeerResync, "how often connected peers are read again")
+	fs.StringVar(&c.AgentImage, "agent-image", c.AgentImage, "image of the weft-agent container on every node")
+	fs.StringVar(&c.OVSImage, "ovs-image", c.OVSImage, "image of the Open vSwitch container on every node")
 	fs.BoolVar(&c.Webhook.Disabled, "webhook-disabled", c.Webhook.Disabled, "do not serve admission webhooks")
 	fs.IntVar(&c.Webhook.Port, "webhook-port", c.Webhook.Port, "port of the admission webhook server")
 	fs.StringVar(&c.Webhook.CertDir, "webhook-cert-dir", c.Webhook.CertDir, "directory the webhook certificate is written to")
@@ -88,6 +99,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Namespace == "" {
 		errs = append(errs, errors.New("--namespace is empty"))
+	}
+	if c.AgentImage == "" || c.OVSImage == "" {
+		errs = append(errs, errors.New("--agent-image and --ovs-image are required"))
 	}
 	if c.PeerResync < time.Second {
 		errs = append(errs, fmt.Errorf("--peer-resync %v is below 1s", c.PeerResync))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -19,6 +20,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/clusterpeer"
+	"github.com/weft-net/weft/controllers/nodeipam"
 	"github.com/weft-net/weft/controllers/tier"
 	"github.com/weft-net/weft/internal/webhookcert"
 )
@@ -55,10 +57,11 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		// The binary exits right after the manager stops, so releasing the lease is safe and
 		// lets the next replica take over at once instead of after the lease expires.
 		LeaderElectionReleaseOnCancel: true,
-		// The operator reads Secrets only in its own namespace through the cache (peer
-		// credentials elsewhere are read one by one).
+		// The operator watches Secrets and its DaemonSets only in its own namespace (least
+		// privilege: peer credentials elsewhere are read one by one).
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&corev1.Secret{}:    {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 		}},
 	}
 	if !cfg.Webhook.Disabled {
@@ -75,8 +78,12 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		}
 	}
 	if err := (&clusternetwork.Reconciler{Client: mgr.GetClient(),
-		Options: clusternetwork.Options{Backends: Backends}}).SetupWithManager(mgr); err != nil {
+		Options: clusternetwork.Options{Backends: Backends, Namespace: cfg.Namespace,
+			Images: clusternetwork.Images{Agent: cfg.AgentImage, OVS: cfg.OVSImage}}}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("clusternetwork controller: %w", err)
+	}
+	if err := (&nodeipam.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("node IPAM controller: %w", err)
 	}
 	if err := (&tier.Reconciler{Client: mgr.GetClient()}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("tier controller: %w", err)

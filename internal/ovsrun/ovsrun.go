@@ -67,6 +67,10 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 			return nil, fmt.Errorf("ovsdb-tool create: %v: %s", err, out)
 		}
 	}
+	// Sockets and pid files of an instance that died must not be mistaken for this one's.
+	for _, f := range []string{"db.sock", "ovsdb-server.ctl", "ovs-vswitchd.ctl", "ovsdb-server.pid", "ovs-vswitchd.pid"} {
+		_ = os.Remove(filepath.Join(o.RunDir, f))
+	}
 	in := &Instance{opts: o, waitDone: make(chan struct{})}
 	in.db = o.command("ovsdb-server", db, "--remote=punix:"+filepath.Join(o.RunDir, "db.sock"),
 		"--pidfile="+filepath.Join(o.RunDir, "ovsdb-server.pid"), "--unixctl="+filepath.Join(o.RunDir, "ovsdb-server.ctl"),
@@ -76,7 +80,9 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		return nil, fmt.Errorf("ovsdb-server: %w", err)
 	}
 	sock := filepath.Join(o.RunDir, "db.sock")
-	if err := waitFor(ctx, func() bool { _, err := os.Stat(sock); return err == nil }); err != nil {
+	if err := waitFor(ctx, func() bool {
+		return exec.Command("ovsdb-client", "--timeout=1", "list-dbs", "unix:"+sock).Run() == nil
+	}); err != nil {
 		in.Stop()
 		return nil, fmt.Errorf("ovsdb-server did not create %s (log %s/ovsdb-server.log)", sock, o.LogDir)
 	}

@@ -40,7 +40,9 @@ func NodesReady(t *testing.T, in NodesInput) {
 			}
 			ready := 0
 			for _, n := range nodes.Items {
-				ok := n.Spec.PodCIDR != "" && n.Status.DaemonEndpoints.KubeletEndpoint.Port == 10250
+				// A pod block from kube-controller-manager or, with weft as the CNI, from weft.
+				hasBlock := n.Spec.PodCIDR != "" || n.Annotations["fabric.weft.dev/pod-cidrs"] != ""
+				ok := hasBlock && n.Status.DaemonEndpoints.KubeletEndpoint.Port == 10250
 				hasIP := false
 				for _, a := range n.Status.Addresses {
 					hasIP = hasIP || a.Type == corev1.NodeInternalIP && strings.HasPrefix(a.Address, "172.30.")

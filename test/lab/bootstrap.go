@@ -76,7 +76,7 @@ func (l *Lab) waitReady(ctx context.Context, c ClusterLayout) error {
 	}
 	var why error
 	for {
-		why = readiness(ctx, cs, len(c.Nodes))
+		why = readiness(ctx, cs, len(c.Nodes), l.opts.CNI == "weft")
 		if why == nil {
 			return nil
 		}
@@ -88,7 +88,7 @@ func (l *Lab) waitReady(ctx context.Context, c ClusterLayout) error {
 	}
 }
 
-func readiness(ctx context.Context, cs kubernetes.Interface, wantNodes int) error {
+func readiness(ctx context.Context, cs kubernetes.Interface, wantNodes int, weft bool) error {
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
@@ -96,13 +96,26 @@ func readiness(ctx context.Context, cs kubernetes.Interface, wantNodes int) erro
 	ready := 0
 	for _, n := range nodes.Items {
 		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && n.Spec.PodCIDR != "" {
+			hasBlock := n.Spec.PodCIDR != ""
+			if weft {
+				hasBlock = n.Annotations[podCIDRsAnnotation] != ""
+			}
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && hasBlock {
 				ready++
 			}
 		}
 	}
 	if ready < wantNodes {
 		return fmt.Errorf("%d of %d nodes Ready with a pod CIDR", ready, wantNodes)
+	}
+	if weft {
+		ds, err := cs.AppsV1().DaemonSets("weft-system").Get(ctx, "weft-agent", metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("weft-agent DaemonSet: %w", err)
+		}
+		if ds.Status.NumberReady < int32(wantNodes) {
+			return fmt.Errorf("%d of %d weft agents ready", ds.Status.NumberReady, wantNodes)
+		}
 	}
 	dep, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 	if err != nil {

@@ -119,7 +119,8 @@ func (l *Lab) controllerManager(c ClusterLayout, p *clusterPKI) proc.Spec {
 			"--use-service-account-credentials=true", "--service-account-private-key-file=" + p.saKey,
 			"--root-ca-file=" + p.ca.CertFile(),
 			"--cluster-signing-cert-file=" + p.ca.CertFile(), "--cluster-signing-key-file=" + filepath.Join(p.ca.Dir, "ca.key"),
-			"--allocate-node-cidrs=true", "--cluster-cidr=" + c.PodCIDR.String(), "--node-cidr-mask-size=24",
+			// With weft as the CNI, weft gives nodes their pod blocks.
+			"--allocate-node-cidrs=" + fmt.Sprint(l.opts.CNI != "weft"), "--cluster-cidr=" + c.PodCIDR.String(), "--node-cidr-mask-size=24",
 			"--service-cluster-ip-range=" + c.ServiceCIDR.String(), "--cluster-name=" + c.Name, "--v=1",
 		},
 	}
@@ -148,6 +149,7 @@ func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 	serving := filepath.Join(p.ca.Dir, "kubelet-serving-"+n.Name)
 	return proc.Spec{
 		Name: n.Name + "/kubelet", Netns: n.Netns, Path: l.opts.Self, LogPath: l.logPath(c, n.Name+"-kubelet"), Restart: true,
+		OwnMounts: true,
 		Args: []string{"lab", "kubelet",
 			"--node-name=" + n.Name, "--node-ip=" + n.IP.String(),
 			"--kubeconfig=" + filepath.Join(p.kubeconfigDir, n.Name+".kubeconfig"),
@@ -159,6 +161,7 @@ func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 			"--coredns=" + l.opts.CoreDNS, "--multicall=" + l.opts.Labtool,
 			"--created-paths=" + filepath.Join(l.opts.StateDir, "created-paths"),
 			"--netns-prefix=" + l.layout.PodNetnsPrefix(),
+			fmt.Sprintf("--host-mount-ns=/proc/%d/ns/mnt", os.Getpid()),
 		},
 	}
 }

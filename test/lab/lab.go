@@ -28,10 +28,13 @@ type Options struct {
 	Name            string
 	Clusters, Nodes int
 	// CNI is the plugin pods are wired with: "reference" (containernetworking ptp +
-	// host-local, with routes between nodes installed by the lab).
-	CNI         string
-	StateDir    string
-	APIPortBase int
+	// host-local, with routes between nodes installed by the lab) or "weft" (weft installed
+	// from WeftManifests during bring-up: its agents wire the pods).
+	CNI string
+	// WeftManifests is the kustomization that installs weft (config/default), for --cni weft.
+	WeftManifests string
+	StateDir      string
+	APIPortBase   int
 	// KubeBin holds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy
 	// and kubectl; CoreDNS is the coredns binary; CNIBin the reference CNI plugins; WeftBin
 	// weft's binaries; Self the weftctl binary (lab daemon, kubelet); Labtool the light
@@ -44,7 +47,7 @@ type Options struct {
 var validName = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 
 // CNIs the lab can wire pods with.
-var CNIs = []string{"reference"}
+var CNIs = []string{"reference", "weft"}
 
 // Validate checks options and that every binary is where it should be.
 func (o Options) Validate() error {
@@ -76,6 +79,19 @@ func (o Options) Validate() error {
 	check(o.Self, "the weftctl binary")
 	check(o.Labtool, "make build")
 	check(filepath.Join(o.WeftBin, "weft-operator"), "make build")
+	if o.CNI == "weft" {
+		for _, b := range []string{"weft-agent", "weft-cni", "weft-ovs"} {
+			check(filepath.Join(o.WeftBin, b), "make build")
+		}
+		if st, err := os.Stat(filepath.Join(o.WeftManifests, "kustomization.yaml")); err != nil || st.IsDir() {
+			errs = append(errs, fmt.Errorf("--weft-manifests %q: no kustomization.yaml (point it at config/default)", o.WeftManifests))
+		}
+		for _, tool := range []string{"ovs-vswitchd", "ovsdb-server", "ovs-ofctl", "ovs-vsctl", "ovsdb-tool"} {
+			if _, err := lookPath(tool); err != nil {
+				errs = append(errs, fmt.Errorf("missing %s (hack/lab-deps.sh installs openvswitch-switch)", tool))
+			}
+		}
+	}
 	for _, tool := range []string{"ip", "nsenter", "nft", "busybox", "socat"} {
 		if _, err := lookPath(tool); err != nil {
 			errs = append(errs, fmt.Errorf("missing %s (hack/lab-deps.sh installs it)", tool))
@@ -194,6 +210,12 @@ func (l *Lab) network() error {
 			if err := netlab.Sysctl(h.Netns, "net.ipv4.ip_forward", "1"); err != nil {
 				return err
 			}
+			// A default route, as every real node has: locally sent packets to Service IPs
+			// need one before kube-proxy's NAT rewrites them. Its gateway is an underlay
+			// address nobody holds, so nothing leaves the lab.
+			if err := netlab.IP("-n", h.Netns, "route", "replace", "default", "via", UnderlayGateway.String(), "dev", "eth0"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -255,13 +277,19 @@ func (l *Lab) startCluster(ctx context.Context, c ClusterLayout) error {
 			}
 		}
 	}
-	if l.opts.CNI == "reference" {
+	switch l.opts.CNI {
+	case "reference":
 		for _, n := range c.Nodes {
 			if err := egressNAT(c, n); err != nil {
 				return err
 			}
 		}
 		go l.referenceNetwork(l.runCtx, c, cs)
+	case "weft":
+		if err := l.installWeft(ctx, c, p); err != nil {
+			return fmt.Errorf("installing weft: %w", err)
+		}
+		go l.weftNetwork(l.runCtx, c, cs)
 	}
 	return nil
 }

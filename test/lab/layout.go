@@ -48,6 +48,9 @@ type Host struct {
 // UnderlayCIDR is the lab's one underlay segment.
 var UnderlayCIDR = netip.MustParsePrefix("172.30.0.0/16")
 
+// UnderlayGateway is the nodes' default gateway: an address no lab host holds.
+var UnderlayGateway = netip.MustParseAddr("172.30.0.1")
+
 // NewLayout plans a lab of clusters × nodes under stateDir. Cluster i (from 1) gets pods in
 // 10.(243+i).0.0/16, services in 10.(95+i).0.0/16, underlay addresses 172.30.i.0/24, and its
 // API server on 127.0.0.1:(apiPortBase+i-1).

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,3 +99,64 @@ func (l *Lab) referenceConf(c ClusterLayout, h Host, cidr string) error {
 	}
 	return os.Rename(tmp, filepath.Join(dir, "10-weft-lab.conflist"))
 }
+
+// installWeft installs weft from its kustomization, as a user would, and gives the cluster
+// its ClusterNetwork: from then on weft's agents wire the pods.
+func (l *Lab) installWeft(ctx context.Context, c ClusterLayout, p *clusterPKI) error {
+	out, err := exec.CommandContext(ctx, filepath.Join(l.opts.KubeBin, "kubectl"), "--kubeconfig", p.hostKubeconfig,
+		"apply", "--server-side", "-k", l.opts.WeftManifests).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kubectl apply -k %s: %v: %s", l.opts.WeftManifests, err, out)
+	}
+	return ApplyYAML(ctx, p.hostKubeconfig, fmt.Sprintf(`apiVersion: fabric.weft.dev/v1alpha1
+kind: ClusterNetwork
+metadata: {name: default}
+spec:
+  clusterID: %s
+  podCIDRs: [%s]
+  serviceCIDRs: [%s]
+`, c.Name, c.PodCIDR, c.ServiceCIDR))
+}
+
+// weftNetwork routes each node's weft pod block from the control-plane namespace (which runs
+// no agent) to that node, so the API servers reach pods (webhooks, exec through pods).
+func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.Interface) {
+	hosts := map[string]Host{}
+	for _, n := range c.Nodes {
+		hosts[n.Name] = n
+	}
+	routed := map[string]string{}
+	for {
+		if nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+			for _, n := range nodes.Items {
+				h, ok := hosts[n.Name]
+				blocks := n.Annotations[podCIDRsAnnotation]
+				if !ok || blocks == "" || routed[n.Name] == blocks {
+					continue
+				}
+				ok = true
+				for _, b := range strings.Split(blocks, ",") {
+					if strings.Contains(b, ":") {
+						continue // IPv4 underlay only
+					}
+					if err := netlab.IP("-n", c.ControlPlane.Netns, "route", "replace", b, "via", h.IP.String()); err != nil {
+						l.log.Error(err, "routing a weft pod block", "node", n.Name)
+						ok = false
+					}
+				}
+				if ok {
+					routed[n.Name] = blocks
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// podCIDRsAnnotation is weft's node pod-block annotation (fabricv1.AnnotationPodCIDRs); the
+// lab names it here rather than import the API.
+const podCIDRsAnnotation = "fabric.weft.dev/pod-cidrs"

@@ -124,10 +124,25 @@ func twoNodes(t *testing.T, encap string) {
 	p2, pod2 := n2.addPod(t, "p2", "10.99.2.5/24")
 	p3, _ := n1.addPod(t, "p3", "10.99.1.6/24")
 
+	// kube-proxy's part, reduced to two rules: Service addresses DNATed in n1's kernel to a
+	// pod on n2 and to a pod on n1.
+	nat := `table ip svc {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 10.96.0.50 tcp dport 80 dnat to 10.99.2.5:7010
+    ip daddr 10.96.0.51 tcp dport 80 dnat to 10.99.1.6:7011
+  }
+}
+`
+	if out, err := n1.ns.RunStdin(nat, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
 	checks := []struct {
 		name string
 		fn   func() error
 	}{
+		{"TCP through a Service to a pod on another node", func() error { return netnstest.TransferTCPVia(p2, p1, "10.99.2.5:7010", "10.96.0.50:80", 1<<20) }},
+		{"TCP through a Service to a pod on the same node", func() error { return netnstest.TransferTCPVia(p3, p1, "10.99.1.6:7011", "10.96.0.51:80", 1<<20) }},
 		{"ping pod on n1 → pod on n2", func() error { return p1.Ping("10.99.2.5", 3) }},
 		{"ping pod on n2 → pod on n1", func() error { return p2.Ping("10.99.1.5", 3) }},
 		{"ping between pods on one node", func() error { return p1.Ping("10.99.1.6", 2) }},

@@ -121,6 +121,10 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	}
 	d.node, d.block, d.gwIP = node, block, datapath.Gateway(block)
 	d.gwMAC = podMAC(d.gwIP)
+	// The node routes between the gateway and everything else (Services, other networks).
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enabling IP forwarding: %w", err)
+	}
 
 	if d.datapathType == "netdev" {
 		if err := d.adoptUplink(ctx, node.IP); err != nil {

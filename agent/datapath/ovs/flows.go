@@ -12,9 +12,21 @@ import (
 
 // Flow tables of the integration bridge.
 const (
-	tableClassify   = 0  // where did the packet come from; anti-spoofing for pods
-	tableForward    = 10 // packets from this node (pods, gateway): local delivery, tunnel, or gateway
-	tableFromTunnel = 20 // packets from other nodes: local delivery only
+	tableClassify      = 0  // where did the packet come from; anti-spoofing for pods
+	tableGatewayCommit = 1  // from the gateway: remember the connection
+	tablePodConntrack  = 2  // from pods: replies to gateway connections go back to the gateway
+	tableTunConntrack  = 3  // from other nodes: likewise
+	tableForward       = 10 // packets from this node (pods, gateway): local delivery, tunnel, or gateway
+	tableFromTunnel    = 20 // packets from other nodes: local delivery only
+)
+
+// ctZone is the conntrack zone of the integration bridge; markGateway marks connections
+// that entered from the gateway port. kube-proxy rewrites Service traffic in the node's
+// kernel, so the replies of such connections must return through the gateway for the kernel
+// to undo the rewrite, even when they arrive from a pod on this node or through the tunnel.
+const (
+	ctZone      = 0xfe1
+	markGateway = 0x1
 )
 
 // tunnelMAC is the destination MAC of frames sent through the tunnel; the receiving node
@@ -50,17 +62,33 @@ func (s flowState) flows() []string {
 	var f []string
 	add := func(format string, args ...any) { f = append(f, fmt.Sprintf(format, args...)) }
 
-	// Classify.
+	// Classify; IP packets pass through conntrack on the way.
 	if s.tunnelPort != "" {
-		add("table=%d,priority=200,in_port=%s,actions=goto_table:%d", tableClassify, s.tunnelPort, tableFromTunnel)
+		add("table=%d,priority=200,in_port=%s,ip,actions=ct(table=%d,zone=%d)", tableClassify, s.tunnelPort, tableTunConntrack, ctZone)
+		add("table=%d,priority=190,in_port=%s,actions=goto_table:%d", tableClassify, s.tunnelPort, tableFromTunnel)
 	}
+	add("table=%d,priority=160,in_port=%s,ip,actions=ct(table=%d,zone=%d)", tableClassify, s.gatewayPort, tableGatewayCommit, ctZone)
 	add("table=%d,priority=150,in_port=%s,actions=goto_table:%d", tableClassify, s.gatewayPort, tableForward)
 	for _, p := range s.pods {
 		// A pod may only send from its own MAC and IP.
-		add("table=%d,priority=100,in_port=%s,dl_src=%s,ip,nw_src=%s,actions=goto_table:%d", tableClassify, p.port, p.mac, p.ip, tableForward)
+		add("table=%d,priority=100,in_port=%s,dl_src=%s,ip,nw_src=%s,actions=ct(table=%d,zone=%d)", tableClassify, p.port, p.mac, p.ip, tablePodConntrack, ctZone)
 		add("table=%d,priority=100,in_port=%s,dl_src=%s,arp,arp_spa=%s,actions=goto_table:%d", tableClassify, p.port, p.mac, p.ip, tableForward)
 	}
 	add("table=%d,priority=0,actions=drop", tableClassify)
+
+	// Connections entering from the gateway are committed with a mark.
+	add("table=%d,priority=100,ip,ct_state=+trk+new,actions=ct(commit,zone=%d,exec(set_field:%d->ct_mark)),goto_table:%d",
+		tableGatewayCommit, ctZone, markGateway, tableForward)
+	add("table=%d,priority=0,actions=goto_table:%d", tableGatewayCommit, tableForward)
+	// Their replies go back to the gateway, wherever they come from.
+	for _, t := range []struct{ table, next int }{{tablePodConntrack, tableForward}, {tableTunConntrack, tableFromTunnel}} {
+		if t.table == tableTunConntrack && s.tunnelPort == "" {
+			continue
+		}
+		add("table=%d,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=%d,actions=set_field:%s->eth_dst,output:%s",
+			t.table, markGateway, s.gatewayMAC, s.gatewayPort)
+		add("table=%d,priority=0,actions=goto_table:%d", t.table, t.next)
+	}
 
 	// Forward from local sources. ARP goes to whoever holds the target address.
 	add("table=%d,priority=200,arp,arp_tpa=%s,actions=output:%s", tableForward, s.gatewayIP, s.gatewayPort)

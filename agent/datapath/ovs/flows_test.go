@@ -23,8 +23,11 @@ func TestFlowsAreDeterministicAndComplete(t *testing.T) {
 	}
 	all := strings.Join(a, "\n")
 	for _, want := range []string{
-		"table=0,priority=200,in_port=weft-tun0,actions=goto_table:20",
-		"table=0,priority=100,in_port=w01,dl_src=0a:58:0a:f4:01:05,ip,nw_src=10.244.1.5,actions=goto_table:10",
+		"table=0,priority=200,in_port=weft-tun0,ip,actions=ct(table=3,zone=4065)",
+		"table=0,priority=100,in_port=w01,dl_src=0a:58:0a:f4:01:05,ip,nw_src=10.244.1.5,actions=ct(table=2,zone=4065)",
+		"table=1,priority=100,ip,ct_state=+trk+new,actions=ct(commit,zone=4065,exec(set_field:1->ct_mark)),goto_table:10",
+		"table=2,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=1,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
+		"table=3,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=1,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
 		"table=10,priority=200,arp,arp_tpa=10.244.1.5,actions=output:w01",
 		"table=10,priority=100,ip,nw_dst=10.244.1.5,actions=set_field:0a:58:0a:f4:01:01->eth_src,set_field:0a:58:0a:f4:01:05->eth_dst,output:w01",
 		"table=10,priority=50,ip,nw_dst=10.244.2.0/24,actions=set_field:172.30.1.12->tun_dst,set_field:1->tun_id,set_field:0a:58:00:00:00:01->eth_dst,output:weft-tun0",
@@ -42,7 +45,7 @@ func TestFlowsWithoutTunnelHaveNoTunnelTable(t *testing.T) {
 	s := state()
 	s.tunnelPort = ""
 	for _, f := range s.flows() {
-		if strings.Contains(f, "table=20") || strings.Contains(f, "tun_dst") {
+		if strings.Contains(f, "table=20") || strings.Contains(f, "table=3,") || strings.Contains(f, "tun_dst") {
 			t.Errorf("flow %q without encapsulation", f)
 		}
 	}

@@ -113,6 +113,9 @@ func executable(p string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
+// ovsTools are the Open vSwitch programs the weft-agent and weft-ovs images carry.
+var ovsTools = []string{"ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ovs-dpctl", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovsdb-client"}
+
 // Config says where the lab's programs are.
 type Config struct {
 	// Dir receives one directory of commands per image.
@@ -176,8 +179,16 @@ func Lab(cfg Config) (*Table, error) {
 	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "weft-") && !e.IsDir() {
-			if err := mk("ghcr.io/weft-net/"+e.Name(), true, []string{e.Name()}, false,
-				map[string]string{e.Name(): filepath.Join(cfg.WeftBin, e.Name())}); err != nil {
+			links := map[string]string{e.Name(): filepath.Join(cfg.WeftBin, e.Name())}
+			if e.Name() == "weft-agent" || e.Name() == "weft-ovs" {
+				// Their real images are built on Open vSwitch's userspace tools.
+				for _, tool := range ovsTools {
+					if p, err := exec.LookPath(tool); err == nil {
+						links[tool] = p
+					}
+				}
+			}
+			if err := mk("ghcr.io/weft-net/"+e.Name(), true, []string{e.Name()}, false, links); err != nil {
 				return nil, err
 			}
 		}

@@ -37,6 +37,9 @@ type Config struct {
 	// NetnsPrefix starts the names of this node's pod network namespaces (the node name is
 	// appended), so a restarted kubelet finds and removes its leftovers and nothing else.
 	NetnsPrefix string
+	// HostMountNS is the machine's mount namespace (the lab daemon's): pod network namespaces
+	// are mounted there, so every view (the lab, other nodes, containers) sees them.
+	HostMountNS string
 }
 
 // CNIConfDir is the node's CNI configuration directory.
@@ -73,11 +76,15 @@ func (c Config) Validate() error {
 
 // realHostPaths are hostPath prefixes that mean the machine's own paths, not the node root:
 // kernel interfaces and namespaces are shared by every lab node.
-var realHostPaths = []string{"/proc", "/sys", "/dev", "/run/netns", "/var/run/netns", "/lib/modules"}
+var realHostPaths = []string{"/proc", "/sys", "/dev", "/run/netns", "/lib/modules"}
 
-// HostPath maps a hostPath volume's path to where it lives for this node.
+// HostPath maps a hostPath volume's path to where it lives for this node. /var/run is /run,
+// as on every current Linux (there it is a symlink).
 func (c Config) HostPath(p string) string {
 	clean := filepath.Clean("/" + p)
+	if clean == "/var/run" || strings.HasPrefix(clean, "/var/run/") {
+		clean = "/run" + strings.TrimPrefix(clean, "/var/run")
+	}
 	for _, real := range realHostPaths {
 		if clean == real || strings.HasPrefix(clean, real+"/") {
 			return clean
@@ -85,3 +92,10 @@ func (c Config) HostPath(p string) string {
 	}
 	return filepath.Join(c.Root, clean)
 }
+
+// NodeLocalDirs are the directories that belong to a node, not the machine: the lab kubelet
+// runs in its own mount namespace where each is the node root's directory bind-mounted at
+// the real path, so CNI plugins the kubelet runs and containers with hostPath volumes see
+// the same node-local files (the CNI socket weft-agent serves, Open vSwitch's sockets, ...).
+var NodeLocalDirs = []string{"/etc/cni", "/opt/cni", "/var/lib/cni", "/run/weft", "/var/lib/weft",
+	"/run/openvswitch", "/var/lib/openvswitch", "/var/log/openvswitch", "/etc/openvswitch"}

@@ -51,8 +51,11 @@ func ContainerInit() error {
 	if err := unix.Unshare(flags); err != nil {
 		return fmt.Errorf("unshare: %w", err)
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("making mounts private: %w", err)
+	// Slave, not private: mounts the host makes later (a new pod's network namespace under
+	// /run/netns) still reach the container, as HostToContainer propagation does; the
+	// container's own mounts stay its own.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("making mounts slaves: %w", err)
 	}
 	for _, m := range spec.Mounts {
 		if err := unix.Mount(m.Source, m.Target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {

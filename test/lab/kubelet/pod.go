@@ -86,13 +86,13 @@ func (r *podRunner) run() {
 		r.setNetErr(err)
 		return
 	}
-	if !retry(r.ctx, func() error { return r.setupNetwork() }, func(err error) {
+	if !retry(r.ctx, 5*time.Second, func() error { return r.setupNetwork() }, func(err error) {
 		r.setNetErr(err)
 		r.event(corev1.EventTypeWarning, "FailedCreatePodSandBox", "setting up the pod network: %v", err)
 	}) {
 		return
 	}
-	if !retry(r.ctx, func() error {
+	if !retry(r.ctx, 30*time.Second, func() error {
 		r.vols = newVolumes(r.p, r.pod, r.dir)
 		return r.vols.setup(r.ctx)
 	}, func(err error) {
@@ -124,8 +124,9 @@ func (r *podRunner) run() {
 	r.finishIfTerminal()
 }
 
-// retry calls fn until it succeeds or ctx ends, reporting each failure; backoff 1 s to 30 s.
-func retry(ctx context.Context, fn func() error, report func(error)) bool {
+// retry calls fn until it succeeds or ctx ends, reporting each failure; backoff from 1 s to
+// max. Network setup retries often: a CNI configuration can appear at any moment.
+func retry(ctx context.Context, max time.Duration, fn func() error, report func(error)) bool {
 	backoff := time.Second
 	for {
 		err := fn()
@@ -138,7 +139,7 @@ func retry(ctx context.Context, fn func() error, report func(error)) bool {
 			return false
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 30*time.Second)
+		backoff = min(backoff*2, max)
 	}
 }
 
@@ -161,7 +162,7 @@ func (r *podRunner) setupNetwork() error {
 		return r.writeNetworkFiles()
 	}
 	name := r.p.netnsPrefix() + strings.ReplaceAll(string(r.pod.UID), "-", "")[:12]
-	if err := netlab.AddNetns(name); err != nil {
+	if err := r.p.addNetns(name); err != nil {
 		return err
 	}
 	ips, rec, err := r.p.cniAdd(r.ctx, r.pod, netlab.Path(name))
@@ -172,7 +173,7 @@ func (r *podRunner) setupNetwork() error {
 	if err != nil {
 		// Undo what the plugins did, so a retry starts clean and no address leaks.
 		_ = r.p.cniDel(context.Background(), rec)
-		_ = netlab.DelNetns(name)
+		_ = r.p.delNetns(name)
 		_ = os.Remove(filepath.Join(r.dir, "cni.json"))
 		return err
 	}
@@ -300,7 +301,7 @@ func (r *podRunner) teardownNetwork() {
 		}
 	}
 	if name != "" {
-		if err := netlab.DelNetns(name); err != nil {
+		if err := r.p.delNetns(name); err != nil {
 			r.event(corev1.EventTypeWarning, "FailedKillPod", "removing the network namespace: %v", err)
 		}
 	}

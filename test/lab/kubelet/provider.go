@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -258,7 +259,7 @@ func (p *Provider) cleanupLeftovers(ctx context.Context) error {
 				if err := p.cniDel(ctx, rec); err != nil {
 					errs = append(errs, err)
 				}
-				_ = netlab.DelNetns(filepath.Base(rec.NetNS))
+				_ = p.delNetns(filepath.Base(rec.NetNS))
 			}
 		}
 		if err := os.RemoveAll(dir); err != nil {
@@ -268,7 +269,7 @@ func (p *Provider) cleanupLeftovers(ctx context.Context) error {
 	names, _ := netlab.List(p.netnsPrefix())
 	for _, n := range names {
 		killNetnsProcesses(netlab.Path(n))
-		_ = netlab.DelNetns(n)
+		_ = p.delNetns(n)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("cleaning up after the previous kubelet: %w", errors.Join(errs...))
@@ -325,4 +326,33 @@ func killRecordedGroups(podDir string) {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	}
+}
+
+// addNetns and delNetns run `ip netns` in the machine's mount namespace: a namespace mounted
+// in the kubelet's own mount namespace would be invisible everywhere else.
+func (p *Provider) addNetns(name string) error {
+	if err := p.inHostMounts("ip", "netns", "add", name); err != nil {
+		return err
+	}
+	return netlab.IP("-n", name, "link", "set", "lo", "up")
+}
+
+func (p *Provider) delNetns(name string) error {
+	if _, err := os.Stat(netlab.Path(name)); err != nil {
+		return nil
+	}
+	return p.inHostMounts("ip", "netns", "del", name)
+}
+
+func (p *Provider) inHostMounts(args ...string) error {
+	if p.cfg.HostMountNS != "" {
+		args = append([]string{"--mount=" + p.cfg.HostMountNS, "--"}, args...)
+	} else {
+		args = append([]string{"--"}, args...) // same namespace: run directly
+	}
+	out, err := exec.Command("nsenter", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

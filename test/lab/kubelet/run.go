@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/log/klogv2"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -61,6 +64,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
+	}
+	if err := bindNodeDirs(cfg); err != nil {
+		return err
 	}
 	tlsCfg, err := servingTLS(cfg)
 	if err != nil {
@@ -187,4 +193,32 @@ func kernelVersion() string {
 		b = append(b, byte(c))
 	}
 	return string(b)
+}
+
+// bindNodeDirs mounts the node's own directories over the machine's, inside the kubelet's
+// private mount namespace (the lab starts it under `unshare --mount`). It refuses to run in
+// the machine's mount namespace, where it would cover the host's directories.
+func bindNodeDirs(cfg Config) error {
+	self, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getpid()))
+	parent, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
+	if err1 != nil || err2 != nil || self == parent {
+		return errors.New("the lab kubelet must run in its own mount namespace (the lab starts it with `unshare --mount --propagation slave`)")
+	}
+	for _, dir := range NodeLocalDirs {
+		src := filepath.Join(cfg.Root, dir)
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return err
+		}
+		created, err := ensureMountPoint(src, dir)
+		if err != nil {
+			return fmt.Errorf("mount point %s: %w", dir, err)
+		}
+		if created != "" && cfg.CreatedPaths != "" {
+			appendLine(cfg.CreatedPaths, created)
+		}
+		if err := unix.Mount(src, dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("binding %s at %s: %w", src, dir, err)
+		}
+	}
+	return nil
 }

@@ -28,6 +28,9 @@ type Spec struct {
 	LogPath string
 	// Restart restarts the process with backoff when it exits.
 	Restart bool
+	// OwnMounts starts the process in a new mount namespace that is a slave of the
+	// supervisor's: mounts made outside propagate in, its own mounts stay inside.
+	OwnMounts bool
 	// ExtraFiles become fd 3, 4, ... in the process.
 	ExtraFiles []*os.File
 }
@@ -89,6 +92,10 @@ func (s *Supervisor) Start(spec Spec) error {
 
 func (p *proc) start() (*exec.Cmd, error) {
 	path, args := p.spec.Path, p.spec.Args
+	if p.spec.OwnMounts {
+		args = append([]string{"--mount", "--propagation", "slave", "--", path}, args...)
+		path = "unshare"
+	}
 	if p.spec.Netns != "" {
 		args = append([]string{"--net=" + netlab.Path(p.spec.Netns), "--", path}, args...)
 		path = "nsenter"

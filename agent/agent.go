@@ -1,0 +1,416 @@
+// Package agent wires the weft node agent: it reads its node's pod block and the cluster's
+// fabric settings, initializes the datapath, serves the weft-cni plugin, installs the plugin
+// and its configuration once it can serve, and keeps the datapath's view of the other nodes
+// current. cmd/weft-agent is a thin main around Run.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weft-net/weft/agent/cniserver"
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ovs"
+	"github.com/weft-net/weft/agent/ipam"
+	"github.com/weft-net/weft/agent/podnet"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// Config is the agent's configuration; every field has a flag in cmd/weft-agent.
+type Config struct {
+	NodeName   string
+	Kubeconfig string // empty: in-cluster
+	CNISocket  string
+	CNIConfDir string
+	CNIBinDir  string
+	StateDir   string
+	OVSRunDir  string
+	HealthAddr string
+}
+
+// DefaultConfig suits the DaemonSet the operator installs.
+func DefaultConfig() Config {
+	return Config{NodeName: os.Getenv("NODE_NAME"), CNISocket: "/var/run/weft/cni.sock", CNIConfDir: "/etc/cni/net.d",
+		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: ":10380"}
+}
+
+// ConfFile is the name of the CNI configuration the agent writes.
+const ConfFile = "10-weft.conflist"
+
+// Run runs the agent until ctx ends. On the way out it withdraws the CNI configuration (new
+// pods wait for the next agent) and leaves the datapath forwarding.
+func Run(ctx context.Context, cfg Config) error {
+	log := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
+	if cfg.NodeName == "" {
+		return errors.New("the node name is empty (set NODE_NAME or --node-name)")
+	}
+	restCfg, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := fabricv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(restCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	a := &agentState{cfg: cfg, cs: cs, c: c, log: log}
+	a.notReady.Store("starting")
+	go a.serveHealth(ctx)
+
+	in, err := a.waitForInputs(ctx)
+	if err != nil {
+		return err
+	}
+	registry := datapath.NewRegistry()
+	if err := ovs.Register(registry); err != nil {
+		return err
+	}
+	dp, err := registry.New(string(in.backend), datapath.Options{StateDir: cfg.StateDir,
+		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	if err := a.initDatapath(ctx, dp, in.node); err != nil {
+		return err
+	}
+	log.Info("datapath initialized", "mode", dp.Capabilities().Mode, "blocks", in.node.PodCIDRs)
+	store, err := ipam.Open(filepath.Join(cfg.StateDir, "ipam"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	store.SetBlocks(in.node.PodCIDRs)
+
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+		}))
+	pods := factory.Core().V1().Pods()
+	_ = pods.Informer() // register before Start, or it never runs
+	nodeFactory := informers.NewSharedInformerFactory(cs, 10*time.Minute)
+	nodes := nodeFactory.Core().V1().Nodes()
+	nodesChanged := make(chan struct{}, 1)
+	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { poke(nodesChanged) },
+		UpdateFunc: func(any, any) { poke(nodesChanged) },
+		DeleteFunc: func(any) { poke(nodesChanged) },
+	})
+	factory.Start(ctx.Done())
+	nodeFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced, nodes.Informer().HasSynced) {
+		return ctx.Err()
+	}
+
+	h := &podnet.Handler{IPAM: store, Datapath: dp, Ready: a.ready,
+		Pod: func(_ context.Context, ns, name string) (*corev1.Pod, error) { return pods.Lister().Pods(ns).Get(name) }}
+	live, _ := pods.Lister().List(labels.Everything())
+	if err := h.Reconcile(ctx, derefPods(live)); err != nil {
+		log.Error(err, "reconciling addresses and wiring with the pods on this node")
+	}
+	if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
+		log.Error(err, "programming remote nodes")
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	serveErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serveErr <- (&cniserver.Server{Handler: h, Socket: cfg.CNISocket}).Serve(ctx)
+	}()
+	if err := a.installPlugin(); err != nil {
+		return err
+	}
+	if err := a.writeConf(); err != nil {
+		return err
+	}
+	defer a.removeConf()
+	a.notReady.Store("")
+	log.Info("weft-agent is ready", "datapath", dp.Capabilities().Mode, "blocks", in.node.PodCIDRs, "encapsulation", in.node.Encapsulation)
+
+	for {
+		select {
+		case <-ctx.Done():
+			a.notReady.Store("stopping")
+			return nil
+		case err := <-serveErr:
+			return fmt.Errorf("CNI server: %w", err)
+		case <-nodesChanged:
+			if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
+				log.Error(err, "programming remote nodes")
+			}
+		}
+	}
+}
+
+type agentState struct {
+	cfg      Config
+	cs       kubernetes.Interface
+	c        client.Client
+	log      klog.Logger
+	notReady atomic.Value // string: why not ready; "" when ready
+}
+
+func (a *agentState) ready() error {
+	if why, _ := a.notReady.Load().(string); why != "" {
+		return errors.New(why)
+	}
+	return nil
+}
+
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
+
+type inputs struct {
+	backend fabricv1.DatapathBackend
+	node    datapath.Node
+}
+
+// waitForInputs waits until the ClusterNetwork exists and the operator has given this node a
+// pod block, and reads the node's address.
+func (a *agentState) waitForInputs(ctx context.Context) (inputs, error) {
+	lastLog := time.Time{}
+	for {
+		in, why := a.readInputs(ctx)
+		if why == nil {
+			return in, nil
+		}
+		a.notReady.Store(why.Error())
+		if time.Since(lastLog) > 10*time.Second {
+			a.log.Info("waiting", "for", why.Error())
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return inputs{}, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
+	cn := &fabricv1.ClusterNetwork{}
+	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		return inputs{}, fmt.Errorf("the ClusterNetwork: %w", err)
+	}
+	node, err := a.cs.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return inputs{}, fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
+	}
+	ip := internalIP(node)
+	if !ip.IsValid() {
+		return inputs{}, fmt.Errorf("node %s has no InternalIP yet", a.cfg.NodeName)
+	}
+	blocks, err := PodCIDRs(node)
+	if err != nil || len(blocks) == 0 {
+		return inputs{}, fmt.Errorf("a pod block for node %s from the operator (annotation %s)", a.cfg.NodeName, fabricv1.AnnotationPodCIDRs)
+	}
+	backend := cn.Spec.Datapath.Backend
+	if backend == "" {
+		backend = fabricv1.DatapathOVS
+	}
+	encap := string(cn.Spec.Datapath.Encapsulation)
+	if encap == "" {
+		encap = string(fabricv1.EncapsulationGeneve)
+	}
+	return inputs{backend: backend, node: datapath.Node{Name: a.cfg.NodeName, IP: ip, PodCIDRs: blocks,
+		Encapsulation: encap, MTU: int(cn.Spec.Datapath.MTU)}}, nil
+}
+
+// PodCIDRs parses a node's pod-block annotation.
+func PodCIDRs(n *corev1.Node) ([]netip.Prefix, error) {
+	v := n.Annotations[fabricv1.AnnotationPodCIDRs]
+	if v == "" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s=%q: %w", fabricv1.AnnotationPodCIDRs, v, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func internalIP(n *corev1.Node) netip.Addr {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+// initDatapath retries Init with backoff: Open vSwitch may start after the agent.
+func (a *agentState) initDatapath(ctx context.Context, dp datapath.Datapath, node datapath.Node) error {
+	backoff := 500 * time.Millisecond
+	for {
+		err := dp.Init(ctx, node)
+		if err == nil {
+			return nil
+		}
+		a.notReady.Store("datapath: " + err.Error())
+		a.log.Error(err, "initializing the datapath; retrying", "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// syncRemotes gives the datapath every other node that has a pod block.
+func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath, list func(labels.Selector) ([]*corev1.Node, error)) error {
+	nodes, err := list(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var remotes []datapath.RemoteNode
+	for _, n := range nodes {
+		if n.Name == a.cfg.NodeName {
+			continue
+		}
+		blocks, err := PodCIDRs(n)
+		ip := internalIP(n)
+		if err != nil || len(blocks) == 0 || !ip.IsValid() {
+			continue
+		}
+		remotes = append(remotes, datapath.RemoteNode{Name: n.Name, IP: ip, PodCIDRs: blocks})
+	}
+	return dp.SetRemoteNodes(ctx, remotes)
+}
+
+// installPlugin copies weft-cni (shipped next to the agent binary) into the CNI directory,
+// atomically, so the runtime never executes a half-written file.
+func (a *agentState) installPlugin() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if resolved, err := filepath.EvalSymlinks(self); err == nil {
+		self = resolved
+	}
+	src := filepath.Join(filepath.Dir(self), "weft-cni")
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("the weft-cni binary should ship beside weft-agent: %w", err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(a.cfg.CNIBinDir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(a.cfg.CNIBinDir, ".weft-cni-")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := errors.Join(tmp.Chmod(0o755), tmp.Close()); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(a.cfg.CNIBinDir, "weft-cni"))
+}
+
+func (a *agentState) confPath() string { return filepath.Join(a.cfg.CNIConfDir, ConfFile) }
+
+// writeConf announces the network to the container runtime: only now can pods be wired.
+func (a *agentState) writeConf() error {
+	conf := fmt.Sprintf(`{
+  "cniVersion": "1.1.0",
+  "name": "weft",
+  "plugins": [
+    {"type": "weft-cni", "socket": %q}
+  ]
+}
+`, a.cfg.CNISocket)
+	if err := os.MkdirAll(a.cfg.CNIConfDir, 0o755); err != nil {
+		return err
+	}
+	tmp := a.confPath() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.confPath())
+}
+
+func (a *agentState) removeConf() { _ = os.Remove(a.confPath()) }
+
+func (a *agentState) serveHealth(ctx context.Context) {
+	if a.cfg.HealthAddr == "" || a.cfg.HealthAddr == "0" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	srv := &http.Server{Addr: a.cfg.HealthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.log.Error(err, "health server")
+	}
+}
+
+func derefPods(ps []*corev1.Pod) []corev1.Pod {
+	out := make([]corev1.Pod, len(ps))
+	for i, p := range ps {
+		out[i] = *p
+	}
+	return out
+}

@@ -1,0 +1,40 @@
+// Command weft-ovs runs Open vSwitch (ovsdb-server and ovs-vswitchd) in the foreground for
+// the weft-agent pod's ovs container, so that Open vSwitch keeps forwarding while the agent
+// container restarts or upgrades.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/weft-net/weft/internal/ovsrun"
+)
+
+func main() {
+	o := ovsrun.Options{UserspaceTSO: true}
+	flag.StringVar(&o.RunDir, "run-dir", "/var/run/openvswitch", "Open vSwitch run directory (sockets, pid files)")
+	flag.StringVar(&o.DBDir, "db-dir", "/var/lib/openvswitch", "where conf.db lives (kept across restarts)")
+	flag.StringVar(&o.LogDir, "log-dir", "/var/log/openvswitch", "log directory")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	in, err := ovsrun.Start(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-ovs:", err)
+		os.Exit(1)
+	}
+	fmt.Println("weft-ovs: Open vSwitch is running; database", o.DBSocket())
+	exited := make(chan struct{})
+	go func() { in.Wait(); close(exited) }()
+	select {
+	case <-ctx.Done():
+		in.Stop()
+	case <-exited:
+		fmt.Fprintln(os.Stderr, "weft-ovs: an Open vSwitch daemon exited; see", o.LogDir)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,122 @@
+package clusternetwork
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// AgentName names the agent's DaemonSet, ServiceAccount and RBAC.
+const AgentName = "weft-agent"
+
+// AgentHealthPort serves the agent's /healthz and /readyz on the node.
+const AgentHealthPort = 10380
+
+// Images of the node workloads.
+type Images struct {
+	Agent, OVS string
+}
+
+// agentObjects renders what runs on every node. The pod template carries a hash of the
+// datapath settings, so changing them rolls the agents.
+func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
+	labels := map[string]string{"app.kubernetes.io/name": AgentName, "app.kubernetes.io/part-of": "weft",
+		"app.kubernetes.io/managed-by": "weft-operator"}
+	sa := &corev1.ServiceAccount{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: namespace, Labels: labels},
+	}
+	role := &rbacv1.ClusterRole{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
+		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: AgentName},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: AgentName, Namespace: namespace}},
+	}
+	hostPath := func(name, path string) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: path, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}}
+	}
+	mount := func(name, path string) corev1.VolumeMount { return corev1.VolumeMount{Name: name, MountPath: path} }
+	privileged := &corev1.SecurityContext{Privileged: ptr.To(true)}
+	ds := &appsv1.DaemonSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: namespace, Labels: labels},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": AgentName}},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1))}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels,
+					Annotations: map[string]string{"fabric.weft.dev/datapath-hash": datapathHash(cn)}},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            AgentName,
+					HostNetwork:                   true,
+					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
+					PriorityClassName:             "system-node-critical",
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					TerminationGracePeriodSeconds: ptr.To(int64(10)),
+					Containers: []corev1.Container{
+						{
+							Name:            "ovs",
+							Image:           images.OVS,
+							Args:            []string{"--run-dir=/var/run/openvswitch", "--db-dir=/var/lib/openvswitch", "--log-dir=/var/log/openvswitch"},
+							SecurityContext: privileged,
+							VolumeMounts: []corev1.VolumeMount{mount("ovs-run", "/var/run/openvswitch"),
+								mount("ovs-lib", "/var/lib/openvswitch"), mount("ovs-log", "/var/log/openvswitch"), mount("modules", "/lib/modules")},
+							Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+								corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}},
+						},
+						{
+							Name:  "agent",
+							Image: images.Agent,
+							Args:  []string{fmt.Sprintf("--health-addr=:%d", AgentHealthPort)},
+							Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
+								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+							SecurityContext: privileged,
+							VolumeMounts: []corev1.VolumeMount{mount("cni-conf", "/etc/cni/net.d"), mount("cni-bin", "/opt/cni/bin"),
+								mount("weft-run", "/var/run/weft"), mount("weft-lib", "/var/lib/weft"), mount("ovs-run", "/var/run/openvswitch"),
+								{Name: "netns", MountPath: "/var/run/netns", MountPropagation: ptr.To(corev1.MountPropagationHostToContainer)}},
+							ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+								Path: "/readyz", Port: intstr.FromInt32(AgentHealthPort)}}, PeriodSeconds: 2},
+							LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+								Path: "/healthz", Port: intstr.FromInt32(AgentHealthPort)}}, PeriodSeconds: 10, FailureThreshold: 6},
+							Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+								corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
+						},
+					},
+					Volumes: []corev1.Volume{hostPath("cni-conf", "/etc/cni/net.d"), hostPath("cni-bin", "/opt/cni/bin"),
+						hostPath("weft-run", "/var/run/weft"), hostPath("weft-lib", "/var/lib/weft"),
+						hostPath("ovs-run", "/var/run/openvswitch"), hostPath("ovs-lib", "/var/lib/openvswitch"),
+						hostPath("ovs-log", "/var/log/openvswitch"), hostPath("modules", "/lib/modules"), hostPath("netns", "/var/run/netns")},
+				},
+			},
+		},
+	}
+	return []client.Object{sa, role, binding, ds}
+}
+
+func datapathHash(cn *fabricv1.ClusterNetwork) string {
+	d := cn.Spec.Datapath
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%s/%d", d.Backend, d.Encapsulation, d.MTU)))
+	return hex.EncodeToString(sum[:8])
+}
