@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -108,7 +109,14 @@ func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 	}
 	ds := &appsv1.DaemonSet{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: AgentName}, ds); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		// Just applied and not yet in the cache: the DaemonSet's own event brings us back.
+		cn.Status.Nodes = counts
+		conditions.MarkReconciling(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonAgentsRollingOut,
+			"waiting for the node agents' DaemonSet")
+		return ctrl.Result{}, phases.Halt
 	}
 	counts.AgentsDesired, counts.AgentsReady = ds.Status.DesiredNumberScheduled, ds.Status.NumberReady
 	cn.Status.Nodes = counts

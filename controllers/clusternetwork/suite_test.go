@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,6 +24,11 @@ import (
 )
 
 var env *testenv.Env
+
+// namespace is created by testenv.
+const namespace = "weft-system"
+
+var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test"}
 
 func TestMain(m *testing.M) {
 	var err error
@@ -42,7 +50,8 @@ func startController(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &clusternetwork.Reconciler{Client: mgr.GetClient(),
-		Options: clusternetwork.Options{Backends: []fabricv1.DatapathBackend{fabricv1.DatapathOVS}}}
+		Options: clusternetwork.Options{Backends: []fabricv1.DatapathBackend{fabricv1.DatapathOVS},
+			Namespace: namespace, Images: images}}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +82,14 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	cn := &fabricv1.ClusterNetwork{
 		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "east",
-			PodCIDRs: []fabricv1.CIDR{"10.0.0.0/8"}, ServiceCIDRs: []fabricv1.CIDR{"10.96.0.0/16"}},
+			PodCIDRs: []fabricv1.CIDR{"10.244.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.244.96.0/20"}},
 	}
 	if err := env.Client.Create(ctx, cn); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(ctx, cn) })
 
-	t.Log("pod range containing the service range: Stalled with reason OverlappingCIDR")
+	t.Log("service range inside the pod range: Stalled with reason OverlappingCIDR")
 	waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
 		return errors.Join(
 			testenv.CheckCondition(cn.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonOverlappingCIDR),
@@ -89,9 +98,9 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 		)
 	})
 
-	t.Log("fixed ranges but the ebpf backend: Stalled with reason UnsupportedBackend")
+	t.Log("fixed ranges (the service range moves: pod ranges are immutable) but the ebpf backend: Stalled with reason UnsupportedBackend")
 	update(t, func(cn *fabricv1.ClusterNetwork) {
-		cn.Spec.PodCIDRs = []fabricv1.CIDR{"10.244.0.0/16"}
+		cn.Spec.ServiceCIDRs = []fabricv1.CIDR{"10.96.0.0/16"}
 		cn.Spec.Datapath.Backend = fabricv1.DatapathEBPF
 	})
 	got := waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
@@ -101,14 +110,78 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 		t.Errorf("message %q does not say ebpf is unavailable", msg)
 	}
 
-	t.Log("valid spec: Ready, Stalled removed")
+	t.Log("valid spec: the agents' DaemonSet is applied and the network is Reconciling until it rolls out")
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1",
+		Annotations: map[string]string{fabricv1.AnnotationPodCIDRs: "10.244.0.0/24"}}}
+	if err := env.Client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, node) })
 	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.Datapath.Backend = fabricv1.DatapathOVS })
 	waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
 		return errors.Join(
-			testenv.CheckCondition(cn.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonReconciled),
+			testenv.CheckCondition(cn.Status.Conditions, "Reconciling", metav1.ConditionTrue, fabricv1.ReasonAgentsRollingOut),
+			testenv.CheckCondition(cn.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonAgentsRollingOut),
 			testenv.CheckAbsent(cn.Status.Conditions, "Stalled"),
 		)
 	})
+	ds := &appsv1.DaemonSet{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.AgentName}, ds); err != nil {
+		t.Fatal(err)
+	}
+	if owner := metav1.GetControllerOf(ds); owner == nil || owner.Kind != "ClusterNetwork" || owner.Name != "default" {
+		t.Errorf("DaemonSet controller reference = %+v, want the ClusterNetwork", owner)
+	}
+	using := map[string]string{}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		using[c.Image] = c.Name
+	}
+	if using[images.Agent] == "" || using[images.OVS] == "" {
+		t.Errorf("DaemonSet containers use images %v, want %s and %s", using, images.Agent, images.OVS)
+	}
+	if !ds.Spec.Template.Spec.HostNetwork {
+		t.Error("agent pods are not hostNetwork")
+	}
+	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.AgentName}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}}} {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+			t.Errorf("%T: %v", o, err)
+		}
+	}
+
+	t.Log("the DaemonSet reports every agent updated and ready (no DaemonSet controller here: the test plays it): Ready")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ds), ds); err != nil {
+			return err
+		}
+		ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: ds.Generation, CurrentNumberScheduled: 1,
+			DesiredNumberScheduled: 1, UpdatedNumberScheduled: 1, NumberReady: 1, NumberAvailable: 1}
+		return env.Client.Status().Update(ctx, ds)
+	})
+	ready := waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
+		return errors.Join(
+			testenv.CheckCondition(cn.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonReconciled),
+			testenv.CheckAbsent(cn.Status.Conditions, "Reconciling"),
+			testenv.CheckAbsent(cn.Status.Conditions, "Stalled"),
+		)
+	})
+	if n := ready.Status.Nodes; n == nil || n.Total != 1 || n.WithPodBlock != 1 || n.AgentsDesired != 1 || n.AgentsReady != 1 {
+		t.Errorf("status.nodes = %+v, want 1 node with a pod block and 1 of 1 agents ready", n)
+	}
+
+	t.Log("changing the datapath settings rolls the agents: Reconciling again")
+	before := ds.Spec.Template.Annotations
+	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.Datapath.MTU = 1300 })
+	waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
+		return testenv.CheckCondition(cn.Status.Conditions, "Reconciling", metav1.ConditionTrue, fabricv1.ReasonAgentsRollingOut)
+	})
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ds), ds); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(before) == fmt.Sprint(ds.Spec.Template.Annotations) {
+		t.Errorf("pod template annotations unchanged (%v) after a datapath change", before)
+	}
 }
 
 func update(t *testing.T, mutate func(*fabricv1.ClusterNetwork)) {

@@ -20,7 +20,8 @@ func upLab(t *testing.T, clusters, nodes int) *Lab {
 	root := repoRoot(t)
 	deps := labDeps(t, root)
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool")
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool",
+		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -37,7 +38,8 @@ func upLab(t *testing.T, clusters, nodes int) *Lab {
 	l.upArgs = []string{"lab", "up", "--name", l.Name, "--state", state, "--api-port", "26443",
 		"--clusters", strconv.Itoa(clusters), "--nodes", strconv.Itoa(nodes),
 		"--kube-bin", deps["KUBE_BIN"], "--coredns", filepath.Join(deps["COREDNS_BIN"], "coredns"),
-		"--cni-bin", deps["CNI_BIN"], "--weft-bin", bin, "--labtool", filepath.Join(bin, "labtool")}
+		"--cni-bin", deps["CNI_BIN"], "--weft-bin", bin, "--labtool", filepath.Join(bin, "labtool"),
+		"--cni", "weft", "--weft-manifests", filepath.Join(root, "config", "default")}
 	// A lab of this name left by an earlier, interrupted run is taken down first.
 	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
 	l.linksBefore = hostLinks(t)

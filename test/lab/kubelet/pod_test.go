@@ -84,11 +84,13 @@ func TestHostPath(t *testing.T) {
 	cfg := Config{Root: "/lab/n1/root"}
 	for in, want := range map[string]string{
 		"/etc/cni/net.d":    "/lab/n1/root/etc/cni/net.d",
-		"/var/run/weft":     "/lab/n1/root/var/run/weft",
+		"/var/run/weft":     "/lab/n1/root/run/weft",
+		"/var/run":          "/lab/n1/root/run",
+		"/var/runner":       "/lab/n1/root/var/runner",
 		"/proc":             "/proc",
 		"/sys/fs/bpf":       "/sys/fs/bpf",
 		"/run/netns":        "/run/netns",
-		"/var/run/netns/x":  "/var/run/netns/x",
+		"/var/run/netns/x":  "/run/netns/x",
 		"/procfoo":          "/lab/n1/root/procfoo",
 		"/../../etc/passwd": "/lab/n1/root/etc/passwd",
 		"relative/dir":      "/lab/n1/root/relative/dir",
