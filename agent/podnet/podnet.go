@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -179,8 +181,9 @@ func (h *Handler) GC(ctx context.Context, valid []types.GCAttachment) error {
 }
 
 // Reconcile brings the node in line with the pods really on it (by UID): wiring and
-// addresses of pods that are gone are released, claims a crash left half-done are freed,
-// and a wired pod whose address record was lost gets it back.
+// addresses of pods that are gone are released, and so are those of sandboxes whose network
+// namespace is gone (a node or runtime restart: the pod lives on in a new sandbox), claims a
+// crash left half-done are freed, and a wired pod whose address record was lost gets it back.
 func (h *Handler) Reconcile(ctx context.Context, live []corev1.Pod) error {
 	uids := map[string]bool{}
 	for _, p := range live {
@@ -190,9 +193,16 @@ func (h *Handler) Reconcile(ctx context.Context, live []corev1.Pod) error {
 	if err != nil {
 		return err
 	}
+	dead := map[datapath.PodKey]bool{}
+	for _, p := range pods {
+		if SandboxGone(p.Netns) {
+			dead[p.Key] = true
+		}
+	}
+	keep := func(k datapath.PodKey, uid string) bool { return uids[uid] && !dead[k] }
 	for _, p := range pods {
 		for _, ip := range p.IPs {
-			if uids[p.UID] {
+			if keep(p.Key, p.UID) {
 				if err := h.IPAM.Restore(ip.Addr(), ipam.Owner{ContainerID: p.Key.ContainerID, IfName: p.Key.IfName,
 					PodNamespace: p.Namespace, PodName: p.Name, PodUID: p.UID}); err != nil {
 					return err
@@ -200,7 +210,21 @@ func (h *Handler) Reconcile(ctx context.Context, live []corev1.Pod) error {
 			}
 		}
 	}
-	return h.releaseUnless(ctx, func(_ datapath.PodKey, uid string) bool { return uids[uid] })
+	return h.releaseUnless(ctx, keep)
+}
+
+// SandboxGone tells whether a sandbox's network namespace is known to be gone: its path is
+// missing while the directory holding it is visible (a path the agent cannot see, such as
+// another process's /proc entry without the host's PID namespace, proves nothing).
+func SandboxGone(netns string) bool {
+	if netns == "" {
+		return false
+	}
+	if _, err := os.Stat(filepath.Dir(netns)); err != nil {
+		return false
+	}
+	_, err := os.Stat(netns)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // releaseUnless unwires and frees every attachment for which keep is false.

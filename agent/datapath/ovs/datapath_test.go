@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/ovs"
@@ -24,6 +25,8 @@ type node struct {
 	dp   *ovs.Driver
 	run  string
 	spec datapath.Node
+	ovs  *ovsrun.Instance
+	opts ovsrun.Options
 }
 
 func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string) *node {
@@ -39,6 +42,7 @@ func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string) 
 		t.Fatal(err)
 	}
 	t.Cleanup(inst.Stop)
+	n.ovs, n.opts = inst, opts
 	n.dp = ovs.New(datapath.Options{OVSDB: opts.DBSocket(), OVSRunDir: n.run})
 	t.Cleanup(func() { _ = n.dp.Close() })
 	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: encap}
@@ -241,6 +245,65 @@ func TestAddPodIsAllOrNothing(t *testing.T) {
 	after := n.snapshot(t)
 	if strings.Join(before.ports, " ") != strings.Join(after.ports, " ") || len(before.flows) != len(after.flows) {
 		t.Errorf("a failed AddPod left something: ports %v -> %v, flows %d -> %d", before.ports, after.ports, len(before.flows), len(after.flows))
+	}
+}
+
+// TestPodWithVanishedNamespace is a node that crashed: a pod's namespace (and so its veth)
+// is gone but its port is still in OVSDB. Restarted Open vSwitch cannot attach it; a
+// restarted agent must initialize, keep the other
+// pods forwarding, list the orphan for garbage collection, and delete it.
+func TestPodWithVanishedNamespace(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve")
+	keep, _ := n.addPod(t, "keep", "10.99.1.5/24")
+	gone, orphan := n.addPod(t, "gone", "10.99.1.6/24")
+	if out, err := exec.Command("ip", "netns", "del", gone.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	// The kernel destroys a namespace, and the veth pair with it, asynchronously.
+	vethRe := regexp.MustCompile(`\bw[0-9a-f]{11}@`)
+	for i := 0; ; i++ {
+		out, _ := n.ns.Run("ip", "-br", "link", "show")
+		if len(vethRe.FindAllString(out, -1)) == 1 {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the pod's veth outlived its namespace by 10s:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The node comes back: Open vSwitch and the agent restart.
+	_ = n.dp.Close()
+	n.ovs.Stop()
+	inst, err := ovsrun.Start(ctx, n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+	restarted := ovs.New(datapath.Options{OVSDB: n.opts.DBSocket(), OVSRunDir: n.run})
+	t.Cleanup(func() { _ = restarted.Close() })
+	if err := n.ns.Do(func() error { return restarted.Init(ctx, n.spec) }); err != nil {
+		n.diagnose(t)
+		t.Fatalf("Init after the pod's namespace vanished: %v", err)
+	}
+	if err := keep.Ping("10.99.1.1", 1); err != nil {
+		t.Errorf("the surviving pod lost its gateway: %v", err)
+	}
+	var pods []datapath.Pod
+	n.do(t, func() (err error) { pods, err = restarted.Pods(ctx); return err })
+	listed := false
+	for _, p := range pods {
+		listed = listed || p.Key == orphan.Key
+	}
+	if !listed {
+		t.Errorf("Pods() = %+v does not list the orphan for garbage collection", pods)
+	}
+	n.do(t, func() error { return restarted.DelPod(ctx, orphan.Key) })
+	if ports := n.snapshot(t).ports; len(ports) != 3 {
+		t.Errorf("ports after deleting the orphan: %v, want the gateway, the tunnel and one pod", ports)
 	}
 }
 

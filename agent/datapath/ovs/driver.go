@@ -17,7 +17,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -157,6 +159,9 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	if err := d.db.waitOFPort(ctx, TunnelPort); err != nil {
 		return err
 	}
+	if err := waitPath(ctx, strings.TrimPrefix(d.ofTarget(), "unix:"), 10*time.Second); err != nil {
+		return fmt.Errorf("bridge %s has no OpenFlow management socket: %w", d.intBridge, err)
+	}
 	d.remotes = d.savedRemotes()
 	if err := d.syncFlows(ctx); err != nil {
 		return err
@@ -198,6 +203,23 @@ func (d *Driver) Close() error {
 		d.db = nil
 	}
 	return nil
+}
+
+// waitPath waits until a file (vswitchd's sockets, created once it has read the database)
+// exists.
+func waitPath(ctx context.Context, path string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		_, err := os.Stat(path)
+		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Driver) ofTarget() string {
@@ -268,6 +290,18 @@ func (d *Driver) podInterfaceRecord(name string) *vswitch.Interface {
 		return nil
 	}
 	return iface
+}
+
+// attached tells whether the pod port's device exists and vswitchd has not given up on it.
+// (A restarted vswitchd reports a vanished device only some time after it starts, so the
+// device itself is asked too.)
+func (d *Driver) attached(name string) bool {
+	rec := d.podInterfaceRecord(name)
+	if rec == nil || (rec.Ofport != nil && *rec.Ofport < 0) || (rec.Error != nil && *rec.Error != "") {
+		return false
+	}
+	_, err := netlink.LinkByName(name)
+	return err == nil
 }
 
 func mapsContain(have, want map[string]string) bool {
@@ -421,7 +455,14 @@ func (d *Driver) syncFlows(ctx context.Context) error {
 	}
 	st := flowState{gatewayPort: GatewayPort, gatewayIP: d.gwIP, gatewayMAC: d.gwMAC, tunnelPort: TunnelPort}
 	for _, p := range pods {
-		st.pods = append(st.pods, podFlow{port: hostIfName(p.Key), ip: p.IPs[0].Addr(), mac: podMAC(p.IPs[0].Addr())})
+		port := hostIfName(p.Key)
+		// A port whose device is gone (its pod's namespace vanished with a crashed node or
+		// runtime) has no OpenFlow port: it gets no flows, and stays listed by Pods so the
+		// agent's garbage collection removes it and releases its address.
+		if !d.attached(port) {
+			continue
+		}
+		st.pods = append(st.pods, podFlow{port: port, ip: p.IPs[0].Addr(), mac: podMAC(p.IPs[0].Addr())})
 	}
 	for _, r := range d.remotes {
 		for _, b := range r.PodCIDRs {
