@@ -1,0 +1,368 @@
+// Package node_test runs the real weft-agent and weft-cni binaries on simulated nodes:
+// network namespaces with their own userspace Open vSwitch, a real API server (envtest) and
+// the plugin executed the way a container runtime executes it.
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-net/weft/agent"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/ovsrun"
+	"github.com/weft-net/weft/internal/testenv"
+)
+
+var (
+	env *testenv.Env
+	bin string // weft-agent and weft-cni
+)
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	if os.Geteuid() != 0 {
+		fmt.Println("skipping test/node: simulated nodes need root (network namespaces, Open vSwitch)")
+		return 0, nil
+	}
+	dir, err := os.MkdirTemp("", "weft-node-bin-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return 0, err
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/weft-agent", "./cmd/weft-cni")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	bin = dir
+	if env, err = testenv.Start(); err != nil {
+		return 0, err
+	}
+	defer env.Stop()
+	cn := &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: fabricv1.ClusterNetworkName},
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "east", PodCIDRs: []fabricv1.CIDR{"10.99.0.0/16"},
+			ServiceCIDRs: []fabricv1.CIDR{"10.96.0.0/16"}}}
+	if err := env.Client.Create(context.Background(), cn); err != nil {
+		return 0, err
+	}
+	return m.Run(), nil
+}
+
+// simNode is a node: a namespace on the underlay switch, its Open vSwitch, its agent.
+type simNode struct {
+	t          *testing.T
+	name       string
+	ns         *netnstest.Netns
+	ip         netip.Addr
+	block      netip.Prefix
+	dir        string
+	ovsOpts    ovsrun.Options
+	kubeconfig string
+	agent      *exec.Cmd
+	agentExit  chan struct{}
+	restarts   int
+}
+
+func (n *simNode) socket() string   { return filepath.Join(n.dir, "run", "cni.sock") }
+func (n *simNode) confDir() string  { return filepath.Join(n.dir, "net.d") }
+func (n *simNode) cniBin() string   { return filepath.Join(n.dir, "cni-bin") }
+func (n *simNode) stateDir() string { return filepath.Join(n.dir, "state") }
+func (n *simNode) logPath() string  { return filepath.Join(n.dir, "agent.log") }
+
+// newNode registers the node with the API server (address, pod block) and starts Open
+// vSwitch and the agent in its namespace.
+func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block string) *simNode {
+	t.Helper()
+	n := &simNode{t: t, name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip),
+		block: netip.MustParsePrefix(block), dir: t.TempDir()}
+	sw.Plug(t, n.ns, "p"+name, ip+"/24")
+	ctx := context.Background()
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
+		Annotations: map[string]string{fabricv1.AnnotationPodCIDRs: block}}}
+	if err := env.Client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), node) })
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	if err := env.Client.Status().Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+
+	n.ovsOpts = ovsrun.Options{RunDir: filepath.Join(n.dir, "ovs-run"), DBDir: filepath.Join(n.dir, "ovs-db"),
+		LogDir: filepath.Join(n.dir, "ovs-log"), Netns: n.ns.Path(), UserspaceTSO: true}
+	inst, err := ovsrun.Start(ctx, n.ovsOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+
+	kc, _, err := env.User("system:node:"+name, "system:masters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.kubeconfig = filepath.Join(n.dir, "kubeconfig")
+	if err := os.WriteFile(n.kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.forwardAPIServer(t)
+	n.startAgent()
+	t.Cleanup(func() {
+		n.stopAgent(syscall.SIGTERM)
+		if t.Failed() {
+			if data, err := os.ReadFile(n.logPath()); err == nil {
+				t.Logf("%s agent log (last 4 KiB):\n%s", name, tail(data, 4096))
+			}
+		}
+	})
+	return n
+}
+
+// forwardAPIServer makes the API server's loopback address reachable from inside the node's
+// namespace: a listener there, connections relayed to the host's loopback.
+func (n *simNode) forwardAPIServer(t *testing.T) {
+	t.Helper()
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := u.Host
+	l, err := n.ns.Listen(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.DialTimeout("tcp", host, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in); _ = out.(*net.TCPConn).CloseWrite() }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+}
+
+// startAgent runs weft-agent in the node's namespace and waits until it has written the
+// CNI configuration (ready).
+func (n *simNode) startAgent() {
+	n.t.Helper()
+	logf, err := os.OpenFile(n.logPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(bin, "weft-agent"),
+		"--node-name="+n.name, "--kubeconfig="+n.kubeconfig, "--cni-socket="+n.socket(),
+		"--cni-conf-dir="+n.confDir(), "--cni-bin-dir="+n.cniBin(), "--state-dir="+n.stateDir(),
+		"--ovs-run-dir="+n.ovsOpts.RunDir, "--health-addr=0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.agent, n.agentExit = cmd, make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(cmd, n.agentExit)
+	// A killed agent leaves its configuration behind (as on a real node); the new agent
+	// rewrites it when it is ready.
+	started := time.Now()
+	deadline := started.Add(60 * time.Second)
+	for {
+		if fi, err := os.Stat(filepath.Join(n.confDir(), agent.ConfFile)); err == nil && !fi.ModTime().Before(started) {
+			return
+		}
+		select {
+		case <-n.agentExit:
+			data, _ := os.ReadFile(n.logPath())
+			n.t.Fatalf("%s: weft-agent exited before it was ready:\n%s", n.name, tail(data, 4096))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(n.logPath())
+			n.t.Fatalf("%s: weft-agent not ready within 60s:\n%s", n.name, tail(data, 4096))
+		}
+	}
+}
+
+// stopAgent signals the agent (nsenter execs it: the PID is the agent's) and waits for it.
+func (n *simNode) stopAgent(sig syscall.Signal) {
+	if n.agent == nil {
+		return
+	}
+	_ = n.agent.Process.Signal(sig)
+	select {
+	case <-n.agentExit:
+	case <-time.After(10 * time.Second):
+		_ = n.agent.Process.Kill()
+		<-n.agentExit
+	}
+	n.agent = nil
+}
+
+// restartAgent kills the agent without warning and starts a new one.
+func (n *simNode) restartAgent() {
+	n.t.Helper()
+	n.stopAgent(syscall.SIGKILL)
+	n.restarts++
+	n.startAgent()
+}
+
+// pod creates a pod bound to the node and a namespace standing for its sandbox.
+func (n *simNode) pod(name string) (*corev1.Pod, *netnstest.Netns) {
+	n.t.Helper()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: corev1.PodSpec{NodeName: n.name, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if err := env.Client.Create(context.Background(), p); err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { _ = env.Client.Delete(context.Background(), p) })
+	return p, netnstest.New(n.t, name)
+}
+
+// cniResult is the outcome of one plugin invocation.
+type cniResult struct {
+	result *current.Result
+	code   int // CNI error code; 0 on success
+	msg    string
+}
+
+func (r cniResult) err() error {
+	if r.code == 0 {
+		return nil
+	}
+	return fmt.Errorf("CNI error %d: %s", r.code, r.msg)
+}
+
+// cni executes weft-cni the way a container runtime does, with the configuration the agent
+// wrote (or, while no agent has written one, the last one seen).
+func (n *simNode) cni(command, containerID string, p *corev1.Pod, sandbox *netnstest.Netns) cniResult {
+	n.t.Helper()
+	conf, err := os.ReadFile(filepath.Join(n.confDir(), agent.ConfFile))
+	if err != nil {
+		conf = []byte(`{"cniVersion":"1.1.0","name":"weft","plugins":[{"type":"weft-cni","socket":"` + n.socket() + `"}]}`)
+	}
+	var list struct {
+		CNIVersion string            `json:"cniVersion"`
+		Name       string            `json:"name"`
+		Plugins    []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(conf, &list); err != nil || len(list.Plugins) != 1 {
+		n.t.Fatalf("the agent's CNI configuration: %v\n%s", err, conf)
+	}
+	var plugin map[string]any
+	_ = json.Unmarshal(list.Plugins[0], &plugin)
+	plugin["cniVersion"], plugin["name"] = list.CNIVersion, list.Name
+	stdin, _ := json.Marshal(plugin)
+
+	cmd := exec.Command(filepath.Join(bin, "weft-cni"))
+	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + containerID, "CNI_NETNS=" + sandbox.Path(),
+		"CNI_IFNAME=eth0", "CNI_PATH=" + bin,
+		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", p.Namespace, p.Name, p.UID)}
+	cmd.Stdin = strings.NewReader(string(stdin))
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	runErr := cmd.Run()
+	if runErr != nil {
+		var e struct {
+			Code int    `json:"code"`
+			Msg  string `json:"msg"`
+		}
+		if err := json.Unmarshal([]byte(out.String()), &e); err != nil || e.Code == 0 {
+			n.t.Fatalf("weft-cni %s failed without a CNI error: %v\nstdout %q\nstderr %q", command, runErr, out.String(), errOut.String())
+		}
+		return cniResult{code: e.Code, msg: e.Msg}
+	}
+	if command != "ADD" {
+		return cniResult{}
+	}
+	res := &current.Result{}
+	if err := json.Unmarshal([]byte(out.String()), res); err != nil {
+		n.t.Fatalf("ADD result: %v\n%s", err, out.String())
+	}
+	return cniResult{result: res}
+}
+
+// podIP is the pod's address from an ADD result.
+func podIP(r cniResult) netip.Addr {
+	if r.result == nil || len(r.result.IPs) == 0 {
+		return netip.Addr{}
+	}
+	a, _ := netip.AddrFromSlice(r.result.IPs[0].Address.IP.To4())
+	return a
+}
+
+// leftovers lists what a node holds for pods: address records, OVS pod ports, pod veths.
+func (n *simNode) leftovers() []string {
+	n.t.Helper()
+	var left []string
+	entries, err := os.ReadDir(filepath.Join(n.stateDir(), "ipam"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.t.Fatal(err)
+	}
+	for _, e := range entries {
+		if _, err := netip.ParseAddr(e.Name()); err == nil {
+			left = append(left, "address "+e.Name())
+		}
+	}
+	out, err := exec.Command("ovs-vsctl", "--db="+n.ovsOpts.DBSocket(), "list-ports", "weft-int").CombinedOutput()
+	if err != nil {
+		n.t.Fatalf("ovs-vsctl list-ports: %v: %s", err, out)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if p != "weft-gw0" && p != "weft-tun0" {
+			left = append(left, "port "+p)
+		}
+	}
+	links, _ := n.ns.Run("ip", "-o", "link", "show", "type", "veth")
+	for _, l := range strings.Split(strings.TrimSpace(links), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[1], "w") {
+			left = append(left, "veth "+strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return left
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
