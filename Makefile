@@ -13,6 +13,7 @@ BIN       := $(CURDIR)/bin
 CONTROLLER_GEN = $(shell hack/tool.sh controller-gen)
 TEST_FLAGS ?=
 TEST_TIMEOUT ?= 40m
+BENCH_TIME ?= 3s
 
 ##@ General
 
@@ -64,6 +65,12 @@ run: manifests ## Run the operator from source against the current kubeconfig (a
 test: test-deps verify-generated vet ## Run every test: unit, envtest (real API server). Installs what it needs.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: test-deps ## Benchmarks: CNI ADD latency (weft vs the reference bridge plugin), pod-to-pod TCP (overlay vs raw veth).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
+	WEFT_CNI_BIN="$$(hack/lab-deps.sh | sed -n 's/^CNI_BIN=//p')" \
+		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/
 
 .PHONY: test-deps
 test-deps: ## Install what the tests need (apt packages, Kubernetes, CoreDNS and CNI binaries built from source).

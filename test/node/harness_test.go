@@ -80,7 +80,7 @@ func run(m *testing.M) (int, error) {
 
 // simNode is a node: a namespace on the underlay switch, its Open vSwitch, its agent.
 type simNode struct {
-	t          *testing.T
+	t          testing.TB
 	name       string
 	ns         *netnstest.Netns
 	ip         netip.Addr
@@ -101,7 +101,7 @@ func (n *simNode) logPath() string  { return filepath.Join(n.dir, "agent.log") }
 
 // newNode registers the node with the API server (address, pod block) and starts Open
 // vSwitch and the agent in its namespace.
-func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block string) *simNode {
+func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string) *simNode {
 	t.Helper()
 	n := &simNode{t: t, name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip),
 		block: netip.MustParsePrefix(block), dir: t.TempDir()}
@@ -150,7 +150,7 @@ func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block string) *simNod
 
 // forwardAPIServer makes the API server's loopback address reachable from inside the node's
 // namespace: a listener there, connections relayed to the host's loopback.
-func (n *simNode) forwardAPIServer(t *testing.T) {
+func (n *simNode) forwardAPIServer(t testing.TB) {
 	t.Helper()
 	u, err := url.Parse(env.Config.Host)
 	if err != nil {
@@ -292,21 +292,14 @@ func (n *simNode) cni(command, containerID string, p *corev1.Pod, sandbox *netns
 	plugin["cniVersion"], plugin["name"] = list.CNIVersion, list.Name
 	stdin, _ := json.Marshal(plugin)
 
-	cmd := exec.Command(filepath.Join(bin, "weft-cni"))
-	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + containerID, "CNI_NETNS=" + sandbox.Path(),
-		"CNI_IFNAME=eth0", "CNI_PATH=" + bin,
-		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", p.Namespace, p.Name, p.UID)}
-	cmd.Stdin = strings.NewReader(string(stdin))
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	runErr := cmd.Run()
+	out, errOut, runErr := n.execPlugin(filepath.Join(bin, "weft-cni"), command, containerID, p, sandbox, stdin)
 	if runErr != nil {
 		var e struct {
 			Code int    `json:"code"`
 			Msg  string `json:"msg"`
 		}
-		if err := json.Unmarshal([]byte(out.String()), &e); err != nil || e.Code == 0 {
-			n.t.Fatalf("weft-cni %s failed without a CNI error: %v\nstdout %q\nstderr %q", command, runErr, out.String(), errOut.String())
+		if err := json.Unmarshal([]byte(out), &e); err != nil || e.Code == 0 {
+			n.t.Fatalf("weft-cni %s failed without a CNI error: %v\nstdout %q\nstderr %q", command, runErr, out, errOut)
 		}
 		return cniResult{code: e.Code, msg: e.Msg}
 	}
@@ -314,10 +307,24 @@ func (n *simNode) cni(command, containerID string, p *corev1.Pod, sandbox *netns
 		return cniResult{}
 	}
 	res := &current.Result{}
-	if err := json.Unmarshal([]byte(out.String()), res); err != nil {
-		n.t.Fatalf("ADD result: %v\n%s", err, out.String())
+	if err := json.Unmarshal([]byte(out), res); err != nil {
+		n.t.Fatalf("ADD result: %v\n%s", err, out)
 	}
 	return cniResult{result: res}
+}
+
+// execPlugin executes a CNI plugin in the node's network namespace, as the node's container
+// runtime would.
+func (n *simNode) execPlugin(plugin, command, containerID string, p *corev1.Pod, sandbox *netnstest.Netns, stdin []byte) (stdout, stderr string, err error) {
+	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", plugin)
+	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + containerID, "CNI_NETNS=" + sandbox.Path(),
+		"CNI_IFNAME=eth0", "CNI_PATH=" + filepath.Dir(plugin),
+		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", p.Namespace, p.Name, p.UID)}
+	cmd.Stdin = strings.NewReader(string(stdin))
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
 }
 
 // podIP is the pod's address from an ADD result.
