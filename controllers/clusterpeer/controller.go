@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -96,6 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		r.loadCredentials,
 		r.probe,
 		r.checkIdentity,
+		r.checkRanges,
 		r.markReady,
 	)
 }
@@ -152,6 +155,40 @@ func (r *Reconciler) checkIdentity(ctx context.Context, s *peerState) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
+// checkRanges refuses a peer whose pod or service ranges overlap this cluster's, or those of
+// a peer that was there first: traffic to such addresses would be ambiguous. Only this peer
+// is held back; the others keep working.
+func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result, error) {
+	p := s.peer
+	who := "peer " + p.Spec.ClusterID
+	theirs := append(ranges(who, "pod", s.info.PodCIDRs), ranges(who, "service", s.info.ServiceCIDRs)...)
+	var taken []namedRange
+	own := &fabricv1.ClusterNetwork{}
+	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err == nil {
+		taken = append(ranges("this cluster", "pod", cidrStrings(own.Spec.PodCIDRs)),
+			ranges("this cluster", "service", cidrStrings(own.Spec.ServiceCIDRs))...)
+	} else if !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	peers := &fabricv1.ClusterPeerList{}
+	if err := r.List(ctx, peers); err != nil {
+		return ctrl.Result{}, err
+	}
+	for i := range peers.Items {
+		q := &peers.Items[i]
+		if q.Name == p.Name || q.Spec.ClusterID == p.Spec.ClusterID || !precedes(q, p) {
+			continue
+		}
+		other := "peer " + q.Spec.ClusterID
+		taken = append(taken, append(ranges(other, "pod", q.Status.PodCIDRs), ranges(other, "service", q.Status.ServiceCIDRs)...)...)
+	}
+	if mine, other, ok := firstOverlap(theirs, taken); ok {
+		return r.fail(s, stalled(fabricv1.ReasonOverlappingCIDR,
+			"%s overlaps %s; peers' pod and service ranges must be disjoint from this cluster's and from each other's", mine, other))
+	}
+	return ctrl.Result{}, nil
+}
+
 func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	r.backoff.reset(p.Name)
@@ -171,9 +208,13 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 	p := s.peer
 	connected := metav1.ConditionFalse
 	switch pe.Reason {
-	case fabricv1.ReasonPeerNotConfigured, fabricv1.ReasonClusterIDMismatch, fabricv1.ReasonPeerIsThisCluster:
+	case fabricv1.ReasonPeerNotConfigured, fabricv1.ReasonClusterIDMismatch, fabricv1.ReasonPeerIsThisCluster,
+		fabricv1.ReasonOverlappingCIDR:
 		connected = metav1.ConditionTrue // the API server answered; what it said is the problem
 		p.Status.KubernetesVersion = s.info.KubernetesVersion
+		if pe.Reason == fabricv1.ReasonOverlappingCIDR {
+			p.Status.PodCIDRs, p.Status.ServiceCIDRs = s.info.PodCIDRs, s.info.ServiceCIDRs
+		}
 	}
 	setConnected(p, connected, pe.Reason, pe.Message)
 	if pe.Stalled {
@@ -213,6 +254,18 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		For(&fabricv1.ClusterPeer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.peersUsingSecret)).
 		Watches(&fabricv1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.allPeers)).
+		// A peer that goes away, or whose advertised ranges change, may free ranges another
+		// peer was refused for.
+		Watches(&fabricv1.ClusterPeer{}, handler.EnqueueRequestsFromMapFunc(r.allPeers),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return true },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+				UpdateFunc: func(e event.UpdateEvent) bool {
+					o, n := e.ObjectOld.(*fabricv1.ClusterPeer), e.ObjectNew.(*fabricv1.ClusterPeer)
+					return !slices.Equal(o.Status.PodCIDRs, n.Status.PodCIDRs) || !slices.Equal(o.Status.ServiceCIDRs, n.Status.ServiceCIDRs)
+				},
+			})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }

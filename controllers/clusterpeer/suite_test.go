@@ -49,8 +49,8 @@ func TestMain(m *testing.M) {
 
 func TestClusterPeer(t *testing.T) {
 	ctx := context.Background()
-	mustCreate(t, local.Client, clusterNetwork("local"))
-	remoteCN := clusterNetwork("remote")
+	mustCreate(t, local.Client, clusterNetwork("local", "10.244.0.0/16", "10.96.0.0/16"))
+	remoteCN := clusterNetwork("remote", "10.245.0.0/16", "10.97.0.0/16")
 	mustCreate(t, remote.Client, remoteCN)
 
 	// The remote cluster grants "peer-reader" read access to ClusterNetworks, as `weftctl peer
@@ -153,9 +153,43 @@ func TestClusterPeer(t *testing.T) {
 				testenv.CheckCondition(p.Status.Conditions, "Reconciling", metav1.ConditionTrue, fabricv1.ReasonPeerNotConfigured),
 				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, ""))
 		})
-		mustCreate(t, remote.Client, clusterNetwork("remote"))
+		mustCreate(t, remote.Client, clusterNetwork("remote", "10.245.0.0/16", "10.97.0.0/16"))
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+		})
+	})
+
+	t.Run("a peer whose ranges overlap this cluster's is Stalled, and Ready once they don't", func(t *testing.T) {
+		recreate := func(pods, services string) {
+			t.Helper()
+			cn := &fabricv1.ClusterNetwork{}
+			if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Client.Delete(ctx, cn); err != nil {
+				t.Fatal(err)
+			}
+			mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
+		}
+		recreate("10.244.128.0/17", "10.97.0.0/16")
+		got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonOverlappingCIDR),
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonOverlappingCIDR),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, ""))
+		})
+		msg := got.Status.Conditions[slices.IndexFunc(got.Status.Conditions, func(c metav1.Condition) bool { return c.Type == "Ready" })].Message
+		if !strings.Contains(msg, "peer remote's pod range 10.244.128.0/17 overlaps this cluster's pod range 10.244.0.0/16") {
+			t.Errorf("message %q does not name both ranges", msg)
+		}
+		if !slices.Equal(got.Status.PodCIDRs, []string{"10.244.128.0/17"}) {
+			t.Errorf("status.podCIDRs = %v: the refused ranges should be shown", got.Status.PodCIDRs)
+		}
+		recreate("10.245.0.0/16", "10.97.0.0/16")
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected),
+				testenv.CheckAbsent(p.Status.Conditions, "Stalled"))
 		})
 	})
 }
@@ -196,11 +230,11 @@ func waitPeer(t *testing.T, name string, check func(*fabricv1.ClusterPeer) error
 	return p
 }
 
-func clusterNetwork(id string) *fabricv1.ClusterNetwork {
+func clusterNetwork(id, pods, services string) *fabricv1.ClusterNetwork {
 	return &fabricv1.ClusterNetwork{
 		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: fabricv1.ClusterNetworkSpec{ClusterID: id,
-			PodCIDRs: []fabricv1.CIDR{"10.245.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.97.0.0/16"}},
+			PodCIDRs: []fabricv1.CIDR{fabricv1.CIDR(pods)}, ServiceCIDRs: []fabricv1.CIDR{fabricv1.CIDR(services)}},
 	}
 }
 
