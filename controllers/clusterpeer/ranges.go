@@ -14,7 +14,9 @@ type namedRange struct {
 	prefix netip.Prefix
 }
 
-func (n namedRange) String() string { return fmt.Sprintf("%s's %s range %s", n.owner, n.kind, n.prefix) }
+func (n namedRange) String() string {
+	return fmt.Sprintf("%s's %s range %s", n.owner, n.kind, n.prefix)
+}
 
 func ranges(owner, kind string, cidrs []string) []namedRange {
 	var out []namedRange
