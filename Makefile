@@ -67,10 +67,10 @@ test: test-deps verify-generated vet ## Run every test: unit, envtest (real API 
 		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: test-deps ## Benchmarks: CNI ADD latency (weft vs the reference bridge plugin), pod-to-pod TCP (overlay vs raw veth).
+bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (vs Debian wireguard-go, raw veth).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 	WEFT_CNI_BIN="$$(hack/lab-deps.sh | sed -n 's/^CNI_BIN=//p')" \
-		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/
+		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/ ./gateway/tunnel/wireguard/
 
 .PHONY: test-deps
 test-deps: ## Install what the tests need (apt packages, Kubernetes, CoreDNS and CNI binaries built from source).

@@ -161,3 +161,64 @@ func TransferTCPVia(server, client *Netns, listen, dial string, size int) error 
 	}
 	return nil
 }
+
+// BenchTCP measures TCP throughput from client to a server listening at addr in server:
+// each benchmark operation moves 64 MiB of a zero-filled buffer over one connection (so
+// the sender's cost is the network path, not generating data). It reports MB/s through
+// b.SetBytes and Gbit/s as a metric.
+func BenchTCP(b *testing.B, server, client *Netns, addr string) {
+	b.Helper()
+	const size = 64 << 20
+	l, err := server.Listen(addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	received := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			received <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		received <- n
+	}()
+	c, err := client.Dial(addr, 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	b.SetBytes(size)
+	b.ResetTimer()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Minute))
+	for i := 0; i < b.N; i++ {
+		for sent := 0; sent < size; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got := <-received
+	b.StopTimer()
+	if got != int64(b.N)*size {
+		b.Fatalf("received %d bytes, sent %d", got, int64(b.N)*size)
+	}
+	b.ReportMetric(float64(size)*float64(b.N)*8/1e9/b.Elapsed().Seconds(), "Gbit/s")
+}
+
+// VethPair joins two new namespaces with a bare veth pair (10.97.0.1/24 and 10.97.0.2/24)
+// at the given MTU: the reference throughput benchmarks compare against.
+func VethPair(t testing.TB, mtu int) (client, server *Netns) {
+	t.Helper()
+	client, server = New(t, "veth-a"), New(t, "veth-b")
+	client.MustIP(t, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", server.Name)
+	client.MustIP(t, "addr", "add", "10.97.0.1/24", "dev", "eth0")
+	server.MustIP(t, "addr", "add", "10.97.0.2/24", "dev", "eth0")
+	client.MustIP(t, "link", "set", "eth0", "mtu", fmt.Sprint(mtu), "up")
+	server.MustIP(t, "link", "set", "eth0", "mtu", fmt.Sprint(mtu), "up")
+	return client, server
+}

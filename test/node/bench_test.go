@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -97,62 +96,12 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 	})
 	waitPing(b, sa, podIP(rb).String())
 
-	client, server := netnstest.New(b, "veth-a"), netnstest.New(b, "veth-b")
-	client.MustIP(b, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", server.Name)
-	client.MustIP(b, "addr", "add", "10.97.0.1/24", "dev", "eth0")
-	server.MustIP(b, "addr", "add", "10.97.0.2/24", "dev", "eth0")
 	// The same MTU as the pods' (1500 minus the encapsulation).
-	client.MustIP(b, "link", "set", "eth0", "mtu", "1450", "up")
-	server.MustIP(b, "link", "set", "eth0", "mtu", "1450", "up")
+	client, server := netnstest.VethPair(b, 1450)
 	waitPing(b, client, "10.97.0.2")
 
-	b.Run("weft-overlay", func(b *testing.B) { transfer(b, sb, sa, net.JoinHostPort(podIP(rb).String(), "5301")) })
-	b.Run("raw-veth", func(b *testing.B) { transfer(b, server, client, "10.97.0.2:5301") })
-}
-
-// transfer moves 64 MiB per operation over one connection: a zero-filled buffer written as
-// fast as the connection takes it, discarded on the other side.
-func transfer(b *testing.B, server, client *netnstest.Netns, addr string) {
-	const size = 64 << 20
-	l, err := server.Listen(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	received := make(chan int64, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			received <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		received <- n
-	}()
-	c, err := client.Dial(addr, 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 256<<10)
-	b.SetBytes(size)
-	b.ResetTimer()
-	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Minute))
-	for i := 0; i < b.N; i++ {
-		for sent := 0; sent < size; sent += len(buf) {
-			if _, err := c.Write(buf); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	_ = c.(*net.TCPConn).CloseWrite()
-	got := <-received
-	b.StopTimer()
-	_ = c.Close()
-	if got != int64(b.N)*size {
-		b.Fatalf("received %d bytes, sent %d", got, int64(b.N)*size)
-	}
-	b.ReportMetric(float64(size)*float64(b.N)*8/1e9/b.Elapsed().Seconds(), "Gbit/s")
+	b.Run("weft-overlay", func(b *testing.B) { netnstest.BenchTCP(b, sb, sa, net.JoinHostPort(podIP(rb).String(), "5301")) })
+	b.Run("raw-veth", func(b *testing.B) { netnstest.BenchTCP(b, server, client, "10.97.0.2:5301") })
 }
 
 func waitPing(b *testing.B, from *netnstest.Netns, ip string) {

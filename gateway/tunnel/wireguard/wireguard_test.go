@@ -107,7 +107,7 @@ func helper(cfgJSON string, in io.Reader, out io.Writer) error {
 
 // end is one tunnel end: a namespace on the underlay and a helper process in it.
 type end struct {
-	t       *testing.T
+	t       testing.TB
 	ns      *netnstest.Netns
 	ip      netip.Addr
 	iface   string
@@ -120,7 +120,7 @@ type end struct {
 	replies *json.Decoder
 }
 
-func newEnd(t *testing.T, sw *netnstest.Switch, name, ip string, port int, address string) *end {
+func newEnd(t testing.TB, sw *netnstest.Switch, name, ip string, port int, address string) *end {
 	t.Helper()
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
