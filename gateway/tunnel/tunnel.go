@@ -5,11 +5,15 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // Config describes the local end of a tunnel.
@@ -26,6 +30,10 @@ type Config struct {
 	Address netip.Prefix
 	// StateDir keeps what must survive restarts and never leave the node (the private key).
 	StateDir string
+	// LocalIP is the underlay address this end sends from and peers send to (vxlan).
+	LocalIP netip.Addr
+	// VNI is the tunnel key (vxlan); 0 means the driver's default.
+	VNI uint32
 }
 
 // Peer is the remote end: another cluster's gateway.
@@ -66,6 +74,48 @@ type Tunnel interface {
 	Mode() string
 	// Close removes the device.
 	Close() error
+}
+
+// RouteProtocol marks the routes tunnel drivers install, so each removes only its own.
+const RouteProtocol = netlink.RouteProtocol(0x57) // 'W'
+
+// SyncRoutes routes exactly the wanted prefixes into the link, each through its next hop
+// (on-link) or, with none, directly; routes of other owners are left alone.
+func SyncRoutes(link netlink.Link, want map[netip.Prefix]netip.Addr) error {
+	var errs []error
+	for pre, via := range want {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: IPNet(pre), Scope: netlink.SCOPE_LINK, Protocol: RouteProtocol}
+		if via.IsValid() {
+			r.Gw, r.Scope, r.Flags = via.AsSlice(), netlink.SCOPE_UNIVERSE, int(netlink.FLAG_ONLINK)
+		}
+		if err := netlink.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("route %s: %w", pre, err))
+		}
+	}
+	have, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: RouteProtocol},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, r := range have {
+		if r.Dst == nil {
+			continue
+		}
+		addr, ok := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		if _, wanted := want[netip.PrefixFrom(addr.Unmap(), ones)]; ok && wanted {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil {
+			errs = append(errs, fmt.Errorf("removing route %s: %w", r.Dst, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IPNet converts a prefix for netlink.
+func IPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // Factory makes a driver's tunnel.

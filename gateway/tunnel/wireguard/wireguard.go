@@ -37,9 +37,6 @@ const DefaultMTU = 1420
 // keepalive keeps NAT mappings open and lets each side see the other alive.
 const keepalive = 10 * time.Second
 
-// routeProtocol marks the routes this driver installs, so it removes only its own.
-const routeProtocol = netlink.RouteProtocol(0x57) // 'W'
-
 // Register adds the driver to a registry.
 func Register(r *tunnel.Registry) error {
 	return r.Register(Name, func(cfg tunnel.Config) (tunnel.Tunnel, error) { return New(cfg) })
@@ -151,7 +148,7 @@ func (t *Tunnel) Up(ctx context.Context) error {
 		}
 	}
 	if t.cfg.Address.IsValid() {
-		addr := &netlink.Addr{IPNet: ipNet(t.cfg.Address)}
+		addr := &netlink.Addr{IPNet: tunnel.IPNet(t.cfg.Address)}
 		if err := netlink.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("wireguard: address of %s: %w", t.cfg.Interface, err)
 		}
@@ -221,7 +218,7 @@ func (t *Tunnel) SetPeers(ctx context.Context, peers []tunnel.Peer) error {
 		return fmt.Errorf("wireguard: %s: %w (is the tunnel up?)", t.cfg.Interface, err)
 	}
 	cfg := wgtypes.Config{ReplacePeers: true}
-	want := map[netip.Prefix]bool{}
+	want := map[netip.Prefix]netip.Addr{}
 	for _, p := range peers {
 		key, err := wgtypes.ParseKey(p.PublicKey)
 		if err != nil {
@@ -233,11 +230,11 @@ func (t *Tunnel) SetPeers(ctx context.Context, peers []tunnel.Peer) error {
 		}
 		for _, pre := range p.Prefixes {
 			pre = pre.Masked()
-			if want[pre] {
+			if _, dup := want[pre]; dup {
 				return fmt.Errorf("wireguard: %s is given to two peers", pre)
 			}
-			want[pre] = true
-			pc.AllowedIPs = append(pc.AllowedIPs, *ipNet(pre))
+			want[pre] = netip.Addr{} // directly into the device
+			pc.AllowedIPs = append(pc.AllowedIPs, *tunnel.IPNet(pre))
 		}
 		cfg.Peers = append(cfg.Peers, pc)
 	}
@@ -249,38 +246,7 @@ func (t *Tunnel) SetPeers(ctx context.Context, peers []tunnel.Peer) error {
 	if err := c.ConfigureDevice(t.cfg.Interface, cfg); err != nil {
 		return fmt.Errorf("wireguard: configuring peers of %s: %w", t.cfg.Interface, err)
 	}
-	return syncRoutes(link, want)
-}
-
-// syncRoutes routes exactly the wanted prefixes into the link (only routes this driver made
-// are removed).
-func syncRoutes(link netlink.Link, want map[netip.Prefix]bool) error {
-	var errs []error
-	for pre := range want {
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(pre), Scope: netlink.SCOPE_LINK, Protocol: routeProtocol}
-		if err := netlink.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("route %s: %w", pre, err))
-		}
-	}
-	have, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: routeProtocol},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	for _, r := range have {
-		if r.Dst == nil {
-			continue
-		}
-		pre, ok := netip.AddrFromSlice(r.Dst.IP)
-		ones, _ := r.Dst.Mask.Size()
-		if ok && want[netip.PrefixFrom(pre.Unmap(), ones)] {
-			continue
-		}
-		if err := netlink.RouteDel(&r); err != nil {
-			errs = append(errs, fmt.Errorf("removing route %s: %w", r.Dst, err))
-		}
-	}
-	return errors.Join(errs...)
+	return tunnel.SyncRoutes(link, want)
 }
 
 // Status reports every peer. See tunnel.Tunnel.
@@ -323,10 +289,6 @@ func (t *Tunnel) Close() error {
 		}
 	}
 	return nil
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 func ptr[T any](v T) *T { return &v }
