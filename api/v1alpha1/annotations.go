@@ -7,4 +7,18 @@ const (
 	AnnotationPodCIDRs = "fabric.weft.dev/pod-cidrs"
 	// AnnotationPodIP on a Pod asks for a fixed address; it must lie in its node's block.
 	AnnotationPodIP = "fabric.weft.dev/ip"
+
+	// LabelGateway marks a gateway's Lease (in the operator's namespace, named
+	// "weft-gateway-<node>"): the gateway renews it to say it is alive.
+	LabelGateway = "fabric.weft.dev/gateway"
+	// AnnotationGatewayEndpoint on a gateway's Lease is where peers send tunnel traffic
+	// (host:port).
+	AnnotationGatewayEndpoint = "fabric.weft.dev/endpoint"
+	// AnnotationGatewayPublicKey on a gateway's Lease is its WireGuard public key.
+	AnnotationGatewayPublicKey = "fabric.weft.dev/public-key"
+	// AnnotationGatewayTunnel on a gateway's Lease is its tunnel driver.
+	AnnotationGatewayTunnel = "fabric.weft.dev/tunnel"
 )
+
+// GatewayLeaseName is the name of the Lease a gateway on node renews.
+func GatewayLeaseName(node string) string { return "weft-gateway-" + node }

@@ -188,6 +188,33 @@ type ClusterNetworkStatus struct {
 	// Nodes counts the cluster's nodes, those with a pod block, and the ready agents.
 	// +optional
 	Nodes *NodeCounts `json:"nodes,omitempty"`
+
+	// Gateways are this cluster's gateways as they announce themselves (each renews a Lease);
+	// peers read them from here.
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	Gateways []GatewayStatus `json:"gateways,omitempty"`
+}
+
+// GatewayStatus is one gateway: where peers reach it and whether it is alive.
+type GatewayStatus struct {
+	// Node the gateway runs on.
+	Node string `json:"node"`
+	// Endpoint is the address and UDP port peers send tunnel traffic to (host:port).
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// Tunnel is the gateway's tunnel driver.
+	// +optional
+	Tunnel TunnelType `json:"tunnel,omitempty"`
+	// PublicKey is the gateway's WireGuard public key (the private key never leaves the node).
+	// +optional
+	PublicKey string `json:"publicKey,omitempty"`
+	// Healthy is true while the gateway keeps renewing its Lease.
+	Healthy bool `json:"healthy"`
+	// LastRenewTime is when the gateway last renewed its Lease.
+	// +optional
+	LastRenewTime *metav1.MicroTime `json:"lastRenewTime,omitempty"`
 }
 
 // NodeCounts summarizes the nodes of the fabric.

@@ -70,6 +70,11 @@ type ClusterPeerStatus struct {
 	// +optional
 	// +listType=atomic
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+
+	// Gateways the peer advertises in its ClusterNetwork status.
+	// +optional
+	// +listType=atomic
+	Gateways []GatewayStatus `json:"gateways,omitempty"`
 }
 
 // ClusterPeer is a peer cluster of the clusterset. There is no broker: each cluster's operator

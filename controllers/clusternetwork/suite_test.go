@@ -10,11 +10,14 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -45,6 +48,8 @@ func startController(t *testing.T) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:  operator.NewScheme(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
+		// Each test runs its own manager, one after the other.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -193,5 +198,74 @@ func update(t *testing.T, mutate func(*fabricv1.ClusterNetwork)) {
 		}
 		mutate(cn)
 		return env.Client.Update(context.Background(), cn)
+	})
+}
+
+func TestGatewaysFollowTheirLeases(t *testing.T) {
+	ctx := context.Background()
+	startController(t)
+	cn := &fabricv1.ClusterNetwork{
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "east",
+			PodCIDRs: []fabricv1.CIDR{"10.244.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.96.0.0/16"}},
+	}
+	if err := env.Client.Create(ctx, cn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, cn) })
+
+	gateways := func(check func([]fabricv1.GatewayStatus) error) {
+		t.Helper()
+		testenv.Eventually(t, 15*time.Second, func() error {
+			got := &fabricv1.ClusterNetwork{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: "default"}, got); err != nil {
+				return err
+			}
+			return check(got.Status.Gateways)
+		})
+	}
+	healthy := func(want bool) func([]fabricv1.GatewayStatus) error {
+		return func(gws []fabricv1.GatewayStatus) error {
+			if len(gws) != 1 || gws[0].Node != "gw-1" || gws[0].Healthy != want {
+				return fmt.Errorf("gateways %+v, want gw-1 healthy=%v", gws, want)
+			}
+			if gws[0].Endpoint != "172.30.1.11:51820" || gws[0].PublicKey != "pub-1" || gws[0].Tunnel != fabricv1.TunnelWireGuard {
+				return fmt.Errorf("announcement not published: %+v", gws[0])
+			}
+			return nil
+		}
+	}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fabricv1.GatewayLeaseName("gw-1"),
+		Labels: map[string]string{fabricv1.LabelGateway: "true"},
+		Annotations: map[string]string{fabricv1.AnnotationGatewayEndpoint: "172.30.1.11:51820",
+			fabricv1.AnnotationGatewayPublicKey: "pub-1", fabricv1.AnnotationGatewayTunnel: "wireguard"}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("gw-1"), LeaseDurationSeconds: ptr.To(int32(1)),
+			RenewTime: &metav1.MicroTime{Time: time.Now()}}}
+	if err := env.Client.Create(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("a gateway renewing its Lease is published, healthy")
+	gateways(healthy(true))
+	t.Log("it stops renewing: unhealthy once the Lease expires")
+	gateways(healthy(false))
+	t.Log("it renews again: healthy")
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lease), lease); err != nil {
+			return err
+		}
+		lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		lease.Spec.LeaseDurationSeconds = ptr.To(int32(30))
+		return env.Client.Update(ctx, lease)
+	})
+	gateways(healthy(true))
+	t.Log("its Lease is deleted: no longer listed")
+	if err := env.Client.Delete(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	gateways(func(gws []fabricv1.GatewayStatus) error {
+		if len(gws) != 0 {
+			return fmt.Errorf("gateways %+v, want none", gws)
+		}
+		return nil
 	})
 }

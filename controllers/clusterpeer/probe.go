@@ -22,6 +22,7 @@ type peerInfo struct {
 	ClusterID         string
 	PodCIDRs          []string
 	ServiceCIDRs      []string
+	Gateways          []fabricv1.GatewayStatus
 }
 
 // peerError is a classified failure to read a peer. Stalled failures need the user to change
@@ -69,7 +70,7 @@ func (p apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error
 	if err := c.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return peerInfo{KubernetesVersion: v.GitVersion}, classify("reading the peer's ClusterNetwork", err)
 	}
-	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID}
+	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID, Gateways: cn.Status.Gateways}
 	for _, c := range cn.Spec.PodCIDRs {
 		info.PodCIDRs = append(info.PodCIDRs, string(c))
 	}

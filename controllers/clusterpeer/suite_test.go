@@ -192,6 +192,24 @@ func TestClusterPeer(t *testing.T) {
 				testenv.CheckAbsent(p.Status.Conditions, "Stalled"))
 		})
 	})
+
+	t.Run("the gateways a peer publishes are mirrored", func(t *testing.T) {
+		cn := &fabricv1.ClusterNetwork{}
+		if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
+			t.Fatal(err)
+		}
+		cn.Status.Gateways = []fabricv1.GatewayStatus{{Node: "gw-1", Endpoint: "172.30.2.11:51820",
+			Tunnel: fabricv1.TunnelWireGuard, PublicKey: "pub-1", Healthy: true}}
+		if err := remote.Client.Status().Update(ctx, cn); err != nil {
+			t.Fatal(err)
+		}
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			if len(p.Status.Gateways) != 1 || p.Status.Gateways[0] != cn.Status.Gateways[0] {
+				return fmt.Errorf("status.gateways %+v, want %+v", p.Status.Gateways, cn.Status.Gateways)
+			}
+			return nil
+		})
+	})
 }
 
 func startController(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -60,8 +61,9 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		// The operator watches Secrets and its DaemonSets only in its own namespace (least
 		// privilege: peer credentials elsewhere are read one by one).
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:    {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
-			&appsv1.DaemonSet{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&appsv1.DaemonSet{}:     {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 		}},
 	}
 	if !cfg.Webhook.Disabled {

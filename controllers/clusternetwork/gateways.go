@@ -1,0 +1,74 @@
+package clusternetwork
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// defaultLeaseDuration applies to a gateway Lease that states none.
+const defaultLeaseDuration = 2 * time.Second
+
+// collectGateways publishes the gateways that announce themselves with a Lease, and whether
+// each still renews it; it comes back when the next healthy Lease would expire.
+func (r *Reconciler) collectGateways(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
+	leases := &coordinationv1.LeaseList{}
+	if err := r.List(ctx, leases, client.InNamespace(r.Namespace), client.HasLabels{fabricv1.LabelGateway}); err != nil {
+		return ctrl.Result{}, err
+	}
+	gws, next := gatewaysFromLeases(leases.Items, time.Now())
+	cn.Status.Gateways = gws
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// gatewaysFromLeases turns gateway Leases into status entries, sorted by node, and says how
+// soon the first healthy one expires (0: none healthy).
+func gatewaysFromLeases(leases []coordinationv1.Lease, now time.Time) ([]fabricv1.GatewayStatus, time.Duration) {
+	var out []fabricv1.GatewayStatus
+	var next time.Duration
+	for _, l := range leases {
+		node := ""
+		if l.Spec.HolderIdentity != nil {
+			node = *l.Spec.HolderIdentity
+		}
+		if node == "" {
+			continue
+		}
+		gw := fabricv1.GatewayStatus{Node: node, Endpoint: l.Annotations[fabricv1.AnnotationGatewayEndpoint],
+			PublicKey: l.Annotations[fabricv1.AnnotationGatewayPublicKey],
+			Tunnel:    fabricv1.TunnelType(l.Annotations[fabricv1.AnnotationGatewayTunnel])}
+		if l.Spec.RenewTime != nil {
+			renew := *l.Spec.RenewTime
+			gw.LastRenewTime = &renew
+			if left := leaseLeft(&l, now); left > 0 {
+				gw.Healthy = true
+				if next == 0 || left < next {
+					next = left
+				}
+			}
+		}
+		out = append(out, gw)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, next
+}
+
+// leaseLeft is how long a Lease stays valid from now (≤ 0: expired or never renewed).
+func leaseLeft(l *coordinationv1.Lease, now time.Time) time.Duration {
+	if l.Spec.RenewTime == nil {
+		return 0
+	}
+	d := defaultLeaseDuration
+	if l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds > 0 {
+		d = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+	}
+	return l.Spec.RenewTime.Add(d).Sub(now)
+}
+
+func leaseExpired(l *coordinationv1.Lease, now time.Time) bool { return leaseLeft(l, now) <= 0 }

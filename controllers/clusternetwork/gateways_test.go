@@ -1,0 +1,58 @@
+package clusternetwork
+
+import (
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+func TestGatewaysFromLeases(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	lease := func(node string, renewedAgo time.Duration, seconds int32) coordinationv1.Lease {
+		l := coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: fabricv1.GatewayLeaseName(node),
+			Annotations: map[string]string{fabricv1.AnnotationGatewayEndpoint: node + ":51820",
+				fabricv1.AnnotationGatewayPublicKey: "key-" + node, fabricv1.AnnotationGatewayTunnel: "wireguard"}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node)}}
+		if renewedAgo >= 0 {
+			l.Spec.RenewTime = &metav1.MicroTime{Time: now.Add(-renewedAgo)}
+		}
+		if seconds > 0 {
+			l.Spec.LeaseDurationSeconds = ptr.To(seconds)
+		}
+		return l
+	}
+	anonymous := lease("", 0, 2)
+	gws, next := gatewaysFromLeases([]coordinationv1.Lease{
+		lease("gw-c", 5*time.Second, 2),        // expired
+		lease("gw-a", 500*time.Millisecond, 2), // 1.5 s left
+		lease("gw-b", 0, 0),                    // default 2 s left
+		lease("gw-d", -1, 2),                   // never renewed
+		anonymous,                              // no holder: ignored
+	}, now)
+	if len(gws) != 4 {
+		t.Fatalf("got %d gateways, want 4: %+v", len(gws), gws)
+	}
+	want := []struct {
+		node    string
+		healthy bool
+	}{{"gw-a", true}, {"gw-b", true}, {"gw-c", false}, {"gw-d", false}}
+	for i, w := range want {
+		if gws[i].Node != w.node || gws[i].Healthy != w.healthy {
+			t.Errorf("gateway %d = %s healthy=%v, want %s healthy=%v", i, gws[i].Node, gws[i].Healthy, w.node, w.healthy)
+		}
+	}
+	if gws[0].Endpoint != "gw-a:51820" || gws[0].PublicKey != "key-gw-a" || gws[0].Tunnel != fabricv1.TunnelWireGuard {
+		t.Errorf("announcement not carried: %+v", gws[0])
+	}
+	if next != 1500*time.Millisecond {
+		t.Errorf("next check in %s, want 1.5s (when gw-a's Lease expires)", next)
+	}
+	if _, next := gatewaysFromLeases([]coordinationv1.Lease{lease("gw-c", 5*time.Second, 2)}, now); next != 0 {
+		t.Errorf("no healthy gateway, yet a check in %s", next)
+	}
+}
