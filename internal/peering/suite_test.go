@@ -52,9 +52,12 @@ func cluster(name string, e *testenv.Env) peering.Cluster {
 	return peering.Cluster{Name: name, Config: e.Config, Client: e.Client}
 }
 
-func network(id string) *fabricv1.ClusterNetwork {
+// network is a cluster's ClusterNetwork with ranges of its own (peers' ranges must not
+// overlap).
+func network(id, pods, services string) *fabricv1.ClusterNetwork {
 	return &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: fabricv1.ClusterNetworkSpec{ClusterID: id, PodCIDRs: []fabricv1.CIDR{"10.1.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.2.0.0/16"}}}
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: id, PodCIDRs: []fabricv1.CIDR{fabricv1.CIDR(pods)},
+			ServiceCIDRs: []fabricv1.CIDR{fabricv1.CIDR(services)}}}
 }
 
 // peerClient builds a client from the kubeconfig that Join stored in `in` for peer `id`.
@@ -84,10 +87,10 @@ func TestJoin(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
-	if err := a.Client.Create(ctx, network("east")); err != nil {
+	if err := a.Client.Create(ctx, network("east", "10.1.0.0/16", "10.2.0.0/16")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Client.Create(ctx, network("west")); err != nil {
+	if err := b.Client.Create(ctx, network("west", "10.3.0.0/16", "10.4.0.0/16")); err != nil {
 		t.Fatal(err)
 	}
 
