@@ -47,6 +47,23 @@ type NodeNetwork interface {
 	// SetRemoteNodes makes the datapath forward to exactly these nodes' pod blocks: nodes
 	// missing from the list are forgotten.
 	SetRemoteNodes(ctx context.Context, nodes []RemoteNode) error
+	// SetPeerRoutes sends traffic for other clusters' ranges towards this cluster's gateways,
+	// replacing what an earlier call set.
+	SetPeerRoutes(ctx context.Context, routes PeerRoutes) error
+}
+
+// PeerRoutes are the other clusters' ranges and the gateway nodes that carry them.
+type PeerRoutes struct {
+	// Prefixes are the peer clusters' pod and service ranges.
+	Prefixes []netip.Prefix
+	// Gateways are this cluster's healthy gateway nodes (underlay addresses). A node that is
+	// not one of them hashes each connection (symmetric 5-tuple) onto one of them through the
+	// overlay; with none, peer traffic is dropped at the source.
+	Gateways []netip.Addr
+	// LocalGateway says this node is a gateway: its own peer traffic, and peer traffic that
+	// other nodes tunnel to it, goes to the node's kernel, which routes it into the tunnel to
+	// the peers.
+	LocalGateway bool
 }
 
 // Node is the node the datapath runs on.

@@ -18,6 +18,7 @@ type Datapath struct {
 	node    datapath.Node
 	pods    map[datapath.PodKey]datapath.Pod
 	remotes []datapath.RemoteNode
+	peers   datapath.PeerRoutes
 	// FailAdd makes AddPod fail with this error.
 	FailAdd error
 }
@@ -88,6 +89,21 @@ func (d *Datapath) SetRemoteNodes(_ context.Context, n []datapath.RemoteNode) er
 	defer d.mu.Unlock()
 	d.remotes = n
 	return nil
+}
+
+// SetPeerRoutes records the routes. See datapath.NodeNetwork.
+func (d *Datapath) SetPeerRoutes(_ context.Context, r datapath.PeerRoutes) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peers = r
+	return nil
+}
+
+// PeerRoutes returns the last peer routes set.
+func (d *Datapath) PeerRoutes() datapath.PeerRoutes {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.peers
 }
 
 // Remotes returns the last remote nodes set.

@@ -2,6 +2,8 @@ package ovs_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -319,4 +321,152 @@ func (n *node) diagnose(t *testing.T) {
 		out, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
 		t.Logf("%s: %s\n%s", n.name, strings.Join(args, " "), out)
 	}
+}
+
+// TestPeerRoutesThroughGateways: a node that is not a gateway spreads connections to another
+// cluster's range over the cluster's gateway nodes (symmetric hash per connection) through
+// the overlay; a gateway node hands such traffic to its kernel (here a local address stands
+// for the tunnel to the peer). Changing the gateways moves new connections at once.
+func TestPeerRoutesThroughGateways(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n1 := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve")
+	g1 := newNode(t, sw, "g1", "172.29.0.12", "10.99.2.0/24", "geneve")
+	g2 := newNode(t, sw, "g2", "172.29.0.13", "10.99.3.0/24", "geneve")
+	all := []*node{n1, g1, g2}
+	for _, n := range all {
+		var others []datapath.RemoteNode
+		for _, o := range all {
+			if o != n {
+				others = append(others, o.remote())
+			}
+		}
+		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, others) })
+	}
+	peer := netip.MustParsePrefix("10.250.0.0/16")
+	const far = "10.250.0.1" // an address in the peer cluster; each gateway's kernel answers for it
+	counts := map[string]*int{}
+	for _, g := range []*node{g1, g2} {
+		g.ns.MustIP(t, "addr", "add", far+"/32", "dev", "lo")
+		g.do(t, func() error {
+			return g.dp.SetPeerRoutes(ctx, datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}, LocalGateway: true})
+		})
+		l, err := g.ns.Listen(far + ":5500")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		c := new(int)
+		counts[g.name] = c
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				*c++ // one goroutine per listener: no race
+				go func() { _, _ = io.Copy(conn, conn); _ = conn.Close() }()
+			}
+		}()
+	}
+	pod, _ := n1.addPod(t, "p1", "10.99.1.5/24")
+	setGateways := func(gws ...*node) {
+		var ips []netip.Addr
+		for _, g := range gws {
+			ips = append(ips, g.ip)
+		}
+		n1.do(t, func() error {
+			return n1.dp.SetPeerRoutes(ctx, datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}, Gateways: ips})
+		})
+	}
+	// connect opens and echoes over count connections; it reports how many succeeded.
+	connect := func(count int) int {
+		ok := 0
+		for i := 0; i < count; i++ {
+			c, err := pod.Dial(far+":5500", 2*time.Second)
+			if err != nil {
+				t.Logf("connection %d: %v", i, err)
+				continue
+			}
+			msg := []byte(fmt.Sprintf("hello %d", i))
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, len(msg))
+			if _, err := c.Write(msg); err == nil {
+				if _, err := io.ReadFull(c, buf); err == nil && string(buf) == string(msg) {
+					ok++
+				} else {
+					t.Logf("connection %d: echo: %v", i, err)
+				}
+			}
+			_ = c.Close()
+		}
+		return ok
+	}
+	snapshot := func() (int, int) { time.Sleep(100 * time.Millisecond); return *counts["g1"], *counts["g2"] }
+
+	// Userspace Open vSwitch drops the first packets towards a tunnel endpoint it has not
+	// resolved yet (it ARPs for it): warm each path up before counting connections.
+	for _, g := range []*node{g1, g2} {
+		setGateways(g)
+		deadline := time.Now().Add(15 * time.Second)
+		for pod.Ping(far, 1) != nil {
+			if time.Now().After(deadline) {
+				n1.diagnose(t)
+				t.Fatalf("the peer range is unreachable through %s", g.name)
+			}
+		}
+	}
+	setGateways(g1, g2)
+	if got := connect(32); got != 32 {
+		n1.diagnose(t)
+		g1.diagnose(t)
+		t.Fatalf("%d of 32 connections through the gateways worked", got)
+	}
+	a, b := snapshot()
+	t.Logf("32 connections: %d through g1, %d through g2", a, b)
+	if a == 0 || b == 0 {
+		t.Errorf("connections were not spread over both gateways (g1 %d, g2 %d)", a, b)
+	}
+
+	t.Run("only g2 healthy: every new connection goes through g2", func(t *testing.T) {
+		setGateways(g2)
+		a0, b0 := snapshot()
+		if got := connect(8); got != 8 {
+			t.Fatalf("%d of 8 connections worked", got)
+		}
+		a1, b1 := snapshot()
+		if a1 != a0 || b1 != b0+8 {
+			t.Errorf("g1 took %d and g2 %d of 8 connections, want 0 and 8", a1-a0, b1-b0)
+		}
+	})
+
+	t.Run("no gateway: peer traffic is dropped at the source", func(t *testing.T) {
+		setGateways()
+		if got := connect(1); got != 0 {
+			t.Error("a connection to the peer range worked without any gateway")
+		}
+	})
+
+	t.Run("on a gateway node, pods reach the peer through the node's own kernel", func(t *testing.T) {
+		gp, _ := g1.addPod(t, "gp", "10.99.2.5/24")
+		a0, _ := snapshot()
+		c, err := gp.Dial(far+":5500", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close()
+		if a1, _ := snapshot(); a1 != a0+1 {
+			t.Errorf("g1's listener saw %d new connections, want 1", a1-a0)
+		}
+	})
+
+	t.Run("a peer range overlapping the node's block is refused", func(t *testing.T) {
+		err := n1.ns.Do(func() error {
+			return n1.dp.SetPeerRoutes(ctx, datapath.PeerRoutes{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}})
+		})
+		if err == nil || !strings.Contains(err.Error(), "overlaps") {
+			t.Errorf("SetPeerRoutes with an overlapping range: %v", err)
+		}
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,7 @@ const (
 	idPodNetns     = "weft-pod-netns"
 	idPodIP        = "weft-pod-ip"
 	idRemoteNodes  = "weft-remote-nodes" // on the integration bridge
+	idPeerRoutes   = "weft-peer-routes"  // on the integration bridge
 )
 
 // routeProtocol marks the routes the driver installs, to find stale ones.
@@ -68,6 +70,7 @@ type Driver struct {
 	gwMAC   string
 	mtu     int
 	remotes []datapath.RemoteNode
+	peers   datapath.PeerRoutes
 }
 
 var _ datapath.Datapath = (*Driver)(nil)
@@ -163,6 +166,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 		return fmt.Errorf("bridge %s has no OpenFlow management socket: %w", d.intBridge, err)
 	}
 	d.remotes = d.savedRemotes()
+	d.peers = d.savedPeerRoutes()
 	if err := d.syncFlows(ctx); err != nil {
 		return err
 	}
@@ -185,6 +189,14 @@ func (d *Driver) setupGateway(ctx context.Context) error {
 	if gw.Attrs().MTU != d.mtu {
 		if err := netlink.LinkSetMTU(gw, d.mtu); err != nil {
 			return fmt.Errorf("gateway MTU: %w", err)
+		}
+	}
+	// Packets the node itself sends (a gateway answering a peer, a host-network process
+	// talking to a pod on another node) must leave with complete checksums: the userspace
+	// datapath cannot encapsulate offloaded ones.
+	if d.datapathType == "netdev" {
+		if err := txOffloadOff(GatewayPort); err != nil {
+			return err
 		}
 	}
 	addr := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(d.gwIP, d.block.Bits()))}
@@ -413,28 +425,63 @@ func (d *Driver) SetRemoteNodes(ctx context.Context, nodes []datapath.RemoteNode
 	return d.syncRoutes()
 }
 
+// SetPeerRoutes routes other clusters' ranges towards the gateways. See datapath.NodeNetwork.
+func (d *Driver) SetPeerRoutes(ctx context.Context, routes datapath.PeerRoutes) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return errors.New("the datapath is not initialized")
+	}
+	for _, p := range routes.Prefixes {
+		for _, own := range d.node.PodCIDRs {
+			if p.Overlaps(own) {
+				return fmt.Errorf("peer range %s overlaps this node's pod block %s", p, own)
+			}
+		}
+	}
+	d.peers = routes
+	if err := d.saveBridgeID(ctx, idPeerRoutes, routes); err != nil {
+		return err
+	}
+	return d.syncFlows(ctx)
+}
+
 // saveRemotes records the remote nodes on the bridge, so a restarted agent programs the same
 // tunnels at once instead of dropping them until it has read the cluster again.
 func (d *Driver) saveRemotes(ctx context.Context) error {
+	return d.saveBridgeID(ctx, idRemoteNodes, d.remotes)
+}
+
+// saveBridgeID records v (as JSON) in the bridge's external IDs under key, so a restarted
+// agent programs the same forwarding at once.
+func (d *Driver) saveBridgeID(ctx context.Context, key string, v any) error {
 	br, err := d.db.bridge(d.intBridge)
 	if err != nil {
 		return err
 	}
-	data, _ := json.Marshal(d.remotes)
-	if br.ExternalIDs[idRemoteNodes] == string(data) {
+	data, _ := json.Marshal(v)
+	if br.ExternalIDs[key] == string(data) {
 		return nil
 	}
 	ids := map[string]string{}
 	for k, v := range br.ExternalIDs {
 		ids[k] = v
 	}
-	ids[idRemoteNodes] = string(data)
+	ids[key] = string(data)
 	br.ExternalIDs = ids
 	ops, err := d.db.c.Where(br).Update(br, &br.ExternalIDs)
 	if err != nil {
 		return err
 	}
 	return d.db.transact(ctx, ops...)
+}
+
+func (d *Driver) savedPeerRoutes() datapath.PeerRoutes {
+	var out datapath.PeerRoutes
+	if br, err := d.db.bridge(d.intBridge); err == nil {
+		_ = json.Unmarshal([]byte(br.ExternalIDs[idPeerRoutes]), &out)
+	}
+	return out
 }
 
 func (d *Driver) savedRemotes() []datapath.RemoteNode {
@@ -453,7 +500,20 @@ func (d *Driver) syncFlows(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st := flowState{gatewayPort: GatewayPort, gatewayIP: d.gwIP, gatewayMAC: d.gwMAC, tunnelPort: TunnelPort}
+	st := flowState{gatewayPort: GatewayPort, gatewayIP: d.gwIP, gatewayMAC: d.gwMAC, tunnelPort: TunnelPort,
+		peers: peerFlows{localGateway: d.peers.LocalGateway}}
+	for _, p := range d.peers.Prefixes {
+		if p.Addr().Is4() {
+			st.peers.prefixes = append(st.peers.prefixes, p.Masked())
+		}
+	}
+	for _, g := range d.peers.Gateways {
+		if g.Is4() && g != d.node.IP {
+			st.peers.gateways = append(st.peers.gateways, g)
+		}
+	}
+	// Every node orders the gateways alike, so a connection hashes to the same one anywhere.
+	sort.Slice(st.peers.gateways, func(i, j int) bool { return st.peers.gateways[i].Less(st.peers.gateways[j]) })
 	for _, p := range pods {
 		port := hostIfName(p.Key)
 		// A port whose device is gone (its pod's namespace vanished with a crashed node or

@@ -18,6 +18,7 @@ const (
 	tableTunConntrack  = 3  // from other nodes: likewise
 	tableForward       = 10 // packets from this node (pods, gateway): local delivery, tunnel, or gateway
 	tableFromTunnel    = 20 // packets from other nodes: local delivery only
+	tablePeerGateway   = 30 // peer-cluster traffic: the gateway node multipath chose
 )
 
 // ctZone is the conntrack zone of the integration bridge; markGateway marks connections
@@ -44,6 +45,15 @@ type flowState struct {
 	tunnelPort  string // empty without encapsulation
 	pods        []podFlow
 	remotes     []remoteFlow
+	peers       peerFlows
+}
+
+// peerFlows route other clusters' ranges: into the node's kernel on a gateway node, else
+// through the overlay to a gateway node chosen per connection.
+type peerFlows struct {
+	prefixes     []netip.Prefix
+	gateways     []netip.Addr
+	localGateway bool
 }
 
 type podFlow struct {
@@ -103,6 +113,25 @@ func (s flowState) flows() []string {
 				tableForward, r.block, r.nodeIP, vni, tunnelMAC, s.tunnelPort)
 		}
 	}
+	// Other clusters: a gateway node sends them to its kernel (and so into the tunnel to the
+	// peers); other nodes pick a gateway node per connection by a symmetric 5-tuple hash.
+	for _, p := range s.peers.prefixes {
+		switch {
+		case s.peers.localGateway:
+			add("table=%d,priority=60,ip,nw_dst=%s,actions=set_field:%s->eth_dst,output:%s", tableForward, p, s.gatewayMAC, s.gatewayPort)
+		case len(s.peers.gateways) > 0 && s.tunnelPort != "":
+			add("table=%d,priority=60,ip,nw_dst=%s,actions=multipath(symmetric_l4,0,hrw,%d,0,NXM_NX_REG1[0..5]),goto_table:%d",
+				tableForward, p, len(s.peers.gateways), tablePeerGateway)
+		default:
+			add("table=%d,priority=60,ip,nw_dst=%s,actions=drop", tableForward, p)
+		}
+	}
+	if !s.peers.localGateway && s.tunnelPort != "" && len(s.peers.prefixes) > 0 {
+		for i, g := range s.peers.gateways {
+			add("table=%d,priority=100,reg1=%d,ip,actions=set_field:%s->tun_dst,set_field:%d->tun_id,set_field:%s->eth_dst,output:%s",
+				tablePeerGateway, i, g, vni, tunnelMAC, s.tunnelPort)
+		}
+	}
 	// Everything else (the node, Services, other networks) is the node's to route.
 	add("table=%d,priority=10,ip,actions=set_field:%s->eth_dst,output:%s", tableForward, s.gatewayMAC, s.gatewayPort)
 	add("table=%d,priority=0,actions=drop", tableForward)
@@ -114,6 +143,12 @@ func (s flowState) flows() []string {
 				tableFromTunnel, p.ip, s.gatewayMAC, p.mac, p.port)
 		}
 		add("table=%d,priority=100,ip,nw_dst=%s,actions=set_field:%s->eth_dst,output:%s", tableFromTunnel, s.gatewayIP, s.gatewayMAC, s.gatewayPort)
+		// A gateway node takes other nodes' peer-cluster traffic into its kernel.
+		if s.peers.localGateway {
+			for _, p := range s.peers.prefixes {
+				add("table=%d,priority=60,ip,nw_dst=%s,actions=set_field:%s->eth_dst,output:%s", tableFromTunnel, p, s.gatewayMAC, s.gatewayPort)
+			}
+		}
 		add("table=%d,priority=0,actions=drop", tableFromTunnel)
 	}
 	sort.Strings(f)
