@@ -27,7 +27,7 @@ const Name = "vxlan"
 const (
 	// DefaultPort is a port of its own (not 4789), so the gateways' tunnel never collides
 	// with a node overlay that uses VXLAN.
-	DefaultPort = 4790
+	DefaultPort = 4800
 	// DefaultVNI is the tunnel key between gateways.
 	DefaultVNI = 0x57ef
 	// DefaultMTU leaves room for VXLAN over IPv6 (70 bytes) on a 1500 link.

@@ -1,0 +1,280 @@
+// Package gateway holds weft-gateway: the process on each gateway node that carries traffic
+// to peer clusters. It brings its tunnel up, announces itself (endpoint, public key) with a
+// Lease the operator publishes in ClusterNetwork status, and keeps the tunnel's peers equal
+// to the healthy gateways the ClusterPeers report, each peer cluster's ranges routed into it.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/gateway/tunnel"
+	"github.com/weft-net/weft/gateway/tunnel/vxlan"
+	"github.com/weft-net/weft/gateway/tunnel/wireguard"
+)
+
+// Config is what weft-gateway needs from its command line.
+type Config struct {
+	NodeName   string
+	Namespace  string // the operator's: where the gateway's Lease lives
+	Kubeconfig string // empty: in-cluster
+	StateDir   string // the private key
+	// Interval between syncs and Lease renewals; the Lease lasts LeaseDuration.
+	Interval      time.Duration
+	LeaseDuration time.Duration
+}
+
+// DefaultConfig is the gateway's configuration on a node.
+func DefaultConfig() Config {
+	return Config{NodeName: os.Getenv("NODE_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), StateDir: "/var/lib/weft/gateway",
+		Interval: 500 * time.Millisecond, LeaseDuration: 2 * time.Second}
+}
+
+// Interface names of the gateway's tunnel device per driver.
+var interfaces = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg0", fabricv1.TunnelVXLAN: "weft-vx0"}
+
+// defaultPorts apply when the ClusterNetwork names no port.
+var defaultPorts = map[fabricv1.TunnelType]int{fabricv1.TunnelWireGuard: 51820, fabricv1.TunnelVXLAN: vxlan.DefaultPort}
+
+// Run runs the gateway until ctx ends; the tunnel is removed on the way out (the Lease
+// expires and the other nodes stop sending here).
+func Run(ctx context.Context, cfg Config) error {
+	log := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
+	if cfg.NodeName == "" || cfg.Namespace == "" {
+		return errors.New("the node name and namespace must be set (NODE_NAME, POD_NAMESPACE or flags)")
+	}
+	restCfg, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := errors.Join(clientgoscheme.AddToScheme(scheme), fabricv1.AddToScheme(scheme)); err != nil {
+		return err
+	}
+	c, err := client.New(restCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	g := &gw{cfg: cfg, c: c, log: log}
+	if err := g.start(ctx); err != nil {
+		return err
+	}
+	defer g.tun.Close()
+	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
+	tick := time.NewTicker(cfg.Interval)
+	defer tick.Stop()
+	for {
+		if err := g.sync(ctx); err != nil && ctx.Err() == nil {
+			log.Error(err, "sync")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+type gw struct {
+	cfg      Config
+	c        client.Client
+	log      klog.Logger
+	tunType  fabricv1.TunnelType
+	tun      tunnel.Tunnel
+	endpoint netip.AddrPort
+	applied  []tunnel.Peer
+}
+
+// start waits for the ClusterNetwork and the node's address, and brings the tunnel up.
+func (g *gw) start(ctx context.Context) error {
+	for {
+		err := g.tryStart(ctx)
+		if err == nil {
+			return nil
+		}
+		g.log.Info("waiting", "for", err.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (g *gw) tryStart(ctx context.Context) error {
+	cn := &fabricv1.ClusterNetwork{}
+	if err := g.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		return fmt.Errorf("the ClusterNetwork: %w", err)
+	}
+	node := &corev1.Node{}
+	if err := g.c.Get(ctx, client.ObjectKey{Name: g.cfg.NodeName}, node); err != nil {
+		return fmt.Errorf("node %s: %w", g.cfg.NodeName, err)
+	}
+	var ip netip.Addr
+	for _, a := range node.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			ip, _ = netip.ParseAddr(a.Address)
+		}
+	}
+	if !ip.IsValid() {
+		return fmt.Errorf("node %s has no InternalIP", g.cfg.NodeName)
+	}
+	g.tunType = cn.Spec.Gateways.Tunnel
+	if g.tunType == "" {
+		g.tunType = fabricv1.TunnelWireGuard
+	}
+	port := int(cn.Spec.Gateways.Port)
+	if port == 0 {
+		port = defaultPorts[g.tunType]
+	}
+	reg := tunnel.NewRegistry()
+	if err := errors.Join(wireguard.Register(reg), vxlan.Register(reg)); err != nil {
+		return err
+	}
+	tun, err := reg.New(string(g.tunType), tunnel.Config{Interface: interfaces[g.tunType], ListenPort: port,
+		LocalIP: ip, StateDir: g.cfg.StateDir})
+	if err != nil {
+		return err
+	}
+	if err := tun.Up(ctx); err != nil {
+		_ = tun.Close()
+		return err
+	}
+	if err := prepareKernel(interfaces[g.tunType]); err != nil {
+		_ = tun.Close()
+		return err
+	}
+	g.tun, g.endpoint = tun, netip.AddrPortFrom(ip, uint16(port))
+	return nil
+}
+
+// prepareKernel lets the node forward between the tunnel and the cluster, and accept
+// replies that come back through another gateway (loose reverse-path filtering).
+func prepareKernel(ifname string) error {
+	for path, value := range map[string]string{
+		"/proc/sys/net/ipv4/ip_forward":                               "1",
+		filepath.Join("/proc/sys/net/ipv4/conf", ifname, "rp_filter"): "2",
+		"/proc/sys/net/ipv4/conf/all/rp_filter":                       "2",
+	} {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// sync renews the Lease and makes the tunnel's peers what the ClusterPeers say.
+func (g *gw) sync(ctx context.Context) error {
+	return errors.Join(g.renew(ctx), g.syncPeers(ctx))
+}
+
+func (g *gw) renew(ctx context.Context) error {
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: g.cfg.Namespace, Name: fabricv1.GatewayLeaseName(g.cfg.NodeName)}}
+	err := g.c.Get(ctx, client.ObjectKeyFromObject(lease), lease)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	create := apierrors.IsNotFound(err)
+	if lease.Labels == nil {
+		lease.Labels = map[string]string{}
+	}
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	lease.Labels[fabricv1.LabelGateway] = "true"
+	lease.Annotations[fabricv1.AnnotationGatewayEndpoint] = g.endpoint.String()
+	lease.Annotations[fabricv1.AnnotationGatewayPublicKey] = g.tun.PublicKey()
+	lease.Annotations[fabricv1.AnnotationGatewayTunnel] = string(g.tunType)
+	lease.Spec.HolderIdentity = ptr.To(g.cfg.NodeName)
+	lease.Spec.LeaseDurationSeconds = ptr.To(int32((g.cfg.LeaseDuration + time.Second - 1) / time.Second))
+	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	if create {
+		return g.c.Create(ctx, lease)
+	}
+	return g.c.Update(ctx, lease)
+}
+
+func (g *gw) syncPeers(ctx context.Context) error {
+	peers := &fabricv1.ClusterPeerList{}
+	if err := g.c.List(ctx, peers); err != nil {
+		return err
+	}
+	want := DesiredPeers(g.cfg.NodeName, g.tunType, peers.Items)
+	if reflect.DeepEqual(want, g.applied) {
+		return nil
+	}
+	if err := g.tun.SetPeers(ctx, want); err != nil {
+		return err
+	}
+	g.log.Info("tunnel peers", "peers", len(want))
+	g.applied = want
+	return nil
+}
+
+// DesiredPeers picks, for every connected peer cluster, one of its healthy gateways that
+// uses the same tunnel driver: a hash of this gateway's node name spreads the gateways of
+// this cluster over those of the peer. The peer cluster's pod and service ranges are routed
+// to it.
+func DesiredPeers(node string, tun fabricv1.TunnelType, peers []fabricv1.ClusterPeer) []tunnel.Peer {
+	var out []tunnel.Peer
+	for _, p := range peers {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
+			continue
+		}
+		var gws []fabricv1.GatewayStatus
+		for _, gw := range p.Status.Gateways {
+			if gw.Healthy && gw.Tunnel == tun && gw.Endpoint != "" {
+				gws = append(gws, gw)
+			}
+		}
+		if len(gws) == 0 {
+			continue
+		}
+		sort.Slice(gws, func(i, j int) bool { return gws[i].Node < gws[j].Node })
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(node))
+		chosen := gws[int(h.Sum32()%uint32(len(gws)))]
+		ep, err := netip.ParseAddrPort(chosen.Endpoint)
+		if err != nil {
+			continue
+		}
+		tp := tunnel.Peer{Name: p.Spec.ClusterID + "/" + chosen.Node, PublicKey: chosen.PublicKey, Endpoint: ep}
+		for _, c := range append(append([]string{}, p.Status.PodCIDRs...), p.Status.ServiceCIDRs...) {
+			if pre, err := netip.ParsePrefix(c); err == nil {
+				tp.Prefixes = append(tp.Prefixes, pre.Masked())
+			}
+		}
+		out = append(out, tp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
