@@ -13,12 +13,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -160,8 +163,26 @@ func Run(ctx context.Context, cfg Config) error {
 	a.notReady.Store("")
 	log.Info("weft-agent is ready", "datapath", dp.Capabilities().Mode, "blocks", in.node.PodCIDRs, "encapsulation", in.node.Encapsulation)
 
+	peerTick := time.NewTicker(time.Second)
+	defer peerTick.Stop()
+	var peerRoutes *datapath.PeerRoutes
 	for {
 		select {
+		case <-peerTick.C:
+			want, err := a.peerRoutes(ctx, in.node.Name)
+			if err != nil {
+				log.Error(err, "reading peer clusters and gateways")
+				continue
+			}
+			if peerRoutes != nil && reflect.DeepEqual(*peerRoutes, want) {
+				continue
+			}
+			if err := dp.SetPeerRoutes(ctx, want); err != nil {
+				log.Error(err, "programming routes to peer clusters")
+				continue
+			}
+			log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway)
+			peerRoutes = &want
 		case <-ctx.Done():
 			a.notReady.Store("stopping")
 			return nil
@@ -258,6 +279,50 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 	}
 	return inputs{backend: backend, node: datapath.Node{Name: a.cfg.NodeName, IP: ip, PodCIDRs: blocks,
 		Encapsulation: encap, MTU: int(cn.Spec.Datapath.MTU)}}, nil
+}
+
+// peerRoutes are the ranges of the connected peer clusters and this cluster's healthy
+// gateway nodes (their endpoint addresses are their node addresses).
+func (a *agentState) peerRoutes(ctx context.Context, node string) (datapath.PeerRoutes, error) {
+	cn := &fabricv1.ClusterNetwork{}
+	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		return datapath.PeerRoutes{}, err
+	}
+	peers := &fabricv1.ClusterPeerList{}
+	if err := a.c.List(ctx, peers); err != nil {
+		return datapath.PeerRoutes{}, err
+	}
+	return PeerRoutes(node, cn, peers.Items), nil
+}
+
+// PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service
+// ranges (Ready peers only) and this cluster's healthy gateways, sorted.
+func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer) datapath.PeerRoutes {
+	var r datapath.PeerRoutes
+	for _, gw := range cn.Status.Gateways {
+		if !gw.Healthy {
+			continue
+		}
+		if gw.Node == node {
+			r.LocalGateway = true
+		}
+		if ep, err := netip.ParseAddrPort(gw.Endpoint); err == nil {
+			r.Gateways = append(r.Gateways, ep.Addr())
+		}
+	}
+	for _, p := range peers {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
+			continue
+		}
+		for _, c := range append(append([]string{}, p.Status.PodCIDRs...), p.Status.ServiceCIDRs...) {
+			if pre, err := netip.ParsePrefix(c); err == nil {
+				r.Prefixes = append(r.Prefixes, pre.Masked())
+			}
+		}
+	}
+	sort.Slice(r.Gateways, func(i, j int) bool { return r.Gateways[i].Less(r.Gateways[j]) })
+	sort.Slice(r.Prefixes, func(i, j int) bool { return r.Prefixes[i].String() < r.Prefixes[j].String() })
+	return r
 }
 
 // PodCIDRs parses a node's pod-block annotation.

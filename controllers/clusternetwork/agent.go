@@ -26,6 +26,8 @@ const AgentHealthPort = 10380
 // Images of the node workloads.
 type Images struct {
 	Agent, OVS string
+	// Gateway runs on gateway nodes; empty means no gateways are installed.
+	Gateway string
 }
 
 // agentObjects renders what runs on every node. The pod template carries a hash of the
@@ -42,7 +44,7 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		},
 	}

@@ -49,6 +49,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=apps,namespace=weft-system,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,namespace=weft-system,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch
 
@@ -88,7 +89,11 @@ func (r *Reconciler) validate(_ context.Context, cn *fabricv1.ClusterNetwork) (c
 // ensureAgents applies the node agents' objects (server-side apply: fields weft does not set
 // are left to others), owned by the ClusterNetwork.
 func (r *Reconciler) ensureAgents(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
-	for _, o := range agentObjects(r.Namespace, r.Images, cn) {
+	objs := agentObjects(r.Namespace, r.Images, cn)
+	if r.Images.Gateway != "" {
+		objs = append(objs, gatewayObjects(r.Namespace, r.Images, cn)...)
+	}
+	for _, o := range objs {
 		if err := controllerutil.SetControllerReference(cn, o, r.Scheme()); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -31,7 +31,7 @@ var env *testenv.Env
 // namespace is created by testenv.
 const namespace = "weft-system"
 
-var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test"}
+var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test", Gateway: "weft.dev/gateway:test"}
 
 func TestMain(m *testing.M) {
 	var err error
@@ -147,7 +147,15 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	if !ds.Spec.Template.Spec.HostNetwork {
 		t.Error("agent pods are not hostNetwork")
 	}
+	gwds := &appsv1.DaemonSet{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.GatewayName}, gwds); err != nil {
+		t.Fatal(err)
+	}
+	if sel := gwds.Spec.Template.Spec.NodeSelector; sel[fabricv1.LabelGateway] != "true" || gwds.Spec.Template.Spec.Containers[0].Image != images.Gateway {
+		t.Errorf("gateway DaemonSet: node selector %v, image %s", sel, gwds.Spec.Template.Spec.Containers[0].Image)
+	}
 	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.AgentName}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.GatewayName}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}}} {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {

@@ -29,6 +29,8 @@ type Config struct {
 
 	// AgentImage and OVSImage run on every node (the weft-agent DaemonSet).
 	AgentImage, OVSImage string
+	// GatewayImage runs on gateway nodes (the weft-gateway DaemonSet); empty installs none.
+	GatewayImage string
 }
 
 // WebhookConfig configures the admission webhook server and its certificate.
@@ -58,11 +60,12 @@ func DefaultConfig() Config {
 		Namespace: ns,
 		// The operator runs on the host network (it installs the pod network), so its
 		// ports are ones nothing else on a node is likely to hold.
-		MetricsAddr: ":10371",
-		ProbeAddr:   ":10372",
-		PeerResync:  30 * time.Second,
-		AgentImage:  "ghcr.io/weft-net/weft-agent:" + version.Version,
-		OVSImage:    "ghcr.io/weft-net/weft-ovs:" + version.Version,
+		MetricsAddr:  ":10371",
+		ProbeAddr:    ":10372",
+		PeerResync:   30 * time.Second,
+		AgentImage:   "ghcr.io/weft-net/weft-agent:" + version.Version,
+		OVSImage:     "ghcr.io/weft-net/weft-ovs:" + version.Version,
+		GatewayImage: "ghcr.io/weft-net/weft-gateway:" + version.Version,
 		Webhook: WebhookConfig{
 			Port:              10370,
 			CertDir:           "/tmp/weft-webhook-certs",
@@ -82,6 +85,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PeerResync, "peer-resync", c.PeerResync, "how often connected peers are read again")
 	fs.StringVar(&c.AgentImage, "agent-image", c.AgentImage, "image of the weft-agent container on every node")
 	fs.StringVar(&c.OVSImage, "ovs-image", c.OVSImage, "image of the Open vSwitch container on every node")
+	fs.StringVar(&c.GatewayImage, "gateway-image", c.GatewayImage, "image of weft-gateway on gateway nodes (empty: no gateways)")
 	fs.BoolVar(&c.Webhook.Disabled, "webhook-disabled", c.Webhook.Disabled, "do not serve admission webhooks")
 	fs.IntVar(&c.Webhook.Port, "webhook-port", c.Webhook.Port, "port of the admission webhook server")
 	fs.StringVar(&c.Webhook.CertDir, "webhook-cert-dir", c.Webhook.CertDir, "directory the webhook certificate is written to")

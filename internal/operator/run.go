@@ -81,7 +81,7 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 	}
 	if err := (&clusternetwork.Reconciler{Client: mgr.GetClient(),
 		Options: clusternetwork.Options{Backends: Backends, Namespace: cfg.Namespace,
-			Images: clusternetwork.Images{Agent: cfg.AgentImage, OVS: cfg.OVSImage}}}).SetupWithManager(mgr); err != nil {
+			Images: clusternetwork.Images{Agent: cfg.AgentImage, OVS: cfg.OVSImage, Gateway: cfg.GatewayImage}}}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("clusternetwork controller: %w", err)
 	}
 	if err := (&nodeipam.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
