@@ -11,9 +11,11 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -170,9 +172,33 @@ func (g *gw) tryStart(ctx context.Context) error {
 	return nil
 }
 
-// prepareKernel lets the node forward between the tunnel and the cluster, and accept
-// replies that come back through another gateway (loose reverse-path filtering).
+// prepareKernel lets the node forward between the tunnel and the cluster, accepts replies
+// that come back through another gateway (loose reverse-path filtering), and clamps the MSS
+// of TCP connections entering the tunnel to its MTU, so large transfers never depend on
+// ICMP "fragmentation needed" making it back (no PMTU black hole).
 func prepareKernel(ifname string) error {
+	rules := fmt.Sprintf(`table inet weft-gateway
+delete table inet weft-gateway
+table inet weft-gateway {
+	chain forward {
+		type filter hook forward priority mangle; policy accept;
+		oifname %q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+	}
+	chain output {
+		type filter hook output priority mangle; policy accept;
+		oifname %q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+	}
+}
+`, ifname, ifname)
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		nft = "/usr/sbin/nft" // not on every container's PATH
+	}
+	cmd := exec.Command(nft, "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft (MSS clamping): %v: %s", err, out)
+	}
 	for path, value := range map[string]string{
 		"/proc/sys/net/ipv4/ip_forward":                               "1",
 		filepath.Join("/proc/sys/net/ipv4/conf", ifname, "rp_filter"): "2",

@@ -337,6 +337,7 @@ func kubeletCommand() *cobra.Command {
 	f.IntVar(&cfg.Port, "port", 10250, "")
 	f.StringVar(&cfg.NetnsPrefix, "netns-prefix", "", "")
 	f.StringVar(&cfg.HostMountNS, "host-mount-ns", "", "")
+	f.StringToStringVar(&cfg.Labels, "node-labels", nil, "")
 	return c
 }
 

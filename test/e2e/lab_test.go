@@ -21,7 +21,7 @@ func upLab(t *testing.T, clusters, nodes int) *Lab {
 	deps := labDeps(t, root)
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool",
-		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs")
+		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs", "./cmd/weft-gateway")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -104,6 +104,12 @@ func TestLab(t *testing.T) {
 			t.Skip("needs the suite's own weftctl build")
 		}
 		PeerJoin(t, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
+	})
+	t.Run("pods reach pods in the peer cluster through the gateways", func(t *testing.T) {
+		if lab.Weftctl == "" {
+			t.Skip("needs the peered clusters of the suite's own lab")
+		}
+		CrossCluster(t, CrossClusterInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-xc"})
 	})
 	if lab.Weftctl == "" {
 		return // an existing lab: leave it as it is

@@ -147,10 +147,15 @@ func (l *Lab) kubeProxy(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 	dir := c.NodeDir(n.Name)
 	serving := filepath.Join(p.ca.Dir, "kubelet-serving-"+n.Name)
+	var labels []string
+	// With weft as the CNI, the first node of each cluster is its gateway.
+	if l.opts.CNI == "weft" && len(c.Nodes) > 0 && c.Nodes[0].Name == n.Name {
+		labels = append(labels, "--node-labels=fabric.weft.dev/gateway=true")
+	}
 	return proc.Spec{
 		Name: n.Name + "/kubelet", Netns: n.Netns, Path: l.opts.Self, LogPath: l.logPath(c, n.Name+"-kubelet"), Restart: true,
 		OwnMounts: true,
-		Args: []string{"lab", "kubelet",
+		Args: append([]string{"lab", "kubelet",
 			"--node-name=" + n.Name, "--node-ip=" + n.IP.String(),
 			"--kubeconfig=" + filepath.Join(p.kubeconfigDir, n.Name+".kubeconfig"),
 			"--root=" + filepath.Join(dir, "root"), "--state=" + filepath.Join(dir, "state"),
@@ -162,7 +167,7 @@ func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 			"--created-paths=" + filepath.Join(l.opts.StateDir, "created-paths"),
 			"--netns-prefix=" + l.layout.PodNetnsPrefix(),
 			fmt.Sprintf("--host-mount-ns=/proc/%d/ns/mnt", os.Getpid()),
-		},
+		}, labels...),
 	}
 }
 

@@ -80,7 +80,7 @@ func (o Options) Validate() error {
 	check(o.Labtool, "make build")
 	check(filepath.Join(o.WeftBin, "weft-operator"), "make build")
 	if o.CNI == "weft" {
-		for _, b := range []string{"weft-agent", "weft-cni", "weft-ovs"} {
+		for _, b := range []string{"weft-agent", "weft-cni", "weft-ovs", "weft-gateway"} {
 			check(filepath.Join(o.WeftBin, b), "make build")
 		}
 		if st, err := os.Stat(filepath.Join(o.WeftManifests, "kustomization.yaml")); err != nil || st.IsDir() {

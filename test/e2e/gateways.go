@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// CrossClusterInput is the input of CrossCluster.
+type CrossClusterInput struct {
+	Lab       *Lab
+	From, To  string // peered clusters; each has a gateway on its first node
+	Namespace string
+}
+
+// CrossCluster checks that a pod on a node that is not a gateway reaches a pod on a node that
+// is not a gateway in the peer cluster, and back, through the gateways' tunnel: HTTP over
+// TCP, UDP, ICMP with a 1400-byte payload, and a 20 MB TCP transfer (no PMTU black hole).
+func CrossCluster(t *testing.T, in CrossClusterInput) {
+	ctx := context.Background()
+	for _, c := range []string{in.From, in.To} {
+		Eventually(t, 2*time.Minute, func() error {
+			out, _ := in.Lab.KubectlRun(c, "", "get", "clusternetwork", "default", "-o", "jsonpath={.status.gateways[?(@.healthy==true)].node}")
+			if strings.TrimSpace(out) == "" {
+				return fmt.Errorf("%s publishes no healthy gateway", c)
+			}
+			return nil
+		})
+	}
+	// Each side: an echo server (HTTP 8080, UDP 8081) with a socat receiver (TCP 5000), on the
+	// cluster's second node; and a client with busybox and socat.
+	ips := map[string]string{}
+	for _, c := range []string{in.From, in.To} {
+		cs := in.Lab.Client(t, c)
+		namespace(t, cs, in.Namespace)
+		node := c + "-node-2"
+		server := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: in.Namespace},
+			Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
+				{Name: "echo", Image: agnhost, Args: []string{"netexec", "--http-port=8080", "--udp-port=8081"}},
+				{Name: "sink", Image: "alpine/socat", Command: []string{"socat", "-u", "TCP-LISTEN:5000,fork,reuseaddr", "OPEN:/tmp/got,creat,trunc"}},
+			}}}
+		client := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: in.Namespace},
+			Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
+				{Name: "client", Image: "alpine/socat", Command: []string{"sleep", "3600"}}}}}
+		for _, p := range []*corev1.Pod{server, client} {
+			if _, err := cs.CoreV1().Pods(in.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ips[c] = WaitPodReady(t, cs, in.Namespace, "server", 2*time.Minute).Status.PodIP
+		WaitPodReady(t, cs, in.Namespace, "client", 2*time.Minute)
+	}
+
+	for _, dir := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
+		src, dst := dir[0], dir[1]
+		exec := func(args ...string) (string, int) {
+			return in.Lab.KubectlRun(src, "", append([]string{"-n", in.Namespace, "exec", "client", "--"}, args...)...)
+		}
+		t.Logf("%s → %s (%s)", src, dst, ips[dst])
+		Eventually(t, time.Minute, func() error {
+			out, code := exec("wget", "-q", "-O-", "http://"+ips[dst]+":8080/hostname")
+			if code != 0 || strings.TrimSpace(out) != "server" {
+				return fmt.Errorf("HTTP from %s to %s: exit %d: %s", src, dst, code, out)
+			}
+			return nil
+		})
+		Eventually(t, 30*time.Second, func() error {
+			out, code := exec("sh", "-c", "echo hostname | socat -t 2 - UDP:"+ips[dst]+":8081")
+			if code != 0 || strings.TrimSpace(out) != "server" {
+				return fmt.Errorf("UDP from %s to %s: exit %d: %q", src, dst, code, out)
+			}
+			return nil
+		})
+		Eventually(t, 30*time.Second, func() error {
+			if out, code := exec("ping", "-c", "2", "-W", "2", "-s", "1400", ips[dst]); code != 0 {
+				return fmt.Errorf("ping -s 1400 from %s to %s: exit %d: %s", src, dst, code, out)
+			}
+			return nil
+		})
+		start := time.Now()
+		Eventually(t, time.Minute, func() error {
+			if out, code := exec("sh", "-c", "head -c 20000000 /dev/zero | socat -u STDIN TCP:"+ips[dst]+":5000"); code != 0 {
+				return fmt.Errorf("sending 20 MB from %s to %s: exit %d: %s", src, dst, code, out)
+			}
+			got, _ := in.Lab.KubectlRun(dst, "", "-n", in.Namespace, "exec", "server", "-c", "sink", "--", "stat", "-c", "%s", "/tmp/got")
+			if strings.TrimSpace(got) != "20000000" {
+				return fmt.Errorf("the receiver in %s has %q bytes, want 20000000", dst, strings.TrimSpace(got))
+			}
+			return nil
+		})
+		t.Logf("20 MB %s → %s in %s (including kubectl exec)", src, dst, time.Since(start).Round(time.Millisecond))
+	}
+}
