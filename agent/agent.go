@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -40,6 +41,7 @@ import (
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/gateway/health"
 )
 
 // Config is the agent's configuration; every field has a flag in cmd/weft-agent.
@@ -163,26 +165,49 @@ func Run(ctx context.Context, cfg Config) error {
 	a.notReady.Store("")
 	log.Info("weft-agent is ready", "datapath", dp.Capabilities().Mode, "blocks", in.node.PodCIDRs, "encapsulation", in.node.Encapsulation)
 
+	// Gateways are probed directly (every 100 ms): a dead one leaves the routes in well under
+	// a second, without waiting for its Lease to expire.
+	probeConn, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return fmt.Errorf("gateway health probes: %w", err)
+	}
+	gwChanged := make(chan struct{}, 1)
+	prober := health.NewProber(probeConn, health.Options{OnChange: func(gw netip.AddrPort, up bool) {
+		log.Info("gateway health", "gateway", gw, "up", up)
+		poke(gwChanged)
+	}})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := prober.Run(ctx); err != nil {
+			log.Error(err, "gateway health probes stopped")
+		}
+	}()
 	peerTick := time.NewTicker(time.Second)
 	defer peerTick.Stop()
 	var peerRoutes *datapath.PeerRoutes
+	syncPeers := func() {
+		want, err := a.peerRoutes(ctx, in.node.Name, prober)
+		if err != nil {
+			log.Error(err, "reading peer clusters and gateways")
+			return
+		}
+		if peerRoutes != nil && reflect.DeepEqual(*peerRoutes, want) {
+			return
+		}
+		if err := dp.SetPeerRoutes(ctx, want); err != nil {
+			log.Error(err, "programming routes to peer clusters")
+			return
+		}
+		log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway)
+		peerRoutes = &want
+	}
 	for {
 		select {
 		case <-peerTick.C:
-			want, err := a.peerRoutes(ctx, in.node.Name)
-			if err != nil {
-				log.Error(err, "reading peer clusters and gateways")
-				continue
-			}
-			if peerRoutes != nil && reflect.DeepEqual(*peerRoutes, want) {
-				continue
-			}
-			if err := dp.SetPeerRoutes(ctx, want); err != nil {
-				log.Error(err, "programming routes to peer clusters")
-				continue
-			}
-			log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway)
-			peerRoutes = &want
+			syncPeers()
+		case <-gwChanged:
+			syncPeers()
 		case <-ctx.Done():
 			a.notReady.Store("stopping")
 			return nil
@@ -283,7 +308,8 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 
 // peerRoutes are the ranges of the connected peer clusters and this cluster's healthy
 // gateway nodes (their endpoint addresses are their node addresses).
-func (a *agentState) peerRoutes(ctx context.Context, node string) (datapath.PeerRoutes, error) {
+// A gateway counts only while it also answers the prober.
+func (a *agentState) peerRoutes(ctx context.Context, node string, prober *health.Prober) (datapath.PeerRoutes, error) {
 	cn := &fabricv1.ClusterNetwork{}
 	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return datapath.PeerRoutes{}, err
@@ -292,7 +318,26 @@ func (a *agentState) peerRoutes(ctx context.Context, node string) (datapath.Peer
 	if err := a.c.List(ctx, peers); err != nil {
 		return datapath.PeerRoutes{}, err
 	}
-	return PeerRoutes(node, cn, peers.Items), nil
+	r := PeerRoutes(node, cn, peers.Items)
+	targets := make([]netip.AddrPort, 0, len(r.Gateways))
+	for _, g := range r.Gateways {
+		targets = append(targets, netip.AddrPortFrom(g, health.DefaultPort))
+	}
+	prober.SetTargets(targets)
+	up := map[netip.Addr]bool{}
+	for _, st := range prober.Status() {
+		if st.Up {
+			up[st.Target.Addr()] = true
+		}
+	}
+	alive := r.Gateways[:0]
+	for _, g := range r.Gateways {
+		if up[g] {
+			alive = append(alive, g)
+		}
+	}
+	r.Gateways = alive
+	return r, nil
 }
 
 // PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -32,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/gateway/tunnel"
 	"github.com/weft-net/weft/gateway/tunnel/vxlan"
 	"github.com/weft-net/weft/gateway/tunnel/wireguard"
@@ -84,6 +86,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer g.tun.Close()
+	// Agents and peer gateways probe this port to know within a few hundred milliseconds
+	// that the gateway is gone.
+	probes, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", health.DefaultPort))
+	if err != nil {
+		return fmt.Errorf("health responder: %w", err)
+	}
+	go func() { _ = health.Respond(ctx, probes) }()
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
