@@ -330,13 +330,7 @@ func (a *agentState) peerRoutes(ctx context.Context, node string, prober *health
 			up[st.Target.Addr()] = true
 		}
 	}
-	alive := r.Gateways[:0]
-	for _, g := range r.Gateways {
-		if up[g] {
-			alive = append(alive, g)
-		}
-	}
-	r.Gateways = alive
+	r.Gateways = ActiveGateway(r.Gateways, func(g netip.Addr) bool { return up[g] })
 	return r, nil
 }
 
@@ -368,6 +362,19 @@ func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clust
 	sort.Slice(r.Gateways, func(i, j int) bool { return r.Gateways[i].Less(r.Gateways[j]) })
 	sort.Slice(r.Prefixes, func(i, j int) bool { return r.Prefixes[i].String() < r.Prefixes[j].String() })
 	return r
+}
+
+// ActiveGateway keeps, of the gateways (sorted), the first that answers: one gateway per
+// cluster carries the traffic and the others stand by. WireGuard accepts a packet only from
+// the peer whose allowed ranges hold its source, so the two clusters' gateways must pair up
+// one to one; both sides pick the answering gateway with the lowest address and agree.
+func ActiveGateway(sorted []netip.Addr, answers func(netip.Addr) bool) []netip.Addr {
+	for _, g := range sorted {
+		if answers(g) {
+			return []netip.Addr{g}
+		}
+	}
+	return nil
 }
 
 // PodCIDRs parses a node's pod-block annotation.

@@ -38,3 +38,17 @@ func TestPeerRoutes(t *testing.T) {
 		t.Error("gw-3 is not healthy")
 	}
 }
+
+func TestActiveGateway(t *testing.T) {
+	gws := []netip.Addr{netip.MustParseAddr("172.30.1.11"), netip.MustParseAddr("172.30.1.12")}
+	all := func(netip.Addr) bool { return true }
+	if got := agent.ActiveGateway(gws, all); len(got) != 1 || got[0] != gws[0] {
+		t.Errorf("all answer: %v, want the first", got)
+	}
+	if got := agent.ActiveGateway(gws, func(a netip.Addr) bool { return a != gws[0] }); len(got) != 1 || got[0] != gws[1] {
+		t.Errorf("the first is silent: %v, want the second", got)
+	}
+	if got := agent.ActiveGateway(gws, func(netip.Addr) bool { return false }); got != nil {
+		t.Errorf("none answers: %v", got)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"os"
@@ -93,6 +92,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("health responder: %w", err)
 	}
 	go func() { _ = health.Respond(ctx, probes) }()
+	// ... and it probes the peers' gateways, to leave a dead one as fast.
+	probeConn, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return fmt.Errorf("health prober: %w", err)
+	}
+	changed := make(chan struct{}, 1)
+	g.prober = health.NewProber(probeConn, health.Options{OnChange: func(gw netip.AddrPort, up bool) {
+		log.Info("peer gateway health", "gateway", gw, "up", up)
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}})
+	go func() { _ = g.prober.Run(ctx) }()
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
@@ -104,6 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-changed:
 		}
 	}
 }
@@ -115,6 +129,7 @@ type gw struct {
 	tunType  fabricv1.TunnelType
 	tun      tunnel.Tunnel
 	endpoint netip.AddrPort
+	prober   *health.Prober
 	applied  []tunnel.Peer
 }
 
@@ -256,7 +271,26 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	if err := g.c.List(ctx, peers); err != nil {
 		return err
 	}
-	want := DesiredPeers(g.cfg.NodeName, g.tunType, peers.Items)
+	// Probe every gateway the peers announce; choose among those that answer.
+	var targets []netip.AddrPort
+	for _, p := range peers.Items {
+		for _, gw := range p.Status.Gateways {
+			if ep, err := netip.ParseAddrPort(gw.Endpoint); err == nil {
+				targets = append(targets, netip.AddrPortFrom(ep.Addr(), health.DefaultPort))
+			}
+		}
+	}
+	g.prober.SetTargets(targets)
+	up := map[netip.Addr]bool{}
+	for _, st := range g.prober.Status() {
+		if st.Up {
+			up[st.Target.Addr()] = true
+		}
+	}
+	want := DesiredPeers(g.cfg.NodeName, g.tunType, peers.Items, func(gw fabricv1.GatewayStatus) bool {
+		ep, err := netip.ParseAddrPort(gw.Endpoint)
+		return err == nil && up[ep.Addr()]
+	})
 	if reflect.DeepEqual(want, g.applied) {
 		return nil
 	}
@@ -268,11 +302,11 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	return nil
 }
 
-// DesiredPeers picks, for every connected peer cluster, one of its healthy gateways that
-// uses the same tunnel driver: a hash of this gateway's node name spreads the gateways of
-// this cluster over those of the peer. The peer cluster's pod and service ranges are routed
-// to it.
-func DesiredPeers(node string, tun fabricv1.TunnelType, peers []fabricv1.ClusterPeer) []tunnel.Peer {
+// DesiredPeers picks, for every connected peer cluster, its active gateway (healthy, same
+// tunnel driver, answering, lowest address), and routes the peer's pod and service ranges to
+// it. node is kept for when gateways pair up several to several.
+// usable, when set, further filters the peer's gateways (the health prober's view).
+func DesiredPeers(node string, tun fabricv1.TunnelType, peers []fabricv1.ClusterPeer, usable func(fabricv1.GatewayStatus) bool) []tunnel.Peer {
 	var out []tunnel.Peer
 	for _, p := range peers {
 		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
@@ -280,19 +314,26 @@ func DesiredPeers(node string, tun fabricv1.TunnelType, peers []fabricv1.Cluster
 		}
 		var gws []fabricv1.GatewayStatus
 		for _, gw := range p.Status.Gateways {
-			if gw.Healthy && gw.Tunnel == tun && gw.Endpoint != "" {
+			if gw.Healthy && gw.Tunnel == tun && gw.Endpoint != "" && (usable == nil || usable(gw)) {
 				gws = append(gws, gw)
 			}
 		}
 		if len(gws) == 0 {
 			continue
 		}
-		sort.Slice(gws, func(i, j int) bool { return gws[i].Node < gws[j].Node })
-		h := fnv.New32a()
-		_, _ = h.Write([]byte(node))
-		chosen := gws[int(h.Sum32()%uint32(len(gws)))]
-		ep, err := netip.ParseAddrPort(chosen.Endpoint)
-		if err != nil {
+		// The peer's active gateway is its answering gateway with the lowest address: the
+		// peer's agents send through that one, and WireGuard needs the two clusters'
+		// gateways paired one to one (it accepts a packet only from the peer whose allowed
+		// ranges hold the source).
+		var chosen fabricv1.GatewayStatus
+		var ep netip.AddrPort
+		for _, gw := range gws {
+			a, err := netip.ParseAddrPort(gw.Endpoint)
+			if err == nil && (!ep.IsValid() || a.Addr().Less(ep.Addr())) {
+				chosen, ep = gw, a
+			}
+		}
+		if !ep.IsValid() {
 			continue
 		}
 		tp := tunnel.Peer{Name: p.Spec.ClusterID + "/" + chosen.Node, PublicKey: chosen.PublicKey, Endpoint: ep}

@@ -31,27 +31,35 @@ func TestDesiredPeers(t *testing.T) {
 		peer("south", true, gw("s1", "172.30.4.11:51820", false)), // no healthy gateway: skipped
 		peer("east", true, fabricv1.GatewayStatus{Node: "e1", Endpoint: "172.30.5.11:4800", Tunnel: fabricv1.TunnelVXLAN, Healthy: true}),
 	}
-	got := gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers)
+	got := gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers, nil)
 	if len(got) != 1 {
 		t.Fatalf("got %+v, want one peer (west)", got)
 	}
 	p := got[0]
-	if p.Name != "west/w1" && p.Name != "west/w2" {
-		t.Errorf("chose %s, want a healthy gateway of west", p.Name)
+	if p.Name != "west/w1" {
+		t.Errorf("chose %s, want west/w1", p.Name)
 	}
 	if len(p.Prefixes) != 2 || p.Prefixes[0] != netip.MustParsePrefix("10.245.0.0/16") || p.Prefixes[1] != netip.MustParsePrefix("10.97.0.0/16") {
 		t.Errorf("prefixes %v, want west's pod and service ranges", p.Prefixes)
 	}
-	// Gateways of this cluster spread over the peer's: over many names both are chosen.
-	chosen := map[string]int{}
-	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"} {
-		chosen[gateway.DesiredPeers(n, fabricv1.TunnelWireGuard, peers)[0].Name]++
+	// Every gateway of this cluster picks the same one: the lowest address (w1).
+	for _, n := range []string{"a", "b", "c", "d"} {
+		if got := gateway.DesiredPeers(n, fabricv1.TunnelWireGuard, peers, nil); got[0].Name != "west/w1" {
+			t.Errorf("%s chose %s, want west/w1 (the lowest address)", n, got[0].Name)
+		}
 	}
-	if chosen["west/w1"] == 0 || chosen["west/w2"] == 0 || chosen["west/w3"] != 0 {
-		t.Errorf("choices over ten local gateways: %v", chosen)
+	// A gateway the prober does not hear from is never chosen.
+	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"} {
+		got := gateway.DesiredPeers(n, fabricv1.TunnelWireGuard, peers, func(gw fabricv1.GatewayStatus) bool { return gw.Node != "w1" })
+		if len(got) != 1 || got[0].Name != "west/w2" {
+			t.Errorf("with w1 silent, %s chose %+v", n, got)
+		}
+	}
+	if got := gateway.DesiredPeers("a", fabricv1.TunnelWireGuard, peers, func(fabricv1.GatewayStatus) bool { return false }); len(got) != 0 {
+		t.Errorf("with every gateway silent: %+v", got)
 	}
 	// The choice is stable.
-	if a, b := gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers), gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers); a[0].Name != b[0].Name {
+	if a, b := gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers, nil), gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers, nil); a[0].Name != b[0].Name {
 		t.Error("the choice changed between calls")
 	}
 }
