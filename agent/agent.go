@@ -176,10 +176,12 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("gateway health", "gateway", gw, "up", up)
 		poke(gwChanged)
 	}})
+	proberCtx, stopProber := context.WithCancel(ctx)
+	defer stopProber() // before wg.Wait: Run may end without ctx ending (the CNI server failed)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := prober.Run(ctx); err != nil {
+		if err := prober.Run(proberCtx); err != nil {
 			log.Error(err, "gateway health probes stopped")
 		}
 	}()
@@ -187,7 +189,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer peerTick.Stop()
 	var peerRoutes *datapath.PeerRoutes
 	syncPeers := func() {
-		want, err := a.peerRoutes(ctx, in.node.Name, prober)
+		want, err := a.peerRoutes(ctx, in.node.Name, in.node.IP, prober)
 		if err != nil {
 			log.Error(err, "reading peer clusters and gateways")
 			return
@@ -309,7 +311,7 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 // peerRoutes are the ranges of the connected peer clusters and this cluster's healthy
 // gateway nodes (their endpoint addresses are their node addresses).
 // A gateway counts only while it also answers the prober.
-func (a *agentState) peerRoutes(ctx context.Context, node string, prober *health.Prober) (datapath.PeerRoutes, error) {
+func (a *agentState) peerRoutes(ctx context.Context, node string, nodeIP netip.Addr, prober *health.Prober) (datapath.PeerRoutes, error) {
 	cn := &fabricv1.ClusterNetwork{}
 	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return datapath.PeerRoutes{}, err
@@ -330,8 +332,7 @@ func (a *agentState) peerRoutes(ctx context.Context, node string, prober *health
 			up[st.Target.Addr()] = true
 		}
 	}
-	r.Gateways = ActiveGateway(r.Gateways, func(g netip.Addr) bool { return up[g] })
-	return r, nil
+	return ActivePeerRoutes(r, nodeIP, func(g netip.Addr) bool { return up[g] }), nil
 }
 
 // PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service
@@ -364,17 +365,23 @@ func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clust
 	return r
 }
 
-// ActiveGateway keeps, of the gateways (sorted), the first that answers: one gateway per
-// cluster carries the traffic and the others stand by. WireGuard accepts a packet only from
-// the peer whose allowed ranges hold its source, so the two clusters' gateways must pair up
-// one to one; both sides pick the answering gateway with the lowest address and agree.
-func ActiveGateway(sorted []netip.Addr, answers func(netip.Addr) bool) []netip.Addr {
-	for _, g := range sorted {
+// ActivePeerRoutes narrows the gateways (sorted) to the active one: the first that answers.
+// One gateway per cluster carries the traffic and the others stand by: WireGuard accepts a
+// packet only from the peer whose allowed ranges hold its source, so the two clusters'
+// gateways must pair one to one, and both sides pick the answering gateway with the lowest
+// address. This node hands peer traffic to its own kernel only if it is the active gateway;
+// a standby gateway node sends it to the active one like any other node.
+func ActivePeerRoutes(r datapath.PeerRoutes, nodeIP netip.Addr, answers func(netip.Addr) bool) datapath.PeerRoutes {
+	var active []netip.Addr
+	for _, g := range r.Gateways {
 		if answers(g) {
-			return []netip.Addr{g}
+			active = []netip.Addr{g}
+			break
 		}
 	}
-	return nil
+	r.Gateways = active
+	r.LocalGateway = len(active) == 1 && active[0] == nodeIP
+	return r
 }
 
 // PodCIDRs parses a node's pod-block annotation.

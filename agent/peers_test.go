@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-net/weft/agent"
+	"github.com/weft-net/weft/agent/datapath"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
@@ -39,16 +40,24 @@ func TestPeerRoutes(t *testing.T) {
 	}
 }
 
-func TestActiveGateway(t *testing.T) {
-	gws := []netip.Addr{netip.MustParseAddr("172.30.1.11"), netip.MustParseAddr("172.30.1.12")}
+func TestActivePeerRoutes(t *testing.T) {
+	g1, g2 := netip.MustParseAddr("172.30.1.11"), netip.MustParseAddr("172.30.1.12")
+	in := datapath.PeerRoutes{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}, Gateways: []netip.Addr{g1, g2}, LocalGateway: true}
 	all := func(netip.Addr) bool { return true }
-	if got := agent.ActiveGateway(gws, all); len(got) != 1 || got[0] != gws[0] {
-		t.Errorf("all answer: %v, want the first", got)
+	other := netip.MustParseAddr("172.30.1.13")
+	if got := agent.ActivePeerRoutes(in, other, all); len(got.Gateways) != 1 || got.Gateways[0] != g1 || got.LocalGateway {
+		t.Errorf("all answer, seen from another node: %+v, want g1 only and not local", got)
 	}
-	if got := agent.ActiveGateway(gws, func(a netip.Addr) bool { return a != gws[0] }); len(got) != 1 || got[0] != gws[1] {
-		t.Errorf("the first is silent: %v, want the second", got)
+	if got := agent.ActivePeerRoutes(in, g1, all); !got.LocalGateway {
+		t.Errorf("seen from the active gateway g1: %+v, want local", got)
 	}
-	if got := agent.ActiveGateway(gws, func(netip.Addr) bool { return false }); got != nil {
-		t.Errorf("none answers: %v", got)
+	if got := agent.ActivePeerRoutes(in, g2, all); got.LocalGateway || got.Gateways[0] != g1 {
+		t.Errorf("seen from the standby gateway g2: %+v, want traffic sent to g1", got)
+	}
+	if got := agent.ActivePeerRoutes(in, g2, func(a netip.Addr) bool { return a != g1 }); !got.LocalGateway || got.Gateways[0] != g2 {
+		t.Errorf("g1 silent, seen from g2: %+v, want g2 active and local", got)
+	}
+	if got := agent.ActivePeerRoutes(in, other, func(netip.Addr) bool { return false }); got.Gateways != nil || got.LocalGateway {
+		t.Errorf("none answers: %+v", got)
 	}
 }
