@@ -22,6 +22,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
+	"github.com/weft-net/weft/controllers/gatewaystatus"
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/testenv"
 )
@@ -58,6 +59,10 @@ func startController(t *testing.T) {
 		Options: clusternetwork.Options{Backends: []fabricv1.DatapathBackend{fabricv1.DatapathOVS},
 			Namespace: namespace, Images: images}}
 	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway list is its own controller; the suite runs it beside.
+	if err := (&gatewaystatus.Reconciler{Client: mgr.GetClient(), Namespace: namespace}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	testenv.RunManager(t, mgr)

@@ -21,6 +21,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/clusterpeer"
+	"github.com/weft-net/weft/controllers/gatewaystatus"
 	"github.com/weft-net/weft/controllers/nodeipam"
 	"github.com/weft-net/weft/controllers/tier"
 	"github.com/weft-net/weft/internal/webhookcert"
@@ -83,6 +84,9 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		Options: clusternetwork.Options{Backends: Backends, Namespace: cfg.Namespace,
 			Images: clusternetwork.Images{Agent: cfg.AgentImage, OVS: cfg.OVSImage, Gateway: cfg.GatewayImage}}}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("clusternetwork controller: %w", err)
+	}
+	if err := (&gatewaystatus.Reconciler{Client: mgr.GetClient(), Namespace: cfg.Namespace}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("gateway status controller: %w", err)
 	}
 	if err := (&nodeipam.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("node IPAM controller: %w", err)

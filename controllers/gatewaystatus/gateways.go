@@ -1,31 +1,16 @@
-package clusternetwork
+package gatewaystatus
 
 import (
-	"context"
 	"sort"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // defaultLeaseDuration applies to a gateway Lease that states none.
 const defaultLeaseDuration = 2 * time.Second
-
-// collectGateways publishes the gateways that announce themselves with a Lease, and whether
-// each still renews it; it comes back when the next healthy Lease would expire.
-func (r *Reconciler) collectGateways(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
-	leases := &coordinationv1.LeaseList{}
-	if err := r.List(ctx, leases, client.InNamespace(r.Namespace), client.HasLabels{fabricv1.LabelGateway}); err != nil {
-		return ctrl.Result{}, err
-	}
-	gws, next := gatewaysFromLeases(leases.Items, time.Now())
-	cn.Status.Gateways = gws
-	return ctrl.Result{RequeueAfter: next}, nil
-}
 
 // gatewaysFromLeases turns gateway Leases into status entries, sorted by node, and says how
 // soon the first healthy one expires (0: none healthy).

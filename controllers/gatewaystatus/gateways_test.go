@@ -1,4 +1,4 @@
-package clusternetwork
+package gatewaystatus
 
 import (
 	"testing"

@@ -1,0 +1,77 @@
+// Package gatewaystatus publishes the cluster's gateways in ClusterNetwork.status.gateways:
+// each gateway renews a Lease announcing its endpoint, tunnel and public key, and is healthy
+// while it keeps renewing. It is its own controller so that following Lease expiries (every
+// couple of seconds) costs a cached list and, most of the time, nothing else.
+package gatewaystatus
+
+import (
+	"context"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/patch"
+)
+
+// Reconciler keeps ClusterNetwork.status.gateways.
+type Reconciler struct {
+	client.Client
+	// Namespace holds the gateways' Leases (the operator's namespace).
+	Namespace string
+}
+
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch
+
+// Reconcile publishes the gateways and comes back when the next healthy Lease would expire.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	cn := &fabricv1.ClusterNetwork{}
+	if err := r.Get(ctx, req.NamespacedName, cn); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	leases := &coordinationv1.LeaseList{}
+	if err := r.List(ctx, leases, client.InNamespace(r.Namespace), client.HasLabels{fabricv1.LabelGateway}); err != nil {
+		return ctrl.Result{}, err
+	}
+	before := cn.DeepCopy()
+	gws, next := gatewaysFromLeases(leases.Items, time.Now())
+	cn.Status.Gateways = gws
+	if err := patch.Status(ctx, r.Client, before, cn, func(c *fabricv1.ClusterNetwork) any { return c.Status.Gateways }); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// SetupWithManager registers the controller: the singleton ClusterNetwork when it appears,
+// and gateway Leases that appear, go, change their announcement, or are renewed after they
+// had expired (a Lease renewed in time needs nothing: the requeue at its expiry checks it).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	singleton := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("gatewaystatus").
+		For(&fabricv1.ClusterNetwork{}, builder.WithPredicates(
+			predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == fabricv1.ClusterNetworkName }),
+			predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if o.GetNamespace() != r.Namespace || o.GetLabels()[fabricv1.LabelGateway] == "" {
+				return nil
+			}
+			return singleton
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			old, ok := e.ObjectOld.(*coordinationv1.Lease)
+			return !ok || leaseExpired(old, time.Now()) ||
+				!equality.Semantic.DeepEqual(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
+		}})).
+		Complete(r)
+}
