@@ -103,6 +103,18 @@ func (n *Netns) Ping(ip string, count int) error {
 	return nil
 }
 
+// PingUntil pings ip from n, one echo at a time, until one comes back or limit passes; it
+// returns the last failure then (paths that need warming up: tunnels, learned routes).
+func (n *Netns) PingUntil(ip string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := n.Ping(ip, 1)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
 // Listen opens a TCP listener inside the namespace; the socket stays there.
 func (n *Netns) Listen(addr string) (net.Listener, error) {
 	var l net.Listener

@@ -94,28 +94,18 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 		_ = n1.cni("DEL", "tp-client", pa, sa)
 		_ = n2.cni("DEL", "tp-server", pb, sb)
 	})
-	waitPing(b, sa, podIP(rb).String())
+	if err := sa.PingUntil(podIP(rb).String(), 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
 
 	// The same MTU as the pods' (1500 minus the encapsulation).
 	client, server := netnstest.VethPair(b, 1450)
-	waitPing(b, client, "10.97.0.2")
+	if err := client.PingUntil("10.97.0.2", 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
 
 	b.Run("weft-overlay", func(b *testing.B) { netnstest.BenchTCP(b, sb, sa, net.JoinHostPort(podIP(rb).String(), "5301")) })
 	b.Run("raw-veth", func(b *testing.B) { netnstest.BenchTCP(b, server, client, "10.97.0.2:5301") })
-}
-
-func waitPing(b *testing.B, from *netnstest.Netns, ip string) {
-	b.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := from.Ping(ip, 1)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatal(err)
-		}
-	}
 }
 
 // cniPlugins is the directory of the reference CNI plugins hack/lab-deps.sh builds.

@@ -32,11 +32,8 @@ func TestAgentRestartKeepsTCPStream(t *testing.T) {
 	}
 	server := podIP(rb)
 	// The agents learn about each other's node from the API server; wait for the tunnel.
-	deadline := time.Now().Add(30 * time.Second)
-	for sa.Ping(server.String(), 1) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s on %s cannot reach pod %s on %s", podIP(ra), n1.name, server, n2.name)
-		}
+	if err := sa.PingUntil(server.String(), 30*time.Second); err != nil {
+		t.Fatalf("pod %s on %s cannot reach pod %s on %s: %v", podIP(ra), n1.name, server, n2.name, err)
 	}
 
 	l, err := sb.Listen(net.JoinHostPort(server.String(), "5201"))

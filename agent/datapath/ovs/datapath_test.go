@@ -409,12 +409,9 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 	// resolved yet (it ARPs for it): warm each path up before counting connections.
 	for _, g := range []*node{g1, g2} {
 		setGateways(g)
-		deadline := time.Now().Add(15 * time.Second)
-		for pod.Ping(far, 1) != nil {
-			if time.Now().After(deadline) {
-				n1.diagnose(t)
-				t.Fatalf("the peer range is unreachable through %s", g.name)
-			}
+		if err := pod.PingUntil(far, 15*time.Second); err != nil {
+			n1.diagnose(t)
+			t.Fatalf("the peer range is unreachable through %s: %v", g.name, err)
 		}
 	}
 	setGateways(g1, g2)

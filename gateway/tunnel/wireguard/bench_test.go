@@ -26,7 +26,9 @@ func BenchmarkTunnelTCP(b *testing.B) {
 		b.Logf("mode: %s", a.mode)
 		a.setPeers(c.peer("10.200.2.0/24"))
 		c.setPeers(a.peer("10.200.1.0/24"))
-		pingUntil(b, a.ns, "10.200.2.1")
+		if err := a.ns.PingUntil("10.200.2.1", 20*time.Second); err != nil {
+			b.Fatal(err)
+		}
 		netnstest.BenchTCP(b, c.ns, a.ns, "10.200.2.1:5401")
 	})
 	b.Run("debian-wireguard-go", func(b *testing.B) {
@@ -41,28 +43,18 @@ func BenchmarkTunnelTCP(b *testing.B) {
 		nb := wireguardGo(b, bin, sw, "bgb", "172.29.10.12", "10.200.2.1/32", kb)
 		na.peer(b, kb.PublicKey(), "172.29.10.12:51820", "10.200.2.0/24")
 		nb.peer(b, ka.PublicKey(), "172.29.10.11:51820", "10.200.1.0/24")
-		pingUntil(b, na.ns, "10.200.2.1")
+		if err := na.ns.PingUntil("10.200.2.1", 20*time.Second); err != nil {
+			b.Fatal(err)
+		}
 		netnstest.BenchTCP(b, nb.ns, na.ns, "10.200.2.1:5401")
 	})
 	b.Run("raw-veth", func(b *testing.B) {
 		client, server := netnstest.VethPair(b, 1420)
-		pingUntil(b, client, "10.97.0.2")
-		netnstest.BenchTCP(b, server, client, "10.97.0.2:5401")
-	})
-}
-
-func pingUntil(b *testing.B, from *netnstest.Netns, ip string) {
-	b.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := from.Ping(ip, 1)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
+		if err := client.PingUntil("10.97.0.2", 20*time.Second); err != nil {
 			b.Fatal(err)
 		}
-	}
+		netnstest.BenchTCP(b, server, client, "10.97.0.2:5401")
+	})
 }
 
 // wgGo is Debian's wireguard-go running in a namespace, configured over its UAPI socket.

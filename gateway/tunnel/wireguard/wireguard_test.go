@@ -254,11 +254,8 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 			t.Error("traffic passed with a key the other side does not hold")
 		}
 		b.setPeers(a.peer("10.200.1.0/24"))
-		deadline := time.Now().Add(10 * time.Second)
-		for a.ns.Ping("10.200.2.1", 1) != nil {
-			if time.Now().After(deadline) {
-				t.Fatal("traffic did not resume with the right key")
-			}
+		if err := a.ns.PingUntil("10.200.2.1", 10*time.Second); err != nil {
+			t.Fatalf("traffic did not resume with the right key: %v", err)
 		}
 	})
 
