@@ -326,12 +326,7 @@ func (a *agentState) peerRoutes(ctx context.Context, node string, nodeIP netip.A
 		targets = append(targets, netip.AddrPortFrom(g, health.DefaultPort))
 	}
 	prober.SetTargets(targets)
-	up := map[netip.Addr]bool{}
-	for _, st := range prober.Status() {
-		if st.Up {
-			up[st.Target.Addr()] = true
-		}
-	}
+	up := prober.Answering()
 	return ActivePeerRoutes(r, nodeIP, func(g netip.Addr) bool { return up[g] }), nil
 }
 

@@ -281,12 +281,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 		}
 	}
 	g.prober.SetTargets(targets)
-	up := map[netip.Addr]bool{}
-	for _, st := range g.prober.Status() {
-		if st.Up {
-			up[st.Target.Addr()] = true
-		}
-	}
+	up := g.prober.Answering()
 	want := DesiredPeers(g.cfg.NodeName, g.tunType, peers.Items, func(gw fabricv1.GatewayStatus) bool {
 		ep, err := netip.ParseAddrPort(gw.Endpoint)
 		return err == nil && up[ep.Addr()]

@@ -148,6 +148,19 @@ func (p *Prober) Status() []Status {
 	return out
 }
 
+// Answering returns the addresses of the targets that are up.
+func (p *Prober) Answering() map[netip.Addr]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	up := map[netip.Addr]bool{}
+	for addr, t := range p.targets {
+		if t.Up {
+			up[addr.Addr()] = true
+		}
+	}
+	return up
+}
+
 // now is a monotonic clock in nanoseconds since the Prober started.
 func (p *Prober) now() int64 { return int64(time.Since(p.start)) }
 

@@ -90,6 +90,9 @@ func TestProberSeesDeathAndReturn(t *testing.T) {
 	if len(st) != 1 || !st[0].Up || st[0].RTT <= 0 || st[0].Received < 2 {
 		t.Errorf("status %+v: want the target up with an RTT", st)
 	}
+	if up := x.p.Answering(); len(up) != 1 || !up[x.target.Addr()] {
+		t.Errorf("Answering() = %v, want %s", up, x.target.Addr())
+	}
 
 	t.Log("the responder dies: down")
 	killed := time.Now()
