@@ -33,8 +33,7 @@ type Images struct {
 // agentObjects renders what runs on every node. The pod template carries a hash of the
 // datapath settings, so changing them rolls the agents.
 func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
-	labels := map[string]string{"app.kubernetes.io/name": AgentName, "app.kubernetes.io/part-of": "weft",
-		"app.kubernetes.io/managed-by": "weft-operator"}
+	labels := workloadLabels(AgentName)
 	sa := &corev1.ServiceAccount{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: namespace, Labels: labels},
@@ -53,10 +52,6 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: AgentName},
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: AgentName, Namespace: namespace}},
-	}
-	hostPath := func(name, path string) corev1.Volume {
-		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
-			Path: path, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}}
 	}
 	mount := func(name, path string) corev1.VolumeMount { return corev1.VolumeMount{Name: name, MountPath: path} }
 	privileged := &corev1.SecurityContext{Privileged: ptr.To(true)}
@@ -115,6 +110,18 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 		},
 	}
 	return []client.Object{sa, role, binding, ds}
+}
+
+// workloadLabels are the labels of a node workload's objects.
+func workloadLabels(name string) map[string]string {
+	return map[string]string{"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "weft",
+		"app.kubernetes.io/managed-by": "weft-operator"}
+}
+
+// hostPath is a node directory volume, created when missing.
+func hostPath(name, path string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+		Path: path, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}}
 }
 
 func datapathHash(cn *fabricv1.ClusterNetwork) string {

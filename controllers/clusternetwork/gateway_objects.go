@@ -19,8 +19,7 @@ const GatewayName = "weft-gateway"
 // gatewayObjects renders what runs on gateway nodes (those spec.gateways.nodeSelector picks).
 // A gateway reads the ClusterNetwork, the ClusterPeers and its Node, and renews its Lease.
 func gatewayObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
-	labels := map[string]string{"app.kubernetes.io/name": GatewayName, "app.kubernetes.io/part-of": "weft",
-		"app.kubernetes.io/managed-by": "weft-operator"}
+	labels := workloadLabels(GatewayName)
 	sa := &corev1.ServiceAccount{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{Name: GatewayName, Namespace: namespace, Labels: labels},
@@ -55,10 +54,6 @@ func gatewayObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork
 	selector := cn.Spec.Gateways.NodeSelector
 	if len(selector) == 0 {
 		selector = map[string]string{fabricv1.LabelGateway: "true"}
-	}
-	hostPath := func(name, path string) corev1.Volume {
-		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
-			Path: path, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}}
 	}
 	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
