@@ -349,11 +349,7 @@ func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clust
 		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
 			continue
 		}
-		for _, c := range append(append([]string{}, p.Status.PodCIDRs...), p.Status.ServiceCIDRs...) {
-			if pre, err := netip.ParsePrefix(c); err == nil {
-				r.Prefixes = append(r.Prefixes, pre.Masked())
-			}
-		}
+		r.Prefixes = append(r.Prefixes, p.Status.Prefixes()...)
 	}
 	sort.Slice(r.Gateways, func(i, j int) bool { return r.Gateways[i].Less(r.Gateways[j]) })
 	sort.Slice(r.Prefixes, func(i, j int) bool { return r.Prefixes[i].String() < r.Prefixes[j].String() })

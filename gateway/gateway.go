@@ -331,12 +331,8 @@ func DesiredPeers(node string, tun fabricv1.TunnelType, peers []fabricv1.Cluster
 		if !ep.IsValid() {
 			continue
 		}
-		tp := tunnel.Peer{Name: p.Spec.ClusterID + "/" + chosen.Node, PublicKey: chosen.PublicKey, Endpoint: ep}
-		for _, c := range append(append([]string{}, p.Status.PodCIDRs...), p.Status.ServiceCIDRs...) {
-			if pre, err := netip.ParsePrefix(c); err == nil {
-				tp.Prefixes = append(tp.Prefixes, pre.Masked())
-			}
-		}
+		tp := tunnel.Peer{Name: p.Spec.ClusterID + "/" + chosen.Node, PublicKey: chosen.PublicKey, Endpoint: ep,
+			Prefixes: p.Status.Prefixes()}
 		out = append(out, tp)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

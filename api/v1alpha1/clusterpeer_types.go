@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"net/netip"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -75,6 +77,18 @@ type ClusterPeerStatus struct {
 	// +optional
 	// +listType=atomic
 	Gateways []GatewayStatus `json:"gateways,omitempty"`
+}
+
+// Prefixes are the peer's advertised pod and service ranges, parsed and masked; entries that
+// are not CIDRs are skipped.
+func (s *ClusterPeerStatus) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range append(append([]string{}, s.PodCIDRs...), s.ServiceCIDRs...) {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // ClusterPeer is a peer cluster of the clusterset. There is no broker: each cluster's operator
