@@ -1,5 +1,5 @@
 // Package tunnel is the seam between weft-gateway and the tunnels it carries traffic in:
-// one interface, drivers registered by name (wireguard now; geneve and vxlan follow), so the
+// one interface, drivers registered by name (wireguard and vxlan; geneve follows), so the
 // gateway never depends on how a tunnel is made.
 package tunnel
 
@@ -18,13 +18,18 @@ import (
 
 // Config describes the local end of a tunnel.
 type Config struct {
-	// Interface is the tunnel device's name. Userspace WireGuard's control socket lives in
-	// /var/run/wireguard/<name>.sock, shared by every network namespace: names must be
-	// unique on the machine.
+	// Name says who this end is (cluster and gateway); drivers with a device per peer derive
+	// the devices' names from it and the peer's name.
+	Name string
+	// Interface is the tunnel device's name, or the stem of its devices' names for drivers
+	// with a device per peer; it also names the private key file. Userspace WireGuard's
+	// control socket lives in /var/run/wireguard/<name>.sock, shared by every network
+	// namespace: names must be unique on the machine.
 	Interface string
 	// MTU of the tunnel device; 0 means 1420 (room for WireGuard over IPv4 and IPv6).
 	MTU int
-	// ListenPort is the UDP port peers send to; 0 picks one.
+	// ListenPort is the UDP port peers send to; 0 picks one. Drivers with a device per peer
+	// give each device its own port from ListenPort upwards (see Tunnel.PeerPorts).
 	ListenPort int
 	// Address, when set, is given to the device (the gateway's own address in the tunnel).
 	Address netip.Prefix
@@ -38,20 +43,28 @@ type Config struct {
 
 // Peer is the remote end: another cluster's gateway.
 type Peer struct {
-	// Name says who this is in messages (cluster and gateway).
+	// Name identifies the peer ("<cluster ID>/<node>"): stable while the peer lives.
 	Name string
 	// PublicKey identifies the peer (base64, as WireGuard prints it); drivers without keys
 	// ignore it.
 	PublicKey string
-	// Endpoint is where the peer's gateway receives tunnel packets.
+	// Endpoint is where the peer's gateway receives tunnel packets; the zero value leaves
+	// the tunnel waiting for the peer to reach this end first.
 	Endpoint netip.AddrPort
 	// Prefixes are the remote ranges (pods, services) reached through this peer; the driver
-	// routes them into the tunnel.
+	// routes them into the tunnel. Several peers may carry the same prefix (the gateways of
+	// one cluster): flows to it are then spread across them by a hash of addresses and
+	// ports.
 	Prefixes []netip.Prefix
+	// Standby peers stay configured, and what they send is accepted, but nothing is routed
+	// to them (a gateway that does not answer probes, or beyond the peer's maxActive).
+	Standby bool
 }
 
 // PeerStatus is what the tunnel knows of a peer.
 type PeerStatus struct {
+	Name          string // the Peer's name, where the driver knows it
+	Device        string // the device carrying the peer
 	PublicKey     string
 	Endpoint      netip.AddrPort
 	LastHandshake time.Time // zero: none yet (or the driver has no handshakes)
@@ -68,6 +81,10 @@ type Tunnel interface {
 	PublicKey() string
 	// SetPeers makes the peers, and the routes into the tunnel, exactly these.
 	SetPeers(ctx context.Context, peers []Peer) error
+	// PeerPorts gives, for drivers with a device per peer, the local UDP port each peer
+	// (by name) must send to; nil when every peer sends to Config.ListenPort. The gateway
+	// publishes it so that the peer knows.
+	PeerPorts() map[string]int
 	// Status reports every peer.
 	Status(ctx context.Context) ([]PeerStatus, error)
 	// Mode says how the tunnel runs ("wireguard/kernel", "wireguard/userspace").
@@ -79,31 +96,41 @@ type Tunnel interface {
 // RouteProtocol marks the routes tunnel drivers install, so each removes only its own.
 const RouteProtocol = netlink.RouteProtocol(0x57) // 'W'
 
-// SyncRoutes routes exactly the wanted prefixes into the link, each through its next hop
-// (on-link) or, with none, directly; routes of other owners are left alone.
-func SyncRoutes(link netlink.Link, want map[netip.Prefix]netip.Addr) error {
+// NextHop is one way into a tunnel: a device and, for devices shared by several peers, the
+// peer's address (on-link).
+type NextHop struct {
+	LinkIndex int
+	Via       netip.Addr
+}
+
+// SyncRoutes makes the routes into the given links exactly want: each prefix through its
+// next hops (several: equal-cost, flows spread by the kernel's multipath hash). Routes of
+// other owners (another protocol, or no owned link) are left alone.
+func SyncRoutes(links []int, want map[netip.Prefix][]NextHop) error {
+	owned := map[int]bool{}
+	for _, l := range links {
+		owned[l] = true
+	}
 	var errs []error
-	for pre, via := range want {
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: IPNet(pre), Scope: netlink.SCOPE_LINK, Protocol: RouteProtocol}
-		if via.IsValid() {
-			r.Gw, r.Scope, r.Flags = via.AsSlice(), netlink.SCOPE_UNIVERSE, int(netlink.FLAG_ONLINK)
+	for pre, hops := range want {
+		if len(hops) == 0 {
+			continue
 		}
-		if err := netlink.RouteReplace(r); err != nil {
+		if err := netlink.RouteReplace(route(pre, hops)); err != nil {
 			errs = append(errs, fmt.Errorf("route %s: %w", pre, err))
 		}
 	}
-	have, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: RouteProtocol},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	have, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
 	for _, r := range have {
-		if r.Dst == nil {
+		if r.Dst == nil || !routeUses(r, owned) {
 			continue
 		}
 		addr, ok := netip.AddrFromSlice(r.Dst.IP)
 		ones, _ := r.Dst.Mask.Size()
-		if _, wanted := want[netip.PrefixFrom(addr.Unmap(), ones)]; ok && wanted {
+		if hops := want[netip.PrefixFrom(addr.Unmap(), ones)]; ok && len(hops) > 0 {
 			continue
 		}
 		if err := netlink.RouteDel(&r); err != nil {
@@ -111,6 +138,46 @@ func SyncRoutes(link netlink.Link, want map[netip.Prefix]netip.Addr) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func route(pre netip.Prefix, hops []NextHop) *netlink.Route {
+	sorted := append([]NextHop(nil), hops...)
+	sort.Slice(sorted, func(i, j int) bool {
+		if sorted[i].LinkIndex != sorted[j].LinkIndex {
+			return sorted[i].LinkIndex < sorted[j].LinkIndex
+		}
+		return sorted[i].Via.Less(sorted[j].Via)
+	})
+	r := &netlink.Route{Dst: IPNet(pre), Protocol: RouteProtocol}
+	if len(sorted) == 1 {
+		h := sorted[0]
+		r.LinkIndex, r.Scope = h.LinkIndex, netlink.SCOPE_LINK
+		if h.Via.IsValid() {
+			r.Gw, r.Scope, r.Flags = h.Via.AsSlice(), netlink.SCOPE_UNIVERSE, int(netlink.FLAG_ONLINK)
+		}
+		return r
+	}
+	for _, h := range sorted {
+		nh := &netlink.NexthopInfo{LinkIndex: h.LinkIndex}
+		if h.Via.IsValid() {
+			nh.Gw, nh.Flags = h.Via.AsSlice(), int(netlink.FLAG_ONLINK)
+		}
+		r.MultiPath = append(r.MultiPath, nh)
+	}
+	return r
+}
+
+// routeUses says whether a route leaves through one of the links.
+func routeUses(r netlink.Route, links map[int]bool) bool {
+	if links[r.LinkIndex] {
+		return true
+	}
+	for _, nh := range r.MultiPath {
+		if links[nh.LinkIndex] {
+			return true
+		}
+	}
+	return false
 }
 
 // IPNet converts a prefix for netlink.

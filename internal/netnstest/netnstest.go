@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -113,6 +114,30 @@ func (n *Netns) PingUntil(ip string, limit time.Duration) error {
 			return err
 		}
 	}
+}
+
+// SendUDPFlows sends one datagram to dst from each of count source ports starting at
+// from's port (from's address: the source address, when valid): count distinct flows, for
+// checking how flows are spread over paths.
+func (n *Netns) SendUDPFlows(from, dst netip.AddrPort, count int) error {
+	return n.Do(func() error {
+		for i := 0; i < count; i++ {
+			local := &net.UDPAddr{Port: int(from.Port()) + i}
+			if from.Addr().IsValid() {
+				local.IP = from.Addr().AsSlice()
+			}
+			c, err := net.DialUDP("udp", local, net.UDPAddrFromAddrPort(dst))
+			if err != nil {
+				return err
+			}
+			_, err = c.Write([]byte("flow"))
+			_ = c.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Listen opens a TCP listener inside the namespace; the socket stays there.

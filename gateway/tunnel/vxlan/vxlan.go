@@ -43,6 +43,8 @@ func Register(r *tunnel.Registry) error {
 type Tunnel struct {
 	cfg tunnel.Config
 	mu  sync.Mutex
+	// names of the peers by endpoint, for Status
+	names map[netip.Addr]string
 }
 
 var _ tunnel.Tunnel = (*Tunnel)(nil)
@@ -147,8 +149,9 @@ func (t *Tunnel) SetPeers(_ context.Context, peers []tunnel.Peer) error {
 		return fmt.Errorf("vxlan: %s: %w (is the tunnel up?)", t.cfg.Interface, err)
 	}
 	idx := link.Attrs().Index
-	routes := map[netip.Prefix]netip.Addr{}
+	routes := map[netip.Prefix][]tunnel.NextHop{}
 	endpoints := map[netip.Addr]bool{}
+	names := map[netip.Addr]string{}
 	for _, p := range peers {
 		ep := p.Endpoint.Addr().Unmap()
 		if !ep.IsValid() {
@@ -157,13 +160,14 @@ func (t *Tunnel) SetPeers(_ context.Context, peers []tunnel.Peer) error {
 		if endpoints[ep] {
 			return fmt.Errorf("vxlan: two peers at %s", ep)
 		}
-		endpoints[ep] = true
+		endpoints[ep], names[ep] = true, p.Name
+		if p.Standby {
+			continue
+		}
 		for _, pre := range p.Prefixes {
 			pre = pre.Masked()
-			if _, dup := routes[pre]; dup {
-				return fmt.Errorf("vxlan: %s is given to two peers", pre)
-			}
-			routes[pre] = ep
+			// Several peers with a prefix: a multipath route, one next hop per peer.
+			routes[pre] = append(routes[pre], tunnel.NextHop{LinkIndex: idx, Via: ep})
 		}
 	}
 	var errs []error
@@ -179,7 +183,8 @@ func (t *Tunnel) SetPeers(_ context.Context, peers []tunnel.Peer) error {
 		}
 	}
 	errs = append(errs, t.removeStale(idx, endpoints))
-	errs = append(errs, tunnel.SyncRoutes(link, routes))
+	errs = append(errs, tunnel.SyncRoutes([]int{idx}, routes))
+	t.names = names
 	return errors.Join(errs...)
 }
 
@@ -218,6 +223,9 @@ func family(ip netip.Addr) int {
 	return netlink.FAMILY_V6
 }
 
+// PeerPorts is nil: every peer sends to the one device's port. See tunnel.Tunnel.
+func (t *Tunnel) PeerPorts() map[string]int { return nil }
+
 // Status lists the peers' endpoints (VXLAN has no handshakes or per-peer counters).
 func (t *Tunnel) Status(context.Context) ([]tunnel.PeerStatus, error) {
 	link, err := netlink.LinkByName(t.cfg.Interface)
@@ -231,7 +239,11 @@ func (t *Tunnel) Status(context.Context) ([]tunnel.PeerStatus, error) {
 	var out []tunnel.PeerStatus
 	for _, n := range list {
 		if ip, ok := netip.AddrFromSlice(n.IP); ok && n.State&netlink.NUD_PERMANENT != 0 {
-			out = append(out, tunnel.PeerStatus{Endpoint: netip.AddrPortFrom(ip.Unmap(), uint16(t.cfg.ListenPort))})
+			t.mu.Lock()
+			name := t.names[ip.Unmap()]
+			t.mu.Unlock()
+			out = append(out, tunnel.PeerStatus{Name: name, Device: t.cfg.Interface,
+				Endpoint: netip.AddrPortFrom(ip.Unmap(), uint16(t.cfg.ListenPort))})
 		}
 	}
 	return out, nil

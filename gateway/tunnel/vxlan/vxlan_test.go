@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/weft-net/weft/gateway/tunnel"
 	"github.com/weft-net/weft/gateway/tunnel/vxlan"
 	"github.com/weft-net/weft/internal/netnstest"
@@ -105,12 +107,52 @@ func TestVXLANBetweenGateways(t *testing.T) {
 		}
 	})
 
-	t.Run("bad peers are refused", func(t *testing.T) {
+	t.Run("peers sharing a range both carry flows; a standby carries none", func(t *testing.T) {
+		// b and c stand for two gateways of one cluster: both answer 10.200.9.1.
+		for _, e := range []*end{b, c} {
+			if out, err := e.ns.Run("ip", "addr", "add", "10.200.9.1/32", "dev", "weft-vx0"); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		c.setPeers(t, a.peer("10.200.1.0/24"))
+		if out, err := a.ns.Run("sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		a.setPeers(t, b.peer("10.200.9.0/24"), c.peer("10.200.9.0/24"))
+		if out, _ := a.ns.Run("ip", "route", "show", "10.200.9.0/24"); strings.Count(out, "nexthop") != 2 {
+			t.Errorf("route to the shared range:\n%s\nwant two next hops", out)
+		}
+		bRx, cRx := rx(t, b), rx(t, c)
+		if err := a.ns.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 20000), netip.MustParseAddrPort("10.200.9.1:9"), 32); err != nil {
+			t.Fatal(err)
+		}
+		db, dc := rx(t, b)-bRx, rx(t, c)-cRx
+		t.Logf("32 flows: %d packets through b, %d through c", db, dc)
+		if db == 0 || dc == 0 || db+dc < 32 {
+			t.Errorf("32 flows: %d packets through b, %d through c; want both used and 32 in all", db, dc)
+		}
+		standby := c.peer("10.200.9.0/24")
+		standby.Standby = true
+		a.setPeers(t, b.peer("10.200.9.0/24"), standby)
+		if out, _ := a.ns.Run("ip", "route", "show", "10.200.9.0/24"); strings.Contains(out, "nexthop") || !strings.Contains(out, "172.29.11.12") {
+			t.Errorf("route to the shared range with c standing by:\n%s\nwant b only", out)
+		}
+		bRx, cRx = rx(t, b), rx(t, c)
+		if err := a.ns.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 21000), netip.MustParseAddrPort("10.200.9.1:9"), 32); err != nil {
+			t.Fatal(err)
+		}
+		if db, dc := rx(t, b)-bRx, rx(t, c)-cRx; dc != 0 || db < 32 {
+			t.Errorf("with c standing by: %d packets through b, %d through c; want all through b", db, dc)
+		}
+		a.setPeers(t, b.peer("10.200.2.0/24"))
+	})
+
+	t.Run("a peer without an endpoint is refused", func(t *testing.T) {
 		err := a.ns.Do(func() error {
-			return a.t.SetPeers(context.Background(), []tunnel.Peer{b.peer("10.200.2.0/24"), c.peer("10.200.2.0/24")})
+			return a.t.SetPeers(context.Background(), []tunnel.Peer{{Name: "nowhere", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}}})
 		})
-		if err == nil || !strings.Contains(err.Error(), "two peers") {
-			t.Errorf("a range given to two peers: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "no endpoint") {
+			t.Errorf("a peer without an endpoint: %v", err)
 		}
 	})
 
@@ -132,4 +174,19 @@ func TestConfig(t *testing.T) {
 	if got := vxlan.MAC(netip.MustParseAddr("172.29.11.12")).String(); got != "0a:57:ac:1d:0b:0c" {
 		t.Errorf("MAC = %s", got)
 	}
+}
+
+// rx counts the packets the end's tunnel device received.
+func rx(t *testing.T, e *end) uint64 {
+	t.Helper()
+	var n uint64
+	e.do(t, func() error {
+		l, err := netlink.LinkByName("weft-vx0")
+		if err != nil {
+			return err
+		}
+		n = l.Attrs().Statistics.RxPackets
+		return nil
+	})
+	return n
 }

@@ -1,18 +1,30 @@
 // Package wireguard is the WireGuard tunnel driver. It uses the kernel's WireGuard where the
-// module is present and otherwise runs an embedded userspace device (golang.zx2c4.com/
+// module is present and otherwise runs embedded userspace devices (golang.zx2c4.com/
 // wireguard) in the gateway process; both are configured the same way, through wgctrl (the
 // userspace device over its UAPI socket), so there is one configuration path. The private
 // key is generated on the node, kept in the state directory and never leaves it.
+//
+// Every peer gets its own device (and UDP port). WireGuard accepts a packet only from the
+// peer whose allowed ranges hold its source, and one device can give a range to one peer
+// only; but all gateways of a peer cluster carry the same ranges, and each of them must be
+// able to send to any of this cluster's gateways. A device per peer lets every gateway
+// accept from every peer gateway, and lets the kernel spread flows across the peer's
+// gateways with an equal-cost multipath route over their devices.
 package wireguard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,15 +54,24 @@ func Register(r *tunnel.Registry) error {
 	return r.Register(Name, func(cfg tunnel.Config) (tunnel.Tunnel, error) { return New(cfg) })
 }
 
-// Tunnel is a WireGuard device.
+// Tunnel is the WireGuard devices of one gateway: one per peer, all with the same key.
 type Tunnel struct {
 	cfg tunnel.Config
 	key wgtypes.Key
 
 	mu     sync.Mutex
 	kernel bool
-	dev    *device.Device // userspace only
-	uapi   net.Listener   // userspace only
+	probed bool
+	devs   map[string]*wgDevice // by peer name
+	ports  map[string]int       // by peer name; kept in the state directory
+}
+
+// wgDevice is one peer's device.
+type wgDevice struct {
+	name string
+	peer wgtypes.Key    // the peer configured on it
+	dev  *device.Device // userspace only
+	uapi net.Listener   // userspace only
 }
 
 var _ tunnel.Tunnel = (*Tunnel)(nil)
@@ -67,7 +88,7 @@ func New(cfg tunnel.Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tunnel{cfg: cfg, key: key}, nil
+	return &Tunnel{cfg: cfg, key: key, devs: map[string]*wgDevice{}}, nil
 }
 
 // loadOrCreateKey reads the private key, or creates one readable by root only. The file is
@@ -86,17 +107,22 @@ func loadOrCreateKey(path string) (wgtypes.Key, error) {
 	if err != nil {
 		return wgtypes.Key{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return wgtypes.Key{}, err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(k.String()+"\n"), 0o600); err != nil {
-		return wgtypes.Key{}, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFile(path, []byte(k.String()+"\n")); err != nil {
 		return wgtypes.Key{}, err
 	}
 	return k, nil
+}
+
+// writeFile writes aside and renames, readable by root only.
+func writeFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func trimSpace(b []byte) []byte {
@@ -109,7 +135,7 @@ func trimSpace(b []byte) []byte {
 // PublicKey is the key peers configure for this end.
 func (t *Tunnel) PublicKey() string { return t.key.PublicKey().String() }
 
-// Mode says whether the kernel or the embedded device carries the tunnel.
+// Mode says whether the kernel or the embedded devices carry the tunnel.
 func (t *Tunnel) Mode() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -119,176 +145,384 @@ func (t *Tunnel) Mode() string {
 	return "wireguard/userspace"
 }
 
-// Up creates the device if needed and configures it. See tunnel.Tunnel.
+// Up finds out whether the kernel has WireGuard, loads the peers' ports, and removes
+// devices a previous run left for peers this one does not know (kernel devices outlive the
+// process). Devices are made by SetPeers. Repeating it changes nothing.
 func (t *Tunnel) Up(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.ensureDevice(); err != nil {
+	if !t.probed {
+		probe := t.cfg.Interface
+		if l, err := netlink.LinkByName(probe); err == nil {
+			if l.Type() != "wireguard" {
+				return fmt.Errorf("wireguard: %s exists and is a %s device, not WireGuard", probe, l.Type())
+			}
+			_ = netlink.LinkDel(l) // a device of an earlier version; peers get their own now
+		}
+		err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: probe}})
+		switch {
+		case err == nil:
+			t.kernel = true
+			_ = netlink.LinkDel(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: probe}})
+		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP):
+			t.kernel = false
+		default:
+			return fmt.Errorf("wireguard: probing for the kernel module with %s: %w", probe, err)
+		}
+		ports, err := t.loadPorts()
+		if err != nil {
+			return err
+		}
+		t.ports, t.probed = ports, true
+	}
+	return t.removeStrays()
+}
+
+func (t *Tunnel) portsFile() string { return filepath.Join(t.cfg.StateDir, t.cfg.Interface+".ports") }
+
+// loadPorts reads the ports peers were given, so a restarted gateway listens where its
+// peers already send.
+func (t *Tunnel) loadPorts() (map[string]int, error) {
+	ports := map[string]int{}
+	data, err := os.ReadFile(t.portsFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return ports, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &ports); err != nil {
+		return nil, fmt.Errorf("wireguard: %s: %w", t.portsFile(), err)
+	}
+	return ports, nil
+}
+
+func (t *Tunnel) savePorts() error {
+	data, err := json.Marshal(t.ports)
+	if err != nil {
 		return err
 	}
-	link, err := netlink.LinkByName(t.cfg.Interface)
+	return writeFile(t.portsFile(), data)
+}
+
+// devicePrefix starts the name of every device of this tunnel.
+func (t *Tunnel) devicePrefix() string {
+	if len(t.cfg.Interface) > 7 {
+		return t.cfg.Interface[:7]
+	}
+	return t.cfg.Interface
+}
+
+// deviceName names a peer's device: the prefix and a hash of both ends' names, unique on
+// the machine (userspace control sockets are shared by all network namespaces).
+func (t *Tunnel) deviceName(peer string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(t.cfg.Name + "|" + t.cfg.Interface + "|" + peer))
+	return fmt.Sprintf("%s%08x", t.devicePrefix(), h.Sum32())
+}
+
+// isOurs says whether a link name is one this tunnel's devices could have.
+func (t *Tunnel) isOurs(name string) bool {
+	p := t.devicePrefix()
+	if !strings.HasPrefix(name, p) || len(name) != len(p)+8 {
+		return false
+	}
+	_, err := strconv.ParseUint(name[len(p):], 16, 32)
+	return err == nil
+}
+
+// removeStrays deletes kernel WireGuard devices that look like ours but belong to no peer.
+func (t *Tunnel) removeStrays() error {
+	mine := map[string]bool{}
+	for _, d := range t.devs {
+		mine[d.name] = true
+	}
+	links, err := netlink.LinkList()
 	if err != nil {
-		return fmt.Errorf("wireguard: %s: %w", t.cfg.Interface, err)
+		return err
 	}
-	c, err := wgctrl.New()
+	var errs []error
+	for _, l := range links {
+		if n := l.Attrs().Name; l.Type() == "wireguard" && t.isOurs(n) && !mine[n] {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("wireguard: removing stray device %s: %w", n, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// port gives the peer's device its port: the one it had, or the lowest free one from
+// ListenPort (0: the kernel picks, read back after configuring).
+func (t *Tunnel) port(peer string) int {
+	if p, ok := t.ports[peer]; ok {
+		return p
+	}
+	if t.cfg.ListenPort == 0 {
+		return 0
+	}
+	used := map[int]bool{}
+	for _, p := range t.ports {
+		used[p] = true
+	}
+	p := t.cfg.ListenPort
+	for used[p] {
+		p++
+	}
+	return p
+}
+
+// ensureDevice makes the peer's device (kernel, or else embedded with its UAPI socket).
+func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
+	if d := t.devs[peer]; d != nil {
+		return d, nil
+	}
+	name := t.deviceName(peer)
+	if !t.kernel {
+		tdev, err := tun.CreateTUN(name, t.cfg.MTU)
+		if err != nil {
+			return nil, fmt.Errorf("wireguard: creating the userspace device %s: %w", name, err)
+		}
+		dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, "wireguard "+name+": "))
+		file, err := ipc.UAPIOpen(name)
+		if err != nil {
+			dev.Close()
+			return nil, fmt.Errorf("wireguard: control socket of %s: %w", name, err)
+		}
+		uapi, err := ipc.UAPIListen(name, file)
+		if err != nil {
+			file.Close()
+			dev.Close()
+			return nil, fmt.Errorf("wireguard: control socket of %s: %w", name, err)
+		}
+		go func() {
+			for {
+				c, err := uapi.Accept()
+				if err != nil {
+					return
+				}
+				go dev.IpcHandle(c)
+			}
+		}()
+		d := &wgDevice{name: name, dev: dev, uapi: uapi}
+		t.devs[peer] = d
+		return d, nil
+	}
+	if l, err := netlink.LinkByName(name); err == nil && l.Type() != "wireguard" {
+		return nil, fmt.Errorf("wireguard: %s exists and is a %s device, not WireGuard", name, l.Type())
+	} else if err != nil {
+		if err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: t.cfg.MTU}}); err != nil {
+			return nil, fmt.Errorf("wireguard: creating %s: %w", name, err)
+		}
+	}
+	d := &wgDevice{name: name}
+	t.devs[peer] = d
+	return d, nil
+}
+
+// configure gives a peer's device its key, port and peer (keeping the peer's session when
+// only its ranges or endpoint change), then its MTU and address, and brings it up.
+func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgtypes.Key, port int) (int, error) {
+	cfg := wgtypes.Config{PrivateKey: &t.key, ListenPort: &port}
+	pc := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true, PersistentKeepaliveInterval: ptr(keepalive)}
+	if p.Endpoint.IsValid() && p.Endpoint.Port() != 0 {
+		pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
+	}
+	for _, pre := range p.Prefixes {
+		pc.AllowedIPs = append(pc.AllowedIPs, *tunnel.IPNet(pre.Masked()))
+	}
+	if d.peer != (wgtypes.Key{}) && d.peer != key {
+		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: d.peer, Remove: true}) // the peer's key changed
+	}
+	cfg.Peers = append(cfg.Peers, pc)
+	if err := c.ConfigureDevice(d.name, cfg); err != nil {
+		return 0, fmt.Errorf("wireguard: configuring %s for peer %s: %w", d.name, p.Name, err)
+	}
+	d.peer = key
+	if port == 0 {
+		got, err := c.Device(d.name)
+		if err != nil {
+			return 0, fmt.Errorf("wireguard: reading %s: %w", d.name, err)
+		}
+		port = got.ListenPort
+	}
+	link, err := netlink.LinkByName(d.name)
 	if err != nil {
-		return fmt.Errorf("wireguard: opening wgctrl: %w", err)
-	}
-	defer c.Close()
-	cfg := wgtypes.Config{PrivateKey: &t.key}
-	if t.cfg.ListenPort != 0 {
-		cfg.ListenPort = &t.cfg.ListenPort
-	}
-	if err := c.ConfigureDevice(t.cfg.Interface, cfg); err != nil {
-		return fmt.Errorf("wireguard: configuring %s: %w", t.cfg.Interface, err)
+		return 0, fmt.Errorf("wireguard: %s: %w", d.name, err)
 	}
 	if link.Attrs().MTU != t.cfg.MTU {
 		if err := netlink.LinkSetMTU(link, t.cfg.MTU); err != nil {
-			return fmt.Errorf("wireguard: MTU of %s: %w", t.cfg.Interface, err)
+			return 0, fmt.Errorf("wireguard: MTU of %s: %w", d.name, err)
 		}
 	}
 	if t.cfg.Address.IsValid() {
-		addr := &netlink.Addr{IPNet: tunnel.IPNet(t.cfg.Address)}
-		if err := netlink.AddrReplace(link, addr); err != nil {
-			return fmt.Errorf("wireguard: address of %s: %w", t.cfg.Interface, err)
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: tunnel.IPNet(t.cfg.Address)}); err != nil {
+			return 0, fmt.Errorf("wireguard: address of %s: %w", d.name, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("wireguard: bringing %s up: %w", t.cfg.Interface, err)
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return 0, fmt.Errorf("wireguard: bringing %s up: %w", d.name, err)
+		}
 	}
-	return nil
+	return port, nil
 }
 
-// ensureDevice makes the kernel device, or else the embedded one with its UAPI socket.
-func (t *Tunnel) ensureDevice() error {
-	if t.dev != nil {
-		return nil
-	}
-	if l, err := netlink.LinkByName(t.cfg.Interface); err == nil {
-		if l.Type() == "wireguard" {
-			t.kernel = true
-			return nil
-		}
-		return fmt.Errorf("wireguard: %s exists and is a %s device, not WireGuard", t.cfg.Interface, l.Type())
-	}
-	err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: t.cfg.Interface, MTU: t.cfg.MTU}})
-	if err == nil {
-		t.kernel = true
-		return nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOTSUP) {
-		return fmt.Errorf("wireguard: creating %s: %w", t.cfg.Interface, err)
-	}
-	// No kernel module: the embedded device.
-	tdev, err := tun.CreateTUN(t.cfg.Interface, t.cfg.MTU)
-	if err != nil {
-		return fmt.Errorf("wireguard: creating the userspace device %s: %w", t.cfg.Interface, err)
-	}
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, "wireguard "+t.cfg.Interface+": "))
-	file, err := ipc.UAPIOpen(t.cfg.Interface)
-	if err != nil {
-		dev.Close()
-		return fmt.Errorf("wireguard: control socket of %s: %w", t.cfg.Interface, err)
-	}
-	uapi, err := ipc.UAPIListen(t.cfg.Interface, file)
-	if err != nil {
-		file.Close()
-		dev.Close()
-		return fmt.Errorf("wireguard: control socket of %s: %w", t.cfg.Interface, err)
-	}
-	go func() {
-		for {
-			c, err := uapi.Accept()
-			if err != nil {
-				return
-			}
-			go dev.IpcHandle(c)
-		}
-	}()
-	t.dev, t.uapi, t.kernel = dev, uapi, false
-	return nil
-}
-
-// SetPeers replaces the peers and the routes into the tunnel. See tunnel.Tunnel.
+// SetPeers gives each peer its device, removes the devices of peers that are gone, and
+// routes each prefix over the devices of the active peers that carry it. See tunnel.Tunnel.
 func (t *Tunnel) SetPeers(ctx context.Context, peers []tunnel.Peer) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	link, err := netlink.LinkByName(t.cfg.Interface)
-	if err != nil {
-		return fmt.Errorf("wireguard: %s: %w (is the tunnel up?)", t.cfg.Interface, err)
+	if !t.probed {
+		return errors.New("wireguard: SetPeers before Up")
 	}
-	cfg := wgtypes.Config{ReplacePeers: true}
-	want := map[netip.Prefix]netip.Addr{}
-	for _, p := range peers {
+	keys := make([]wgtypes.Key, len(peers))
+	seen := map[string]bool{}
+	for i, p := range peers {
+		if p.Name == "" || seen[p.Name] {
+			return fmt.Errorf("wireguard: peer names must be set and unique (%q)", p.Name)
+		}
+		seen[p.Name] = true
 		key, err := wgtypes.ParseKey(p.PublicKey)
 		if err != nil {
 			return fmt.Errorf("wireguard: peer %s: public key %q: %w", p.Name, p.PublicKey, err)
 		}
-		pc := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true, PersistentKeepaliveInterval: ptr(keepalive)}
-		if p.Endpoint.IsValid() {
-			pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
-		}
-		for _, pre := range p.Prefixes {
-			pre = pre.Masked()
-			if _, dup := want[pre]; dup {
-				return fmt.Errorf("wireguard: %s is given to two peers", pre)
-			}
-			want[pre] = netip.Addr{} // directly into the device
-			pc.AllowedIPs = append(pc.AllowedIPs, *tunnel.IPNet(pre))
-		}
-		cfg.Peers = append(cfg.Peers, pc)
+		keys[i] = key
 	}
 	c, err := wgctrl.New()
 	if err != nil {
 		return fmt.Errorf("wireguard: opening wgctrl: %w", err)
 	}
 	defer c.Close()
-	if err := c.ConfigureDevice(t.cfg.Interface, cfg); err != nil {
-		return fmt.Errorf("wireguard: configuring peers of %s: %w", t.cfg.Interface, err)
+	var errs []error
+	portsChanged := false
+	want := map[netip.Prefix][]tunnel.NextHop{}
+	for i, p := range peers {
+		d, err := t.ensureDevice(p.Name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		port, err := t.configure(c, d, p, keys[i], t.port(p.Name))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if t.ports[p.Name] != port {
+			t.ports[p.Name], portsChanged = port, true
+		}
+		if p.Standby {
+			continue
+		}
+		link, err := netlink.LinkByName(d.name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, pre := range p.Prefixes {
+			want[pre.Masked()] = append(want[pre.Masked()], tunnel.NextHop{LinkIndex: link.Attrs().Index})
+		}
 	}
-	return tunnel.SyncRoutes(link, want)
+	for name, d := range t.devs {
+		if !seen[name] {
+			if err := t.closeDevice(d); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(t.devs, name)
+		}
+	}
+	for name := range t.ports {
+		if !seen[name] {
+			delete(t.ports, name)
+			portsChanged = true
+		}
+	}
+	if portsChanged {
+		errs = append(errs, t.savePorts())
+	}
+	var links []int
+	for _, d := range t.devs {
+		if l, err := netlink.LinkByName(d.name); err == nil {
+			links = append(links, l.Attrs().Index)
+		}
+	}
+	errs = append(errs, tunnel.SyncRoutes(links, want))
+	return errors.Join(errs...)
+}
+
+// PeerPorts gives the port each peer's device listens on. See tunnel.Tunnel.
+func (t *Tunnel) PeerPorts() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]int{}
+	for name := range t.devs {
+		if p, ok := t.ports[name]; ok {
+			out[name] = p
+		}
+	}
+	return out
 }
 
 // Status reports every peer. See tunnel.Tunnel.
 func (t *Tunnel) Status(ctx context.Context) ([]tunnel.PeerStatus, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	c, err := wgctrl.New()
 	if err != nil {
 		return nil, fmt.Errorf("wireguard: opening wgctrl: %w", err)
 	}
 	defer c.Close()
-	d, err := c.Device(t.cfg.Interface)
-	if err != nil {
-		return nil, fmt.Errorf("wireguard: reading %s: %w", t.cfg.Interface, err)
+	names := make([]string, 0, len(t.devs))
+	for name := range t.devs {
+		names = append(names, name)
 	}
-	out := make([]tunnel.PeerStatus, 0, len(d.Peers))
-	for _, p := range d.Peers {
-		s := tunnel.PeerStatus{PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime,
-			RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
-		if p.Endpoint != nil {
-			ap := p.Endpoint.AddrPort()
-			s.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	sort.Strings(names)
+	var out []tunnel.PeerStatus
+	var errs []error
+	for _, name := range names {
+		d, err := c.Device(t.devs[name].name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("wireguard: reading %s: %w", t.devs[name].name, err))
+			continue
 		}
-		out = append(out, s)
+		for _, p := range d.Peers {
+			s := tunnel.PeerStatus{Name: name, Device: d.Name, PublicKey: p.PublicKey.String(), LastHandshake: p.LastHandshakeTime,
+				RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes}
+			if p.Endpoint != nil {
+				ap := p.Endpoint.AddrPort()
+				s.Endpoint = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			}
+			out = append(out, s)
+		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
-// Close removes the device. See tunnel.Tunnel.
-func (t *Tunnel) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.dev != nil {
-		_ = t.uapi.Close()
-		t.dev.Close() // closes the TUN device, which removes the link
-		t.dev, t.uapi = nil, nil
+func (t *Tunnel) closeDevice(d *wgDevice) error {
+	if d.dev != nil {
+		_ = d.uapi.Close()
+		d.dev.Close() // closes the TUN device, which removes the link
 		return nil
 	}
-	if t.kernel {
-		if l, err := netlink.LinkByName(t.cfg.Interface); err == nil {
-			return netlink.LinkDel(l)
+	if l, err := netlink.LinkByName(d.name); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("wireguard: removing %s: %w", d.name, err)
 		}
 	}
 	return nil
+}
+
+// Close removes every device. See tunnel.Tunnel.
+func (t *Tunnel) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for name, d := range t.devs {
+		errs = append(errs, t.closeDevice(d))
+		delete(t.devs, name)
+	}
+	return errors.Join(errs...)
 }
 
 func ptr[T any](v T) *T { return &v }

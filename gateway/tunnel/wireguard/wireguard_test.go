@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -49,6 +50,7 @@ type reply struct {
 	PublicKey string              `json:"publicKey,omitempty"`
 	Mode      string              `json:"mode,omitempty"`
 	Status    []tunnel.PeerStatus `json:"status,omitempty"`
+	Ports     map[string]int      `json:"ports,omitempty"`
 }
 
 // helper brings a tunnel up, answers requests line by line, and closes it at end of input.
@@ -91,6 +93,8 @@ func helper(cfgJSON string, in io.Reader, out io.Writer) error {
 			if err != nil {
 				r.Error = err.Error()
 			}
+		case "ports":
+			r.Ports = t.PeerPorts()
 		case "up":
 			if err := t.Up(context.Background()); err != nil {
 				r.Error = err.Error()
@@ -196,9 +200,44 @@ func (e *end) peer(prefixes ...string) tunnel.Peer {
 	return p
 }
 
+// routes lists the routes the tunnel installed.
 func (e *end) routes() string {
-	out, _ := e.ns.Run("ip", "route", "show", "dev", e.iface)
+	out, _ := e.ns.Run("ip", "route", "show", "proto", "0x57")
 	return strings.TrimSpace(out)
+}
+
+// status reads the tunnel's peers.
+func (e *end) status() []tunnel.PeerStatus {
+	e.t.Helper()
+	r := e.do(request{Op: "status"})
+	if r.Error != "" {
+		e.t.Fatal(r.Error)
+	}
+	return r.Status
+}
+
+// peerStatus is the status of the named peer.
+func (e *end) peerStatus(name string) tunnel.PeerStatus {
+	e.t.Helper()
+	for _, s := range e.status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	e.t.Fatalf("%s has no peer %s", e.iface, name)
+	return tunnel.PeerStatus{}
+}
+
+// devices lists the end's WireGuard and TUN links.
+func (e *end) devices() string {
+	out, _ := e.ns.Run("ip", "-o", "link", "show")
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], "wgt") {
+			names = append(names, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return strings.Join(names, " ")
 }
 
 func TestTunnelCarriesTrafficBothWays(t *testing.T) {
@@ -266,15 +305,89 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 			t.Errorf("error %q does not mention the public key", r.Error)
 		}
 		dup := b.peer("10.200.2.0/24")
-		if r := a.do(request{Op: "peers", Peers: []tunnel.Peer{dup, {Name: "x", PublicKey: a.key, Prefixes: dup.Prefixes}}}); !strings.Contains(r.Error, "two peers") {
-			t.Errorf("error %q does not say a range was given to two peers", r.Error)
+		if r := a.do(request{Op: "peers", Peers: []tunnel.Peer{dup, dup}}); !strings.Contains(r.Error, "unique") {
+			t.Errorf("error %q does not say peer names must be unique", r.Error)
+		}
+		a.setPeers(b.peer("10.200.2.0/24"))
+	})
+
+	t.Run("each peer has its own device and port; a shared range is spread over both", func(t *testing.T) {
+		// b and c stand for two gateways of one cluster: both answer 10.200.9.1 and send
+		// from it; a must take flows from either and spread its own over both.
+		c := newEnd(t, sw, "wgc", "172.29.8.13", 51820, "10.200.9.1/32")
+		if out, err := b.ns.Run("ip", "addr", "add", "10.200.9.1/32", "dev", b.peerStatus(a.iface).Device); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if out, err := a.ns.Run("sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		a.setPeers(b.peer("10.200.2.0/24", "10.200.9.0/24"), c.peer("10.200.9.0/24"))
+		ports := a.do(request{Op: "ports"}).Ports
+		if ports[b.iface] != 51820 || ports[c.iface] != 51821 {
+			t.Errorf("ports of a's devices: %v, want %s on 51820 and %s on 51821", ports, b.iface, c.iface)
+		}
+		// c sends to the port a gave it.
+		atC := a.peer("10.200.1.0/24")
+		atC.Endpoint = netip.AddrPortFrom(a.ip, uint16(ports[c.iface]))
+		c.setPeers(atC)
+		if got := strings.Fields(a.devices()); len(got) != 2 {
+			t.Errorf("a's devices: %v, want one per peer", got)
+		}
+		if out, _ := a.ns.Run("ip", "route", "show", "10.200.9.0/24"); strings.Count(out, "nexthop") != 2 {
+			t.Errorf("route to the shared range:\n%s\nwant two next hops", out)
+		}
+		// Either gateway of the peer cluster may send anything from its ranges.
+		sink := listenUDP(t, a.ns, "10.200.1.1:9999")
+		for i, src := range []*end{b, c} {
+			if err := src.ns.SendUDPFlows(netip.MustParseAddrPort(fmt.Sprintf("10.200.9.1:%d", 30000+i*100)), netip.MustParseAddrPort("10.200.1.1:9999"), 4); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := sink.ports(8, 3*time.Second); got[30000] != 4 || got[30100] != 4 {
+			t.Errorf("datagrams a received from 10.200.9.1 by first source port: %v, want 4 through b (30000) and 4 through c (30100)", got)
+		}
+		// a spreads its flows to the shared range over both.
+		bRx, cRx := b.peerStatus(a.iface).RxBytes, c.peerStatus(a.iface).RxBytes
+		if err := a.ns.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 20000), netip.MustParseAddrPort("10.200.9.1:9"), 32); err != nil {
+			t.Fatal(err)
+		}
+		var db, dc int64
+		deadline := time.Now().Add(3 * time.Second)
+		for (db == 0 || dc == 0) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			db, dc = b.peerStatus(a.iface).RxBytes-bRx, c.peerStatus(a.iface).RxBytes-cRx
+		}
+		t.Logf("32 flows: %d bytes into b, %d into c", db, dc)
+		if db == 0 || dc == 0 {
+			t.Errorf("32 flows: %d bytes into b, %d into c; want both used", db, dc)
+		}
+
+		standby := c.peer("10.200.9.0/24")
+		standby.Standby = true
+		a.setPeers(b.peer("10.200.2.0/24", "10.200.9.0/24"), standby)
+		if out, _ := a.ns.Run("ip", "route", "show", "10.200.9.0/24"); strings.Contains(out, "nexthop") {
+			t.Errorf("route to the shared range with c standing by:\n%s\nwant b's device only", out)
+		}
+		if err := c.ns.SendUDPFlows(netip.MustParseAddrPort("10.200.9.1:30200"), netip.MustParseAddrPort("10.200.1.1:9999"), 4); err != nil {
+			t.Fatal(err)
+		}
+		if got := sink.ports(4, 3*time.Second); got[30200] != 4 {
+			t.Errorf("datagrams a received from the standby c: %v, want 4", got)
+		}
+
+		a.setPeers(b.peer("10.200.2.0/24"))
+		if got := strings.Fields(a.devices()); len(got) != 1 {
+			t.Errorf("a's devices after c left: %v, want one", got)
+		}
+		if ports := a.do(request{Op: "ports"}).Ports; len(ports) != 1 || ports[b.iface] != 51820 {
+			t.Errorf("ports after c left: %v", ports)
 		}
 	})
 
-	t.Run("closing removes the device", func(t *testing.T) {
+	t.Run("closing removes the devices", func(t *testing.T) {
 		a.stop()
-		if out, err := a.ns.Run("ip", "link", "show", a.iface); err == nil {
-			t.Errorf("%s still exists after the tunnel closed: %s", a.iface, out)
+		if got := a.devices(); got != "" {
+			t.Errorf("devices left after the tunnel closed: %s", got)
 		}
 	})
 }
@@ -308,4 +421,36 @@ func TestKeyStaysOnTheNode(t *testing.T) {
 	if _, err := wireguard.New(tunnel.Config{Interface: "wgk2"}); err == nil {
 		t.Error("no state directory was accepted")
 	}
+}
+
+// udpSink counts the datagrams a UDP socket receives.
+type udpSink struct{ c *net.UDPConn }
+
+func listenUDP(t *testing.T, ns *netnstest.Netns, addr string) *udpSink {
+	t.Helper()
+	var c *net.UDPConn
+	if err := ns.Do(func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &udpSink{c: c}
+}
+
+// ports reads up to n datagrams (or until limit passes) and counts them by source port,
+// flows from one sender counted under its first port (ports are grouped by hundreds).
+func (s *udpSink) ports(n int, limit time.Duration) map[int]int {
+	got := map[int]int{}
+	buf := make([]byte, 64)
+	_ = s.c.SetReadDeadline(time.Now().Add(limit))
+	for i := 0; i < n; i++ {
+		_, from, err := s.c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			break
+		}
+		got[int(from.Port())/100*100]++
+	}
+	return got
 }
