@@ -327,7 +327,7 @@ func (a *agentState) peerRoutes(ctx context.Context, node string, nodeIP netip.A
 	}
 	prober.SetTargets(targets)
 	up := prober.Answering()
-	return ActivePeerRoutes(r, nodeIP, func(g netip.Addr) bool { return up[g] }), nil
+	return ActivePeerRoutes(r, nodeIP, int(cn.Spec.Gateways.MaxActive), func(g netip.Addr) bool { return up[g] }), nil
 }
 
 // PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service
@@ -356,22 +356,25 @@ func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clust
 	return r
 }
 
-// ActivePeerRoutes narrows the gateways (sorted) to the active one: the first that answers.
-// One gateway per cluster carries the traffic and the others stand by: WireGuard accepts a
-// packet only from the peer whose allowed ranges hold its source, so the two clusters'
-// gateways must pair one to one, and both sides pick the answering gateway with the lowest
-// address. This node hands peer traffic to its own kernel only if it is the active gateway;
-// a standby gateway node sends it to the active one like any other node.
-func ActivePeerRoutes(r datapath.PeerRoutes, nodeIP netip.Addr, answers func(netip.Addr) bool) datapath.PeerRoutes {
+// ActivePeerRoutes narrows the gateways (sorted by address) to the active ones: the first
+// maxActive (0: no cap) that answer. Flows are spread across them (active-active); each
+// gateway reaches every gateway of the peer clusters, so no pairing is needed. This node
+// hands peer traffic to its own kernel only while it is one of the active gateways; a
+// standby gateway node sends its traffic to the active ones like any other node.
+func ActivePeerRoutes(r datapath.PeerRoutes, nodeIP netip.Addr, maxActive int, answers func(netip.Addr) bool) datapath.PeerRoutes {
 	var active []netip.Addr
+	local := false
 	for _, g := range r.Gateways {
-		if answers(g) {
-			active = []netip.Addr{g}
+		if maxActive > 0 && len(active) == maxActive {
 			break
+		}
+		if answers(g) {
+			active = append(active, g)
+			local = local || g == nodeIP
 		}
 	}
 	r.Gateways = active
-	r.LocalGateway = len(active) == 1 && active[0] == nodeIP
+	r.LocalGateway = local
 	return r
 }
 

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -41,23 +42,29 @@ func TestPeerRoutes(t *testing.T) {
 }
 
 func TestActivePeerRoutes(t *testing.T) {
-	g1, g2 := netip.MustParseAddr("172.30.1.11"), netip.MustParseAddr("172.30.1.12")
-	in := datapath.PeerRoutes{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}, Gateways: []netip.Addr{g1, g2}, LocalGateway: true}
+	g1, g2, g3 := netip.MustParseAddr("172.30.1.11"), netip.MustParseAddr("172.30.1.12"), netip.MustParseAddr("172.30.1.13")
+	in := datapath.PeerRoutes{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}, Gateways: []netip.Addr{g1, g2, g3}, LocalGateway: true}
 	all := func(netip.Addr) bool { return true }
-	other := netip.MustParseAddr("172.30.1.13")
-	if got := agent.ActivePeerRoutes(in, other, all); len(got.Gateways) != 1 || got.Gateways[0] != g1 || got.LocalGateway {
-		t.Errorf("all answer, seen from another node: %+v, want g1 only and not local", got)
-	}
-	if got := agent.ActivePeerRoutes(in, g1, all); !got.LocalGateway {
-		t.Errorf("seen from the active gateway g1: %+v, want local", got)
-	}
-	if got := agent.ActivePeerRoutes(in, g2, all); got.LocalGateway || got.Gateways[0] != g1 {
-		t.Errorf("seen from the standby gateway g2: %+v, want traffic sent to g1", got)
-	}
-	if got := agent.ActivePeerRoutes(in, g2, func(a netip.Addr) bool { return a != g1 }); !got.LocalGateway || got.Gateways[0] != g2 {
-		t.Errorf("g1 silent, seen from g2: %+v, want g2 active and local", got)
-	}
-	if got := agent.ActivePeerRoutes(in, other, func(netip.Addr) bool { return false }); got.Gateways != nil || got.LocalGateway {
-		t.Errorf("none answers: %+v", got)
+	other := netip.MustParseAddr("172.30.1.20")
+	for _, c := range []struct {
+		name      string
+		node      netip.Addr
+		maxActive int
+		answers   func(netip.Addr) bool
+		want      string
+		local     bool
+	}{
+		{"all answer, another node, maxActive 2", other, 2, all, "[172.30.1.11 172.30.1.12]", false},
+		{"all answer, no cap", other, 0, all, "[172.30.1.11 172.30.1.12 172.30.1.13]", false},
+		{"seen from an active gateway", g2, 2, all, "[172.30.1.11 172.30.1.12]", true},
+		{"seen from the standby gateway", g3, 2, all, "[172.30.1.11 172.30.1.12]", false},
+		{"g1 silent: g3 steps in", g3, 2, func(a netip.Addr) bool { return a != g1 }, "[172.30.1.12 172.30.1.13]", true},
+		{"maxActive 1", g2, 1, all, "[172.30.1.11]", false},
+		{"none answers", other, 2, func(netip.Addr) bool { return false }, "[]", false},
+	} {
+		got := agent.ActivePeerRoutes(in, c.node, c.maxActive, c.answers)
+		if fmt.Sprint(got.Gateways) != c.want || got.LocalGateway != c.local {
+			t.Errorf("%s: gateways %v local %v, want %s local %v", c.name, got.Gateways, got.LocalGateway, c.want, c.local)
+		}
 	}
 }

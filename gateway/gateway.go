@@ -6,13 +6,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -55,8 +55,13 @@ func DefaultConfig() Config {
 		Interval: 500 * time.Millisecond, LeaseDuration: 2 * time.Second}
 }
 
-// Interface names of the gateway's tunnel device per driver.
-var interfaces = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg0", fabricv1.TunnelVXLAN: "weft-vx0"}
+// Interface names of the gateway's tunnel device per driver (WireGuard: the stem of its
+// per-peer devices' names, and the name of its key file), and an nft pattern matching the
+// driver's devices.
+var (
+	interfaces = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg0", fabricv1.TunnelVXLAN: "weft-vx0"}
+	devices    = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg*", fabricv1.TunnelVXLAN: "weft-vx0"}
+)
 
 // defaultPorts apply when the ClusterNetwork names no port.
 var defaultPorts = map[fabricv1.TunnelType]int{fabricv1.TunnelWireGuard: 51820, fabricv1.TunnelVXLAN: vxlan.DefaultPort}
@@ -131,6 +136,7 @@ type gw struct {
 	endpoint netip.AddrPort
 	prober   *health.Prober
 	applied  []tunnel.Peer
+	self     string // "<cluster ID>/<node>"
 }
 
 // start waits for the ClusterNetwork and the node's address, and brings the tunnel up.
@@ -175,11 +181,12 @@ func (g *gw) tryStart(ctx context.Context) error {
 	if port == 0 {
 		port = defaultPorts[g.tunType]
 	}
+	self := fabricv1.GatewayPeerName(cn.Spec.ClusterID, g.cfg.NodeName)
 	reg := tunnel.NewRegistry()
 	if err := errors.Join(wireguard.Register(reg), vxlan.Register(reg)); err != nil {
 		return err
 	}
-	tun, err := reg.New(string(g.tunType), tunnel.Config{Interface: interfaces[g.tunType], ListenPort: port,
+	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,
 		LocalIP: ip, StateDir: g.cfg.StateDir})
 	if err != nil {
 		return err
@@ -188,18 +195,20 @@ func (g *gw) tryStart(ctx context.Context) error {
 		_ = tun.Close()
 		return err
 	}
-	if err := prepareKernel(interfaces[g.tunType]); err != nil {
+	if err := prepareKernel(devices[g.tunType]); err != nil {
 		_ = tun.Close()
 		return err
 	}
-	g.tun, g.endpoint = tun, netip.AddrPortFrom(ip, uint16(port))
+	g.tun, g.endpoint, g.self = tun, netip.AddrPortFrom(ip, uint16(port)), self
 	return nil
 }
 
 // prepareKernel lets the node forward between the tunnel and the cluster, accepts replies
-// that come back through another gateway (loose reverse-path filtering), and clamps the MSS
-// of TCP connections entering the tunnel to its MTU, so large transfers never depend on
-// ICMP "fragmentation needed" making it back (no PMTU black hole).
+// that come back through another gateway (loose reverse-path filtering), spreads flows over
+// a peer's gateways by addresses and ports (multipath hash policy 1), and clamps the MSS of
+// TCP connections entering the tunnel (devices matching the nft pattern ifname) to its MTU,
+// so large transfers never depend on ICMP "fragmentation needed" making it back (no PMTU
+// black hole).
 func prepareKernel(ifname string) error {
 	rules := fmt.Sprintf(`table inet weft-gateway
 delete table inet weft-gateway
@@ -223,15 +232,19 @@ table inet weft-gateway {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nft (MSS clamping): %v: %s", err, out)
 	}
+	// Reverse-path filtering uses the larger of "all" and the device's setting: 2 (loose)
+	// on "all" covers every tunnel device, present and future.
 	for path, value := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":                               "1",
-		filepath.Join("/proc/sys/net/ipv4/conf", ifname, "rp_filter"): "2",
-		"/proc/sys/net/ipv4/conf/all/rp_filter":                       "2",
+		"/proc/sys/net/ipv4/ip_forward":                "1",
+		"/proc/sys/net/ipv4/conf/all/rp_filter":        "2",
+		"/proc/sys/net/ipv4/fib_multipath_hash_policy": "1",
 	} {
 		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
+	// IPv6 may be off in the node's namespace.
+	_ = os.WriteFile("/proc/sys/net/ipv6/fib_multipath_hash_policy", []byte("1"), 0o644)
 	return nil
 }
 
@@ -257,6 +270,13 @@ func (g *gw) renew(ctx context.Context) error {
 	lease.Annotations[fabricv1.AnnotationGatewayEndpoint] = g.endpoint.String()
 	lease.Annotations[fabricv1.AnnotationGatewayPublicKey] = g.tun.PublicKey()
 	lease.Annotations[fabricv1.AnnotationGatewayTunnel] = string(g.tunType)
+	if ports := g.tun.PeerPorts(); ports != nil {
+		data, err := json.Marshal(ports)
+		if err != nil {
+			return err
+		}
+		lease.Annotations[fabricv1.AnnotationGatewayPeerPorts] = string(data)
+	}
 	lease.Spec.HolderIdentity = ptr.To(g.cfg.NodeName)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32((g.cfg.LeaseDuration + time.Second - 1) / time.Second))
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
@@ -271,7 +291,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	if err := g.c.List(ctx, peers); err != nil {
 		return err
 	}
-	// Probe every gateway the peers announce; choose among those that answer.
+	// Probe every gateway the peers announce; send only to those that answer.
 	var targets []netip.AddrPort
 	for _, p := range peers.Items {
 		for _, gw := range p.Status.Gateways {
@@ -282,7 +302,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	}
 	g.prober.SetTargets(targets)
 	up := g.prober.Answering()
-	want := DesiredPeers(g.cfg.NodeName, g.tunType, peers.Items, func(gw fabricv1.GatewayStatus) bool {
+	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, peers.Items, func(gw fabricv1.GatewayStatus) bool {
 		ep, err := netip.ParseAddrPort(gw.Endpoint)
 		return err == nil && up[ep.Addr()]
 	})
@@ -292,53 +312,63 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	if err := g.tun.SetPeers(ctx, want); err != nil {
 		return err
 	}
-	g.log.Info("tunnel peers", "peers", len(want))
+	active := 0
+	for _, p := range want {
+		if !p.Standby {
+			active++
+		}
+	}
+	g.log.Info("tunnel peers", "peers", len(want), "active", active)
 	g.applied = want
 	return nil
 }
 
-// DesiredPeers picks, for every connected peer cluster, its active gateway (healthy, same
-// tunnel driver, answering, lowest address), and routes the peer's pod and service ranges to
-// it. node is kept for when gateways pair up several to several.
-// usable, when set, further filters the peer's gateways (the health prober's view).
-func DesiredPeers(node string, tun fabricv1.TunnelType, peers []fabricv1.ClusterPeer, usable func(fabricv1.GatewayStatus) bool) []tunnel.Peer {
+// DesiredPeers gives the tunnel every healthy gateway (same tunnel driver) of every connected
+// peer cluster, each carrying the peer's pod and service ranges. Of each peer's gateways, the
+// first maxActive (the peer's, by address) of those that answer carry traffic, the others
+// stand by; flows are spread across the active ones, and any of them may send to this
+// gateway.
+//
+// self names this gateway ("<cluster ID>/<node>"). With perPeerPorts (WireGuard: a device
+// per peer), a peer gateway is reached on the port it published for self, and with none yet
+// the tunnel waits for the peer to reach this end first; otherwise on its endpoint's port.
+// answering, when set, is the health prober's view.
+func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers []fabricv1.ClusterPeer, answering func(fabricv1.GatewayStatus) bool) []tunnel.Peer {
 	var out []tunnel.Peer
 	for _, p := range peers {
 		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
 			continue
 		}
-		var gws []fabricv1.GatewayStatus
+		type candidate struct {
+			gw fabricv1.GatewayStatus
+			ep netip.AddrPort
+		}
+		var gws []candidate
 		for _, gw := range p.Status.Gateways {
-			if gw.Healthy && gw.Tunnel == tun && gw.Endpoint != "" && (usable == nil || usable(gw)) {
-				gws = append(gws, gw)
+			ep, err := netip.ParseAddrPort(gw.Endpoint)
+			if gw.Healthy && gw.Tunnel == tun && err == nil {
+				gws = append(gws, candidate{gw, ep})
 			}
 		}
-		if len(gws) == 0 {
-			continue
-		}
-		// The peer's active gateway is its answering gateway with the lowest address: the
-		// peer's agents send through that one, and WireGuard needs the two clusters'
-		// gateways paired one to one (it accepts a packet only from the peer whose allowed
-		// ranges hold the source).
-		var chosen fabricv1.GatewayStatus
-		var ep netip.AddrPort
-		for _, gw := range gws {
-			a, err := netip.ParseAddrPort(gw.Endpoint)
-			if err == nil && (!ep.IsValid() || a.Addr().Less(ep.Addr())) {
-				chosen, ep = gw, a
+		sort.Slice(gws, func(i, j int) bool { return gws[i].ep.Addr().Less(gws[j].ep.Addr()) })
+		active := 0
+		for _, c := range gws {
+			tp := tunnel.Peer{Name: fabricv1.GatewayPeerName(p.Spec.ClusterID, c.gw.Node), PublicKey: c.gw.PublicKey,
+				Endpoint: c.ep, Prefixes: p.Status.Prefixes()}
+			if perPeerPorts {
+				tp.Endpoint = netip.AddrPortFrom(c.ep.Addr(), uint16(c.gw.PeerPorts[self])) // 0: not published yet
 			}
+			if (answering == nil || answering(c.gw)) && (p.Status.MaxActive == 0 || active < int(p.Status.MaxActive)) {
+				active++
+			} else {
+				tp.Standby = true
+			}
+			out = append(out, tp)
 		}
-		if !ep.IsValid() {
-			continue
-		}
-		tp := tunnel.Peer{Name: p.Spec.ClusterID + "/" + chosen.Node, PublicKey: chosen.PublicKey, Endpoint: ep,
-			Prefixes: p.Status.Prefixes()}
-		out = append(out, tp)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
-
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig != "" {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)

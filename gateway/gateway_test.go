@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/gateway"
+	"github.com/weft-net/weft/gateway/tunnel"
 )
 
 func peer(id string, ready bool, gws ...fabricv1.GatewayStatus) fabricv1.ClusterPeer {
@@ -25,41 +27,63 @@ func gw(node, endpoint string, healthy bool) fabricv1.GatewayStatus {
 }
 
 func TestDesiredPeers(t *testing.T) {
+	w1, w2, w3, w4 := gw("w1", "172.30.2.11:51820", true), gw("w2", "172.30.2.12:51820", true), gw("w3", "172.30.2.13:51820", false), gw("w4", "172.30.2.14:51820", true)
+	w1.PeerPorts = map[string]int32{"here/gw-a": 51822, "here/gw-b": 51820}
+	west := peer("west", true, w4, w2, w1, w3)
+	west.Status.MaxActive = 2
 	peers := []fabricv1.ClusterPeer{
-		peer("west", true, gw("w2", "172.30.2.12:51820", true), gw("w1", "172.30.2.11:51820", true), gw("w3", "172.30.2.13:51820", false)),
+		west,
 		peer("north", false, gw("n1", "172.30.3.11:51820", true)), // not Ready: skipped
 		peer("south", true, gw("s1", "172.30.4.11:51820", false)), // no healthy gateway: skipped
 		peer("east", true, fabricv1.GatewayStatus{Node: "e1", Endpoint: "172.30.5.11:4800", Tunnel: fabricv1.TunnelVXLAN, Healthy: true}),
 	}
-	got := gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers, nil)
-	if len(got) != 1 {
-		t.Fatalf("got %+v, want one peer (west)", got)
+	names := func(ps []tunnel.Peer) (active, standby []string) {
+		for _, p := range ps {
+			if p.Standby {
+				standby = append(standby, p.Name)
+			} else {
+				active = append(active, p.Name)
+			}
+		}
+		return active, standby
 	}
-	p := got[0]
-	if p.Name != "west/w1" {
-		t.Errorf("chose %s, want west/w1", p.Name)
+	got := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil)
+	active, standby := names(got)
+	// Every healthy gateway of west (w3 is not) is a peer; the first two by address carry
+	// traffic (west's maxActive), w4 stands by.
+	if fmt.Sprint(active) != "[west/w1 west/w2]" || fmt.Sprint(standby) != "[west/w4]" {
+		t.Fatalf("active %v, standby %v; want w1 and w2 active, w4 standing by", active, standby)
 	}
-	if len(p.Prefixes) != 2 || p.Prefixes[0] != netip.MustParsePrefix("10.245.0.0/16") || p.Prefixes[1] != netip.MustParsePrefix("10.97.0.0/16") {
-		t.Errorf("prefixes %v, want west's pod and service ranges", p.Prefixes)
-	}
-	// Every gateway of this cluster picks the same one: the lowest address (w1).
-	for _, n := range []string{"a", "b", "c", "d"} {
-		if got := gateway.DesiredPeers(n, fabricv1.TunnelWireGuard, peers, nil); got[0].Name != "west/w1" {
-			t.Errorf("%s chose %s, want west/w1 (the lowest address)", n, got[0].Name)
+	for _, p := range got {
+		if len(p.Prefixes) != 2 || p.Prefixes[0] != netip.MustParsePrefix("10.245.0.0/16") || p.Prefixes[1] != netip.MustParsePrefix("10.97.0.0/16") {
+			t.Errorf("%s: prefixes %v, want west's pod and service ranges", p.Name, p.Prefixes)
 		}
 	}
-	// A gateway the prober does not hear from is never chosen.
-	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"} {
-		got := gateway.DesiredPeers(n, fabricv1.TunnelWireGuard, peers, func(gw fabricv1.GatewayStatus) bool { return gw.Node != "w1" })
-		if len(got) != 1 || got[0].Name != "west/w2" {
-			t.Errorf("with w1 silent, %s chose %+v", n, got)
-		}
+	// Ports: w1 published one for gw-a; w2 did not yet (the tunnel waits for it).
+	if got[0].Endpoint != netip.MustParseAddrPort("172.30.2.11:51822") || got[1].Endpoint.Port() != 0 {
+		t.Errorf("endpoints %v and %v, want w1's port for gw-a (51822) and none for w2", got[0].Endpoint, got[1].Endpoint)
 	}
-	if got := gateway.DesiredPeers("a", fabricv1.TunnelWireGuard, peers, func(fabricv1.GatewayStatus) bool { return false }); len(got) != 0 {
-		t.Errorf("with every gateway silent: %+v", got)
+	if b := gateway.DesiredPeers("here/gw-b", fabricv1.TunnelWireGuard, true, peers, nil); b[0].Endpoint.Port() != 51820 {
+		t.Errorf("gw-b reaches w1 at %v, want the port w1 published for it (51820)", b[0].Endpoint)
 	}
-	// The choice is stable.
-	if a, b := gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers, nil), gateway.DesiredPeers("gw-a", fabricv1.TunnelWireGuard, peers, nil); a[0].Name != b[0].Name {
-		t.Error("the choice changed between calls")
+	if one := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, peers, nil); one[1].Endpoint != netip.MustParseAddrPort("172.30.2.12:51820") {
+		t.Errorf("without per-peer ports, w2 is reached at %v, want its endpoint", one[1].Endpoint)
+	}
+	// A gateway the prober does not hear from stands by, and the next one takes its place.
+	silentW1 := func(gw fabricv1.GatewayStatus) bool { return gw.Node != "w1" }
+	if active, standby := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, silentW1)); fmt.Sprint(active) != "[west/w2 west/w4]" || fmt.Sprint(standby) != "[west/w1]" {
+		t.Errorf("with w1 silent: active %v, standby %v", active, standby)
+	}
+	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, func(fabricv1.GatewayStatus) bool { return false })); len(active) != 0 {
+		t.Errorf("with every gateway silent, active: %v", active)
+	}
+	// No maxActive published: every answering gateway carries traffic.
+	peers[0].Status.MaxActive = 0
+	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil)); len(active) != 3 {
+		t.Errorf("without maxActive, active: %v", active)
+	}
+	// VXLAN gateways see only the VXLAN peer.
+	if vx := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelVXLAN, false, peers, nil); len(vx) != 1 || vx[0].Name != "east/e1" || vx[0].Endpoint.Port() != 4800 {
+		t.Errorf("vxlan peers: %+v", vx)
 	}
 }

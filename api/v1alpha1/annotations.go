@@ -18,7 +18,14 @@ const (
 	AnnotationGatewayPublicKey = "fabric.weft.dev/public-key"
 	// AnnotationGatewayTunnel on a gateway's Lease is its tunnel driver.
 	AnnotationGatewayTunnel = "fabric.weft.dev/tunnel"
+	// AnnotationGatewayPeerPorts on a gateway's Lease is the UDP port each peer gateway
+	// must send to, as JSON ({"<cluster ID>/<node>": port}), for tunnels with a device per
+	// peer (WireGuard).
+	AnnotationGatewayPeerPorts = "fabric.weft.dev/peer-ports"
 )
+
+// GatewayPeerName names a gateway across the clusterset: "<cluster ID>/<node>".
+func GatewayPeerName(clusterID, node string) string { return clusterID + "/" + node }
 
 // GatewayLeaseName is the name of the Lease a gateway on node renews.
 func GatewayLeaseName(node string) string { return "weft-gateway-" + node }

@@ -210,6 +210,10 @@ type GatewayStatus struct {
 	// PublicKey is the gateway's WireGuard public key (the private key never leaves the node).
 	// +optional
 	PublicKey string `json:"publicKey,omitempty"`
+	// PeerPorts is, for tunnels with a device per peer (WireGuard), the UDP port on Endpoint's
+	// address each peer gateway ("<cluster ID>/<node>") sends to.
+	// +optional
+	PeerPorts map[string]int32 `json:"peerPorts,omitempty"`
 	// Healthy is true while the gateway keeps renewing its Lease.
 	Healthy bool `json:"healthy"`
 	// LastRenewTime is when the gateway last renewed its Lease.

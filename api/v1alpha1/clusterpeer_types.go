@@ -77,6 +77,11 @@ type ClusterPeerStatus struct {
 	// +optional
 	// +listType=atomic
 	Gateways []GatewayStatus `json:"gateways,omitempty"`
+
+	// MaxActive is how many of its gateways the peer sends through (its
+	// spec.gateways.maxActive); this cluster's gateways send to as many.
+	// +optional
+	MaxActive int32 `json:"maxActive,omitempty"`
 }
 
 // Prefixes are the peer's advertised pod and service ranges, parsed and masked; entries that

@@ -198,6 +198,7 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	p.Status.PodCIDRs = s.info.PodCIDRs
 	p.Status.ServiceCIDRs = s.info.ServiceCIDRs
 	p.Status.Gateways = s.info.Gateways
+	p.Status.MaxActive = s.info.MaxActive
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
 	setConnected(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonConnected, msg)

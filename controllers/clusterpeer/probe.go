@@ -23,6 +23,7 @@ type peerInfo struct {
 	PodCIDRs          []string
 	ServiceCIDRs      []string
 	Gateways          []fabricv1.GatewayStatus
+	MaxActive         int32
 }
 
 // peerError is a classified failure to read a peer. Stalled failures need the user to change
@@ -70,7 +71,8 @@ func (p apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error
 	if err := c.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return peerInfo{KubernetesVersion: v.GitVersion}, classify("reading the peer's ClusterNetwork", err)
 	}
-	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID, Gateways: cn.Status.Gateways}
+	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID, Gateways: cn.Status.Gateways,
+		MaxActive: cn.Spec.Gateways.MaxActive}
 	for _, c := range cn.Spec.PodCIDRs {
 		info.PodCIDRs = append(info.PodCIDRs, string(c))
 	}

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -199,13 +200,16 @@ func TestClusterPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		cn.Status.Gateways = []fabricv1.GatewayStatus{{Node: "gw-1", Endpoint: "172.30.2.11:51820",
-			Tunnel: fabricv1.TunnelWireGuard, PublicKey: "pub-1", Healthy: true}}
+			Tunnel: fabricv1.TunnelWireGuard, PublicKey: "pub-1", Healthy: true, PeerPorts: map[string]int32{"c1/gw-9": 51821}}}
 		if err := remote.Client.Status().Update(ctx, cn); err != nil {
 			t.Fatal(err)
 		}
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
-			if len(p.Status.Gateways) != 1 || p.Status.Gateways[0] != cn.Status.Gateways[0] {
+			if !equality.Semantic.DeepEqual(p.Status.Gateways, cn.Status.Gateways) {
 				return fmt.Errorf("status.gateways %+v, want %+v", p.Status.Gateways, cn.Status.Gateways)
+			}
+			if want := cn.Spec.Gateways.MaxActive; want == 0 || p.Status.MaxActive != want {
+				return fmt.Errorf("status.maxActive %d, want the peer's %d", p.Status.MaxActive, want)
 			}
 			return nil
 		})

@@ -1,6 +1,7 @@
 package gatewaystatus
 
 import (
+	"encoding/json"
 	"sort"
 	"time"
 
@@ -28,6 +29,12 @@ func gatewaysFromLeases(leases []coordinationv1.Lease, now time.Time) ([]fabricv
 		gw := fabricv1.GatewayStatus{Node: node, Endpoint: l.Annotations[fabricv1.AnnotationGatewayEndpoint],
 			PublicKey: l.Annotations[fabricv1.AnnotationGatewayPublicKey],
 			Tunnel:    fabricv1.TunnelType(l.Annotations[fabricv1.AnnotationGatewayTunnel])}
+		if raw := l.Annotations[fabricv1.AnnotationGatewayPeerPorts]; raw != "" {
+			var ports map[string]int32
+			if err := json.Unmarshal([]byte(raw), &ports); err == nil && len(ports) > 0 {
+				gw.PeerPorts = ports
+			}
+		}
 		if l.Spec.RenewTime != nil {
 			renew := *l.Spec.RenewTime
 			gw.LastRenewTime = &renew

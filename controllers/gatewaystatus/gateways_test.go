@@ -27,12 +27,16 @@ func TestGatewaysFromLeases(t *testing.T) {
 		return l
 	}
 	anonymous := lease("", 0, 2)
+	withPorts := lease("gw-a", 500*time.Millisecond, 2)
+	withPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `{"c2/gw-x":51820,"c2/gw-y":51821}`
+	badPorts := lease("gw-b", 0, 0)
+	badPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `not json`
 	gws, next := gatewaysFromLeases([]coordinationv1.Lease{
-		lease("gw-c", 5*time.Second, 2),        // expired
-		lease("gw-a", 500*time.Millisecond, 2), // 1.5 s left
-		lease("gw-b", 0, 0),                    // default 2 s left
-		lease("gw-d", -1, 2),                   // never renewed
-		anonymous,                              // no holder: ignored
+		lease("gw-c", 5*time.Second, 2), // expired
+		withPorts,                       // 1.5 s left
+		badPorts,                        // default 2 s left
+		lease("gw-d", -1, 2),            // never renewed
+		anonymous,                       // no holder: ignored
 	}, now)
 	if len(gws) != 4 {
 		t.Fatalf("got %d gateways, want 4: %+v", len(gws), gws)
@@ -48,6 +52,9 @@ func TestGatewaysFromLeases(t *testing.T) {
 	}
 	if gws[0].Endpoint != "gw-a:51820" || gws[0].PublicKey != "key-gw-a" || gws[0].Tunnel != fabricv1.TunnelWireGuard {
 		t.Errorf("announcement not carried: %+v", gws[0])
+	}
+	if len(gws[0].PeerPorts) != 2 || gws[0].PeerPorts["c2/gw-y"] != 51821 || gws[1].PeerPorts != nil {
+		t.Errorf("peer ports: %v and %v, want gw-a's two and none for gw-b (not JSON)", gws[0].PeerPorts, gws[1].PeerPorts)
 	}
 	if next != 1500*time.Millisecond {
 		t.Errorf("next check in %s, want 1.5s (when gw-a's Lease expires)", next)

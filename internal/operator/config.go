@@ -62,7 +62,7 @@ func DefaultConfig() Config {
 		// ports are ones nothing else on a node is likely to hold.
 		MetricsAddr:  ":10371",
 		ProbeAddr:    ":10372",
-		PeerResync:   30 * time.Second,
+		PeerResync:   10 * time.Second,
 		AgentImage:   "ghcr.io/weft-net/weft-agent:" + version.Version,
 		OVSImage:     "ghcr.io/weft-net/weft-ovs:" + version.Version,
 		GatewayImage: "ghcr.io/weft-net/weft-gateway:" + version.Version,
