@@ -63,7 +63,8 @@ func (l *Lab) up(t *testing.T) {
 }
 
 // existingLab uses a lab that is already up (WEFT_E2E_STATE=<state dir>, WEFT_E2E_NAME=<name>)
-// to iterate on specs quickly; the suite then neither brings it up nor down.
+// to iterate on specs quickly; the suite then neither brings it up nor down. Specs that need
+// the clusters peered by the suite run when WEFT_E2E_WEFTCTL names a weftctl.
 func existingLab(t *testing.T) *Lab {
 	state := os.Getenv("WEFT_E2E_STATE")
 	if state == "" {
@@ -71,7 +72,8 @@ func existingLab(t *testing.T) *Lab {
 	}
 	deps := labDeps(t, repoRoot(t))
 	return &Lab{Name: os.Getenv("WEFT_E2E_NAME"), State: state, Kubeconfig: filepath.Join(state, "kubeconfig"),
-		Kubectl: filepath.Join(deps["KUBE_BIN"], "kubectl"), Clusters: []string{"weft-1", "weft-2"}}
+		Kubectl: filepath.Join(deps["KUBE_BIN"], "kubectl"), Clusters: []string{"weft-1", "weft-2"},
+		Weftctl: os.Getenv("WEFT_E2E_WEFTCTL")}
 }
 
 func TestLab(t *testing.T) {
@@ -80,11 +82,11 @@ func TestLab(t *testing.T) {
 	}
 	lab := existingLab(t)
 	if lab == nil {
-		lab = upLab(t, 2, 2)
+		lab = upLab(t, 2, 3)
 	}
 
 	t.Run("nodes are Ready with pod CIDRs", func(t *testing.T) {
-		NodesReady(t, NodesInput{Lab: lab, Nodes: 2})
+		NodesReady(t, NodesInput{Lab: lab, Nodes: 3})
 	})
 	t.Run("pods talk pod to pod across nodes and to a Service by DNS name", func(t *testing.T) {
 		Connectivity(t, ConnectivityInput{Lab: lab, Cluster: "weft-1", Namespace: "e2e-net"})
@@ -111,7 +113,14 @@ func TestLab(t *testing.T) {
 		}
 		CrossCluster(t, CrossClusterInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-xc"})
 	})
-	if lab.Weftctl == "" {
+	t.Run("gateways are active-active and fail over in under a second", func(t *testing.T) {
+		if lab.Weftctl == "" {
+			t.Skip("needs the peered clusters of the suite's own lab")
+		}
+		Failover(t, FailoverInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-failover",
+			FromPodCIDR: "10.244.0.0/16", ToPodCIDR: "10.245.0.0/16"})
+	})
+	if lab.Weftctl == "" || os.Getenv("WEFT_E2E_STATE") != "" {
 		return // an existing lab: leave it as it is
 	}
 	t.Run("a killed lab is cleaned up by the next lab up", func(t *testing.T) {
@@ -157,7 +166,7 @@ func CrashRecovery(t *testing.T, l *Lab) {
 	}
 	t.Logf("the killed lab left %d network namespaces", stale)
 	l.up(t)
-	NodesReady(t, NodesInput{Lab: l, Nodes: 2})
+	NodesReady(t, NodesInput{Lab: l, Nodes: 3})
 	cs := l.Client(t, l.Clusters[0])
 	Eventually(t, 2*time.Minute, func() error {
 		dep, err := cs.AppsV1().Deployments("kube-system").Get(context.Background(), "coredns", metav1GetOptions)

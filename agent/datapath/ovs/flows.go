@@ -120,7 +120,7 @@ func (s flowState) flows() []string {
 		case s.peers.localGateway:
 			add("table=%d,priority=60,ip,nw_dst=%s,actions=set_field:%s->eth_dst,output:%s", tableForward, p, s.gatewayMAC, s.gatewayPort)
 		case len(s.peers.gateways) > 0 && s.tunnelPort != "":
-			add("table=%d,priority=60,ip,nw_dst=%s,actions=multipath(symmetric_l4,0,hrw,%d,0,NXM_NX_REG1[0..5]),goto_table:%d",
+			add("table=%d,priority=60,ip,nw_dst=%s,actions=multipath(symmetric_l4,0,hrw,%d,0,NXM_NX_REG1[0..15]),goto_table:%d",
 				tableForward, p, len(s.peers.gateways), tablePeerGateway)
 		default:
 			add("table=%d,priority=60,ip,nw_dst=%s,actions=drop", tableForward, p)

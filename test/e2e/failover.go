@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+// FailoverInput is the input of Failover.
+type FailoverInput struct {
+	Lab      *Lab
+	From, To string // peered clusters with three nodes each
+	// Namespace is created in both clusters for a "client" pod (in From) and a "server"
+	// pod (in To) on the clusters' second nodes, which are not gateways.
+	Namespace string
+	// PodCIDRs of From and To, for reading the gateways' routes.
+	FromPodCIDR, ToPodCIDR string
+}
+
+// gateways of a three-node lab cluster once Failover made the third node a gateway too.
+func gatewayNodes(cluster string) []string {
+	return []string{cluster + "-node-1", cluster + "-node-3"}
+}
+
+// Failover makes each cluster's third node a second gateway, checks that flows are spread
+// over both (active-active), then takes down the gateway carrying a steady stream — its
+// process killed in From, its cable pulled in To — and checks that probes sent every 10 ms
+// by eight flows are interrupted for less than a second and that a TCP transfer running
+// through it loses nothing.
+func Failover(t *testing.T, in FailoverInput) {
+	l := in.Lab
+	for _, c := range []string{in.From, in.To} {
+		l.MustKubectl(t, c, "", "label", "node", c+"-node-3", "fabric.weft.dev/gateway=true", "--overwrite")
+	}
+	ips := map[string]string{}
+	for _, c := range []struct{ cluster, name string }{{in.From, "client"}, {in.To, "server"}} {
+		cs := l.Client(t, c.cluster)
+		namespace(t, cs, in.Namespace)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.name, Namespace: in.Namespace},
+			Spec: corev1.PodSpec{NodeName: c.cluster + "-node-2", TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
+				{Name: "echo", Image: agnhost, Args: []string{"netexec", "--http-port=8080", "--udp-port=8081"}}}}}
+		if _, err := cs.CoreV1().Pods(in.Namespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ips[c.name] = WaitPodReady(t, cs, in.Namespace, c.name, 2*time.Minute).Status.PodIP
+	}
+	waitTwoGatewaysEachWay(t, in)
+	clientIP, serverIP := ips["client"], ips["server"]
+	client, server := l.podNetns(t, clientIP), l.podNetns(t, serverIP)
+	echo := netip.AddrPortFrom(netip.MustParseAddr(serverIP), 8081)
+
+	t.Run("flows are spread over both gateways of each cluster", func(t *testing.T) {
+		Eventually(t, time.Minute, func() error { return spread(t, l, in.From, client, echo) })
+	})
+
+	t.Run("killing the process of the gateway carrying a stream", func(t *testing.T) {
+		r := failover(t, l, client, server, echo, in.From, func(victim string) func() {
+			pid := l.gatewayPID(t, victim)
+			if pid == 0 {
+				t.Fatalf("no weft-gateway process on %s", victim)
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("killed weft-gateway (pid %d) on %s", pid, victim)
+			return func() {}
+		})
+		t.Logf("process kill: longest probe gap %v (of 8 flows every 10 ms), TCP stream intact", r.Round(time.Millisecond))
+		waitTwoGatewaysEachWay(t, in)
+	})
+
+	t.Run("pulling the cable of the gateway carrying a stream", func(t *testing.T) {
+		r := failover(t, l, client, server, echo, in.To, func(victim string) func() {
+			ns, port := l.underlayPort(victim)
+			ns.MustIP(t, "link", "set", port, "down")
+			t.Logf("pulled %s's cable (%s down)", victim, port)
+			return func() { ns.MustIP(t, "link", "set", port, "up") }
+		})
+		t.Logf("cable pull: longest probe gap %v (of 8 flows every 10 ms), TCP stream intact", r.Round(time.Millisecond))
+		waitTwoGatewaysEachWay(t, in)
+	})
+}
+
+// waitTwoGatewaysEachWay waits until every gateway of each cluster routes the peer's pods
+// over both of the peer's gateways (both announced, published their ports and answer).
+func waitTwoGatewaysEachWay(t *testing.T, in FailoverInput) {
+	t.Helper()
+	for _, side := range [][2]string{{in.From, in.ToPodCIDR}, {in.To, in.FromPodCIDR}} {
+		for _, node := range gatewayNodes(side[0]) {
+			Eventually(t, 3*time.Minute, func() error {
+				if in.Lab.gatewayPID(t, node) == 0 {
+					return fmt.Errorf("no weft-gateway process on %s", node)
+				}
+				out, err := in.Lab.nodeNetns(node).Run("ip", "route", "show", side[1])
+				if err != nil || strings.Count(out, "nexthop") != 2 {
+					return fmt.Errorf("%s's route to %s is %q, want two next hops", node, side[1], strings.TrimSpace(out))
+				}
+				return nil
+			})
+		}
+	}
+}
+
+// spread sends 64 UDP flows and checks that both gateways of the cluster carried some.
+func spread(t *testing.T, l *Lab, cluster string, client *netnstest.Netns, echo netip.AddrPort) error {
+	gws := gatewayNodes(cluster)
+	before := map[string]uint64{}
+	for _, g := range gws {
+		before[g], _ = l.tunnelPackets(t, g)
+	}
+	if err := client.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 40000), echo, 64); err != nil {
+		return err
+	}
+	time.Sleep(200 * time.Millisecond)
+	var counts []string
+	used := 0
+	for _, g := range gws {
+		tx, _ := l.tunnelPackets(t, g)
+		if tx-before[g] > 0 {
+			used++
+		}
+		counts = append(counts, fmt.Sprintf("%s sent %d", g, tx-before[g]))
+	}
+	t.Logf("64 flows: %s", strings.Join(counts, ", "))
+	if used != len(gws) {
+		return fmt.Errorf("64 flows did not use every gateway: %s", strings.Join(counts, ", "))
+	}
+	return nil
+}
+
+// failover runs eight probe streams and a TCP transfer from client to server, finds the
+// gateway of cluster carrying the transfer, takes it down with act (whose result undoes it
+// three seconds later), and returns the longest probe gap. It fails the test if a gap
+// reaches a second or the transfer loses anything.
+func failover(t *testing.T, l *Lab, client, server *netnstest.Netns, echo netip.AddrPort, cluster string,
+	act func(victim string) (undo func())) time.Duration {
+	t.Helper()
+	stop := make(chan struct{})
+	type probeOut struct {
+		r   ProbeResult
+		err error
+	}
+	probes := make(chan probeOut, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			r, err := probeStream(client, echo, 10*time.Millisecond, stop)
+			probes <- probeOut{r, err}
+		}()
+	}
+	tcp := make(chan error, 1)
+	go func() {
+		_, err := tcpStream(client, server, netip.AddrPortFrom(echo.Addr(), 7000), 2<<20, stop)
+		tcp <- err
+	}()
+	time.Sleep(1500 * time.Millisecond)
+
+	// The victim is the gateway of cluster whose tunnel moves the most packets: the one the
+	// transfer goes through.
+	gws := gatewayNodes(cluster)
+	count := func(g string) uint64 { tx, rx := l.tunnelPackets(t, g); return tx + rx }
+	before := map[string]uint64{}
+	for _, g := range gws {
+		before[g] = count(g)
+	}
+	time.Sleep(time.Second)
+	victim, most := "", uint64(0)
+	for _, g := range gws {
+		if d := count(g) - before[g]; d >= most {
+			victim, most = g, d
+		}
+	}
+	start := time.Now()
+	undo := act(victim)
+	time.Sleep(3 * time.Second)
+	undo()
+	time.Sleep(time.Second)
+	close(stop)
+
+	var worst time.Duration
+	for i := 0; i < 8; i++ {
+		p := <-probes
+		if p.err != nil {
+			t.Error(p.err)
+			continue
+		}
+		t.Logf("probe flow: %d/%d answered, longest gap %v at %+v", p.r.Answered, p.r.Sent, p.r.Gap.Round(time.Millisecond),
+			p.r.GapAt.Sub(start).Round(time.Millisecond))
+		worst = max(worst, p.r.Gap)
+	}
+	if err := <-tcp; err != nil {
+		t.Errorf("the TCP transfer through %s did not survive: %v", victim, err)
+	}
+	if worst >= time.Second {
+		t.Errorf("taking %s down interrupted probes for %v, want < 1s", victim, worst)
+	}
+	return worst
+}
