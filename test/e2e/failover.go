@@ -111,7 +111,8 @@ func waitTwoGatewaysEachWay(t *testing.T, in FailoverInput) {
 	}
 }
 
-// spread sends 64 UDP flows and checks that both gateways of the cluster carried some.
+// spread sends 64 UDP flows and checks that each gateway of the cluster carried at least an
+// eighth of them (an even hash gives each half; one in 10^8 runs gives one fewer than 8).
 func spread(t *testing.T, l *Lab, cluster string, client *netnstest.Netns, echo netip.AddrPort) error {
 	gws := gatewayNodes(cluster)
 	before := map[string]uint64{}
@@ -126,14 +127,14 @@ func spread(t *testing.T, l *Lab, cluster string, client *netnstest.Netns, echo 
 	used := 0
 	for _, g := range gws {
 		tx, _ := l.tunnelPackets(t, g)
-		if tx-before[g] > 0 {
+		if tx-before[g] >= 8 {
 			used++
 		}
 		counts = append(counts, fmt.Sprintf("%s sent %d", g, tx-before[g]))
 	}
 	t.Logf("64 flows: %s", strings.Join(counts, ", "))
 	if used != len(gws) {
-		return fmt.Errorf("64 flows did not use every gateway: %s", strings.Join(counts, ", "))
+		return fmt.Errorf("64 flows were not spread over the gateways: %s", strings.Join(counts, ", "))
 	}
 	return nil
 }

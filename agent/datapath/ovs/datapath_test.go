@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -425,6 +426,43 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 	if a == 0 || b == 0 {
 		t.Errorf("connections were not spread over both gateways (g1 %d, g2 %d)", a, b)
 	}
+
+	t.Run("UDP flows are spread by their ports too", func(t *testing.T) {
+		got := map[string]*int{}
+		done := make(chan struct{}, 2)
+		for _, g := range []*node{g1, g2} {
+			var c *net.UDPConn
+			if err := g.ns.Do(func() (err error) {
+				c, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(far), Port: 5501})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			n := new(int)
+			got[g.name] = n
+			go func() {
+				defer func() { done <- struct{}{} }()
+				defer c.Close()
+				buf := make([]byte, 16)
+				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				for {
+					if _, _, err := c.ReadFrom(buf); err != nil {
+						return
+					}
+					*n++
+				}
+			}()
+		}
+		if err := pod.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 43000), netip.MustParseAddrPort(far+":5501"), 32); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		<-done
+		t.Logf("32 UDP flows: %d through g1, %d through g2", *got["g1"], *got["g2"])
+		if *got["g1"] == 0 || *got["g2"] == 0 || *got["g1"]+*got["g2"] != 32 {
+			t.Errorf("32 UDP flows: %d through g1, %d through g2; want all 32, spread over both", *got["g1"], *got["g2"])
+		}
+	})
 
 	t.Run("only g2 healthy: every new connection goes through g2", func(t *testing.T) {
 		setGateways(g2)

@@ -114,13 +114,14 @@ func (s flowState) flows() []string {
 		}
 	}
 	// Other clusters: a gateway node sends them to its kernel (and so into the tunnel to the
-	// peers); other nodes pick a gateway node per connection by a symmetric 5-tuple hash.
+	// peers); other nodes pick a gateway node per connection by a symmetric hash of addresses,
+	// protocol and TCP, UDP or SCTP ports (symmetric_l4 would leave UDP ports out).
 	for _, p := range s.peers.prefixes {
 		switch {
 		case s.peers.localGateway:
 			add("table=%d,priority=60,ip,nw_dst=%s,actions=set_field:%s->eth_dst,output:%s", tableForward, p, s.gatewayMAC, s.gatewayPort)
 		case len(s.peers.gateways) > 0 && s.tunnelPort != "":
-			add("table=%d,priority=60,ip,nw_dst=%s,actions=multipath(symmetric_l4,0,hrw,%d,0,NXM_NX_REG1[0..15]),goto_table:%d",
+			add("table=%d,priority=60,ip,nw_dst=%s,actions=multipath(symmetric_l3l4+udp,0,hrw,%d,0,NXM_NX_REG1[0..15]),goto_table:%d",
 				tableForward, p, len(s.peers.gateways), tablePeerGateway)
 		default:
 			add("table=%d,priority=60,ip,nw_dst=%s,actions=drop", tableForward, p)
