@@ -188,12 +188,20 @@ func Run(ctx context.Context, cfg Config) error {
 	peerTick := time.NewTicker(time.Second)
 	defer peerTick.Stop()
 	var peerRoutes *datapath.PeerRoutes
-	syncPeers := func() {
-		want, err := a.peerRoutes(ctx, in.node.Name, in.node.IP, prober)
-		if err != nil {
-			log.Error(err, "reading peer clusters and gateways")
-			return
+	var read *peerInputs // the last read of the ClusterNetwork and ClusterPeers
+	// syncPeers programs the routes to peer clusters; reread says whether to read the API
+	// first (every second) or to reuse the last read (on a health change: failover must
+	// not wait for the API server).
+	syncPeers := func(reread bool) {
+		if reread || read == nil {
+			got, err := a.readPeerInputs(ctx)
+			if err != nil {
+				log.Error(err, "reading peer clusters and gateways")
+				return
+			}
+			read = &got
 		}
+		want := read.routes(in.node.Name, in.node.IP, prober)
 		if peerRoutes != nil && reflect.DeepEqual(*peerRoutes, want) {
 			return
 		}
@@ -207,9 +215,9 @@ func Run(ctx context.Context, cfg Config) error {
 	for {
 		select {
 		case <-peerTick.C:
-			syncPeers()
+			syncPeers(true)
 		case <-gwChanged:
-			syncPeers()
+			syncPeers(false)
 		case <-ctx.Done():
 			a.notReady.Store("stopping")
 			return nil
@@ -308,26 +316,36 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 		Encapsulation: encap, MTU: int(cn.Spec.Datapath.MTU)}}, nil
 }
 
-// peerRoutes are the ranges of the connected peer clusters and this cluster's healthy
-// gateway nodes (their endpoint addresses are their node addresses).
-// A gateway counts only while it also answers the prober.
-func (a *agentState) peerRoutes(ctx context.Context, node string, nodeIP netip.Addr, prober *health.Prober) (datapath.PeerRoutes, error) {
+// peerInputs are what routes to peer clusters are computed from.
+type peerInputs struct {
+	cn    *fabricv1.ClusterNetwork
+	peers []fabricv1.ClusterPeer
+}
+
+func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
 	cn := &fabricv1.ClusterNetwork{}
 	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
-		return datapath.PeerRoutes{}, err
+		return peerInputs{}, err
 	}
 	peers := &fabricv1.ClusterPeerList{}
 	if err := a.c.List(ctx, peers); err != nil {
-		return datapath.PeerRoutes{}, err
+		return peerInputs{}, err
 	}
-	r := PeerRoutes(node, cn, peers.Items)
+	return peerInputs{cn: cn, peers: peers.Items}, nil
+}
+
+// routes are the ranges of the connected peer clusters and this cluster's active gateway
+// nodes (their endpoint addresses are their node addresses): healthy, answering the
+// prober, at most maxActive.
+func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
+	r := PeerRoutes(node, p.cn, p.peers)
 	targets := make([]netip.AddrPort, 0, len(r.Gateways))
 	for _, g := range r.Gateways {
 		targets = append(targets, netip.AddrPortFrom(g, health.DefaultPort))
 	}
 	prober.SetTargets(targets)
 	up := prober.Answering()
-	return ActivePeerRoutes(r, nodeIP, int(cn.Spec.Gateways.MaxActive), func(g netip.Addr) bool { return up[g] }), nil
+	return ActivePeerRoutes(r, nodeIP, int(p.cn.Spec.Gateways.MaxActive), func(g netip.Addr) bool { return up[g] })
 }
 
 // PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service

@@ -114,15 +114,20 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
+	reread := true
 	for {
-		if err := g.sync(ctx); err != nil && ctx.Err() == nil {
+		// Every Interval: renew the Lease and reread the peers. On a health change: only
+		// recompute the peers from the last read (failover must not wait for the API server).
+		if err := g.sync(ctx, reread); err != nil && ctx.Err() == nil {
 			log.Error(err, "sync")
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			reread = true
 		case <-changed:
+			reread = false
 		}
 	}
 }
@@ -136,7 +141,8 @@ type gw struct {
 	endpoint netip.AddrPort
 	prober   *health.Prober
 	applied  []tunnel.Peer
-	self     string // "<cluster ID>/<node>"
+	self     string                 // "<cluster ID>/<node>"
+	peers    []fabricv1.ClusterPeer // the last read
 }
 
 // start waits for the ClusterNetwork and the node's address, and brings the tunnel up.
@@ -248,9 +254,23 @@ table inet weft-gateway {
 	return nil
 }
 
-// sync renews the Lease and makes the tunnel's peers what the ClusterPeers say.
-func (g *gw) sync(ctx context.Context) error {
-	return errors.Join(g.renew(ctx), g.syncPeers(ctx))
+// sync makes the tunnel's peers what the ClusterPeers say and the prober sees; with reread
+// it first renews the Lease and reads the ClusterPeers again.
+func (g *gw) sync(ctx context.Context, reread bool) error {
+	if !reread && g.peers != nil {
+		return g.syncPeers(ctx)
+	}
+	var errs []error
+	peers := &fabricv1.ClusterPeerList{}
+	if err := g.c.List(ctx, peers); err != nil {
+		errs = append(errs, err)
+	} else {
+		g.peers = peers.Items
+	}
+	if g.peers != nil {
+		errs = append(errs, g.syncPeers(ctx))
+	}
+	return errors.Join(append(errs, g.renew(ctx))...)
 }
 
 func (g *gw) renew(ctx context.Context) error {
@@ -287,13 +307,9 @@ func (g *gw) renew(ctx context.Context) error {
 }
 
 func (g *gw) syncPeers(ctx context.Context) error {
-	peers := &fabricv1.ClusterPeerList{}
-	if err := g.c.List(ctx, peers); err != nil {
-		return err
-	}
 	// Probe every gateway the peers announce; send only to those that answer.
 	var targets []netip.AddrPort
-	for _, p := range peers.Items {
+	for _, p := range g.peers {
 		for _, gw := range p.Status.Gateways {
 			if ep, err := netip.ParseAddrPort(gw.Endpoint); err == nil {
 				targets = append(targets, netip.AddrPortFrom(ep.Addr(), health.DefaultPort))
@@ -302,7 +318,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	}
 	g.prober.SetTargets(targets)
 	up := g.prober.Answering()
-	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, peers.Items, func(gw fabricv1.GatewayStatus) bool {
+	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, func(gw fabricv1.GatewayStatus) bool {
 		ep, err := netip.ParseAddrPort(gw.Endpoint)
 		return err == nil && up[ep.Addr()]
 	})

@@ -68,10 +68,11 @@ type Tunnel struct {
 
 // wgDevice is one peer's device.
 type wgDevice struct {
-	name string
-	peer wgtypes.Key    // the peer configured on it
-	dev  *device.Device // userspace only
-	uapi net.Listener   // userspace only
+	name    string
+	peer    wgtypes.Key    // the peer configured on it
+	applied string         // what was last configured (port, peer, endpoint, ranges)
+	dev     *device.Device // userspace only
+	uapi    net.Listener   // userspace only
 }
 
 var _ tunnel.Tunnel = (*Tunnel)(nil)
@@ -321,9 +322,18 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 }
 
 // configure gives a peer's device its key, port and peer (keeping the peer's session when
-// only its ranges or endpoint change), then its MTU and address, and brings it up.
+// only its ranges or endpoint change), then its MTU and address, and brings it up. A device
+// whose configuration is unchanged is left alone: setting the port again makes the
+// userspace device reopen its socket, dropping what is in flight.
 func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgtypes.Key, port int) (int, error) {
-	cfg := wgtypes.Config{PrivateKey: &t.key, ListenPort: &port}
+	applied := fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
+	if d.applied != "" && d.applied == applied {
+		return port, nil
+	}
+	cfg := wgtypes.Config{}
+	if d.applied == "" || !strings.HasPrefix(d.applied, fmt.Sprint(port)+" ") {
+		cfg.PrivateKey, cfg.ListenPort = &t.key, &port
+	}
 	pc := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true, PersistentKeepaliveInterval: ptr(keepalive)}
 	if p.Endpoint.IsValid() && p.Endpoint.Port() != 0 {
 		pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
@@ -365,6 +375,7 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 			return 0, fmt.Errorf("wireguard: bringing %s up: %w", d.name, err)
 		}
 	}
+	d.applied = fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
 	return port, nil
 }
 
