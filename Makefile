@@ -67,11 +67,12 @@ test: test-deps verify-generated vet ## Run every test: unit, envtest (real API 
 		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (vs Debian wireguard-go, raw veth), gateway failure detection over 20 deaths.
+bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (vs Debian wireguard-go, raw veth), gateway failure detection over 20 deaths, lab pod-to-pod TCP across clusters and failover gap p50/p99 over 20 gateway failures.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 	WEFT_CNI_BIN="$$(hack/lab-deps.sh | sed -n 's/^CNI_BIN=//p')" \
 		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/ ./gateway/tunnel/wireguard/
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./gateway/health/
+	$(GO) test -run '^$$' -bench Gateways -benchtime 1x -count 1 -timeout 40m ./test/e2e/
 
 .PHONY: test-deps
 test-deps: ## Install what the tests need (apt packages, Kubernetes, CoreDNS and CNI binaries built from source).

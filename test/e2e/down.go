@@ -45,7 +45,7 @@ func DownLeavesNothing(t *testing.T, l *Lab) {
 	}
 }
 
-func hostLinks(t *testing.T) string {
+func hostLinks(t testing.TB) string {
 	out, err := exec.Command("ip", "-o", "link", "show").Output()
 	if err != nil {
 		t.Fatal(err)

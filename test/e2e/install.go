@@ -23,7 +23,7 @@ type InstallInput struct {
 // that it runs in the cluster: both replicas Ready (in-cluster credentials, Service routing),
 // the built-in tiers created (the leader's controllers), a ClusterNetwork reconciled, and
 // the admission webhook answering through its Service.
-func InstallWeft(t *testing.T, in InstallInput) {
+func InstallWeft(t testing.TB, in InstallInput) {
 	ctx := context.Background()
 	root := repoRoot(t)
 	cs := in.Lab.Client(t, in.Cluster)
@@ -70,7 +70,7 @@ type PeerInput struct {
 
 // PeerJoin peers two clusters with `weftctl peer join` and checks that each operator reads
 // the other's API server (across the lab's underlay) with the issued credential.
-func PeerJoin(t *testing.T, in PeerInput) {
+func PeerJoin(t testing.TB, in PeerInput) {
 	out, err := exec.Command(in.Lab.Weftctl, "peer", "join", "--kubeconfig", in.Lab.Kubeconfig, "--from", in.From, "--to", in.To).CombinedOutput()
 	if err != nil {
 		t.Fatalf("weftctl peer join: %v\n%s", err, out)

@@ -15,7 +15,7 @@ import (
 
 // upLab builds weftctl and the weft binaries, brings a lab named "e2e" up, and takes it down
 // when the test ends.
-func upLab(t *testing.T, clusters, nodes int) *Lab {
+func upLab(t testing.TB, clusters, nodes int) *Lab {
 	t.Helper()
 	root := repoRoot(t)
 	deps := labDeps(t, root)
@@ -52,7 +52,7 @@ func upLab(t *testing.T, clusters, nodes int) *Lab {
 	return l
 }
 
-func (l *Lab) up(t *testing.T) {
+func (l *Lab) up(t testing.TB) {
 	t.Helper()
 	start := time.Now()
 	out, err := exec.Command(l.Weftctl, l.upArgs...).CombinedOutput()

@@ -30,7 +30,7 @@ type NodesInput struct {
 
 // NodesReady checks that every cluster has its nodes Ready, each with a pod CIDR, an
 // InternalIP and a kubelet endpoint.
-func NodesReady(t *testing.T, in NodesInput) {
+func NodesReady(t testing.TB, in NodesInput) {
 	for _, cluster := range in.Lab.Clusters {
 		cs := in.Lab.Client(t, cluster)
 		Eventually(t, 2*time.Minute, func() error {
@@ -61,7 +61,7 @@ func NodesReady(t *testing.T, in NodesInput) {
 	}
 }
 
-func namespace(t *testing.T, cs kubernetes.Interface, name string) {
+func namespace(t testing.TB, cs kubernetes.Interface, name string) {
 	t.Helper()
 	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {

@@ -1,0 +1,64 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+// BenchmarkGateways brings up a two-cluster lab with two gateways per cluster and measures,
+// pod to pod across the clusters: TCP throughput through the gateways (compare with the
+// bare tunnel, Debian's wireguard-go and raw veth of gateway/tunnel/wireguard in the same
+// `make bench`), and the failover gap over WEFT_FAILOVER_ROUNDS (default 20) failures of
+// the gateway carrying a stream, alternating a killed process (cluster 1) and a pulled
+// cable (cluster 2). Run with -benchtime 1x: the lab is the expensive part.
+func BenchmarkGateways(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Fatal("the gateway benchmarks need root: they bring a lab up")
+	}
+	rounds := 20
+	if v, err := strconv.Atoi(os.Getenv("WEFT_FAILOVER_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	lab := upLab(b, 2, 3)
+	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
+	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
+	PeerJoin(b, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
+	in := FailoverInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "bench-gateways",
+		FromPodCIDR: "10.244.0.0/16", ToPodCIDR: "10.245.0.0/16"}
+	client, server, echo := failoverSetup(b, in)
+	Eventually(b, time.Minute, func() error { return spread(b, lab, in.From, client, echo) })
+
+	b.Run("cross-cluster-tcp", func(b *testing.B) {
+		netnstest.BenchTCP(b, server, client, echo.Addr().String()+":7100")
+	})
+
+	b.Run(fmt.Sprintf("failover-%d", rounds), func(b *testing.B) {
+		var gaps []time.Duration
+		for i := 0; i < rounds; i++ {
+			cluster, act, how := in.From, killGateway(b, lab), "process kill"
+			if i%2 == 1 {
+				cluster, act, how = in.To, pullCable(b, lab), "cable pull"
+			}
+			gap, err := failover(b, lab, client, server, echo, cluster, act)
+			if err != nil {
+				b.Errorf("round %d (%s): %v", i+1, how, err)
+			}
+			b.Logf("round %d (%s): longest gap %v", i+1, how, gap.Round(time.Millisecond))
+			gaps = append(gaps, gap)
+			waitTwoGatewaysEachWay(b, in)
+			Eventually(b, time.Minute, func() error { return spread(b, lab, in.From, client, echo) })
+		}
+		slices.Sort(gaps)
+		pct := func(p float64) time.Duration { return gaps[min(len(gaps)-1, int(p*float64(len(gaps))))] }
+		b.ReportMetric(float64(pct(0.5).Milliseconds()), "p50-gap-ms")
+		b.ReportMetric(float64(pct(0.99).Milliseconds()), "p99-gap-ms")
+		b.ReportMetric(float64(gaps[len(gaps)-1].Milliseconds()), "max-gap-ms")
+		b.ReportMetric(0, "ns/op")
+	})
+}
