@@ -143,6 +143,7 @@ type gw struct {
 	applied  []tunnel.Peer
 	self     string                 // "<cluster ID>/<node>"
 	peers    []fabricv1.ClusterPeer // the last read
+	read     bool                   // peers holds a read
 }
 
 // start waits for the ClusterNetwork and the node's address, and brings the tunnel up.
@@ -255,9 +256,9 @@ table inet weft-gateway {
 }
 
 // sync makes the tunnel's peers what the ClusterPeers say and the prober sees; with reread
-// it first renews the Lease and reads the ClusterPeers again.
+// it reads the ClusterPeers again first, and renews the Lease after.
 func (g *gw) sync(ctx context.Context, reread bool) error {
-	if !reread && g.peers != nil {
+	if !reread && g.read {
 		return g.syncPeers(ctx)
 	}
 	var errs []error
@@ -265,9 +266,9 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 	if err := g.c.List(ctx, peers); err != nil {
 		errs = append(errs, err)
 	} else {
-		g.peers = peers.Items
+		g.peers, g.read = peers.Items, true
 	}
-	if g.peers != nil {
+	if g.read {
 		errs = append(errs, g.syncPeers(ctx))
 	}
 	return errors.Join(append(errs, g.renew(ctx))...)
