@@ -3,9 +3,9 @@
 // each gateway echoes it. A target is down after FailAfter intervals without an answer and
 // up again after RiseAfter answers in a row; every change is reported at once.
 //
-// Probes travel the same path as traffic (through the tunnel, to the peer's tunnel
-// address), so a broken tunnel, a dead process and a link that went down all look alike: no
-// answer.
+// Probes go to the gateway's node address (the underlay the tunnel runs over), so a dead
+// gateway process and a link that went down look alike: no answer. A tunnel that is up at
+// both ends but broken in between (a wrong key) is not seen by them.
 package health
 
 import (
