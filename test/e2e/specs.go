@@ -235,10 +235,14 @@ func ExecAndLogs(t *testing.T, in ExecInput) {
 	})
 	wantLine := fmt.Sprintf("started as worker ip=%s url=http://%s:80/worker", p.Status.PodIP, p.Status.PodIP)
 	for _, args := range [][]string{{"logs", "worker"}, {"logs", "worker", "--previous"}} {
-		out := in.Lab.MustKubectl(t, in.Cluster, "", append([]string{"-n", in.Namespace}, args...)...)
-		if !strings.Contains(out, wantLine) || !strings.Contains(out, "hello from a configmap") {
-			t.Errorf("kubectl %s:\n%s\nwant %q and the configmap text", strings.Join(args, " "), out, wantLine)
-		}
+		// The restarted run may not have written its second line yet.
+		Eventually(t, 10*time.Second, func() error {
+			out := in.Lab.MustKubectl(t, in.Cluster, "", append([]string{"-n", in.Namespace}, args...)...)
+			if !strings.Contains(out, wantLine) || !strings.Contains(out, "hello from a configmap") {
+				return fmt.Errorf("kubectl %s:\n%s\nwant %q and the configmap text", strings.Join(args, " "), out, wantLine)
+			}
+			return nil
+		})
 	}
 	if out, code := in.Lab.KubectlRun(in.Cluster, "", "-n", in.Namespace, "exec", "worker", "--", "sh", "-c", "kill -SEGV $$"); code != 139 {
 		t.Errorf("exec of a command killed by SIGSEGV: code %d (want 139, as runtimes report) output %q", code, out)
