@@ -70,6 +70,7 @@ type Tunnel struct {
 type wgDevice struct {
 	name    string
 	peer    wgtypes.Key    // the peer configured on it
+	port    int            // the port it listens on (0: not configured yet)
 	applied string         // what was last configured (port, peer, endpoint, ranges)
 	dev     *device.Device // userspace only
 	uapi    net.Listener   // userspace only
@@ -326,12 +327,11 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 // whose configuration is unchanged is left alone: setting the port again makes the
 // userspace device reopen its socket, dropping what is in flight.
 func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgtypes.Key, port int) (int, error) {
-	applied := fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
-	if d.applied != "" && d.applied == applied {
+	if d.applied != "" && d.applied == fmt.Sprint(port, key, p.Endpoint, p.Prefixes) {
 		return port, nil
 	}
 	cfg := wgtypes.Config{}
-	if d.applied == "" || !strings.HasPrefix(d.applied, fmt.Sprint(port)+" ") {
+	if d.port == 0 || d.port != port {
 		cfg.PrivateKey, cfg.ListenPort = &t.key, &port
 	}
 	pc := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true, PersistentKeepaliveInterval: ptr(keepalive)}
@@ -375,7 +375,7 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 			return 0, fmt.Errorf("wireguard: bringing %s up: %w", d.name, err)
 		}
 	}
-	d.applied = fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
+	d.port, d.applied = port, fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
 	return port, nil
 }
 
