@@ -140,6 +140,32 @@ func (n *Netns) SendUDPFlows(from, dst netip.AddrPort, count int) error {
 	})
 }
 
+// ListenUDP opens a UDP socket inside the namespace; the socket stays there.
+func (n *Netns) ListenUDP(addr string) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := n.Do(func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		return err
+	})
+	return c, err
+}
+
+// ReceiveUDP reads up to max datagrams from c, or until limit passes, and returns their
+// sources (one per datagram).
+func ReceiveUDP(c *net.UDPConn, max int, limit time.Duration) []netip.AddrPort {
+	var from []netip.AddrPort
+	buf := make([]byte, 64)
+	_ = c.SetReadDeadline(time.Now().Add(limit))
+	for len(from) < max {
+		_, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			break
+		}
+		from = append(from, src)
+	}
+	return from
+}
+
 // Listen opens a TCP listener inside the namespace; the socket stays there.
 func (n *Netns) Listen(addr string) (net.Listener, error) {
 	var l net.Listener

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -431,11 +430,8 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 		got := map[string]*int{}
 		done := make(chan struct{}, 2)
 		for _, g := range []*node{g1, g2} {
-			var c *net.UDPConn
-			if err := g.ns.Do(func() (err error) {
-				c, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(far), Port: 5501})
-				return err
-			}); err != nil {
+			c, err := g.ns.ListenUDP(far + ":5501")
+			if err != nil {
 				t.Fatal(err)
 			}
 			n := new(int)
@@ -443,14 +439,7 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 			go func() {
 				defer func() { done <- struct{}{} }()
 				defer c.Close()
-				buf := make([]byte, 16)
-				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				for {
-					if _, _, err := c.ReadFrom(buf); err != nil {
-						return
-					}
-					*n++
-				}
+				*n = len(netnstest.ReceiveUDP(c, 32, 2*time.Second))
 			}()
 		}
 		if err := pod.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 43000), netip.MustParseAddrPort(far+":5501"), 32); err != nil {

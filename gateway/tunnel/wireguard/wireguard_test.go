@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -337,13 +336,17 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 			t.Errorf("route to the shared range:\n%s\nwant two next hops", out)
 		}
 		// Either gateway of the peer cluster may send anything from its ranges.
-		sink := listenUDP(t, a.ns, "10.200.1.1:9999")
+		sink, err := a.ns.ListenUDP("10.200.1.1:9999")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sink.Close()
 		for i, src := range []*end{b, c} {
 			if err := src.ns.SendUDPFlows(netip.MustParseAddrPort(fmt.Sprintf("10.200.9.1:%d", 30000+i*100)), netip.MustParseAddrPort("10.200.1.1:9999"), 4); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if got := sink.ports(8, 3*time.Second); got[30000] != 4 || got[30100] != 4 {
+		if got := byFlowGroup(netnstest.ReceiveUDP(sink, 8, 3*time.Second)); got[30000] != 4 || got[30100] != 4 {
 			t.Errorf("datagrams a received from 10.200.9.1 by first source port: %v, want 4 through b (30000) and 4 through c (30100)", got)
 		}
 		// a spreads its flows to the shared range over both.
@@ -371,7 +374,7 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 		if err := c.ns.SendUDPFlows(netip.MustParseAddrPort("10.200.9.1:30200"), netip.MustParseAddrPort("10.200.1.1:9999"), 4); err != nil {
 			t.Fatal(err)
 		}
-		if got := sink.ports(4, 3*time.Second); got[30200] != 4 {
+		if got := byFlowGroup(netnstest.ReceiveUDP(sink, 4, 3*time.Second)); got[30200] != 4 {
 			t.Errorf("datagrams a received from the standby c: %v, want 4", got)
 		}
 
@@ -423,34 +426,12 @@ func TestKeyStaysOnTheNode(t *testing.T) {
 	}
 }
 
-// udpSink counts the datagrams a UDP socket receives.
-type udpSink struct{ c *net.UDPConn }
-
-func listenUDP(t *testing.T, ns *netnstest.Netns, addr string) *udpSink {
-	t.Helper()
-	var c *net.UDPConn
-	if err := ns.Do(func() (err error) {
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return &udpSink{c: c}
-}
-
-// ports reads up to n datagrams (or until limit passes) and counts them by source port,
-// flows from one sender counted under its first port (ports are grouped by hundreds).
-func (s *udpSink) ports(n int, limit time.Duration) map[int]int {
+// byFlowGroup counts datagrams by source port, each sender's flows under its first port
+// (senders' ports are grouped by hundreds).
+func byFlowGroup(from []netip.AddrPort) map[int]int {
 	got := map[int]int{}
-	buf := make([]byte, 64)
-	_ = s.c.SetReadDeadline(time.Now().Add(limit))
-	for i := 0; i < n; i++ {
-		_, from, err := s.c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			break
-		}
-		got[int(from.Port())/100*100]++
+	for _, f := range from {
+		got[int(f.Port())/100*100]++
 	}
 	return got
 }
