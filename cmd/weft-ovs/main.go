@@ -16,6 +16,8 @@ import (
 
 func main() {
 	o := ovsrun.Options{UserspaceTSO: true}
+	flag.IntVar(&o.PacketSocketBuffer, "packet-socket-buffer", ovsrun.DefaultPacketSocketBuffer,
+		"bytes of receive and send buffer on each of ovs-vswitchd's packet sockets (0: the kernel's default); the userspace datapath drops silently when they fill")
 	flag.StringVar(&o.RunDir, "run-dir", "/var/run/openvswitch", "Open vSwitch run directory (sockets, pid files)")
 	flag.StringVar(&o.DBDir, "db-dir", "/var/lib/openvswitch", "where conf.db lives (kept across restarts)")
 	flag.StringVar(&o.LogDir, "log-dir", "/var/log/openvswitch", "log directory")

@@ -26,6 +26,10 @@ type Options struct {
 	// UserspaceTSO enables TCP segmentation offload in the userspace datapath (veth ports
 	// on a netdev bridge drop TCP without it).
 	UserspaceTSO bool
+	// PacketSocketBuffer, when positive, is the buffer size (bytes) kept on ovs-vswitchd's
+	// AF_PACKET sockets while it runs (see DefaultPacketSocketBuffer); the kernel's
+	// default otherwise.
+	PacketSocketBuffer int
 }
 
 // Instance is a running Open vSwitch.
@@ -116,6 +120,9 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		_ = in.db.Wait()
 		close(in.waitDone)
 	}()
+	if o.PacketSocketBuffer > 0 {
+		go in.growPacketSocketsLoop(ctx, o.PacketSocketBuffer, 500*time.Millisecond)
+	}
 	return in, nil
 }
 

@@ -120,7 +120,7 @@ func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string) *simNod
 	}
 
 	n.ovsOpts = ovsrun.Options{RunDir: filepath.Join(n.dir, "ovs-run"), DBDir: filepath.Join(n.dir, "ovs-db"),
-		LogDir: filepath.Join(n.dir, "ovs-log"), Netns: n.ns.Path(), UserspaceTSO: true}
+		LogDir: filepath.Join(n.dir, "ovs-log"), Netns: n.ns.Path(), UserspaceTSO: true, PacketSocketBuffer: ovsrun.DefaultPacketSocketBuffer}
 	inst, err := ovsrun.Start(ctx, n.ovsOpts)
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string) 
 	dir := t.TempDir()
 	n.run = filepath.Join(dir, "run")
 	opts := ovsrun.Options{RunDir: n.run, DBDir: filepath.Join(dir, "db"), LogDir: filepath.Join(dir, "log"),
-		Netns: n.ns.Path(), UserspaceTSO: true}
+		Netns: n.ns.Path(), UserspaceTSO: true, PacketSocketBuffer: ovsrun.DefaultPacketSocketBuffer}
 	inst, err := ovsrun.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
