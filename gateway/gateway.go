@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	g := &gw{cfg: cfg, c: c, log: log}
+	g := &gw{cfg: cfg, c: c, log: log, health: map[netip.Addr]bool{}}
 	if err := g.start(ctx); err != nil {
 		return err
 	}
@@ -103,8 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("health prober: %w", err)
 	}
 	changed := make(chan struct{}, 1)
-	g.prober = health.NewProber(probeConn, health.Options{OnChange: func(gw netip.AddrPort, up bool) {
-		log.Info("peer gateway health", "gateway", gw, "up", up)
+	g.prober = health.NewProber(probeConn, health.Options{OnChange: func(netip.AddrPort, bool) {
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -144,7 +143,14 @@ type gw struct {
 	self     string                 // "<cluster ID>/<node>"
 	peers    []fabricv1.ClusterPeer // the last read
 	read     bool                   // peers holds a read
+	// tunnels is what the Lease reports of the tunnels, refreshed every tunnelsEvery.
+	tunnels   string
+	tunnelsAt time.Time
+	health    map[netip.Addr]bool // peer gateways answering, as last recorded (events)
 }
+
+// tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for the Lease.
+const tunnelsEvery = 5 * time.Second
 
 // start waits for the ClusterNetwork and the node's address, and brings the tunnel up.
 func (g *gw) start(ctx context.Context) error {
@@ -298,6 +304,18 @@ func (g *gw) renew(ctx context.Context) error {
 		}
 		lease.Annotations[fabricv1.AnnotationGatewayPeerPorts] = string(data)
 	}
+	if time.Since(g.tunnelsAt) >= tunnelsEvery {
+		st, err := g.tun.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("tunnel status: %w", err)
+		}
+		data, err := json.Marshal(TunnelReport(g.applied, st, g.answering()))
+		if err != nil {
+			return err
+		}
+		g.tunnels, g.tunnelsAt = string(data), time.Now()
+	}
+	lease.Annotations[fabricv1.AnnotationGatewayTunnels] = g.tunnels
 	lease.Spec.HolderIdentity = ptr.To(g.cfg.NodeName)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32((g.cfg.LeaseDuration + time.Second - 1) / time.Second))
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
@@ -319,10 +337,8 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	}
 	g.prober.SetTargets(targets)
 	up := g.prober.Answering()
-	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, func(gw fabricv1.GatewayStatus) bool {
-		ep, err := netip.ParseAddrPort(gw.Endpoint)
-		return err == nil && up[ep.Addr()]
-	})
+	g.recordHealth(ctx, up)
+	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up))
 	if reflect.DeepEqual(want, g.applied) {
 		return nil
 	}
@@ -337,7 +353,49 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	}
 	g.log.Info("tunnel peers", "peers", len(want), "active", active)
 	g.applied = want
+	g.tunnelsAt = time.Time{} // report the change with the next renewal
 	return nil
+}
+
+// answering is the health prober's view of a peer gateway.
+func (g *gw) answering() func(fabricv1.GatewayStatus) bool { return answeringIn(g.prober.Answering()) }
+
+func answeringIn(up map[netip.Addr]bool) func(fabricv1.GatewayStatus) bool {
+	return func(gw fabricv1.GatewayStatus) bool {
+		ep, err := netip.ParseAddrPort(gw.Endpoint)
+		return err == nil && up[ep.Addr()]
+	}
+}
+
+// TunnelReport describes the applied peers for the gateway's Lease: state, device, endpoint
+// and last handshake from the driver's status (matched by peer name), and whether the peer
+// gateway answers probes, sorted by peer. A peer the driver does not report yet (no device
+// so far) is listed with what is known.
+func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering func(fabricv1.GatewayStatus) bool) []fabricv1.GatewayTunnel {
+	byName := map[string]tunnel.PeerStatus{}
+	for _, st := range status {
+		byName[st.Name] = st
+	}
+	out := make([]fabricv1.GatewayTunnel, 0, len(applied))
+	for _, p := range applied {
+		t := fabricv1.GatewayTunnel{Peer: p.Name, State: fabricv1.TunnelActive}
+		if p.Standby {
+			t.State = fabricv1.TunnelStandby
+		}
+		if p.Endpoint.IsValid() {
+			t.Endpoint = p.Endpoint.String()
+			t.Answering = answering != nil && answering(fabricv1.GatewayStatus{Endpoint: t.Endpoint})
+		}
+		if st, ok := byName[p.Name]; ok {
+			t.Device = st.Device
+			if !st.LastHandshake.IsZero() {
+				t.LastHandshakeTime = &metav1.Time{Time: st.LastHandshake.UTC().Truncate(time.Second)}
+			}
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
 }
 
 // DesiredPeers gives the tunnel every healthy gateway (same tunnel driver) of every connected

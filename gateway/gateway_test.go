@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -85,5 +86,35 @@ func TestDesiredPeers(t *testing.T) {
 	// VXLAN gateways see only the VXLAN peer.
 	if vx := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelVXLAN, false, peers, nil); len(vx) != 1 || vx[0].Name != "east/e1" || vx[0].Endpoint.Port() != 4800 {
 		t.Errorf("vxlan peers: %+v", vx)
+	}
+}
+
+func TestTunnelReport(t *testing.T) {
+	handshake := time.Date(2026, 1, 1, 12, 0, 0, 700e6, time.UTC)
+	applied := []tunnel.Peer{
+		{Name: "c2/gw-y", Endpoint: netip.MustParseAddrPort("172.30.2.12:51821"), Standby: true},
+		{Name: "c2/gw-x", Endpoint: netip.MustParseAddrPort("172.30.2.11:51820")},
+		{Name: "c3/gw-z", Endpoint: netip.MustParseAddrPort("172.30.3.11:0")}, // waits for the peer's port
+	}
+	status := []tunnel.PeerStatus{
+		{Name: "c2/gw-x", Device: "weft-wg1", LastHandshake: handshake},
+		{Name: "c2/gw-y", Device: "weft-wg2"},
+		{Name: "c9/gone", Device: "weft-wg9", LastHandshake: handshake}, // not applied: not reported
+	}
+	answering := func(gw fabricv1.GatewayStatus) bool { return gw.Endpoint == "172.30.2.11:51820" }
+	got := gateway.TunnelReport(applied, status, answering)
+	if len(got) != 3 {
+		t.Fatalf("got %d tunnels, want the 3 applied: %+v", len(got), got)
+	}
+	x, y, z := got[0], got[1], got[2]
+	if x.Peer != "c2/gw-x" || x.Device != "weft-wg1" || x.State != fabricv1.TunnelActive || !x.Answering ||
+		x.Endpoint != "172.30.2.11:51820" || x.LastHandshakeTime == nil || !x.LastHandshakeTime.Time.Equal(handshake.Truncate(time.Second)) {
+		t.Errorf("active tunnel: %+v", x)
+	}
+	if y.Peer != "c2/gw-y" || y.State != fabricv1.TunnelStandby || y.Answering || y.LastHandshakeTime != nil || y.Device != "weft-wg2" {
+		t.Errorf("standby tunnel: %+v", y)
+	}
+	if z.Peer != "c3/gw-z" || z.Device != "" || z.State != fabricv1.TunnelActive {
+		t.Errorf("tunnel without a device yet: %+v", z)
 	}
 }

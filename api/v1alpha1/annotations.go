@@ -22,6 +22,9 @@ const (
 	// must send to, as JSON ({"<cluster ID>/<node>": port}), for tunnels with a device per
 	// peer (WireGuard).
 	AnnotationGatewayPeerPorts = "fabric.weft.dev/peer-ports"
+	// AnnotationGatewayTunnels on a gateway's Lease is its tunnels to peer gateways as a
+	// JSON list of GatewayTunnel, refreshed every few seconds.
+	AnnotationGatewayTunnels = "fabric.weft.dev/tunnels"
 )
 
 // GatewayPeerName names a gateway across the clusterset: "<cluster ID>/<node>".

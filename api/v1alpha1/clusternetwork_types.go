@@ -219,6 +219,45 @@ type GatewayStatus struct {
 	// LastRenewTime is when the gateway last renewed its Lease.
 	// +optional
 	LastRenewTime *metav1.MicroTime `json:"lastRenewTime,omitempty"`
+	// Tunnels are the gateway's tunnels to peer clusters' gateways, as it last reported
+	// them (every few seconds).
+	// +optional
+	// +listType=map
+	// +listMapKey=peer
+	Tunnels []GatewayTunnel `json:"tunnels,omitempty"`
+}
+
+// GatewayTunnelState says whether a tunnel carries traffic.
+// +kubebuilder:validation:Enum=Active;Standby
+type GatewayTunnelState string
+
+const (
+	// TunnelActive: traffic to the peer's ranges is spread over this and the other active
+	// tunnels to that peer.
+	TunnelActive GatewayTunnelState = "Active"
+	// TunnelStandby: configured, no traffic routed into it (the peer caps its active
+	// gateways with maxActive); it takes over when an active one fails.
+	TunnelStandby GatewayTunnelState = "Standby"
+)
+
+// GatewayTunnel is one gateway's tunnel to one peer gateway.
+type GatewayTunnel struct {
+	// Peer names the peer gateway: "<cluster ID>/<node>".
+	Peer string `json:"peer"`
+	// Device is the tunnel's network device on the gateway node.
+	// +optional
+	Device string `json:"device,omitempty"`
+	// Endpoint is where this gateway sends to the peer (host:port).
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// State is Active or Standby.
+	State GatewayTunnelState `json:"state"`
+	// Answering is whether the peer gateway answers health probes.
+	Answering bool `json:"answering"`
+	// LastHandshakeTime is the tunnel's last completed handshake (WireGuard); unset before
+	// the first or for drivers without handshakes.
+	// +optional
+	LastHandshakeTime *metav1.Time `json:"lastHandshakeTime,omitempty"`
 }
 
 // NodeCounts summarizes the nodes of the fabric.

@@ -35,6 +35,12 @@ func gatewaysFromLeases(leases []coordinationv1.Lease, now time.Time) ([]fabricv
 				gw.PeerPorts = ports
 			}
 		}
+		if raw := l.Annotations[fabricv1.AnnotationGatewayTunnels]; raw != "" {
+			var tunnels []fabricv1.GatewayTunnel
+			if err := json.Unmarshal([]byte(raw), &tunnels); err == nil && len(tunnels) > 0 {
+				gw.Tunnels = tunnels
+			}
+		}
 		if l.Spec.RenewTime != nil {
 			renew := *l.Spec.RenewTime
 			gw.LastRenewTime = &renew

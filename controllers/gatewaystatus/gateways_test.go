@@ -31,6 +31,8 @@ func TestGatewaysFromLeases(t *testing.T) {
 	withPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `{"c2/gw-x":51820,"c2/gw-y":51821}`
 	badPorts := lease("gw-b", 0, 0)
 	badPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `not json`
+	withPorts.Annotations[fabricv1.AnnotationGatewayTunnels] = `[{"peer":"c2/gw-x","device":"weft-wg1","endpoint":"10.0.0.1:51820","state":"Active","answering":true,"lastHandshakeTime":"2026-01-01T11:59:30Z"},{"peer":"c2/gw-y","state":"Standby","answering":false}]`
+	badPorts.Annotations[fabricv1.AnnotationGatewayTunnels] = `{`
 	gws, next := gatewaysFromLeases([]coordinationv1.Lease{
 		lease("gw-c", 5*time.Second, 2), // expired
 		withPorts,                       // 1.5 s left
@@ -55,6 +57,14 @@ func TestGatewaysFromLeases(t *testing.T) {
 	}
 	if len(gws[0].PeerPorts) != 2 || gws[0].PeerPorts["c2/gw-y"] != 51821 || gws[1].PeerPorts != nil {
 		t.Errorf("peer ports: %v and %v, want gw-a's two and none for gw-b (not JSON)", gws[0].PeerPorts, gws[1].PeerPorts)
+	}
+	if tun := gws[0].Tunnels; len(tun) != 2 || tun[0].Peer != "c2/gw-x" || tun[0].State != fabricv1.TunnelActive || !tun[0].Answering ||
+		tun[0].LastHandshakeTime == nil || !tun[0].LastHandshakeTime.Equal(&metav1.Time{Time: now.Add(-30 * time.Second)}) ||
+		tun[1].State != fabricv1.TunnelStandby || tun[1].LastHandshakeTime != nil {
+		t.Errorf("tunnels of gw-a not carried: %+v", tun)
+	}
+	if gws[1].Tunnels != nil {
+		t.Errorf("tunnels of gw-b (not JSON): %+v, want none", gws[1].Tunnels)
 	}
 	if next != 1500*time.Millisecond {
 		t.Errorf("next check in %s, want 1.5s (when gw-a's Lease expires)", next)
