@@ -31,6 +31,9 @@ func gatewayObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers"}, Verbs: []string{"get", "list", "watch"}},
+			// Events on ClusterPeers when a peer's gateway fails or comes back; events about
+			// cluster-scoped objects live in the default namespace.
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		},
 	}
 	clusterBinding := &rbacv1.ClusterRoleBinding{
