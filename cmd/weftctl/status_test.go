@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+func TestWriteStatus(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(ago time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(-ago)} }
+	cn := &fabricv1.ClusterNetwork{
+		ObjectMeta: metav1.ObjectMeta{Name: "default", Generation: 3},
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "c1", PodCIDRs: []fabricv1.CIDR{"10.244.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.96.0.0/16"},
+			Gateways: fabricv1.GatewaysSpec{Tunnel: fabricv1.TunnelWireGuard, MaxActive: 2}},
+		Status: fabricv1.ClusterNetworkStatus{ObservedGeneration: 3,
+			Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Ready"}},
+			Gateways: []fabricv1.GatewayStatus{
+				{Node: "n1", Endpoint: "172.30.1.11:51820", Tunnel: fabricv1.TunnelWireGuard, PublicKey: "KEY1", Healthy: true,
+					LastRenewTime: &metav1.MicroTime{Time: now.Add(-300 * time.Millisecond)},
+					Tunnels: []fabricv1.GatewayTunnel{
+						{Peer: "c2/m1", Device: "weft-wg1", Endpoint: "172.30.2.11:51820", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(42 * time.Second)},
+						{Peer: "c2/m2", State: fabricv1.TunnelStandby},
+					}},
+				{Node: "n2", Endpoint: "172.30.1.12:51820", Healthy: false, LastRenewTime: &metav1.MicroTime{Time: now.Add(-3*time.Minute - 10*time.Second)}},
+			}},
+	}
+	peers := []fabricv1.ClusterPeer{
+		{ObjectMeta: metav1.ObjectMeta{Name: "c2", Generation: 1}, Spec: fabricv1.ClusterPeerSpec{ClusterID: "c2"},
+			Status: fabricv1.ClusterPeerStatus{ObservedGeneration: 1, LastSyncTime: at(4 * time.Second), PodCIDRs: []string{"10.245.0.0/16"},
+				Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Connected"}},
+				Gateways:   []fabricv1.GatewayStatus{{Node: "m1", Healthy: true}, {Node: "m2", Healthy: false}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "c3", Generation: 2}, Spec: fabricv1.ClusterPeerSpec{ClusterID: "c3"},
+			Status: fabricv1.ClusterPeerStatus{ObservedGeneration: 2,
+				Conditions: []metav1.Condition{{Type: "Stalled", Status: metav1.ConditionTrue, Reason: "OverlappingCIDR", Message: "pods overlap c2"}}}},
+	}
+	var out bytes.Buffer
+	if err := writeStatus(&out, cn, peers, now); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, line := range []string{
+		`^Cluster c1: Ready$`,
+		`pods 10.244.0.0/16  services 10.96.0.0/16  tunnel wireguard  maxActive 2`,
+		`^n1 +172.30.1.11:51820 +wireguard +yes +300ms ago +KEY1$`,
+		`^n2 +172.30.1.12:51820 +- +no +3m10s ago +-$`,
+		`^n1 +c2/m1 +Active +yes +42s ago +weft-wg1 +172.30.2.11:51820$`,
+		`^n1 +c2/m2 +Standby +no +none +- +-$`,
+		`^c2 +c2 +Ready +1/2 healthy +10.245.0.0/16 +- +4s ago$`,
+		`^c3 +c3 +Stalled OverlappingCIDR: pods overlap c2 +0/0 healthy +- +- +never$`,
+	} {
+		if !regexp.MustCompile("(?m)" + line).MatchString(got) {
+			t.Errorf("no line matching %q in:\n%s", line, got)
+		}
+	}
+
+	// Nothing yet: say so, and what to do.
+	out.Reset()
+	empty := &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Generation: 1}, Spec: fabricv1.ClusterNetworkSpec{ClusterID: "c1"}}
+	if err := writeStatus(&out, empty, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Cluster c1: Reconciling", "no node matches spec.gateways.nodeSelector", "weftctl peer join"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("%q missing from:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestAge(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		-time.Second: "0s", 123 * time.Millisecond: "120ms", 42 * time.Second: "42s",
+		3*time.Minute + 10*time.Second: "3m10s", 5 * time.Minute: "5m", 5*time.Hour + 2*time.Minute: "5h2m", 80 * time.Hour: "3d",
+	} {
+		if got := age(d); got != want {
+			t.Errorf("age(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
