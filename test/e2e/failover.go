@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,6 +70,40 @@ func Failover(t *testing.T, in FailoverInput) {
 			t.Errorf("pulling the gateway's cable interrupted probes for %v, want < 1s", gap)
 		}
 		waitTwoGatewaysEachWay(t, in)
+	})
+
+	t.Run("the failover shows in events and weftctl status", func(t *testing.T) {
+		// The cable of one of in.To's gateways was pulled and put back: in.From's gateways
+		// recorded it on their ClusterPeer for in.To.
+		for _, reason := range []string{"PeerGatewayDown", "PeerGatewayUp"} {
+			Eventually(t, 30*time.Second, func() error {
+				out, _ := l.KubectlRun(in.From, "", "get", "events", "-A", "--field-selector",
+					"involvedObject.kind=ClusterPeer,involvedObject.name="+in.To+",reason="+reason, "-o", "custom-columns=MSG:.message", "--no-headers")
+				if !strings.Contains(out, "peer gateway "+in.To+"/") {
+					return fmt.Errorf("no %s event on ClusterPeer %s in %s: %q", reason, in.To, in.From, out)
+				}
+				return nil
+			})
+		}
+		// Every gateway of in.From lists a tunnel to each gateway of in.To, handshaken.
+		Eventually(t, 30*time.Second, func() error {
+			out, err := exec.Command(l.Weftctl, "status", "--kubeconfig", l.Kubeconfig, "--context", in.From).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("weftctl status: %v\n%s", err, out)
+			}
+			for _, gw := range gatewayNodes(in.From) {
+				for _, peer := range gatewayNodes(in.To) {
+					line := regexp.MustCompile(`(?m)^` + gw + ` +` + in.To + `/` + peer + ` +Active +yes +[0-9.]+[a-z]+ ago `)
+					if !line.MatchString(string(out)) {
+						return fmt.Errorf("weftctl status shows no active, answering, handshaken tunnel %s → %s/%s:\n%s", gw, in.To, peer, out)
+					}
+				}
+			}
+			if !strings.Contains(string(out), "Cluster "+in.From+": Ready") || !regexp.MustCompile(`(?m)^`+in.To+` +`+in.To+` +Ready +2/2 healthy`).Match(out) {
+				return fmt.Errorf("weftctl status does not show %s Ready with peer %s Ready and 2/2 gateways:\n%s", in.From, in.To, out)
+			}
+			return nil
+		})
 	})
 }
 

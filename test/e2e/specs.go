@@ -315,7 +315,12 @@ func BadInput(t *testing.T, in BadInputInput) {
 	// Two host-network pods on one node want the same port: the second cannot bind.
 	hostPod := corev1.PodSpec{HostNetwork: true, NodeName: node,
 		Containers: []corev1.Container{{Name: "c", Image: agnhost, Args: []string{"netexec", "--http-port=18080", "--udp-port=-1"}}}}
-	mk("port-owner", hostPod)
+	// The owner is ready once it listens (a started process may not have bound yet, and the
+	// taker would win the port).
+	owner := *hostPod.DeepCopy()
+	owner.Containers[0].ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
+		ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(18080)}}}
+	mk("port-owner", owner)
 	WaitPodReady(t, cs, in.Namespace, "port-owner", time.Minute)
 	mk("port-taker", hostPod)
 

@@ -143,6 +143,7 @@ func (l *Lab) Run(ctx context.Context) (err error) {
 		}
 		if err != nil {
 			_ = os.WriteFile(filepath.Join(l.opts.StateDir, FailedFile), []byte(err.Error()+"\n"), 0o644)
+			keepPodLogs(l.opts.StateDir, l.layout)
 		}
 	}()
 	l.runCtx = ctx
@@ -378,4 +379,28 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// keepPodLogs copies the container logs of every node's pods into the lab's log directory
+// (logs/<cluster>/pods/<node>/<pod UID>/<container>/<restart>.log), which outlives the
+// lab's state: when the lab fails, the pods' own words say why.
+func keepPodLogs(stateDir string, layout *Layout) {
+	for _, c := range layout.Clusters {
+		for _, n := range c.Nodes {
+			pods := filepath.Join(c.NodeDir(n.Name), "state", "pods")
+			files, _ := filepath.Glob(filepath.Join(pods, "*", "logs", "*", "*.log"))
+			for _, f := range files {
+				rel, err := filepath.Rel(pods, f)
+				if err != nil {
+					continue
+				}
+				dst := filepath.Join(LogDir(stateDir, c.Name), "pods", n.Name, strings.Replace(rel, string(filepath.Separator)+"logs"+string(filepath.Separator), string(filepath.Separator), 1))
+				data, err := os.ReadFile(f)
+				if err != nil || os.MkdirAll(filepath.Dir(dst), 0o755) != nil {
+					continue
+				}
+				_ = os.WriteFile(dst, data, 0o644)
+			}
+		}
+	}
 }
