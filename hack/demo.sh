@@ -88,6 +88,7 @@ show k --context weft-1 get nodes -o wide
 show k --context weft-1 -n demo get pods -o wide
 show k --context weft-1 get clusternetworks,tiers,clusterpeers
 show k --context weft-2 get clusterpeers
+show "$weftctl" status --context weft-1
 show k --context weft-1 -n demo exec client -- wget -qO- http://hello/hostname
 echo
 show k --context weft-1 -n demo exec client -- nslookup hello.demo.svc.cluster.local
@@ -99,5 +100,6 @@ Try:
   kubectl --context weft-1 -n demo exec -it client -- sh
   kubectl --context weft-1 -n weft-system logs deploy/weft-operator
   bin/weftctl lab status
+  bin/weftctl status --context weft-2
   bin/weftctl lab down          # or: make lab-down
 EOF
