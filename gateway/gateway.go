@@ -305,15 +305,14 @@ func (g *gw) renew(ctx context.Context) error {
 		lease.Annotations[fabricv1.AnnotationGatewayPeerPorts] = string(data)
 	}
 	if time.Since(g.tunnelsAt) >= tunnelsEvery {
-		st, err := g.tun.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("tunnel status: %w", err)
+		// A report that cannot be read must not stop the renewal (the gateway would be
+		// taken for dead): the Lease keeps the previous one.
+		if st, err := g.tun.Status(ctx); err != nil {
+			g.log.Error(err, "tunnel status")
+		} else if data, err := json.Marshal(TunnelReport(g.applied, st, g.answering())); err == nil {
+			g.tunnels = string(data)
 		}
-		data, err := json.Marshal(TunnelReport(g.applied, st, g.answering()))
-		if err != nil {
-			return err
-		}
-		g.tunnels, g.tunnelsAt = string(data), time.Now()
+		g.tunnelsAt = time.Now()
 	}
 	lease.Annotations[fabricv1.AnnotationGatewayTunnels] = g.tunnels
 	lease.Spec.HolderIdentity = ptr.To(g.cfg.NodeName)
