@@ -25,6 +25,14 @@ const (
 	// AnnotationGatewayTunnels on a gateway's Lease is its tunnels to peer gateways as a
 	// JSON list of GatewayTunnel, refreshed every few seconds.
 	AnnotationGatewayTunnels = "fabric.weft.dev/tunnels"
+	// AnnotationGatewayNextPublicKey and AnnotationGatewayKeySwitchTime on a gateway's Lease
+	// announce a key rotation: the public key it switches to, and when (RFC 3339).
+	AnnotationGatewayNextPublicKey = "fabric.weft.dev/next-public-key"
+	AnnotationGatewayKeySwitchTime = "fabric.weft.dev/key-switch-time"
+	// AnnotationGatewayRotateKey on a gateway's Lease asks the gateway to rotate its key at
+	// the time it holds (RFC 3339; `weftctl gateway rotate-key` writes it). Each distinct
+	// value is carried out once.
+	AnnotationGatewayRotateKey = "fabric.weft.dev/rotate-key"
 )
 
 // GatewayPeerName names a gateway across the clusterset: "<cluster ID>/<node>".

@@ -210,6 +210,13 @@ type GatewayStatus struct {
 	// PublicKey is the gateway's WireGuard public key (the private key never leaves the node).
 	// +optional
 	PublicKey string `json:"publicKey,omitempty"`
+	// NextPublicKey is, while a key rotation is under way, the public key the gateway
+	// switches to at KeySwitchTime; its peers switch to it at the same moment.
+	// +optional
+	NextPublicKey string `json:"nextPublicKey,omitempty"`
+	// KeySwitchTime is when the gateway and its peers switch to NextPublicKey.
+	// +optional
+	KeySwitchTime *metav1.MicroTime `json:"keySwitchTime,omitempty"`
 	// PeerPorts is, for tunnels with a device per peer (WireGuard), the UDP port on Endpoint's
 	// address each peer gateway ("<cluster ID>/<node>") sends to.
 	// +optional

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
@@ -29,6 +30,11 @@ func gatewaysFromLeases(leases []coordinationv1.Lease, now time.Time) ([]fabricv
 		gw := fabricv1.GatewayStatus{Node: node, Endpoint: l.Annotations[fabricv1.AnnotationGatewayEndpoint],
 			PublicKey: l.Annotations[fabricv1.AnnotationGatewayPublicKey],
 			Tunnel:    fabricv1.TunnelType(l.Annotations[fabricv1.AnnotationGatewayTunnel])}
+		if next := l.Annotations[fabricv1.AnnotationGatewayNextPublicKey]; next != "" {
+			if at, err := time.Parse(time.RFC3339Nano, l.Annotations[fabricv1.AnnotationGatewayKeySwitchTime]); err == nil {
+				gw.NextPublicKey, gw.KeySwitchTime = next, &metav1.MicroTime{Time: at}
+			}
+		}
 		if raw := l.Annotations[fabricv1.AnnotationGatewayPeerPorts]; raw != "" {
 			var ports map[string]int32
 			if err := json.Unmarshal([]byte(raw), &ports); err == nil && len(ports) > 0 {

@@ -33,6 +33,9 @@ func TestGatewaysFromLeases(t *testing.T) {
 	badPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `not json`
 	withPorts.Annotations[fabricv1.AnnotationGatewayTunnels] = `[{"peer":"c2/gw-x","device":"weft-wg1","endpoint":"10.0.0.1:51820","state":"Active","answering":true,"lastHandshakeTime":"2026-01-01T11:59:30Z"},{"peer":"c2/gw-y","state":"Standby","answering":false}]`
 	badPorts.Annotations[fabricv1.AnnotationGatewayTunnels] = `{`
+	withPorts.Annotations[fabricv1.AnnotationGatewayNextPublicKey] = "next-gw-a"
+	withPorts.Annotations[fabricv1.AnnotationGatewayKeySwitchTime] = "2026-01-01T12:00:15.25Z"
+	badPorts.Annotations[fabricv1.AnnotationGatewayNextPublicKey] = "next-gw-b" // no time: no rotation
 	gws, next := gatewaysFromLeases([]coordinationv1.Lease{
 		lease("gw-c", 5*time.Second, 2), // expired
 		withPorts,                       // 1.5 s left
@@ -62,6 +65,12 @@ func TestGatewaysFromLeases(t *testing.T) {
 		tun[0].LastHandshakeTime == nil || !tun[0].LastHandshakeTime.Equal(&metav1.Time{Time: now.Add(-30 * time.Second)}) ||
 		tun[1].State != fabricv1.TunnelStandby || tun[1].LastHandshakeTime != nil {
 		t.Errorf("tunnels of gw-a not carried: %+v", tun)
+	}
+	if gws[0].NextPublicKey != "next-gw-a" || gws[0].KeySwitchTime == nil || !gws[0].KeySwitchTime.Time.Equal(now.Add(15250*time.Millisecond)) {
+		t.Errorf("rotation of gw-a: next key %q at %v, want next-gw-a at 12:00:15.25", gws[0].NextPublicKey, gws[0].KeySwitchTime)
+	}
+	if gws[1].NextPublicKey != "" || gws[1].KeySwitchTime != nil {
+		t.Errorf("rotation of gw-b without a switch time: %q at %v, want none", gws[1].NextPublicKey, gws[1].KeySwitchTime)
 	}
 	if gws[1].Tunnels != nil {
 		t.Errorf("tunnels of gw-b (not JSON): %+v, want none", gws[1].Tunnels)

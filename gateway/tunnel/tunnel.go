@@ -93,6 +93,29 @@ type Tunnel interface {
 	Close() error
 }
 
+// KeyRotator is implemented by drivers whose ends have keys. A rotation is staged first (a
+// new key pair, kept on the node beside the current one; peers learn its public key and
+// when it takes over) and committed at that moment, on this end and on every peer at once.
+type KeyRotator interface {
+	// StageKey makes the key pair a rotation will switch to at `at`, unless the rotation
+	// named id is already staged or done. Staged rotations survive restarts.
+	StageKey(id string, at time.Time) error
+	// Staged is the staged rotation, if any.
+	Staged() (Rotation, bool)
+	// CommitKey makes the staged key the tunnel's key, on every device, and starts
+	// handshakes with it at once.
+	CommitKey(ctx context.Context) error
+	// LastRotation names the last committed rotation ("" for none).
+	LastRotation() string
+}
+
+// Rotation is a staged key rotation.
+type Rotation struct {
+	ID        string    // what asked for it
+	PublicKey string    // the key peers switch to
+	At        time.Time // when
+}
+
 // RouteProtocol marks the routes tunnel drivers install, so each removes only its own.
 const RouteProtocol = netlink.RouteProtocol(0x57) // 'W'
 

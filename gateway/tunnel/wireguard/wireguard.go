@@ -58,6 +58,9 @@ func Register(r *tunnel.Registry) error {
 type Tunnel struct {
 	cfg tunnel.Config
 	key wgtypes.Key
+	// next is a staged key rotation (nil: none); rotated names the last one committed.
+	next    *staged
+	rotated string
 
 	mu     sync.Mutex
 	kernel bool
@@ -69,6 +72,7 @@ type Tunnel struct {
 // wgDevice is one peer's device.
 type wgDevice struct {
 	name    string
+	key     wgtypes.Key    // its private key (the tunnel's, once configured)
 	peer    wgtypes.Key    // the peer configured on it
 	port    int            // the port it listens on (0: not configured yet)
 	applied string         // what was last configured (port, peer, endpoint, ranges)
@@ -86,11 +90,161 @@ func New(cfg tunnel.Config) (*Tunnel, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("wireguard: the state directory (for the private key) is not set")
 	}
-	key, err := loadOrCreateKey(filepath.Join(cfg.StateDir, cfg.Interface+".key"))
+	t := &Tunnel{cfg: cfg, devs: map[string]*wgDevice{}}
+	if err := t.loadRotation(time.Now()); err != nil {
+		return nil, err
+	}
+	key, err := loadOrCreateKey(t.keyFile())
 	if err != nil {
 		return nil, err
 	}
-	return &Tunnel{cfg: cfg, key: key, devs: map[string]*wgDevice{}}, nil
+	t.key = key
+	return t, nil
+}
+
+func (t *Tunnel) keyFile() string  { return filepath.Join(t.cfg.StateDir, t.cfg.Interface+".key") }
+func (t *Tunnel) nextFile() string { return filepath.Join(t.cfg.StateDir, t.cfg.Interface+".next") }
+func (t *Tunnel) rotatedFile() string {
+	return filepath.Join(t.cfg.StateDir, t.cfg.Interface+".rotated")
+}
+
+// staged is a key rotation kept in the state directory until it is committed.
+type staged struct {
+	ID  string      `json:"id"`
+	Key wgtypes.Key `json:"key"`
+	At  time.Time   `json:"at"`
+}
+
+// loadRotation reads the last committed rotation and the staged one; a staged rotation
+// whose time has passed (the gateway was down when it came) is committed now, so that the
+// key matches what the peers switched to.
+func (t *Tunnel) loadRotation(now time.Time) error {
+	if data, err := os.ReadFile(t.rotatedFile()); err == nil {
+		t.rotated = string(trimSpace(data))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	data, err := os.ReadFile(t.nextFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	next := &staged{}
+	if err := json.Unmarshal(data, next); err != nil {
+		return fmt.Errorf("wireguard: %s: %w", t.nextFile(), err)
+	}
+	t.next = next
+	if !now.Before(next.At) {
+		return t.promote()
+	}
+	return nil
+}
+
+// promote makes the staged key the current one on disk: the rotation is recorded as done,
+// then the key file replaced, then the staged file removed; a crash between the steps
+// leaves a staged rotation whose time has passed, which the next start promotes again.
+func (t *Tunnel) promote() error {
+	if err := writeFile(t.rotatedFile(), []byte(t.next.ID+"\n")); err != nil {
+		return err
+	}
+	if err := writeFile(t.keyFile(), []byte(t.next.Key.String()+"\n")); err != nil {
+		return err
+	}
+	if err := os.Remove(t.nextFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	t.key, t.rotated, t.next = t.next.Key, t.next.ID, nil
+	return nil
+}
+
+// StageKey makes the key pair the tunnel switches to at `at`. See tunnel.KeyRotator.
+func (t *Tunnel) StageKey(id string, at time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id == "" {
+		return errors.New("wireguard: a key rotation needs a name")
+	}
+	if id == t.rotated || (t.next != nil && t.next.ID == id) {
+		return nil
+	}
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return err
+	}
+	next := &staged{ID: id, Key: key, At: at.UTC()}
+	data, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(t.nextFile(), data); err != nil {
+		return err
+	}
+	t.next = next
+	return nil
+}
+
+// Staged is the staged rotation. See tunnel.KeyRotator.
+func (t *Tunnel) Staged() (tunnel.Rotation, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.next == nil {
+		return tunnel.Rotation{}, false
+	}
+	return tunnel.Rotation{ID: t.next.ID, PublicKey: t.next.Key.PublicKey().String(), At: t.next.At}, true
+}
+
+// LastRotation names the last committed rotation. See tunnel.KeyRotator.
+func (t *Tunnel) LastRotation() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rotated
+}
+
+// CommitKey switches every device to the staged key and has each start a handshake with
+// it at once (the peers switch at the same moment; whichever end switches last completes
+// the handshake). See tunnel.KeyRotator.
+func (t *Tunnel) CommitKey(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.next == nil {
+		return nil
+	}
+	if err := t.promote(); err != nil {
+		return err
+	}
+	c, err := wgctrl.New()
+	if err != nil {
+		return fmt.Errorf("wireguard: opening wgctrl: %w", err)
+	}
+	defer c.Close()
+	var errs []error
+	for _, d := range t.devs {
+		if d.port == 0 {
+			continue // not configured yet: SetPeers gives it the new key
+		}
+		cfg := wgtypes.Config{PrivateKey: &t.key}
+		if d.peer != (wgtypes.Key{}) {
+			cfg.Peers = kick(d.peer)
+		}
+		if err := c.ConfigureDevice(d.name, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("wireguard: new key on %s: %w", d.name, err))
+			continue
+		}
+		d.key = t.key
+	}
+	return errors.Join(errs...)
+}
+
+// kick makes a device send a keepalive to a peer at once, which starts a handshake when
+// there is no session: the keepalive interval set from zero to non-zero sends one (both in
+// the kernel and in wireguard-go).
+func kick(peer wgtypes.Key) []wgtypes.PeerConfig {
+	return []wgtypes.PeerConfig{
+		{PublicKey: peer, UpdateOnly: true, PersistentKeepaliveInterval: ptr(time.Duration(0))},
+		{PublicKey: peer, UpdateOnly: true, PersistentKeepaliveInterval: ptr(keepalive)},
+	}
 }
 
 // loadOrCreateKey reads the private key, or creates one readable by root only. The file is
@@ -327,12 +481,16 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 // whose configuration is unchanged is left alone: setting the port again makes the
 // userspace device reopen its socket, dropping what is in flight.
 func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgtypes.Key, port int) (int, error) {
-	if d.applied != "" && d.applied == fmt.Sprint(port, key, p.Endpoint, p.Prefixes) {
+	if d.applied != "" && d.key == t.key && d.applied == fmt.Sprint(port, key, p.Endpoint, p.Prefixes) {
 		return port, nil
 	}
 	cfg := wgtypes.Config{}
 	if d.port == 0 || d.port != port {
-		cfg.PrivateKey, cfg.ListenPort = &t.key, &port
+		cfg.ListenPort = &port
+	}
+	rekeyed := d.key != t.key && d.port != 0
+	if d.key != t.key {
+		cfg.PrivateKey = &t.key
 	}
 	pc := wgtypes.PeerConfig{PublicKey: key, ReplaceAllowedIPs: true, PersistentKeepaliveInterval: ptr(keepalive)}
 	if p.Endpoint.IsValid() && p.Endpoint.Port() != 0 {
@@ -345,10 +503,13 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: d.peer, Remove: true}) // the peer's key changed
 	}
 	cfg.Peers = append(cfg.Peers, pc)
+	if rekeyed && d.peer == key {
+		cfg.Peers = append(cfg.Peers, kick(key)...)
+	}
 	if err := c.ConfigureDevice(d.name, cfg); err != nil {
 		return 0, fmt.Errorf("wireguard: configuring %s for peer %s: %w", d.name, p.Name, err)
 	}
-	d.peer = key
+	d.peer, d.key = key, t.key
 	if port == 0 {
 		got, err := c.Device(d.name)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -40,8 +41,10 @@ func TestMain(m *testing.M) {
 }
 
 type request struct {
-	Op    string        `json:"op"` // peers, status
+	Op    string        `json:"op"` // peers, status, ports, up, stage, commit
 	Peers []tunnel.Peer `json:"peers,omitempty"`
+	ID    string        `json:"id,omitempty"` // stage
+	At    time.Time     `json:"at,omitempty"` // stage
 }
 
 type reply struct {
@@ -50,6 +53,7 @@ type reply struct {
 	Mode      string              `json:"mode,omitempty"`
 	Status    []tunnel.PeerStatus `json:"status,omitempty"`
 	Ports     map[string]int      `json:"ports,omitempty"`
+	Staged    tunnel.Rotation     `json:"staged,omitempty"`
 }
 
 // helper brings a tunnel up, answers requests line by line, and closes it at end of input.
@@ -94,6 +98,17 @@ func helper(cfgJSON string, in io.Reader, out io.Writer) error {
 			}
 		case "ports":
 			r.Ports = t.PeerPorts()
+		case "stage":
+			rot := t.(tunnel.KeyRotator)
+			if err := rot.StageKey(req.ID, req.At); err != nil {
+				r.Error = err.Error()
+			}
+			r.Staged, _ = rot.Staged()
+		case "commit":
+			if err := t.(tunnel.KeyRotator).CommitKey(context.Background()); err != nil {
+				r.Error = err.Error()
+			}
+			r.PublicKey = t.PublicKey()
 		case "up":
 			if err := t.Up(context.Background()); err != nil {
 				r.Error = err.Error()
@@ -434,4 +449,150 @@ func byFlowGroup(from []netip.AddrPort) map[int]int {
 		got[int(f.Port())/100*100]++
 	}
 	return got
+}
+
+func TestKeyRotationKeepsTrafficFlowing(t *testing.T) {
+	netnstest.RequireRoot(t)
+	sw := netnstest.NewSwitch(t)
+	a := newEnd(t, sw, "wgra", "172.29.9.11", 51820, "10.200.1.1/32")
+	b := newEnd(t, sw, "wgrb", "172.29.9.12", 51820, "10.200.2.1/32")
+	a.setPeers(b.peer("10.200.2.0/24"))
+	b.setPeers(a.peer("10.200.1.0/24"))
+	if err := a.ns.PingUntil("10.200.2.1", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 3; round++ {
+		old := a.key
+		at := time.Now().Add(1500 * time.Millisecond)
+		r := a.do(request{Op: "stage", ID: fmt.Sprintf("r%d", round), At: at})
+		if r.Error != "" || r.Staged.PublicKey == "" || r.Staged.PublicKey == old || !r.Staged.At.Equal(at) {
+			t.Fatalf("staging: %+v", r)
+		}
+		next := r.Staged.PublicKey
+		// A steady stream from a to b while both switch at the agreed moment: a commits
+		// its key, b replaces a's key with the next one.
+		gap := probeGap(t, a.ns, b.ns, "10.200.2.1:9998", at.Add(-time.Second), at.Add(2*time.Second), func() {
+			time.Sleep(time.Until(at))
+			done := make(chan reply, 1)
+			go func() { done <- a.do(request{Op: "commit"}) }()
+			p := a.peer("10.200.1.0/24")
+			p.PublicKey = next
+			b.setPeers(p)
+			if r := <-done; r.Error != "" || r.PublicKey != next {
+				t.Errorf("commit: %+v, want the staged key %s", r, next)
+			}
+		})
+		t.Logf("round %d: longest gap in a 5 ms probe stream across the key switch: %s", round, gap)
+		if gap >= time.Second {
+			t.Errorf("round %d: the key switch interrupted traffic for %s, want < 1s", round, gap)
+		}
+		a.key = next
+		if st := b.peerStatus(a.iface); st.PublicKey != next || st.LastHandshake.Before(at.Add(-time.Second)) {
+			t.Errorf("b's view of a after the switch: key %s handshake %s, want %s and a fresh handshake", st.PublicKey, st.LastHandshake, next)
+		}
+		if r := a.do(request{Op: "stage", ID: fmt.Sprintf("r%d", round), At: time.Now().Add(time.Hour)}); r.Staged.PublicKey != "" {
+			t.Errorf("rotation r%d was staged again after it was done: %+v", round, r.Staged)
+		}
+	}
+}
+
+// probeGap sends a datagram every 5 ms from one namespace to addr in another between from
+// and until, runs during() meanwhile, and returns the longest time without a datagram
+// arriving (from the first to the last that arrived, and to until if the stream stopped).
+func probeGap(t *testing.T, src, dst *netnstest.Netns, addr string, from, until time.Time, during func()) time.Duration {
+	t.Helper()
+	sink, err := dst.ListenUDP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var conn net.Conn
+	if err := src.Do(func() error {
+		var err error
+		conn, err = net.Dial("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	arrivals := make(chan []time.Time, 1)
+	go func() {
+		var got []time.Time
+		buf := make([]byte, 64)
+		for {
+			_ = sink.SetReadDeadline(until.Add(200 * time.Millisecond))
+			if _, err := sink.Read(buf); err != nil {
+				break
+			}
+			got = append(got, time.Now())
+		}
+		arrivals <- got
+	}()
+	go func() {
+		time.Sleep(time.Until(from))
+		for now := time.Now(); now.Before(until); now = time.Now() {
+			_, _ = conn.Write([]byte("probe"))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	during()
+	got := <-arrivals
+	if len(got) == 0 {
+		t.Fatal("no probe arrived")
+	}
+	gap := got[0].Sub(from)
+	for i := 1; i < len(got); i++ {
+		gap = max(gap, got[i].Sub(got[i-1]))
+	}
+	return max(gap, until.Sub(got[len(got)-1]))
+}
+
+func TestStagedRotationSurvivesRestarts(t *testing.T) {
+	dir := t.TempDir()
+	cfg := tunnel.Config{Interface: "wgr0", StateDir: dir}
+	first, err := wireguard.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(300 * time.Millisecond)
+	if err := first.StageKey("r1", at); err != nil {
+		t.Fatal(err)
+	}
+	staged, ok := first.Staged()
+	if !ok || staged.ID != "r1" || staged.PublicKey == first.PublicKey() {
+		t.Fatalf("staged: %+v %v", staged, ok)
+	}
+	if err := first.StageKey("r1", at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := first.Staged(); again != staged {
+		t.Errorf("staging r1 twice made a new rotation: %+v, want %+v", again, staged)
+	}
+	before, err := wireguard.New(cfg) // a restart before the switch keeps both keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := before.Staged(); !ok || got.PublicKey != staged.PublicKey || before.PublicKey() != first.PublicKey() {
+		t.Errorf("restart before the switch: key %s staged %+v, want %s and %+v", before.PublicKey(), got, first.PublicKey(), staged)
+	}
+	time.Sleep(time.Until(at) + 50*time.Millisecond)
+	after, err := wireguard.New(cfg) // a restart after it takes the new key: the peers have
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := after.Staged(); ok || after.PublicKey() != staged.PublicKey || after.LastRotation() != "r1" {
+		t.Errorf("restart after the switch: key %s, last rotation %q, still staged %v; want %s, r1, none", after.PublicKey(), after.LastRotation(), ok, staged.PublicKey)
+	}
+	if err := after.StageKey("r1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := after.Staged(); ok {
+		t.Error("the committed rotation r1 was staged again")
+	}
+	if err := after.StageKey("", time.Now()); err == nil {
+		t.Error("a rotation without a name was accepted")
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "wgr0.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file after rotation: %v %v, want mode 0600", fi, err)
+	}
 }
