@@ -113,12 +113,18 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
+	switchKey := time.NewTimer(time.Hour)
+	defer switchKey.Stop()
 	reread := true
 	for {
-		// Every Interval: renew the Lease and reread the peers. On a health change: only
-		// recompute the peers from the last read (failover must not wait for the API server).
+		// Every Interval: renew the Lease and reread the peers. On a health change or at a
+		// key switch: only recompute the peers from the last read (failover must not wait
+		// for the API server, and a key switch must happen at its moment).
 		if err := g.sync(ctx, reread); err != nil && ctx.Err() == nil {
 			log.Error(err, "sync")
+		}
+		if at := g.nextKeySwitch(time.Now()); !at.IsZero() {
+			switchKey.Reset(time.Until(at))
 		}
 		select {
 		case <-ctx.Done():
@@ -127,8 +133,89 @@ func Run(ctx context.Context, cfg Config) error {
 			reread = true
 		case <-changed:
 			reread = false
+		case <-switchKey.C:
+			reread = false
 		}
 	}
+}
+
+// Key rotations: a request's time closer than minKeyLead (or past: the gateway was down when
+// it came) is moved to lateKeyLead from now, so that the peers learn the next key first.
+const (
+	minKeyLead  = 2 * time.Second
+	lateKeyLead = 15 * time.Second
+)
+
+// rotateKey stages the rotation a Lease asks for (once per request), and says whether the
+// request is done, so that it can be removed.
+func (g *gw) rotateKey(request string, now time.Time) (done bool, err error) {
+	rot, ok := g.tun.(tunnel.KeyRotator)
+	if request == "" {
+		return false, nil
+	}
+	if !ok {
+		return true, fmt.Errorf("the %s tunnel has no keys to rotate: request %q dropped", g.tunType, request)
+	}
+	if request == rot.LastRotation() {
+		return true, nil
+	}
+	if st, staged := rot.Staged(); staged && st.ID == request {
+		return false, nil
+	}
+	at, err := time.Parse(time.RFC3339Nano, request)
+	if err != nil {
+		return true, fmt.Errorf("key rotation request %q is not an RFC 3339 time: dropped", request)
+	}
+	if at.Before(now.Add(minKeyLead)) {
+		at = now.Add(lateKeyLead)
+	}
+	if err := rot.StageKey(request, at); err != nil {
+		return false, err
+	}
+	g.log.Info("key rotation staged", "request", request, "switchAt", at)
+	return false, nil
+}
+
+// commitKey switches to the staged key once its moment has come.
+func (g *gw) commitKey(ctx context.Context, now time.Time) error {
+	rot, ok := g.tun.(tunnel.KeyRotator)
+	if !ok {
+		return nil
+	}
+	st, staged := rot.Staged()
+	if !staged || now.Before(st.At) {
+		return nil
+	}
+	if err := rot.CommitKey(ctx); err != nil {
+		return err
+	}
+	g.log.Info("key rotated", "request", st.ID, "publicKey", g.tun.PublicKey(), "late", now.Sub(st.At))
+	g.tunnelsAt = time.Time{}
+	return nil
+}
+
+// nextKeySwitch is the next moment a key changes: this gateway's staged rotation or a peer
+// gateway's announced one (zero: none ahead).
+func (g *gw) nextKeySwitch(now time.Time) time.Time {
+	var next time.Time
+	consider := func(at time.Time) {
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	if rot, ok := g.tun.(tunnel.KeyRotator); ok {
+		if st, staged := rot.Staged(); staged {
+			consider(st.At)
+		}
+	}
+	for _, p := range g.peers {
+		for _, gw := range p.Status.Gateways {
+			if gw.NextPublicKey != "" && gw.KeySwitchTime != nil {
+				consider(gw.KeySwitchTime.Time)
+			}
+		}
+	}
+	return next
 }
 
 type gw struct {
@@ -264,10 +351,13 @@ table inet weft-gateway {
 // sync makes the tunnel's peers what the ClusterPeers say and the prober sees; with reread
 // it reads the ClusterPeers again first, and renews the Lease after.
 func (g *gw) sync(ctx context.Context, reread bool) error {
-	if !reread && g.read {
-		return g.syncPeers(ctx)
-	}
 	var errs []error
+	if err := g.commitKey(ctx, time.Now()); err != nil {
+		errs = append(errs, fmt.Errorf("key rotation: %w", err))
+	}
+	if !reread && g.read {
+		return errors.Join(append(errs, g.syncPeers(ctx))...)
+	}
 	peers := &fabricv1.ClusterPeerList{}
 	if err := g.c.List(ctx, peers); err != nil {
 		errs = append(errs, err)
@@ -297,6 +387,21 @@ func (g *gw) renew(ctx context.Context) error {
 	lease.Annotations[fabricv1.AnnotationGatewayEndpoint] = g.endpoint.String()
 	lease.Annotations[fabricv1.AnnotationGatewayPublicKey] = g.tun.PublicKey()
 	lease.Annotations[fabricv1.AnnotationGatewayTunnel] = string(g.tunType)
+	var rotateErr error
+	if done, err := g.rotateKey(lease.Annotations[fabricv1.AnnotationGatewayRotateKey], time.Now()); done {
+		delete(lease.Annotations, fabricv1.AnnotationGatewayRotateKey)
+		rotateErr = err
+	} else if err != nil {
+		rotateErr = err
+	}
+	delete(lease.Annotations, fabricv1.AnnotationGatewayNextPublicKey)
+	delete(lease.Annotations, fabricv1.AnnotationGatewayKeySwitchTime)
+	if rot, ok := g.tun.(tunnel.KeyRotator); ok {
+		if st, staged := rot.Staged(); staged {
+			lease.Annotations[fabricv1.AnnotationGatewayNextPublicKey] = st.PublicKey
+			lease.Annotations[fabricv1.AnnotationGatewayKeySwitchTime] = st.At.UTC().Format(time.RFC3339Nano)
+		}
+	}
 	if ports := g.tun.PeerPorts(); ports != nil {
 		data, err := json.Marshal(ports)
 		if err != nil {
@@ -319,9 +424,9 @@ func (g *gw) renew(ctx context.Context) error {
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32((g.cfg.LeaseDuration + time.Second - 1) / time.Second))
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
 	if create {
-		return g.c.Create(ctx, lease)
+		return errors.Join(rotateErr, g.c.Create(ctx, lease))
 	}
-	return g.c.Update(ctx, lease)
+	return errors.Join(rotateErr, g.c.Update(ctx, lease))
 }
 
 func (g *gw) syncPeers(ctx context.Context) error {
@@ -337,7 +442,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	g.prober.SetTargets(targets)
 	up := g.prober.Answering()
 	g.recordHealth(ctx, up)
-	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up))
+	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
 	if reflect.DeepEqual(want, g.applied) {
 		return nil
 	}
@@ -406,8 +511,9 @@ func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering f
 // self names this gateway ("<cluster ID>/<node>"). With perPeerPorts (WireGuard: a device
 // per peer), a peer gateway is reached on the port it published for self, and with none yet
 // the tunnel waits for the peer to reach this end first; otherwise on its endpoint's port.
-// answering, when set, is the health prober's view.
-func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers []fabricv1.ClusterPeer, answering func(fabricv1.GatewayStatus) bool) []tunnel.Peer {
+// answering, when set, is the health prober's view. A peer gateway rotating its key is given
+// the next key from its announced switch time on (now is the time of the decision).
+func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers []fabricv1.ClusterPeer, answering func(fabricv1.GatewayStatus) bool, now time.Time) []tunnel.Peer {
 	var out []tunnel.Peer
 	for _, p := range peers {
 		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
@@ -429,6 +535,9 @@ func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers
 		for _, c := range gws {
 			tp := tunnel.Peer{Name: fabricv1.GatewayPeerName(p.Spec.ClusterID, c.gw.Node), PublicKey: c.gw.PublicKey,
 				Endpoint: c.ep, Prefixes: p.Status.Prefixes()}
+			if c.gw.NextPublicKey != "" && c.gw.KeySwitchTime != nil && !now.Before(c.gw.KeySwitchTime.Time) {
+				tp.PublicKey = c.gw.NextPublicKey
+			}
 			if perPeerPorts {
 				tp.Endpoint = netip.AddrPortFrom(c.ep.Addr(), uint16(c.gw.PeerPorts[self])) // 0: not published yet
 			}

@@ -28,6 +28,7 @@ func gw(node, endpoint string, healthy bool) fabricv1.GatewayStatus {
 }
 
 func TestDesiredPeers(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	w1, w2, w3, w4 := gw("w1", "172.30.2.11:51820", true), gw("w2", "172.30.2.12:51820", true), gw("w3", "172.30.2.13:51820", false), gw("w4", "172.30.2.14:51820", true)
 	w1.PeerPorts = map[string]int32{"here/gw-a": 51822, "here/gw-b": 51820}
 	west := peer("west", true, w4, w2, w1, w3)
@@ -48,7 +49,7 @@ func TestDesiredPeers(t *testing.T) {
 		}
 		return active, standby
 	}
-	got := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil)
+	got := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil, now)
 	active, standby := names(got)
 	// Every healthy gateway of west (w3 is not) is a peer; the first two by address carry
 	// traffic (west's maxActive), w4 stands by.
@@ -64,27 +65,49 @@ func TestDesiredPeers(t *testing.T) {
 	if got[0].Endpoint != netip.MustParseAddrPort("172.30.2.11:51822") || got[1].Endpoint.Port() != 0 {
 		t.Errorf("endpoints %v and %v, want w1's port for gw-a (51822) and none for w2", got[0].Endpoint, got[1].Endpoint)
 	}
-	if b := gateway.DesiredPeers("here/gw-b", fabricv1.TunnelWireGuard, true, peers, nil); b[0].Endpoint.Port() != 51820 {
+	if b := gateway.DesiredPeers("here/gw-b", fabricv1.TunnelWireGuard, true, peers, nil, now); b[0].Endpoint.Port() != 51820 {
 		t.Errorf("gw-b reaches w1 at %v, want the port w1 published for it (51820)", b[0].Endpoint)
 	}
-	if one := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, peers, nil); one[1].Endpoint != netip.MustParseAddrPort("172.30.2.12:51820") {
+	if one := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, peers, nil, now); one[1].Endpoint != netip.MustParseAddrPort("172.30.2.12:51820") {
 		t.Errorf("without per-peer ports, w2 is reached at %v, want its endpoint", one[1].Endpoint)
 	}
 	// A gateway the prober does not hear from stands by, and the next one takes its place.
 	silentW1 := func(gw fabricv1.GatewayStatus) bool { return gw.Node != "w1" }
-	if active, standby := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, silentW1)); fmt.Sprint(active) != "[west/w2 west/w4]" || fmt.Sprint(standby) != "[west/w1]" {
+	if active, standby := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, silentW1, now)); fmt.Sprint(active) != "[west/w2 west/w4]" || fmt.Sprint(standby) != "[west/w1]" {
 		t.Errorf("with w1 silent: active %v, standby %v", active, standby)
 	}
-	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, func(fabricv1.GatewayStatus) bool { return false })); len(active) != 0 {
+	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, func(fabricv1.GatewayStatus) bool { return false }, now)); len(active) != 0 {
 		t.Errorf("with every gateway silent, active: %v", active)
 	}
 	// No maxActive published: every answering gateway carries traffic.
 	peers[0].Status.MaxActive = 0
-	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil)); len(active) != 3 {
+	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil, now)); len(active) != 3 {
 		t.Errorf("without maxActive, active: %v", active)
 	}
+	// A gateway rotating its key keeps the current key until the switch time, then the next.
+	peers[0].Status.Gateways[1].NextPublicKey = "next-w2" // west lists w4, w2, w1, w3
+	peers[0].Status.Gateways[1].KeySwitchTime = &metav1.MicroTime{Time: now.Add(time.Second)}
+	keyOf := func(ps []tunnel.Peer, name string) string {
+		for _, p := range ps {
+			if p.Name == name {
+				return p.PublicKey
+			}
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		at   time.Time
+		want string
+	}{{now, "key-w2"}, {now.Add(999 * time.Millisecond), "key-w2"}, {now.Add(time.Second), "next-w2"}, {now.Add(time.Hour), "next-w2"}} {
+		if got := keyOf(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil, c.at), "west/w2"); got != c.want {
+			t.Errorf("w2's key at switch%+v: %q, want %q", c.at.Sub(now.Add(time.Second)), got, c.want)
+		}
+	}
+	if got := keyOf(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil, now.Add(time.Hour)), "west/w1"); got != "key-w1" {
+		t.Errorf("w1 (not rotating) got key %q", got)
+	}
 	// VXLAN gateways see only the VXLAN peer.
-	if vx := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelVXLAN, false, peers, nil); len(vx) != 1 || vx[0].Name != "east/e1" || vx[0].Endpoint.Port() != 4800 {
+	if vx := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelVXLAN, false, peers, nil, now); len(vx) != 1 || vx[0].Name != "east/e1" || vx[0].Endpoint.Port() != 4800 {
 		t.Errorf("vxlan peers: %+v", vx)
 	}
 }
