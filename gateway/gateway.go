@@ -90,14 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer g.tun.Close()
-	// Agents and peer gateways probe this port to know within a few hundred milliseconds
-	// that the gateway is gone.
-	probes, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", health.DefaultPort))
-	if err != nil {
-		return fmt.Errorf("health responder: %w", err)
-	}
-	go func() { _ = health.Respond(ctx, probes) }()
-	// ... and it probes the peers' gateways, to leave a dead one as fast.
+	// It probes the peers' gateways, to leave a dead one as fast.
 	probeConn, err := net.ListenPacket("udp4", ":0")
 	if err != nil {
 		return fmt.Errorf("health prober: %w", err)
@@ -116,12 +109,26 @@ func Run(ctx context.Context, cfg Config) error {
 	switchKey := time.NewTimer(time.Hour)
 	defer switchKey.Stop()
 	reread := true
+	started, responding := time.Now(), false
 	for {
 		// Every Interval: renew the Lease and reread the peers. On a health change or at a
 		// key switch: only recompute the peers from the last read (failover must not wait
 		// for the API server, and a key switch must happen at its moment).
 		if err := g.sync(ctx, reread); err != nil && ctx.Err() == nil {
 			log.Error(err, "sync")
+		}
+		// Agents and peer gateways probe this gateway's health port to know within a few
+		// hundred milliseconds that it is gone, and to send to it again once it is back: it
+		// answers only once its tunnel carries traffic to a peer (or after readyWithin), so
+		// that a restarted gateway takes no flow it would drop.
+		if !responding && (g.ready || time.Since(started) > readyWithin) {
+			probes, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", health.DefaultPort))
+			if err != nil {
+				return fmt.Errorf("health responder: %w", err)
+			}
+			go func() { _ = health.Respond(ctx, probes) }()
+			responding = true
+			log.Info("answering health probes", "after", time.Since(started).Round(time.Millisecond))
 		}
 		if at := g.nextKeySwitch(time.Now()); !at.IsZero() {
 			switchKey.Reset(time.Until(at))
@@ -138,6 +145,17 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 }
+
+// PeerKeyLead is how long before a peer gateway's announced key switch this gateway switches
+// to the peer's next key. Both ends start a handshake when they switch; had they switched at
+// the same moment, their handshakes would cross and each would drop the other's answer
+// (WireGuard retries only 5 s later). Switching first, this end's handshake fails at once
+// (the peer still has its old key) and the peer's, made when it switches, succeeds. Clocks
+// of the two clusters may differ by up to about this much.
+const PeerKeyLead = 200 * time.Millisecond
+
+// readyWithin bounds how long a gateway with no active tunnel keeps silent to health probes.
+const readyWithin = 3 * time.Second
 
 // Key rotations: a request's time closer than minKeyLead (or past: the gateway was down when
 // it came) is moved to lateKeyLead from now, so that the peers learn the next key first.
@@ -211,7 +229,7 @@ func (g *gw) nextKeySwitch(now time.Time) time.Time {
 	for _, p := range g.peers {
 		for _, gw := range p.Status.Gateways {
 			if gw.NextPublicKey != "" && gw.KeySwitchTime != nil {
-				consider(gw.KeySwitchTime.Time)
+				consider(gw.KeySwitchTime.Add(-PeerKeyLead))
 			}
 		}
 	}
@@ -234,6 +252,7 @@ type gw struct {
 	tunnels   string
 	tunnelsAt time.Time
 	health    map[netip.Addr]bool // peer gateways answering, as last recorded (events)
+	ready     bool                // the tunnel carried a peer (or there is none to carry)
 }
 
 // tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for the Lease.
@@ -443,18 +462,22 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	up := g.prober.Answering()
 	g.recordHealth(ctx, up)
 	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
-	if reflect.DeepEqual(want, g.applied) {
-		return nil
-	}
-	if err := g.tun.SetPeers(ctx, want); err != nil {
-		return err
-	}
 	active := 0
 	for _, p := range want {
 		if !p.Standby {
 			active++
 		}
 	}
+	if len(want) == 0 {
+		g.ready = true
+	}
+	if reflect.DeepEqual(want, g.applied) {
+		return nil
+	}
+	if err := g.tun.SetPeers(ctx, want); err != nil {
+		return err
+	}
+	g.ready = g.ready || active > 0 || len(want) == 0
 	g.log.Info("tunnel peers", "peers", len(want), "active", active)
 	g.applied = want
 	g.tunnelsAt = time.Time{} // report the change with the next renewal
@@ -512,7 +535,8 @@ func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering f
 // per peer), a peer gateway is reached on the port it published for self, and with none yet
 // the tunnel waits for the peer to reach this end first; otherwise on its endpoint's port.
 // answering, when set, is the health prober's view. A peer gateway rotating its key is given
-// the next key from its announced switch time on (now is the time of the decision).
+// the next key from PeerKeyLead before its announced switch time on (now is the time of the
+// decision).
 func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers []fabricv1.ClusterPeer, answering func(fabricv1.GatewayStatus) bool, now time.Time) []tunnel.Peer {
 	var out []tunnel.Peer
 	for _, p := range peers {
@@ -535,7 +559,7 @@ func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers
 		for _, c := range gws {
 			tp := tunnel.Peer{Name: fabricv1.GatewayPeerName(p.Spec.ClusterID, c.gw.Node), PublicKey: c.gw.PublicKey,
 				Endpoint: c.ep, Prefixes: p.Status.Prefixes()}
-			if c.gw.NextPublicKey != "" && c.gw.KeySwitchTime != nil && !now.Before(c.gw.KeySwitchTime.Time) {
+			if c.gw.NextPublicKey != "" && c.gw.KeySwitchTime != nil && !now.Before(c.gw.KeySwitchTime.Add(-PeerKeyLead)) {
 				tp.PublicKey = c.gw.NextPublicKey
 			}
 			if perPeerPorts {

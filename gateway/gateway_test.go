@@ -84,7 +84,8 @@ func TestDesiredPeers(t *testing.T) {
 	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil, now)); len(active) != 3 {
 		t.Errorf("without maxActive, active: %v", active)
 	}
-	// A gateway rotating its key keeps the current key until the switch time, then the next.
+	// A gateway rotating its key keeps the current key until PeerKeyLead before the switch
+	// time, then the next.
 	peers[0].Status.Gateways[1].NextPublicKey = "next-w2" // west lists w4, w2, w1, w3
 	peers[0].Status.Gateways[1].KeySwitchTime = &metav1.MicroTime{Time: now.Add(time.Second)}
 	keyOf := func(ps []tunnel.Peer, name string) string {
@@ -98,7 +99,8 @@ func TestDesiredPeers(t *testing.T) {
 	for _, c := range []struct {
 		at   time.Time
 		want string
-	}{{now, "key-w2"}, {now.Add(999 * time.Millisecond), "key-w2"}, {now.Add(time.Second), "next-w2"}, {now.Add(time.Hour), "next-w2"}} {
+	}{{now, "key-w2"}, {now.Add(time.Second - gateway.PeerKeyLead - time.Millisecond), "key-w2"},
+		{now.Add(time.Second - gateway.PeerKeyLead), "next-w2"}, {now.Add(time.Hour), "next-w2"}} {
 		if got := keyOf(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, nil, c.at), "west/w2"); got != c.want {
 			t.Errorf("w2's key at switch%+v: %q, want %q", c.at.Sub(now.Add(time.Second)), got, c.want)
 		}

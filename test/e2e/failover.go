@@ -72,6 +72,44 @@ func Failover(t *testing.T, in FailoverInput) {
 		waitTwoGatewaysEachWay(t, in)
 	})
 
+	t.Run("rotating a gateway's key interrupts no stream", func(t *testing.T) {
+		// Both of in.To's gateways carry some of the eight flows; rotating one's key must
+		// not stall them (a tunnel that lost its key would: the gateway still answers
+		// health probes, so nothing fails over).
+		node := gatewayNodes(in.To)[0]
+		var out []byte
+		gap, err := streamsDuring(t, client, server, echo, func() (string, time.Time) {
+			start := time.Now()
+			var err error
+			out, err = exec.Command(l.Weftctl, "gateway", "rotate-key", node, "--kubeconfig", l.Kubeconfig, "--context", in.To,
+				"--lead", "12s").CombinedOutput()
+			if err != nil {
+				t.Errorf("weftctl gateway rotate-key: %v\n%s", err, out)
+			}
+			return "key rotation of " + node, start
+		})
+		t.Logf("weftctl gateway rotate-key:\n%s", out)
+		if err != nil {
+			t.Error(err)
+		}
+		t.Logf("key rotation: longest probe gap %v (of 8 flows every 10 ms)", gap.Round(time.Millisecond))
+		if gap >= time.Second {
+			t.Errorf("rotating %s's key interrupted probes for %v, want < 1s", node, gap)
+		}
+		m := regexp.MustCompile(`switched to (\S+)`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("weftctl did not report the switch:\n%s", out)
+		}
+		// in.From's view of the peer gateway carries the new key.
+		Eventually(t, 30*time.Second, func() error {
+			got, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o", `jsonpath={.status.gateways[?(@.node=="`+node+`")].publicKey}`)
+			if strings.TrimSpace(got) != string(m[1]) {
+				return fmt.Errorf("%s's ClusterPeer %s lists %s with key %q, want %s", in.From, in.To, node, got, m[1])
+			}
+			return nil
+		})
+	})
+
 	t.Run("the failover shows in events and weftctl status", func(t *testing.T) {
 		// The cable of one of in.To's gateways was pulled and put back: in.From's gateways
 		// recorded it on their ClusterPeer for in.To.
@@ -93,7 +131,7 @@ func Failover(t *testing.T, in FailoverInput) {
 			}
 			for _, gw := range gatewayNodes(in.From) {
 				for _, peer := range gatewayNodes(in.To) {
-					line := regexp.MustCompile(`(?m)^` + gw + ` +` + in.To + `/` + peer + ` +Active +yes +[0-9.]+[a-z]+ ago `)
+					line := regexp.MustCompile(`(?m)^` + gw + ` +` + in.To + `/` + peer + ` +Active +yes +[0-9][0-9a-z.]* ago `)
 					if !line.MatchString(string(out)) {
 						return fmt.Errorf("weftctl status shows no active, answering, handshaken tunnel %s → %s/%s:\n%s", gw, in.To, peer, out)
 					}
@@ -211,6 +249,36 @@ func spread(t testing.TB, l *Lab, cluster string, client *netnstest.Netns, echo 
 func failover(t testing.TB, l *Lab, client, server *netnstest.Netns, echo netip.AddrPort, cluster string,
 	act func(victim string) (undo func())) (time.Duration, error) {
 	t.Helper()
+	return streamsDuring(t, client, server, echo, func() (string, time.Time) {
+		// The victim is the gateway of cluster whose tunnel moves the most packets: the
+		// one the transfer goes through.
+		gws := gatewayNodes(cluster)
+		count := func(g string) uint64 { tx, rx := l.tunnelPackets(t, g); return tx + rx }
+		before := map[string]uint64{}
+		for _, g := range gws {
+			before[g] = count(g)
+		}
+		time.Sleep(time.Second)
+		victim, most := "", uint64(0)
+		for _, g := range gws {
+			if d := count(g) - before[g]; d >= most {
+				victim, most = g, d
+			}
+		}
+		start := time.Now()
+		undo := act(victim)
+		time.Sleep(3 * time.Second)
+		undo()
+		return victim + " down", start
+	})
+}
+
+// streamsDuring runs eight probe streams (every 10 ms) and a TCP transfer from client to
+// server, runs during once they flow (it says what it did, and when it began, for the log),
+// keeps them a second more, and returns the longest probe gap; the error says what broke
+// (a probe stream, the transfer).
+func streamsDuring(t testing.TB, client, server *netnstest.Netns, echo netip.AddrPort, during func() (what string, start time.Time)) (time.Duration, error) {
+	t.Helper()
 	stop := make(chan struct{})
 	type probeOut struct {
 		r   ProbeResult
@@ -229,26 +297,7 @@ func failover(t testing.TB, l *Lab, client, server *netnstest.Netns, echo netip.
 		tcp <- err
 	}()
 	time.Sleep(1500 * time.Millisecond)
-
-	// The victim is the gateway of cluster whose tunnel moves the most packets: the one the
-	// transfer goes through.
-	gws := gatewayNodes(cluster)
-	count := func(g string) uint64 { tx, rx := l.tunnelPackets(t, g); return tx + rx }
-	before := map[string]uint64{}
-	for _, g := range gws {
-		before[g] = count(g)
-	}
-	time.Sleep(time.Second)
-	victim, most := "", uint64(0)
-	for _, g := range gws {
-		if d := count(g) - before[g]; d >= most {
-			victim, most = g, d
-		}
-	}
-	start := time.Now()
-	undo := act(victim)
-	time.Sleep(3 * time.Second)
-	undo()
+	what, start := during()
 	time.Sleep(time.Second)
 	close(stop)
 
@@ -264,9 +313,9 @@ func failover(t testing.TB, l *Lab, client, server *netnstest.Netns, echo netip.
 		gaps = append(gaps, fmt.Sprintf("%v@%v", p.r.Gap.Round(time.Millisecond), p.r.GapAt.Sub(start).Round(10*time.Millisecond)))
 		worst = max(worst, p.r.Gap)
 	}
-	t.Logf("%s down: longest gap of each probe flow (and when it began): %s", victim, strings.Join(gaps, " "))
+	t.Logf("%s: longest gap of each probe flow (and when it began): %s", what, strings.Join(gaps, " "))
 	if err := <-tcp; err != nil {
-		errs = append(errs, fmt.Errorf("the TCP transfer through %s did not survive: %w", victim, err))
+		errs = append(errs, fmt.Errorf("the TCP transfer did not survive (%s): %w", what, err))
 	}
 	return worst, errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/tunneltest"
 )
 
 // BenchmarkTunnelTCP measures TCP through a WireGuard tunnel between two namespaces: weft's
@@ -21,15 +22,15 @@ func BenchmarkTunnelTCP(b *testing.B) {
 	netnstest.RequireRoot(b)
 	b.Run("weft-driver", func(b *testing.B) {
 		sw := netnstest.NewSwitch(b)
-		a := newEnd(b, sw, "bwa", "172.29.9.11", 51820, "10.200.1.1/32")
-		c := newEnd(b, sw, "bwb", "172.29.9.12", 51820, "10.200.2.1/32")
-		b.Logf("mode: %s", a.mode)
-		a.setPeers(c.peer("10.200.2.0/24"))
-		c.setPeers(a.peer("10.200.1.0/24"))
-		if err := a.ns.PingUntil("10.200.2.1", 20*time.Second); err != nil {
+		a := tunneltest.NewEnd(b, sw, "bwa", "172.29.9.11", 51820, "10.200.1.1/32")
+		c := tunneltest.NewEnd(b, sw, "bwb", "172.29.9.12", 51820, "10.200.2.1/32")
+		b.Logf("mode: %s", a.Mode)
+		a.SetPeers(c.Peer("10.200.2.0/24"))
+		c.SetPeers(a.Peer("10.200.1.0/24"))
+		if err := a.NS.PingUntil("10.200.2.1", 20*time.Second); err != nil {
 			b.Fatal(err)
 		}
-		netnstest.BenchTCP(b, c.ns, a.ns, "10.200.2.1:5401")
+		netnstest.BenchTCP(b, c.NS, a.NS, "10.200.2.1:5401")
 	})
 	b.Run("debian-wireguard-go", func(b *testing.B) {
 		bin, err := exec.LookPath("wireguard-go")

@@ -439,7 +439,7 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wireguard: creating the userspace device %s: %w", name, err)
 		}
-		dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, "wireguard "+name+": "))
+		dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(logLevel(), "wireguard "+name+": "))
 		file, err := ipc.UAPIOpen(name)
 		if err != nil {
 			dev.Close()
@@ -698,3 +698,12 @@ func (t *Tunnel) Close() error {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// logLevel of the embedded devices: errors, or every handshake and keepalive with
+// WEFT_WIREGUARD_VERBOSE=1 in the gateway's environment.
+func logLevel() int {
+	if os.Getenv("WEFT_WIREGUARD_VERBOSE") == "1" {
+		return device.LogLevelVerbose
+	}
+	return device.LogLevelError
+}

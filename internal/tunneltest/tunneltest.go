@@ -1,0 +1,315 @@
+// Package tunneltest runs tunnel driver ends for tests: each end is a helper process (the
+// test binary again) started inside its own network namespace on a test switch, driven
+// line by line over its stdin and stdout. Drivers that open sockets and devices from their
+// own goroutines (userspace WireGuard, userspace Geneve) need the whole process in the
+// namespace, as weft-gateway is on a node.
+package tunneltest
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/gateway/tunnel"
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+const helperEnv = "WEFT_TUNNEL_TEST_HELPER"
+
+// RunHelper must be called first in the test binary's TestMain: in a helper process it runs
+// the named driver's tunnel (registered by register) and exits.
+func RunHelper(driver string, register func(*tunnel.Registry) error) {
+	cfg := os.Getenv(helperEnv)
+	if cfg == "" {
+		return
+	}
+	if err := helper(driver, register, cfg, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// Request is one operation on a helper's tunnel.
+type Request struct {
+	Op    string        `json:"op"` // peers, status, ports, up, stage, commit
+	Peers []tunnel.Peer `json:"peers,omitempty"`
+	ID    string        `json:"id,omitempty"` // stage
+	At    time.Time     `json:"at,omitempty"` // stage
+}
+
+// Reply is what the helper answers.
+type Reply struct {
+	Error     string              `json:"error,omitempty"`
+	PublicKey string              `json:"publicKey,omitempty"`
+	Mode      string              `json:"mode,omitempty"`
+	Status    []tunnel.PeerStatus `json:"status,omitempty"`
+	Ports     map[string]int      `json:"ports,omitempty"`
+	Staged    tunnel.Rotation     `json:"staged,omitempty"`
+}
+
+// helper brings a tunnel up, answers requests line by line, and closes it at end of input.
+func helper(driver string, register func(*tunnel.Registry) error, cfgJSON string, in io.Reader, out io.Writer) error {
+	var cfg tunnel.Config
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		return err
+	}
+	reg := tunnel.NewRegistry()
+	if err := register(reg); err != nil {
+		return err
+	}
+	t, err := reg.New(driver, cfg)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	if err := t.Up(context.Background()); err != nil {
+		return enc.Encode(Reply{Error: err.Error()})
+	}
+	defer t.Close()
+	if err := enc.Encode(Reply{PublicKey: t.PublicKey(), Mode: t.Mode()}); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		var req Request
+		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
+			return err
+		}
+		var r Reply
+		var err error
+		switch req.Op {
+		case "peers":
+			err = t.SetPeers(context.Background(), req.Peers)
+		case "status":
+			r.Status, err = t.Status(context.Background())
+		case "ports":
+			r.Ports = t.PeerPorts()
+		case "up":
+			err = t.Up(context.Background())
+		case "stage":
+			rot, ok := t.(tunnel.KeyRotator)
+			if !ok {
+				err = fmt.Errorf("%s has no keys", driver)
+				break
+			}
+			err = rot.StageKey(req.ID, req.At)
+			r.Staged, _ = rot.Staged()
+		case "commit":
+			rot, ok := t.(tunnel.KeyRotator)
+			if !ok {
+				err = fmt.Errorf("%s has no keys", driver)
+				break
+			}
+			err = rot.CommitKey(context.Background())
+			r.PublicKey = t.PublicKey()
+		default:
+			err = fmt.Errorf("unknown op %s", req.Op)
+		}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// End is one tunnel end: a namespace on the switch and a helper process in it.
+type End struct {
+	t       testing.TB
+	NS      *netnstest.Netns
+	IP      netip.Addr
+	Iface   string // the tunnel's interface name (a random one, starting with "tt")
+	Port    int
+	Key     string // the public key, for drivers with keys
+	Mode    string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	replies *json.Decoder
+}
+
+// NewEnd plugs a new namespace into the switch at ip (a /24) and starts the driver's tunnel
+// in it with the given port and tunnel address.
+func NewEnd(t testing.TB, sw *netnstest.Switch, name, ip string, port int, address string) *End {
+	t.Helper()
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	e := &End{t: t, NS: netnstest.New(t, name), IP: netip.MustParseAddr(ip), Port: port, Iface: "tt" + hex.EncodeToString(b)}
+	sw.Plug(t, e.NS, "p"+name, ip+"/24")
+	cfg, _ := json.Marshal(tunnel.Config{Name: name, Interface: e.Iface, ListenPort: port, Address: netip.MustParsePrefix(address),
+		LocalIP: e.IP, StateDir: t.TempDir()})
+	e.cmd = exec.Command("nsenter", "--net="+e.NS.Path(), "--", os.Args[0], "-test.run=^$")
+	e.cmd.Env = append(os.Environ(), helperEnv+"="+string(cfg))
+	e.cmd.Stderr = os.Stderr
+	var err error
+	if e.stdin, err = e.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := e.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	e.replies = json.NewDecoder(stdout)
+	var r Reply
+	if err := e.replies.Decode(&r); err != nil || r.Error != "" {
+		t.Fatalf("%s: tunnel up: %v %s", name, err, r.Error)
+	}
+	e.Key, e.Mode = r.PublicKey, r.Mode
+	return e
+}
+
+// Stop closes the tunnel and waits for the helper (killing it after 10 s).
+func (e *End) Stop() {
+	if e.cmd == nil {
+		return
+	}
+	_ = e.stdin.Close()
+	done := make(chan struct{})
+	go func() { _ = e.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = e.cmd.Process.Kill()
+		<-done
+	}
+	e.cmd = nil
+}
+
+// Do sends a request and returns the reply.
+func (e *End) Do(req Request) Reply {
+	e.t.Helper()
+	data, _ := json.Marshal(req)
+	if _, err := e.stdin.Write(append(data, '\n')); err != nil {
+		e.t.Fatal(err)
+	}
+	var r Reply
+	if err := e.replies.Decode(&r); err != nil {
+		e.t.Fatalf("%s: %v", req.Op, err)
+	}
+	return r
+}
+
+// SetPeers sets the tunnel's peers; an error fails the test.
+func (e *End) SetPeers(peers ...tunnel.Peer) {
+	e.t.Helper()
+	if r := e.Do(Request{Op: "peers", Peers: peers}); r.Error != "" {
+		e.t.Fatal(r.Error)
+	}
+}
+
+// Peer is this end as another end's peer, carrying the prefixes.
+func (e *End) Peer(prefixes ...string) tunnel.Peer {
+	p := tunnel.Peer{Name: e.Iface, PublicKey: e.Key, Endpoint: netip.AddrPortFrom(e.IP, uint16(e.Port))}
+	for _, s := range prefixes {
+		p.Prefixes = append(p.Prefixes, netip.MustParsePrefix(s))
+	}
+	return p
+}
+
+// Routes lists the routes the tunnel installed.
+func (e *End) Routes() string {
+	out, _ := e.NS.Run("ip", "route", "show", "proto", "0x57")
+	return strings.TrimSpace(out)
+}
+
+// Status reads the tunnel's peers; an error fails the test.
+func (e *End) Status() []tunnel.PeerStatus {
+	e.t.Helper()
+	r := e.Do(Request{Op: "status"})
+	if r.Error != "" {
+		e.t.Fatal(r.Error)
+	}
+	return r.Status
+}
+
+// PeerStatus is the status of the named peer.
+func (e *End) PeerStatus(name string) tunnel.PeerStatus {
+	e.t.Helper()
+	for _, s := range e.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	e.t.Fatalf("%s has no peer %s", e.Iface, name)
+	return tunnel.PeerStatus{}
+}
+
+// Devices lists the end's links whose names start with prefix.
+func (e *End) Devices(prefix string) string {
+	out, _ := e.NS.Run("ip", "-o", "link", "show")
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], prefix) {
+			names = append(names, strings.Split(strings.TrimSuffix(f[1], ":"), "@")[0])
+		}
+	}
+	return strings.Join(names, " ")
+}
+
+// ProbeGap sends a datagram every 5 ms from one namespace to addr in another between from
+// and until, runs during() meanwhile, and returns the longest time without a datagram
+// arriving (from `from` to the first, between two, and from the last to until).
+func ProbeGap(t testing.TB, src, dst *netnstest.Netns, addr string, from, until time.Time, during func()) time.Duration {
+	t.Helper()
+	sink, err := dst.ListenUDP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var conn net.Conn
+	if err := src.Do(func() error {
+		var err error
+		conn, err = net.Dial("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	arrivals := make(chan []time.Time, 1)
+	go func() {
+		var got []time.Time
+		buf := make([]byte, 64)
+		for {
+			_ = sink.SetReadDeadline(until.Add(200 * time.Millisecond))
+			if _, err := sink.Read(buf); err != nil {
+				break
+			}
+			got = append(got, time.Now())
+		}
+		arrivals <- got
+	}()
+	go func() {
+		time.Sleep(time.Until(from))
+		for now := time.Now(); now.Before(until); now = time.Now() {
+			_, _ = conn.Write([]byte("probe"))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	during()
+	got := <-arrivals
+	if len(got) == 0 {
+		return until.Sub(from)
+	}
+	gap := got[0].Sub(from)
+	for i := 1; i < len(got); i++ {
+		gap = max(gap, got[i].Sub(got[i-1]))
+	}
+	return max(gap, until.Sub(got[len(got)-1]))
+}
