@@ -34,6 +34,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/gateway/tunnel"
+	"github.com/weft-net/weft/gateway/tunnel/geneve"
 	"github.com/weft-net/weft/gateway/tunnel/vxlan"
 	"github.com/weft-net/weft/gateway/tunnel/wireguard"
 )
@@ -59,12 +60,12 @@ func DefaultConfig() Config {
 // per-peer devices' names, and the name of its key file), and an nft pattern matching the
 // driver's devices.
 var (
-	interfaces = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg0", fabricv1.TunnelVXLAN: "weft-vx0"}
-	devices    = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg*", fabricv1.TunnelVXLAN: "weft-vx0"}
+	interfaces = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg0", fabricv1.TunnelGeneve: "weft-gn0", fabricv1.TunnelVXLAN: "weft-vx0"}
+	devices    = map[fabricv1.TunnelType]string{fabricv1.TunnelWireGuard: "weft-wg*", fabricv1.TunnelGeneve: "weft-gn*", fabricv1.TunnelVXLAN: "weft-vx0"}
 )
 
 // defaultPorts apply when the ClusterNetwork names no port.
-var defaultPorts = map[fabricv1.TunnelType]int{fabricv1.TunnelWireGuard: 51820, fabricv1.TunnelVXLAN: vxlan.DefaultPort}
+var defaultPorts = map[fabricv1.TunnelType]int{fabricv1.TunnelWireGuard: 51820, fabricv1.TunnelGeneve: geneve.DefaultPort, fabricv1.TunnelVXLAN: vxlan.DefaultPort}
 
 // Run runs the gateway until ctx ends; the tunnel is removed on the way out (the Lease
 // expires and the other nodes stop sending here).
@@ -302,7 +303,7 @@ func (g *gw) tryStart(ctx context.Context) error {
 	}
 	self := fabricv1.GatewayPeerName(cn.Spec.ClusterID, g.cfg.NodeName)
 	reg := tunnel.NewRegistry()
-	if err := errors.Join(wireguard.Register(reg), vxlan.Register(reg)); err != nil {
+	if err := errors.Join(wireguard.Register(reg), geneve.Register(reg), vxlan.Register(reg)); err != nil {
 		return err
 	}
 	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,

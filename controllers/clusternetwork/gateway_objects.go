@@ -1,6 +1,7 @@
 package clusternetwork
 
 import (
+	"fmt"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -15,6 +16,9 @@ import (
 
 // GatewayName names the gateways' DaemonSet, ServiceAccount and RBAC.
 const GatewayName = "weft-gateway"
+
+// annotationTunnelConfig on the gateways' pod template holds the tunnel driver and port.
+const annotationTunnelConfig = "fabric.weft.dev/tunnel-config"
 
 // gatewayObjects renders what runs on gateway nodes (those spec.gateways.nodeSelector picks).
 // A gateway reads the ClusterNetwork, the ClusterPeers and its Node, and renews its Lease.
@@ -66,7 +70,9 @@ func gatewayObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1))}},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				// Gateways read their tunnel settings when they start: a change rolls them.
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+					annotationTunnelConfig: fmt.Sprintf("%s:%d", cn.Spec.Gateways.Tunnel, cn.Spec.Gateways.Port)}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            GatewayName,
 					HostNetwork:                   true,

@@ -17,6 +17,9 @@ type CrossClusterInput struct {
 	Lab       *Lab
 	From, To  string // peered clusters; each has a gateway on its first node
 	Namespace string
+	// Tunnels are further tunnel drivers to check: both clusters switch to each in turn
+	// (their gateways roll), then back to WireGuard.
+	Tunnels []string
 }
 
 // CrossCluster checks that a pod on a node that is not a gateway reaches a pod on a node that
@@ -57,6 +60,57 @@ func CrossCluster(t *testing.T, in CrossClusterInput) {
 		WaitPodReady(t, cs, in.Namespace, "client", 2*time.Minute)
 	}
 
+	crossClusterPaths(t, in, ips)
+	for _, tun := range in.Tunnels {
+		t.Run("over "+tun, func(t *testing.T) {
+			switchTunnel(t, in, tun)
+			crossClusterPaths(t, in, ips)
+		})
+	}
+	if len(in.Tunnels) > 0 {
+		switchTunnel(t, in, "wireguard")
+	}
+}
+
+// switchTunnel sets both clusters' gateways to a tunnel driver and waits until the gateways
+// of each cluster announce it and each cluster's ClusterPeer shows the other's doing so.
+func switchTunnel(t *testing.T, in CrossClusterInput, tun string) {
+	t.Helper()
+	for _, c := range []string{in.From, in.To} {
+		in.Lab.MustKubectl(t, c, "", "patch", "clusternetwork", "default", "--type", "merge", "-p", `{"spec":{"gateways":{"tunnel":"`+tun+`"}}}`)
+	}
+	start := time.Now()
+	for _, c := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
+		Eventually(t, 2*time.Minute, func() error {
+			own, _ := in.Lab.KubectlRun(c[0], "", "get", "clusternetwork", "default", "-o", "jsonpath={.status.gateways[?(@.healthy==true)].tunnel}")
+			peer, _ := in.Lab.KubectlRun(c[0], "", "get", "clusterpeer", c[1], "-o", "jsonpath={.status.gateways[?(@.healthy==true)].tunnel}")
+			if !allAre(own, tun) {
+				return fmt.Errorf("%s's healthy gateways run %q, want %s", c[0], own, tun)
+			}
+			if !allAre(peer, tun) {
+				return fmt.Errorf("%s sees %s's healthy gateways run %q, want %s", c[0], c[1], peer, tun)
+			}
+			return nil
+		})
+	}
+	t.Logf("both clusters' gateways run %s after %s", tun, time.Since(start).Round(100*time.Millisecond))
+}
+
+// allAre says whether a space-separated list has items, all equal to want.
+func allAre(list, want string) bool {
+	f := strings.Fields(list)
+	for _, v := range f {
+		if v != want {
+			return false
+		}
+	}
+	return len(f) > 0
+}
+
+// crossClusterPaths checks HTTP, UDP, a 1400-byte ping and a 20 MB transfer both ways
+// between the server and client pods CrossCluster made.
+func crossClusterPaths(t *testing.T, in CrossClusterInput, ips map[string]string) {
+	t.Helper()
 	for _, dir := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
 		src, dst := dir[0], dir[1]
 		exec := func(args ...string) (string, int) {

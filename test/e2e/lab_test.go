@@ -111,7 +111,7 @@ func TestLab(t *testing.T) {
 		if lab.Weftctl == "" {
 			t.Skip("needs the peered clusters of the suite's own lab")
 		}
-		CrossCluster(t, CrossClusterInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-xc"})
+		CrossCluster(t, CrossClusterInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-xc", Tunnels: []string{"geneve", "vxlan"}})
 	})
 	t.Run("gateways are active-active and fail over in under a second", func(t *testing.T) {
 		if lab.Weftctl == "" {
