@@ -101,5 +101,6 @@ Try:
   kubectl --context weft-1 -n weft-system logs deploy/weft-operator
   bin/weftctl lab status
   bin/weftctl status --context weft-2
+  bin/weftctl gateway rotate-key weft-2-node-1 --context weft-2   # new WireGuard key, no gap
   bin/weftctl lab down          # or: make lab-down
 EOF
