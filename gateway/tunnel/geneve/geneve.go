@@ -209,6 +209,7 @@ func (t *Tunnel) ensureDevice(p tunnel.Peer) (*device, error) {
 	}
 	if d == nil {
 		d = &device{name: t.deviceName(p.Name)}
+		d.endpoint.Store(&remote) // before the send loop starts
 		if t.kernel {
 			if l, err := netlink.LinkByName(d.name); err == nil {
 				_ = netlink.LinkDel(l) // a previous run's: its remote is unknown
