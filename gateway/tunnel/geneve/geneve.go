@@ -15,12 +15,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -148,49 +145,21 @@ func (t *Tunnel) Up(context.Context) error {
 	return t.removeStrays()
 }
 
-// devicePrefix starts the name of every device of this tunnel.
-func (t *Tunnel) devicePrefix() string {
-	if len(t.cfg.Interface) > 7 {
-		return t.cfg.Interface[:7]
-	}
-	return t.cfg.Interface
-}
-
-// deviceName names a peer's device: the prefix and a hash of both ends' names.
-func (t *Tunnel) deviceName(peer string) string {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(t.cfg.Name + "|" + t.cfg.Interface + "|" + peer))
-	return fmt.Sprintf("%s%08x", t.devicePrefix(), h.Sum32())
-}
-
-func (t *Tunnel) isOurs(name string) bool {
-	p := t.devicePrefix()
-	if !strings.HasPrefix(name, p) || len(name) != len(p)+8 {
-		return false
-	}
-	_, err := strconv.ParseUint(name[len(p):], 16, 32)
-	return err == nil
-}
-
-// removeStrays deletes kernel Geneve devices that look like ours but belong to no peer.
+// removeStrays deletes kernel devices that look like this tunnel's but belong to no peer.
 func (t *Tunnel) removeStrays() error {
 	mine := map[string]bool{}
 	for _, d := range t.devs {
 		mine[d.name] = true
 	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return err
+	if err := t.names().RemoveStrays("geneve", mine); err != nil {
+		return fmt.Errorf("geneve: %w", err)
 	}
-	var errs []error
-	for _, l := range links {
-		if n := l.Attrs().Name; l.Type() == "geneve" && t.isOurs(n) && !mine[n] {
-			if err := netlink.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("geneve: removing stray device %s: %w", n, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// names names the per-peer devices.
+func (t *Tunnel) names() tunnel.PeerDevices {
+	return tunnel.PeerDevices{Name: t.cfg.Name, Interface: t.cfg.Interface}
 }
 
 // ensureDevice makes (or remakes, when its remote changed) a peer's device and brings it up.
@@ -208,7 +177,7 @@ func (t *Tunnel) ensureDevice(p tunnel.Peer) (*device, error) {
 		d = nil
 	}
 	if d == nil {
-		d = &device{name: t.deviceName(p.Name)}
+		d = &device{name: t.names().DeviceName(p.Name)}
 		d.endpoint.Store(&remote) // before the send loop starts
 		if t.kernel {
 			if l, err := netlink.LinkByName(d.name); err == nil {
@@ -232,24 +201,8 @@ func (t *Tunnel) ensureDevice(p tunnel.Peer) (*device, error) {
 	}
 	d.remote = remote
 	d.endpoint.Store(&remote)
-	link, err := netlink.LinkByName(d.name)
-	if err != nil {
-		return nil, fmt.Errorf("geneve: %s: %w", d.name, err)
-	}
-	if link.Attrs().MTU != t.cfg.MTU {
-		if err := netlink.LinkSetMTU(link, t.cfg.MTU); err != nil {
-			return nil, fmt.Errorf("geneve: MTU of %s: %w", d.name, err)
-		}
-	}
-	if t.cfg.Address.IsValid() {
-		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: tunnel.IPNet(t.cfg.Address)}); err != nil {
-			return nil, fmt.Errorf("geneve: address of %s: %w", d.name, err)
-		}
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(link); err != nil {
-			return nil, fmt.Errorf("geneve: bringing %s up: %w", d.name, err)
-		}
+	if err := tunnel.SetUpLink(d.name, t.cfg.MTU, t.cfg.Address); err != nil {
+		return nil, fmt.Errorf("geneve: %w", err)
 	}
 	return d, nil
 }

@@ -17,14 +17,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -361,51 +358,21 @@ func (t *Tunnel) savePorts() error {
 	return writeFile(t.portsFile(), data)
 }
 
-// devicePrefix starts the name of every device of this tunnel.
-func (t *Tunnel) devicePrefix() string {
-	if len(t.cfg.Interface) > 7 {
-		return t.cfg.Interface[:7]
-	}
-	return t.cfg.Interface
-}
-
-// deviceName names a peer's device: the prefix and a hash of both ends' names, unique on
-// the machine (userspace control sockets are shared by all network namespaces).
-func (t *Tunnel) deviceName(peer string) string {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(t.cfg.Name + "|" + t.cfg.Interface + "|" + peer))
-	return fmt.Sprintf("%s%08x", t.devicePrefix(), h.Sum32())
-}
-
-// isOurs says whether a link name is one this tunnel's devices could have.
-func (t *Tunnel) isOurs(name string) bool {
-	p := t.devicePrefix()
-	if !strings.HasPrefix(name, p) || len(name) != len(p)+8 {
-		return false
-	}
-	_, err := strconv.ParseUint(name[len(p):], 16, 32)
-	return err == nil
-}
-
-// removeStrays deletes kernel WireGuard devices that look like ours but belong to no peer.
+// removeStrays deletes kernel devices that look like this tunnel's but belong to no peer.
 func (t *Tunnel) removeStrays() error {
 	mine := map[string]bool{}
 	for _, d := range t.devs {
 		mine[d.name] = true
 	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return err
+	if err := t.names().RemoveStrays("wireguard", mine); err != nil {
+		return fmt.Errorf("wireguard: %w", err)
 	}
-	var errs []error
-	for _, l := range links {
-		if n := l.Attrs().Name; l.Type() == "wireguard" && t.isOurs(n) && !mine[n] {
-			if err := netlink.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("wireguard: removing stray device %s: %w", n, err))
-			}
-		}
-	}
-	return errors.Join(errs...)
+	return nil
+}
+
+// names names the per-peer devices.
+func (t *Tunnel) names() tunnel.PeerDevices {
+	return tunnel.PeerDevices{Name: t.cfg.Name, Interface: t.cfg.Interface}
 }
 
 // port gives the peer's device its port: the one it had, or the lowest free one from
@@ -433,7 +400,7 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 	if d := t.devs[peer]; d != nil {
 		return d, nil
 	}
-	name := t.deviceName(peer)
+	name := t.names().DeviceName(peer)
 	if !t.kernel {
 		tdev, err := tun.CreateTUN(name, t.cfg.MTU)
 		if err != nil {
@@ -517,24 +484,8 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 		}
 		port = got.ListenPort
 	}
-	link, err := netlink.LinkByName(d.name)
-	if err != nil {
-		return 0, fmt.Errorf("wireguard: %s: %w", d.name, err)
-	}
-	if link.Attrs().MTU != t.cfg.MTU {
-		if err := netlink.LinkSetMTU(link, t.cfg.MTU); err != nil {
-			return 0, fmt.Errorf("wireguard: MTU of %s: %w", d.name, err)
-		}
-	}
-	if t.cfg.Address.IsValid() {
-		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: tunnel.IPNet(t.cfg.Address)}); err != nil {
-			return 0, fmt.Errorf("wireguard: address of %s: %w", d.name, err)
-		}
-	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(link); err != nil {
-			return 0, fmt.Errorf("wireguard: bringing %s up: %w", d.name, err)
-		}
+	if err := tunnel.SetUpLink(d.name, t.cfg.MTU, t.cfg.Address); err != nil {
+		return 0, fmt.Errorf("wireguard: %w", err)
 	}
 	d.port, d.applied = port, fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
 	return port, nil
