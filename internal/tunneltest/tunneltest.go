@@ -313,3 +313,24 @@ func ProbeGap(t testing.TB, src, dst *netnstest.Netns, addr string, from, until 
 	}
 	return max(gap, until.Sub(got[len(got)-1]))
 }
+
+// CheckSpread sends 32 UDP flows from `from` to dst and fails the test unless both b and c
+// (two peers sharing dst's range) received some of them within 3 s, by their counters of
+// what came from `from`.
+func CheckSpread(t testing.TB, from, b, c *End, dst netip.AddrPort) {
+	t.Helper()
+	bRx, cRx := b.PeerStatus(from.Iface).RxBytes, c.PeerStatus(from.Iface).RxBytes
+	if err := from.NS.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 20000), dst, 32); err != nil {
+		t.Fatal(err)
+	}
+	var db, dc int64
+	deadline := time.Now().Add(3 * time.Second)
+	for (db == 0 || dc == 0) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		db, dc = b.PeerStatus(from.Iface).RxBytes-bRx, c.PeerStatus(from.Iface).RxBytes-cRx
+	}
+	t.Logf("32 flows: %d bytes into b, %d into c", db, dc)
+	if db == 0 || dc == 0 {
+		t.Errorf("32 flows: %d bytes into b, %d into c; want both used", db, dc)
+	}
+}

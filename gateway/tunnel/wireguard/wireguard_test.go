@@ -133,20 +133,7 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 			t.Errorf("datagrams a received from 10.200.9.1 by first source port: %v, want 4 through b (30000) and 4 through c (30100)", got)
 		}
 		// a spreads its flows to the shared range over both.
-		bRx, cRx := b.PeerStatus(a.Iface).RxBytes, c.PeerStatus(a.Iface).RxBytes
-		if err := a.NS.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 20000), netip.MustParseAddrPort("10.200.9.1:9"), 32); err != nil {
-			t.Fatal(err)
-		}
-		var db, dc int64
-		deadline := time.Now().Add(3 * time.Second)
-		for (db == 0 || dc == 0) && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-			db, dc = b.PeerStatus(a.Iface).RxBytes-bRx, c.PeerStatus(a.Iface).RxBytes-cRx
-		}
-		t.Logf("32 flows: %d bytes into b, %d into c", db, dc)
-		if db == 0 || dc == 0 {
-			t.Errorf("32 flows: %d bytes into b, %d into c; want both used", db, dc)
-		}
+		tunneltest.CheckSpread(t, a, b, c, netip.MustParseAddrPort("10.200.9.1:9"))
 
 		standby := c.Peer("10.200.9.0/24")
 		standby.Standby = true
