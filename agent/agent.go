@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("gateway health probes: %w", err)
 	}
 	gwChanged := make(chan struct{}, 1)
-	prober := health.NewProber(probeConn, health.Options{OnChange: func(gw netip.AddrPort, up bool) {
+	prober := health.NewProber(probeConn, health.Options{OnChange: func(gw health.Target, up bool) {
 		log.Info("gateway health", "gateway", gw, "up", up)
 		poke(gwChanged)
 	}})
@@ -339,9 +339,9 @@ func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
 // prober, at most maxActive.
 func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
 	r := PeerRoutes(node, p.cn, p.peers)
-	targets := make([]netip.AddrPort, 0, len(r.Gateways))
+	targets := make([]health.Target, 0, len(r.Gateways))
 	for _, g := range r.Gateways {
-		targets = append(targets, netip.AddrPortFrom(g, health.DefaultPort))
+		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})
 	}
 	prober.SetTargets(targets)
 	up := prober.Answering()

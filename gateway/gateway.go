@@ -91,13 +91,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer g.tun.Close()
-	// It probes the peers' gateways, to leave a dead one as fast.
-	probeConn, err := net.ListenPacket("udp4", ":0")
+	// It probes the peers' gateways, to leave a dead one as fast — through the tunnel to
+	// each where the driver has a device per peer, from the node's address (which the
+	// peer lets through the tunnel).
+	probeConn, err := net.ListenPacket("udp4", netip.AddrPortFrom(g.endpoint.Addr(), 0).String())
 	if err != nil {
 		return fmt.Errorf("health prober: %w", err)
 	}
 	changed := make(chan struct{}, 1)
-	g.prober = health.NewProber(probeConn, health.Options{OnChange: func(netip.AddrPort, bool) {
+	g.prober = health.NewProber(probeConn, health.Options{OnChange: func(health.Target, bool) {
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -307,7 +309,7 @@ func (g *gw) tryStart(ctx context.Context) error {
 		return err
 	}
 	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,
-		LocalIP: ip, StateDir: g.cfg.StateDir})
+		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir})
 	if err != nil {
 		return err
 	}
@@ -450,12 +452,19 @@ func (g *gw) renew(ctx context.Context) error {
 }
 
 func (g *gw) syncPeers(ctx context.Context) error {
-	// Probe every gateway the peers announce; send only to those that answer.
-	var targets []netip.AddrPort
+	// Probe every gateway the peers announce, through its tunnel where it has a device of
+	// its own (until SetPeers made the device, the probes fail: a new peer gateway starts
+	// on standby); send only to those that answer.
+	devs, _ := g.tun.(tunnel.PerPeerDevices)
+	var targets []health.Target
 	for _, p := range g.peers {
 		for _, gw := range p.Status.Gateways {
 			if ep, err := netip.ParseAddrPort(gw.Endpoint); err == nil {
-				targets = append(targets, netip.AddrPortFrom(ep.Addr(), health.DefaultPort))
+				tg := health.Target{Addr: netip.AddrPortFrom(ep.Addr(), health.DefaultPort)}
+				if devs != nil {
+					tg.Via = devs.PeerDevice(fabricv1.GatewayPeerName(p.Spec.ClusterID, gw.Node))
+				}
+				targets = append(targets, tg)
 			}
 		}
 	}

@@ -3,9 +3,12 @@
 // each gateway echoes it. A target is down after FailAfter intervals without an answer and
 // up again after RiseAfter answers in a row; every change is reported at once.
 //
-// Probes go to the gateway's node address (the underlay the tunnel runs over), so a dead
-// gateway process and a link that went down look alike: no answer. A tunnel that is up at
-// both ends but broken in between (a wrong key) is not seen by them.
+// Probes go to the gateway's node address. A target with a Via device is probed through
+// that device — the tunnel to it — and answered back through the device the probe came in
+// by, so an answer proves the tunnel carries traffic both ways: a dead gateway process, a
+// link that went down, a tunnel not yet handshaken or one whose keys do not match all look
+// alike, no answer. A target without Via is probed over whatever route the kernel picks
+// (the underlay).
 package health
 
 import (
@@ -16,6 +19,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // DefaultPort is where Responders listen.
@@ -26,6 +31,8 @@ const (
 	msgSize = 4 + 1 + 8 + 8
 	kindReq = 1
 	kindRep = 2
+	// kindReqVia asks for the answer to leave by the device the probe came in by.
+	kindReqVia = 3
 )
 
 // encode lays out a probe: magic, kind, sequence, the sender's clock at sending.
@@ -45,12 +52,17 @@ func decode(b []byte) (kind byte, seq uint64, sent int64, ok bool) {
 	return b[4], binary.BigEndian.Uint64(b[5:]), int64(binary.BigEndian.Uint64(b[13:])), true
 }
 
-// Respond echoes every probe received on conn until ctx ends or conn fails.
+// Respond echoes every probe received on conn until ctx ends or conn fails. A probe that
+// came through a tunnel device (sent to a Via target) is answered through the same device,
+// from the address it was sent to; conn must then be an IPv4 UDP socket.
 func Respond(ctx context.Context, conn net.PacketConn) error {
 	go func() { <-ctx.Done(); _ = conn.Close() }()
+	pc := ipv4.NewPacketConn(conn)
+	// Without control messages (not IPv4) probes through tunnels are answered by the route.
+	_ = pc.SetControlMessage(ipv4.FlagInterface|ipv4.FlagDst, true)
 	buf := make([]byte, 64)
 	for {
-		n, from, err := conn.ReadFrom(buf)
+		n, cm, from, err := pc.ReadFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -58,10 +70,14 @@ func Respond(ctx context.Context, conn net.PacketConn) error {
 			return err
 		}
 		kind, seq, sent, ok := decode(buf[:n])
-		if !ok || kind != kindReq {
+		if !ok || (kind != kindReq && kind != kindReqVia) {
 			continue
 		}
-		_, _ = conn.WriteTo(encode(kindRep, seq, sent), from)
+		var out *ipv4.ControlMessage
+		if kind == kindReqVia && cm != nil && cm.IfIndex != 0 {
+			out = &ipv4.ControlMessage{IfIndex: cm.IfIndex, Src: cm.Dst}
+		}
+		_, _ = pc.WriteTo(encode(kindRep, seq, sent), out, from)
 	}
 }
 
@@ -74,12 +90,33 @@ type Options struct {
 	// RiseAfter answers in a row make a down target up (default 2).
 	RiseAfter int
 	// OnChange is called whenever a target goes up or down, in order, from one goroutine.
-	OnChange func(target netip.AddrPort, up bool)
+	OnChange func(target Target, up bool)
+	// InterfaceIndex finds a Via device (default: net.InterfaceByName in the calling
+	// thread's network namespace; set it when conn lives in another one).
+	InterfaceIndex func(name string) (int, error)
+}
+
+// Target is what a Prober probes: a Responder's address and, when Via names a device, the
+// device probes leave by and answers must come back by (a tunnel to the target; the
+// Prober's socket must then be IPv4, bound to the address the target accepts from the
+// tunnel). Via is looked up at every probe: a device that is missing or comes back with
+// another index is followed.
+type Target struct {
+	Addr netip.AddrPort
+	Via  string
+}
+
+// String is the address, and the device probes go through.
+func (t Target) String() string {
+	if t.Via == "" {
+		return t.Addr.String()
+	}
+	return t.Addr.String() + " via " + t.Via
 }
 
 // Status is what the Prober knows of a target.
 type Status struct {
-	Target    netip.AddrPort
+	Target    Target
 	Up        bool
 	LastReply time.Time
 	RTT       time.Duration // smoothed
@@ -89,17 +126,20 @@ type Status struct {
 
 type target struct {
 	Status
-	streak int // answers in a row while down
-	seq    uint64
+	streak  int // answers in a row while down
+	seq     uint64
+	ifIndex int // of Via at the last probe (0: not found)
 }
 
 // Prober probes a set of targets from one UDP socket.
 type Prober struct {
 	opts Options
 	conn net.PacketConn
+	pc   *ipv4.PacketConn // conn, for probes and answers through a device
+	src  net.IP           // conn's address, which probes through a device must carry
 
 	mu      sync.Mutex
-	targets map[netip.AddrPort]*target
+	targets map[Target]*target
 	start   time.Time
 	events  chan Status // changes, queued in order under mu
 }
@@ -115,15 +155,31 @@ func NewProber(conn net.PacketConn, opts Options) *Prober {
 	if opts.RiseAfter <= 0 {
 		opts.RiseAfter = 2
 	}
-	return &Prober{opts: opts, conn: conn, targets: map[netip.AddrPort]*target{}, start: time.Now(),
+	if opts.InterfaceIndex == nil {
+		opts.InterfaceIndex = func(name string) (int, error) {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return 0, err
+			}
+			return ifi.Index, nil
+		}
+	}
+	pc := ipv4.NewPacketConn(conn)
+	// Without control messages (not IPv4) no answer is matched to a Via target.
+	_ = pc.SetControlMessage(ipv4.FlagInterface, true)
+	var src net.IP
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && !a.IP.IsUnspecified() {
+		src = a.IP // a control message's source would replace the bound one
+	}
+	return &Prober{opts: opts, conn: conn, pc: pc, src: src, targets: map[Target]*target{}, start: time.Now(),
 		events: make(chan Status, 1024)}
 }
 
 // SetTargets makes the probed targets exactly these; new ones start down.
-func (p *Prober) SetTargets(targets []netip.AddrPort) {
+func (p *Prober) SetTargets(targets []Target) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	want := map[netip.AddrPort]bool{}
+	want := map[Target]bool{}
 	for _, t := range targets {
 		want[t] = true
 		if p.targets[t] == nil {
@@ -148,14 +204,15 @@ func (p *Prober) Status() []Status {
 	return out
 }
 
-// Answering returns the addresses of the targets that are up.
+// Answering returns the addresses of the targets that are up (an address probed several
+// ways is up when any of its targets is).
 func (p *Prober) Answering() map[netip.Addr]bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	up := map[netip.Addr]bool{}
-	for addr, t := range p.targets {
+	for tg, t := range p.targets {
 		if t.Up {
-			up[addr.Addr()] = true
+			up[tg.Addr.Addr()] = true
 		}
 	}
 	return up
@@ -208,10 +265,18 @@ func (p *Prober) sendAll() {
 	defer p.mu.Unlock()
 	now := time.Now()
 	silence := time.Duration(p.opts.FailAfter) * p.opts.Interval
-	for addr, t := range p.targets {
+	for tg, t := range p.targets {
 		t.seq++
 		t.Sent++
-		_, _ = p.conn.WriteTo(encode(kindReq, t.seq, p.now()), net.UDPAddrFromAddrPort(addr))
+		to := net.UDPAddrFromAddrPort(tg.Addr)
+		if tg.Via == "" {
+			_, _ = p.conn.WriteTo(encode(kindReq, t.seq, p.now()), to)
+		} else if index, err := p.opts.InterfaceIndex(tg.Via); err != nil {
+			t.ifIndex = 0 // no device, no probe: the target goes silent
+		} else {
+			t.ifIndex = index
+			_, _ = p.pc.WriteTo(encode(kindReqVia, t.seq, p.now()), &ipv4.ControlMessage{IfIndex: index, Src: p.src}, to)
+		}
 		switch {
 		case t.Up && now.Sub(t.LastReply) > silence:
 			t.Up, t.streak = false, 0
@@ -225,7 +290,7 @@ func (p *Prober) sendAll() {
 func (p *Prober) receive() error {
 	buf := make([]byte, 64)
 	for {
-		n, from, err := p.conn.ReadFrom(buf)
+		n, cm, from, err := p.pc.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -242,10 +307,13 @@ func (p *Prober) receive() error {
 		}
 		ap := udp.AddrPort()
 		addr := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		ifIndex := 0
+		if cm != nil {
+			ifIndex = cm.IfIndex
+		}
 		rtt := time.Duration(p.now() - sent)
 		p.mu.Lock()
-		t := p.targets[addr]
-		if t != nil {
+		if t := p.answered(addr, ifIndex); t != nil {
 			t.Received++
 			t.LastReply = time.Now()
 			if t.RTT == 0 {
@@ -263,4 +331,15 @@ func (p *Prober) receive() error {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// answered finds the target an answer from addr, come in by device ifIndex, is for: the
+// one probed through that device, else the one probed without a device.
+func (p *Prober) answered(addr netip.AddrPort, ifIndex int) *target {
+	for tg, t := range p.targets {
+		if tg.Addr == addr && tg.Via != "" && ifIndex != 0 && t.ifIndex == ifIndex {
+			return t
+		}
+	}
+	return p.targets[Target{Addr: addr}]
 }

@@ -13,7 +13,7 @@ import (
 )
 
 type event struct {
-	target netip.AddrPort
+	target health.Target
 	up     bool
 	at     time.Time
 }
@@ -21,7 +21,7 @@ type event struct {
 // pair is a prober in one namespace and a responder in another, on one switch.
 type pair struct {
 	prober, responder *netnstest.Netns
-	target            netip.AddrPort
+	target            health.Target
 	events            chan event
 	p                 *health.Prober
 	stopResponder     context.CancelFunc
@@ -31,18 +31,27 @@ func newPair(tb testing.TB) *pair {
 	tb.Helper()
 	sw := netnstest.NewSwitch(tb)
 	x := &pair{prober: netnstest.New(tb, "hp"), responder: netnstest.New(tb, "hr"),
-		target: netip.MustParseAddrPort("172.29.12.12:10390"), events: make(chan event, 64)}
+		target: health.Target{Addr: netip.MustParseAddrPort("172.29.12.12:10390")}, events: make(chan event, 64)}
 	sw.Plug(tb, x.prober, "php", "172.29.12.11/24")
 	sw.Plug(tb, x.responder, "phr", "172.29.12.12/24")
 	x.startResponder(tb)
 	var conn net.PacketConn
-	if err := x.prober.Do(func() (err error) { conn, err = net.ListenPacket("udp", "172.29.12.11:0"); return err }); err != nil {
+	if err := x.prober.Do(func() (err error) { conn, err = net.ListenPacket("udp4", "172.29.12.11:0"); return err }); err != nil {
 		tb.Fatal(err)
 	}
-	x.p = health.NewProber(conn, health.Options{OnChange: func(t netip.AddrPort, up bool) {
+	x.p = health.NewProber(conn, health.Options{OnChange: func(t health.Target, up bool) {
 		x.events <- event{t, up, time.Now()}
+	}, InterfaceIndex: func(name string) (index int, err error) {
+		err = x.prober.Do(func() error {
+			ifi, err := net.InterfaceByName(name)
+			if err == nil {
+				index = ifi.Index
+			}
+			return err
+		})
+		return index, err
 	}})
-	x.p.SetTargets([]netip.AddrPort{x.target})
+	x.p.SetTargets([]health.Target{x.target})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- x.p.Run(ctx) }()
@@ -58,7 +67,7 @@ func newPair(tb testing.TB) *pair {
 func (x *pair) startResponder(tb testing.TB) {
 	tb.Helper()
 	var conn net.PacketConn
-	if err := x.responder.Do(func() (err error) { conn, err = net.ListenPacket("udp", x.target.String()); return err }); err != nil {
+	if err := x.responder.Do(func() (err error) { conn, err = net.ListenPacket("udp4", x.target.Addr.String()); return err }); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -90,8 +99,8 @@ func TestProberSeesDeathAndReturn(t *testing.T) {
 	if len(st) != 1 || !st[0].Up || st[0].RTT <= 0 || st[0].Received < 2 {
 		t.Errorf("status %+v: want the target up with an RTT", st)
 	}
-	if up := x.p.Answering(); len(up) != 1 || !up[x.target.Addr()] {
-		t.Errorf("Answering() = %v, want %s", up, x.target.Addr())
+	if up := x.p.Answering(); len(up) != 1 || !up[x.target.Addr.Addr()] {
+		t.Errorf("Answering() = %v, want %s", up, x.target.Addr.Addr())
 	}
 
 	t.Log("the responder dies: down")
@@ -140,7 +149,7 @@ func TestResponderIgnoresGarbage(t *testing.T) {
 	// A real prober on loopback still gets answers.
 	_ = client.SetReadDeadline(time.Time{})
 	p := health.NewProber(client, health.Options{Interval: 20 * time.Millisecond})
-	p.SetTargets([]netip.AddrPort{server.LocalAddr().(*net.UDPAddr).AddrPort()})
+	p.SetTargets([]health.Target{{Addr: server.LocalAddr().(*net.UDPAddr).AddrPort()}})
 	pctx, pcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer pcancel()
 	if err := p.Run(pctx); err != nil {
@@ -172,4 +181,82 @@ func BenchmarkDetection(b *testing.B) {
 	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
 	b.ReportMetric(float64(gaps[len(gaps)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(gaps[(len(gaps)-1)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// A target probed through a device (a tunnel) is up only while that device carries probes
+// and answers both ways, whatever the underlay does; a target probed by the route, only
+// while the route does. The "tunnel" here is a second veth pair; as weft-gateway's tunnel
+// devices, each end holds its node's address (a /32), so that loose reverse-path filtering
+// accepts what comes in by it from an address routed elsewhere.
+func TestProbesThroughADevice(t *testing.T) {
+	netnstest.RequireRoot(t)
+	x := newPair(t)
+	x.prober.MustIP(t, "link", "add", "tun0", "type", "veth", "peer", "name", "tun0", "netns", x.responder.Name)
+	for n, addr := range map[*netnstest.Netns]string{x.prober: "172.29.12.11/32", x.responder: "172.29.12.12/32"} {
+		n.MustIP(t, "addr", "add", addr, "dev", "tun0")
+		n.MustIP(t, "link", "set", "tun0", "up")
+		// As weft-gateway sets it: answers come in by another device than the route back.
+		if out, err := n.Run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	x.wait(t, true, 5*time.Second)
+	via := health.Target{Addr: x.target.Addr, Via: "tun0"}
+	x.p.SetTargets([]health.Target{x.target, via})
+	state := func() (plain, tunnel bool) {
+		for _, st := range x.p.Status() {
+			switch st.Target {
+			case x.target:
+				plain = st.Up
+			case via:
+				tunnel = st.Up
+			}
+		}
+		return plain, tunnel
+	}
+	waitFor := func(what string, plain, tunnel bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			p, tu := state()
+			if p == plain && tu == tunnel {
+				t.Logf("%s: probed by the route up=%v, through tun0 up=%v", what, p, tu)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: probed by the route up=%v, through tun0 up=%v; want %v, %v (status %+v)", what, p, tu, plain, tunnel, x.p.Status())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("both links up", true, true)
+	st := x.p.Status()
+	for _, s := range st {
+		if s.Target == via && (s.Received < 2 || s.RTT <= 0) {
+			t.Errorf("through tun0: %+v", s)
+		}
+	}
+
+	// Probes the underlay drops: only those by the route are lost. (Its link stays up: the
+	// reverse-path check needs the route back.)
+	nft := func(rules string) {
+		t.Helper()
+		if out, err := x.responder.RunStdin(rules, "nft", "-f", "-"); err != nil {
+			t.Fatalf("nft: %v: %s", err, out)
+		}
+	}
+	nft(`table inet t { chain in { type filter hook input priority 0; iifname "eth0" udp dport 10390 drop; }; }`)
+	waitFor("the underlay dropping probes", false, true)
+	nft(`delete table inet t`)
+	waitFor("the underlay back", true, true)
+
+	// The probe leaves by tun0 but the answer would have to come back by it too.
+	x.responder.MustIP(t, "link", "set", "tun0", "down")
+	waitFor("the tunnel down", true, false)
+	x.responder.MustIP(t, "link", "set", "tun0", "up")
+	waitFor("the tunnel back", true, true)
+
+	// A device that does not exist is no route around it.
+	x.prober.MustIP(t, "link", "del", "tun0")
+	waitFor("the tunnel gone", true, false)
 }

@@ -31,7 +31,10 @@ type Config struct {
 	// ListenPort is the UDP port peers send to; 0 picks one. Drivers with a device per peer
 	// give each device its own port from ListenPort upwards (see Tunnel.PeerPorts).
 	ListenPort int
-	// Address, when set, is given to the device (the gateway's own address in the tunnel).
+	// Address, when set, is given to the device (weft-gateway gives its node's address, a
+	// single-address prefix: with loose reverse-path filtering, a device without an address
+	// drops what comes in by it from an address routed elsewhere — health probes, and
+	// traffic from a peer gateway this end has on standby).
 	Address netip.Prefix
 	// StateDir keeps what must survive restarts and never leave the node (the private key).
 	StateDir string
@@ -91,6 +94,16 @@ type Tunnel interface {
 	Mode() string
 	// Close removes the device.
 	Close() error
+}
+
+// PerPeerDevices is implemented by drivers that give every peer a device of its own
+// (wireguard, geneve). What leaves by a peer's device reaches that peer only, through the
+// tunnel, so weft-gateway probes each peer gateway's health through it (health.Target.Via):
+// an answer proves the tunnel works both ways. For that the peer's endpoint address is let
+// in and out of its device (WireGuard's allowed IPs) without being routed there.
+type PerPeerDevices interface {
+	// PeerDevice names the peer's device (which exists once SetPeers gave it the peer).
+	PeerDevice(peer string) string
 }
 
 // KeyRotator is implemented by drivers whose ends have keys. A rotation is staged first (a

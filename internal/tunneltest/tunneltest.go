@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/gateway/tunnel"
 	"github.com/weft-net/weft/internal/netnstest"
 )
@@ -43,10 +45,11 @@ func RunHelper(driver string, register func(*tunnel.Registry) error) {
 
 // Request is one operation on a helper's tunnel.
 type Request struct {
-	Op    string        `json:"op"` // peers, status, ports, up, stage, commit
-	Peers []tunnel.Peer `json:"peers,omitempty"`
-	ID    string        `json:"id,omitempty"` // stage
-	At    time.Time     `json:"at,omitempty"` // stage
+	Op    string         `json:"op"` // peers, status, ports, up, stage, commit, probe
+	Peers []tunnel.Peer  `json:"peers,omitempty"`
+	ID    string         `json:"id,omitempty"`    // stage
+	At    time.Time      `json:"at,omitempty"`    // stage
+	Probe netip.AddrPort `json:"probe,omitempty"` // probe: a health responder, through Peers[0]'s device
 }
 
 // Reply is what the helper answers.
@@ -57,6 +60,7 @@ type Reply struct {
 	Status    []tunnel.PeerStatus `json:"status,omitempty"`
 	Ports     map[string]int      `json:"ports,omitempty"`
 	Staged    tunnel.Rotation     `json:"staged,omitempty"`
+	Probed    health.Status       `json:"probed,omitempty"`
 }
 
 // helper brings a tunnel up, answers requests line by line, and closes it at end of input.
@@ -78,6 +82,14 @@ func helper(driver string, register func(*tunnel.Registry) error, cfgJSON string
 		return enc.Encode(Reply{Error: err.Error()})
 	}
 	defer t.Close()
+	// Each end answers health probes, as weft-gateway does.
+	rconn, err := net.ListenPacket("udp4", netip.AddrPortFrom(cfg.LocalIP, health.DefaultPort).String())
+	if err != nil {
+		return enc.Encode(Reply{Error: err.Error()})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = health.Respond(ctx, rconn) }()
 	if err := enc.Encode(Reply{PublicKey: t.PublicKey(), Mode: t.Mode()}); err != nil {
 		return err
 	}
@@ -114,6 +126,8 @@ func helper(driver string, register func(*tunnel.Registry) error, cfgJSON string
 			}
 			err = rot.CommitKey(context.Background())
 			r.PublicKey = t.PublicKey()
+		case "probe":
+			r.Probed, err = probeThrough(ctx, t, cfg.LocalIP, req)
 		default:
 			err = fmt.Errorf("unknown op %s", req.Op)
 		}
@@ -125,6 +139,28 @@ func helper(driver string, register func(*tunnel.Registry) error, cfgJSON string
 		}
 	}
 	return nil
+}
+
+// probeThrough runs a health prober from this end's address to req.Probe through
+// Peers[0]'s device for a second, as weft-gateway probes peer gateways, and returns what it
+// saw.
+func probeThrough(ctx context.Context, t tunnel.Tunnel, local netip.Addr, req Request) (health.Status, error) {
+	devs, ok := t.(tunnel.PerPeerDevices)
+	if !ok || len(req.Peers) != 1 {
+		return health.Status{}, errors.New("probe: needs a driver with a device per peer, and one peer")
+	}
+	conn, err := net.ListenPacket("udp4", netip.AddrPortFrom(local, 0).String())
+	if err != nil {
+		return health.Status{}, err
+	}
+	p := health.NewProber(conn, health.Options{})
+	p.SetTargets([]health.Target{{Addr: req.Probe, Via: devs.PeerDevice(req.Peers[0].Name)}})
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := p.Run(pctx); err != nil {
+		return health.Status{}, err
+	}
+	return p.Status()[0], nil
 }
 
 // End is one tunnel end: a namespace on the switch and a helper process in it.
@@ -149,6 +185,10 @@ func NewEnd(t testing.TB, sw *netnstest.Switch, name, ip string, port int, addre
 	_, _ = rand.Read(b)
 	e := &End{t: t, NS: netnstest.New(t, name), IP: netip.MustParseAddr(ip), Port: port, Iface: "tt" + hex.EncodeToString(b)}
 	sw.Plug(t, e.NS, "p"+name, ip+"/24")
+	// As weft-gateway sets it (the tunnel's address lets in what comes from elsewhere).
+	if out, err := e.NS.Run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	cfg, _ := json.Marshal(tunnel.Config{Name: name, Interface: e.Iface, ListenPort: port, Address: netip.MustParsePrefix(address),
 		LocalIP: e.IP, StateDir: t.TempDir()})
 	e.cmd = exec.Command("nsenter", "--net="+e.NS.Path(), "--", os.Args[0], "-test.run=^$")
@@ -221,6 +261,17 @@ func (e *End) Peer(prefixes ...string) tunnel.Peer {
 		p.Prefixes = append(p.Prefixes, netip.MustParsePrefix(s))
 	}
 	return p
+}
+
+// ProbeThrough probes peer's health responder for a second through e's device for peer,
+// as weft-gateway does, and says whether the prober saw it up at the end.
+func (e *End) ProbeThrough(peer *End) health.Status {
+	e.t.Helper()
+	r := e.Do(Request{Op: "probe", Peers: []tunnel.Peer{{Name: peer.Iface}}, Probe: netip.AddrPortFrom(peer.IP, health.DefaultPort)})
+	if r.Error != "" {
+		e.t.Fatal(r.Error)
+	}
+	return r.Probed
 }
 
 // Routes lists the routes the tunnel installed.

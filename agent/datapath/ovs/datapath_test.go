@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,7 +347,7 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 	}
 	peer := netip.MustParsePrefix("10.250.0.0/16")
 	const far = "10.250.0.1" // an address in the peer cluster; each gateway's kernel answers for it
-	counts := map[string]*int{}
+	counts := map[string]*atomic.Int64{}
 	for _, g := range []*node{g1, g2} {
 		g.ns.MustIP(t, "addr", "add", far+"/32", "dev", "lo")
 		g.do(t, func() error {
@@ -357,7 +358,7 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = l.Close() })
-		c := new(int)
+		c := new(atomic.Int64)
 		counts[g.name] = c
 		go func() {
 			for {
@@ -365,7 +366,7 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 				if err != nil {
 					return
 				}
-				*c++ // one goroutine per listener: no race
+				c.Add(1)
 				go func() { _, _ = io.Copy(conn, conn); _ = conn.Close() }()
 			}
 		}()
@@ -403,7 +404,10 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 		}
 		return ok
 	}
-	snapshot := func() (int, int) { time.Sleep(100 * time.Millisecond); return *counts["g1"], *counts["g2"] }
+	snapshot := func() (int, int) {
+		time.Sleep(100 * time.Millisecond)
+		return int(counts["g1"].Load()), int(counts["g2"].Load())
+	}
 
 	// Userspace Open vSwitch drops the first packets towards a tunnel endpoint it has not
 	// resolved yet (it ARPs for it): warm each path up before counting connections.

@@ -162,6 +162,9 @@ func (t *Tunnel) names() tunnel.PeerDevices {
 	return tunnel.PeerDevices{Name: t.cfg.Name, Interface: t.cfg.Interface}
 }
 
+// PeerDevice names the peer's device. See tunnel.PerPeerDevices.
+func (t *Tunnel) PeerDevice(peer string) string { return t.names().DeviceName(peer) }
+
 // ensureDevice makes (or remakes, when its remote changed) a peer's device and brings it up.
 func (t *Tunnel) ensureDevice(p tunnel.Peer) (*device, error) {
 	remote := netip.AddrPortFrom(p.Endpoint.Addr().Unmap(), p.Endpoint.Port())

@@ -57,6 +57,27 @@ func TestGeneveBetweenGateways(t *testing.T) {
 		}
 	})
 
+	t.Run("health probes pass through the tunnel, and fail when the far end forgets this one", func(t *testing.T) {
+		if st := a.ProbeThrough(b); !st.Up {
+			t.Errorf("health probes from a to b through the tunnel: %+v, want up", st)
+		}
+		if st := b.ProbeThrough(a); !st.Up {
+			t.Errorf("health probes from b to a through the tunnel: %+v, want up", st)
+		}
+		// b drops what a sends (a is no peer of b's), though both still answer over the
+		// underlay.
+		other := tunneltest.NewEnd(t, sw, "gnx", "172.29.11.14", geneve.DefaultPort, "10.210.8.1/32")
+		b.SetPeers(other.Peer("10.210.8.0/24"))
+		if st := a.ProbeThrough(b); st.Up || st.Received != 0 {
+			t.Errorf("health probes through a tunnel the far end dropped: %+v, want no answer", st)
+		}
+		b.SetPeers(a.Peer("10.210.1.0/24"))
+		if st := a.ProbeThrough(b); !st.Up {
+			t.Errorf("health probes once b has a again: %+v, want up", st)
+		}
+		other.Stop()
+	})
+
 	t.Run("a 1400-byte packet passes unfragmented", func(t *testing.T) {
 		if out, err := a.NS.Run("ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1400", "10.210.2.1"); err != nil {
 			t.Fatalf("%v\n%s", err, out)

@@ -375,6 +375,9 @@ func (t *Tunnel) names() tunnel.PeerDevices {
 	return tunnel.PeerDevices{Name: t.cfg.Name, Interface: t.cfg.Interface}
 }
 
+// PeerDevice names the peer's device. See tunnel.PerPeerDevices.
+func (t *Tunnel) PeerDevice(peer string) string { return t.names().DeviceName(peer) }
+
 // port gives the peer's device its port: the one it had, or the lowest free one from
 // ListenPort (0: the kernel picks, read back after configuring).
 func (t *Tunnel) port(peer string) int {
@@ -465,6 +468,10 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 	}
 	for _, pre := range p.Prefixes {
 		pc.AllowedIPs = append(pc.AllowedIPs, *tunnel.IPNet(pre.Masked()))
+	}
+	if a := p.Endpoint.Addr().Unmap(); a.IsValid() {
+		// Health probes through the tunnel (tunnel.PerPeerDevices); not routed here.
+		pc.AllowedIPs = append(pc.AllowedIPs, *tunnel.IPNet(netip.PrefixFrom(a, a.BitLen())))
 	}
 	if d.peer != (wgtypes.Key{}) && d.peer != key {
 		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: d.peer, Remove: true}) // the peer's key changed

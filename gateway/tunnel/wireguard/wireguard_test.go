@@ -50,6 +50,14 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 	if got := a.Routes(); !strings.Contains(got, "10.200.2.0/24") || !strings.Contains(got, "10.201.2.0/24") {
 		t.Errorf("routes into the tunnel on a: %q", got)
 	}
+	// weft-gateway probes b's node address through a's device for b, and b answers back
+	// through its device for a: the tunnel lets the ends' own addresses through.
+	if st := a.ProbeThrough(b); !st.Up {
+		t.Errorf("health probes from a to b through the tunnel: %+v, want up", st)
+	}
+	if st := b.ProbeThrough(a); !st.Up {
+		t.Errorf("health probes from b to a through the tunnel: %+v, want up", st)
+	}
 
 	t.Run("Up again changes nothing", func(t *testing.T) {
 		if r := a.Do(tunneltest.Request{Op: "up"}); r.Error != "" {
@@ -75,9 +83,16 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 		if err := a.NS.Ping("10.200.2.1", 2); err == nil {
 			t.Error("traffic passed with a key the other side does not hold")
 		}
+		// The ends still answer over the underlay; probes through the tunnel see it broken.
+		if st := a.ProbeThrough(b); st.Up || st.Received != 0 {
+			t.Errorf("health probes through a tunnel with a wrong key: %+v, want no answer", st)
+		}
 		b.SetPeers(a.Peer("10.200.1.0/24"))
 		if err := a.NS.PingUntil("10.200.2.1", 10*time.Second); err != nil {
 			t.Fatalf("traffic did not resume with the right key: %v", err)
+		}
+		if st := a.ProbeThrough(b); !st.Up {
+			t.Errorf("health probes through the tunnel once the key is right: %+v, want up", st)
 		}
 	})
 
