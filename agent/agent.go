@@ -205,11 +205,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if peerRoutes != nil && reflect.DeepEqual(*peerRoutes, want) {
 			return
 		}
+		start := time.Now()
 		if err := dp.SetPeerRoutes(ctx, want); err != nil {
 			log.Error(err, "programming routes to peer clusters")
 			return
 		}
-		log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway)
+		log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway,
+			"took", time.Since(start).Round(time.Millisecond))
 		peerRoutes = &want
 	}
 	for {

@@ -440,10 +440,12 @@ func (d *Driver) SetPeerRoutes(ctx context.Context, routes datapath.PeerRoutes) 
 		}
 	}
 	d.peers = routes
-	if err := d.saveBridgeID(ctx, idPeerRoutes, routes); err != nil {
+	// Flows first (failover waits for them), then the record a restarted agent starts from
+	// (until it has read the cluster again).
+	if err := d.syncFlows(ctx); err != nil {
 		return err
 	}
-	return d.syncFlows(ctx)
+	return d.saveBridgeID(ctx, idPeerRoutes, routes)
 }
 
 // saveRemotes records the remote nodes on the bridge, so a restarted agent programs the same
