@@ -32,10 +32,13 @@ type node struct {
 	opts ovsrun.Options
 }
 
-func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string) *node {
+func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string, prepare ...func(*netnstest.Netns)) *node {
 	t.Helper()
 	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
+	for _, p := range prepare {
+		p(n.ns)
+	}
 	dir := t.TempDir()
 	n.run = filepath.Join(dir, "run")
 	opts := ovsrun.Options{RunDir: n.run, DBDir: filepath.Join(dir, "db"), LogDir: filepath.Join(dir, "log"),
@@ -226,6 +229,48 @@ func twoNodes(t *testing.T, encap string) {
 			t.Errorf("route to a forgotten node left: %s", out)
 		}
 	})
+}
+
+// The node's routes through gateways move with its address to the external bridge, and
+// come back when the bridge's port goes down and up (the kernel drops them then).
+func TestUplinkRoutesSurvive(t *testing.T) {
+	netnstest.RequireRoot(t)
+	sw := netnstest.NewSwitch(t)
+	n := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve", func(ns *netnstest.Netns) {
+		ns.MustIP(t, "route", "add", "default", "via", "172.29.0.1")
+		ns.MustIP(t, "route", "add", "192.0.2.0/24", "via", "172.29.0.254")
+	})
+	routes := func() string { out, _ := n.ns.Run("ip", "route", "show", "dev", ovs.ExternalBridge); return out }
+	want := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := routes()
+			if strings.Contains(got, "default via 172.29.0.1") && strings.Contains(got, "192.0.2.0/24 via 172.29.0.254") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: routes on %s:\n%s\nwant the default route and 192.0.2.0/24 through their gateways", what, ovs.ExternalBridge, got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	want("after Init")
+	n.ns.MustIP(t, "link", "set", ovs.ExternalBridge, "down")
+	if got := routes(); strings.Contains(got, "default") {
+		t.Fatalf("the kernel kept the default route of a device that went down:\n%s", got)
+	}
+	n.ns.MustIP(t, "link", "set", ovs.ExternalBridge, "up")
+	want("after the port went down and up")
+
+	// A new agent (a restart) finds the routes on record and keeps them too.
+	_ = n.dp.Close()
+	again := ovs.New(datapath.Options{OVSDB: n.opts.DBSocket(), OVSRunDir: n.run})
+	t.Cleanup(func() { _ = again.Close() })
+	n.do(t, func() error { return again.Init(context.Background(), n.spec) })
+	n.ns.MustIP(t, "link", "set", ovs.ExternalBridge, "down")
+	n.ns.MustIP(t, "link", "set", ovs.ExternalBridge, "up")
+	want("after a restart and another flap")
 }
 
 func TestAddPodIsAllOrNothing(t *testing.T) {

@@ -71,6 +71,11 @@ type Driver struct {
 	mtu     int
 	remotes []datapath.RemoteNode
 	peers   datapath.PeerRoutes
+	// uplinkRoutes are the routes moved from the uplink to the external bridge (netdev),
+	// kept there by keepUplinkRoutes from the first Init on.
+	uplinkRoutes []uplinkRoute
+	keeping      bool
+	stopKeeping  context.CancelFunc
 }
 
 var _ datapath.Datapath = (*Driver)(nil)
@@ -134,6 +139,16 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	if d.datapathType == "netdev" {
 		if err := d.adoptUplink(ctx, node.IP); err != nil {
 			return fmt.Errorf("uplink: %w", err)
+		}
+		if !d.keeping && len(d.uplinkRoutes) > 0 {
+			// A handle opened here works in this network namespace from any thread.
+			h, err := netlink.NewHandle()
+			if err != nil {
+				return fmt.Errorf("netlink: %w", err)
+			}
+			kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			d.keeping, d.stopKeeping = true, cancel
+			go d.keepUplinkRoutes(kctx, h)
 		}
 	}
 	uplink, err := linkWithAddr(node.IP)
@@ -210,6 +225,10 @@ func (d *Driver) setupGateway(ctx context.Context) error {
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.stopKeeping != nil {
+		d.stopKeeping()
+		d.stopKeeping, d.keeping = nil, false
+	}
 	if d.db != nil {
 		d.db.close()
 		d.db = nil
@@ -457,7 +476,12 @@ func (d *Driver) saveRemotes(ctx context.Context) error {
 // saveBridgeID records v (as JSON) in the bridge's external IDs under key, so a restarted
 // agent programs the same forwarding at once.
 func (d *Driver) saveBridgeID(ctx context.Context, key string, v any) error {
-	br, err := d.db.bridge(d.intBridge)
+	return d.db.setExternalID(ctx, d.intBridge, key, v)
+}
+
+// setExternalID records v (as JSON) in the named bridge's external IDs under key.
+func (o *ovsDB) setExternalID(ctx context.Context, bridge, key string, v any) error {
+	br, err := o.bridge(bridge)
 	if err != nil {
 		return err
 	}
@@ -471,11 +495,11 @@ func (d *Driver) saveBridgeID(ctx context.Context, key string, v any) error {
 	}
 	ids[key] = string(data)
 	br.ExternalIDs = ids
-	ops, err := d.db.c.Where(br).Update(br, &br.ExternalIDs)
+	ops, err := o.c.Where(br).Update(br, &br.ExternalIDs)
 	if err != nil {
 		return err
 	}
-	return d.db.transact(ctx, ops...)
+	return o.transact(ctx, ops...)
 }
 
 func (d *Driver) savedPeerRoutes() datapath.PeerRoutes {

@@ -2,12 +2,14 @@ package ovs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
 
 	"github.com/weft-net/weft/agent/datapath/ovs/vswitch"
 )
@@ -36,7 +38,10 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 		return err
 	}
 	if link.Attrs().Name == d.extBridge {
-		return nil
+		// Adopted before (by this agent or the last): its routes are on record.
+		d.uplinkRoutes = d.savedUplinkRoutes()
+		_, err := d.restoreUplinkRoutes(&netlink.Handle{} /* this thread's namespace */, link, d.uplinkRoutes)
+		return err
 	}
 	uplink := link.Attrs().Name
 	if err := d.db.ensureBridge(ctx, d.extBridge, d.datapathType, vswitch.BridgeFailModeStandalone); err != nil {
@@ -76,6 +81,22 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 			return fmt.Errorf("moving %s to %s: %w", a.IPNet, d.extBridge, err)
 		}
 	}
+	var moved []uplinkRoute
+	for _, r := range routes {
+		if r.Protocol == netlink.RouteProtocol(2) /* kernel: comes with the address */ || r.Gw == nil {
+			continue
+		}
+		ur := uplinkRoute{Gw: r.Gw.String(), Priority: r.Priority, Table: r.Table, Family: r.Family}
+		if r.Dst != nil {
+			ur.Dst = r.Dst.String()
+		}
+		moved = append(moved, ur)
+	}
+	// On record first: an agent that dies midway finds them on the next start.
+	if err := d.db.setExternalID(ctx, d.extBridge, idUplinkRoutes, moved); err != nil {
+		return err
+	}
+	d.uplinkRoutes = moved
 	for _, r := range routes {
 		if r.Protocol == netlink.RouteProtocol(2) /* kernel: comes with the address */ || r.Gw == nil {
 			continue
@@ -91,6 +112,92 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 		}
 	}
 	return nil
+}
+
+// idUplinkRoutes records, on the external bridge, the routes taken from the uplink.
+const idUplinkRoutes = "weft-uplink-routes"
+
+// uplinkRoute is a route (through a gateway) the node had on its uplink.
+type uplinkRoute struct {
+	Dst      string `json:"dst,omitempty"` // "" for the default route
+	Gw       string `json:"gw"`
+	Priority int    `json:"priority,omitempty"`
+	Table    int    `json:"table,omitempty"`
+	Family   int    `json:"family,omitempty"`
+}
+
+func (d *Driver) savedUplinkRoutes() []uplinkRoute {
+	var out []uplinkRoute
+	if br, err := d.db.bridge(d.extBridge); err == nil {
+		_ = json.Unmarshal([]byte(br.ExternalIDs[idUplinkRoutes]), &out)
+	}
+	return out
+}
+
+// restoreUplinkRoutes puts back, on the bridge's port br, the uplink's routes that are
+// missing: the kernel drops a device's routes through gateways when the device goes down,
+// and userspace Open vSwitch may take its internal port down and up. It returns how many it
+// restored.
+func (d *Driver) restoreUplinkRoutes(h *netlink.Handle, br netlink.Link, routes []uplinkRoute) (int, error) {
+	have, err := h.RouteList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0, err
+	}
+	restored := 0
+	for _, ur := range routes {
+		gw := net.ParseIP(ur.Gw)
+		r := netlink.Route{LinkIndex: br.Attrs().Index, Gw: gw, Priority: ur.Priority, Table: ur.Table, Family: ur.Family}
+		if ur.Dst != "" {
+			_, dst, err := net.ParseCIDR(ur.Dst)
+			if err != nil {
+				continue
+			}
+			r.Dst = dst
+		}
+		found := false
+		for _, h := range have {
+			if h.Gw.Equal(gw) && (h.Dst == nil) == (r.Dst == nil) && (h.Dst == nil || h.Dst.String() == r.Dst.String()) {
+				found = true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		if err := h.RouteReplace(&r); err != nil {
+			return restored, fmt.Errorf("restoring route %s to %s: %w", r, d.extBridge, err)
+		}
+		restored++
+	}
+	return restored, nil
+}
+
+// keepUplinkRoutes restores the uplink's routes on the bridge whenever they go missing,
+// until ctx ends, through h (opened in the node's network namespace).
+func (d *Driver) keepUplinkRoutes(ctx context.Context, h *netlink.Handle) {
+	defer h.Close()
+	log := klog.FromContext(ctx)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		br, err := h.LinkByName(d.extBridge)
+		if err != nil {
+			continue
+		}
+		d.mu.Lock()
+		routes := d.uplinkRoutes
+		d.mu.Unlock()
+		if n, err := d.restoreUplinkRoutes(h, br, routes); err != nil {
+			log.Error(err, "keeping the node's routes on the external bridge")
+		} else if n > 0 {
+			log.Info("restored the node's routes on the external bridge (its port went down and up)", "bridge", d.extBridge, "routes", n)
+		}
+	}
 }
 
 func waitLink(ctx context.Context, name string) (netlink.Link, error) {
