@@ -42,6 +42,8 @@ manifests: ## Generate CRDs, RBAC and webhook configuration under config/ from m
 		output:crd:artifacts:config=config/crd/bases \
 		output:rbac:artifacts:config=config/rbac \
 		output:webhook:artifacts:config=config/webhook
+	d=$$($(GO) list -m -f '{{.Dir}}' sigs.k8s.io/mcs-api) && \
+		install -m 0644 $$d/config/crd/multicluster.x-k8s.io_serviceexports.yaml $$d/config/crd/multicluster.x-k8s.io_serviceimports.yaml config/crd/mcs/
 
 .PHONY: verify-generated
 verify-generated: ## Fail if regenerating code or manifests would change any file.

@@ -75,3 +75,8 @@ func checkSelfContained(raw *clientcmdapi.Config, ctx *clientcmdapi.Context) err
 	}
 	return nil
 }
+
+// RESTConfig turns the kubeconfig of a ClusterPeer's Secret into a client configuration,
+// refusing what is not self-contained (see restConfigFromKubeconfig). Other controllers
+// reading peers use it.
+func RESTConfig(kubeconfig []byte) (*rest.Config, error) { return restConfigFromKubeconfig(kubeconfig) }

@@ -31,6 +31,11 @@ type Config struct {
 	AgentImage, OVSImage string
 	// GatewayImage runs on gateway nodes (the weft-gateway DaemonSet); empty installs none.
 	GatewayImage string
+
+	// SeveralInProcess lets tests run several operators (one per test API server) in one
+	// process; controller-runtime otherwise refuses a second controller of the same name.
+	// No flag.
+	SeveralInProcess bool
 }
 
 // WebhookConfig configures the admission webhook server and its certificate.

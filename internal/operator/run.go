@@ -11,17 +11,22 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/clusterpeer"
 	"github.com/weft-net/weft/controllers/gatewaystatus"
+	"github.com/weft-net/weft/controllers/mcs"
 	"github.com/weft-net/weft/controllers/nodeipam"
 	"github.com/weft-net/weft/controllers/tier"
 	"github.com/weft-net/weft/internal/webhookcert"
@@ -35,6 +40,7 @@ func NewScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(fabricv1.AddToScheme(s))
+	utilruntime.Must(mcsv1.AddToScheme(s))
 	return s
 }
 
@@ -59,6 +65,7 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		// The binary exits right after the manager stops, so releasing the lease is safe and
 		// lets the next replica take over at once instead of after the lease expires.
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    ctrlconfig.Controller{SkipNameValidation: ptr.To(cfg.SeveralInProcess)},
 		// The operator watches Secrets and its DaemonSets only in its own namespace (least
 		// privilege: peer credentials elsewhere are read one by one).
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
@@ -97,6 +104,13 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 	if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Options: clusterpeer.Options{Resync: cfg.PeerResync}}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("clusterpeer controller: %w", err)
+	}
+	view := &mcs.View{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
+	if err := (&mcs.ExportReconciler{Client: mgr.GetClient(), View: view}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("serviceexport controller: %w", err)
+	}
+	if err := (&mcs.ImportReconciler{Client: mgr.GetClient(), View: view}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("serviceimport controller: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

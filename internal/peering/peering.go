@@ -36,6 +36,17 @@ var ReaderRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks"}, Verbs: []string{"get", "list", "watch"}},
 }
 
+// RecordReaderRole is the Role, in the operator's namespace, that lets peers read the
+// records of what this cluster exports (Multi-Cluster Services): ServiceImports and
+// EndpointSlices there, nothing in other namespaces.
+const RecordReaderRole = "weft:peer-record-reader"
+
+// RecordReaderRules are what a peer may read in the operator's namespace.
+var RecordReaderRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+}
+
 // Cluster is one side of a peering.
 type Cluster struct {
 	Name   string // kubeconfig context, for messages
@@ -98,6 +109,10 @@ func grant(ctx context.Context, reader, target Cluster, readerID, targetID, serv
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ReaderRole}, Rules: ReaderRules},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "weft:peer:" + readerID, Labels: labels(readerID)},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: ReaderRole},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: RecordReaderRole, Namespace: ns}, Rules: RecordReaderRules},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "weft:peer-records:" + readerID, Namespace: ns, Labels: labels(readerID)},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: RecordReaderRole},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}}},
 	} {
 		if err := upsert(ctx, target.Client, o); err != nil {
@@ -178,6 +193,18 @@ func upsertOnce(ctx context.Context, c client.Client, desired client.Object) err
 	case *rbacv1.ClusterRoleBinding:
 		e := existing.(*rbacv1.ClusterRoleBinding)
 		if e.RoleRef != d.RoleRef { // roleRef is immutable: replace the binding
+			if err := c.Delete(ctx, e); err != nil {
+				return err
+			}
+			return c.Create(ctx, d)
+		}
+		e.Subjects = d.Subjects
+	case *rbacv1.Role:
+		e := existing.(*rbacv1.Role)
+		e.Rules = d.Rules
+	case *rbacv1.RoleBinding:
+		e := existing.(*rbacv1.RoleBinding)
+		if e.RoleRef != d.RoleRef {
 			if err := c.Delete(ctx, e); err != nil {
 				return err
 			}

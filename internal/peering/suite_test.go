@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -123,6 +124,13 @@ func TestJoin(t *testing.T) {
 			}
 			if err := pc.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "peer-" + side.peerID}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
 				t.Errorf("the credential may read Secrets (err = %v); want Forbidden", err)
+			}
+			// Export records (Multi-Cluster Services): EndpointSlices in weft-system only.
+			if err := pc.List(ctx, &discoveryv1.EndpointSliceList{}, client.InNamespace("weft-system")); err != nil {
+				t.Errorf("the credential cannot list export records in weft-system: %v", err)
+			}
+			if err := pc.List(ctx, &discoveryv1.EndpointSliceList{}, client.InNamespace("default")); !apierrors.IsForbidden(err) {
+				t.Errorf("the credential may list EndpointSlices outside weft-system (err = %v); want Forbidden", err)
 			}
 			cn.Spec.DNS.Domain = "changed.example"
 			if err := pc.Update(ctx, cn); !apierrors.IsForbidden(err) {

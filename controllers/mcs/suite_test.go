@@ -1,0 +1,298 @@
+package mcs_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/mcs"
+	"github.com/weft-net/weft/internal/operator"
+	"github.com/weft-net/weft/internal/peering"
+	"github.com/weft-net/weft/internal/testenv"
+)
+
+// Two API servers, "east" and "west", peered with weftctl's join and each running the whole
+// operator, as in a real clusterset.
+var east, west *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	if east, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if west, err = testenv.Start(); err != nil {
+		_ = east.Stop()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = east.Stop()
+	_ = west.Stop()
+	os.Exit(code)
+}
+
+func startOperator(t *testing.T, e *testenv.Env) {
+	ctx := context.Background()
+	port := testenv.FreePort(t)
+	objs, err := testenv.Kustomize("config/dev", "127.0.0.1:10370", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ValidatingWebhookConfiguration" {
+			if err := testenv.Apply(ctx, e.Client, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cfg := operator.DefaultConfig()
+	cfg.MetricsAddr, cfg.ProbeAddr = "0", "0"
+	cfg.LeaderElect = false
+	cfg.SeveralInProcess = true
+	cfg.Webhook.Port = port
+	cfg.Webhook.CertDir = t.TempDir()
+	cfg.Webhook.Hosts = []string{"127.0.0.1"}
+	cfg.PeerResync = 2 * time.Second
+	mgr, err := operator.NewManager(ctx, cfg, e.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunManager(t, mgr)
+}
+
+func mustCreate(t *testing.T, e *testenv.Env, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := e.Client.Create(context.Background(), o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func namespace(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
+func service(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Ports: ports, Selector: map[string]string{"app": name}}}
+}
+
+func endpoints(ns, svc, ip string, port int32) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc + "-abcde",
+		Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}}}
+}
+
+func export(ns, name string) *mcsv1.ServiceExport {
+	return &mcsv1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+}
+
+// exportConds waits until the export's conditions read as want ("Type=Status/Reason" each).
+func exportConds(t *testing.T, e *testenv.Env, ns, name string, want ...string) *mcsv1.ServiceExport {
+	t.Helper()
+	se := &mcsv1.ServiceExport{}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := e.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, se); err != nil {
+			return err
+		}
+		for _, w := range want {
+			typ, rest, _ := strings.Cut(w, "=")
+			status, reason, _ := strings.Cut(rest, "/")
+			if err := testenv.CheckCondition(se.Status.Conditions, typ, metav1.ConditionStatus(status), reason); err != nil {
+				return err
+			}
+		}
+		for _, c := range se.Status.Conditions {
+			if c.ObservedGeneration != se.Generation {
+				return fmt.Errorf("condition %s observed generation %d, want %d", c.Type, c.ObservedGeneration, se.Generation)
+			}
+		}
+		return nil
+	})
+	return se
+}
+
+// imported waits for the import of ns/name in e to come from the clusters given, and checks
+// it against its derived Service and EndpointSlices; it returns the import and the imported
+// endpoint addresses by source cluster.
+func imported(t *testing.T, e *testenv.Env, ns, name string, clusters ...string) (*mcsv1.ServiceImport, map[string][]string) {
+	t.Helper()
+	ctx := context.Background()
+	si := &mcsv1.ServiceImport{}
+	addrs := map[string][]string{}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, si); err != nil {
+			return err
+		}
+		var got []string
+		for _, c := range si.Status.Clusters {
+			got = append(got, c.Cluster)
+		}
+		if strings.Join(got, ",") != strings.Join(clusters, ",") {
+			return fmt.Errorf("import %s/%s from %v, want %v", ns, name, got, clusters)
+		}
+		svc := &corev1.Service{}
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: mcs.DerivedName(mcs.Key{Namespace: ns, Name: name})}, svc); err != nil {
+			return fmt.Errorf("derived service: %w", err)
+		}
+		if si.Spec.Type == mcsv1.ClusterSetIP && (len(si.Spec.IPs) != 1 || si.Spec.IPs[0] != svc.Spec.ClusterIP) {
+			return fmt.Errorf("import IPs %v, want the derived Service's ClusterIP %s", si.Spec.IPs, svc.Spec.ClusterIP)
+		}
+		slices := &discoveryv1.EndpointSliceList{}
+		if err := e.Client.List(ctx, slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name,
+			mcsv1.LabelServiceName: name}); err != nil {
+			return err
+		}
+		addrs = map[string][]string{}
+		for _, s := range slices.Items {
+			for _, ep := range s.Endpoints {
+				addrs[s.Labels[mcsv1.LabelSourceCluster]] = append(addrs[s.Labels[mcsv1.LabelSourceCluster]], ep.Addresses...)
+			}
+		}
+		if len(addrs) != len(clusters) {
+			return fmt.Errorf("imported EndpointSlices from %v, want %v", addrs, clusters)
+		}
+		return nil
+	})
+	return si, addrs
+}
+
+func ports(si *mcsv1.ServiceImport) string {
+	var out []string
+	for _, p := range si.Spec.Ports {
+		out = append(out, fmt.Sprintf("%s/%d/%s", p.Name, p.Port, p.Protocol))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}
+
+func TestMultiClusterServices(t *testing.T) {
+	ctx := context.Background()
+	mustCreate(t, east, &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "east", PodCIDRs: []fabricv1.CIDR{"10.244.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.96.0.0/16"}}})
+	mustCreate(t, west, &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "west", PodCIDRs: []fabricv1.CIDR{"10.245.0.0/16"}, ServiceCIDRs: []fabricv1.CIDR{"10.97.0.0/16"}}})
+	if err := peering.Join(ctx, peering.Cluster{Name: "east", Config: east.Config, Client: east.Client},
+		peering.Cluster{Name: "west", Config: west.Config, Client: west.Client},
+		peering.Options{ServerFrom: east.Config.Host, ServerTo: west.Config.Host}); err != nil {
+		t.Fatal(err)
+	}
+	startOperator(t, east)
+	startOperator(t, west)
+	for _, e := range []*testenv.Env{east, west} {
+		mustCreate(t, e, namespace("shop"))
+	}
+	http := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}
+
+	t.Run("an export in west is imported in both clusters, with a VIP and west's endpoints", func(t *testing.T) {
+		mustCreate(t, west, service("shop", "web", http), endpoints("shop", "web", "10.245.1.5", 8080), export("shop", "web"))
+		exportConds(t, west, "shop", "web", "Valid=True/Valid", "Ready=True/Exported", "Conflict=False/NoConflicts")
+		for _, e := range []*testenv.Env{east, west} {
+			si, addrs := imported(t, e, "shop", "web", "west")
+			if si.Spec.Type != mcsv1.ClusterSetIP || ports(si) != "http/80/TCP" {
+				t.Errorf("import spec %+v", si.Spec)
+			}
+			if strings.Join(addrs["west"], ",") != "10.245.1.5" {
+				t.Errorf("imported endpoints %v, want west's 10.245.1.5", addrs)
+			}
+		}
+	})
+
+	t.Run("a second, younger export that differs conflicts; ports are the union, the oldest wins the rest", func(t *testing.T) {
+		time.Sleep(1100 * time.Millisecond) // creation times have a second's resolution
+		svc := service("shop", "web", http, corev1.ServicePort{Name: "metrics", Port: 9090, Protocol: corev1.ProtocolTCP})
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		mustCreate(t, east, svc, endpoints("shop", "web", "10.244.2.7", 8080), export("shop", "web"))
+		for _, e := range []*testenv.Env{east, west} {
+			se := exportConds(t, e, "shop", "web", "Valid=True/Valid", "Ready=True/Exported", "Conflict=True/PortConflict")
+			msg := testenv.Describe(se.Status.Conditions)
+			if !strings.Contains(msg, "SessionAffinityConflict") {
+				t.Errorf("conflict does not name the session affinity: %s", msg)
+			}
+			si, addrs := imported(t, e, "shop", "web", "east", "west")
+			if ports(si) != "http/80/TCP metrics/9090/TCP" || si.Spec.SessionAffinity != corev1.ServiceAffinityNone {
+				t.Errorf("import spec %+v: want the union of ports and west's (the oldest) session affinity", si.Spec)
+			}
+			if strings.Join(addrs["east"], ",") != "10.244.2.7" || strings.Join(addrs["west"], ",") != "10.245.1.5" {
+				t.Errorf("imported endpoints %v", addrs)
+			}
+		}
+	})
+
+	t.Run("bad exports: no Service, an ExternalName Service", func(t *testing.T) {
+		mustCreate(t, west, export("shop", "missing"))
+		exportConds(t, west, "shop", "missing", "Valid=False/NoService", "Ready=False/NoService")
+		ext := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "ext"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}
+		mustCreate(t, west, ext, export("shop", "ext"))
+		exportConds(t, west, "shop", "ext", "Valid=False/InvalidServiceType", "Ready=False/InvalidServiceType")
+		for _, name := range []string{"missing", "ext"} {
+			err := east.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &mcsv1.ServiceImport{})
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("an invalid export was imported in east: %v", err)
+			}
+		}
+		// The Service appears: the export becomes valid.
+		mustCreate(t, west, service("shop", "missing", http), endpoints("shop", "missing", "10.245.1.9", 8080))
+		exportConds(t, west, "shop", "missing", "Valid=True/Valid", "Ready=True/Exported")
+		imported(t, east, "shop", "missing", "west")
+	})
+
+	t.Run("imports appear only in namespaces that exist, and follow one created later", func(t *testing.T) {
+		mustCreate(t, west, namespace("later"), service("later", "api", http), endpoints("later", "api", "10.245.1.10", 8080), export("later", "api"))
+		exportConds(t, west, "later", "api", "Ready=True/Exported")
+		time.Sleep(2 * time.Second)
+		if err := east.Client.Get(ctx, client.ObjectKey{Namespace: "later", Name: "api"}, &mcsv1.ServiceImport{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("import in a namespace east does not have: %v", err)
+		}
+		mustCreate(t, east, namespace("later"))
+		imported(t, east, "later", "api", "west")
+	})
+
+	t.Run("unexporting removes the cluster, then the import", func(t *testing.T) {
+		if err := west.Client.Delete(ctx, export("shop", "web")); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range []*testenv.Env{east, west} {
+			imported(t, e, "shop", "web", "east")
+		}
+		exportConds(t, east, "shop", "web", "Conflict=False/NoConflicts")
+		if err := east.Client.Delete(ctx, export("shop", "web")); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range []*testenv.Env{east, west} {
+			testenv.Eventually(t, 30*time.Second, func() error {
+				if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &mcsv1.ServiceImport{}); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("import still there: %v", err)
+				}
+				derived := mcs.DerivedName(mcs.Key{Namespace: "shop", Name: "web"})
+				if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: derived}, &corev1.Service{}); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("derived Service still there: %v", err)
+				}
+				slices := &discoveryv1.EndpointSliceList{}
+				if err := e.Client.List(ctx, slices, client.InNamespace("shop"), client.MatchingLabels{discoveryv1.LabelServiceName: derived}); err != nil || len(slices.Items) != 0 {
+					return fmt.Errorf("imported slices left: %d (%v)", len(slices.Items), err)
+				}
+				return nil
+			})
+		}
+	})
+}

@@ -1,0 +1,150 @@
+// Package mcs holds the pure logic of Multi-Cluster Services (KEP-1645) in weft: how the
+// exports of one Service by several clusters merge into the ServiceImport every cluster
+// sees, which properties conflict, and the names of the objects weft derives from them.
+// It reads and writes nothing; the controllers do.
+package mcs
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+)
+
+// Export is one cluster's export of a Service: what every cluster of the clusterset knows
+// of it.
+type Export struct {
+	Cluster string    // the exporting cluster's ID
+	Created time.Time // when its ServiceExport was created: the oldest export wins conflicts
+
+	Type                  mcsv1.ServiceImportType
+	Ports                 []mcsv1.ServicePort
+	SessionAffinity       corev1.ServiceAffinity
+	SessionAffinityConfig *corev1.SessionAffinityConfig
+}
+
+// Conflict is a property on which the exports disagree. Every export of the Service
+// reports the same conflicts (each cluster computes them from the same exports).
+type Conflict struct {
+	Reason  mcsv1.ServiceExportConditionReason
+	Message string
+}
+
+// Merged is the clusterset's view of a Service exported by one or more clusters.
+type Merged struct {
+	// Spec of the ServiceImport, but for its IPs (the derived Service's, per cluster).
+	Spec mcsv1.ServiceImportSpec
+	// Clusters exporting the Service, sorted.
+	Clusters []string
+	// Conflicts found, in a fixed order (type, ports, session affinity, its config).
+	Conflicts []Conflict
+}
+
+// Older orders exports: by creation, then by cluster ID (a total order every cluster
+// agrees on).
+func Older(a, b Export) bool {
+	if !a.Created.Equal(b.Created) {
+		return a.Created.Before(b.Created)
+	}
+	return a.Cluster < b.Cluster
+}
+
+// Merge combines the exports of one Service. The oldest export decides the type and
+// session affinity; the ports are the union, the oldest export deciding a port name that
+// two exports define differently. exports must not be empty.
+func Merge(exports []Export) Merged {
+	ex := slices.Clone(exports)
+	sort.Slice(ex, func(i, j int) bool { return Older(ex[i], ex[j]) })
+	oldest := ex[0]
+	m := Merged{Spec: mcsv1.ServiceImportSpec{Type: oldest.Type, SessionAffinity: oldest.SessionAffinity,
+		SessionAffinityConfig: oldest.SessionAffinityConfig.DeepCopy()}}
+	for _, e := range ex {
+		m.Clusters = append(m.Clusters, e.Cluster)
+	}
+	sort.Strings(m.Clusters)
+
+	var typeOff, portsOff, affinityOff, configOff []string
+	for _, e := range ex[1:] {
+		if e.Type != oldest.Type {
+			typeOff = append(typeOff, fmt.Sprintf("%s (%s)", e.Cluster, e.Type))
+		}
+		if !samePorts(e.Ports, oldest.Ports) {
+			portsOff = append(portsOff, e.Cluster)
+		}
+		if e.SessionAffinity != oldest.SessionAffinity {
+			affinityOff = append(affinityOff, fmt.Sprintf("%s (%s)", e.Cluster, e.SessionAffinity))
+		}
+		if !reflect.DeepEqual(e.SessionAffinityConfig, oldest.SessionAffinityConfig) {
+			configOff = append(configOff, e.Cluster)
+		}
+	}
+	m.Spec.Ports = unionPorts(ex)
+	add := func(off []string, reason mcsv1.ServiceExportConditionReason, format string, args ...any) {
+		if len(off) > 0 {
+			m.Conflicts = append(m.Conflicts, Conflict{Reason: reason,
+				Message: fmt.Sprintf(format, args...) + ": " + strings.Join(off, ", ")})
+		}
+	}
+	add(typeOff, mcsv1.ServiceExportReasonTypeConflict, "the oldest export (cluster %s) makes the service %s; other types", oldest.Cluster, oldest.Type)
+	add(portsOff, mcsv1.ServiceExportReasonPortConflict, "ports differ from the oldest export's (cluster %s); the import has the union, the oldest deciding ports defined twice; differing", oldest.Cluster)
+	add(affinityOff, mcsv1.ServiceExportReasonSessionAffinityConflict, "the oldest export (cluster %s) sets session affinity %s; others", oldest.Cluster, oldest.SessionAffinity)
+	add(configOff, mcsv1.ServiceExportReasonSessionAffinityConfigConflict, "session affinity config differs from the oldest export's (cluster %s)", oldest.Cluster)
+	return m
+}
+
+// portKey identifies a port of a ServiceImport: its name (unique within a Service), or for
+// an unnamed port its number and protocol.
+func portKey(p mcsv1.ServicePort) string {
+	if p.Name != "" {
+		return "name:" + p.Name
+	}
+	return fmt.Sprintf("%d/%s", p.Port, protocol(p))
+}
+
+func protocol(p mcsv1.ServicePort) corev1.Protocol {
+	if p.Protocol == "" {
+		return corev1.ProtocolTCP
+	}
+	return p.Protocol
+}
+
+func samePorts(a, b []mcsv1.ServicePort) bool {
+	key := func(ps []mcsv1.ServicePort) []string {
+		out := make([]string, 0, len(ps))
+		for _, p := range ps {
+			app := ""
+			if p.AppProtocol != nil {
+				app = *p.AppProtocol
+			}
+			out = append(out, fmt.Sprintf("%s|%d|%s|%s", p.Name, p.Port, protocol(p), app))
+		}
+		sort.Strings(out)
+		return out
+	}
+	return slices.Equal(key(a), key(b))
+}
+
+// unionPorts takes the ports of every export, oldest first; a port already defined (by
+// name, or number and protocol) keeps its first definition. A port number and protocol
+// taken already is not added again under another name.
+func unionPorts(sorted []Export) []mcsv1.ServicePort {
+	var out []mcsv1.ServicePort
+	seen := map[string]bool{}
+	for _, e := range sorted {
+		for _, p := range e.Ports {
+			num := fmt.Sprintf("%d/%s", p.Port, protocol(p))
+			if seen[portKey(p)] || seen[num] {
+				continue
+			}
+			seen[portKey(p)], seen[num] = true, true
+			p.Protocol = protocol(p)
+			out = append(out, p)
+		}
+	}
+	return out
+}

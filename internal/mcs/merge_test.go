@@ -1,0 +1,118 @@
+package mcs
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+)
+
+var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+func export(cluster string, age time.Duration, ports ...mcsv1.ServicePort) Export {
+	return Export{Cluster: cluster, Created: t0.Add(-age), Type: mcsv1.ClusterSetIP, Ports: ports, SessionAffinity: corev1.ServiceAffinityNone}
+}
+
+func port(name string, n int32, proto corev1.Protocol) mcsv1.ServicePort {
+	return mcsv1.ServicePort{Name: name, Port: n, Protocol: proto}
+}
+
+func reasons(m Merged) string {
+	var out []string
+	for _, c := range m.Conflicts {
+		out = append(out, string(c.Reason))
+	}
+	return strings.Join(out, ",")
+}
+
+func TestMerge(t *testing.T) {
+	http := port("http", 80, corev1.ProtocolTCP)
+	for _, c := range []struct {
+		name      string
+		exports   []Export
+		wantPorts []mcsv1.ServicePort
+		wantType  mcsv1.ServiceImportType
+		wantAff   corev1.ServiceAffinity
+		conflicts string
+		clusters  string
+	}{{
+		name:      "one export is the import",
+		exports:   []Export{export("c1", time.Hour, http)},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone, clusters: "c1",
+	}, {
+		name:      "identical exports do not conflict",
+		exports:   []Export{export("c2", time.Minute, http), export("c1", time.Hour, http)},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone, clusters: "c1,c2",
+	}, {
+		name: "an empty protocol is TCP",
+		exports: []Export{export("c1", time.Hour, port("http", 80, "")),
+			export("c2", time.Minute, http)},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone, clusters: "c1,c2",
+	}, {
+		name: "different ports: the union, and a conflict",
+		exports: []Export{export("c2", time.Minute, http, port("metrics", 9090, corev1.ProtocolTCP)),
+			export("c1", time.Hour, http, port("dns", 53, corev1.ProtocolUDP))},
+		wantPorts: []mcsv1.ServicePort{http, port("dns", 53, corev1.ProtocolUDP), port("metrics", 9090, corev1.ProtocolTCP)},
+		wantType:  mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone, conflicts: "PortConflict", clusters: "c1,c2",
+	}, {
+		name: "a port name defined twice: the oldest export's definition",
+		exports: []Export{export("young", time.Minute, port("http", 8080, corev1.ProtocolTCP)),
+			export("old", time.Hour, http)},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone,
+		conflicts: "PortConflict", clusters: "old,young",
+	}, {
+		name: "type and affinity: the oldest export's",
+		exports: []Export{
+			{Cluster: "c2", Created: t0, Type: mcsv1.Headless, Ports: []mcsv1.ServicePort{http}, SessionAffinity: corev1.ServiceAffinityClientIP,
+				SessionAffinityConfig: &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}},
+			export("c1", time.Hour, http)},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone,
+		conflicts: "TypeConflict,SessionAffinityConflict,SessionAffinityConfigConflict", clusters: "c1,c2",
+	}, {
+		name: "same age: the lower cluster ID is older",
+		exports: []Export{{Cluster: "b", Created: t0, Type: mcsv1.Headless, Ports: []mcsv1.ServicePort{http}},
+			{Cluster: "a", Created: t0, Type: mcsv1.ClusterSetIP, Ports: []mcsv1.ServicePort{http}}},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, conflicts: "TypeConflict", clusters: "a,b",
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			m := Merge(c.exports)
+			if got := strings.Join(m.Clusters, ","); got != c.clusters {
+				t.Errorf("clusters %s, want %s", got, c.clusters)
+			}
+			if m.Spec.Type != c.wantType || m.Spec.SessionAffinity != c.wantAff {
+				t.Errorf("type %s affinity %s, want %s %s", m.Spec.Type, m.Spec.SessionAffinity, c.wantType, c.wantAff)
+			}
+			if got := portsString(m.Spec.Ports); got != portsString(c.wantPorts) {
+				t.Errorf("ports %s, want %s", got, portsString(c.wantPorts))
+			}
+			if got := reasons(m); got != c.conflicts {
+				t.Errorf("conflicts %q, want %q (%+v)", got, c.conflicts, m.Conflicts)
+			}
+			for _, cf := range m.Conflicts {
+				if cf.Message == "" {
+					t.Errorf("conflict %s without a message", cf.Reason)
+				}
+			}
+			// Every cluster computes the same from the exports in any order.
+			rev := append([]Export(nil), c.exports...)
+			for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+				rev[i], rev[j] = rev[j], rev[i]
+			}
+			if again := Merge(rev); portsString(again.Spec.Ports) != portsString(m.Spec.Ports) || reasons(again) != reasons(m) || again.Spec.Type != m.Spec.Type {
+				t.Errorf("the order of the exports changed the result: %+v vs %+v", again, m)
+			}
+		})
+	}
+}
+
+func portsString(ps []mcsv1.ServicePort) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s:%s:%d", p.Name, p.Protocol, p.Port))
+	}
+	return strings.Join(out, " ")
+}
