@@ -113,6 +113,12 @@ func TestLab(t *testing.T) {
 		}
 		CrossCluster(t, CrossClusterInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-xc", Tunnels: []string{"geneve", "vxlan"}})
 	})
+	t.Run("a Service exported in one cluster is imported and reachable in the other", func(t *testing.T) {
+		if lab.Weftctl == "" {
+			t.Skip("needs the peered clusters of the suite's own lab")
+		}
+		MultiClusterServices(t, MCSInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-mcs"})
+	})
 	t.Run("gateways are active-active and fail over in under a second", func(t *testing.T) {
 		if lab.Weftctl == "" {
 			t.Skip("needs the peered clusters of the suite's own lab")

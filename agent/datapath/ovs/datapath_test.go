@@ -494,11 +494,34 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 		if err := pod.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 43000), netip.MustParseAddrPort(far+":5501"), 32); err != nil {
 			t.Fatal(err)
 		}
+
 		<-done
 		<-done
 		t.Logf("32 UDP flows: %d through g1, %d through g2", *got["g1"], *got["g2"])
 		if *got["g1"] == 0 || *got["g2"] == 0 || *got["g1"]+*got["g2"] != 32 {
 			t.Errorf("32 UDP flows: %d through g1, %d through g2; want all 32, spread over both", *got["g1"], *got["g2"])
+		}
+	})
+
+	t.Run("the node's own connections (kube-proxy's translated ones) go through the gateways too", func(t *testing.T) {
+		for i := 0; i < 4; i++ {
+			c, err := n1.ns.Dial(far+":5500", 2*time.Second)
+			if err != nil {
+				n1.diagnose(t)
+				t.Fatalf("from n1's kernel to %s: %v", far, err)
+			}
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+				t.Errorf("echo from n1's kernel: %q %v", buf, err)
+			}
+			_ = c.Close()
+		}
+		if out, _ := n1.ns.Run("ip", "route", "show", peer.String()); !strings.Contains(out, "dev "+ovs.GatewayPort) {
+			t.Errorf("n1 routes %s %q, want into %s", peer, out, ovs.GatewayPort)
 		}
 	})
 

@@ -464,6 +464,9 @@ func (d *Driver) SetPeerRoutes(ctx context.Context, routes datapath.PeerRoutes) 
 	if err := d.syncFlows(ctx); err != nil {
 		return err
 	}
+	if err := d.syncRoutes(); err != nil {
+		return err
+	}
 	return d.saveBridgeID(ctx, idPeerRoutes, routes)
 }
 
@@ -585,6 +588,28 @@ func (d *Driver) syncRoutes() error {
 			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(b), Gw: via.AsSlice(),
 				Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
 				return fmt.Errorf("route %s: %w", b, err)
+			}
+		}
+	}
+	// Other clusters' ranges, on nodes that are not gateways: what the node's kernel sends
+	// there (a Service's VIP translated to a peer pod by kube-proxy: a multi-cluster
+	// Service) goes back into the bridge, which sends it to a gateway node. A gateway node
+	// routes them into its tunnels itself.
+	if !d.peers.LocalGateway {
+		for _, p := range d.peers.Prefixes {
+			if !p.Addr().Is4() {
+				continue
+			}
+			p = p.Masked()
+			via := datapath.Gateway(p)
+			want[p.String()] = true
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: gw.Attrs().Index, Family: netlink.FAMILY_V4,
+				State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("neighbour %s: %w", via, err)
+			}
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(p), Gw: via.AsSlice(),
+				Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
+				return fmt.Errorf("route %s: %w", p, err)
 			}
 		}
 	}

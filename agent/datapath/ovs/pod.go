@@ -97,6 +97,13 @@ func (pi podInterface) create() (err error) {
 	if err != nil {
 		return err
 	}
+	// The bridge reads the node's end of the veth, but the node's kernel sees its frames
+	// too: were it to answer the pod's ARP for its gateway (the gateway's address is the
+	// node's), the pod would send to this end's MAC and the kernel would forward a second
+	// copy of each packet itself. Without ARP here, only the bridge answers.
+	if err := netlink.LinkSetARPOff(host); err != nil {
+		return fmt.Errorf("ARP off on %s: %w", pi.host, err)
+	}
 	return netlink.LinkSetUp(host)
 }
 

@@ -38,8 +38,19 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 		return err
 	}
 	if link.Attrs().Name == d.extBridge {
-		// Adopted before (by this agent or the last): its routes are on record.
+		// Adopted before (by this agent or the last): its routes are on record. An agent
+		// older than the record leaves none: what the bridge has now is recorded.
 		d.uplinkRoutes = d.savedUplinkRoutes()
+		if len(d.uplinkRoutes) == 0 {
+			routes, err := netlink.RouteList(link, netlink.FAMILY_ALL)
+			if err != nil {
+				return err
+			}
+			d.uplinkRoutes = gatewayRoutes(routes)
+			if err := d.db.setExternalID(ctx, d.extBridge, idUplinkRoutes, d.uplinkRoutes); err != nil {
+				return err
+			}
+		}
 		_, err := d.restoreUplinkRoutes(&netlink.Handle{} /* this thread's namespace */, link, d.uplinkRoutes)
 		return err
 	}
@@ -81,17 +92,7 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 			return fmt.Errorf("moving %s to %s: %w", a.IPNet, d.extBridge, err)
 		}
 	}
-	var moved []uplinkRoute
-	for _, r := range routes {
-		if r.Protocol == netlink.RouteProtocol(2) /* kernel: comes with the address */ || r.Gw == nil {
-			continue
-		}
-		ur := uplinkRoute{Gw: r.Gw.String(), Priority: r.Priority, Table: r.Table, Family: r.Family}
-		if r.Dst != nil {
-			ur.Dst = r.Dst.String()
-		}
-		moved = append(moved, ur)
-	}
+	moved := gatewayRoutes(routes)
 	// On record first: an agent that dies midway finds them on the next start.
 	if err := d.db.setExternalID(ctx, d.extBridge, idUplinkRoutes, moved); err != nil {
 		return err
@@ -124,6 +125,23 @@ type uplinkRoute struct {
 	Priority int    `json:"priority,omitempty"`
 	Table    int    `json:"table,omitempty"`
 	Family   int    `json:"family,omitempty"`
+}
+
+// gatewayRoutes are the routes through a gateway among routes (those an address does not
+// bring back).
+func gatewayRoutes(routes []netlink.Route) []uplinkRoute {
+	var out []uplinkRoute
+	for _, r := range routes {
+		if r.Protocol == netlink.RouteProtocol(2) /* kernel: comes with the address */ || r.Gw == nil {
+			continue
+		}
+		ur := uplinkRoute{Gw: r.Gw.String(), Priority: r.Priority, Table: r.Table, Family: r.Family}
+		if r.Dst != nil {
+			ur.Dst = r.Dst.String()
+		}
+		out = append(out, ur)
+	}
+	return out
 }
 
 func (d *Driver) savedUplinkRoutes() []uplinkRoute {
