@@ -17,7 +17,7 @@ import (
 type MCSInput struct {
 	Lab       *Lab
 	From, To  string // peered clusters: To exports, From imports
-	Namespace string   // created in both
+	Namespace string // created in both
 }
 
 // MultiClusterServices exports a Service from To and checks, in From, the ServiceImport
