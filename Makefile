@@ -13,6 +13,7 @@ BIN       := $(CURDIR)/bin
 CONTROLLER_GEN = $(shell hack/tool.sh controller-gen)
 TEST_FLAGS ?=
 TEST_TIMEOUT ?= 40m
+FUZZ_TIME ?= 10s
 BENCH_TIME ?= 3s
 
 ##@ General
@@ -67,6 +68,9 @@ run: manifests ## Run the operator from source against the current kubeconfig (a
 test: test-deps verify-generated vet ## Run every test: unit, envtest (real API server), then the lab e2e alone. Installs what it needs.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/test/e2e$$')
+	@# Fuzz the parsers and the DNS answerer briefly with new inputs (the seeds ran above).
+	$(GO) test -run '^$$' -fuzz '^FuzzAnswer$$' -fuzztime $(FUZZ_TIME) ./dns/
+	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime $(FUZZ_TIME) ./gateway/tunnel/geneve/
 	@# The lab e2e times gateway failover (< 1 s): it gets the machine to itself.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/e2e/
 

@@ -1,0 +1,86 @@
+package dns
+
+import (
+	"net/netip"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+)
+
+// ZoneFrom builds a Zone from the cluster's ServiceImports and the EndpointSlices imported
+// for them (labelled multicluster.kubernetes.io/service-name and source-cluster, in the
+// import's namespace). Records of exports (in the operator's namespace) are not imports and
+// carry the label fabric.weft.dev/export-record: they are skipped. Only ready endpoints
+// are served.
+func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice) *Zone {
+	type key struct{ ns, name string }
+	eps := map[key][]Endpoint{}
+	for _, s := range slices {
+		name, cluster := s.Labels[mcsv1.LabelServiceName], s.Labels[mcsv1.LabelSourceCluster]
+		if name == "" || cluster == "" || s.Labels[recordLabel] == "true" {
+			continue
+		}
+		var ports []Port
+		for _, p := range s.Ports {
+			if p.Name == nil || p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
+				continue
+			}
+			proto := "TCP"
+			if p.Protocol != nil {
+				proto = string(*p.Protocol)
+			}
+			ports = append(ports, Port{Name: *p.Name, Protocol: proto, Port: uint16(*p.Port)})
+		}
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			e := Endpoint{Cluster: cluster, Ports: ports}
+			if ep.Hostname != nil {
+				e.Hostname = *ep.Hostname
+			}
+			for _, a := range ep.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil {
+					e.Addrs = append(e.Addrs, ip)
+				}
+			}
+			if len(e.Addrs) > 0 {
+				eps[key{s.Namespace, name}] = append(eps[key{s.Namespace, name}], e)
+			}
+		}
+	}
+	var services []Service
+	for _, si := range imports {
+		if si.Labels[recordLabel] == "true" {
+			continue
+		}
+		s := Service{Namespace: si.Namespace, Name: si.Name, Type: string(si.Spec.Type)}
+		if s.Type == "" {
+			s.Type = ClusterSetIP
+		}
+		for _, p := range si.Spec.Ports {
+			if p.Port <= 0 || p.Port > 65535 {
+				continue
+			}
+			proto := string(p.Protocol)
+			if proto == "" {
+				proto = "TCP"
+			}
+			s.Ports = append(s.Ports, Port{Name: p.Name, Protocol: proto, Port: uint16(p.Port)})
+		}
+		if s.Type == Headless {
+			s.Endpoints = eps[key{si.Namespace, si.Name}]
+		} else {
+			for _, a := range si.Spec.IPs {
+				if ip, err := netip.ParseAddr(a); err == nil {
+					s.IPs = append(s.IPs, ip)
+				}
+			}
+		}
+		services = append(services, s)
+	}
+	return NewZone(services)
+}
+
+// recordLabel marks weft's export records (internal/mcs.LabelRecord).
+const recordLabel = "fabric.weft.dev/export-record"
