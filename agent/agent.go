@@ -29,9 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -42,6 +40,7 @@ import (
 	"github.com/weft-net/weft/agent/podnet"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/gateway/health"
+	"github.com/weft-net/weft/internal/restcfg"
 )
 
 // Config is the agent's configuration; every field has a flag in cmd/weft-agent.
@@ -72,7 +71,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.NodeName == "" {
 		return errors.New("the node name is empty (set NODE_NAME or --node-name)")
 	}
-	restCfg, err := restConfig(cfg.Kubeconfig)
+	restCfg, err := restcfg.Load(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -253,13 +252,6 @@ func poke(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	return rest.InClusterConfig()
 }
 
 type inputs struct {

@@ -25,8 +25,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,6 +35,7 @@ import (
 	"github.com/weft-net/weft/gateway/tunnel/geneve"
 	"github.com/weft-net/weft/gateway/tunnel/vxlan"
 	"github.com/weft-net/weft/gateway/tunnel/wireguard"
+	"github.com/weft-net/weft/internal/restcfg"
 )
 
 // Config is what weft-gateway needs from its command line.
@@ -74,7 +73,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.NodeName == "" || cfg.Namespace == "" {
 		return errors.New("the node name and namespace must be set (NODE_NAME, POD_NAMESPACE or flags)")
 	}
-	restCfg, err := restConfig(cfg.Kubeconfig)
+	restCfg, err := restcfg.Load(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -585,10 +584,4 @@ func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	return rest.InClusterConfig()
 }

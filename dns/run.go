@@ -1,0 +1,106 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/weft-net/weft/internal/restcfg"
+)
+
+// Config configures weft-dns.
+type Config struct {
+	Kubeconfig string // "" means in-cluster
+	Listen     string // host:port for UDP and TCP
+	Domain     string // the clusterset zone
+	TTL        uint32
+}
+
+// DefaultConfig serves clusterset.local on port 53 with a 5 s TTL.
+func DefaultConfig() Config {
+	return Config{Listen: ":53", Domain: "clusterset.local", TTL: 5}
+}
+
+// Run watches the cluster's ServiceImports and imported EndpointSlices and answers from
+// them until ctx ends. It answers NXDOMAIN for everything until the first read is done.
+func Run(ctx context.Context, cfg Config) error {
+	log := klog.FromContext(ctx)
+	rc, err := restcfg.Load(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	if err := errors.Join(clientgoscheme.AddToScheme(scheme), mcsv1.AddToScheme(scheme)); err != nil {
+		return err
+	}
+	imported, err := labels.NewRequirement(mcsv1.LabelSourceCluster, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	c, err := cache.New(rc, cache.Options{Scheme: scheme, ByObject: map[client.Object]cache.ByObject{
+		&discoveryv1.EndpointSlice{}: {Label: labels.NewSelector().Add(*imported)}}})
+	if err != nil {
+		return err
+	}
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { poke() }, UpdateFunc: func(any, any) { poke() }, DeleteFunc: func(any) { poke() }}
+	for _, o := range []client.Object{&mcsv1.ServiceImport{}, &discoveryv1.EndpointSlice{}} {
+		inf, err := c.GetInformer(ctx, o)
+		if err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return err
+		}
+	}
+	go func() { _ = c.Start(ctx) }()
+	a := NewAnswerer(cfg.Domain, cfg.TTL)
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, cfg.Listen, a, func(udp, tcp net.Addr) {
+			log.Info("weft-dns answering", "zone", cfg.Domain, "udp", udp, "tcp", tcp)
+		})
+	}()
+	if !c.WaitForCacheSync(ctx) {
+		return fmt.Errorf("weft-dns: the caches did not sync")
+	}
+	poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-served
+		case err := <-served:
+			return err
+		case <-changed:
+		}
+		time.Sleep(20 * time.Millisecond) // gather a burst of changes into one snapshot
+		imports, slices := &mcsv1.ServiceImportList{}, &discoveryv1.EndpointSliceList{}
+		if err := errors.Join(c.List(ctx, imports), c.List(ctx, slices)); err != nil {
+			log.Error(err, "reading imports")
+			continue
+		}
+		z := ZoneFrom(imports.Items, slices.Items)
+		a.Set(z)
+		log.V(1).Info("zone updated", "services", z.Len())
+	}
+}
