@@ -53,9 +53,9 @@ verify-generated: ## Fail if regenerating code or manifests would change any fil
 ##@ Build
 
 .PHONY: build
-build: ## Build every binary into bin/ (weft-operator, weft-agent, weft-cni, weft-ovs, weft-gateway, weftctl, labtool).
+build: ## Build every binary into bin/ (weft-operator, weft-agent, weft-cni, weft-ovs, weft-gateway, weft-dns, weftctl, labtool).
 	$(GO) build -o $(BIN)/weft-operator ./cmd/operator
-	$(GO) build -o $(BIN)/ ./cmd/weft-agent ./cmd/weft-cni ./cmd/weft-ovs ./cmd/weft-gateway ./cmd/weftctl ./cmd/labtool
+	$(GO) build -o $(BIN)/ ./cmd/weft-agent ./cmd/weft-cni ./cmd/weft-ovs ./cmd/weft-gateway ./cmd/weft-dns ./cmd/weftctl ./cmd/labtool
 
 .PHONY: run
 run: manifests ## Run the operator from source against the current kubeconfig (applies config/dev first).

@@ -28,6 +28,8 @@ type Images struct {
 	Agent, OVS string
 	// Gateway runs on gateway nodes; empty means no gateways are installed.
 	Gateway string
+	// DNS answers the clusterset zone (weft-dns); empty means it is not installed.
+	DNS string
 }
 
 // agentObjects renders what runs on every node. The pod template carries a hash of the

@@ -38,6 +38,8 @@ type Options struct {
 // Reconciler reconciles the ClusterNetwork singleton.
 type Reconciler struct {
 	client.Client
+	// APIReader reads what the operator does not cache (the cluster DNS's ConfigMap).
+	APIReader client.Reader
 	Options
 }
 
@@ -65,6 +67,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	return phases.Run(ctx, cn,
 		r.validate,
 		r.ensureAgents,
+		r.ensureClusterDNS,
 		r.countNodes,
 		r.markReady,
 	)
@@ -87,6 +90,9 @@ func (r *Reconciler) ensureAgents(ctx context.Context, cn *fabricv1.ClusterNetwo
 	objs := agentObjects(r.Namespace, r.Images, cn)
 	if r.Images.Gateway != "" {
 		objs = append(objs, gatewayObjects(r.Namespace, r.Images, cn)...)
+	}
+	if r.Images.DNS != "" {
+		objs = append(objs, dnsObjects(r.Namespace, r.Images, cn)...)
 	}
 	for _, o := range objs {
 		if err := controllerutil.SetControllerReference(cn, o, r.Scheme()); err != nil {

@@ -32,7 +32,7 @@ var env *testenv.Env
 // namespace is created by testenv.
 const namespace = "weft-system"
 
-var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test", Gateway: "weft.dev/gateway:test"}
+var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test", Gateway: "weft.dev/gateway:test", DNS: "weft.dev/dns:test"}
 
 func TestMain(m *testing.M) {
 	var err error
@@ -55,7 +55,7 @@ func startController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &clusternetwork.Reconciler{Client: mgr.GetClient(),
+	r := &clusternetwork.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Options: clusternetwork.Options{Backends: []fabricv1.DatapathBackend{fabricv1.DatapathOVS},
 			Namespace: namespace, Images: images}}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -87,6 +87,13 @@ func waitFor(t *testing.T, check func(cn *fabricv1.ClusterNetwork) error) *fabri
 
 func TestClusterNetworkLifecycle(t *testing.T) {
 	ctx := context.Background()
+	// A cluster DNS like the lab's (and kubeadm's): CoreDNS's ConfigMap.
+	coredns := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "coredns"},
+		Data: map[string]string{"Corefile": ".:53 {\n    kubernetes cluster.local\n    reload 5s\n}\n"}}
+	if err := env.Client.Create(ctx, coredns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, coredns) })
 	startController(t)
 
 	cn := &fabricv1.ClusterNetwork{
@@ -159,6 +166,29 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	if sel := gwds.Spec.Template.Spec.NodeSelector; sel[fabricv1.LabelGateway] != "true" || gwds.Spec.Template.Spec.Containers[0].Image != images.Gateway {
 		t.Errorf("gateway DaemonSet: node selector %v, image %s", sel, gwds.Spec.Template.Spec.Containers[0].Image)
 	}
+	dnsDep := &appsv1.Deployment{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.DNSName}, dnsDep); err != nil {
+		t.Fatal(err)
+	}
+	if c := dnsDep.Spec.Template.Spec.Containers[0]; c.Image != images.DNS || !strings.Contains(strings.Join(c.Args, " "), "--domain=clusterset.local") {
+		t.Errorf("weft-dns Deployment: image %s args %v", c.Image, c.Args)
+	}
+	// The cluster DNS forwards the clusterset zone to weft-dns's Service.
+	dnsSvc := &corev1.Service{}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.DNSName}, dnsSvc); err != nil {
+			return err
+		}
+		cm := &corev1.ConfigMap{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, cm); err != nil {
+			return err
+		}
+		if !strings.Contains(cm.Data["Corefile"], "clusterset.local:53 {") || !strings.Contains(cm.Data["Corefile"], "forward . "+dnsSvc.Spec.ClusterIP) ||
+			!strings.HasPrefix(cm.Data["Corefile"], ".:53 {") {
+			return fmt.Errorf("Corefile does not forward the clusterset zone to %s:\n%s", dnsSvc.Spec.ClusterIP, cm.Data["Corefile"])
+		}
+		return nil
+	})
 	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.AgentName}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.GatewayName}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}},

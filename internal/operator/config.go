@@ -31,6 +31,8 @@ type Config struct {
 	AgentImage, OVSImage string
 	// GatewayImage runs on gateway nodes (the weft-gateway DaemonSet); empty installs none.
 	GatewayImage string
+	// DNSImage answers the clusterset zone (the weft-dns Deployment); empty installs none.
+	DNSImage string
 
 	// SeveralInProcess lets tests run several operators (one per test API server) in one
 	// process; controller-runtime otherwise refuses a second controller of the same name.
@@ -71,6 +73,7 @@ func DefaultConfig() Config {
 		AgentImage:   "ghcr.io/weft-net/weft-agent:" + version.Version,
 		OVSImage:     "ghcr.io/weft-net/weft-ovs:" + version.Version,
 		GatewayImage: "ghcr.io/weft-net/weft-gateway:" + version.Version,
+		DNSImage:     "ghcr.io/weft-net/weft-dns:" + version.Version,
 		Webhook: WebhookConfig{
 			Port:              10370,
 			CertDir:           "/tmp/weft-webhook-certs",
@@ -91,6 +94,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AgentImage, "agent-image", c.AgentImage, "image of the weft-agent container on every node")
 	fs.StringVar(&c.OVSImage, "ovs-image", c.OVSImage, "image of the Open vSwitch container on every node")
 	fs.StringVar(&c.GatewayImage, "gateway-image", c.GatewayImage, "image of weft-gateway on gateway nodes (empty: no gateways)")
+	fs.StringVar(&c.DNSImage, "dns-image", c.DNSImage, "image of weft-dns, the clusterset zone's server (empty: none)")
 	fs.BoolVar(&c.Webhook.Disabled, "webhook-disabled", c.Webhook.Disabled, "do not serve admission webhooks")
 	fs.IntVar(&c.Webhook.Port, "webhook-port", c.Webhook.Port, "port of the admission webhook server")
 	fs.StringVar(&c.Webhook.CertDir, "webhook-cert-dir", c.Webhook.CertDir, "directory the webhook certificate is written to")

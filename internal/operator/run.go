@@ -87,9 +87,9 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 			return nil, err
 		}
 	}
-	if err := (&clusternetwork.Reconciler{Client: mgr.GetClient(),
+	if err := (&clusternetwork.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Options: clusternetwork.Options{Backends: Backends, Namespace: cfg.Namespace,
-			Images: clusternetwork.Images{Agent: cfg.AgentImage, OVS: cfg.OVSImage, Gateway: cfg.GatewayImage}}}).SetupWithManager(mgr); err != nil {
+			Images: clusternetwork.Images{Agent: cfg.AgentImage, OVS: cfg.OVSImage, Gateway: cfg.GatewayImage, DNS: cfg.DNSImage}}}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("clusternetwork controller: %w", err)
 	}
 	if err := (&gatewaystatus.Reconciler{Client: mgr.GetClient(), Namespace: cfg.Namespace}).SetupWithManager(mgr); err != nil {

@@ -21,7 +21,7 @@ func upLab(t testing.TB, clusters, nodes int) *Lab {
 	deps := labDeps(t, root)
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool",
-		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs", "./cmd/weft-gateway")
+		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs", "./cmd/weft-gateway", "./cmd/weft-dns")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

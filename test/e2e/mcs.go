@@ -22,7 +22,8 @@ type MCSInput struct {
 
 // MultiClusterServices exports a Service from To and checks, in From, the ServiceImport
 // (type, ports, VIP, source cluster), its EndpointSlices, HTTP through the VIP to the pod in
-// To (across the gateways), and that unexporting removes the import.
+// To (across the gateways), the name <svc>.<ns>.svc.clusterset.local (cluster DNS → weft-dns)
+// and HTTP by it, and that unexporting removes the import and the name.
 func MultiClusterServices(t *testing.T, in MCSInput) {
 	ctx := context.Background()
 	l := in.Lab
@@ -104,6 +105,25 @@ func MultiClusterServices(t *testing.T, in MCSInput) {
 		})
 	})
 
+	name := "hello." + in.Namespace + ".svc.clusterset.local"
+	t.Run("the clusterset name resolves to the VIP through the cluster DNS and weft-dns", func(t *testing.T) {
+		Eventually(t, 2*time.Minute, func() error {
+			out, code := l.KubectlRun(in.From, "", "-n", in.Namespace, "exec", "client", "--", "nslookup", name)
+			if code != 0 || !strings.Contains(out, vip) {
+				return fmt.Errorf("nslookup %s in %s: exit %d: %s", name, in.From, code, out)
+			}
+			return nil
+		})
+		t.Logf("%s resolvable in %s %s after the export", name, in.From, time.Since(exported).Round(time.Millisecond))
+		Eventually(t, time.Minute, func() error {
+			out, code := l.KubectlRun(in.From, "", "-n", in.Namespace, "exec", "client", "--", "timeout", "5", "wget", "-q", "-O-", "http://"+name+"/hostname")
+			if code != 0 || strings.TrimSpace(out) != "hello" {
+				return fmt.Errorf("wget http://%s/hostname from %s: exit %d: %q", name, in.From, code, out)
+			}
+			return nil
+		})
+	})
+
 	t.Run("unexporting removes the import", func(t *testing.T) {
 		l.MustKubectl(t, in.To, "", "-n", in.Namespace, "delete", "serviceexport", "hello")
 		Eventually(t, time.Minute, func() error {
@@ -111,6 +131,12 @@ func MultiClusterServices(t *testing.T, in MCSInput) {
 			out2, _ := l.KubectlRun(in.From, "", "-n", in.Namespace, "get", "endpointslices", "-l", "multicluster.kubernetes.io/service-name=hello", "-o", "name")
 			if strings.TrimSpace(out+out2) != "" {
 				return fmt.Errorf("left in %s after unexport: %s %s", in.From, out, out2)
+			}
+			return nil
+		})
+		Eventually(t, time.Minute, func() error {
+			if out, code := l.KubectlRun(in.From, "", "-n", in.Namespace, "exec", "client", "--", "nslookup", name); code == 0 {
+				return fmt.Errorf("%s still resolves in %s after unexport: %s", name, in.From, out)
 			}
 			return nil
 		})
