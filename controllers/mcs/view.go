@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -43,7 +44,12 @@ type peerReader struct {
 	secretVersion string
 	c             client.Client
 	last          *Records
+	readAt        time.Time
 }
+
+// peerReadEvery bounds how often one peer's records are read: every reconcile reads the
+// whole clusterset, and a resync reconciles every exported Service.
+const peerReadEvery = time.Second
 
 // ClusterID is this cluster's ID ("" until the ClusterNetwork names it).
 func (v *View) ClusterID(ctx context.Context) (string, error) {
@@ -90,11 +96,13 @@ func (v *View) Read(ctx context.Context) ([]Records, error) {
 			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
 			continue
 		}
-		recs, err := readRecords(ctx, pr.c, v.Namespace, p.Spec.ClusterID)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("reading the export records of peer %s: %w", p.Name, err))
-		} else {
-			pr.last = recs
+		if pr.last == nil || time.Since(pr.readAt) >= peerReadEvery {
+			recs, err := readRecords(ctx, pr.c, v.Namespace, p.Spec.ClusterID)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("reading the export records of peer %s: %w", p.Name, err))
+			} else {
+				pr.last, pr.readAt = recs, time.Now()
+			}
 		}
 		if pr.last != nil {
 			out = append(out, *pr.last)
