@@ -13,11 +13,11 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/weft-net/weft/dns"
+	"github.com/weft-net/weft/dns/source"
 )
 
 func main() {
-	cfg := dns.DefaultConfig()
+	cfg := source.DefaultConfig()
 	ttl := uint(cfg.TTL)
 	flag.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "kubeconfig; empty means in-cluster")
 	flag.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to answer on (UDP and TCP)")
@@ -28,7 +28,7 @@ func main() {
 	cfg.TTL = uint32(ttl)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := dns.Run(klog.NewContext(ctx, klog.Background()), cfg); err != nil {
+	if err := source.Run(klog.NewContext(ctx, klog.Background()), cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-dns:", err)
 		os.Exit(1)
 	}

@@ -1,7 +1,12 @@
-package dns
+// Package source feeds weft-dns from Kubernetes: it builds the dns package's Zone from the
+// cluster's ServiceImports and imported EndpointSlices, and Run keeps it current with
+// informers. (The dns package itself depends on miekg/dns only, so that fuzzing it is quick.)
+package source
 
 import (
 	"net/netip"
+
+	"github.com/weft-net/weft/dns"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -12,15 +17,15 @@ import (
 // import's namespace). Records of exports (in the operator's namespace) are not imports and
 // carry the label fabric.weft.dev/export-record: they are skipped. Only ready endpoints
 // are served.
-func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice) *Zone {
+func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice) *dns.Zone {
 	type key struct{ ns, name string }
-	eps := map[key][]Endpoint{}
+	eps := map[key][]dns.Endpoint{}
 	for _, s := range slices {
 		name, cluster := s.Labels[mcsv1.LabelServiceName], s.Labels[mcsv1.LabelSourceCluster]
 		if name == "" || cluster == "" || s.Labels[recordLabel] == "true" {
 			continue
 		}
-		var ports []Port
+		var ports []dns.Port
 		for _, p := range s.Ports {
 			if p.Name == nil || p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
 				continue
@@ -29,13 +34,13 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 			if p.Protocol != nil {
 				proto = string(*p.Protocol)
 			}
-			ports = append(ports, Port{Name: *p.Name, Protocol: proto, Port: uint16(*p.Port)})
+			ports = append(ports, dns.Port{Name: *p.Name, Protocol: proto, Port: uint16(*p.Port)})
 		}
 		for _, ep := range s.Endpoints {
 			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 				continue
 			}
-			e := Endpoint{Cluster: cluster, Ports: ports}
+			e := dns.Endpoint{Cluster: cluster, Ports: ports}
 			if ep.Hostname != nil {
 				e.Hostname = *ep.Hostname
 			}
@@ -49,14 +54,14 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 			}
 		}
 	}
-	var services []Service
+	var services []dns.Service
 	for _, si := range imports {
 		if si.Labels[recordLabel] == "true" {
 			continue
 		}
-		s := Service{Namespace: si.Namespace, Name: si.Name, Type: string(si.Spec.Type)}
+		s := dns.Service{Namespace: si.Namespace, Name: si.Name, Type: string(si.Spec.Type)}
 		if s.Type == "" {
-			s.Type = ClusterSetIP
+			s.Type = dns.ClusterSetIP
 		}
 		for _, p := range si.Spec.Ports {
 			if p.Port <= 0 || p.Port > 65535 {
@@ -66,9 +71,9 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 			if proto == "" {
 				proto = "TCP"
 			}
-			s.Ports = append(s.Ports, Port{Name: p.Name, Protocol: proto, Port: uint16(p.Port)})
+			s.Ports = append(s.Ports, dns.Port{Name: p.Name, Protocol: proto, Port: uint16(p.Port)})
 		}
-		if s.Type == Headless {
+		if s.Type == dns.Headless {
 			s.Endpoints = eps[key{si.Namespace, si.Name}]
 		} else {
 			for _, a := range si.Spec.IPs {
@@ -79,7 +84,7 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 		}
 		services = append(services, s)
 	}
-	return NewZone(services)
+	return dns.NewZone(services)
 }
 
 // recordLabel marks weft's export records (internal/mcs.LabelRecord).

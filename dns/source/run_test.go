@@ -1,4 +1,4 @@
-package dns_test
+package source_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"github.com/weft-net/weft/dns"
+	"github.com/weft-net/weft/dns/source"
 	"github.com/weft-net/weft/internal/testenv"
 )
 
@@ -41,7 +41,7 @@ func TestRunFollowsImports(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	done := make(chan error, 1)
 	go func() {
-		done <- dns.Run(ctx, dns.Config{Kubeconfig: kubeconfig, Listen: addr, Domain: "clusterset.local", TTL: 5})
+		done <- source.Run(ctx, source.Config{Kubeconfig: kubeconfig, Listen: addr, Domain: "clusterset.local", TTL: 5})
 	}()
 	t.Cleanup(func() {
 		cancel()

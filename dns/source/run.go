@@ -1,4 +1,4 @@
-package dns
+package source
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/weft-net/weft/dns"
 	"github.com/weft-net/weft/internal/restcfg"
 )
 
@@ -74,10 +75,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	go func() { _ = c.Start(ctx) }()
-	a := NewAnswerer(cfg.Domain, cfg.TTL)
+	a := dns.NewAnswerer(cfg.Domain, cfg.TTL)
 	served := make(chan error, 1)
 	go func() {
-		served <- Serve(ctx, cfg.Listen, a, func(udp, tcp net.Addr) {
+		served <- dns.Serve(ctx, cfg.Listen, a, func(udp, tcp net.Addr) {
 			log.Info("weft-dns answering", "zone", cfg.Domain, "udp", udp, "tcp", tcp)
 		})
 	}()
