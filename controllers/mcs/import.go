@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -214,11 +215,21 @@ func (r *ImportReconciler) remove(ctx context.Context, k mcs.Key) error {
 	return errors.Join(errs...)
 }
 
-// SetupWithManager watches this cluster's records and weft's imports, and reads the whole
-// clusterset every Resync (peers' records change without an event here).
+// SetupWithManager watches this cluster's records and weft's imports, and the peers'
+// records through the View; everything is read again every Resync too.
 func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ticks := make(chan event.TypedGenericEvent[reconcile.Request], 1024)
-	if err := mgr.Add(&resyncer{view: r.View, c: r.Client, out: ticks}); err != nil {
+	kick := make(chan struct{}, 1)
+	r.View.Changed = func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { r.View.Run(ctx); return nil })); err != nil {
+		return err
+	}
+	if err := mgr.Add(&resyncer{view: r.View, c: r.Client, out: ticks, kick: kick}); err != nil {
 		return err
 	}
 	byRecord := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
@@ -240,11 +251,13 @@ func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// resyncer enqueues, every Resync, each Service exported anywhere and each import weft made.
+// resyncer enqueues each Service exported anywhere and each import weft made: when a
+// peer's records change, and every Resync.
 type resyncer struct {
 	view *View
 	c    client.Client
 	out  chan event.TypedGenericEvent[reconcile.Request]
+	kick chan struct{}
 }
 
 func (s *resyncer) Start(ctx context.Context) error {
@@ -275,6 +288,7 @@ func (s *resyncer) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-s.kick:
 		}
 	}
 }

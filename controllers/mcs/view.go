@@ -10,8 +10,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -28,28 +31,44 @@ type Records struct {
 }
 
 // View reads the export records of this cluster and of every Ready peer, in the operator's
-// namespace of each. A peer that is not Ready (or gone) contributes nothing: its services
-// leave the imports. A Ready peer that cannot be read this time keeps its last records.
+// namespace of each. Each Ready peer's records are watched (an informer cache per peer,
+// limited to the records in that namespace); a change there calls Changed. A peer that is
+// not Ready (or gone) contributes nothing: its services leave the imports.
 type View struct {
 	Client    client.Client // this cluster
 	Reader    client.Reader // uncached reads (Secrets)
 	Namespace string
 	Scheme    *runtime.Scheme
+	// Changed, when set, is called when a peer's records change.
+	Changed func()
 
 	mu    sync.Mutex
+	base  context.Context        // the peers' watches live as long as this
 	peers map[string]*peerReader // by ClusterPeer name
 }
 
 type peerReader struct {
 	secretVersion string
-	c             client.Client
-	last          *Records
-	readAt        time.Time
+	cache         cache.Cache
+	stop          context.CancelFunc
 }
 
-// peerReadEvery bounds how often one peer's records are read: every reconcile reads the
-// whole clusterset, and a resync reconciles every exported Service.
-const peerReadEvery = time.Second
+// peerSyncWait bounds how long a read waits for a new peer's first listing.
+const peerSyncWait = 5 * time.Second
+
+// Run ties the peers' watches to ctx: they stop when it ends.
+func (v *View) Run(ctx context.Context) {
+	v.mu.Lock()
+	v.base = ctx
+	v.mu.Unlock()
+	<-ctx.Done()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for name, pr := range v.peers {
+		pr.stop()
+		delete(v.peers, name)
+	}
+}
 
 // ClusterID is this cluster's ID ("" until the ClusterNetwork names it).
 func (v *View) ClusterID(ctx context.Context) (string, error) {
@@ -96,27 +115,23 @@ func (v *View) Read(ctx context.Context) ([]Records, error) {
 			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
 			continue
 		}
-		if pr.last == nil || time.Since(pr.readAt) >= peerReadEvery {
-			recs, err := readRecords(ctx, pr.c, v.Namespace, p.Spec.ClusterID)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("reading the export records of peer %s: %w", p.Name, err))
-			} else {
-				pr.last, pr.readAt = recs, time.Now()
-			}
+		recs, err := readRecords(ctx, pr.cache, v.Namespace, p.Spec.ClusterID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading the export records of peer %s: %w", p.Name, err))
+			continue
 		}
-		if pr.last != nil {
-			out = append(out, *pr.last)
-		}
+		out = append(out, *recs)
 	}
-	for name := range v.peers {
+	for name, pr := range v.peers {
 		if !seen[name] {
+			pr.stop()
 			delete(v.peers, name)
 		}
 	}
 	return out, errors.Join(errs...)
 }
 
-// peerReader gives a client for the peer, made again when its Secret changed.
+// peerReader gives the watch of the peer's records, made again when its Secret changed.
 func (v *View) peerReader(ctx context.Context, p *fabricv1.ClusterPeer) (*peerReader, error) {
 	ref := p.Spec.KubeconfigSecretRef
 	key := ref.Key
@@ -134,16 +149,47 @@ func (v *View) peerReader(ctx context.Context, p *fabricv1.ClusterPeer) (*peerRe
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: v.Scheme})
+	c, err := cache.New(cfg, cache.Options{Scheme: v.Scheme,
+		DefaultNamespaces:    map[string]cache.Config{v.Namespace: {}},
+		DefaultLabelSelector: labels.SelectorFromSet(labels.Set{mcs.LabelRecord: "true"})})
 	if err != nil {
 		return nil, err
 	}
-	pr := &peerReader{secretVersion: secret.ResourceVersion, c: c}
-	if old := v.peers[p.Name]; old != nil {
-		pr.last = old.last
+	base := v.base
+	if base == nil {
+		base = context.Background()
 	}
+	wctx, stop := context.WithCancel(base)
+	for _, o := range []client.Object{&mcsv1.ServiceImport{}, &discoveryv1.EndpointSlice{}} {
+		inf, err := c.GetInformer(wctx, o)
+		if err == nil {
+			_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+				AddFunc: func(any) { v.changed() }, UpdateFunc: func(any, any) { v.changed() }, DeleteFunc: func(any) { v.changed() }})
+		}
+		if err != nil {
+			stop()
+			return nil, err
+		}
+	}
+	go func() { _ = c.Start(wctx) }()
+	sctx, cancel := context.WithTimeout(ctx, peerSyncWait)
+	defer cancel()
+	if !c.WaitForCacheSync(sctx) {
+		stop()
+		return nil, errors.New("its export records could not be listed yet")
+	}
+	if old := v.peers[p.Name]; old != nil {
+		old.stop()
+	}
+	pr := &peerReader{secretVersion: secret.ResourceVersion, cache: c, stop: stop}
 	v.peers[p.Name] = pr
 	return pr, nil
+}
+
+func (v *View) changed() {
+	if v.Changed != nil {
+		v.Changed()
+	}
 }
 
 func readRecords(ctx context.Context, c client.Reader, namespace, cluster string) (*Records, error) {
