@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -468,7 +469,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 		}
 	}
 	g.prober.SetTargets(targets)
-	up := g.prober.Answering()
+	up := KeySwitchGrace(g.prober.Answering(), g.health, g.peers, time.Now())
 	g.recordHealth(ctx, up)
 	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
 	active := 0
@@ -491,6 +492,30 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	g.applied = want
 	g.tunnelsAt = time.Time{} // report the change with the next renewal
 	return nil
+}
+
+// keySwitchGrace is how long around a peer gateway's announced key switch a tunnel that
+// answered before counts as answering though its probes fail: during the switch the tunnel
+// is down for a moment (PeerKeyLead, a handshake), and failing over in the middle of a
+// rotation moves flows between gateways whose keys are changing.
+const keySwitchGrace = 2 * time.Second
+
+// KeySwitchGrace returns up with the peer gateways that were answering (before, as last
+// recorded) and are within keySwitchGrace of their announced key switch kept up.
+func KeySwitchGrace(up, before map[netip.Addr]bool, peers []fabricv1.ClusterPeer, now time.Time) map[netip.Addr]bool {
+	out := maps.Clone(up)
+	for _, p := range peers {
+		for _, gw := range p.Status.Gateways {
+			ep, err := netip.ParseAddrPort(gw.Endpoint)
+			if err != nil || up[ep.Addr()] || !before[ep.Addr()] || gw.KeySwitchTime == nil {
+				continue
+			}
+			if at := gw.KeySwitchTime.Time; now.After(at.Add(-PeerKeyLead-keySwitchGrace)) && now.Before(at.Add(keySwitchGrace)) {
+				out[ep.Addr()] = true
+			}
+		}
+	}
+	return out
 }
 
 // answering is the health prober's view of a peer gateway.

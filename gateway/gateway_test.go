@@ -143,3 +143,34 @@ func TestTunnelReport(t *testing.T) {
 		t.Errorf("tunnel without a device yet: %+v", z)
 	}
 }
+
+func TestKeySwitchGrace(t *testing.T) {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	a, b := netip.MustParseAddr("172.30.2.11"), netip.MustParseAddr("172.30.2.13")
+	peers := []fabricv1.ClusterPeer{{Status: fabricv1.ClusterPeerStatus{Gateways: []fabricv1.GatewayStatus{
+		{Node: "n1", Endpoint: "172.30.2.11:51820", KeySwitchTime: &metav1.MicroTime{Time: at}},
+		{Node: "n3", Endpoint: "172.30.2.13:51820"},
+	}}}}
+	before := map[netip.Addr]bool{a: true, b: true}
+	for _, c := range []struct {
+		name   string
+		now    time.Time
+		before map[netip.Addr]bool
+		want   bool
+	}{
+		{"silent at the switch, answering before: kept", at, before, true},
+		{"silent just before the switch (the peers switch first): kept", at.Add(-gateway.PeerKeyLead - time.Second), before, true},
+		{"silent long after the switch: down", at.Add(3 * time.Second), before, false},
+		{"silent long before the switch: down", at.Add(-5 * time.Second), before, false},
+		{"never answered: not kept", at, map[netip.Addr]bool{b: true}, false},
+	} {
+		got := gateway.KeySwitchGrace(map[netip.Addr]bool{b: true}, c.before, peers, c.now)
+		if got[a] != c.want || !got[b] {
+			t.Errorf("%s: %v", c.name, got)
+		}
+	}
+	// A gateway with no switch announced is never kept.
+	if got := gateway.KeySwitchGrace(map[netip.Addr]bool{a: true}, before, peers, at); got[b] {
+		t.Errorf("a silent gateway without a key switch was kept: %v", got)
+	}
+}
