@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -34,16 +33,7 @@ const namespace = "weft-system"
 
 var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test", Gateway: "weft.dev/gateway:test", DNS: "weft.dev/dns:test"}
 
-func TestMain(m *testing.M) {
-	var err error
-	if env, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
 func startController(t *testing.T) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{

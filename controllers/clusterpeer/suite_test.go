@@ -31,22 +31,7 @@ import (
 // Two real API servers: "local" runs the controller, "remote" is the peer it reads.
 var local, remote *testenv.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	if local, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if remote, err = testenv.Start(); err != nil {
-		_ = local.Stop()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = local.Stop()
-	_ = remote.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, &local, &remote) }
 
 func TestClusterPeer(t *testing.T) {
 	ctx := context.Background()

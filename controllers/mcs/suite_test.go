@@ -3,9 +3,7 @@ package mcs_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,50 +27,15 @@ import (
 // operator, as in a real clusterset.
 var east, west *testenv.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	if east, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if west, err = testenv.Start(); err != nil {
-		_ = east.Stop()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = east.Stop()
-	_ = west.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, &east, &west) }
 
+// startOperator runs the whole operator against e; several run in this process.
 func startOperator(t *testing.T, e *testenv.Env) {
-	ctx := context.Background()
-	port := testenv.FreePort(t)
-	objs, err := testenv.Kustomize("config/dev", "127.0.0.1:10370", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if o.GetKind() == "ValidatingWebhookConfiguration" {
-			if err := testenv.Apply(ctx, e.Client, o); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	cfg := operator.DefaultConfig()
-	cfg.MetricsAddr, cfg.ProbeAddr = "0", "0"
-	cfg.LeaderElect = false
-	cfg.SeveralInProcess = true
-	cfg.Webhook.Port = port
-	cfg.Webhook.CertDir = t.TempDir()
-	cfg.Webhook.Hosts = []string{"127.0.0.1"}
-	cfg.PeerResync = 2 * time.Second
-	mgr, err := operator.NewManager(ctx, cfg, e.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.RunManager(t, mgr)
+	testenv.StartOperator(t, e, func(cfg *operator.Config) {
+		cfg.LeaderElect = false
+		cfg.SeveralInProcess = true
+		cfg.PeerResync = 2 * time.Second
+	})
 }
 
 func mustCreate(t *testing.T, e *testenv.Env, objs ...client.Object) {

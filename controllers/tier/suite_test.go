@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,52 +16,14 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/tier"
-	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/testenv"
 )
 
 var env *testenv.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	if env, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
 const webhookConfig = "weft-validating-webhook-configuration"
-
-// startOperator installs config/dev's webhook configuration pointed at a free port and runs
-// the whole operator in-process, as `make run` would.
-func startOperator(t *testing.T) {
-	ctx := context.Background()
-	port := testenv.FreePort(t)
-	objs, err := testenv.Kustomize("config/dev", "127.0.0.1:10370", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if o.GetKind() == "ValidatingWebhookConfiguration" {
-			if err := testenv.Apply(ctx, env.Client, o); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	cfg := operator.DefaultConfig()
-	cfg.MetricsAddr, cfg.ProbeAddr = "0", "0"
-	cfg.Webhook.Port = port
-	cfg.Webhook.CertDir = t.TempDir()
-	cfg.Webhook.Hosts = []string{"127.0.0.1"}
-	mgr, err := operator.NewManager(ctx, cfg, env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.RunManager(t, mgr)
-}
 
 func getTier(name string) (*fabricv1.Tier, error) {
 	t := &fabricv1.Tier{}
@@ -76,7 +36,7 @@ func newTier(name string, p int32) *fabricv1.Tier {
 
 func TestTiers(t *testing.T) {
 	ctx := context.Background()
-	startOperator(t)
+	testenv.StartOperator(t, env, nil)
 
 	t.Run("built-in tiers are created and Ready", func(t *testing.T) {
 		for _, want := range tier.Builtin {

@@ -2,8 +2,6 @@ package peering_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -27,21 +25,7 @@ import (
 
 var a, b *testenv.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	if a, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if b, err = testenv.Start(); err != nil {
-		_ = a.Stop()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_, _ = a.Stop(), b.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, &a, &b) }
 
 // envtest advertises a placeholder address for its API server, so the suite tells Join where
 // the servers are; the lab e2e covers discovering them.

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -131,4 +133,62 @@ func (e *Env) User(name string, groups ...string) ([]byte, *rest.Config, error) 
 		return nil, nil, err
 	}
 	return kc, u.Config(), nil
+}
+
+// Main is a test binary's TestMain for suites against API servers: it starts one for each
+// of envs (setting *envs[i]), runs the tests, stops the servers and exits with the tests'
+// code. It does not return.
+func Main(m *testing.M, envs ...**Env) {
+	var started []*Env
+	stop := func() {
+		for _, e := range started {
+			_ = e.Stop()
+		}
+	}
+	for _, e := range envs {
+		env, err := Start()
+		if err != nil {
+			stop()
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		*e = env
+		started = append(started, env)
+	}
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// StartOperator installs config/dev's webhook configuration pointed at a free port and runs
+// the whole operator in-process against e until the test ends, as `make run` would. tune,
+// when set, adjusts the configuration first.
+func StartOperator(t *testing.T, e *Env, tune func(*operator.Config)) {
+	t.Helper()
+	ctx := context.Background()
+	port := FreePort(t)
+	objs, err := Kustomize("config/dev", "127.0.0.1:10370", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ValidatingWebhookConfiguration" {
+			if err := Apply(ctx, e.Client, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cfg := operator.DefaultConfig()
+	cfg.MetricsAddr, cfg.ProbeAddr = "0", "0"
+	cfg.Webhook.Port = port
+	cfg.Webhook.CertDir = t.TempDir()
+	cfg.Webhook.Hosts = []string{"127.0.0.1"}
+	if tune != nil {
+		tune(&cfg)
+	}
+	mgr, err := operator.NewManager(ctx, cfg, e.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	RunManager(t, mgr)
 }
