@@ -2,11 +2,11 @@ package dns
 
 import (
 	"net/netip"
-	"sort"
-	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/weft-net/weft/dns/dnstest"
 )
 
 func testZone() *Answerer {
@@ -23,24 +23,6 @@ func testZone() *Answerer {
 			}},
 	}))
 	return a
-}
-
-func ask(a *Answerer, name string, t uint16) *dns.Msg {
-	q := new(dns.Msg)
-	q.SetQuestion(name, t)
-	q.RecursionDesired = true
-	return a.Answer(q)
-}
-
-// records prints the answer section compactly and sorted: "A 10.96.0.20", "SRV 80 web.shop...".
-func records(m *dns.Msg) string {
-	var out []string
-	for _, rr := range m.Answer {
-		f := strings.Fields(rr.String())
-		out = append(out, strings.Join(f[3:], " "))
-	}
-	sort.Strings(out)
-	return strings.Join(out, "; ")
 }
 
 func TestAnswers(t *testing.T) {
@@ -78,11 +60,11 @@ func TestAnswers(t *testing.T) {
 		{"example.com.", dns.TypeA, dns.RcodeRefused, "", false, true},
 		{"web.shop.svc.cluster.local.", dns.TypeA, dns.RcodeRefused, "", false, true},
 	} {
-		m := ask(a, c.name, c.qtype)
+		m := a.Answer(dnstest.Query(c.name, c.qtype))
 		if m.Rcode != c.rcode {
 			t.Errorf("%s %s: rcode %s, want %s", c.name, dns.TypeToString[c.qtype], dns.RcodeToString[m.Rcode], dns.RcodeToString[c.rcode])
 		}
-		if got := records(m); got != c.want {
+		if got := dnstest.Records(m); got != c.want {
 			t.Errorf("%s %s: answer %q, want %q", c.name, dns.TypeToString[c.qtype], got, c.want)
 		}
 		hasSOA := len(m.Ns) == 1 && m.Ns[0].Header().Rrtype == dns.TypeSOA
@@ -102,10 +84,10 @@ func TestAnswers(t *testing.T) {
 
 func TestEmptyZoneAndBadQueries(t *testing.T) {
 	a := NewAnswerer("clusterset.local.", 5)
-	if m := ask(a, "web.shop.svc.clusterset.local.", dns.TypeA); m.Rcode != dns.RcodeNameError {
+	if m := a.Answer(dnstest.Query("web.shop.svc.clusterset.local.", dns.TypeA)); m.Rcode != dns.RcodeNameError {
 		t.Errorf("no zone yet: rcode %s", dns.RcodeToString[m.Rcode])
 	}
-	if m := ask(a, "svc.clusterset.local.", dns.TypeA); m.Rcode != dns.RcodeNameError {
+	if m := a.Answer(dnstest.Query("svc.clusterset.local.", dns.TypeA)); m.Rcode != dns.RcodeNameError {
 		t.Errorf("svc.<zone> of an empty zone: rcode %s", dns.RcodeToString[m.Rcode])
 	}
 	two := new(dns.Msg)

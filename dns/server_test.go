@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/weft-net/weft/dns/dnstest"
 )
 
 // The server answers over UDP and TCP on loopback; a UDP answer too large for the client
@@ -48,10 +50,10 @@ func TestServeUDPAndTCP(t *testing.T) {
 		}
 		return m
 	}
-	if m := query("udp", ad[0].String(), "web.shop.svc.clusterset.local."); records(m) != "A 10.96.0.20" {
+	if m := query("udp", ad[0].String(), "web.shop.svc.clusterset.local."); dnstest.Records(m) != "A 10.96.0.20" {
 		t.Errorf("UDP: %v", m)
 	}
-	if m := query("tcp", ad[1].String(), "web.shop.svc.clusterset.local."); records(m) != "A 10.96.0.20" {
+	if m := query("tcp", ad[1].String(), "web.shop.svc.clusterset.local."); dnstest.Records(m) != "A 10.96.0.20" {
 		t.Errorf("TCP: %v", m)
 	}
 	if m := query("udp", ad[0].String(), "big.shop.svc.clusterset.local."); !m.Truncated || len(m.Answer) >= 100 {

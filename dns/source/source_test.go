@@ -1,8 +1,6 @@
 package source_test
 
 import (
-	"sort"
-	"strings"
 	"testing"
 
 	mdns "github.com/miekg/dns"
@@ -13,25 +11,9 @@ import (
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/weft-net/weft/dns"
+	"github.com/weft-net/weft/dns/dnstest"
 	"github.com/weft-net/weft/dns/source"
 )
-
-func ask(a *dns.Answerer, name string, t uint16) *mdns.Msg {
-	q := new(mdns.Msg)
-	q.SetQuestion(name, t)
-	return a.Answer(q)
-}
-
-// records prints the answer section compactly and sorted.
-func records(m *mdns.Msg) string {
-	var out []string
-	for _, rr := range m.Answer {
-		f := strings.Fields(rr.String())
-		out = append(out, strings.Join(f[3:], " "))
-	}
-	sort.Strings(out)
-	return strings.Join(out, "; ")
-}
 
 func TestZoneFromImports(t *testing.T) {
 	imports := []mcsv1.ServiceImport{
@@ -68,13 +50,13 @@ func TestZoneFromImports(t *testing.T) {
 		"10-245-9-9.west.db.shop.svc.clusterset.local.":   "",
 		"nothing-here.east.db.shop.svc.clusterset.local.": "",
 	} {
-		m := ask(a, name, mdns.TypeA)
-		if got := records(m); got != want {
+		m := a.Answer(dnstest.Query(name, mdns.TypeA))
+		if got := dnstest.Records(m); got != want {
 			t.Errorf("%s A: %q, want %q", name, got, want)
 		}
 	}
-	srv := ask(a, "_pg._tcp.db.shop.svc.clusterset.local.", mdns.TypeSRV)
-	if got := records(srv); got != "SRV 0 100 15432 10-244-1-5.east.db.shop.svc.clusterset.local.; SRV 0 100 15432 10-245-2-7.west.db.shop.svc.clusterset.local." {
+	srv := a.Answer(dnstest.Query("_pg._tcp.db.shop.svc.clusterset.local.", mdns.TypeSRV))
+	if got := dnstest.Records(srv); got != "SRV 0 100 15432 10-244-1-5.east.db.shop.svc.clusterset.local.; SRV 0 100 15432 10-245-2-7.west.db.shop.svc.clusterset.local." {
 		t.Errorf("SRV of the headless service: %q", got)
 	}
 }
