@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,7 @@ import (
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/weft-net/weft/internal/mcs"
+	"github.com/weft-net/weft/internal/patch"
 )
 
 // Resync bounds how long a change in a peer (a conflicting export) takes to show.
@@ -61,13 +63,13 @@ func (r *ExportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	before := se.DeepCopy()
 	res, err := r.reconcile(ctx, k, se)
-	if !equalStatus(before.Status.Conditions, se.Status.Conditions) {
-		if perr := r.Status().Update(ctx, se); perr != nil {
-			err = errors.Join(err, fmt.Errorf("updating status: %w", perr))
-		}
+	if perr := patch.Status(ctx, r.Client, before, se, exportStatus); perr != nil {
+		err = errors.Join(err, fmt.Errorf("updating status: %w", perr))
 	}
 	return res, err
 }
+
+func exportStatus(se *mcsv1.ServiceExport) any { return se.Status }
 
 func (r *ExportReconciler) reconcile(ctx context.Context, k mcs.Key, se *mcsv1.ServiceExport) (ctrl.Result, error) {
 	self, err := r.View.ClusterID(ctx)
@@ -220,19 +222,6 @@ func setCond(se *mcsv1.ServiceExport, t mcsv1.ServiceExportConditionType, status
 		Message: msg, ObservedGeneration: se.Generation})
 }
 
-func equalStatus(a, b []metav1.Condition) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, c := range a {
-		o := meta.FindStatusCondition(b, c.Type)
-		if o == nil || o.Status != c.Status || o.Reason != c.Reason || o.Message != c.Message || o.ObservedGeneration != c.ObservedGeneration {
-			return false
-		}
-	}
-	return true
-}
-
 // apply creates want, or updates the existing object with update when it differs.
 func apply[T client.Object](ctx context.Context, c client.Client, want T, update func(have, want T)) error {
 	have := want.DeepCopyObject().(T)
@@ -245,7 +234,7 @@ func apply[T client.Object](ctx context.Context, c client.Client, want T, update
 	}
 	before := have.DeepCopyObject()
 	update(have, want)
-	if equalObjects(before, have) {
+	if equality.Semantic.DeepEqual(before, have) {
 		return nil
 	}
 	return c.Update(ctx, have)

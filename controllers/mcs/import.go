@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,7 @@ import (
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/weft-net/weft/internal/mcs"
+	"github.com/weft-net/weft/internal/patch"
 )
 
 // ImportReconciler makes, for every Service exported anywhere in the clusterset, the
@@ -91,22 +93,22 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
-	status := mcsv1.ServiceImportStatus{EndpointSliceObjects: mcsv1.EndpointSliceObjectsPresent}
+	before := want.DeepCopy()
+	want.Status.EndpointSliceObjects = mcsv1.EndpointSliceObjectsPresent
+	want.Status.Clusters = nil
 	for _, c := range merged.Clusters {
-		status.Clusters = append(status.Clusters, mcsv1.ClusterStatus{Cluster: c})
+		want.Status.Clusters = append(want.Status.Clusters, mcsv1.ClusterStatus{Cluster: c})
 	}
-	status.Conditions = want.Status.Conditions
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: string(mcsv1.ServiceImportConditionReady),
+	meta.SetStatusCondition(&want.Status.Conditions, metav1.Condition{Type: string(mcsv1.ServiceImportConditionReady),
 		Status: metav1.ConditionTrue, Reason: string(mcsv1.ServiceImportReasonReady),
 		Message: fmt.Sprintf("imported from %d cluster(s)", len(merged.Clusters)), ObservedGeneration: want.Generation})
-	if !equalObjects(status, want.Status) {
-		want.Status = status
-		if err := r.Status().Update(ctx, want); err != nil {
-			return ctrl.Result{}, err
-		}
+	if err := patch.Status(ctx, r.Client, before, want, importStatus); err != nil {
+		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, viewErr
 }
+
+func importStatus(si *mcsv1.ServiceImport) any { return si.Status }
 
 // derivedService makes the selector-less Service whose ClusterIP is the import's VIP (or
 // a headless one); kube-proxy load-balances it over the imported EndpointSlices.
@@ -149,7 +151,7 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 	if want.Spec.SessionAffinityConfig != nil || have.Spec.SessionAffinity == corev1.ServiceAffinityNone {
 		have.Spec.SessionAffinityConfig = want.Spec.SessionAffinityConfig
 	}
-	if equalObjects(before, have) {
+	if equality.Semantic.DeepEqual(before, have) {
 		return have, nil
 	}
 	return have, r.Update(ctx, have)
@@ -295,5 +297,3 @@ func (s *resyncer) Start(ctx context.Context) error {
 
 // NeedLeaderElection: only the leader writes imports.
 func (s *resyncer) NeedLeaderElection() bool { return true }
-
-func equalObjects(a, b any) bool { return reflect.DeepEqual(a, b) }
