@@ -563,54 +563,41 @@ func (d *Driver) syncFlows(ctx context.Context) error {
 	return applyFlows(ctx, d.ofctl, d.ofTarget(), st.flows())
 }
 
-// syncRoutes routes every remote pod block into the gateway port (and so into the tunnel),
-// through a static neighbour for the remote block's gateway, and removes routes to nodes that
-// are gone.
+// syncRoutes routes every remote pod block (and, on nodes that are not gateways, every peer
+// cluster's range) into the gateway port, through a static neighbour for the range's first
+// address, and removes the routes of ranges that are gone.
 func (d *Driver) syncRoutes() error {
 	gw, err := netlink.LinkByName(GatewayPort)
 	if err != nil {
 		return err
 	}
+	// Remote pod blocks; and other clusters' ranges, on nodes that are not gateways: what the
+	// node's kernel sends there (a Service's VIP translated to a peer pod by kube-proxy: a
+	// multi-cluster Service) goes back into the bridge, which sends it to a gateway node. A
+	// gateway node routes them into its tunnels itself.
+	var into []netip.Prefix
+	for _, r := range d.remotes {
+		into = append(into, r.PodCIDRs...)
+	}
+	if !d.peers.LocalGateway {
+		into = append(into, d.peers.Prefixes...)
+	}
 	mac, _ := net.ParseMAC(tunnelMAC)
 	want := map[string]bool{}
-	for _, r := range d.remotes {
-		for _, b := range r.PodCIDRs {
-			if !b.Addr().Is4() {
-				continue
-			}
-			b = b.Masked()
-			via := datapath.Gateway(b)
-			want[b.String()] = true
-			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: gw.Attrs().Index, Family: netlink.FAMILY_V4,
-				State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
-				return fmt.Errorf("neighbour %s: %w", via, err)
-			}
-			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(b), Gw: via.AsSlice(),
-				Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
-				return fmt.Errorf("route %s: %w", b, err)
-			}
+	for _, p := range into {
+		if !p.Addr().Is4() {
+			continue
 		}
-	}
-	// Other clusters' ranges, on nodes that are not gateways: what the node's kernel sends
-	// there (a Service's VIP translated to a peer pod by kube-proxy: a multi-cluster
-	// Service) goes back into the bridge, which sends it to a gateway node. A gateway node
-	// routes them into its tunnels itself.
-	if !d.peers.LocalGateway {
-		for _, p := range d.peers.Prefixes {
-			if !p.Addr().Is4() {
-				continue
-			}
-			p = p.Masked()
-			via := datapath.Gateway(p)
-			want[p.String()] = true
-			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: gw.Attrs().Index, Family: netlink.FAMILY_V4,
-				State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
-				return fmt.Errorf("neighbour %s: %w", via, err)
-			}
-			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(p), Gw: via.AsSlice(),
-				Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
-				return fmt.Errorf("route %s: %w", p, err)
-			}
+		p = p.Masked()
+		via := datapath.Gateway(p)
+		want[p.String()] = true
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: gw.Attrs().Index, Family: netlink.FAMILY_V4,
+			State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
+			return fmt.Errorf("neighbour %s: %w", via, err)
+		}
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(p), Gw: via.AsSlice(),
+			Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
+			return fmt.Errorf("route %s: %w", p, err)
 		}
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: gw.Attrs().Index, Protocol: routeProtocol},
