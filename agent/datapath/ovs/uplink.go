@@ -99,7 +99,7 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 	}
 	d.uplinkRoutes = moved
 	for _, r := range routes {
-		if r.Protocol == netlink.RouteProtocol(2) /* kernel: comes with the address */ || r.Gw == nil {
+		if !throughGateway(r) {
 			continue
 		}
 		r.LinkIndex = br.Attrs().Index
@@ -132,7 +132,7 @@ type uplinkRoute struct {
 func gatewayRoutes(routes []netlink.Route) []uplinkRoute {
 	var out []uplinkRoute
 	for _, r := range routes {
-		if r.Protocol == netlink.RouteProtocol(2) /* kernel: comes with the address */ || r.Gw == nil {
+		if !throughGateway(r) {
 			continue
 		}
 		ur := uplinkRoute{Gw: r.Gw.String(), Priority: r.Priority, Table: r.Table, Family: r.Family}
@@ -142,6 +142,12 @@ func gatewayRoutes(routes []netlink.Route) []uplinkRoute {
 		out = append(out, ur)
 	}
 	return out
+}
+
+// throughGateway says whether a route goes through a gateway and is not one the kernel adds
+// with an address.
+func throughGateway(r netlink.Route) bool {
+	return r.Protocol != netlink.RouteProtocol(2) /* kernel */ && r.Gw != nil
 }
 
 func (d *Driver) savedUplinkRoutes() []uplinkRoute {
@@ -173,8 +179,8 @@ func (d *Driver) restoreUplinkRoutes(h *netlink.Handle, br netlink.Link, routes 
 			r.Dst = dst
 		}
 		found := false
-		for _, h := range have {
-			if h.Gw.Equal(gw) && (h.Dst == nil) == (r.Dst == nil) && (h.Dst == nil || h.Dst.String() == r.Dst.String()) {
+		for _, cur := range have {
+			if cur.Gw.Equal(gw) && (cur.Dst == nil) == (r.Dst == nil) && (cur.Dst == nil || cur.Dst.String() == r.Dst.String()) {
 				found = true
 				break
 			}
