@@ -18,7 +18,14 @@ type Answerer struct {
 	zone   string // fully qualified, lower case ("clusterset.local.")
 	ttl    uint32
 	labels int // labels of zone
-	cur    atomic.Pointer[Zone]
+	cur    atomic.Pointer[snapshot]
+}
+
+// snapshot is a zone with the answers packed from it so far; Set replaces both at once,
+// so a cached answer always comes from the zone it is cached with.
+type snapshot struct {
+	zone    *Zone
+	answers *answerCache
 }
 
 // NewAnswerer answers for domain (e.g. "clusterset.local") with records of the given TTL.
@@ -28,29 +35,43 @@ func NewAnswerer(domain string, ttl uint32) *Answerer {
 }
 
 // Set makes z the snapshot answered from.
-func (a *Answerer) Set(z *Zone) { a.cur.Store(z) }
+func (a *Answerer) Set(z *Zone) { a.cur.Store(&snapshot{zone: z, answers: newAnswerCache()}) }
 
 // Zone is the current snapshot.
-func (a *Answerer) Zone() *Zone { return a.cur.Load() }
+func (a *Answerer) Zone() *Zone { return a.snap().zone }
+
+// snap is the current snapshot; before the first Set an empty one without a cache.
+func (a *Answerer) snap() *snapshot {
+	if s := a.cur.Load(); s != nil {
+		return s
+	}
+	return &snapshot{}
+}
 
 // ServeDNS answers a query (miekg/dns Handler), truncating UDP answers to what the client
 // accepts.
 func (a *Answerer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	resp := a.Answer(req)
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-		size := dns.MinMsgSize
-		if o := req.IsEdns0(); o != nil {
-			size = max(int(o.UDPSize()), dns.MinMsgSize)
-		}
-		resp.Truncate(size)
+		resp.Truncate(udpSize(req))
 	}
 	_ = w.WriteMsg(resp)
+}
+
+// udpSize is the largest UDP answer the client of req accepts.
+func udpSize(req *dns.Msg) int {
+	if o := req.IsEdns0(); o != nil {
+		return max(int(o.UDPSize()), dns.MinMsgSize)
+	}
+	return dns.MinMsgSize
 }
 
 // Answer builds the response to a query. Names outside the zone are refused (no
 // recursion); unknown names in it get NXDOMAIN, known names without records of the type
 // asked NODATA, both with the zone's SOA.
-func (a *Answerer) Answer(req *dns.Msg) *dns.Msg {
+func (a *Answerer) Answer(req *dns.Msg) *dns.Msg { return a.answer(a.snap().zone, req) }
+
+func (a *Answerer) answer(z *Zone, req *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
@@ -80,7 +101,7 @@ func (a *Answerer) Answer(req *dns.Msg) *dns.Msg {
 	if o := req.IsEdns0(); o != nil {
 		m.SetEdns0(max(o.UDPSize(), dns.MinMsgSize), false)
 	}
-	rrs, exists := a.lookup(name, q.Qtype, q.Name)
+	rrs, exists := a.lookup(z, name, q.Qtype, q.Name)
 	switch {
 	case !exists:
 		m.SetRcode(req, dns.RcodeNameError)
@@ -95,7 +116,7 @@ func (a *Answerer) Answer(req *dns.Msg) *dns.Msg {
 
 // lookup finds the records of a name in the zone (lower case) and whether the name exists.
 // owner is the name as asked (answers carry its case).
-func (a *Answerer) lookup(name string, qtype uint16, owner string) ([]dns.RR, bool) {
+func (a *Answerer) lookup(z *Zone, name string, qtype uint16, owner string) ([]dns.RR, bool) {
 	labels := dns.SplitDomainName(name)
 	rel := labels[:len(labels)-a.labels] // the labels below the zone
 	switch len(rel) {
@@ -115,10 +136,10 @@ func (a *Answerer) lookup(name string, qtype uint16, owner string) ([]dns.RR, bo
 			return nil, true
 		}
 		// svc.<zone>: exists once anything is imported.
-		return nil, rel[0] == "svc" && a.cur.Load().Len() > 0
+		return nil, rel[0] == "svc" && z.Len() > 0
 	case 2: // <ns>.svc.<zone>
 		if rel[1] == "svc" {
-			return nil, a.namespaceExists(rel[0])
+			return nil, z.namespaceExists(rel[0])
 		}
 		return nil, false
 	}
@@ -127,7 +148,6 @@ func (a *Answerer) lookup(name string, qtype uint16, owner string) ([]dns.RR, bo
 		return nil, false
 	}
 	ns, svcName := rel[len(rel)-2], rel[len(rel)-3]
-	z := a.cur.Load()
 	svc := z.service(svcName, ns)
 	below := rel[:len(rel)-3]
 	switch {
@@ -159,8 +179,7 @@ func (a *Answerer) lookup(name string, qtype uint16, owner string) ([]dns.RR, bo
 }
 
 // namespaceExists says whether any service lives under <ns>.svc (empty non-terminals exist).
-func (a *Answerer) namespaceExists(ns string) bool {
-	z := a.cur.Load()
+func (z *Zone) namespaceExists(ns string) bool {
 	if z == nil {
 		return false
 	}
