@@ -55,6 +55,16 @@ type ClusterNetworkSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterID is immutable"
 	ClusterID string `json:"clusterID"`
 
+	// ClusterSetID names the clusterset this cluster belongs to: the clusters it peers with
+	// share it. weft publishes it, with the clusterID, as the ClusterProperties
+	// clusterset.k8s.io and cluster.clusterset.k8s.io (KEP-2149) for multi-cluster tools.
+	// +optional
+	// +kubebuilder:default="default"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ClusterSetID string `json:"clusterSetID,omitempty"`
+
 	// PodCIDRs are the pod address ranges of this cluster: one per IP family (IPv4, IPv6 or
 	// both). Each node receives a block from them. They cannot change: every node's block and
 	// every pod address comes from them.

@@ -68,6 +68,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		r.validate,
 		r.ensureAgents,
 		r.ensureClusterDNS,
+		r.ensureClusterProperties,
 		r.countNodes,
 		r.markReady,
 	)

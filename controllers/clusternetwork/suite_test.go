@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	aboutv1 "github.com/weft-net/weft/api/about/v1beta1"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/gatewaystatus"
@@ -179,6 +180,8 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+	// KEP-2149's cluster properties: the cluster ID and the clusterset (defaulted).
+	checkProperties(t, map[string]string{aboutv1.ClusterIDProperty: "east", aboutv1.ClusterSetProperty: "default"})
 	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.AgentName}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.GatewayName}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}},
@@ -220,6 +223,39 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	if fmt.Sprint(before) == fmt.Sprint(ds.Spec.Template.Annotations) {
 		t.Errorf("pod template annotations unchanged (%v) after a datapath change", before)
 	}
+
+	t.Log("a value written by hand is replaced; a new clusterset ID is published")
+	p := &aboutv1.ClusterProperty{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: aboutv1.ClusterIDProperty}, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.Value = "someone-else"
+	if err := env.Client.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.ClusterSetID = "prod.example" })
+	checkProperties(t, map[string]string{aboutv1.ClusterIDProperty: "east", aboutv1.ClusterSetProperty: "prod.example"})
+}
+
+// checkProperties waits until the ClusterProperties have the values in want and belong to
+// the ClusterNetwork.
+func checkProperties(t *testing.T, want map[string]string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for name, value := range want {
+			p := &aboutv1.ClusterProperty{}
+			if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, p); err != nil {
+				return err
+			}
+			if p.Spec.Value != value {
+				return fmt.Errorf("ClusterProperty %s = %q, want %q", name, p.Spec.Value, value)
+			}
+			if o := metav1.GetControllerOf(p); o == nil || o.Kind != "ClusterNetwork" {
+				return fmt.Errorf("ClusterProperty %s is controlled by %+v, want the ClusterNetwork", name, o)
+			}
+		}
+		return nil
+	})
 }
 
 func update(t *testing.T, mutate func(*fabricv1.ClusterNetwork)) {

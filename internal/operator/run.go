@@ -22,6 +22,7 @@ import (
 
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	aboutv1 "github.com/weft-net/weft/api/about/v1beta1"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/clusterpeer"
@@ -41,6 +42,7 @@ func NewScheme() *runtime.Scheme {
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(fabricv1.AddToScheme(s))
 	utilruntime.Must(mcsv1.AddToScheme(s))
+	utilruntime.Must(aboutv1.AddToScheme(s))
 	return s
 }
 
