@@ -89,7 +89,7 @@ func (r *ExportReconciler) reconcile(ctx context.Context, k mcs.Key, se *mcsv1.S
 		r.invalid(se, mcsv1.ServiceExportReasonNoService, fmt.Sprintf("service %s not found", k))
 		return ctrl.Result{}, r.withdraw(ctx, k)
 	}
-	export, err := mcs.ExportOf(self, se.CreationTimestamp.Time, svc)
+	export, err := mcs.ExportOf(self, se, svc)
 	if err != nil {
 		r.invalid(se, mcsv1.ServiceExportReasonInvalidServiceType, err.Error())
 		return ctrl.Result{}, r.withdraw(ctx, k)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"time"
 
@@ -81,6 +82,13 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	want := si.DeepCopy()
 	want.Spec = merged.Spec
+	// The exported labels and annotations (the oldest export's); weft's own label stays.
+	want.Labels = maps.Clone(merged.Labels)
+	if want.Labels == nil {
+		want.Labels = map[string]string{}
+	}
+	want.Labels["app.kubernetes.io/managed-by"] = mcs.ManagedBy
+	want.Annotations = maps.Clone(merged.Annotations)
 	if merged.Spec.Type == mcsv1.ClusterSetIP && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
 		want.Spec.IPs = svc.Spec.ClusterIPs
 		if len(want.Spec.IPs) == 0 {
@@ -88,7 +96,7 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 		want.Spec.IPFamilies = svc.Spec.IPFamilies
 	}
-	if !reflect.DeepEqual(want.Spec, si.Spec) {
+	if !reflect.DeepEqual(want.Spec, si.Spec) || !maps.Equal(want.Labels, si.Labels) || !maps.Equal(want.Annotations, si.Annotations) {
 		if err := r.Update(ctx, want); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -230,6 +230,34 @@ func TestMultiClusterServices(t *testing.T) {
 		imported(t, east, "later", "api", "west")
 	})
 
+	t.Run("exported labels and annotations go onto the import; differing ones conflict", func(t *testing.T) {
+		se := export("shop", "labelled")
+		se.Spec.ExportedLabels = map[string]string{"tier": "web"}
+		se.Spec.ExportedAnnotations = map[string]string{"example.com/owner": "shop-team"}
+		mustCreate(t, west, service("shop", "labelled", http), endpoints("shop", "labelled", "10.245.1.11", 8080), se)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			si := &mcsv1.ServiceImport{}
+			if err := east.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "labelled"}, si); err != nil {
+				return err
+			}
+			if si.Labels["tier"] != "web" || si.Annotations["example.com/owner"] != "shop-team" || si.Labels["app.kubernetes.io/managed-by"] != "fabric.weft.dev" {
+				return fmt.Errorf("import labels %v annotations %v", si.Labels, si.Annotations)
+			}
+			return nil
+		})
+		time.Sleep(1100 * time.Millisecond) // creation times have a second's resolution
+		other := export("shop", "labelled")
+		other.Spec.ExportedLabels = map[string]string{"tier": "api"}
+		other.Spec.ExportedAnnotations = se.Spec.ExportedAnnotations
+		mustCreate(t, east, service("shop", "labelled", http), endpoints("shop", "labelled", "10.244.1.11", 8080), other)
+		for _, e := range []*testenv.Env{east, west} {
+			exportConds(t, e, "shop", "labelled", "Valid=True/Valid", "Conflict=True/LabelsConflict")
+			if si, _ := imported(t, e, "shop", "labelled", "east", "west"); si.Labels["tier"] != "web" {
+				t.Errorf("import labels %v: want the oldest export's (west: tier=web)", si.Labels)
+			}
+		}
+	})
+
 	t.Run("unexporting removes the cluster, then the import", func(t *testing.T) {
 		if err := west.Client.Delete(ctx, export("shop", "web")); err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ package mcs
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -26,6 +27,10 @@ type Export struct {
 	Ports                 []mcsv1.ServicePort
 	SessionAffinity       corev1.ServiceAffinity
 	SessionAffinityConfig *corev1.SessionAffinityConfig
+
+	// Labels and Annotations are the ServiceExport's exportedLabels and
+	// exportedAnnotations: the ServiceImport carries them.
+	Labels, Annotations map[string]string
 }
 
 // Conflict is a property on which the exports disagree. Every export of the Service
@@ -39,9 +44,12 @@ type Conflict struct {
 type Merged struct {
 	// Spec of the ServiceImport, but for its IPs (the derived Service's, per cluster).
 	Spec mcsv1.ServiceImportSpec
+	// Labels and Annotations for the ServiceImport: the oldest export's.
+	Labels, Annotations map[string]string
 	// Clusters exporting the Service, sorted.
 	Clusters []string
-	// Conflicts found, in a fixed order (type, ports, session affinity, its config).
+	// Conflicts found, in a fixed order (type, ports, session affinity, its config, labels,
+	// annotations).
 	Conflicts []Conflict
 }
 
@@ -54,21 +62,22 @@ func Older(a, b Export) bool {
 	return a.Cluster < b.Cluster
 }
 
-// Merge combines the exports of one Service. The oldest export decides the type and
-// session affinity; the ports are the union, the oldest export deciding a port name that
-// two exports define differently. exports must not be empty.
+// Merge combines the exports of one Service. The oldest export decides the type, session
+// affinity and exported labels and annotations; the ports are the union, the oldest export
+// deciding a port name that two exports define differently. exports must not be empty.
 func Merge(exports []Export) Merged {
 	ex := slices.Clone(exports)
 	sort.Slice(ex, func(i, j int) bool { return Older(ex[i], ex[j]) })
 	oldest := ex[0]
 	m := Merged{Spec: mcsv1.ServiceImportSpec{Type: oldest.Type, SessionAffinity: oldest.SessionAffinity,
-		SessionAffinityConfig: oldest.SessionAffinityConfig.DeepCopy()}}
+		SessionAffinityConfig: oldest.SessionAffinityConfig.DeepCopy()},
+		Labels: maps.Clone(oldest.Labels), Annotations: maps.Clone(oldest.Annotations)}
 	for _, e := range ex {
 		m.Clusters = append(m.Clusters, e.Cluster)
 	}
 	sort.Strings(m.Clusters)
 
-	var typeOff, portsOff, affinityOff, configOff []string
+	var typeOff, portsOff, affinityOff, configOff, labelsOff, annotationsOff []string
 	for _, e := range ex[1:] {
 		if e.Type != oldest.Type {
 			typeOff = append(typeOff, fmt.Sprintf("%s (%s)", e.Cluster, e.Type))
@@ -82,6 +91,12 @@ func Merge(exports []Export) Merged {
 		if !reflect.DeepEqual(e.SessionAffinityConfig, oldest.SessionAffinityConfig) {
 			configOff = append(configOff, e.Cluster)
 		}
+		if !maps.Equal(e.Labels, oldest.Labels) {
+			labelsOff = append(labelsOff, e.Cluster)
+		}
+		if !maps.Equal(e.Annotations, oldest.Annotations) {
+			annotationsOff = append(annotationsOff, e.Cluster)
+		}
 	}
 	m.Spec.Ports = unionPorts(ex)
 	add := func(off []string, reason mcsv1.ServiceExportConditionReason, format string, args ...any) {
@@ -94,6 +109,8 @@ func Merge(exports []Export) Merged {
 	add(portsOff, mcsv1.ServiceExportReasonPortConflict, "ports differ from the oldest export's (cluster %s); the import has the union, the oldest deciding ports defined twice; differing", oldest.Cluster)
 	add(affinityOff, mcsv1.ServiceExportReasonSessionAffinityConflict, "the oldest export (cluster %s) sets session affinity %s; others", oldest.Cluster, oldest.SessionAffinity)
 	add(configOff, mcsv1.ServiceExportReasonSessionAffinityConfigConflict, "session affinity config differs from the oldest export's (cluster %s)", oldest.Cluster)
+	add(labelsOff, mcsv1.ServiceExportReasonLabelsConflict, "exported labels differ from the oldest export's (cluster %s), which the import carries", oldest.Cluster)
+	add(annotationsOff, mcsv1.ServiceExportReasonAnnotationsConflict, "exported annotations differ from the oldest export's (cluster %s), which the import carries", oldest.Cluster)
 	return m
 }
 

@@ -2,6 +2,7 @@ package mcs
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func TestMerge(t *testing.T) {
 		wantAff   corev1.ServiceAffinity
 		conflicts string
 		clusters  string
+		labels    string // the import's labels and annotations, "k=v,...;k=v,..."
 	}{{
 		name:      "one export is the import",
 		exports:   []Export{export("c1", time.Hour, http)},
@@ -77,6 +79,19 @@ func TestMerge(t *testing.T) {
 		exports: []Export{{Cluster: "b", Created: t0, Type: mcsv1.Headless, Ports: []mcsv1.ServicePort{http}},
 			{Cluster: "a", Created: t0, Type: mcsv1.ClusterSetIP, Ports: []mcsv1.ServicePort{http}}},
 		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, conflicts: "TypeConflict", clusters: "a,b",
+	}, {
+		name: "exported labels and annotations: the oldest export's, and a conflict each when they differ",
+		exports: []Export{
+			withMeta(export("young", time.Minute, http), map[string]string{"tier": "web"}, map[string]string{"owner": "b"}),
+			withMeta(export("old", time.Hour, http), map[string]string{"tier": "web", "team": "shop"}, map[string]string{"owner": "a"})},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone,
+		conflicts: "LabelsConflict,AnnotationsConflict", clusters: "old,young", labels: "team=shop,tier=web;owner=a",
+	}, {
+		name: "the same exported labels do not conflict",
+		exports: []Export{withMeta(export("c2", time.Minute, http), map[string]string{"tier": "web"}, nil),
+			withMeta(export("c1", time.Hour, http), map[string]string{"tier": "web"}, map[string]string{})},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone,
+		clusters: "c1,c2", labels: "tier=web;",
 	}} {
 		t.Run(c.name, func(t *testing.T) {
 			m := Merge(c.exports)
@@ -88,6 +103,9 @@ func TestMerge(t *testing.T) {
 			}
 			if got := portsString(m.Spec.Ports); got != portsString(c.wantPorts) {
 				t.Errorf("ports %s, want %s", got, portsString(c.wantPorts))
+			}
+			if got := kv(m.Labels) + ";" + kv(m.Annotations); c.labels != "" && got != c.labels {
+				t.Errorf("labels;annotations %q, want %q", got, c.labels)
 			}
 			if got := reasons(m); got != c.conflicts {
 				t.Errorf("conflicts %q, want %q (%+v)", got, c.conflicts, m.Conflicts)
@@ -107,6 +125,20 @@ func TestMerge(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withMeta(e Export, labels, annotations map[string]string) Export {
+	e.Labels, e.Annotations = labels, annotations
+	return e
+}
+
+func kv(m map[string]string) string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 func portsString(ps []mcsv1.ServicePort) string {

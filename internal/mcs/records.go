@@ -3,7 +3,9 @@ package mcs
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -29,6 +31,10 @@ const (
 	// AnnotationExportCreated is when the ServiceExport was created (RFC 3339): the oldest
 	// export wins conflicts.
 	AnnotationExportCreated = "fabric.weft.dev/export-created"
+	// AnnotationExportedLabels and AnnotationExportedAnnotations carry, as JSON objects, a
+	// record's exportedLabels and exportedAnnotations.
+	AnnotationExportedLabels      = "fabric.weft.dev/exported-labels"
+	AnnotationExportedAnnotations = "fabric.weft.dev/exported-annotations"
 	// ManagedBy is the endpointslice.kubernetes.io/managed-by value of weft's slices: the
 	// EndpointSlice controller leaves them alone.
 	ManagedBy = "fabric.weft.dev"
@@ -52,13 +58,15 @@ func DerivedName(k Key) string {
 	return "weft-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:])[:16])
 }
 
-// ExportOf describes a Service for the clusterset; ExternalName Services cannot be exported.
-func ExportOf(cluster string, created time.Time, svc *corev1.Service) (Export, error) {
+// ExportOf describes a Service exported by se for the clusterset; ExternalName Services
+// cannot be exported.
+func ExportOf(cluster string, se *mcsv1.ServiceExport, svc *corev1.Service) (Export, error) {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return Export{}, fmt.Errorf("service %s/%s is of type ExternalName, which cannot be exported", svc.Namespace, svc.Name)
 	}
-	e := Export{Cluster: cluster, Created: created.UTC().Truncate(time.Second), Type: mcsv1.ClusterSetIP,
-		SessionAffinity: svc.Spec.SessionAffinity, SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy()}
+	e := Export{Cluster: cluster, Created: se.CreationTimestamp.UTC().Truncate(time.Second), Type: mcsv1.ClusterSetIP,
+		SessionAffinity: svc.Spec.SessionAffinity, SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy(),
+		Labels: maps.Clone(se.Spec.ExportedLabels), Annotations: maps.Clone(se.Spec.ExportedAnnotations)}
 	if e.SessionAffinity == "" {
 		e.SessionAffinity = corev1.ServiceAffinityNone
 	}
@@ -77,7 +85,7 @@ func ExportOf(cluster string, created time.Time, svc *corev1.Service) (Export, e
 
 // Record is the ServiceImport that publishes an export in namespace (the operator's).
 func Record(namespace string, k Key, e Export) *mcsv1.ServiceImport {
-	return &mcsv1.ServiceImport{
+	si := &mcsv1.ServiceImport{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RecordName(k),
 			Labels: map[string]string{LabelRecord: "true", mcsv1.LabelServiceName: k.Name,
 				LabelServiceNamespace: k.Namespace, mcsv1.LabelSourceCluster: e.Cluster},
@@ -85,6 +93,13 @@ func Record(namespace string, k Key, e Export) *mcsv1.ServiceImport {
 		Spec: mcsv1.ServiceImportSpec{Type: e.Type, Ports: e.Ports, SessionAffinity: e.SessionAffinity,
 			SessionAffinityConfig: e.SessionAffinityConfig},
 	}
+	for key, m := range map[string]map[string]string{AnnotationExportedLabels: e.Labels, AnnotationExportedAnnotations: e.Annotations} {
+		if len(m) > 0 {
+			b, _ := json.Marshal(m) // a map of strings always marshals
+			si.Annotations[key] = string(b)
+		}
+	}
+	return si
 }
 
 // FromRecord reads a record back; ok is false for objects that are not records.
@@ -97,9 +112,16 @@ func FromRecord(si *mcsv1.ServiceImport) (k Key, e Export, ok bool) {
 	if err != nil {
 		return Key{}, Export{}, false
 	}
-	return Key{Namespace: l[LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]},
-		Export{Cluster: l[mcsv1.LabelSourceCluster], Created: created, Type: si.Spec.Type, Ports: si.Spec.Ports,
-			SessionAffinity: si.Spec.SessionAffinity, SessionAffinityConfig: si.Spec.SessionAffinityConfig}, true
+	e = Export{Cluster: l[mcsv1.LabelSourceCluster], Created: created, Type: si.Spec.Type, Ports: si.Spec.Ports,
+		SessionAffinity: si.Spec.SessionAffinity, SessionAffinityConfig: si.Spec.SessionAffinityConfig}
+	for key, m := range map[string]*map[string]string{AnnotationExportedLabels: &e.Labels, AnnotationExportedAnnotations: &e.Annotations} {
+		if v, ok := si.Annotations[key]; ok {
+			if err := json.Unmarshal([]byte(v), m); err != nil {
+				return Key{}, Export{}, false
+			}
+		}
+	}
+	return Key{Namespace: l[LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]}, e, true
 }
 
 // EndpointRecords publish the ready endpoints of a Service's EndpointSlices: one slice per
