@@ -108,6 +108,18 @@ func (im Image) Command(command, args []string) ([]string, error) {
 	return nil, fmt.Errorf("%s: executable not found in image %s (PATH %s)", prog, im.Name, im.PATH())
 }
 
+// hostTools links the host's programs of these names that exist (a missing one stays
+// busybox's, if it has one).
+func hostTools(names ...string) map[string]string {
+	links := map[string]string{}
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			links[n] = p
+		}
+	}
+	return links
+}
+
 func executable(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
@@ -165,6 +177,9 @@ func Lab(cfg Config) (*Table, error) {
 		mk("busybox", true, []string{"sh"}, true, nil),
 		mk("registry.k8s.io/e2e-test-images/busybox", true, []string{"sh"}, true, nil),
 		mk("alpine/socat", true, []string{"socat"}, true, map[string]string{"socat": socat}),
+		// The network toolbox the mcs-api conformance suite asks from: busybox plus the host's
+		// BIND nslookup/dig/host and OpenBSD nc (whose options and output it parses).
+		mk("nicolaka/netshoot", true, []string{"sh"}, true, hostTools("nslookup", "dig", "host", "nc")),
 		mk("registry.k8s.io/e2e-test-images/agnhost", true, []string{"agnhost"}, true,
 			map[string]string{"agnhost": cfg.Multicall}),
 		mk("registry.k8s.io/pause", true, []string{"pause"}, false, map[string]string{"pause": cfg.Multicall}),
