@@ -16,15 +16,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/weft-net/weft/internal/mcs"
@@ -228,14 +225,17 @@ func (r *ImportReconciler) remove(ctx context.Context, k mcs.Key) error {
 // SetupWithManager watches this cluster's records and weft's imports, and the peers'
 // records through the View; everything is read again every Resync too.
 func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	ticks := make(chan event.TypedGenericEvent[reconcile.Request], 1024)
+	ticks := newServiceQueue()
 	kick := make(chan struct{}, 1)
-	r.View.Changed = func() {
-		select {
-		case kick <- struct{}{}:
-		default:
+	r.View.OnChange(func(k mcs.Key) {
+		// The Service at once; everything again if the queue is full.
+		if !ticks.offer(k) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
 		}
-	}
+	})
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { r.View.Run(ctx); return nil })); err != nil {
 		return err
 	}
@@ -254,19 +254,16 @@ func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).Named("serviceimport").
 		Watches(&mcsv1.ServiceImport{}, byRecord).
-		WatchesRawSource(source.Channel(ticks, handler.TypedFuncs[reconcile.Request, reconcile.Request]{
-			GenericFunc: func(_ context.Context, e event.TypedGenericEvent[reconcile.Request], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				q.Add(e.Object)
-			}})).
+		WatchesRawSource(ticks.source()).
 		Complete(r)
 }
 
-// resyncer enqueues each Service exported anywhere and each import weft made: when a
-// peer's records change, and every Resync.
+// resyncer enqueues each Service exported anywhere and each import weft made: every
+// Resync, and at once when a peer's change could not be queued by itself.
 type resyncer struct {
 	view *View
 	c    client.Client
-	out  chan event.TypedGenericEvent[reconcile.Request]
+	out  serviceQueue
 	kick chan struct{}
 }
 
@@ -289,7 +286,7 @@ func (s *resyncer) Start(ctx context.Context) error {
 		}
 		for k := range keys {
 			select {
-			case s.out <- event.TypedGenericEvent[reconcile.Request]{Object: reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Name}}}:
+			case s.out <- s.out.event(k):
 			case <-ctx.Done():
 				return nil
 			}

@@ -1,6 +1,7 @@
 package mcs
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -32,15 +33,16 @@ type Records struct {
 
 // View reads the export records of this cluster and of every Ready peer, in the operator's
 // namespace of each. Each Ready peer's records are watched (an informer cache per peer,
-// limited to the records in that namespace); a change there calls Changed. A peer that is
+// limited to the records in that namespace); a change there calls the OnChange functions
+// with the Service it is about. A peer that is
 // not Ready (or gone) contributes nothing: its services leave the imports.
 type View struct {
 	Client    client.Client // this cluster
 	Reader    client.Reader // uncached reads (Secrets)
 	Namespace string
 	Scheme    *runtime.Scheme
-	// Changed, when set, is called when a peer's records change.
-	Changed func()
+	lmu       sync.Mutex // guards listeners (apart from mu: informers call them)
+	listeners []func(mcs.Key)
 
 	mu    sync.Mutex
 	base  context.Context        // the peers' watches live as long as this
@@ -164,7 +166,7 @@ func (v *View) peerReader(ctx context.Context, p *fabricv1.ClusterPeer) (*peerRe
 		inf, err := c.GetInformer(wctx, o)
 		if err == nil {
 			_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-				AddFunc: func(any) { v.changed() }, UpdateFunc: func(any, any) { v.changed() }, DeleteFunc: func(any) { v.changed() }})
+				AddFunc: v.changed, UpdateFunc: func(_, o any) { v.changed(o) }, DeleteFunc: v.changed})
 		}
 		if err != nil {
 			stop()
@@ -186,9 +188,31 @@ func (v *View) peerReader(ctx context.Context, p *fabricv1.ClusterPeer) (*peerRe
 	return pr, nil
 }
 
-func (v *View) changed() {
-	if v.Changed != nil {
-		v.Changed()
+// OnChange registers fn, called with the Service whose records changed in a peer.
+func (v *View) OnChange(fn func(mcs.Key)) {
+	v.lmu.Lock()
+	defer v.lmu.Unlock()
+	v.listeners = append(v.listeners, fn)
+}
+
+// changed tells the listeners about a record a peer's informer saw change.
+func (v *View) changed(obj any) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	o, ok := obj.(client.Object)
+	if !ok {
+		return
+	}
+	k := mcs.Key{Namespace: o.GetLabels()[mcs.LabelServiceNamespace], Name: o.GetLabels()[mcsv1.LabelServiceName]}
+	if k.Namespace == "" || k.Name == "" {
+		return
+	}
+	v.lmu.Lock()
+	ls := slices.Clone(v.listeners)
+	v.lmu.Unlock()
+	for _, fn := range ls {
+		fn(k)
 	}
 }
 
