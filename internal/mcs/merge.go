@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 )
 
@@ -27,6 +28,8 @@ type Export struct {
 	Ports                 []mcsv1.ServicePort
 	SessionAffinity       corev1.ServiceAffinity
 	SessionAffinityConfig *corev1.SessionAffinityConfig
+	InternalTrafficPolicy *corev1.ServiceInternalTrafficPolicy
+	TrafficDistribution   *string
 
 	// Labels and Annotations are the ServiceExport's exportedLabels and
 	// exportedAnnotations: the ServiceImport carries them.
@@ -48,8 +51,8 @@ type Merged struct {
 	Labels, Annotations map[string]string
 	// Clusters exporting the Service, sorted.
 	Clusters []string
-	// Conflicts found, in a fixed order (type, ports, session affinity, its config, labels,
-	// annotations).
+	// Conflicts found, in a fixed order (type, ports, session affinity, its config, internal
+	// traffic policy, traffic distribution, labels, annotations).
 	Conflicts []Conflict
 }
 
@@ -63,21 +66,23 @@ func Older(a, b Export) bool {
 }
 
 // Merge combines the exports of one Service. The oldest export decides the type, session
-// affinity and exported labels and annotations; the ports are the union, the oldest export
+// affinity, internal traffic policy, traffic distribution and exported labels and
+// annotations; the ports are the union, the oldest export
 // deciding a port name that two exports define differently. exports must not be empty.
 func Merge(exports []Export) Merged {
 	ex := slices.Clone(exports)
 	sort.Slice(ex, func(i, j int) bool { return Older(ex[i], ex[j]) })
 	oldest := ex[0]
 	m := Merged{Spec: mcsv1.ServiceImportSpec{Type: oldest.Type, SessionAffinity: oldest.SessionAffinity,
-		SessionAffinityConfig: oldest.SessionAffinityConfig.DeepCopy()},
+		SessionAffinityConfig: oldest.SessionAffinityConfig.DeepCopy(),
+		InternalTrafficPolicy: oldest.InternalTrafficPolicy, TrafficDistribution: oldest.TrafficDistribution},
 		Labels: maps.Clone(oldest.Labels), Annotations: maps.Clone(oldest.Annotations)}
 	for _, e := range ex {
 		m.Clusters = append(m.Clusters, e.Cluster)
 	}
 	sort.Strings(m.Clusters)
 
-	var typeOff, portsOff, affinityOff, configOff, labelsOff, annotationsOff []string
+	var typeOff, portsOff, affinityOff, configOff, itpOff, distOff, labelsOff, annotationsOff []string
 	for _, e := range ex[1:] {
 		if e.Type != oldest.Type {
 			typeOff = append(typeOff, fmt.Sprintf("%s (%s)", e.Cluster, e.Type))
@@ -90,6 +95,12 @@ func Merge(exports []Export) Merged {
 		}
 		if !reflect.DeepEqual(e.SessionAffinityConfig, oldest.SessionAffinityConfig) {
 			configOff = append(configOff, e.Cluster)
+		}
+		if ptr.Deref(e.InternalTrafficPolicy, "") != ptr.Deref(oldest.InternalTrafficPolicy, "") {
+			itpOff = append(itpOff, fmt.Sprintf("%s (%s)", e.Cluster, ptr.Deref(e.InternalTrafficPolicy, "unset")))
+		}
+		if ptr.Deref(e.TrafficDistribution, "") != ptr.Deref(oldest.TrafficDistribution, "") {
+			distOff = append(distOff, fmt.Sprintf("%s (%s)", e.Cluster, ptr.Deref(e.TrafficDistribution, "unset")))
 		}
 		if !maps.Equal(e.Labels, oldest.Labels) {
 			labelsOff = append(labelsOff, e.Cluster)
@@ -109,6 +120,8 @@ func Merge(exports []Export) Merged {
 	add(portsOff, mcsv1.ServiceExportReasonPortConflict, "ports differ from the oldest export's (cluster %s); the import has the union, the oldest deciding ports defined twice; differing", oldest.Cluster)
 	add(affinityOff, mcsv1.ServiceExportReasonSessionAffinityConflict, "the oldest export (cluster %s) sets session affinity %s; others", oldest.Cluster, oldest.SessionAffinity)
 	add(configOff, mcsv1.ServiceExportReasonSessionAffinityConfigConflict, "session affinity config differs from the oldest export's (cluster %s)", oldest.Cluster)
+	add(itpOff, mcsv1.ServiceExportReasonInternalTrafficPolicyConflict, "the oldest export (cluster %s) sets internal traffic policy %s; others", oldest.Cluster, ptr.Deref(oldest.InternalTrafficPolicy, "unset"))
+	add(distOff, mcsv1.ServiceExportReasonTrafficDistributionConflict, "the oldest export (cluster %s) sets traffic distribution %s; others", oldest.Cluster, ptr.Deref(oldest.TrafficDistribution, "unset"))
 	add(labelsOff, mcsv1.ServiceExportReasonLabelsConflict, "exported labels differ from the oldest export's (cluster %s), which the import carries", oldest.Cluster)
 	add(annotationsOff, mcsv1.ServiceExportReasonAnnotationsConflict, "exported annotations differ from the oldest export's (cluster %s), which the import carries", oldest.Cluster)
 	return m

@@ -41,6 +41,7 @@ func TestMerge(t *testing.T) {
 		conflicts string
 		clusters  string
 		labels    string // the import's labels and annotations, "k=v,...;k=v,..."
+		traffic   string // the import's internal traffic policy and traffic distribution, "itp/td"
 	}{{
 		name:      "one export is the import",
 		exports:   []Export{export("c1", time.Hour, http)},
@@ -87,6 +88,15 @@ func TestMerge(t *testing.T) {
 		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone,
 		conflicts: "LabelsConflict,AnnotationsConflict", clusters: "old,young", labels: "team=shop,tier=web;owner=a",
 	}, {
+		name: "internal traffic policy and traffic distribution: the oldest export's, and a conflict each",
+		exports: []Export{
+			{Cluster: "young", Created: t0, Type: mcsv1.ClusterSetIP, Ports: []mcsv1.ServicePort{http}, SessionAffinity: corev1.ServiceAffinityNone,
+				InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyLocal), TrafficDistribution: ptr.To("PreferClose")},
+			{Cluster: "old", Created: t0.Add(-time.Hour), Type: mcsv1.ClusterSetIP, Ports: []mcsv1.ServicePort{http}, SessionAffinity: corev1.ServiceAffinityNone,
+				InternalTrafficPolicy: ptr.To(corev1.ServiceInternalTrafficPolicyCluster)}},
+		wantPorts: []mcsv1.ServicePort{http}, wantType: mcsv1.ClusterSetIP, wantAff: corev1.ServiceAffinityNone,
+		conflicts: "InternalTrafficPolicyConflict,TrafficDistributionConflict", clusters: "old,young", traffic: "Cluster/",
+	}, {
 		name: "the same exported labels do not conflict",
 		exports: []Export{withMeta(export("c2", time.Minute, http), map[string]string{"tier": "web"}, nil),
 			withMeta(export("c1", time.Hour, http), map[string]string{"tier": "web"}, map[string]string{})},
@@ -106,6 +116,9 @@ func TestMerge(t *testing.T) {
 			}
 			if got := kv(m.Labels) + ";" + kv(m.Annotations); c.labels != "" && got != c.labels {
 				t.Errorf("labels;annotations %q, want %q", got, c.labels)
+			}
+			if got := string(ptr.Deref(m.Spec.InternalTrafficPolicy, "")) + "/" + ptr.Deref(m.Spec.TrafficDistribution, ""); got != c.traffic && c.traffic != "" {
+				t.Errorf("internal traffic policy/traffic distribution %s, want %s", got, c.traffic)
 			}
 			if got := reasons(m); got != c.conflicts {
 				t.Errorf("conflicts %q, want %q (%+v)", got, c.conflicts, m.Conflicts)

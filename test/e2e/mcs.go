@@ -53,6 +53,18 @@ func MultiClusterServices(t *testing.T, in MCSInput) {
 	}
 	WaitPodReady(t, l.Client(t, in.From), in.Namespace, "client", 2*time.Minute)
 
+	t.Run("each cluster publishes its cluster ID and clusterset as ClusterProperties", func(t *testing.T) {
+		for _, c := range []string{in.From, in.To} {
+			Eventually(t, 30*time.Second, func() error {
+				out, _ := l.KubectlRun(c, "", "get", "clusterproperties", "-o", `jsonpath={range .items[*]}{.metadata.name}={.spec.value} {end}`)
+				if !strings.Contains(out, "cluster.clusterset.k8s.io="+c+" ") || !strings.Contains(out, "clusterset.k8s.io=default ") {
+					return fmt.Errorf("ClusterProperties in %s: %q, want cluster.clusterset.k8s.io=%s and clusterset.k8s.io=default", c, out, c)
+				}
+				return nil
+			})
+		}
+	})
+
 	exported := time.Now()
 	l.MustKubectl(t, in.To, "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: hello, namespace: "+in.Namespace+"}\n",
 		"apply", "-f", "-")

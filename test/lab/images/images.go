@@ -23,6 +23,9 @@ type Image struct {
 	Closed bool
 	// Entrypoint is the default command when a container gives none.
 	Entrypoint []string
+	// Cmd is the image's default arguments (its CMD): what runs after the entrypoint when
+	// the container gives neither command nor args.
+	Cmd []string
 }
 
 // hostPath is the PATH tail of images that are not closed.
@@ -83,6 +86,9 @@ func (im Image) Command(command, args []string) ([]string, error) {
 	argv := slices.Clone(command)
 	if len(argv) == 0 {
 		argv = slices.Clone(im.Entrypoint)
+		if len(args) == 0 {
+			args = im.Cmd
+		}
 	}
 	argv = append(argv, args...)
 	if len(argv) == 0 {
@@ -170,7 +176,11 @@ func Lab(cfg Config) (*Table, error) {
 				return err
 			}
 		}
-		t.images[name] = Image{Name: name, Bin: dir, Closed: closed, Entrypoint: entry}
+		im := Image{Name: name, Bin: dir, Closed: closed, Entrypoint: entry}
+		if entry == nil {
+			im.Cmd = []string{"sh"} // no entrypoint: a shell is the default command
+		}
+		t.images[name] = im
 		return nil
 	}
 	steps := []error{
@@ -179,7 +189,7 @@ func Lab(cfg Config) (*Table, error) {
 		mk("alpine/socat", true, []string{"socat"}, true, map[string]string{"socat": socat}),
 		// The network toolbox the mcs-api conformance suite asks from: busybox plus the host's
 		// BIND nslookup/dig/host and OpenBSD nc (whose options and output it parses).
-		mk("nicolaka/netshoot", true, []string{"sh"}, true, hostTools("nslookup", "dig", "host", "nc")),
+		mk("nicolaka/netshoot", true, nil, true, hostTools("nslookup", "dig", "host", "nc")),
 		mk("registry.k8s.io/e2e-test-images/agnhost", true, []string{"agnhost"}, true,
 			map[string]string{"agnhost": cfg.Multicall}),
 		mk("registry.k8s.io/pause", true, []string{"pause"}, false, map[string]string{"pause": cfg.Multicall}),

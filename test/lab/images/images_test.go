@@ -57,6 +57,25 @@ func TestCommandResolution(t *testing.T) {
 		}
 	}
 
+	// An image with only a default command (CMD, like netshoot's shell): args replace it.
+	sh := filepath.Join(dir, "sh")
+	if err := os.WriteFile(sh, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shell := Image{Name: "nicolaka/netshoot", Bin: dir, Closed: true, Cmd: []string{"sh"}}
+	for _, c := range []struct {
+		cmd, args []string
+		want      string
+	}{
+		{nil, nil, sh},
+		{nil, []string{"/bin/sh", "-ec", "sleep 1"}, sh + " -ec sleep 1"},
+		{[]string{"sh"}, []string{"-c", "true"}, sh + " -c true"},
+	} {
+		if got, err := shell.Command(c.cmd, c.args); err != nil || strings.Join(got, " ") != c.want {
+			t.Errorf("CMD image: Command(%v, %v) = %v, %v; want %q", c.cmd, c.args, got, err, c.want)
+		}
+	}
+
 	if _, err := tb.Resolve("registry.k8s.io/e2e-test-images/agnhost:2.53"); err != nil {
 		t.Errorf("agnhost with a tag: %v", err)
 	}

@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 			c.NodeSpec = nodeObject(cfg)
 			c.HTTPListenAddr = net.JoinHostPort(cfg.NodeIP, strconv.Itoa(cfg.Port))
 			c.TLSConfig = tlsCfg
-			c.Handler = mux
+			c.Handler = ttyWithoutStderr(mux)
 			c.SkipDownwardAPIResolution = true
 			c.EventRecorder = recorder
 			c.NumWorkers = 4
@@ -221,4 +221,17 @@ func bindNodeDirs(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// ttyWithoutStderr does what the kubelet does with an exec or attach that asks for a TTY
+// and stderr (clients of client-go's SPDY executor do): a terminal has one output stream,
+// so stderr is dropped — virtual-kubelet refuses the request instead.
+func ttyWithoutStderr(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if q := r.URL.Query(); q.Get("tty") == "1" && q.Get("error") == "1" {
+			q.Del("error")
+			r.URL.RawQuery = q.Encode()
+		}
+		next.ServeHTTP(w, r)
+	})
 }
