@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -153,6 +154,8 @@ func (a *Answerer) lookup(z *Zone, name string, qtype uint16, owner string) ([]d
 	switch {
 	case svc == nil:
 		return nil, false
+	case len(below) == 0 && (qtype == dns.TypeSRV || qtype == dns.TypeANY):
+		return append(a.serviceRecords(svc, qtype, owner), a.serviceSRV(svc, owner)...), true
 	case len(below) == 0:
 		return a.serviceRecords(svc, qtype, owner), true
 	case len(below) == 2 && strings.HasPrefix(below[0], "_") && strings.HasPrefix(below[1], "_"):
@@ -230,22 +233,44 @@ func (a *Answerer) srv(svc *Service, portName, proto string, qtype uint16, owner
 	if qtype != dns.TypeSRV && qtype != dns.TypeANY {
 		return nil, true
 	}
+	return a.srvRecords(svc, []Port{*port}, owner), true
+}
+
+// serviceSRV answers SRV at <svc>.<ns>.svc.<zone> itself: the records of every port.
+func (a *Answerer) serviceSRV(svc *Service, owner string) []dns.RR {
+	return a.srvRecords(svc, svc.Ports, owner)
+}
+
+// srvRecords are the SRV records of ports: for a ClusterSetIP Service each points at the
+// Service's name with the Service's port, for a headless one there is one per endpoint,
+// pointing at the endpoint's name with its own (target) port. Identical records (the same
+// number under several protocols) appear once.
+func (a *Answerer) srvRecords(svc *Service, ports []Port, owner string) []dns.RR {
 	base := strings.ToLower(svc.Name + "." + svc.Namespace + ".svc." + a.zone)
-	if svc.Type != Headless {
-		return []dns.RR{&dns.SRV{Hdr: a.hdr(owner, dns.TypeSRV), Priority: 0, Weight: 100, Port: port.Port, Target: base}}, true
-	}
 	var out []dns.RR
-	for _, ep := range svc.Endpoints {
-		p := port.Port
-		for _, ep := range ep.Ports {
-			if strings.EqualFold(ep.Name, port.Name) && strings.EqualFold(ep.Protocol, port.Protocol) {
-				p = ep.Port
-			}
+	seen := map[string]bool{}
+	add := func(port uint16, target string) {
+		if k := fmt.Sprint(port, target); !seen[k] {
+			seen[k] = true
+			out = append(out, &dns.SRV{Hdr: a.hdr(owner, dns.TypeSRV), Priority: 0, Weight: 100, Port: port, Target: target})
 		}
-		out = append(out, &dns.SRV{Hdr: a.hdr(owner, dns.TypeSRV), Priority: 0, Weight: 100, Port: p,
-			Target: strings.ToLower(ep.Hostname + "." + ep.Cluster + "." + base)})
 	}
-	return out, true
+	for _, port := range ports {
+		if svc.Type != Headless {
+			add(port.Port, base)
+			continue
+		}
+		for _, ep := range svc.Endpoints {
+			p := port.Port
+			for _, epp := range ep.Ports {
+				if strings.EqualFold(epp.Name, port.Name) && strings.EqualFold(epp.Protocol, port.Protocol) {
+					p = epp.Port
+				}
+			}
+			add(p, strings.ToLower(ep.Hostname+"."+ep.Cluster+"."+base))
+		}
+	}
+	return out
 }
 
 func (a *Answerer) hdr(name string, t uint16) dns.RR_Header {

@@ -52,6 +52,11 @@ func TestAnswers(t *testing.T) {
 		{"east.db.shop.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess, "", true, false},
 		{"_pg._tcp.db.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeSuccess,
 			"SRV 0 100 15432 db-0.east.db.shop.svc.clusterset.local.; SRV 0 100 5432 10-245-2-7.west.db.shop.svc.clusterset.local.", false, false},
+		// SRV at the Service's name: every port (unnamed ones too).
+		{"web.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeSuccess,
+			"SRV 0 100 53 web.shop.svc.clusterset.local.; SRV 0 100 80 web.shop.svc.clusterset.local.", false, false},
+		{"db.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeSuccess,
+			"SRV 0 100 15432 db-0.east.db.shop.svc.clusterset.local.; SRV 0 100 5432 10-245-2-7.west.db.shop.svc.clusterset.local.", false, false},
 		{"dns-version.clusterset.local.", dns.TypeTXT, dns.RcodeSuccess, `TXT "1.1.0"`, false, false},
 		{"clusterset.local.", dns.TypeSOA, dns.RcodeSuccess, "SOA ns.dns.clusterset.local. hostmaster.clusterset.local. 1 7200 1800 86400 5", false, false},
 		{"shop.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess, "", true, false},
@@ -128,4 +133,25 @@ func FuzzAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A port number served over two protocols is one SRV record at the Service's name (an
+// RRset holds no duplicates), for a ClusterSetIP and for each endpoint of a headless one.
+func TestServiceSRVOncePerPortNumber(t *testing.T) {
+	a := NewAnswerer("clusterset.local", 5)
+	ports := []Port{{Name: "tcp", Protocol: "TCP", Port: 42}, {Name: "udp", Protocol: "UDP", Port: 42}}
+	a.Set(NewZone([]Service{
+		{Namespace: "ns", Name: "vip", Type: ClusterSetIP, IPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}, Ports: ports},
+		{Namespace: "ns", Name: "hl", Type: Headless, Ports: ports, Endpoints: []Endpoint{
+			{Addrs: []netip.Addr{netip.MustParseAddr("10.244.0.1")}, Cluster: "c1"},
+			{Addrs: []netip.Addr{netip.MustParseAddr("10.244.0.2")}, Cluster: "c1"}}},
+	}))
+	for name, want := range map[string]string{
+		"vip.ns.svc.clusterset.local.": "SRV 0 100 42 vip.ns.svc.clusterset.local.",
+		"hl.ns.svc.clusterset.local.":  "SRV 0 100 42 10-244-0-1.c1.hl.ns.svc.clusterset.local.; SRV 0 100 42 10-244-0-2.c1.hl.ns.svc.clusterset.local.",
+	} {
+		if got := dnstest.Records(a.Answer(dnstest.Query(name, dns.TypeSRV))); got != want {
+			t.Errorf("SRV %s: %q, want %q", name, got, want)
+		}
+	}
 }

@@ -91,8 +91,9 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if len(want.Spec.IPs) == 0 {
 			want.Spec.IPs = []string{svc.Spec.ClusterIP}
 		}
-		want.Spec.IPFamilies = svc.Spec.IPFamilies
 	}
+	// The families of the derived Service (a headless one gets the cluster's).
+	want.Spec.IPFamilies = svc.Spec.IPFamilies
 	if !reflect.DeepEqual(want.Spec, si.Spec) || !maps.Equal(want.Labels, si.Labels) || !maps.Equal(want.Annotations, si.Annotations) {
 		if err := r.Update(ctx, want); err != nil {
 			return ctrl.Result{}, err

@@ -258,6 +258,16 @@ func TestMultiClusterServices(t *testing.T) {
 		}
 	})
 
+	t.Run("a headless export is imported as Headless, with the cluster's IP families and no VIP", func(t *testing.T) {
+		hl := service("shop", "hl", http)
+		hl.Spec.ClusterIP = corev1.ClusterIPNone
+		mustCreate(t, west, hl, endpoints("shop", "hl", "10.245.1.12", 8080), export("shop", "hl"))
+		si, _ := imported(t, east, "shop", "hl", "west")
+		if si.Spec.Type != mcsv1.Headless || len(si.Spec.IPs) != 0 || len(si.Spec.IPFamilies) == 0 {
+			t.Errorf("headless import spec: type %s, IPs %v, IP families %v", si.Spec.Type, si.Spec.IPs, si.Spec.IPFamilies)
+		}
+	})
+
 	t.Run("unexporting removes the cluster, then the import", func(t *testing.T) {
 		if err := west.Client.Delete(ctx, export("shop", "web")); err != nil {
 			t.Fatal(err)
