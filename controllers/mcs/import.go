@@ -73,7 +73,7 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.importedSlices(ctx, k, si, recs); err != nil {
+	if err := r.importedSlices(ctx, k, si, merged, recs); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -164,11 +164,12 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 }
 
 // importedSlices gives the derived Service every cluster's endpoints (this one's too).
-func (r *ImportReconciler) importedSlices(ctx context.Context, k mcs.Key, si *mcsv1.ServiceImport, recs []Records) error {
+func (r *ImportReconciler) importedSlices(ctx context.Context, k mcs.Key, si *mcsv1.ServiceImport, merged mcs.Merged, recs []Records) error {
 	keep := map[string]bool{}
 	for _, rec := range recs {
+		served := mcs.ServedPorts(merged, rec.Exports[k])
 		for i := range rec.Endpoints[k] {
-			want := mcs.ImportedSlice(k, &rec.Endpoints[k][i])
+			want := mcs.ImportedSlice(k, &rec.Endpoints[k][i], served)
 			if err := controllerutil.SetControllerReference(si, want, r.Scheme()); err != nil {
 				return err
 			}

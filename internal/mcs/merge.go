@@ -178,3 +178,20 @@ func unionPorts(sorted []Export) []mcsv1.ServicePort {
 	}
 	return out
 }
+
+// ServedPorts names the import's ports that an export serves: those it defines exactly as
+// the import does (name, number, protocol). A cluster's endpoints get the traffic of these
+// ports only, so under a port conflict a port reaches just the clusters that agree with
+// the import (KEP-1645 leaves this open; the mcs-api conformance suite's strict port
+// conflict specs expect it).
+func ServedPorts(m Merged, e Export) map[string]bool {
+	served := map[string]bool{}
+	for _, p := range m.Spec.Ports {
+		for _, q := range e.Ports {
+			if q.Name == p.Name && q.Port == p.Port && protocol(q) == protocol(p) {
+				served[p.Name] = true
+			}
+		}
+	}
+	return served
+}

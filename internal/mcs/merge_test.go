@@ -161,3 +161,24 @@ func portsString(ps []mcsv1.ServicePort) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// Under a port conflict a port is served by the clusters that define it as the import does.
+func TestServedPorts(t *testing.T) {
+	old := export("c1", time.Hour, port("tcp", 42, corev1.ProtocolTCP), port("udp", 42, corev1.ProtocolUDP))
+	renumbered := export("c2", time.Minute, port("tcp", 4242, corev1.ProtocolTCP))
+	renamed := export("c3", time.Minute, port("tcp2", 4242, corev1.ProtocolTCP), port("", 53, ""))
+	m := Merge([]Export{old, renumbered, renamed})
+	for _, c := range []struct {
+		e    Export
+		want string
+	}{{old, "tcp,udp"}, {renumbered, ""}, {renamed, ",tcp2"}} {
+		var got []string
+		for name := range ServedPorts(m, c.e) {
+			got = append(got, name)
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("%s serves %q of %s, want %q", c.e.Cluster, got, portsString(m.Spec.Ports), c.want)
+		}
+	}
+}

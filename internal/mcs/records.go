@@ -164,14 +164,21 @@ func EndpointRecords(namespace string, k Key, cluster string, slices []discovery
 }
 
 // ImportedSlice is the EndpointSlice, in the Service's own namespace, that gives the
-// derived Service a cluster's endpoints (from that cluster's endpoint record).
-func ImportedSlice(k Key, record *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+// derived Service a cluster's endpoints (from that cluster's endpoint record) for the ports
+// named in served (see ServedPorts).
+func ImportedSlice(k Key, record *discoveryv1.EndpointSlice, served map[string]bool) *discoveryv1.EndpointSlice {
 	cluster := record.Labels[mcsv1.LabelSourceCluster]
+	var ports []discoveryv1.EndpointPort
+	for _, p := range record.Ports {
+		if served[ptr.Deref(p.Name, "")] {
+			ports = append(ports, p)
+		}
+	}
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace,
 			Name: DerivedName(k) + "-" + cluster + "-" + strings.ToLower(string(record.AddressType)),
 			Labels: map[string]string{discoveryv1.LabelServiceName: DerivedName(k), mcsv1.LabelServiceName: k.Name,
 				mcsv1.LabelSourceCluster: cluster, discoveryv1.LabelManagedBy: ManagedBy}},
-		AddressType: record.AddressType, Endpoints: record.Endpoints, Ports: record.Ports,
+		AddressType: record.AddressType, Endpoints: record.Endpoints, Ports: ports,
 	}
 }
