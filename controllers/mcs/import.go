@@ -92,8 +92,12 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			want.Spec.IPs = []string{svc.Spec.ClusterIP}
 		}
 	}
-	// The families of the derived Service (a headless one gets the cluster's).
-	want.Spec.IPFamilies = svc.Spec.IPFamilies
+	// A ClusterSetIP import has the families of its VIPs; a headless one the exported
+	// Service's (the oldest export's) — a selector-less headless Service like the derived one
+	// is given both families even in a single-stack cluster.
+	if merged.Spec.Type == mcsv1.ClusterSetIP {
+		want.Spec.IPFamilies = svc.Spec.IPFamilies
+	}
 	if !reflect.DeepEqual(want.Spec, si.Spec) || !maps.Equal(want.Labels, si.Labels) || !maps.Equal(want.Annotations, si.Annotations) {
 		if err := r.Update(ctx, want); err != nil {
 			return ctrl.Result{}, err

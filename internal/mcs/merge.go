@@ -30,6 +30,7 @@ type Export struct {
 	SessionAffinityConfig *corev1.SessionAffinityConfig
 	InternalTrafficPolicy *corev1.ServiceInternalTrafficPolicy
 	TrafficDistribution   *string
+	IPFamilies            []corev1.IPFamily // the exported Service's
 
 	// Labels and Annotations are the ServiceExport's exportedLabels and
 	// exportedAnnotations: the ServiceImport carries them.
@@ -75,7 +76,8 @@ func Merge(exports []Export) Merged {
 	oldest := ex[0]
 	m := Merged{Spec: mcsv1.ServiceImportSpec{Type: oldest.Type, SessionAffinity: oldest.SessionAffinity,
 		SessionAffinityConfig: oldest.SessionAffinityConfig.DeepCopy(),
-		InternalTrafficPolicy: oldest.InternalTrafficPolicy, TrafficDistribution: oldest.TrafficDistribution},
+		InternalTrafficPolicy: oldest.InternalTrafficPolicy, TrafficDistribution: oldest.TrafficDistribution,
+		IPFamilies: slices.Clone(oldest.IPFamilies)},
 		Labels: maps.Clone(oldest.Labels), Annotations: maps.Clone(oldest.Annotations)}
 	for _, e := range ex {
 		m.Clusters = append(m.Clusters, e.Cluster)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,6 +68,7 @@ func ExportOf(cluster string, se *mcsv1.ServiceExport, svc *corev1.Service) (Exp
 	e := Export{Cluster: cluster, Created: se.CreationTimestamp.UTC().Truncate(time.Second), Type: mcsv1.ClusterSetIP,
 		SessionAffinity: svc.Spec.SessionAffinity, SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy(),
 		InternalTrafficPolicy: svc.Spec.InternalTrafficPolicy, TrafficDistribution: svc.Spec.TrafficDistribution,
+		IPFamilies: slices.Clone(svc.Spec.IPFamilies),
 		Labels: maps.Clone(se.Spec.ExportedLabels), Annotations: maps.Clone(se.Spec.ExportedAnnotations)}
 	if e.SessionAffinity == "" {
 		e.SessionAffinity = corev1.ServiceAffinityNone
@@ -93,7 +95,7 @@ func Record(namespace string, k Key, e Export) *mcsv1.ServiceImport {
 			Annotations: map[string]string{AnnotationExportCreated: e.Created.UTC().Format(time.RFC3339)}},
 		Spec: mcsv1.ServiceImportSpec{Type: e.Type, Ports: e.Ports, SessionAffinity: e.SessionAffinity,
 			SessionAffinityConfig: e.SessionAffinityConfig, InternalTrafficPolicy: e.InternalTrafficPolicy,
-			TrafficDistribution: e.TrafficDistribution},
+			TrafficDistribution: e.TrafficDistribution, IPFamilies: e.IPFamilies},
 	}
 	for key, m := range map[string]map[string]string{AnnotationExportedLabels: e.Labels, AnnotationExportedAnnotations: e.Annotations} {
 		if len(m) > 0 {
@@ -116,7 +118,8 @@ func FromRecord(si *mcsv1.ServiceImport) (k Key, e Export, ok bool) {
 	}
 	e = Export{Cluster: l[mcsv1.LabelSourceCluster], Created: created, Type: si.Spec.Type, Ports: si.Spec.Ports,
 		SessionAffinity: si.Spec.SessionAffinity, SessionAffinityConfig: si.Spec.SessionAffinityConfig,
-		InternalTrafficPolicy: si.Spec.InternalTrafficPolicy, TrafficDistribution: si.Spec.TrafficDistribution}
+		InternalTrafficPolicy: si.Spec.InternalTrafficPolicy, TrafficDistribution: si.Spec.TrafficDistribution,
+		IPFamilies: si.Spec.IPFamilies}
 	for key, m := range map[string]*map[string]string{AnnotationExportedLabels: &e.Labels, AnnotationExportedAnnotations: &e.Annotations} {
 		if v, ok := si.Annotations[key]; ok {
 			if err := json.Unmarshal([]byte(v), m); err != nil {
