@@ -69,7 +69,7 @@ func ExportOf(cluster string, se *mcsv1.ServiceExport, svc *corev1.Service) (Exp
 		SessionAffinity: svc.Spec.SessionAffinity, SessionAffinityConfig: svc.Spec.SessionAffinityConfig.DeepCopy(),
 		InternalTrafficPolicy: svc.Spec.InternalTrafficPolicy, TrafficDistribution: svc.Spec.TrafficDistribution,
 		IPFamilies: slices.Clone(svc.Spec.IPFamilies),
-		Labels: maps.Clone(se.Spec.ExportedLabels), Annotations: maps.Clone(se.Spec.ExportedAnnotations)}
+		Labels:     maps.Clone(se.Spec.ExportedLabels), Annotations: maps.Clone(se.Spec.ExportedAnnotations)}
 	if e.SessionAffinity == "" {
 		e.SessionAffinity = corev1.ServiceAffinityNone
 	}
