@@ -14,16 +14,21 @@ import (
 // BenchmarkGateways brings up a two-cluster lab with two gateways per cluster and measures,
 // pod to pod across the clusters: TCP throughput through the gateways (compare with the
 // bare tunnel, Debian's wireguard-go and raw veth of gateway/tunnel/wireguard in the same
-// `make bench`), and the failover gap over WEFT_FAILOVER_ROUNDS (default 20) failures of
+// `make bench`); the time from a ServiceExport in one cluster to its clusterset name
+// answering in the other and from its deletion to NXDOMAIN, over WEFT_MCS_ROUNDS (default
+// 20) Services; and the failover gap over WEFT_FAILOVER_ROUNDS (default 20) failures of
 // the gateway carrying a stream, alternating a killed process (cluster 1) and a pulled
 // cable (cluster 2). Run with -benchtime 1x: the lab is the expensive part.
 func BenchmarkGateways(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("the gateway benchmarks need root: they bring a lab up")
 	}
-	rounds := 20
+	rounds, mcsRounds := 20, 20
 	if v, err := strconv.Atoi(os.Getenv("WEFT_FAILOVER_ROUNDS")); err == nil && v > 0 {
 		rounds = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("WEFT_MCS_ROUNDS")); err == nil && v > 0 {
+		mcsRounds = v
 	}
 	lab := upLab(b, 2, 3)
 	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
@@ -36,6 +41,21 @@ func BenchmarkGateways(b *testing.B) {
 
 	b.Run("cross-cluster-tcp", func(b *testing.B) {
 		netnstest.BenchTCP(b, server, client, echo.Addr().String()+":7100")
+	})
+
+	b.Run(fmt.Sprintf("export-to-resolvable-%d", mcsRounds), func(b *testing.B) {
+		var resolvable, gone []time.Duration
+		for i, r := range exportToResolvable(b, lab, in.From, in.To, mcsRounds) {
+			b.Logf("round %d: resolvable after %v, gone %v after the unexport", i+1, r.Resolvable.Round(time.Millisecond), r.Gone.Round(time.Millisecond))
+			resolvable, gone = append(resolvable, r.Resolvable), append(gone, r.Gone)
+		}
+		p50, p99 := latencyPercentiles(resolvable)
+		b.ReportMetric(float64(p50.Milliseconds()), "p50-resolvable-ms")
+		b.ReportMetric(float64(p99.Milliseconds()), "p99-resolvable-ms")
+		p50, p99 = latencyPercentiles(gone)
+		b.ReportMetric(float64(p50.Milliseconds()), "p50-gone-ms")
+		b.ReportMetric(float64(p99.Milliseconds()), "p99-gone-ms")
+		b.ReportMetric(0, "ns/op")
 	})
 
 	b.Run(fmt.Sprintf("failover-%d", rounds), func(b *testing.B) {

@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+// mcsClient is a controller-runtime client for a cluster that knows the MCS types.
+func (l *Lab) mcsClient(t testing.TB, cluster string) client.Client {
+	t.Helper()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: l.Kubeconfig},
+		&clientcmd.ConfigOverrides{CurrentContext: cluster}).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := runtime.NewScheme()
+	if err := mcsv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ExportLatency is what exportToResolvable measured in one round.
+type ExportLatency struct {
+	Resolvable time.Duration // export created → the name answers with the VIP
+	Gone       time.Duration // export deleted → the name is NXDOMAIN
+}
+
+// exportToResolvable measures, rounds times, how long after a ServiceExport is created in
+// `to` its name <svc>.<ns>.svc.clusterset.local answers in `from`, asked the way a pod there
+// asks: from a pod's network namespace to the cluster DNS (CoreDNS, which forwards the zone
+// to weft-dns), every 10 ms; then how long after the export is deleted the name is gone.
+// Each round exports another Service, so nothing is answered from an earlier round.
+func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []ExportLatency {
+	ctx := context.Background()
+	const ns = "bench-mcs"
+	for _, c := range []string{from, to} {
+		namespace(t, l.Client(t, c), ns)
+	}
+	toCS, fromCS := l.Client(t, to), l.Client(t, from)
+	for i := range rounds {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: ns},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "none"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+		if _, err := toCS.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "asker", Namespace: ns},
+		Spec: corev1.PodSpec{NodeName: from + "-node-2", TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
+			{Name: "sleep", Image: "busybox", Command: []string{"sleep", "3600"}}}}}
+	if _, err := fromCS.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	asker := l.podNetns(t, WaitPodReady(t, fromCS, ns, "asker", 2*time.Minute).Status.PodIP)
+	kubeDNS, err := fromCS.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+	exports := l.mcsClient(t, to)
+
+	var out []ExportLatency
+	for i := range rounds {
+		name := fmt.Sprintf("svc-%d.%s.svc.clusterset.local.", i, ns)
+		if rc, _ := askA(asker, server, name); rc != dns.RcodeNameError {
+			t.Fatalf("%s answers %s before it is exported", name, dns.RcodeToString[rc])
+		}
+		se := &mcsv1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: ns}}
+		start := time.Now()
+		if err := exports.Create(ctx, se); err != nil {
+			t.Fatal(err)
+		}
+		var r ExportLatency
+		r.Resolvable = waitAnswer(t, asker, server, name, start, func(rc, n int) bool { return rc == dns.RcodeSuccess && n > 0 })
+		start = time.Now()
+		if err := exports.Delete(ctx, se); err != nil {
+			t.Fatal(err)
+		}
+		r.Gone = waitAnswer(t, asker, server, name, start, func(rc, _ int) bool { return rc == dns.RcodeNameError })
+		out = append(out, r)
+	}
+	return out
+}
+
+// waitAnswer asks for name every 10 ms until done says yes, for at most 30 s, and returns
+// the time since start.
+func waitAnswer(t testing.TB, ns *netnstest.Netns, server, name string, start time.Time, done func(rcode, answers int) bool) time.Duration {
+	t.Helper()
+	for {
+		rc, n := askA(ns, server, name)
+		if done(rc, n) {
+			return time.Since(start)
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("%s: still %s with %d answers after 30 s", name, dns.RcodeToString[rc], n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// askA asks server for name's A records from inside ns: the rcode (-1 when nothing came
+// back within 300 ms) and the number of answers.
+func askA(ns *netnstest.Netns, server, name string) (rcode, answers int) {
+	q := new(dns.Msg)
+	q.SetQuestion(name, dns.TypeA)
+	rcode = -1
+	_ = ns.Do(func() error {
+		c := &dns.Client{Timeout: 300 * time.Millisecond}
+		if m, _, err := c.Exchange(q, server); err == nil {
+			rcode, answers = m.Rcode, len(m.Answer)
+		}
+		return nil
+	})
+	return rcode, answers
+}
+
+// latencyPercentiles sorts d and returns its p50 and p99.
+func latencyPercentiles(d []time.Duration) (p50, p99 time.Duration) {
+	slices.Sort(d)
+	pct := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
+	return pct(0.5), pct(0.99)
+}
