@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,13 +80,14 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	want := si.DeepCopy()
 	want.Spec = merged.Spec
-	// The exported labels and annotations (the oldest export's); weft's own label stays.
-	want.Labels = maps.Clone(merged.Labels)
+	// The exported labels and annotations (the oldest export's), but none in weft's own
+	// domain (an exported fabric.weft.dev/export-record label would make the import look
+	// like a record); weft's managed-by label stays.
+	want.Labels, want.Annotations = outsideWeft(merged.Labels), outsideWeft(merged.Annotations)
 	if want.Labels == nil {
 		want.Labels = map[string]string{}
 	}
 	want.Labels["app.kubernetes.io/managed-by"] = mcs.ManagedBy
-	want.Annotations = maps.Clone(merged.Annotations)
 	if merged.Spec.Type == mcsv1.ClusterSetIP && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
 		want.Spec.IPs = svc.Spec.ClusterIPs
 		if len(want.Spec.IPs) == 0 {
@@ -119,6 +121,20 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 }
 
 func importStatus(si *mcsv1.ServiceImport) any { return si.Status }
+
+// outsideWeft is m without the keys under fabric.weft.dev/ (nil when nothing is left).
+func outsideWeft(m map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range m {
+		if !strings.HasPrefix(k, "fabric.weft.dev/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
 
 // derivedService makes the selector-less Service whose ClusterIP is the import's VIP (or
 // a headless one); kube-proxy load-balances it over the imported EndpointSlices.

@@ -232,7 +232,7 @@ func TestMultiClusterServices(t *testing.T) {
 
 	t.Run("exported labels and annotations go onto the import; differing ones conflict", func(t *testing.T) {
 		se := export("shop", "labelled")
-		se.Spec.ExportedLabels = map[string]string{"tier": "web"}
+		se.Spec.ExportedLabels = map[string]string{"tier": "web", mcs.LabelRecord: "true"} // weft's own key is not copied
 		se.Spec.ExportedAnnotations = map[string]string{"example.com/owner": "shop-team"}
 		mustCreate(t, west, service("shop", "labelled", http), endpoints("shop", "labelled", "10.245.1.11", 8080), se)
 		testenv.Eventually(t, 30*time.Second, func() error {
@@ -240,7 +240,8 @@ func TestMultiClusterServices(t *testing.T) {
 			if err := east.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "labelled"}, si); err != nil {
 				return err
 			}
-			if si.Labels["tier"] != "web" || si.Annotations["example.com/owner"] != "shop-team" || si.Labels["app.kubernetes.io/managed-by"] != "fabric.weft.dev" {
+			if si.Labels["tier"] != "web" || si.Annotations["example.com/owner"] != "shop-team" || si.Labels["app.kubernetes.io/managed-by"] != "fabric.weft.dev" ||
+				si.Labels[mcs.LabelRecord] != "" {
 				return fmt.Errorf("import labels %v annotations %v", si.Labels, si.Annotations)
 			}
 			return nil
