@@ -83,9 +83,10 @@ func Respond(ctx context.Context, conn net.PacketConn) error {
 
 // Options tune a Prober.
 type Options struct {
-	// Interval between probes to each target (default 100 ms).
+	// Interval between probes to each target (default 50 ms).
 	Interval time.Duration
-	// FailAfter intervals without an answer make a target down (default 3).
+	// FailAfter intervals without an answer make a target down (default 4: 200 ms of
+	// silence with the default interval).
 	FailAfter int
 	// RiseAfter answers in a row make a down target up (default 2).
 	RiseAfter int
@@ -147,10 +148,10 @@ type Prober struct {
 // NewProber probes from conn (bound where probes must leave from).
 func NewProber(conn net.PacketConn, opts Options) *Prober {
 	if opts.Interval <= 0 {
-		opts.Interval = 100 * time.Millisecond
+		opts.Interval = 50 * time.Millisecond
 	}
 	if opts.FailAfter <= 0 {
-		opts.FailAfter = 3
+		opts.FailAfter = 4
 	}
 	if opts.RiseAfter <= 0 {
 		opts.RiseAfter = 2
