@@ -43,7 +43,8 @@ func BenchmarkGateways(b *testing.B) {
 		netnstest.BenchTCP(b, server, client, echo.Addr().String()+":7100")
 	})
 
-	b.Run(fmt.Sprintf("export-to-resolvable-%d", mcsRounds), func(b *testing.B) {
+	b.Run(fmt.Sprintf("export-to-resolvable-%d", mcsRounds), func(bb *testing.B) {
+		b := printing{bb}
 		var resolvable, gone []time.Duration
 		for i, r := range exportToResolvable(b, lab, in.From, in.To, mcsRounds) {
 			b.Logf("round %d: resolvable after %v, gone %v after the unexport", i+1, r.Resolvable.Round(time.Millisecond), r.Gone.Round(time.Millisecond))
@@ -58,7 +59,8 @@ func BenchmarkGateways(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 	})
 
-	b.Run(fmt.Sprintf("failover-%d", rounds), func(b *testing.B) {
+	b.Run(fmt.Sprintf("failover-%d", rounds), func(bb *testing.B) {
+		b := printing{bb}
 		var gaps []time.Duration
 		for i := 0; i < rounds; i++ {
 			cluster, act, how := in.From, killGateway(b, lab), "process kill"
@@ -81,4 +83,13 @@ func BenchmarkGateways(b *testing.B) {
 		b.ReportMetric(float64(gaps[len(gaps)-1].Milliseconds()), "max-gap-ms")
 		b.ReportMetric(0, "ns/op")
 	})
+}
+
+// printing is a benchmark whose log lines go to stdout as they come: the testing package
+// keeps only the first lines of a benchmark's log, and every round's line matters.
+type printing struct{ *testing.B }
+
+func (p printing) Logf(format string, args ...any) {
+	p.Helper()
+	fmt.Printf("    %s: %s\n", p.Name(), fmt.Sprintf(format, args...))
 }
