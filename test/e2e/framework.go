@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -26,8 +27,8 @@ type Lab struct {
 	linksBefore                               string // host links before the first up
 }
 
-// Client returns a clientset for a cluster (context).
-func (l *Lab) Client(t testing.TB, cluster string) kubernetes.Interface {
+// restConfig is the client configuration of a cluster (context) of the lab's kubeconfig.
+func (l *Lab) restConfig(t testing.TB, cluster string) *rest.Config {
 	t.Helper()
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		&clientcmd.ClientConfigLoadingRules{ExplicitPath: l.Kubeconfig},
@@ -35,7 +36,13 @@ func (l *Lab) Client(t testing.TB, cluster string) kubernetes.Interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	return cfg
+}
+
+// Client returns a clientset for a cluster (context).
+func (l *Lab) Client(t testing.TB, cluster string) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(l.restConfig(t, cluster))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -23,17 +22,11 @@ import (
 // mcsClient is a controller-runtime client for a cluster that knows the MCS types.
 func (l *Lab) mcsClient(t testing.TB, cluster string) client.Client {
 	t.Helper()
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: l.Kubeconfig},
-		&clientcmd.ConfigOverrides{CurrentContext: cluster}).ClientConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := runtime.NewScheme()
 	if err := mcsv1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(cfg, client.Options{Scheme: s})
+	c, err := client.New(l.restConfig(t, cluster), client.Options{Scheme: s})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +127,7 @@ func askA(ns *netnstest.Netns, server, name string) (rcode, answers int) {
 	return rcode, answers
 }
 
-// latencyPercentiles sorts d and returns its p50 and p99.
+// latencyPercentiles sorts d (in place) and returns its p50 and p99.
 func latencyPercentiles(d []time.Duration) (p50, p99 time.Duration) {
 	slices.Sort(d)
 	pct := func(p float64) time.Duration { return d[min(len(d)-1, int(p*float64(len(d))))] }
