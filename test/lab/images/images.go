@@ -114,8 +114,8 @@ func (im Image) Command(command, args []string) ([]string, error) {
 	return nil, fmt.Errorf("%s: executable not found in image %s (PATH %s)", prog, im.Name, im.PATH())
 }
 
-// hostTools links the host's programs of these names that exist (a missing one stays
-// busybox's, if it has one).
+// hostTools links the host's programs of these names that exist (a missing one is left
+// out: in an image with busybox, busybox's applet of that name stays).
 func hostTools(names ...string) map[string]string {
 	links := map[string]string{}
 	for _, n := range names {
@@ -204,15 +204,12 @@ func Lab(cfg Config) (*Table, error) {
 	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "weft-") && !e.IsDir() {
-			links := map[string]string{e.Name(): filepath.Join(cfg.WeftBin, e.Name())}
+			links := map[string]string{}
 			if e.Name() == "weft-agent" || e.Name() == "weft-ovs" {
 				// Their real images are built on Open vSwitch's userspace tools.
-				for _, tool := range ovsTools {
-					if p, err := exec.LookPath(tool); err == nil {
-						links[tool] = p
-					}
-				}
+				links = hostTools(ovsTools...)
 			}
+			links[e.Name()] = filepath.Join(cfg.WeftBin, e.Name())
 			if err := mk("ghcr.io/weft-net/"+e.Name(), true, []string{e.Name()}, false, links); err != nil {
 				return nil, err
 			}
