@@ -99,8 +99,8 @@ func (a *Answerer) answer(z *Zone, req *dns.Msg) *dns.Msg {
 		m.SetRcode(req, dns.RcodeRefused)
 		return m
 	}
-	if o := req.IsEdns0(); o != nil {
-		m.SetEdns0(max(o.UDPSize(), dns.MinMsgSize), false)
+	if req.IsEdns0() != nil {
+		m.SetEdns0(uint16(udpSize(req)), false)
 	}
 	rrs, exists := a.lookup(z, name, q.Qtype, q.Name)
 	switch {
@@ -155,7 +155,8 @@ func (a *Answerer) lookup(z *Zone, name string, qtype uint16, owner string) ([]d
 	case svc == nil:
 		return nil, false
 	case len(below) == 0 && (qtype == dns.TypeSRV || qtype == dns.TypeANY):
-		return append(a.serviceRecords(svc, qtype, owner), a.serviceSRV(svc, owner)...), true
+		// SRV at the Service's name itself: the records of every port.
+		return append(a.serviceRecords(svc, qtype, owner), a.srvRecords(svc, svc.Ports, owner)...), true
 	case len(below) == 0:
 		return a.serviceRecords(svc, qtype, owner), true
 	case len(below) == 2 && strings.HasPrefix(below[0], "_") && strings.HasPrefix(below[1], "_"):
@@ -234,11 +235,6 @@ func (a *Answerer) srv(svc *Service, portName, proto string, qtype uint16, owner
 		return nil, true
 	}
 	return a.srvRecords(svc, []Port{*port}, owner), true
-}
-
-// serviceSRV answers SRV at <svc>.<ns>.svc.<zone> itself: the records of every port.
-func (a *Answerer) serviceSRV(svc *Service, owner string) []dns.RR {
-	return a.srvRecords(svc, svc.Ports, owner)
 }
 
 // srvRecords are the SRV records of ports: for a ClusterSetIP Service each points at the

@@ -210,8 +210,7 @@ func (r *ExportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[mcs.LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]}}}
 	})
 	// A peer's change to its export of a Service re-evaluates the conflicts of this
-	// cluster's export of it.
-	// (A full queue drops it: the Resync requeue catches up.)
+	// cluster's export of it (a full queue drops it: the Resync requeue catches up).
 	peerChanges := newServiceQueue()
 	r.View.OnChange(func(k mcs.Key) { peerChanges.offer(k) })
 	return ctrl.NewControllerManagedBy(mgr).Named("serviceexport").

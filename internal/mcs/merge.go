@@ -67,9 +67,9 @@ func Older(a, b Export) bool {
 }
 
 // Merge combines the exports of one Service. The oldest export decides the type, session
-// affinity, internal traffic policy, traffic distribution and exported labels and
-// annotations; the ports are the union, the oldest export
-// deciding a port name that two exports define differently. exports must not be empty.
+// affinity, internal traffic policy, traffic distribution, IP families and exported labels
+// and annotations; the ports are the union, the oldest export deciding a port name that two
+// exports define differently. exports must not be empty.
 func Merge(exports []Export) Merged {
 	ex := slices.Clone(exports)
 	sort.Slice(ex, func(i, j int) bool { return Older(ex[i], ex[j]) })
