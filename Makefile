@@ -4,6 +4,8 @@ SHELL := /usr/bin/env bash -o pipefail
 .DEFAULT_GOAL := help
 
 VERSION      ?= 0.1.0
+CHANNELS     ?= stable,candidate
+DEFAULT_CHANNEL ?= stable
 KUBE_VERSION ?= v1.37.2
 WEFT_CACHE   ?= $(HOME)/.cache/weft
 export WEFT_CACHE KUBE_VERSION
@@ -25,7 +27,15 @@ help: ## Show this help.
 ##@ Generate
 
 .PHONY: generate
-generate: generate-deepcopy manifests generate-ovsdb ## Regenerate everything derived from the Go sources.
+generate: generate-deepcopy manifests generate-ovsdb generate-images generate-argocd bundle ## Regenerate everything derived from the Go sources and config/.
+
+.PHONY: generate-images
+generate-images: ## Write the Dockerfile (one stage per image) from the image table in internal/images.
+	$(GO) run ./hack/genimages Dockerfile
+
+.PHONY: bundle
+bundle: ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ at VERSION, CHANNELS, DEFAULT_CHANNEL.
+	$(GO) run ./hack/genbundle -root . -version $(VERSION) -channels $(CHANNELS) -default-channel $(DEFAULT_CHANNEL)
 
 .PHONY: generate-ovsdb
 generate-ovsdb: ## Generate the libovsdb model of the Open_vSwitch schema (needs openvswitch-common).

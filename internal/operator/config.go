@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weft-net/weft/internal/images"
 	"github.com/weft-net/weft/internal/version"
 )
 
@@ -47,6 +48,10 @@ type WebhookConfig struct {
 	Disabled bool
 	Port     int
 	CertDir  string
+	// CertsProvided means someone else writes tls.crt and tls.key into CertDir and the CA
+	// into the webhook configuration (OLM, cert-manager): the operator keeps no Secret and
+	// never touches caBundle; the server reloads the files when they change.
+	CertsProvided bool
 	// ServiceName is the webhook Service; its in-cluster DNS names go into the certificate.
 	ServiceName string
 	// Hosts are extra names or IPs for the certificate (a webhook reached by URL).
@@ -70,10 +75,10 @@ func DefaultConfig() Config {
 		MetricsAddr:  ":10371",
 		ProbeAddr:    ":10372",
 		PeerResync:   10 * time.Second,
-		AgentImage:   "ghcr.io/weft-net/weft-agent:" + version.Version,
-		OVSImage:     "ghcr.io/weft-net/weft-ovs:" + version.Version,
-		GatewayImage: "ghcr.io/weft-net/weft-gateway:" + version.Version,
-		DNSImage:     "ghcr.io/weft-net/weft-dns:" + version.Version,
+		AgentImage:   images.Ref("weft-agent", version.Version),
+		OVSImage:     images.Ref("weft-ovs", version.Version),
+		GatewayImage: images.Ref("weft-gateway", version.Version),
+		DNSImage:     images.Ref("weft-dns", version.Version),
 		Webhook: WebhookConfig{
 			Port:              10370,
 			CertDir:           "/tmp/weft-webhook-certs",
@@ -98,6 +103,17 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Webhook.Disabled, "webhook-disabled", c.Webhook.Disabled, "do not serve admission webhooks")
 	fs.IntVar(&c.Webhook.Port, "webhook-port", c.Webhook.Port, "port of the admission webhook server")
 	fs.StringVar(&c.Webhook.CertDir, "webhook-cert-dir", c.Webhook.CertDir, "directory the webhook certificate is written to")
+	fs.Func("webhook-certs", `who provides the webhook certificate: "self" (the operator's own CA, kept in --webhook-secret-name and injected into --webhook-configuration-name) or "provided" (tls.crt/tls.key in --webhook-cert-dir come from OLM or cert-manager)`, func(s string) error {
+		switch s {
+		case "self":
+			c.Webhook.CertsProvided = false
+		case "provided":
+			c.Webhook.CertsProvided = true
+		default:
+			return fmt.Errorf("%q is neither self nor provided", s)
+		}
+		return nil
+	})
 	fs.StringVar(&c.Webhook.ServiceName, "webhook-service-name", c.Webhook.ServiceName, "Service in front of the webhook server")
 	fs.StringVar(&c.Webhook.SecretName, "webhook-secret-name", c.Webhook.SecretName, "Secret that keeps the webhook CA and certificate")
 	fs.StringVar(&c.Webhook.ConfigurationName, "webhook-configuration-name", c.Webhook.ConfigurationName, "ValidatingWebhookConfiguration whose caBundle the operator manages")

@@ -3,6 +3,8 @@ package operator
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -129,8 +131,27 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 }
 
 // setupWebhooks makes sure the serving certificate exists before the webhook server starts
-// (it reads the files at start), keeps it fresh, and registers the webhooks.
+// (it reads the files at start), keeps it fresh unless someone else provides it, and
+// registers the webhooks.
 func setupWebhooks(ctx context.Context, cfg Config, restCfg *rest.Config, mgr ctrl.Manager) error {
+	if cfg.Webhook.CertsProvided {
+		for _, f := range []string{"tls.crt", "tls.key"} {
+			if _, err := os.Stat(filepath.Join(cfg.Webhook.CertDir, f)); err != nil {
+				return fmt.Errorf("--webhook-certs=provided, but the certificate is not there: %w", err)
+			}
+		}
+	} else if err := ownCertificate(ctx, cfg, restCfg, mgr); err != nil {
+		return err
+	}
+	if err := tier.SetupWebhookWithManager(mgr); err != nil {
+		return fmt.Errorf("tier webhook: %w", err)
+	}
+	return nil
+}
+
+// ownCertificate issues the webhook certificate from the operator's own CA, injects the CA
+// into the webhook configuration and keeps both fresh.
+func ownCertificate(ctx context.Context, cfg Config, restCfg *rest.Config, mgr ctrl.Manager) error {
 	direct, err := client.New(restCfg, client.Options{Scheme: mgr.GetScheme()})
 	if err != nil {
 		return err
@@ -143,11 +164,5 @@ func setupWebhooks(ctx context.Context, cfg Config, restCfg *rest.Config, mgr ct
 	if err := webhookcert.Ensure(ctx, direct, certOpts); err != nil {
 		return err
 	}
-	if err := mgr.Add(&webhookcert.Rotator{Client: direct, Options: certOpts}); err != nil {
-		return err
-	}
-	if err := tier.SetupWebhookWithManager(mgr); err != nil {
-		return fmt.Errorf("tier webhook: %w", err)
-	}
-	return nil
+	return mgr.Add(&webhookcert.Rotator{Client: direct, Options: certOpts})
 }

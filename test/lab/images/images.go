@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	weftimages "github.com/weft-net/weft/internal/images"
 )
 
 // Image is what a container of that image runs.
@@ -131,9 +133,6 @@ func executable(p string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
-// ovsTools are the Open vSwitch programs the weft-agent and weft-ovs images carry.
-var ovsTools = []string{"ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ovs-dpctl", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovsdb-client"}
-
 // Config says where the lab's programs are.
 type Config struct {
 	// Dir receives one directory of commands per image.
@@ -198,21 +197,19 @@ func Lab(cfg Config) (*Table, error) {
 	if err := errors.Join(steps...); err != nil {
 		return nil, err
 	}
-	entries, err := os.ReadDir(cfg.WeftBin)
-	if err != nil {
-		return nil, fmt.Errorf("weft binaries: %w", err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "weft-") && !e.IsDir() {
-			links := map[string]string{}
-			if e.Name() == "weft-agent" || e.Name() == "weft-ovs" {
-				// Their real images are built on Open vSwitch's userspace tools.
-				links = hostTools(ovsTools...)
+	// weft's images, from the table their Dockerfile is generated from: each of its
+	// binaries from WeftBin, and the host's copies of the programs its packages carry.
+	for _, im := range weftimages.All {
+		links := hostTools(im.Programs()...)
+		for _, c := range im.Commands {
+			p := filepath.Join(cfg.WeftBin, c)
+			if !executable(p) {
+				return nil, fmt.Errorf("image %s: %s is not built (make build)", im.Name, p)
 			}
-			links[e.Name()] = filepath.Join(cfg.WeftBin, e.Name())
-			if err := mk("ghcr.io/weft-net/"+e.Name(), true, []string{e.Name()}, false, links); err != nil {
-				return nil, err
-			}
+			links[c] = p
+		}
+		if err := mk(weftimages.Registry+"/"+im.Name, true, []string{im.Commands[0]}, false, links); err != nil {
+			return nil, err
 		}
 	}
 	return t, nil
