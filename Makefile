@@ -33,6 +33,10 @@ generate: generate-deepcopy manifests generate-ovsdb generate-images generate-ar
 generate-images: ## Write the Dockerfile (one stage per image) from the image table in internal/images.
 	$(GO) run ./hack/genimages Dockerfile
 
+.PHONY: generate-argocd
+generate-argocd: ## Write config/argocd/argocd-cm-patch.yaml (Argo CD health checks) from config/argocd/*.lua.
+	$(GO) run ./hack/genargocd
+
 .PHONY: bundle
 bundle: ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ at VERSION, CHANNELS, DEFAULT_CHANNEL.
 	$(GO) run ./hack/genbundle -root . -version $(VERSION) -channels $(CHANNELS) -default-channel $(DEFAULT_CHANNEL)

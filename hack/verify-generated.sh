@@ -7,10 +7,13 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 tar -C "$root" --exclude=.git --exclude=./bin -cf - . | tar -C "$scratch" -xf -
 make -s -C "$scratch" generate >/dev/null
-if ! diff -r -q "$root/api" "$scratch/api" >/dev/null || ! diff -r -q "$root/config" "$scratch/config" >/dev/null; then
-  echo "generated files are stale; run 'make generate' and commit the result:" >&2
-  diff -r -u "$root/api" "$scratch/api" >&2 || true
-  diff -r -u "$root/config" "$scratch/config" >&2 || true
-  exit 1
-fi
+stale=0
+for p in api config agent/datapath/ovs/vswitch bundle Dockerfile bundle.Dockerfile; do
+  if ! diff -r -q "$root/$p" "$scratch/$p" >/dev/null 2>&1; then
+    [[ $stale == 1 ]] || echo "generated files are stale; run 'make generate' and commit the result:" >&2
+    stale=1
+    diff -r -u -N "$root/$p" "$scratch/$p" >&2 || true
+  fi
+done
+[[ $stale == 0 ]] || exit 1
 echo "generated files are up to date"

@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -103,6 +104,7 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 			testenv.CheckCondition(cn.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonOverlappingCIDR),
 			testenv.CheckCondition(cn.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonOverlappingCIDR),
 			testenv.CheckAbsent(cn.Status.Conditions, "Reconciling"),
+			testenv.CheckHealth(env.Client, cn, kstatus.FailedStatus),
 		)
 	})
 
@@ -131,6 +133,7 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 			testenv.CheckCondition(cn.Status.Conditions, "Reconciling", metav1.ConditionTrue, fabricv1.ReasonAgentsRollingOut),
 			testenv.CheckCondition(cn.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonAgentsRollingOut),
 			testenv.CheckAbsent(cn.Status.Conditions, "Stalled"),
+			testenv.CheckHealth(env.Client, cn, kstatus.InProgressStatus),
 		)
 	})
 	ds := &appsv1.DaemonSet{}
@@ -205,6 +208,7 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 			testenv.CheckCondition(cn.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonReconciled),
 			testenv.CheckAbsent(cn.Status.Conditions, "Reconciling"),
 			testenv.CheckAbsent(cn.Status.Conditions, "Stalled"),
+			testenv.CheckHealth(env.Client, cn, kstatus.CurrentStatus),
 		)
 	})
 	if n := ready.Status.Nodes; n == nil || n.Total != 1 || n.WithPodBlock != 1 || n.AgentsDesired != 1 || n.AgentsReady != 1 {

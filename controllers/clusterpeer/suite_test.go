@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -94,6 +95,8 @@ func TestClusterPeer(t *testing.T) {
 					testenv.CheckCondition(conds, "Ready", c.ready, c.reason),
 					testenv.CheckCondition(conds, "Connected", c.connected, ""),
 				}
+				health := map[string]kstatus.Status{"Stalled": kstatus.FailedStatus, "Reconciling": kstatus.InProgressStatus, "": kstatus.CurrentStatus}
+				errs = append(errs, testenv.CheckHealth(local.Client, p, health[c.state]))
 				for _, s := range []string{"Stalled", "Reconciling"} {
 					if s == c.state {
 						errs = append(errs, testenv.CheckCondition(conds, s, metav1.ConditionTrue, c.reason))

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -51,7 +52,8 @@ func TestTiers(t *testing.T) {
 				if got.Status.ObservedGeneration != got.Generation {
 					return fmt.Errorf("tier %s not observed yet", got.Name)
 				}
-				return testenv.CheckCondition(got.Status.Conditions, "Ready", metav1.ConditionTrue, "")
+				return errors.Join(testenv.CheckCondition(got.Status.Conditions, "Ready", metav1.ConditionTrue, ""),
+					testenv.CheckHealth(env.Client, got, kstatus.CurrentStatus))
 			})
 		}
 	})
@@ -122,7 +124,8 @@ func TestTiers(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if err := testenv.CheckCondition(got.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonDuplicatePriority); err != nil {
+			if err := errors.Join(testenv.CheckCondition(got.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonDuplicatePriority),
+				testenv.CheckHealth(env.Client, got, kstatus.FailedStatus)); err != nil {
 				return err
 			}
 			if !strings.Contains(got.Status.Conditions[0].Message+got.Status.Conditions[1].Message, `tier "first"`) {
