@@ -40,3 +40,8 @@ func GatewayPeerName(clusterID, node string) string { return clusterID + "/" + n
 
 // GatewayLeaseName is the name of the Lease a gateway on node renews.
 func GatewayLeaseName(node string) string { return "weft-gateway-" + node }
+
+// FinalizerClusterDNS is on a ClusterNetwork while the cluster DNS's Corefile carries the
+// server block weft wrote for the clusterset zone; deleting the ClusterNetwork removes the
+// block, then the finalizer.
+const FinalizerClusterDNS = "fabric.weft.dev/cluster-dns"

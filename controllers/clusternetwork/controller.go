@@ -43,7 +43,8 @@ type Reconciler struct {
 	Options
 }
 
-// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks/finalizers,verbs=update
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=apps,namespace=weft-system,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
@@ -56,6 +57,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	cn := &fabricv1.ClusterNetwork{}
 	if err := r.Get(ctx, req.NamespacedName, cn); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cn.DeletionTimestamp.IsZero() {
+		// What the ClusterNetwork owns goes with it (owner references); what it changed
+		// elsewhere is undone here.
+		return ctrl.Result{}, r.removeClusterDNS(ctx, cn)
 	}
 	before := cn.DeepCopy()
 	defer func() {

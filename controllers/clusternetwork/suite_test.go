@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -239,6 +241,29 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	}
 	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.ClusterSetID = "prod.example" })
 	checkProperties(t, map[string]string{aboutv1.ClusterIDProperty: "east", aboutv1.ClusterSetProperty: "prod.example"})
+
+	t.Log("deleting the ClusterNetwork takes weft's block out of the Corefile, then the object goes")
+	cur := waitFor(t, func(*fabricv1.ClusterNetwork) error { return nil })
+	if !slices.Contains(cur.Finalizers, fabricv1.FinalizerClusterDNS) {
+		t.Errorf("finalizers %v: the Corefile carries weft's block, so %s should be there", cur.Finalizers, fabricv1.FinalizerClusterDNS)
+	}
+	if err := env.Client.Delete(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		err := env.Client.Get(ctx, client.ObjectKey{Name: "default"}, &fabricv1.ClusterNetwork{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("ClusterNetwork still there (%v)", err)
+		}
+		cm := &corev1.ConfigMap{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, cm); err != nil {
+			return err
+		}
+		if cm.Data["Corefile"] != coredns.Data["Corefile"] {
+			return fmt.Errorf("Corefile after deletion:\n%s\nwant the original:\n%s", cm.Data["Corefile"], coredns.Data["Corefile"])
+		}
+		return nil
+	})
 }
 
 // checkProperties waits until the ClusterProperties have the values in want and belong to
