@@ -11,6 +11,9 @@ WEFT_CACHE   ?= $(HOME)/.cache/weft
 export WEFT_CACHE KUBE_VERSION
 
 GO        ?= go
+# The version is stamped into every binary from here (internal/version's default matches it:
+# a test checks).
+LDFLAGS   := -X github.com/weft-net/weft/internal/version.Version=v$(VERSION)
 BIN       := $(CURDIR)/bin
 CONTROLLER_GEN = $(shell hack/tool.sh controller-gen)
 TEST_FLAGS ?=
@@ -68,8 +71,8 @@ verify-generated: ## Fail if regenerating code or manifests would change any fil
 
 .PHONY: build
 build: ## Build every binary into bin/ (weft-operator, weft-agent, weft-cni, weft-ovs, weft-gateway, weft-dns, weftctl, labtool).
-	$(GO) build -o $(BIN)/weft-operator ./cmd/operator
-	$(GO) build -o $(BIN)/ ./cmd/weft-agent ./cmd/weft-cni ./cmd/weft-ovs ./cmd/weft-gateway ./cmd/weft-dns ./cmd/weftctl ./cmd/labtool
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-operator ./cmd/operator
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/weft-agent ./cmd/weft-cni ./cmd/weft-ovs ./cmd/weft-gateway ./cmd/weft-dns ./cmd/weftctl ./cmd/labtool
 
 .PHONY: run
 run: manifests ## Run the operator from source against the current kubeconfig (applies config/dev first).

@@ -2,6 +2,7 @@ package olmbundle
 
 import (
 	"bytes"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-net/weft/internal/images"
+	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/version"
 )
 
@@ -223,6 +225,17 @@ func TestBundleLayout(t *testing.T) {
 	}
 	if !slices.Contains(c.Args, "--webhook-certs=provided") || !slices.Contains(c.Args, "--webhook-cert-dir="+olmCertDir) {
 		t.Errorf("under OLM the operator must use the certificate OLM mounts: args %v", c.Args)
+	}
+	// The operator accepts the CSV's arguments as they are.
+	cfg := operator.DefaultConfig()
+	fs := flag.NewFlagSet("weft-operator", flag.ContinueOnError)
+	cfg.AddFlags(fs)
+	if err := fs.Parse(c.Args); err != nil {
+		t.Errorf("the operator refuses the CSV's args %v: %v", c.Args, err)
+	} else if err := cfg.Validate(); err != nil {
+		t.Errorf("the CSV's args %v: %v", c.Args, err)
+	} else if !cfg.Webhook.CertsProvided || cfg.AgentImage != images.Ref("weft-agent", o.Version) {
+		t.Errorf("the CSV's args give %+v", cfg)
 	}
 	if len(csv.Spec.WebhookDefinitions) == 0 || csv.Spec.WebhookDefinitions[0].DeploymentName != deploys[0].Name {
 		t.Errorf("webhook definitions %+v should be served by deployment %s", csv.Spec.WebhookDefinitions, deploys[0].Name)
