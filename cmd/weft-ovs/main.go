@@ -1,6 +1,7 @@
 // Command weft-ovs runs Open vSwitch (ovsdb-server and ovs-vswitchd) in the foreground for
 // the weft-agent pod's ovs container, so that Open vSwitch keeps forwarding while the agent
-// container restarts or upgrades.
+// container restarts or upgrades. When it stops, it gives the node's uplink back (see
+// ovs.ReleaseUplink), so a node whose weft is removed keeps its network.
 package main
 
 import (
@@ -10,7 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/weft-net/weft/agent/datapath/ovs"
 	"github.com/weft-net/weft/internal/ovsrun"
 )
 
@@ -21,6 +24,8 @@ func main() {
 	flag.StringVar(&o.RunDir, "run-dir", "/var/run/openvswitch", "Open vSwitch run directory (sockets, pid files)")
 	flag.StringVar(&o.DBDir, "db-dir", "/var/lib/openvswitch", "where conf.db lives (kept across restarts)")
 	flag.StringVar(&o.LogDir, "log-dir", "/var/log/openvswitch", "log directory")
+	release := flag.Bool("release-uplink", true,
+		"when stopping, give the node's uplink back its addresses and routes (the userspace datapath forwards nothing once Open vSwitch exits; the next agent adopts the uplink again)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -34,6 +39,15 @@ func main() {
 	go func() { in.Wait(); close(exited) }()
 	select {
 	case <-ctx.Done():
+		if *release {
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if uplink, err := ovs.ReleaseUplink(rctx, o.DBSocket()); err != nil {
+				fmt.Fprintln(os.Stderr, "weft-ovs: giving the uplink back:", err)
+			} else if uplink != "" {
+				fmt.Println("weft-ovs: gave the node's addresses and routes back to", uplink)
+			}
+			cancel()
+		}
 		in.Stop()
 	case <-exited:
 		fmt.Fprintln(os.Stderr, "weft-ovs: an Open vSwitch daemon exited; see", o.LogDir)

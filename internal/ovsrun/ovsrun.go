@@ -79,7 +79,11 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	in.db = o.command("ovsdb-server", db, "--remote=punix:"+filepath.Join(o.RunDir, "db.sock"),
 		"--pidfile="+filepath.Join(o.RunDir, "ovsdb-server.pid"), "--unixctl="+filepath.Join(o.RunDir, "ovsdb-server.ctl"),
 		"--log-file="+filepath.Join(o.LogDir, "ovsdb-server.log"))
-	in.db.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// Each daemon has its own process group: a signal to weft-ovs's group (Ctrl-C, a
+	// runtime that signals the whole container) reaches weft-ovs alone, which may still
+	// need the database (to give the uplink back) before it stops them. They still die
+	// with it (Pdeathsig).
+	in.db.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := in.db.Start(); err != nil {
 		return nil, fmt.Errorf("ovsdb-server: %w", err)
 	}
@@ -102,7 +106,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	}
 	in.vsd = o.command("ovs-vswitchd", o.DBSocket(), "--pidfile="+filepath.Join(o.RunDir, "ovs-vswitchd.pid"),
 		"--unixctl="+filepath.Join(o.RunDir, "ovs-vswitchd.ctl"), "--log-file="+filepath.Join(o.LogDir, "ovs-vswitchd.log"))
-	in.vsd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	in.vsd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := in.vsd.Start(); err != nil {
 		in.Stop()
 		return nil, fmt.Errorf("ovs-vswitchd: %w", err)

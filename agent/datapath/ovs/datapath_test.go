@@ -566,3 +566,67 @@ func TestPeerRoutesThroughGateways(t *testing.T) {
 		}
 	})
 }
+
+// weft-ovs gives the uplink back when it stops (ReleaseUplink): the node keeps its address
+// and routes without Open vSwitch; the next agent adopts the uplink again.
+func TestReleaseUplinkGivesTheNodeItsNetworkBack(t *testing.T) {
+	netnstest.RequireRoot(t)
+	sw := netnstest.NewSwitch(t)
+	n := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve", func(ns *netnstest.Netns) {
+		ns.MustIP(t, "route", "add", "default", "via", "172.29.0.1")
+	})
+	on := func(dev string) string { out, _ := n.ns.Run("ip", "-4", "addr", "show", "dev", dev); return out }
+	if !strings.Contains(on(ovs.ExternalBridge), "172.29.0.11/24") {
+		t.Fatalf("after Init the node address should be on %s:\n%s", ovs.ExternalBridge, on(ovs.ExternalBridge))
+	}
+	_ = n.dp.Close()
+	var uplink string
+	n.do(t, func() (err error) {
+		uplink, err = ovs.ReleaseUplink(context.Background(), n.opts.DBSocket())
+		return err
+	})
+	if uplink != "eth0" {
+		t.Fatalf("released %q, want the uplink eth0", uplink)
+	}
+	if got := on("eth0"); !strings.Contains(got, "172.29.0.11/24") {
+		t.Errorf("the address did not come back to eth0:\n%s", got)
+	}
+	if got := on(ovs.ExternalBridge); strings.Contains(got, "172.29.0.11") {
+		t.Errorf("the address is still on %s:\n%s", ovs.ExternalBridge, got)
+	}
+	if got, _ := n.ns.Run("ip", "route", "show", "dev", "eth0"); !strings.Contains(got, "default via 172.29.0.1") {
+		t.Errorf("the default route did not come back to eth0:\n%s", got)
+	}
+	ports, err := exec.Command("ovs-vsctl", "--db="+n.opts.DBSocket(), "list-ports", ovs.ExternalBridge).Output()
+	if err != nil || strings.Contains(string(ports), "eth0") {
+		t.Errorf("eth0 is still a port of %s (%v): %s", ovs.ExternalBridge, err, ports)
+	}
+	// With Open vSwitch gone, the node still reaches its neighbours through the uplink.
+	n.ovs.Stop()
+	peer := netnstest.New(t, "peer")
+	sw.Plug(t, peer, "ppeer", "172.29.0.20/24")
+	if out, err := n.ns.Run("ping", "-c1", "-W2", "172.29.0.20"); err != nil {
+		t.Errorf("after the release and without Open vSwitch, the node cannot reach a neighbour: %v\n%s", err, out)
+	}
+
+	// Released twice (weft-ovs restarted before any agent ran): nothing to do.
+	inst, err := ovsrun.Start(context.Background(), n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+	n.do(t, func() (err error) {
+		uplink, err = ovs.ReleaseUplink(context.Background(), n.opts.DBSocket())
+		return err
+	})
+	if uplink != "" {
+		t.Errorf("a second release found uplink %q", uplink)
+	}
+	// The next agent adopts it again.
+	again := ovs.New(datapath.Options{OVSDB: n.opts.DBSocket(), OVSRunDir: n.run})
+	t.Cleanup(func() { _ = again.Close() })
+	n.do(t, func() error { return again.Init(context.Background(), n.spec) })
+	if !strings.Contains(on(ovs.ExternalBridge), "172.29.0.11/24") {
+		t.Errorf("a new agent did not adopt the uplink again:\n%s", on(ovs.ExternalBridge))
+	}
+}

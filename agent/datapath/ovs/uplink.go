@@ -3,11 +3,13 @@ package ovs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
 
+	"github.com/ovn-kubernetes/libovsdb/client"
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 
@@ -163,6 +165,11 @@ func (d *Driver) savedUplinkRoutes() []uplinkRoute {
 // and userspace Open vSwitch may take its internal port down and up. It returns how many it
 // restored.
 func (d *Driver) restoreUplinkRoutes(h *netlink.Handle, br netlink.Link, routes []uplinkRoute) (int, error) {
+	return restoreRoutes(h, br, routes)
+}
+
+// restoreRoutes adds to link those of routes it lacks, and returns how many.
+func restoreRoutes(h *netlink.Handle, br netlink.Link, routes []uplinkRoute) (int, error) {
 	have, err := h.RouteList(br, netlink.FAMILY_ALL)
 	if err != nil {
 		return 0, err
@@ -189,7 +196,7 @@ func (d *Driver) restoreUplinkRoutes(h *netlink.Handle, br netlink.Link, routes 
 			continue
 		}
 		if err := h.RouteReplace(&r); err != nil {
-			return restored, fmt.Errorf("restoring route %s to %s: %w", r, d.extBridge, err)
+			return restored, fmt.Errorf("restoring route %s to %s: %w", r, br.Attrs().Name, err)
 		}
 		restored++
 	}
@@ -243,4 +250,69 @@ func waitLink(ctx context.Context, name string) (netlink.Link, error) {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// ReleaseUplink undoes the adoption of the node's uplink for good: the uplink leaves the
+// external bridge and takes back the node's addresses and its routes (those on record).
+// weft-ovs calls it when it stops: once ovs-vswitchd exits, the userspace datapath forwards
+// nothing, and a node whose uplink stayed in the bridge would be cut off (uninstalled, or
+// until the next agent adopts the uplink again). It must run in the node's network namespace
+// while OVSDB is still up, and returns the uplink's name ("" when none was adopted).
+func ReleaseUplink(ctx context.Context, endpoint string) (string, error) {
+	db, err := connectOVSDB(ctx, endpoint)
+	if err != nil {
+		return "", err
+	}
+	defer db.close()
+	br, err := db.bridge(ExternalBridge)
+	if err != nil {
+		if errors.Is(err, client.ErrNotFound) {
+			return "", nil
+		}
+		return "", err
+	}
+	var uplink string
+	for _, uuid := range br.Ports {
+		p := &vswitch.Port{UUID: uuid}
+		if err := db.c.Get(ctx, p); err == nil && p.ExternalIDs["weft-role"] == "uplink" {
+			uplink = p.Name
+		}
+	}
+	if uplink == "" {
+		return "", nil
+	}
+	var routes []uplinkRoute
+	_ = json.Unmarshal([]byte(br.ExternalIDs[idUplinkRoutes]), &routes)
+	link, err := netlink.LinkByName(uplink)
+	if err != nil {
+		return uplink, err
+	}
+	brLink, err := netlink.LinkByName(ExternalBridge)
+	if err != nil {
+		return uplink, err
+	}
+	addrs, err := netlink.AddrList(brLink, netlink.FAMILY_ALL)
+	if err != nil {
+		return uplink, err
+	}
+	// Out of the bridge first, so the userspace datapath lets go of the device.
+	if err := db.deletePort(ctx, ExternalBridge, uplink); err != nil {
+		return uplink, fmt.Errorf("taking %s out of %s: %w", uplink, ExternalBridge, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return uplink, err
+	}
+	for _, a := range addrs {
+		if a.Scope != int(netlink.SCOPE_UNIVERSE) {
+			continue
+		}
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: a.IPNet}); err != nil {
+			return uplink, fmt.Errorf("moving %s back to %s: %w", a.IPNet, uplink, err)
+		}
+		_ = netlink.AddrDel(brLink, &netlink.Addr{IPNet: a.IPNet})
+	}
+	if _, err := restoreRoutes(&netlink.Handle{} /* this thread's namespace */, link, routes); err != nil {
+		return uplink, err
+	}
+	return uplink, nil
 }
