@@ -26,14 +26,7 @@ Secret in the other cluster together with the ClusterPeer that refers to it. Run
 renews the tokens. Both contexts must have weft installed with a ClusterNetwork.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if from == "" || to == "" {
-				return fmt.Errorf("--from and --to name two contexts of the kubeconfig")
-			}
-			a, err := contextCluster(kubeconfig, from)
-			if err != nil {
-				return err
-			}
-			b, err := contextCluster(kubeconfig, to)
+			a, b, err := twoClusters(kubeconfig, from, to)
 			if err != nil {
 				return err
 			}
@@ -54,8 +47,48 @@ renews the tokens. Both contexts must have weft installed with a ClusterNetwork.
 	f.DurationVar(&opts.TokenDuration, "token-duration", 365*24*time.Hour, "lifetime of the issued tokens (re-run join to renew)")
 	f.StringVar(&opts.ServerFrom, "server-from", "", "address peers use to reach --from's API server (default: where its kubernetes Service points)")
 	f.StringVar(&opts.ServerTo, "server-to", "", "address peers use to reach --to's API server (default: where its kubernetes Service points)")
-	cmd.AddCommand(join)
+	leave := &cobra.Command{
+		Use:   "leave --from CONTEXT --to CONTEXT",
+		Short: "Undo join: remove each cluster's ClusterPeer for the other and the other's identity (its tokens stop working)",
+		Long: `leave deletes, in each cluster, the ClusterPeer naming the other and its kubeconfig
+Secret, and the other's ServiceAccount and bindings, which revokes the tokens join issued;
+the shared reader roles go with the last peer. Run it before deleting either ClusterNetwork
+(it reads the cluster IDs from them). Running it again does nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			a, b, err := twoClusters(kubeconfig, from, to)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(c.Context(), time.Minute)
+			defer cancel()
+			if err := peering.Leave(ctx, a, b, opts); err != nil {
+				return err
+			}
+			fmt.Printf("%s and %s are no longer peers\n", from, to)
+			return nil
+		},
+	}
+	lf := leave.Flags()
+	lf.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig with both contexts (default: $KUBECONFIG or ~/.kube/config)")
+	lf.StringVar(&from, "from", "", "context of the first cluster")
+	lf.StringVar(&to, "to", "", "context of the second cluster")
+	lf.StringVar(&opts.Namespace, "namespace", "weft-system", "namespace of the peer identities and Secrets (weft's namespace)")
+	cmd.AddCommand(join, leave)
 	return cmd
+}
+
+// twoClusters opens the two contexts a peer command names.
+func twoClusters(kubeconfig, from, to string) (peering.Cluster, peering.Cluster, error) {
+	if from == "" || to == "" {
+		return peering.Cluster{}, peering.Cluster{}, fmt.Errorf("--from and --to name two contexts of the kubeconfig")
+	}
+	a, err := contextCluster(kubeconfig, from)
+	if err != nil {
+		return a, peering.Cluster{}, err
+	}
+	b, err := contextCluster(kubeconfig, to)
+	return a, b, err
 }
 
 func contextCluster(kubeconfig, context string) (peering.Cluster, error) {

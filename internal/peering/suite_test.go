@@ -2,12 +2,14 @@ package peering_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -163,6 +165,43 @@ func TestJoin(t *testing.T) {
 		peers := &fabricv1.ClusterPeerList{}
 		if err := a.Client.List(ctx, peers); err != nil || len(peers.Items) != 1 {
 			t.Errorf("want exactly one ClusterPeer in a, have %d (%v)", len(peers.Items), err)
+		}
+	})
+
+	t.Run("leaving removes both ClusterPeers, Secrets, identities and roles, and revokes the credential", func(t *testing.T) {
+		pc := peerClient(t, a, "west") // a's credential in b
+		if err := peering.Leave(ctx, cluster("ctx-a", a), cluster("ctx-b", b), opts()); err != nil {
+			t.Fatal(err)
+		}
+		for _, side := range []struct {
+			in     *testenv.Env
+			peerID string
+			selfID string
+		}{{a, "west", "east"}, {b, "east", "west"}} {
+			for _, o := range []client.Object{
+				&fabricv1.ClusterPeer{ObjectMeta: metav1.ObjectMeta{Name: side.peerID}},
+				&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "peer-" + side.peerID, Namespace: "weft-system"}},
+				&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "peer-" + side.peerID, Namespace: "weft-system"}},
+				&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "weft:peer:" + side.peerID}},
+				&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "weft:peer-records:" + side.peerID, Namespace: "weft-system"}},
+				&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: peering.ReaderRole}},
+				&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: peering.RecordReaderRole, Namespace: "weft-system"}},
+			} {
+				err := side.in.Client.Get(ctx, client.ObjectKeyFromObject(o), o)
+				if !apierrors.IsNotFound(err) && o.GetDeletionTimestamp() == nil {
+					t.Errorf("%T %s is still there after leave (err %v)", o, o.GetName(), err)
+				}
+			}
+		}
+		testenv.Eventually(t, 10*time.Second, func() error {
+			err := pc.Get(ctx, client.ObjectKey{Name: "default"}, &fabricv1.ClusterNetwork{})
+			if !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
+				return fmt.Errorf("the old credential still reads the peer (err %v)", err)
+			}
+			return nil
+		})
+		if err := peering.Leave(ctx, cluster("ctx-a", a), cluster("ctx-b", b), opts()); err != nil {
+			t.Errorf("leaving twice: %v", err)
 		}
 	})
 }

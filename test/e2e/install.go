@@ -84,3 +84,86 @@ func PeerJoin(t testing.TB, in PeerInput) {
 		t.Errorf("%s sees %s advertise pod CIDR %q, want %q", in.From, in.To, got, in.ToPodCIDR)
 	}
 }
+
+// UninstallInput is the input of Uninstall.
+type UninstallInput struct {
+	Lab *Lab
+	// Cluster loses weft; Peer is the cluster it is peered with.
+	Cluster, Peer string
+}
+
+// Uninstall removes weft from a cluster the way docs/install.md says — `weftctl peer leave`,
+// delete the ClusterNetwork, delete config/default — and checks nothing is left: no weft
+// pod stuck terminating, nodes keep their network (weft-ovs gave the uplink back), CoreDNS
+// without weft's block, no namespace, CRD, role, binding or webhook configuration of weft.
+func Uninstall(t testing.TB, in UninstallInput) {
+	ctx := context.Background()
+	root := repoRoot(t)
+	cs := in.Lab.Client(t, in.Cluster)
+	if out, err := exec.Command(in.Lab.Weftctl, "peer", "leave", "--kubeconfig", in.Lab.Kubeconfig, "--from", in.Cluster, "--to", in.Peer).CombinedOutput(); err != nil {
+		t.Fatalf("weftctl peer leave: %v\n%s", err, out)
+	}
+	for _, side := range [][2]string{{in.Cluster, in.Peer}, {in.Peer, in.Cluster}} {
+		if out, code := in.Lab.KubectlRun(side[0], "", "get", "clusterpeer", side[1]); code == 0 {
+			t.Errorf("%s still has ClusterPeer %s after leave:\n%s", side[0], side[1], out)
+		}
+	}
+	start := time.Now()
+	in.Lab.MustKubectl(t, in.Cluster, "", "delete", "clusternetwork", "default", "--timeout=60s")
+	Eventually(t, 90*time.Second, func() error {
+		pods, err := cs.CoreV1().Pods("weft-system").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if !strings.HasPrefix(p.Name, "weft-operator-") {
+				return fmt.Errorf("pod %s still there (%s)", p.Name, p.Status.Phase)
+			}
+		}
+		cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if strings.Contains(cm.Data["Corefile"], "# weft: begin") {
+			return fmt.Errorf("the Corefile still forwards the clusterset zone to weft-dns")
+		}
+		return nil
+	})
+	t.Logf("the ClusterNetwork and its workloads were gone in %v", time.Since(start).Round(100*time.Millisecond))
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		ip := ""
+		for _, a := range n.Status.Addresses {
+			if a.Type == "InternalIP" {
+				ip = a.Address
+			}
+		}
+		out, err := exec.Command("ip", "-n", "weftlab-"+in.Lab.Name+"-"+n.Name, "-4", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), " "+ip+"/") {
+			t.Errorf("node %s: its address %s is not back on its uplink eth0 (%v): %s", n.Name, ip, err, out)
+		}
+	}
+	in.Lab.MustKubectl(t, in.Cluster, "", "delete", "-k", root+"/config/default", "--timeout=120s")
+	for _, q := range []struct{ what, args string }{
+		{"namespace", "get namespace weft-system -o name --ignore-not-found"},
+		{"CRDs", "get crd -o name"},
+		{"cluster roles", "get clusterroles,clusterrolebindings -o name"},
+		{"webhook configurations", "get validatingwebhookconfigurations -o name"},
+	} {
+		out, code := in.Lab.KubectlRun(in.Cluster, "", strings.Fields(q.args)...)
+		if code != 0 {
+			t.Errorf("kubectl %s: exit %d: %s", q.args, code, out)
+			continue
+		}
+		for _, line := range strings.Split(out, "\n") {
+			name := line[strings.LastIndex(line, "/")+1:]
+			if strings.Contains(line, "weft") && !strings.HasPrefix(name, "weft-lab:") || strings.Contains(line, "weft.dev") ||
+				strings.Contains(line, "multicluster.x-k8s.io") || strings.Contains(line, "about.k8s.io") {
+				t.Errorf("%s: %s is left after uninstalling", q.what, line)
+			}
+		}
+	}
+}

@@ -129,6 +129,9 @@ func TestLab(t *testing.T) {
 	if lab.Weftctl == "" || os.Getenv("WEFT_E2E_STATE") != "" {
 		return // an existing lab: leave it as it is
 	}
+	t.Run("uninstalling weft leaves the cluster clean and its nodes on the network", func(t *testing.T) {
+		Uninstall(t, UninstallInput{Lab: lab, Cluster: "weft-2", Peer: "weft-1"})
+	})
 	t.Run("a killed lab is cleaned up by the next lab up", func(t *testing.T) {
 		CrashRecovery(t, lab)
 	})
