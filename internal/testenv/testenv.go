@@ -100,6 +100,9 @@ func Start() (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// envtest leaves etcd and kube-apiserver running when, say, installing a CRD fails:
+		// stop them, or they outlive the test binary (and load the machine).
+		_ = env.Stop()
 		return nil, fmt.Errorf("starting envtest from %s: %w", assets, err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: operator.NewScheme()})
