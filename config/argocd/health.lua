@@ -1,5 +1,5 @@
--- Argo CD health of weft's kinds (fabric.weft.dev ClusterNetwork, ClusterPeer, Tier): the
--- kstatus rules the operator follows, so Argo CD and Flux agree.
+-- Argo CD health of weft's kinds (fabric.weft.dev ClusterNetwork, ClusterPeer, Tier,
+-- FabricPolicy): the kstatus rules the operator follows, so Argo CD and Flux agree.
 --   no status or an old observedGeneration -> Progressing (the operator has not seen it yet)
 --   Stalled=True                           -> Degraded (needs the user; the reason says why)
 --   Reconciling=True                       -> Progressing

@@ -105,6 +105,28 @@ func TestTiers(t *testing.T) {
 		}
 	})
 
+	t.Run("a tier that policies use is refused at deletion, naming them", func(t *testing.T) {
+		p := &fabricv1.FabricPolicy{ObjectMeta: metav1.ObjectMeta{Name: "uses-team-a"}, Spec: fabricv1.FabricPolicySpec{
+			Tier: "team-a", Priority: 1, AppliedTo: []fabricv1.PolicyTarget{{PodSelector: &metav1.LabelSelector{}}}}}
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		team, err := getTier("team-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = env.Client.Delete(ctx, team)
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `tier "team-a" is used by FabricPolicies uses-team-a`) {
+			t.Fatalf("deleting a tier in use: %v; want Forbidden naming the policy", err)
+		}
+		if err := env.Client.Delete(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 20*time.Second, func() error { // the in-use finalizer goes with the policy
+			return env.Client.Delete(ctx, team)
+		})
+	})
+
 	t.Run("a duplicate that slipped past admission is Stalled until the holder goes", func(t *testing.T) {
 		// Remove the webhook, as if the tier had been created before the operator was installed.
 		cfg := &admissionv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfig}}

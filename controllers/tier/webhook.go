@@ -2,6 +2,7 @@ package tier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,12 +12,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/controllers/fabricpolicy"
 )
 
-// +kubebuilder:webhook:path=/validate-fabric-weft-dev-v1alpha1-tier,mutating=false,failurePolicy=fail,sideEffects=None,groups=fabric.weft.dev,resources=tiers,verbs=create,versions=v1alpha1,name=vtier.fabric.weft.dev,admissionReviewVersions=v1,timeoutSeconds=5
+// +kubebuilder:webhook:path=/validate-fabric-weft-dev-v1alpha1-tier,mutating=false,failurePolicy=fail,sideEffects=None,groups=fabric.weft.dev,resources=tiers,verbs=create;delete,versions=v1alpha1,name=vtier.fabric.weft.dev,admissionReviewVersions=v1,timeoutSeconds=5
 
-// Validator refuses a Tier whose priority another tier already holds. Priority is immutable
-// (a CEL rule on the CRD), so only creation needs the check.
+// Validator refuses a Tier whose priority another tier already holds (priority is immutable,
+// a CEL rule on the CRD, so only creation needs the check), and the deletion of a tier that
+// FabricPolicies use (the finalizer of package fabricpolicy holds such a tier anyway; this
+// says so at once).
 type Validator struct {
 	// Reader lists tiers. Use the manager's API reader, not the cache: a tier created a moment
 	// ago must already count.
@@ -47,8 +51,16 @@ func (v *Validator) ValidateUpdate(context.Context, *fabricv1.Tier, *fabricv1.Ti
 	return nil, nil
 }
 
-// ValidateDelete allows every deletion (tiers in use are protected by a finalizer).
-func (v *Validator) ValidateDelete(context.Context, *fabricv1.Tier) (admission.Warnings, error) {
+// ValidateDelete refuses to delete a tier that policies use, naming them.
+func (v *Validator) ValidateDelete(ctx context.Context, t *fabricv1.Tier) (admission.Warnings, error) {
+	users, err := fabricpolicy.UsersOf(ctx, v.Reader, t.Name)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	if len(users) > 0 {
+		return nil, apierrors.NewForbidden(fabricv1.GroupVersion.WithResource("tiers").GroupResource(), t.Name,
+			errors.New(fabricpolicy.InUseMessage(t.Name, users)))
+	}
 	return nil, nil
 }
 

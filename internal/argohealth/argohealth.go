@@ -27,6 +27,7 @@ var Checks = []Check{
 	{Group: "fabric.weft.dev", Kind: "ClusterNetwork", Script: "health.lua"},
 	{Group: "fabric.weft.dev", Kind: "ClusterPeer", Script: "health.lua"},
 	{Group: "fabric.weft.dev", Kind: "Tier", Script: "health.lua"},
+	{Group: "fabric.weft.dev", Kind: "FabricPolicy", Script: "health.lua"},
 	{Group: "multicluster.x-k8s.io", Kind: "ServiceExport", Script: "serviceexport.lua"},
 }
 

@@ -200,8 +200,8 @@ func TestBundleLayout(t *testing.T) {
 			t.Errorf("CRD %s ships in the bundle but the CSV does not own it", crd.Name)
 		}
 	}
-	if len(b.V1CRDs) != 6 {
-		t.Errorf("bundle has %d CRDs, want weft's 3, ClusterProperty and the 2 MCS kinds", len(b.V1CRDs))
+	if len(b.V1CRDs) != 7 {
+		t.Errorf("bundle has %d CRDs, want weft's 4, ClusterProperty and the 2 MCS kinds", len(b.V1CRDs))
 	}
 	var related []string
 	for _, r := range csv.Spec.RelatedImages {

@@ -28,6 +28,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/clusterpeer"
+	"github.com/weft-net/weft/controllers/fabricpolicy"
 	"github.com/weft-net/weft/controllers/gatewaystatus"
 	"github.com/weft-net/weft/controllers/mcs"
 	"github.com/weft-net/weft/controllers/nodeipam"
@@ -104,6 +105,9 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 	}
 	if err := (&tier.Reconciler{Client: mgr.GetClient()}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("tier controller: %w", err)
+	}
+	if err := fabricpolicy.Setup(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("fabricpolicy controllers: %w", err)
 	}
 	if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Options: clusterpeer.Options{Resync: cfg.PeerResync}}).SetupWithManager(ctx, mgr); err != nil {
