@@ -39,7 +39,9 @@ func main() {
 	go func() { in.Wait(); close(exited) }()
 	select {
 	case <-ctx.Done():
-		if *release {
+		if *release && !in.OwnsDatabase() {
+			fmt.Println("weft-ovs: another Open vSwitch instance has taken over the node's database; leaving the uplink to it")
+		} else if *release {
 			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if uplink, err := ovs.ReleaseUplink(rctx, o.DBSocket()); err != nil {
 				fmt.Fprintln(os.Stderr, "weft-ovs: giving the uplink back:", err)

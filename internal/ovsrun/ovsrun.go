@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -149,6 +151,18 @@ func waitFor(ctx context.Context, ok func() bool) error {
 
 // Wait blocks until both daemons have exited.
 func (in *Instance) Wait() { <-in.waitDone }
+
+// OwnsDatabase says whether the node's database is still this instance's: the ovsdb-server
+// pid file names this instance's ovsdb-server. Another instance started on the same node
+// (a new pod while this one terminates) replaces the pid file, and then the database — and
+// the uplink it records — is that instance's business, not this one's.
+func (in *Instance) OwnsDatabase() bool {
+	data, err := os.ReadFile(filepath.Join(in.opts.RunDir, "ovsdb-server.pid"))
+	if err != nil || in.db == nil || in.db.Process == nil {
+		return false
+	}
+	return strings.TrimSpace(string(data)) == strconv.Itoa(in.db.Process.Pid)
+}
 
 // Stop terminates both daemons (ovs-vswitchd first) and waits for them; SIGKILL after 5 s.
 func (in *Instance) Stop() {
