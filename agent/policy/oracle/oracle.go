@@ -155,7 +155,7 @@ func (w *World) side(pod Pod, dir networkingv1.PolicyType, remote netip.Addr, c 
 func (w *World) tier(t fabricv1.Tier, pod Pod, dir networkingv1.PolicyType, remote netip.Addr, c Conn) (Verdict, bool) {
 	var pols []fabricv1.FabricPolicy
 	for _, p := range w.Policies {
-		if p.Spec.Tier == t.Name && w.appliesTo(p, pod) {
+		if p.Spec.Tier == t.Name && w.AppliesTo(p, pod) {
 			pols = append(pols, p)
 		}
 	}
@@ -203,18 +203,19 @@ func (w *World) portOwner(pod Pod, dir networkingv1.PolicyType, remote netip.Add
 	return nil
 }
 
-func (w *World) appliesTo(p fabricv1.FabricPolicy, pod Pod) bool {
+// AppliesTo says whether a FabricPolicy applies to a pod.
+func (w *World) AppliesTo(p fabricv1.FabricPolicy, pod Pod) bool {
 	for _, t := range p.Spec.AppliedTo {
-		if selects(t.PodSelector, pod.Labels) && selects(t.NamespaceSelector, w.Namespaces[pod.Namespace]) {
+		if Selects(t.PodSelector, pod.Labels) && Selects(t.NamespaceSelector, w.Namespaces[pod.Namespace]) {
 			return true
 		}
 	}
 	return false
 }
 
-// selects says whether a selector matches labels; an absent selector matches everything, an
+// Selects says whether a selector matches labels; an absent selector matches everything, an
 // invalid one nothing.
-func selects(sel *metav1.LabelSelector, l map[string]string) bool {
+func Selects(sel *metav1.LabelSelector, l map[string]string) bool {
 	if sel == nil {
 		return true
 	}
@@ -237,7 +238,7 @@ func (w *World) fabricPeersMatch(peers []fabricv1.PolicyPeer, remote netip.Addr)
 			}
 		case p.FQDN != "":
 			for name, addrs := range w.Resolved {
-				if fqdnMatches(p.FQDN, name) && slices.Contains(addrs, remote) {
+				if FQDNMatches(p.FQDN, name) && slices.Contains(addrs, remote) {
 					return true
 				}
 			}
@@ -248,7 +249,7 @@ func (w *World) fabricPeersMatch(peers []fabricv1.PolicyPeer, remote netip.Addr)
 				}
 			}
 		default:
-			if rp, ok := w.podByIP(remote); ok && selects(p.PodSelector, rp.Labels) && selects(p.NamespaceSelector, w.Namespaces[rp.Namespace]) {
+			if rp, ok := w.podByIP(remote); ok && Selects(p.PodSelector, rp.Labels) && Selects(p.NamespaceSelector, w.Namespaces[rp.Namespace]) {
 				return true
 			}
 		}
@@ -256,9 +257,9 @@ func (w *World) fabricPeersMatch(peers []fabricv1.PolicyPeer, remote netip.Addr)
 	return false
 }
 
-// fqdnMatches matches a name against "name" or "*.suffix" (any depth of subdomain, not the
+// FQDNMatches matches a name against "name" or "*.suffix" (any depth of subdomain, not the
 // suffix itself), case-insensitively, ignoring a trailing dot.
-func fqdnMatches(pattern, name string) bool {
+func FQDNMatches(pattern, name string) bool {
 	pattern = strings.ToLower(strings.TrimSuffix(pattern, "."))
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
@@ -328,7 +329,7 @@ func portMatches(proto corev1.Protocol, port *intstr.IntOrString, end *int32, c 
 func (w *World) networkPolicy(pod Pod, dir networkingv1.PolicyType, remote netip.Addr, c Conn) (Verdict, bool) {
 	isolated := false
 	for _, np := range w.NetworkPolicies {
-		if np.Namespace != pod.Namespace || !selects(&np.Spec.PodSelector, pod.Labels) || !hasType(np, dir) {
+		if np.Namespace != pod.Namespace || !Selects(&np.Spec.PodSelector, pod.Labels) || !HasType(np, dir) {
 			continue
 		}
 		isolated = true
@@ -352,8 +353,8 @@ func (w *World) networkPolicy(pod Pod, dir networkingv1.PolicyType, remote netip
 	return Verdict{}, false
 }
 
-// hasType applies the upstream default: Ingress always, Egress when there are egress rules.
-func hasType(np networkingv1.NetworkPolicy, dir networkingv1.PolicyType) bool {
+// HasType applies the upstream default: Ingress always, Egress when there are egress rules.
+func HasType(np networkingv1.NetworkPolicy, dir networkingv1.PolicyType) bool {
 	if len(np.Spec.PolicyTypes) > 0 {
 		return slices.Contains(np.Spec.PolicyTypes, dir)
 	}
@@ -377,11 +378,11 @@ func (w *World) npPeersMatch(ns string, peers []networkingv1.NetworkPolicyPeer, 
 		}
 		switch {
 		case p.NamespaceSelector == nil: // pods of the policy's namespace
-			if rp.Namespace == ns && selects(p.PodSelector, rp.Labels) {
+			if rp.Namespace == ns && Selects(p.PodSelector, rp.Labels) {
 				return true
 			}
 		default:
-			if selects(p.NamespaceSelector, w.Namespaces[rp.Namespace]) && selects(p.PodSelector, rp.Labels) {
+			if Selects(p.NamespaceSelector, w.Namespaces[rp.Namespace]) && Selects(p.PodSelector, rp.Labels) {
 				return true
 			}
 		}

@@ -233,8 +233,8 @@ func TestFQDNMatches(t *testing.T) {
 		{"*.example.com", "example.com", false},
 		{"*.example.com", "badexample.com", false},
 	} {
-		if got := fqdnMatches(c.pattern, c.name); got != c.want {
-			t.Errorf("fqdnMatches(%q, %q) = %v", c.pattern, c.name, got)
+		if got := FQDNMatches(c.pattern, c.name); got != c.want {
+			t.Errorf("FQDNMatches(%q, %q) = %v", c.pattern, c.name, got)
 		}
 	}
 }
