@@ -11,8 +11,6 @@ package policy
 import (
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -75,13 +73,7 @@ func Compile(w *oracle.World, pods []oracle.Pod) *Program {
 	for _, p := range w.Pods {
 		c.byIP[p.IP] = p
 	}
-	tiers := slices.Clone(w.Tiers)
-	slices.SortStableFunc(tiers, func(a, b fabricv1.Tier) int {
-		if a.Spec.Priority != b.Spec.Priority {
-			return int(a.Spec.Priority - b.Spec.Priority)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	tiers := oracle.OrderedTiers(w.Tiers)
 	prog := &Program{Sides: map[netip.Addr]map[networkingv1.PolicyType]*Side{}}
 	for _, pod := range pods {
 		prog.Sides[pod.IP] = map[networkingv1.PolicyType]*Side{}
@@ -155,12 +147,7 @@ func (c *compiler) segment(t fabricv1.Tier, pod oracle.Pod, dir networkingv1.Pol
 			pols = append(pols, p)
 		}
 	}
-	slices.SortStableFunc(pols, func(a, b *fabricv1.FabricPolicy) int {
-		if a.Spec.Priority != b.Spec.Priority {
-			return int(a.Spec.Priority - b.Spec.Priority)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	slices.SortStableFunc(pols, oracle.ComparePolicies)
 	seg := Segment{Tier: t.Name}
 	for _, p := range pols {
 		rules := p.Spec.Ingress
@@ -172,11 +159,7 @@ func (c *compiler) segment(t fabricv1.Tier, pod oracle.Pod, dir networkingv1.Pol
 			if dir == networkingv1.PolicyTypeEgress {
 				peers = r.To
 			}
-			name := r.Name
-			if name == "" {
-				name = strings.ToLower(string(dir)) + "-" + strconv.Itoa(i)
-			}
-			meta := Rule{Policy: p.Name, Name: name, Action: r.Action, Logged: r.EnableLogging}
+			meta := Rule{Policy: p.Name, Name: oracle.RuleName(r, dir, i), Action: r.Action, Logged: r.EnableLogging}
 			var ports []portSpec
 			for _, pp := range r.Ports {
 				ports = append(ports, portSpec{pp.Protocol, pp.Port, pp.EndPort})

@@ -121,13 +121,7 @@ func (w *World) podByIP(ip netip.Addr) (Pod, bool) {
 
 // side decides one direction for pod (the policies' subject); remote is the other end.
 func (w *World) side(pod Pod, dir networkingv1.PolicyType, remote netip.Addr, c Conn) Verdict {
-	tiers := slices.Clone(w.Tiers)
-	slices.SortStableFunc(tiers, func(a, b fabricv1.Tier) int {
-		if a.Spec.Priority != b.Spec.Priority {
-			return int(a.Spec.Priority - b.Spec.Priority)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	tiers := OrderedTiers(w.Tiers)
 	for _, t := range tiers {
 		if t.Spec.Priority >= fabricv1.NetworkPolicyTierPriority {
 			break
@@ -159,12 +153,7 @@ func (w *World) tier(t fabricv1.Tier, pod Pod, dir networkingv1.PolicyType, remo
 			pols = append(pols, p)
 		}
 	}
-	slices.SortStableFunc(pols, func(a, b fabricv1.FabricPolicy) int {
-		if a.Spec.Priority != b.Spec.Priority {
-			return int(a.Spec.Priority - b.Spec.Priority)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	slices.SortStableFunc(pols, func(a, b fabricv1.FabricPolicy) int { return ComparePolicies(&a, &b) })
 	for _, p := range pols {
 		rules := p.Spec.Ingress
 		if dir == networkingv1.PolicyTypeEgress {
@@ -181,15 +170,39 @@ func (w *World) tier(t fabricv1.Tier, pod Pod, dir networkingv1.PolicyType, remo
 			if r.Action == fabricv1.ActionPass {
 				return Verdict{}, false
 			}
-			name := r.Name
-			if name == "" {
-				name = strings.ToLower(string(dir)) + "-" + strconv.Itoa(i)
-			}
 			return Verdict{Action: r.Action, Direction: dir, Layer: LayerFabricPolicy, Tier: t.Name, Policy: p.Name,
-				Rule: name, Logged: r.EnableLogging}, true
+				Rule: RuleName(r, dir, i), Logged: r.EnableLogging}, true
 		}
 	}
 	return Verdict{}, false
+}
+
+// OrderedTiers returns the tiers in evaluation order: by priority, then name.
+func OrderedTiers(tiers []fabricv1.Tier) []fabricv1.Tier {
+	out := slices.Clone(tiers)
+	slices.SortStableFunc(out, func(a, b fabricv1.Tier) int {
+		if a.Spec.Priority != b.Spec.Priority {
+			return int(a.Spec.Priority - b.Spec.Priority)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// ComparePolicies orders the policies of a tier: by priority, then name.
+func ComparePolicies(a, b *fabricv1.FabricPolicy) int {
+	if a.Spec.Priority != b.Spec.Priority {
+		return int(a.Spec.Priority - b.Spec.Priority)
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// RuleName is a rule's name in verdicts and logs: its own, else its direction and index.
+func RuleName(r fabricv1.PolicyRule, dir networkingv1.PolicyType, index int) string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return strings.ToLower(string(dir)) + "-" + strconv.Itoa(index)
 }
 
 // portOwner is the pod whose named ports a rule's port names refer to: the destination.
