@@ -13,9 +13,33 @@ import (
 	"github.com/weft-net/weft/internal/peering"
 )
 
+// pairFlags are what both peer commands take: two contexts and weft's namespace.
+type pairFlags struct {
+	kubeconfig, from, to string
+	opts                 peering.Options
+}
+
+func (p *pairFlags) add(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&p.kubeconfig, "kubeconfig", "", "kubeconfig with both contexts (default: $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&p.from, "from", "", "context of the first cluster")
+	f.StringVar(&p.to, "to", "", "context of the second cluster")
+	f.StringVar(&p.opts.Namespace, "namespace", "weft-system", "namespace of the peer identities and Secrets (weft's namespace)")
+}
+
+// run opens both clusters and calls do on them, with a minute to finish.
+func (p *pairFlags) run(c *cobra.Command, do func(context.Context, peering.Cluster, peering.Cluster, peering.Options) error) error {
+	a, b, err := twoClusters(p.kubeconfig, p.from, p.to)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context(), time.Minute)
+	defer cancel()
+	return do(ctx, a, b, p.opts)
+}
+
 func peerCommand() *cobra.Command {
-	var kubeconfig, from, to string
-	var opts peering.Options
+	var p pairFlags
 	cmd := &cobra.Command{Use: "peer", Short: "Connect clusters of the clusterset"}
 	join := &cobra.Command{
 		Use:   "join --from CONTEXT --to CONTEXT",
@@ -26,27 +50,18 @@ Secret in the other cluster together with the ClusterPeer that refers to it. Run
 renews the tokens. Both contexts must have weft installed with a ClusterNetwork.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			a, b, err := twoClusters(kubeconfig, from, to)
-			if err != nil {
+			if err := p.run(c, peering.Join); err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context(), time.Minute)
-			defer cancel()
-			if err := peering.Join(ctx, a, b, opts); err != nil {
-				return err
-			}
-			fmt.Printf("%s and %s are peers; watch them connect:\n  kubectl --context %s get clusterpeers\n  kubectl --context %s get clusterpeers\n", from, to, from, to)
+			fmt.Printf("%s and %s are peers; watch them connect:\n  kubectl --context %s get clusterpeers\n  kubectl --context %s get clusterpeers\n", p.from, p.to, p.from, p.to)
 			return nil
 		},
 	}
+	p.add(join)
 	f := join.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig with both contexts (default: $KUBECONFIG or ~/.kube/config)")
-	f.StringVar(&from, "from", "", "context of the first cluster")
-	f.StringVar(&to, "to", "", "context of the second cluster")
-	f.StringVar(&opts.Namespace, "namespace", "weft-system", "namespace of the peer identities and Secrets (weft's namespace)")
-	f.DurationVar(&opts.TokenDuration, "token-duration", 365*24*time.Hour, "lifetime of the issued tokens (re-run join to renew)")
-	f.StringVar(&opts.ServerFrom, "server-from", "", "address peers use to reach --from's API server (default: where its kubernetes Service points)")
-	f.StringVar(&opts.ServerTo, "server-to", "", "address peers use to reach --to's API server (default: where its kubernetes Service points)")
+	f.DurationVar(&p.opts.TokenDuration, "token-duration", 365*24*time.Hour, "lifetime of the issued tokens (re-run join to renew)")
+	f.StringVar(&p.opts.ServerFrom, "server-from", "", "address peers use to reach --from's API server (default: where its kubernetes Service points)")
+	f.StringVar(&p.opts.ServerTo, "server-to", "", "address peers use to reach --to's API server (default: where its kubernetes Service points)")
 	leave := &cobra.Command{
 		Use:   "leave --from CONTEXT --to CONTEXT",
 		Short: "Undo join: remove each cluster's ClusterPeer for the other and the other's identity (its tokens stop working)",
@@ -56,24 +71,14 @@ the shared reader roles go with the last peer. Run it before deleting either Clu
 (it reads the cluster IDs from them). Running it again does nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			a, b, err := twoClusters(kubeconfig, from, to)
-			if err != nil {
+			if err := p.run(c, peering.Leave); err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(c.Context(), time.Minute)
-			defer cancel()
-			if err := peering.Leave(ctx, a, b, opts); err != nil {
-				return err
-			}
-			fmt.Printf("%s and %s are no longer peers\n", from, to)
+			fmt.Printf("%s and %s are no longer peers\n", p.from, p.to)
 			return nil
 		},
 	}
-	lf := leave.Flags()
-	lf.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig with both contexts (default: $KUBECONFIG or ~/.kube/config)")
-	lf.StringVar(&from, "from", "", "context of the first cluster")
-	lf.StringVar(&to, "to", "", "context of the second cluster")
-	lf.StringVar(&opts.Namespace, "namespace", "weft-system", "namespace of the peer identities and Secrets (weft's namespace)")
+	p.add(leave)
 	cmd.AddCommand(join, leave)
 	return cmd
 }
