@@ -10,7 +10,6 @@ package policy
 
 import (
 	"net/netip"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -141,24 +140,11 @@ func (c *compiler) appliesTo(p *fabricv1.FabricPolicy, pod oracle.Pod) bool {
 }
 
 func (c *compiler) segment(t fabricv1.Tier, pod oracle.Pod, dir networkingv1.PolicyType) Segment {
-	var pols []*fabricv1.FabricPolicy
-	for i := range c.w.Policies {
-		if p := &c.w.Policies[i]; p.Spec.Tier == t.Name && c.appliesTo(p, pod) {
-			pols = append(pols, p)
-		}
-	}
-	slices.SortStableFunc(pols, oracle.ComparePolicies)
+	pols := oracle.PoliciesIn(c.w.Policies, t.Name, func(p *fabricv1.FabricPolicy) bool { return c.appliesTo(p, pod) })
 	seg := Segment{Tier: t.Name}
 	for _, p := range pols {
-		rules := p.Spec.Ingress
-		if dir == networkingv1.PolicyTypeEgress {
-			rules = p.Spec.Egress
-		}
-		for i, r := range rules {
-			peers := r.From
-			if dir == networkingv1.PolicyTypeEgress {
-				peers = r.To
-			}
+		for i, r := range oracle.Rules(p, dir) {
+			peers := oracle.Peers(r, dir)
 			meta := Rule{Policy: p.Name, Name: oracle.RuleName(r, dir, i), Action: r.Action, Logged: r.EnableLogging}
 			var ports []portSpec
 			for _, pp := range r.Ports {

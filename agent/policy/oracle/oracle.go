@@ -147,24 +147,10 @@ func (w *World) side(pod Pod, dir networkingv1.PolicyType, remote netip.Addr, c 
 // tier evaluates the tier's policies for pod; decided is false when nothing matched or a
 // rule passed.
 func (w *World) tier(t fabricv1.Tier, pod Pod, dir networkingv1.PolicyType, remote netip.Addr, c Conn) (Verdict, bool) {
-	var pols []fabricv1.FabricPolicy
-	for _, p := range w.Policies {
-		if p.Spec.Tier == t.Name && w.AppliesTo(p, pod) {
-			pols = append(pols, p)
-		}
-	}
-	slices.SortStableFunc(pols, func(a, b fabricv1.FabricPolicy) int { return ComparePolicies(&a, &b) })
+	pols := PoliciesIn(w.Policies, t.Name, func(p *fabricv1.FabricPolicy) bool { return w.AppliesTo(*p, pod) })
 	for _, p := range pols {
-		rules := p.Spec.Ingress
-		if dir == networkingv1.PolicyTypeEgress {
-			rules = p.Spec.Egress
-		}
-		for i, r := range rules {
-			peers := r.From
-			if dir == networkingv1.PolicyTypeEgress {
-				peers = r.To
-			}
-			if !w.fabricPeersMatch(peers, remote) || !portsMatch(r.Ports, c, w.portOwner(pod, dir, remote)) {
+		for i, r := range Rules(p, dir) {
+			if !w.fabricPeersMatch(Peers(r, dir), remote) || !portsMatch(r.Ports, c, w.portOwner(pod, dir, remote)) {
 				continue
 			}
 			if r.Action == fabricv1.ActionPass {
@@ -189,12 +175,38 @@ func OrderedTiers(tiers []fabricv1.Tier) []fabricv1.Tier {
 	return out
 }
 
-// ComparePolicies orders the policies of a tier: by priority, then name.
-func ComparePolicies(a, b *fabricv1.FabricPolicy) int {
-	if a.Spec.Priority != b.Spec.Priority {
-		return int(a.Spec.Priority - b.Spec.Priority)
+// PoliciesIn returns the policies of a tier that apply (to the pod at hand), in evaluation
+// order: by priority, then name.
+func PoliciesIn(policies []fabricv1.FabricPolicy, tier string, applies func(*fabricv1.FabricPolicy) bool) []*fabricv1.FabricPolicy {
+	var out []*fabricv1.FabricPolicy
+	for i := range policies {
+		if p := &policies[i]; p.Spec.Tier == tier && applies(p) {
+			out = append(out, p)
+		}
 	}
-	return strings.Compare(a.Name, b.Name)
+	slices.SortStableFunc(out, func(a, b *fabricv1.FabricPolicy) int {
+		if a.Spec.Priority != b.Spec.Priority {
+			return int(a.Spec.Priority - b.Spec.Priority)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// Rules are a policy's rules of one direction.
+func Rules(p *fabricv1.FabricPolicy, dir networkingv1.PolicyType) []fabricv1.PolicyRule {
+	if dir == networkingv1.PolicyTypeEgress {
+		return p.Spec.Egress
+	}
+	return p.Spec.Ingress
+}
+
+// Peers are a rule's peers in one direction (from for ingress, to for egress).
+func Peers(r fabricv1.PolicyRule, dir networkingv1.PolicyType) []fabricv1.PolicyPeer {
+	if dir == networkingv1.PolicyTypeEgress {
+		return r.To
+	}
+	return r.From
 }
 
 // RuleName is a rule's name in verdicts and logs: its own, else its direction and index.
