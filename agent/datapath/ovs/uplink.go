@@ -53,7 +53,7 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 				return err
 			}
 		}
-		_, err := d.restoreUplinkRoutes(&netlink.Handle{} /* this thread's namespace */, link, d.uplinkRoutes)
+		_, err := restoreRoutes(&netlink.Handle{} /* this thread's namespace */, link, d.uplinkRoutes)
 		return err
 	}
 	uplink := link.Attrs().Name
@@ -160,15 +160,10 @@ func (d *Driver) savedUplinkRoutes() []uplinkRoute {
 	return out
 }
 
-// restoreUplinkRoutes puts back, on the bridge's port br, the uplink's routes that are
-// missing: the kernel drops a device's routes through gateways when the device goes down,
-// and userspace Open vSwitch may take its internal port down and up. It returns how many it
-// restored.
-func (d *Driver) restoreUplinkRoutes(h *netlink.Handle, br netlink.Link, routes []uplinkRoute) (int, error) {
-	return restoreRoutes(h, br, routes)
-}
-
-// restoreRoutes adds to link those of routes it lacks, and returns how many.
+// restoreRoutes puts back on link (the bridge's port while the uplink is adopted, the uplink
+// when it is released) those of the uplink's routes it lacks: the kernel drops a device's
+// routes through gateways when the device goes down, and userspace Open vSwitch may take
+// its internal port down and up. It returns how many it restored.
 func restoreRoutes(h *netlink.Handle, br netlink.Link, routes []uplinkRoute) (int, error) {
 	have, err := h.RouteList(br, netlink.FAMILY_ALL)
 	if err != nil {
@@ -223,7 +218,7 @@ func (d *Driver) keepUplinkRoutes(ctx context.Context, h *netlink.Handle) {
 		d.mu.Lock()
 		routes := d.uplinkRoutes
 		d.mu.Unlock()
-		if n, err := d.restoreUplinkRoutes(h, br, routes); err != nil {
+		if n, err := restoreRoutes(h, br, routes); err != nil {
 			log.Error(err, "keeping the node's routes on the external bridge")
 		} else if n > 0 {
 			log.Info("restored the node's routes on the external bridge (its port went down and up)", "bridge", d.extBridge, "routes", n)
