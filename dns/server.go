@@ -21,7 +21,7 @@ import (
 // kernel spreads clients over them), each with its own reader answering through the fast
 // path of wire.go; TCP goes through miekg's server.
 func Serve(ctx context.Context, addr string, a *Answerer, ready func(udp, tcp net.Addr)) error {
-	conns, err := listenUDP(ctx, addr, runtime.GOMAXPROCS(0))
+	conns, l, err := listen(ctx, addr, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return fmt.Errorf("weft-dns: %w", err)
 	}
@@ -29,11 +29,6 @@ func Serve(ctx context.Context, addr string, a *Answerer, ready func(udp, tcp ne
 		for _, c := range conns {
 			_ = c.Close()
 		}
-	}
-	l, err := net.Listen("tcp", conns[0].LocalAddr().String())
-	if err != nil {
-		closeAll()
-		return fmt.Errorf("weft-dns: %w", err)
 	}
 	tcp := &dns.Server{Listener: l, Handler: a, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
 	errs := make(chan error, len(conns)+1)
@@ -58,6 +53,31 @@ func Serve(ctx context.Context, addr string, a *Answerer, ready func(udp, tcp ne
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	return errors.Join(err, tcp.ShutdownContext(sctx))
+}
+
+// listen opens n UDP sockets on addr and a TCP listener on the same port. With port 0 the
+// UDP socket picks the port, which a TCP socket may already hold: then it tries another.
+func listen(ctx context.Context, addr string, n int) ([]*net.UDPConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		conns, err := listenUDP(ctx, addr, n)
+		if err != nil {
+			return nil, nil, err
+		}
+		l, err := net.Listen("tcp", conns[0].LocalAddr().String())
+		if err == nil {
+			return conns, l, nil
+		}
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
+			return nil, nil, err
+		}
+	}
 }
 
 // listenUDP opens n UDP sockets on addr sharing its port (the first one picks it when the
