@@ -211,20 +211,8 @@ func (g *gw) commitKey(ctx context.Context, now time.Time) error {
 		return err
 	}
 	g.log.Info("key rotated", "request", st.ID, "publicKey", g.tun.PublicKey(), "late", now.Sub(st.At))
-	g.switchedAt = st.At
 	g.tunnelsAt = time.Time{}
 	return nil
-}
-
-// ownKeySwitch is this gateway's key switch: the staged one, else the last one made (zero:
-// none).
-func (g *gw) ownKeySwitch() time.Time {
-	if rot, ok := g.tun.(tunnel.KeyRotator); ok {
-		if st, staged := rot.Staged(); staged {
-			return st.At
-		}
-	}
-	return g.switchedAt
 }
 
 // nextKeySwitch is the next moment a key changes: this gateway's staged rotation or a peer
@@ -267,9 +255,7 @@ type gw struct {
 	tunnels   string
 	tunnelsAt time.Time
 	health    map[netip.Addr]bool // peer gateways answering, as last recorded (events)
-	// switchedAt is when this gateway last switched its own key (KeySwitchGrace).
-	switchedAt time.Time
-	ready      bool // the tunnel carried a peer (or there is none to carry)
+	ready     bool                // the tunnel carried a peer (or there is none to carry)
 }
 
 // tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for the Lease.
@@ -483,7 +469,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 		}
 	}
 	g.prober.SetTargets(targets)
-	up := KeySwitchGrace(g.prober.Answering(), g.health, g.peers, g.ownKeySwitch(), time.Now())
+	up := KeySwitchGrace(g.prober.Answering(), g.health, g.peers, time.Now())
 	g.recordHealth(ctx, up)
 	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
 	active := 0
@@ -515,29 +501,16 @@ func (g *gw) syncPeers(ctx context.Context) error {
 const keySwitchGrace = 2 * time.Second
 
 // KeySwitchGrace returns up with the peer gateways that were answering (before, as last
-// recorded) kept up while within keySwitchGrace of their announced key switch, or — all of
-// them — of this gateway's own (own; zero: none): the peers switch to its new key
-// PeerKeyLead early, so its tunnels are silent for that long plus a handshake.
-func KeySwitchGrace(up, before map[netip.Addr]bool, peers []fabricv1.ClusterPeer, own, now time.Time) map[netip.Addr]bool {
+// recorded) and are within keySwitchGrace of their announced key switch kept up.
+func KeySwitchGrace(up, before map[netip.Addr]bool, peers []fabricv1.ClusterPeer, now time.Time) map[netip.Addr]bool {
 	out := maps.Clone(up)
-	within := func(at time.Time) bool {
-		return now.After(at.Add(-PeerKeyLead-keySwitchGrace)) && now.Before(at.Add(keySwitchGrace))
-	}
-	if !own.IsZero() && within(own) {
-		for addr, was := range before {
-			if was {
-				out[addr] = true
-			}
-		}
-		return out
-	}
 	for _, p := range peers {
 		for _, gw := range p.Status.Gateways {
 			ep, err := netip.ParseAddrPort(gw.Endpoint)
 			if err != nil || up[ep.Addr()] || !before[ep.Addr()] || gw.KeySwitchTime == nil {
 				continue
 			}
-			if within(gw.KeySwitchTime.Time) {
+			if at := gw.KeySwitchTime.Time; now.After(at.Add(-PeerKeyLead-keySwitchGrace)) && now.Before(at.Add(keySwitchGrace)) {
 				out[ep.Addr()] = true
 			}
 		}

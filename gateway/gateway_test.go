@@ -164,25 +164,13 @@ func TestKeySwitchGrace(t *testing.T) {
 		{"silent long before the switch: down", at.Add(-5 * time.Second), before, false},
 		{"never answered: not kept", at, map[netip.Addr]bool{b: true}, false},
 	} {
-		got := gateway.KeySwitchGrace(map[netip.Addr]bool{b: true}, c.before, peers, time.Time{}, c.now)
+		got := gateway.KeySwitchGrace(map[netip.Addr]bool{b: true}, c.before, peers, c.now)
 		if got[a] != c.want || !got[b] {
 			t.Errorf("%s: %v", c.name, got)
 		}
 	}
 	// A gateway with no switch announced is never kept.
-	if got := gateway.KeySwitchGrace(map[netip.Addr]bool{a: true}, before, peers, time.Time{}, at); got[b] {
+	if got := gateway.KeySwitchGrace(map[netip.Addr]bool{a: true}, before, peers, at); got[b] {
 		t.Errorf("a silent gateway without a key switch was kept: %v", got)
-	}
-	// This gateway's own switch: every peer that answered before is kept around it (the
-	// peers switch to its new key first), and only then.
-	own := at.Add(time.Minute)
-	if got := gateway.KeySwitchGrace(map[netip.Addr]bool{}, before, peers, own, own.Add(-gateway.PeerKeyLead)); !got[a] || !got[b] {
-		t.Errorf("around its own switch a gateway dropped peers that answered before: %v", got)
-	}
-	if got := gateway.KeySwitchGrace(map[netip.Addr]bool{}, map[netip.Addr]bool{a: true}, peers, own, own); got[b] {
-		t.Errorf("around its own switch a gateway kept a peer that never answered: %v", got)
-	}
-	if got := gateway.KeySwitchGrace(map[netip.Addr]bool{}, before, peers, own, own.Add(5*time.Second)); got[b] {
-		t.Errorf("long after its own switch a silent peer was kept: %v", got)
 	}
 }

@@ -88,11 +88,7 @@ type Options struct {
 	// FailAfter intervals without an answer make a target down (default 4: 200 ms of
 	// silence with the default interval).
 	FailAfter int
-	// RiseAfter answers in a row make a down target up (default 10: half a second of
-	// steady answers). A target that stalls for a moment on a busy node would otherwise flap,
-	// and every flap moves flows twice (measured in the lab: up again 30–160 ms after each
-	// false down, with routes reprogrammed each time); coming back late costs nothing, the
-	// other gateways carry the flows meanwhile.
+	// RiseAfter answers in a row make a down target up (default 2).
 	RiseAfter int
 	// OnChange is called whenever a target goes up or down, in order, from one goroutine.
 	OnChange func(target Target, up bool)
@@ -158,7 +154,7 @@ func NewProber(conn net.PacketConn, opts Options) *Prober {
 		opts.FailAfter = 4
 	}
 	if opts.RiseAfter <= 0 {
-		opts.RiseAfter = 10
+		opts.RiseAfter = 2
 	}
 	if opts.InterfaceIndex == nil {
 		opts.InterfaceIndex = func(name string) (int, error) {
