@@ -9,7 +9,9 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -32,6 +34,9 @@ type Rule struct {
 	AnyPort      bool
 	Ports        []PortRange
 	Logged       bool
+	// rank orders the rule among all rules of its tier (or of the NetworkPolicy layer) for
+	// every pod alike: the source policy's place, the rule's index, the expansion's index.
+	rank [3]int
 }
 
 // PortRange is an inclusive range of ports of one protocol.
@@ -60,6 +65,8 @@ type Side struct {
 type Program struct {
 	// Sides by pod address and direction.
 	Sides map[netip.Addr]map[networkingv1.PolicyType]*Side
+	// tiers are the tiers in evaluation order.
+	tiers []fabricv1.Tier
 }
 
 // Compile compiles the policy of world for the given pods (a node's; nil: all of world's).
@@ -68,12 +75,17 @@ func Compile(w *oracle.World, pods []oracle.Pod) *Program {
 		pods = w.Pods
 	}
 	c := compiler{w: w, byIP: map[netip.Addr]oracle.Pod{}, selectors: map[*metav1.LabelSelector]labels.Selector{},
-		peerSets: map[peerKey][]netip.Prefix{}}
+		peerSets: map[peerKey][]netip.Prefix{}, polRank: map[string]int{}}
 	for _, p := range w.Pods {
 		c.byIP[p.IP] = p
 	}
 	tiers := oracle.OrderedTiers(w.Tiers)
-	prog := &Program{Sides: map[netip.Addr]map[networkingv1.PolicyType]*Side{}}
+	for _, t := range tiers {
+		for i, p := range oracle.PoliciesIn(w.Policies, t.Name, func(*fabricv1.FabricPolicy) bool { return true }) {
+			c.polRank[p.Name] = i
+		}
+	}
+	prog := &Program{Sides: map[netip.Addr]map[networkingv1.PolicyType]*Side{}, tiers: tiers}
 	for _, pod := range pods {
 		prog.Sides[pod.IP] = map[networkingv1.PolicyType]*Side{}
 		for _, dir := range []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress} {
@@ -103,6 +115,8 @@ type compiler struct {
 	// the rule applies to) are resolved once per compile.
 	selectors map[*metav1.LabelSelector]labels.Selector
 	peerSets  map[peerKey][]netip.Prefix
+	// polRank is each policy's place in its tier's evaluation order.
+	polRank map[string]int
 }
 
 // peerKey names a FabricPolicy rule's peer list.
@@ -145,7 +159,8 @@ func (c *compiler) segment(t fabricv1.Tier, pod oracle.Pod, dir networkingv1.Pol
 	for _, p := range pols {
 		for i, r := range oracle.Rules(p, dir) {
 			peers := oracle.Peers(r, dir)
-			meta := Rule{Policy: p.Name, Name: oracle.RuleName(r, dir, i), Action: r.Action, Logged: r.EnableLogging}
+			meta := Rule{Policy: p.Name, Name: oracle.RuleName(r, dir, i), Action: r.Action, Logged: r.EnableLogging,
+				rank: [3]int{c.polRank[p.Name], i}}
 			var ports []portSpec
 			for _, pp := range r.Ports {
 				ports = append(ports, portSpec{pp.Protocol, pp.Port, pp.EndPort})
@@ -236,6 +251,9 @@ func (c *compiler) expand(meta Rule, anyPeer bool, peers []netip.Prefix, ports [
 	if base.AnyPort || len(base.Ports) > 0 {
 		out = append(out, base)
 	}
+	// The expansion index is the same for every pod the rule applies to: only ingress rules
+	// resolve names on the pod itself, and those expand to the one base rule.
+	next := 1
 	for _, ps := range named {
 		for _, rp := range c.w.Pods {
 			if !anyPeer && !containsAddr(peers, rp.IP) {
@@ -246,6 +264,8 @@ func (c *compiler) expand(meta Rule, anyPeer bool, peers []netip.Prefix, ports [
 					r := meta
 					r.Peers = []netip.Prefix{host(rp.IP)}
 					r.Ports = []PortRange{{ps.proto, np.Port, np.Port}}
+					r.rank[2] = next
+					next++
 					out = append(out, r)
 				}
 			}
@@ -318,12 +338,12 @@ func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
 func (c *compiler) networkPolicy(pod oracle.Pod, dir networkingv1.PolicyType) (bool, []Rule) {
 	isolated := false
 	var allow []Rule
-	for _, np := range c.w.NetworkPolicies {
+	for npIndex, np := range c.w.NetworkPolicies {
 		if np.Namespace != pod.Namespace || !oracle.Selects(&np.Spec.PodSelector, pod.Labels) || !oracle.HasType(np, dir) {
 			continue
 		}
 		isolated = true
-		add := func(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) {
+		add := func(ruleIndex int, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) {
 			var set []netip.Prefix
 			for _, p := range peers {
 				if p.IPBlock != nil {
@@ -348,16 +368,17 @@ func (c *compiler) networkPolicy(pod oracle.Pod, dir networkingv1.PolicyType) (b
 				}
 				specs = append(specs, portSpec{proto, pp.Port, pp.EndPort})
 			}
-			meta := Rule{Policy: np.Namespace + "/" + np.Name, Action: fabricv1.ActionAllow}
+			meta := Rule{Policy: np.Namespace + "/" + np.Name, Name: fmt.Sprintf("%s-%d", strings.ToLower(string(dir)), ruleIndex),
+				Action: fabricv1.ActionAllow, rank: [3]int{npIndex, ruleIndex}}
 			allow = append(allow, c.expand(meta, len(peers) == 0, set, specs, pod, dir)...)
 		}
 		if dir == networkingv1.PolicyTypeIngress {
-			for _, r := range np.Spec.Ingress {
-				add(r.From, r.Ports)
+			for i, r := range np.Spec.Ingress {
+				add(i, r.From, r.Ports)
 			}
 		} else {
-			for _, r := range np.Spec.Egress {
-				add(r.To, r.Ports)
+			for i, r := range np.Spec.Egress {
+				add(i, r.To, r.Ports)
 			}
 		}
 	}

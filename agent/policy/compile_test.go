@@ -165,6 +165,7 @@ func TestCompiledProgramAgreesWithTheOracle(t *testing.T) {
 		g := gen{rand.New(rand.NewPCG(uint64(seed), 7))}
 		w := g.world(seed)
 		prog := Compile(w, nil)
+		pipe := prog.Pipeline()
 		ends := append([]netip.Addr{}, addrs...)
 		for _, p := range w.Pods {
 			ends = append(ends, p.IP)
@@ -186,12 +187,15 @@ func TestCompiledProgramAgreesWithTheOracle(t *testing.T) {
 						if got != want.Action {
 							t.Fatalf("seed %d: %v → %v %s/%d: compiled %s, oracle %+v", seed, src, dst, proto, port, got, want)
 						}
+						if got := pipe.Decide(c); got != want.Action {
+							t.Fatalf("seed %d: %v → %v %s/%d: pipeline %s, oracle %+v", seed, src, dst, proto, port, got, want)
+						}
 					}
 				}
 			}
 		}
 	}
-	t.Logf("%d connections over 300 worlds agree (%d denied)", checked, denied)
+	t.Logf("%d connections over 300 worlds agree, compiled and as a pipeline (%d denied)", checked, denied)
 	if denied == 0 || denied == checked {
 		t.Errorf("the random worlds should both allow and deny (%d of %d denied)", denied, checked)
 	}
@@ -207,4 +211,53 @@ func TestBlockMinus(t *testing.T) {
 			t.Errorf("%s in %v: want %v", c.addr, got, c.in)
 		}
 	}
+}
+
+// Split over two nodes, each enforcing its own pods' pipeline (egress where the source
+// lives, ingress where the destination lives), the decision is still the oracle's; and rules
+// shared by several pods appear once in a node's pipeline.
+func TestNodePipelinesAgreeWithTheOracle(t *testing.T) {
+	shared := 0
+	for seed := range 300 {
+		g := gen{rand.New(rand.NewPCG(uint64(seed), 11))}
+		w := g.world(seed)
+		var nodes [2][]oracle.Pod
+		where := map[netip.Addr]int{}
+		for i, p := range w.Pods {
+			nodes[i%2] = append(nodes[i%2], p)
+			where[p.IP] = i % 2
+		}
+		var pipes [2]*Pipeline
+		for n := range nodes {
+			pipes[n] = Compile(w, nodes[n]).Pipeline()
+			for _, st := range append(pipes[n].Egress, pipes[n].Ingress...) {
+				for _, r := range st.Rules {
+					if len(r.AppliedTo) > 1 {
+						shared++
+					}
+				}
+			}
+		}
+		for _, src := range w.Pods {
+			for _, dst := range w.Pods {
+				for _, port := range []int32{53, 80, 8080} {
+					for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP} {
+						c := oracle.Conn{Src: src.IP, Dst: dst.IP, Protocol: proto, Port: port}
+						want := w.Evaluate(c).Action
+						got := decideStages(pipes[where[src.IP]].Egress, c.Src, c.Dst, c)
+						if got == fabricv1.ActionAllow {
+							got = decideStages(pipes[where[dst.IP]].Ingress, c.Dst, c.Src, c)
+						}
+						if got != want {
+							t.Fatalf("seed %d: %v → %v %s/%d: node pipelines %s, oracle %s", seed, c.Src, c.Dst, proto, port, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
+	if shared == 0 {
+		t.Error("no rule was shared by two pods of a node: grouping does not work")
+	}
+	t.Logf("%d rules shared by several pods", shared)
 }
