@@ -9,6 +9,9 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+
+	"github.com/weft-net/weft/agent/policy"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // Datapath programs one node. The agent calls Init once per start, before anything else;
@@ -22,6 +25,7 @@ type Datapath interface {
 	Init(ctx context.Context, node Node) error
 	PodNetwork
 	NodeNetwork
+	PolicyNetwork
 	// Capabilities says what this driver can do on this machine.
 	Capabilities() Capabilities
 	// Close releases connections; it leaves the datapath programmed.
@@ -50,6 +54,49 @@ type NodeNetwork interface {
 	// SetPeerRoutes sends traffic for other clusters' ranges towards this cluster's gateways,
 	// replacing what an earlier call set.
 	SetPeerRoutes(ctx context.Context, routes PeerRoutes) error
+}
+
+// PolicyNetwork enforces network policy.
+type PolicyNetwork interface {
+	// SetPolicy replaces the enforced policy in one step. New connections are decided by
+	// the new policy; connections that were allowed and established keep going. The policy
+	// survives restarts of the agent: Init enforces the last one set until the next call.
+	SetPolicy(ctx context.Context, p Policy) error
+}
+
+// Policy is what SetPolicy enforces.
+type Policy struct {
+	// Pipeline is the compiled policy of the node's pods (nil: none).
+	Pipeline *policy.Pipeline
+	// ServiceCIDRs are decided after the node's kernel has translated them to pod addresses
+	// (kube-proxy), not on the way there.
+	ServiceCIDRs []netip.Prefix
+}
+
+// PolicyEvent is a connection a logged or rejecting rule matched.
+type PolicyEvent struct {
+	Rule             RuleInfo
+	Src, Dst         netip.Addr
+	Protocol         string
+	SrcPort, DstPort int
+}
+
+// RuleInfo names the source of a compiled rule.
+type RuleInfo struct {
+	Tier      string                `json:"tier,omitempty"`
+	Policy    string                `json:"policy"`
+	Rule      string                `json:"rule,omitempty"`
+	Action    fabricv1.PolicyAction `json:"action"`
+	Direction string                `json:"direction"`
+}
+
+func (e PolicyEvent) String() string {
+	tier := e.Rule.Tier
+	if tier == "" {
+		tier = "networkpolicy"
+	}
+	return fmt.Sprintf("%s %s %s/%s %s %s:%d -> %s:%d %s", e.Rule.Action, e.Rule.Direction, tier, e.Rule.Policy, e.Rule.Rule,
+		e.Src, e.SrcPort, e.Dst, e.DstPort, e.Protocol)
 }
 
 // PeerRoutes are the other clusters' ranges and the gateway nodes that carry them.
@@ -146,6 +193,9 @@ type Options struct {
 	OVSDB string
 	// OVSRunDir is where Open vSwitch keeps its sockets (ovs driver).
 	OVSRunDir string
+	// OnPolicyEvent is called for each new connection a logged rule matches and each one a
+	// Reject rule answers (nil: not reported).
+	OnPolicyEvent func(PolicyEvent)
 }
 
 // Registry maps driver names to factories. It is a value, not a global: the agent builds one.

@@ -15,6 +15,7 @@ import (
 // Datapath remembers pods and remote nodes.
 type Datapath struct {
 	mu      sync.Mutex
+	policy  datapath.Policy
 	node    datapath.Node
 	pods    map[datapath.PodKey]datapath.Pod
 	remotes []datapath.RemoteNode
@@ -118,3 +119,18 @@ func (d *Datapath) Capabilities() datapath.Capabilities {
 }
 
 func (d *Datapath) Close() error { return nil }
+
+// SetPolicy records the policy.
+func (d *Datapath) SetPolicy(_ context.Context, p datapath.Policy) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.policy = p
+	return nil
+}
+
+// Policy returns the last policy set.
+func (d *Datapath) Policy() datapath.Policy {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policy
+}

@@ -30,6 +30,24 @@ type node struct {
 	spec datapath.Node
 	ovs  *ovsrun.Instance
 	opts ovsrun.Options
+	// dpOpts are the driver's options (restartDriver builds a new driver with them).
+	dpOpts datapath.Options
+}
+
+// restartDriver replaces the driver with a new one, as a restarted agent does.
+func (n *node) restartDriver(t *testing.T) {
+	t.Helper()
+	_ = n.dp.Close()
+	n.dp = ovs.New(n.dpOpts)
+	t.Cleanup(func() { _ = n.dp.Close() })
+	n.do(t, func() error { return n.dp.Init(context.Background(), n.spec) })
+}
+
+// withPolicyEvents restarts the driver with a policy event callback.
+func (n *node) withPolicyEvents(t *testing.T, fn func(datapath.PolicyEvent)) {
+	t.Helper()
+	n.dpOpts.OnPolicyEvent = fn
+	n.restartDriver(t)
 }
 
 func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string, prepare ...func(*netnstest.Netns)) *node {
@@ -49,7 +67,8 @@ func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string, 
 	}
 	t.Cleanup(inst.Stop)
 	n.ovs, n.opts = inst, opts
-	n.dp = ovs.New(datapath.Options{OVSDB: opts.DBSocket(), OVSRunDir: n.run})
+	n.dpOpts = datapath.Options{OVSDB: opts.DBSocket(), OVSRunDir: n.run, StateDir: filepath.Join(dir, "state")}
+	n.dp = ovs.New(n.dpOpts)
 	t.Cleanup(func() { _ = n.dp.Close() })
 	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: encap}
 	n.do(t, func() error { return n.dp.Init(context.Background(), n.spec) })

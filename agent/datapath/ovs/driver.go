@@ -76,6 +76,10 @@ type Driver struct {
 	uplinkRoutes []uplinkRoute
 	keeping      bool
 	stopKeeping  context.CancelFunc
+	// policy is the enforced policy's tables (nil: none set or saved).
+	policy *policyProgram
+	// stopController ends the loop that answers packets policy flows send to the agent.
+	stopController context.CancelFunc
 }
 
 var _ datapath.Datapath = (*Driver)(nil)
@@ -182,9 +186,13 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	}
 	d.remotes = d.savedRemotes()
 	d.peers = d.savedPeerRoutes()
+	if err := d.loadPolicy(); err != nil {
+		return fmt.Errorf("the saved policy: %w", err)
+	}
 	if err := d.syncFlows(ctx); err != nil {
 		return err
 	}
+	d.startController(ctx)
 	return d.syncRoutes()
 }
 
@@ -228,6 +236,10 @@ func (d *Driver) Close() error {
 	if d.stopKeeping != nil {
 		d.stopKeeping()
 		d.stopKeeping, d.keeping = nil, false
+	}
+	if d.stopController != nil {
+		d.stopController()
+		d.stopController = nil
 	}
 	if d.db != nil {
 		d.db.close()
@@ -560,6 +572,11 @@ func (d *Driver) syncFlows(ctx context.Context) error {
 			}
 		}
 	}
+	pol, err := d.policyProgramOrDefault()
+	if err != nil {
+		return err
+	}
+	st.policy = pol.Flows
 	return applyFlows(ctx, d.ofctl, d.ofTarget(), st.flows())
 }
 

@@ -46,6 +46,8 @@ type flowState struct {
 	pods        []podFlow
 	remotes     []remoteFlow
 	peers       peerFlows
+	// policy are the policy tables' flows (policyFlows).
+	policy []string
 }
 
 // peerFlows route other clusters' ranges: into the node's kernel on a gateway node, else
@@ -86,19 +88,27 @@ func (s flowState) flows() []string {
 	}
 	add("table=%d,priority=0,actions=drop", tableClassify)
 
-	// Connections entering from the gateway are committed with a mark.
-	add("table=%d,priority=100,ip,ct_state=+trk+new,actions=ct(commit,zone=%d,exec(set_field:%d->ct_mark)),goto_table:%d",
-		tableGatewayCommit, ctZone, markGateway, tableForward)
+	// Packets the agent injects (rejections, held DNS answers) are forwarded as they are.
+	add("table=%d,priority=300,reg5=%#x/%#x,actions=goto_table:%d", tableClassify, reg5Injected, reg5Injected, tableForward)
+
+	// IP packets go through the policy tables (which commit new connections; those from the
+	// gateway with a mark) and come back to forwarding. Replies of marked connections go back
+	// to the gateway, wherever they come from.
+	add("table=%d,priority=100,ip,actions=set_field:%#x->reg4,goto_table:%d", tableGatewayCommit, reg4FromGateway, tablePolicyEntry)
 	add("table=%d,priority=0,actions=goto_table:%d", tableGatewayCommit, tableForward)
-	// Their replies go back to the gateway, wherever they come from.
-	for _, t := range []struct{ table, next int }{{tablePodConntrack, tableForward}, {tableTunConntrack, tableFromTunnel}} {
+	for _, t := range []struct{ table, reg4 int }{{tablePodConntrack, 0}, {tableTunConntrack, reg4FromTunnel}} {
 		if t.table == tableTunConntrack && s.tunnelPort == "" {
 			continue
 		}
 		add("table=%d,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=%d,actions=set_field:%s->eth_dst,output:%s",
 			t.table, markGateway, s.gatewayMAC, s.gatewayPort)
-		add("table=%d,priority=0,actions=goto_table:%d", t.table, t.next)
+		if t.reg4 != 0 {
+			add("table=%d,priority=0,actions=set_field:%#x->reg4,goto_table:%d", t.table, t.reg4, tablePolicyEntry)
+		} else {
+			add("table=%d,priority=0,actions=goto_table:%d", t.table, tablePolicyEntry)
+		}
 	}
+	f = append(f, s.policy...)
 
 	// Forward from local sources. ARP goes to whoever holds the target address.
 	add("table=%d,priority=200,arp,arp_tpa=%s,actions=output:%s", tableForward, s.gatewayIP, s.gatewayPort)

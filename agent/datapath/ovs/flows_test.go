@@ -8,7 +8,9 @@ import (
 )
 
 func state() flowState {
+	pol, _ := policyFlows(nil, nil, netip.MustParseAddr("10.244.1.1"))
 	return flowState{
+		policy:      pol.Flows,
 		gatewayPort: "weft-gw0", gatewayIP: netip.MustParseAddr("10.244.1.1"), gatewayMAC: "0a:58:0a:f4:01:01",
 		tunnelPort: "weft-tun0",
 		pods:       []podFlow{{port: "w01", ip: netip.MustParseAddr("10.244.1.5"), mac: "0a:58:0a:f4:01:05"}},
@@ -25,7 +27,9 @@ func TestFlowsAreDeterministicAndComplete(t *testing.T) {
 	for _, want := range []string{
 		"table=0,priority=200,in_port=weft-tun0,ip,actions=ct(table=3,zone=4065)",
 		"table=0,priority=100,in_port=w01,dl_src=0a:58:0a:f4:01:05,ip,nw_src=10.244.1.5,actions=ct(table=2,zone=4065)",
-		"table=1,priority=100,ip,ct_state=+trk+new,actions=ct(commit,zone=4065,exec(set_field:1->ct_mark)),goto_table:10",
+		"table=1,priority=100,ip,actions=set_field:0x2->reg4,goto_table:40",
+		"table=250,priority=100,ip,ct_state=+trk+new,reg4=0x2/0x2,actions=ct(commit,zone=4065,exec(set_field:1->ct_mark)),goto_table:251",
+		"table=251,priority=100,reg4=0x1/0x1,actions=resubmit(,20)",
 		"table=2,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=1,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
 		"table=3,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=1,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
 		"table=10,priority=200,arp,arp_tpa=10.244.1.5,actions=output:w01",

@@ -1,0 +1,78 @@
+package ovs
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ovs/openflow"
+	"github.com/weft-net/weft/agent/datapath/packet"
+)
+
+// startController starts, once, the loop that takes the packets policy flows send to the
+// agent: it answers Reject rules and reports logged connections.
+func (d *Driver) startController(ctx context.Context) {
+	if d.stopController != nil {
+		return
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.stopController = cancel
+	go d.serveController(cctx, d.ofTarget())
+}
+
+// serveController reads packet-ins until ctx ends, reconnecting when the switch restarts.
+func (d *Driver) serveController(ctx context.Context, target string) {
+	log := klog.FromContext(ctx).WithName("ovs-controller")
+	for ctx.Err() == nil {
+		c, err := openflow.Dial(target, 5*time.Second)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		for {
+			pi, err := c.ReadPacketIn()
+			if err != nil {
+				if ctx.Err() == nil {
+					log.V(2).Info("OpenFlow connection to the bridge ended; reconnecting", "err", err)
+				}
+				break
+			}
+			d.handlePacketIn(c, pi, log)
+		}
+		stop()
+		c.Close()
+	}
+}
+
+func (d *Driver) handlePacketIn(c *openflow.Conn, pi openflow.PacketIn, log klog.Logger) {
+	if pi.Cookie>>56 != cookieBase>>56 {
+		return
+	}
+	id := uint32(pi.Cookie)
+	flags := pi.Cookie >> cookieFlagsAt & 0xff
+	if flags&(cookieReject>>cookieFlagsAt) != 0 {
+		if ans, err := packet.Reject(pi.Data); err == nil {
+			if err := c.Inject(ans, 5, reg5Injected); err != nil {
+				log.Error(err, "sending a rejection")
+			}
+		}
+	}
+	if flags&(cookieLog>>cookieFlagsAt) != 0 && d.opts.OnPolicyEvent != nil {
+		in, err := packet.Parse(pi.Data)
+		if err != nil {
+			return
+		}
+		rule, ok := d.ruleInfo(id)
+		if !ok {
+			rule = datapath.RuleInfo{Policy: "(unknown rule)"}
+		}
+		d.opts.OnPolicyEvent(datapath.PolicyEvent{Rule: rule, Src: in.Src, Dst: in.Dst, Protocol: in.ProtocolName(),
+			SrcPort: int(in.SrcPort), DstPort: int(in.DstPort)})
+	}
+}

@@ -1,0 +1,95 @@
+package ovs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/weft-net/weft/agent/datapath"
+)
+
+// policyFile keeps the policy tables in the agent's state directory, so that a restarted
+// agent enforces the last policy from its first flow update on (there is no window with
+// no policy while it reads the API again).
+const policyFile = "ovs-policy.json"
+
+// SetPolicy compiles the policy into the policy tables and replaces the flow table in one
+// bundle: no packet sees a mix of the old and new policy, and committed connections go on.
+func (d *Driver) SetPolicy(ctx context.Context, p datapath.Policy) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.gwIP.IsValid() {
+		return errors.New("the datapath is not initialized")
+	}
+	prog, err := policyFlows(p.Pipeline, p.ServiceCIDRs, d.gwIP)
+	if err != nil {
+		return err
+	}
+	old := d.policy
+	d.policy = &prog
+	if err := d.syncFlows(ctx); err != nil {
+		d.policy = old
+		return err
+	}
+	return d.savePolicy()
+}
+
+// policyProgramOrDefault is the enforced policy: the last set, else none.
+func (d *Driver) policyProgramOrDefault() (policyProgram, error) {
+	if d.policy != nil {
+		return *d.policy, nil
+	}
+	return policyFlows(nil, nil, d.gwIP)
+}
+
+func (d *Driver) savePolicy() error {
+	if d.opts.StateDir == "" || d.policy == nil {
+		return nil
+	}
+	b, err := json.Marshal(d.policy)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.opts.StateDir, 0o700); err != nil {
+		return err
+	}
+	tmp := filepath.Join(d.opts.StateDir, policyFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(d.opts.StateDir, policyFile))
+}
+
+// loadPolicy reads the policy saved by an earlier run (none: no policy yet).
+func (d *Driver) loadPolicy() error {
+	if d.opts.StateDir == "" || d.policy != nil {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(d.opts.StateDir, policyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var prog policyProgram
+	if err := json.Unmarshal(b, &prog); err != nil {
+		return fmt.Errorf("%s: %w", policyFile, err)
+	}
+	d.policy = &prog
+	return nil
+}
+
+// ruleInfo names the rule of a policy flow's cookie.
+func (d *Driver) ruleInfo(id uint32) (datapath.RuleInfo, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.policy == nil {
+		return datapath.RuleInfo{}, false
+	}
+	r, ok := d.policy.Rules[id]
+	return r, ok
+}

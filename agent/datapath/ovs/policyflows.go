@@ -1,0 +1,307 @@
+package ovs
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/policy"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// Policy tables. New connections (conntrack state new, or invalid: a packet of a connection
+// this node never saw start) pass the egress stages of their source pod, then the ingress
+// stages of their destination pod, then are committed; packets of committed connections
+// skip the stages. A stage is a table: one per tier and one for the NetworkPolicy layer.
+const (
+	tablePolicyEntry = 40
+	tableStageBase   = 50 // egress stages, then ingress stages
+	tableCommit      = 250
+	tableDispatch    = 251 // back to the forwarding table the packet came for
+)
+
+// Registers. reg4 says where a packet goes after the policy tables and whether it entered
+// from the gateway (its connection is committed with markGateway); reg5 marks packets the
+// agent injects (rejections, held DNS answers): they skip conntrack and policy.
+const (
+	reg4FromTunnel  = 0x1
+	reg4FromGateway = 0x2
+	reg5Injected    = 0x1
+)
+
+// Cookies of policy flows that send packets to the agent: cookieBase in the top byte, what
+// to do in the next, the rule's number in the low 32 bits.
+const (
+	cookieBase    = uint64(0x57) << 56
+	cookieReject  = uint64(1) << 48
+	cookieLog     = uint64(2) << 48
+	cookieFlagsAt = 48
+)
+
+// maxStageRules bounds the rules of one stage (each takes an OpenFlow priority).
+const maxStageRules = 60000
+
+// policyProgram is the policy tables' flows and what their cookies stand for.
+type policyProgram struct {
+	Flows []string            `json:"flows"`
+	Rules map[uint32]datapath.RuleInfo `json:"rules"`
+}
+
+// flowSet collects flows by table, priority and match; conjunction actions of flows with the
+// same match merge (OpenFlow keeps one flow per match and priority).
+type flowSet struct {
+	order   []string
+	actions map[string][]string
+	cookies map[string]uint64
+}
+
+func newFlowSet() *flowSet {
+	return &flowSet{actions: map[string][]string{}, cookies: map[string]uint64{}}
+}
+
+func (s *flowSet) add(match string, cookie uint64, actions ...string) {
+	if _, ok := s.actions[match]; !ok {
+		s.order = append(s.order, match)
+		s.cookies[match] = cookie
+		s.actions[match] = actions
+		return
+	}
+	// Only conjunction clauses may share a match.
+	if strings.HasPrefix(actions[0], "conjunction(") && strings.HasPrefix(s.actions[match][0], "conjunction(") {
+		s.actions[match] = append(s.actions[match], actions...)
+	}
+}
+
+func (s *flowSet) flows() []string {
+	out := make([]string, 0, len(s.order))
+	for _, m := range s.order {
+		f := m
+		if c := s.cookies[m]; c != 0 {
+			f = fmt.Sprintf("cookie=%#x,%s", c, m)
+		}
+		out = append(out, f+",actions="+strings.Join(s.actions[m], ","))
+	}
+	return out
+}
+
+// policyFlows compiles a pipeline (nil: no policy) into the policy tables. exempt are
+// ranges decided later than the first hop: Service addresses, which the node's kernel
+// rewrites to pod addresses before the packet comes back through the gateway port and is
+// decided then. nodeIP is the node's address in its pod block: the node reaches its pods
+// whatever the policy (probes).
+func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr) (policyProgram, error) {
+	fs := newFlowSet()
+	prog := policyProgram{Rules: map[uint32]datapath.RuleInfo{}}
+	var egress, ingress []policy.Stage
+	if p != nil {
+		egress, ingress = p.Egress, p.Ingress
+	}
+	firstIngress := tableStageBase + len(egress)
+	if firstIngress+len(ingress) > tableCommit {
+		return prog, fmt.Errorf("%d policy stages do not fit the OpenFlow tables", len(egress)+len(ingress))
+	}
+
+	// Packets of known connections skip the stages; so do the node's own and those the
+	// kernel decides after a Service rewrite. The rest start at the first stage.
+	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+est", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
+	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+rel", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
+	fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_src=%s", tablePolicyEntry, nodeIP), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+	for _, e := range exempt {
+		if e.Addr().Is4() {
+			fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_dst=%s", tablePolicyEntry, e.Masked()), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+		}
+	}
+	fs.add(fmt.Sprintf("table=%d,priority=0", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableStageBase))
+
+	conj := uint32(0)
+	ruleID := uint32(0)
+	for dirIndex, stages := range [][]policy.Stage{egress, ingress} {
+		egressDir := dirIndex == 0
+		base, allowed := tableStageBase, firstIngress
+		dirName := "Egress"
+		if !egressDir {
+			base, allowed, dirName = firstIngress, tableCommit, "Ingress"
+		}
+		for i, st := range stages {
+			table, next := base+i, base+i+1
+			if egressDir && next == firstIngress || !egressDir && next == firstIngress+len(ingress) {
+				next = allowed
+			}
+			if len(st.Rules) > maxStageRules {
+				return prog, fmt.Errorf("tier %q has %d rules for this node's pods; at most %d fit", st.Tier, len(st.Rules), maxStageRules)
+			}
+			for j, r := range st.Rules {
+				prio := maxStageRules + 1000 - j
+				if st.NetworkPolicy() {
+					prio = 200
+				}
+				ruleID++
+				prog.Rules[ruleID] = datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName}
+				actions, cookie := ruleActions(r.Rule, ruleID, allowed, next)
+				conj++
+				addRule(fs, table, prio, r, egressDir, conj, cookie, actions)
+			}
+			if st.NetworkPolicy() {
+				for _, pod := range st.Isolated {
+					if !pod.Is4() {
+						continue
+					}
+					fs.add(fmt.Sprintf("table=%d,priority=100,ip,%s=%s", table, podField(egressDir), pod), 0, "drop")
+				}
+			}
+			fs.add(fmt.Sprintf("table=%d,priority=0", table), 0, fmt.Sprintf("goto_table:%d", next))
+		}
+	}
+	if len(egress) == 0 && len(ingress) == 0 {
+		fs.add(fmt.Sprintf("table=%d,priority=0", tableStageBase), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+	} else if len(egress) == 0 || len(ingress) == 0 {
+		// One direction has no stage: its first table number hands on to what follows.
+		if len(egress) == 0 && firstIngress != tableStageBase {
+			fs.add(fmt.Sprintf("table=%d,priority=0", tableStageBase), 0, fmt.Sprintf("goto_table:%d", firstIngress))
+		}
+		if len(ingress) == 0 && len(egress) > 0 {
+			fs.add(fmt.Sprintf("table=%d,priority=0", firstIngress), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+		}
+	}
+
+	// Commit new connections (those from the gateway with their mark), then go on.
+	fs.add(fmt.Sprintf("table=%d,priority=100,ip,ct_state=+trk+new,reg4=%#x/%#x", tableCommit, reg4FromGateway, reg4FromGateway), 0,
+		fmt.Sprintf("ct(commit,zone=%d,exec(set_field:%d->ct_mark))", ctZone, markGateway), fmt.Sprintf("goto_table:%d", tableDispatch))
+	fs.add(fmt.Sprintf("table=%d,priority=90,ip,ct_state=+trk+new", tableCommit), 0,
+		fmt.Sprintf("ct(commit,zone=%d)", ctZone), fmt.Sprintf("goto_table:%d", tableDispatch))
+	fs.add(fmt.Sprintf("table=%d,priority=0", tableCommit), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
+	fs.add(fmt.Sprintf("table=%d,priority=100,reg4=%#x/%#x", tableDispatch, reg4FromTunnel, reg4FromTunnel), 0, fmt.Sprintf("resubmit(,%d)", tableFromTunnel))
+	fs.add(fmt.Sprintf("table=%d,priority=0", tableDispatch), 0, fmt.Sprintf("resubmit(,%d)", tableForward))
+	prog.Flows = fs.flows()
+	return prog, nil
+}
+
+// podField is the field that holds the pod a rule applies to; peerField the remote end's.
+func podField(egress bool) string {
+	if egress {
+		return "nw_src"
+	}
+	return "nw_dst"
+}
+
+func peerField(egress bool) string { return podField(!egress) }
+
+// ruleActions are what a matching rule does: Allow goes on to the other direction (or to
+// the commit), Pass to the next stage, Drop drops, Reject hands the packet to the agent
+// which answers it. Logged rules copy the packet to the agent first.
+func ruleActions(r policy.Rule, id uint32, allowed, next int) ([]string, uint64) {
+	var actions []string
+	cookie := cookieBase | uint64(id)
+	if r.Logged {
+		cookie |= cookieLog
+	}
+	switch r.Action {
+	case fabricv1.ActionAllow:
+		if r.Logged {
+			actions = append(actions, "controller(max_len=128)")
+		}
+		actions = append(actions, fmt.Sprintf("goto_table:%d", allowed))
+	case fabricv1.ActionPass:
+		if r.Logged {
+			actions = append(actions, "controller(max_len=128)")
+		}
+		actions = append(actions, fmt.Sprintf("goto_table:%d", next))
+	case fabricv1.ActionReject:
+		cookie |= cookieReject
+		actions = append(actions, "controller(max_len=128)")
+	default: // Drop: no action but the copy to the agent when logged
+		if r.Logged {
+			actions = append(actions, "controller(max_len=128)")
+		} else {
+			actions = append(actions, "drop")
+		}
+	}
+	if cookie&(cookieLog|cookieReject) == 0 {
+		cookie = 0
+	}
+	return actions, cookie
+}
+
+// addRule writes one rule: a flow per pod when it matches any peer and port, else a
+// conjunctive match whose clauses are the pods, the peers and the ports (so a rule costs
+// pods + peers + ports flows, not their product).
+func addRule(fs *flowSet, table, prio int, r policy.PipelineRule, egress bool, conj uint32, cookie uint64, actions []string) {
+	var pods, peers, ports []string
+	for _, a := range r.AppliedTo {
+		if a.Is4() {
+			pods = append(pods, fmt.Sprintf("ip,%s=%s", podField(egress), a))
+		}
+	}
+	if !r.AnyPeer {
+		for _, p := range r.Peers {
+			if p.Addr().Is4() {
+				peers = append(peers, fmt.Sprintf("ip,%s=%s", peerField(egress), p.Masked()))
+			}
+		}
+		if len(peers) == 0 {
+			return // no IPv4 peer: the rule matches nothing here
+		}
+	}
+	if !r.AnyPort {
+		for _, pr := range r.Ports {
+			ports = append(ports, portMatches(pr)...)
+		}
+		if len(ports) == 0 {
+			return
+		}
+	}
+	if len(pods) == 0 {
+		return
+	}
+	dims := [][]string{pods}
+	if peers != nil {
+		dims = append(dims, peers)
+	}
+	if ports != nil {
+		dims = append(dims, ports)
+	}
+	if len(dims) == 1 {
+		for _, m := range pods {
+			fs.add(fmt.Sprintf("table=%d,priority=%d,%s", table, prio, m), cookie, actions...)
+		}
+		return
+	}
+	for k, dim := range dims {
+		sort.Strings(dim)
+		for _, m := range dim {
+			fs.add(fmt.Sprintf("table=%d,priority=%d,%s", table, prio, m), 0, fmt.Sprintf("conjunction(%d,%d/%d)", conj, k+1, len(dims)))
+		}
+	}
+	fs.add(fmt.Sprintf("table=%d,priority=%d,conj_id=%d,ip", table, prio, conj), cookie, actions...)
+}
+
+// portMatches matches a protocol's port range with as few value/mask pairs as it takes.
+func portMatches(pr policy.PortRange) []string {
+	proto := map[corev1.Protocol]string{corev1.ProtocolTCP: "tcp", corev1.ProtocolUDP: "udp", corev1.ProtocolSCTP: "sctp"}[pr.Protocol]
+	if proto == "" || pr.From > pr.To || pr.To < 0 {
+		return nil
+	}
+	lo, hi := max(int(pr.From), 0), min(int(pr.To), 65535)
+	if lo <= 1 && hi == 65535 {
+		return []string{proto}
+	}
+	var out []string
+	for lo <= hi {
+		// The largest aligned block starting at lo that fits in [lo, hi].
+		size := 1
+		for lo%(size*2) == 0 && lo+size*2-1 <= hi && size < 65536 {
+			size *= 2
+		}
+		if size == 1 {
+			out = append(out, fmt.Sprintf("%s,tp_dst=%d", proto, lo))
+		} else {
+			out = append(out, fmt.Sprintf("%s,tp_dst=%#x/%#x", proto, lo, 0xffff&^(size-1)))
+		}
+		lo += size
+	}
+	return out
+}

@@ -1,0 +1,110 @@
+package ovs
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-net/weft/agent/policy"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// A port range becomes value/mask matches that cover exactly the range.
+func TestPortMatchesCoverExactlyTheRange(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		lo := r.IntN(65535) + 1
+		hi := lo + r.IntN(min(65535-lo+1, 3000))
+		if r.IntN(10) == 0 {
+			hi = 65535
+		}
+		ms := portMatches(policy.PortRange{Protocol: corev1.ProtocolTCP, From: int32(lo), To: int32(hi)})
+		type vm struct{ v, m int }
+		var pairs []vm
+		for _, m := range ms {
+			spec := strings.TrimPrefix(m, "tcp")
+			if spec == "" {
+				pairs = append(pairs, vm{0, 0})
+				continue
+			}
+			var p vm
+			if strings.Contains(spec, "/") {
+				if _, err := fmt.Sscanf(spec, ",tp_dst=%v/%v", &p.v, &p.m); err != nil {
+					t.Fatalf("%q: %v", m, err)
+				}
+			} else {
+				if _, err := fmt.Sscanf(spec, ",tp_dst=%d", &p.v); err != nil {
+					t.Fatalf("%q: %v", m, err)
+				}
+				p.m = 0xffff
+			}
+			pairs = append(pairs, p)
+		}
+		for port := 1; port <= 65535; port++ {
+			in := false
+			for _, p := range pairs {
+				if port&p.m == p.v {
+					in = true
+				}
+			}
+			if in != (port >= lo && port <= hi) {
+				t.Fatalf("[%d, %d] as %v: port %d in=%v", lo, hi, ms, port, in)
+			}
+		}
+		if hi-lo > 16 && len(ms) > 32 {
+			t.Errorf("[%d, %d] took %d matches", lo, hi, len(ms))
+		}
+	}
+}
+
+// A rule costs pods + peers + ports flows (a conjunctive match), and conjunction clauses
+// that share a match at one priority merge into one flow.
+func TestPolicyFlowsUseConjunctions(t *testing.T) {
+	var pods, peers []netip.Addr
+	for i := range 10 {
+		pods = append(pods, netip.AddrFrom4([4]byte{10, 1, 0, byte(1 + i)}))
+		peers = append(peers, netip.AddrFrom4([4]byte{10, 2, 0, byte(1 + i)}))
+	}
+	var peerSet []netip.Prefix
+	for _, p := range peers {
+		peerSet = append(peerSet, netip.PrefixFrom(p, 32))
+	}
+	rule := func(port int32) policy.PipelineRule {
+		return policy.PipelineRule{AppliedTo: pods, Rule: policy.Rule{Policy: "p", Name: fmt.Sprint(port), Action: fabricv1.ActionAllow,
+			Peers: peerSet, Ports: []policy.PortRange{{Protocol: corev1.ProtocolTCP, From: port, To: port}}}}
+	}
+	np := policy.Stage{Rules: []policy.PipelineRule{rule(80), rule(443)}, Isolated: pods}
+	pl := &policy.Pipeline{Ingress: []policy.Stage{{Tier: "application", Rules: []policy.PipelineRule{rule(8080)}}, np}}
+	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[int]int{}
+	for _, f := range prog.Flows {
+		var table int
+		fmt.Sscanf(f[strings.Index(f, "table="):], "table=%d", &table)
+		count[table]++
+	}
+	// The tier's rule: 10 pods + 10 peers + 1 port + the conj_id flow + the miss.
+	if got := count[tableStageBase]; got != 23 {
+		t.Errorf("tier stage has %d flows, want 23", got)
+	}
+	// The NetworkPolicy stage: two rules sharing their pod and peer clauses (20 merged
+	// flows), 2 ports, 2 conj_id flows, 10 isolation drops, the miss.
+	if got := count[tableStageBase+1]; got != 35 {
+		t.Errorf("NetworkPolicy stage has %d flows, want 35:\n%s", got, strings.Join(prog.Flows, "\n"))
+	}
+	merged := false
+	for _, f := range prog.Flows {
+		if strings.Contains(f, "conjunction(2,") && strings.Contains(f, "conjunction(3,") {
+			merged = true
+		}
+	}
+	if !merged {
+		t.Error("the NetworkPolicy rules' shared clauses were not merged")
+	}
+}
