@@ -264,7 +264,7 @@ func TestPolicyProbeMatrix(t *testing.T) {
 	}
 	var pods []*policyPod
 	for _, spec := range []struct {
-		n                  *node
+		n                 *node
 		name, ip, ns, app string
 	}{
 		{n1, "a", "10.99.1.5", "prod", "web"}, {n1, "b", "10.99.1.6", "prod", "db"},

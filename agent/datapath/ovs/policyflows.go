@@ -47,7 +47,7 @@ const maxStageRules = 60000
 
 // policyProgram is the policy tables' flows and what their cookies stand for.
 type policyProgram struct {
-	Flows []string            `json:"flows"`
+	Flows []string                     `json:"flows"`
 	Rules map[uint32]datapath.RuleInfo `json:"rules"`
 }
 

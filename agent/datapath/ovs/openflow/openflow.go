@@ -131,7 +131,9 @@ func (c *Conn) read() (uint8, uint32, []byte, error) {
 // ErrMessage is an OpenFlow error the switch sent.
 type ErrMessage struct{ Type, Code uint16 }
 
-func (e ErrMessage) Error() string { return fmt.Sprintf("OpenFlow error type %d code %d", e.Type, e.Code) }
+func (e ErrMessage) Error() string {
+	return fmt.Sprintf("OpenFlow error type %d code %d", e.Type, e.Code)
+}
 
 // ReadPacketIn returns the next packet-in. It answers echo requests on the way and skips
 // other messages; an error message from the switch is returned as ErrMessage.
