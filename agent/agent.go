@@ -29,8 +29,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weft-net/weft/agent/cniserver"
@@ -38,6 +41,7 @@ import (
 	"github.com/weft-net/weft/agent/datapath/ovs"
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
+	"github.com/weft-net/weft/agent/policysync"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/internal/restcfg"
@@ -53,12 +57,16 @@ type Config struct {
 	StateDir   string
 	OVSRunDir  string
 	HealthAddr string
+	// PolicyLog is the file that gets a line per connection a logged policy rule matched
+	// (empty: the agent's log only).
+	PolicyLog string
 }
 
 // DefaultConfig suits the DaemonSet the operator installs.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), CNISocket: "/var/run/weft/cni.sock", CNIConfDir: "/etc/cni/net.d",
-		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: ":10380"}
+		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: ":10380",
+		PolicyLog: "/var/lib/weft/policy.log"}
 }
 
 // ConfFile is the name of the CNI configuration the agent writes.
@@ -99,8 +107,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := ovs.Register(registry); err != nil {
 		return err
 	}
+	plog := newPolicyLog(cfg.PolicyLog, log)
+	defer plog.close()
 	dp, err := registry.New(string(in.backend), datapath.Options{StateDir: cfg.StateDir,
-		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir})
+		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir, OnPolicyEvent: plog.event})
 	if err != nil {
 		return err
 	}
@@ -142,6 +152,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := h.Reconcile(ctx, derefPods(live)); err != nil {
 		log.Error(err, "reconciling addresses and wiring with the pods on this node")
 	}
+	// Policy: until the first sync the datapath enforces the policy it saved last time.
+	policies, err := a.startPolicy(ctx, restCfg, dp)
+	if err != nil {
+		return err
+	}
+	h.Wired = policies.Sync
 	if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
 		log.Error(err, "programming remote nodes")
 	}
@@ -238,6 +254,9 @@ type agentState struct {
 	c        client.Client
 	log      klog.Logger
 	notReady atomic.Value // string: why not ready; "" when ready
+	// remotes are the remote nodes last given to the datapath (remotesSet: once given).
+	remotes    []datapath.RemoteNode
+	remotesSet bool
 }
 
 func (a *agentState) ready() error {
@@ -455,7 +474,16 @@ func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath, list
 		}
 		remotes = append(remotes, datapath.RemoteNode{Name: n.Name, IP: ip, PodCIDRs: blocks})
 	}
-	return dp.SetRemoteNodes(ctx, remotes)
+	// Nodes change often for other reasons (status, the agents' policy annotations).
+	sort.Slice(remotes, func(i, j int) bool { return remotes[i].Name < remotes[j].Name })
+	if a.remotesSet && reflect.DeepEqual(a.remotes, remotes) {
+		return nil
+	}
+	if err := dp.SetRemoteNodes(ctx, remotes); err != nil {
+		return err
+	}
+	a.remotes, a.remotesSet = remotes, true
+	return nil
 }
 
 // installPlugin copies weft-cni (shipped next to the agent binary) into the CNI directory,
@@ -543,4 +571,36 @@ func derefPods(ps []*corev1.Pod) []corev1.Pod {
 		out[i] = *p
 	}
 	return out
+}
+
+// startPolicy starts the policy syncer: an informer cache of its inputs, a first sync once
+// the cache has them, then a sync on every change.
+func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp datapath.Datapath) (*policysync.Syncer, error) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
+	}
+	c, err := crcache.New(restCfg, crcache.Options{Scheme: scheme, DefaultTransform: crcache.TransformStripManagedFields()})
+	if err != nil {
+		return nil, err
+	}
+	s := &policysync.Syncer{Node: a.cfg.NodeName, Datapath: dp, Reader: c, Client: a.c, Log: a.log.WithName("policy")}
+	if err := s.Watch(ctx, c); err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := c.Start(ctx); err != nil {
+			a.log.Error(err, "policy input cache stopped")
+		}
+	}()
+	if !c.WaitForCacheSync(ctx) {
+		return nil, fmt.Errorf("policy inputs: the cache did not sync: %w", ctx.Err())
+	}
+	if err := s.Sync(ctx); err != nil {
+		a.log.Error(err, "first policy sync; the saved policy stays enforced")
+	}
+	go s.Run(ctx)
+	return s, nil
 }

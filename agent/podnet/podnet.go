@@ -31,6 +31,9 @@ type Handler struct {
 	Pod func(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 	// Ready says whether ADD can be served now (nil: ready).
 	Ready func() error
+	// Wired runs after a pod is wired and before ADD answers (the agent applies the pod's
+	// policy then, so its containers never start unprotected). An error undoes the ADD.
+	Wired func(ctx context.Context) error
 }
 
 var _ cniserver.Handler = (*Handler)(nil)
@@ -61,6 +64,14 @@ func (h *Handler) Add(ctx context.Context, c cniserver.Call) (*current.Result, e
 	if err != nil {
 		_, _ = h.IPAM.Release(owner(c))
 		return nil, fmt.Errorf("wiring pod %s/%s: %w", c.PodNamespace, c.PodName, err)
+	}
+	if h.Wired != nil {
+		if err := h.Wired(ctx); err != nil {
+			_ = h.Datapath.DelPod(context.WithoutCancel(ctx), key(c))
+			_, _ = h.IPAM.Release(owner(c))
+			return nil, &cniproto.Error{Code: cniproto.CodeTryAgainLater,
+				Msg: fmt.Sprintf("the network policy of pod %s/%s could not be applied", c.PodNamespace, c.PodName), Details: err.Error()}
+		}
 	}
 	return result(c, res), nil
 }

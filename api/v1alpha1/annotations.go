@@ -1,5 +1,11 @@
 package v1alpha1
 
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
+
 // Annotations weft reads or writes on core objects.
 const (
 	// AnnotationPodCIDRs on a Node is the pod blocks weft allocated to it, comma-separated
@@ -45,3 +51,33 @@ func GatewayLeaseName(node string) string { return "weft-gateway-" + node }
 // server block weft wrote for the clusterset zone; deleting the ClusterNetwork removes the
 // block, then the finalizer.
 const FinalizerClusterDNS = "fabric.weft.dev/cluster-dns"
+
+// AnnotationRealizedPolicies on a Node is what its agent's datapath enforces: each
+// FabricPolicy's name and generation, "name=generation" comma-separated in name order. The
+// agent writes it; the operator counts FabricPolicy.status.realizedNodes from it.
+const AnnotationRealizedPolicies = "fabric.weft.dev/realized-policies"
+
+// RealizedPolicies is the value of AnnotationRealizedPolicies for these policies.
+func RealizedPolicies(policies []FabricPolicy) string {
+	parts := make([]string, 0, len(policies))
+	for _, p := range policies {
+		parts = append(parts, p.Name+"="+strconv.FormatInt(p.Generation, 10))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+// ParseRealizedPolicies reads AnnotationRealizedPolicies: generation by policy name.
+func ParseRealizedPolicies(s string) map[string]int64 {
+	out := map[string]int64{}
+	for _, part := range strings.Split(s, ",") {
+		name, gen, ok := strings.Cut(part, "=")
+		if !ok {
+			continue
+		}
+		if g, err := strconv.ParseInt(gen, 10, 64); err == nil {
+			out[name] = g
+		}
+	}
+	return out
+}

@@ -23,6 +23,7 @@ func main() {
 	flag.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "where the CNI configuration is written")
 	flag.StringVar(&cfg.CNIBinDir, "cni-bin-dir", cfg.CNIBinDir, "where weft-cni is installed")
 	flag.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "agent state on the node (IPAM records)")
+	flag.StringVar(&cfg.PolicyLog, "policy-log", cfg.PolicyLog, "file that gets one line per connection a logged policy rule matched (empty: the agent log only)")
 	flag.StringVar(&cfg.OVSRunDir, "ovs-run-dir", cfg.OVSRunDir, "Open vSwitch run directory (db.sock, bridge sockets)")
 	flag.StringVar(&cfg.HealthAddr, "health-addr", cfg.HealthAddr, "address of /healthz and /readyz; 0 disables")
 	klog.InitFlags(nil)

@@ -32,6 +32,12 @@ type Images struct {
 	DNS string
 }
 
+// The operator holds what it grants the agent:
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=tiers;fabricpolicies,verbs=get;list;watch
+
 // agentObjects renders what runs on every node. The pod template carries a hash of the
 // datapath settings, so changing them rolls the agents.
 func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
@@ -44,8 +50,12 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			// The agent records on its node which policy generations it enforces.
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers", "tiers", "fabricpolicies"},
+				Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		},
 	}

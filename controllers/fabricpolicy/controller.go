@@ -9,8 +9,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -26,8 +28,11 @@ const IndexTier = "spec.tier"
 const (
 	// ReasonTierNotFound: the policy names a tier that does not exist.
 	ReasonTierNotFound = "TierNotFound"
-	// ReasonEnforcementPending: the policy is valid; no node's datapath enforces it yet.
+	// ReasonEnforcementPending: the policy is valid; some node's datapath does not enforce
+	// this generation yet.
 	ReasonEnforcementPending = "EnforcementPending"
+	// ReasonEnforced: every node's datapath enforces this generation.
+	ReasonEnforced = "Enforced"
 )
 
 // Reconciler reports each FabricPolicy's state.
@@ -77,22 +82,36 @@ func SetTierNotFound(p *fabricv1.FabricPolicy) {
 		fmt.Sprintf("tier %q does not exist; the policy enforces nothing until it does (kubectl get tiers)", p.Spec.Tier))
 }
 
-// countNodes records how many nodes should enforce the policy. No datapath enforces
-// FabricPolicies yet, so a valid policy stays Reconciling with none realized.
+// countNodes counts the nodes that should enforce the policy (those with a weft pod
+// block: they run the agent) and those whose agent reports it enforces this generation.
 func (r *Reconciler) countNodes(ctx context.Context, p *fabricv1.FabricPolicy) (ctrl.Result, error) {
 	nodes := &corev1.NodeList{}
 	if err := r.List(ctx, nodes); err != nil {
 		return ctrl.Result{}, err
 	}
-	SetPending(p, int32(len(nodes.Items)))
+	var desired, realized int32
+	for _, n := range nodes.Items {
+		if n.Annotations[fabricv1.AnnotationPodCIDRs] == "" {
+			continue
+		}
+		desired++
+		if fabricv1.ParseRealizedPolicies(n.Annotations[fabricv1.AnnotationRealizedPolicies])[p.Name] >= p.Generation {
+			realized++
+		}
+	}
+	SetEnforcement(p, desired, realized)
 	return ctrl.Result{}, nil
 }
 
-// SetPending reports a valid policy that no node enforces yet.
-func SetPending(p *fabricv1.FabricPolicy, desired int32) {
-	p.Status.DesiredNodes, p.Status.RealizedNodes = desired, 0
-	conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonEnforcementPending,
-		fmt.Sprintf("valid; enforced on 0 of %d nodes (the datapath's policy enforcement is not built yet)", desired))
+// SetEnforcement reports on how many of the nodes that should enforce the policy do.
+func SetEnforcement(p *fabricv1.FabricPolicy, desired, realized int32) {
+	p.Status.DesiredNodes, p.Status.RealizedNodes = desired, realized
+	if realized < desired {
+		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, ReasonEnforcementPending,
+			fmt.Sprintf("enforced on %d of %d nodes", realized, desired))
+		return
+	}
+	conditions.MarkReady(&p.Status.Conditions, p.Generation, ReasonEnforced, fmt.Sprintf("enforced on all %d nodes", desired))
 }
 
 // Setup registers the spec.tier index and both controllers of the package.
@@ -117,13 +136,23 @@ func (r *Reconciler) setup(mgr ctrl.Manager) error {
 		Watches(&fabricv1.Tier{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return policiesOf(ctx, mgr.GetClient(), o.GetName())
 		})).
+		// A node's agent reporting what it enforces, a node gaining a block or going.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			return allPolicies(ctx, mgr.GetClient())
+		}), builder.WithPredicates(predicate.AnnotationChangedPredicate{})).
 		Named("fabricpolicy").
 		Complete(r)
 }
 
 func policiesOf(ctx context.Context, c client.Client, tier string) []reconcile.Request {
+	return listPolicies(ctx, c, client.MatchingFields{IndexTier: tier})
+}
+
+func allPolicies(ctx context.Context, c client.Client) []reconcile.Request { return listPolicies(ctx, c) }
+
+func listPolicies(ctx context.Context, c client.Client, opts ...client.ListOption) []reconcile.Request {
 	list := &fabricv1.FabricPolicyList{}
-	if err := c.List(ctx, list, client.MatchingFields{IndexTier: tier}); err != nil {
+	if err := c.List(ctx, list, opts...); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

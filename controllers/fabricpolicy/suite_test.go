@@ -65,7 +65,11 @@ func waitPolicy(t *testing.T, name string, check func(*fabricv1.FabricPolicy) er
 func TestPolicyStatusAndTierInUse(t *testing.T) {
 	ctx := context.Background()
 	startControllers(t)
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{fabricv1.AnnotationPodCIDRs: "10.244.1.0/24"}}}
+	// A node without a weft block runs no agent: it is not counted.
+	if err := env.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n0"}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := env.Client.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +97,39 @@ func TestPolicyStatusAndTierInUse(t *testing.T) {
 	if got.Status.DesiredNodes != 1 || got.Status.RealizedNodes != 0 {
 		t.Errorf("desired/realized nodes %d/%d, want 1/0", got.Status.DesiredNodes, got.Status.RealizedNodes)
 	}
+
+	t.Log("the node's agent reports it enforces this generation: Ready (Current), 1/1")
+	setRealized := func(v string) {
+		t.Helper()
+		n := &corev1.Node{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "n1"}, n); err != nil {
+			t.Fatal(err)
+		}
+		n.Annotations[fabricv1.AnnotationRealizedPolicies] = v
+		if err := env.Client.Update(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRealized(fmt.Sprintf("other=7,web=%d", got.Generation))
+	got = waitPolicy(t, "web", func(p *fabricv1.FabricPolicy) error {
+		if p.Status.RealizedNodes != 1 {
+			return fmt.Errorf("realized %d", p.Status.RealizedNodes)
+		}
+		return errors.Join(testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricpolicy.ReasonEnforced),
+			testenv.CheckHealth(env.Client, p, kstatus.CurrentStatus))
+	})
+
+	t.Log("a new generation is pending until the agent reports it")
+	got.Spec.Priority++
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	waitPolicy(t, "web", func(p *fabricv1.FabricPolicy) error {
+		if p.Status.RealizedNodes != 0 {
+			return fmt.Errorf("realized %d", p.Status.RealizedNodes)
+		}
+		return testenv.CheckCondition(p.Status.Conditions, "Reconciling", metav1.ConditionTrue, fabricpolicy.ReasonEnforcementPending)
+	})
 
 	t.Log("the tier in use carries the finalizer; deleting it leaves it Terminating")
 	testenv.Eventually(t, 10*time.Second, func() error {

@@ -1,0 +1,167 @@
+package policysync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/policy"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// Syncer compiles and applies the node's policy whenever an input changes, and when asked
+// (Sync: a pod was just wired).
+type Syncer struct {
+	Node     string
+	Datapath datapath.Datapath
+	// Reader reads the inputs (an informer cache, see Watch).
+	Reader client.Reader
+	// Client writes the node's annotation.
+	Client client.Client
+	Log    klog.Logger
+
+	mu        sync.Mutex
+	last      *datapath.Policy
+	published *string
+	changed   chan struct{}
+}
+
+// Objects are the kinds the syncer reads; the cache must hold them.
+func Objects() []client.Object {
+	return []client.Object{&fabricv1.Tier{}, &fabricv1.FabricPolicy{}, &networkingv1.NetworkPolicy{}, &corev1.Pod{},
+		&corev1.Namespace{}, &fabricv1.ClusterPeer{}, &fabricv1.ClusterNetwork{}}
+}
+
+// Watch registers change handlers on the cache's informers (before the cache starts).
+func (s *Syncer) Watch(ctx context.Context, c cache.Cache) error {
+	s.changed = make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+	for _, o := range Objects() {
+		inf, err := c.GetInformer(ctx, o)
+		if err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { poke() }, UpdateFunc: func(any, any) { poke() }, DeleteFunc: func(any) { poke() },
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run applies the policy on every change until ctx ends, batching changes that come
+// within 50 ms, and retrying failures.
+func (s *Syncer) Run(ctx context.Context) {
+	retry := time.NewTicker(5 * time.Second)
+	defer retry.Stop()
+	failed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.changed:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		case <-retry.C:
+			if !failed {
+				continue
+			}
+		}
+		failed = s.Sync(ctx) != nil
+	}
+}
+
+// Sync compiles the policy from the current inputs and applies it if it changed.
+func (s *Syncer) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	in, svc, err := s.read(ctx)
+	if err != nil {
+		s.Log.Error(err, "reading the policy's inputs")
+		return err
+	}
+	w, local := World(in)
+	prog := policy.Compile(w, local)
+	want := datapath.Policy{Pipeline: prog.Pipeline(), ServiceCIDRs: svc}
+	compiled := time.Since(start)
+	if s.last == nil || !reflect.DeepEqual(*s.last, want) {
+		if err := s.Datapath.SetPolicy(ctx, want); err != nil {
+			s.Log.Error(err, "applying the policy")
+			return err
+		}
+		s.last = &want
+		s.Log.V(1).Info("policy applied", "pods", len(local), "rules", want.Pipeline.Rules(),
+			"compile", compiled.Round(time.Microsecond), "total", time.Since(start).Round(time.Millisecond))
+	}
+	return s.publish(ctx, in.Policies)
+}
+
+func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, error) {
+	var in Inputs
+	tiers := &fabricv1.TierList{}
+	fps := &fabricv1.FabricPolicyList{}
+	nps := &networkingv1.NetworkPolicyList{}
+	pods := &corev1.PodList{}
+	nss := &corev1.NamespaceList{}
+	peers := &fabricv1.ClusterPeerList{}
+	cns := &fabricv1.ClusterNetworkList{}
+	for _, l := range []client.ObjectList{tiers, fps, nps, pods, nss, peers, cns} {
+		if err := s.Reader.List(ctx, l); err != nil {
+			return in, nil, err
+		}
+	}
+	local, err := s.Datapath.Pods(ctx)
+	if err != nil {
+		return in, nil, err
+	}
+	in = Inputs{Tiers: tiers.Items, Policies: fps.Items, NetworkPolicies: nps.Items, Pods: pods.Items,
+		Namespaces: nss.Items, Peers: peers.Items, Local: local}
+	var svc []netip.Prefix
+	for _, cn := range cns.Items {
+		for _, c := range cn.Spec.ServiceCIDRs {
+			if p, err := netip.ParsePrefix(string(c)); err == nil {
+				svc = append(svc, p.Masked())
+			}
+		}
+	}
+	return in, svc, nil
+}
+
+// publish records on the node which policy generations it enforces.
+func (s *Syncer) publish(ctx context.Context, policies []fabricv1.FabricPolicy) error {
+	val := fabricv1.RealizedPolicies(policies)
+	if s.published != nil && val == *s.published || s.Client == nil {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{fabricv1.AnnotationRealizedPolicies: val}}})
+	node := &corev1.Node{}
+	node.Name = s.Node
+	if err := s.Client.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("recording the enforced policies on node %s: %w", s.Node, err)
+	}
+	s.published = &val
+	return nil
+}
