@@ -148,7 +148,9 @@ func policiesOf(ctx context.Context, c client.Client, tier string) []reconcile.R
 	return listPolicies(ctx, c, client.MatchingFields{IndexTier: tier})
 }
 
-func allPolicies(ctx context.Context, c client.Client) []reconcile.Request { return listPolicies(ctx, c) }
+func allPolicies(ctx context.Context, c client.Client) []reconcile.Request {
+	return listPolicies(ctx, c)
+}
 
 func listPolicies(ctx context.Context, c client.Client, opts ...client.ListOption) []reconcile.Request {
 	list := &fabricv1.FabricPolicyList{}
