@@ -88,8 +88,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	scheme := runtime.NewScheme()
-	if err := fabricv1.AddToScheme(scheme); err != nil {
-		return err
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return err
+		}
 	}
 	c, err := client.New(restCfg, client.Options{Scheme: scheme})
 	if err != nil {
@@ -601,6 +603,6 @@ func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp d
 	if err := s.Sync(ctx); err != nil {
 		a.log.Error(err, "first policy sync; the saved policy stays enforced")
 	}
-	go s.Run(ctx)
+	go s.Run(ctx) // reports the first sync's policies too
 	return s, nil
 }

@@ -35,6 +35,7 @@ type Syncer struct {
 
 	mu        sync.Mutex
 	last      *datapath.Policy
+	policies  []fabricv1.FabricPolicy // of the last successful sync
 	published *string
 	changed   chan struct{}
 }
@@ -74,6 +75,10 @@ func (s *Syncer) Run(ctx context.Context) {
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
 	failed := false
+	select { // a first round, to report what the node enforces
+	case s.changed <- struct{}{}:
+	default:
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,10 +95,15 @@ func (s *Syncer) Run(ctx context.Context) {
 			}
 		}
 		failed = s.Sync(ctx) != nil
+		if err := s.publish(ctx); err != nil {
+			s.Log.Error(err, "reporting the enforced policies")
+			failed = true
+		}
 	}
 }
 
-// Sync compiles the policy from the current inputs and applies it if it changed.
+// Sync compiles the policy from the current inputs and applies it if it changed. (Run
+// reports what the node enforces to the operator afterwards.)
 func (s *Syncer) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,7 +126,8 @@ func (s *Syncer) Sync(ctx context.Context) error {
 		s.Log.V(1).Info("policy applied", "pods", len(local), "rules", want.Pipeline.Rules(),
 			"compile", compiled.Round(time.Microsecond), "total", time.Since(start).Round(time.Millisecond))
 	}
-	return s.publish(ctx, in.Policies)
+	s.policies = in.Policies
+	return nil
 }
 
 func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, error) {
@@ -151,8 +162,13 @@ func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, error) {
 }
 
 // publish records on the node which policy generations it enforces.
-func (s *Syncer) publish(ctx context.Context, policies []fabricv1.FabricPolicy) error {
-	val := fabricv1.RealizedPolicies(policies)
+func (s *Syncer) publish(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		return nil
+	}
+	val := fabricv1.RealizedPolicies(s.policies)
 	if s.published != nil && val == *s.published || s.Client == nil {
 		return nil
 	}

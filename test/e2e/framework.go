@@ -14,9 +14,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // Lab is a running lab as the specs see it.
@@ -47,6 +53,27 @@ func (l *Lab) Client(t testing.TB, cluster string) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// CRClient returns a controller-runtime client for a cluster (context) that knows the
+// Kubernetes, weft and MCS types.
+func (l *Lab) CRClient(t testing.TB, cluster string) client.Client {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := fabricv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := mcsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(l.restConfig(t, cluster), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Kubectl runs the real kubectl against a cluster and returns its output and exit code.

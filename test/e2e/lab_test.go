@@ -101,6 +101,9 @@ func TestLab(t *testing.T) {
 		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
 		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
 	})
+	t.Run("FabricPolicy and NetworkPolicy are enforced as the reference evaluator decides", func(t *testing.T) {
+		Policy(t, PolicyInput{Lab: lab, Cluster: "weft-1"})
+	})
 	t.Run("weftctl peer join connects the clusters", func(t *testing.T) {
 		if lab.Weftctl == "" {
 			t.Skip("needs the suite's own weftctl build")

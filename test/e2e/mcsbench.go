@@ -11,27 +11,11 @@ import (
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/weft-net/weft/internal/netnstest"
 )
-
-// mcsClient is a controller-runtime client for a cluster that knows the MCS types.
-func (l *Lab) mcsClient(t testing.TB, cluster string) client.Client {
-	t.Helper()
-	s := runtime.NewScheme()
-	if err := mcsv1.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(l.restConfig(t, cluster), client.Options{Scheme: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 // ExportLatency is what exportToResolvable measured in one round.
 type ExportLatency struct {
@@ -70,7 +54,7 @@ func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []Exp
 		t.Fatal(err)
 	}
 	server := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
-	exports := l.mcsClient(t, to)
+	exports := l.CRClient(t, to)
 
 	var out []ExportLatency
 	for i := range rounds {

@@ -77,6 +77,12 @@ func (l *Lab) tunnelPackets(t testing.TB, node string) (tx, rx uint64) {
 // gatewayPID finds the weft-gateway process running in a node's network namespace.
 func (l *Lab) gatewayPID(t testing.TB, node string) int {
 	t.Helper()
+	return l.nodeProcess(t, node, "weft-gateway")
+}
+
+// nodeProcess finds a process running exe (a base name) in a node's network namespace.
+func (l *Lab) nodeProcess(t testing.TB, node, exeName string) int {
+	t.Helper()
 	var want syscall.Stat_t
 	if err := syscall.Stat(l.nodeNetns(node).Path(), &want); err != nil {
 		t.Fatal(err)
@@ -88,7 +94,7 @@ func (l *Lab) gatewayPID(t testing.TB, node string) int {
 			continue
 		}
 		exe, err := os.Readlink(filepath.Join("/proc", p.Name(), "exe"))
-		if err != nil || filepath.Base(exe) != "weft-gateway" {
+		if err != nil || filepath.Base(exe) != exeName {
 			continue
 		}
 		var st syscall.Stat_t

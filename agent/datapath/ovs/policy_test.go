@@ -2,14 +2,11 @@ package ovs_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,83 +34,19 @@ type policyPod struct {
 
 func serve(t *testing.T, p *policyPod) {
 	t.Helper()
-	for _, port := range []int{80, 8080} {
-		l, err := p.ns.Listen(fmt.Sprintf("%s:%d", p.IP, port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() { _, _ = io.Copy(c, c); c.Close() }()
-			}
-		}()
-	}
-	u, err := p.ns.ListenUDP(fmt.Sprintf("%s:53", p.IP))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := u.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = u.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	p.ns.ServeEcho(t, p.IP, []int{80, 8080}, []int{53})
 }
 
 // probe tries one connection and says what the datapath did: allowed (connected or
 // echoed), rejected (refused or unreachable at once), or dropped (no answer).
 func probe(from *policyPod, to netip.Addr, proto corev1.Protocol, port int32) fabricv1.PolicyAction {
-	const wait = 800 * time.Millisecond
-	addr := netip.AddrPortFrom(to, uint16(port)).String()
-	classify := func(err error) fabricv1.PolicyAction {
-		switch {
-		case err == nil:
-			return fabricv1.ActionAllow
-		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH):
-			return fabricv1.ActionReject
-		}
-		return fabricv1.ActionDrop
+	switch from.ns.Probe(strings.ToLower(string(proto)), netip.AddrPortFrom(to, uint16(port)), 800*time.Millisecond) {
+	case netnstest.Connected:
+		return fabricv1.ActionAllow
+	case netnstest.Refused:
+		return fabricv1.ActionReject
 	}
-	if proto == corev1.ProtocolTCP {
-		c, err := from.ns.Dial(addr, wait)
-		if err == nil {
-			c.Close()
-		}
-		return classify(err)
-	}
-	var c net.Conn
-	if err := from.ns.Do(func() (err error) { c, err = net.Dial("udp", addr); return err }); err != nil {
-		return fabricv1.ActionDrop
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(wait))
-	buf := make([]byte, 8)
-	var err error
-	for range 2 { // a datagram may be lost while ARP resolves
-		if _, err = c.Write([]byte("probe")); err != nil {
-			break
-		}
-		_ = c.SetReadDeadline(time.Now().Add(wait / 2))
-		if _, err = c.Read(buf); err == nil || !errors.Is(err, syscall.ETIMEDOUT) && !isTimeout(err) {
-			break
-		}
-	}
-	return classify(err)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return fabricv1.ActionDrop
 }
 
 func labelSel(kv ...string) *metav1.LabelSelector {
@@ -301,15 +234,7 @@ func TestPolicyProbeMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer long.Close()
-	echo := func(c net.Conn) error {
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write([]byte("ping")); err != nil {
-			return err
-		}
-		buf := make([]byte, 4)
-		_, err := io.ReadFull(c, buf)
-		return err
-	}
+	echo := func(c net.Conn) error { return netnstest.Echo(c, 2*time.Second) }
 
 	w := policyWorld(podList)
 	for _, n := range []*node{n1, n2} {
