@@ -111,8 +111,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	plog := newPolicyLog(cfg.PolicyLog, log)
 	defer plog.close()
+	var policies atomic.Pointer[policysync.Syncer] // set once the policy inputs are read
+	learnDNS := func(ans datapath.DNSAnswer) {
+		if s := policies.Load(); s != nil {
+			s.LearnDNS(ctx, ans)
+		}
+	}
 	dp, err := registry.New(string(in.backend), datapath.Options{StateDir: cfg.StateDir,
-		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir, OnPolicyEvent: plog.event})
+		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir,
+		OnPolicyEvent: plog.event, OnDNSAnswer: learnDNS})
 	if err != nil {
 		return err
 	}
@@ -155,11 +162,12 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Error(err, "reconciling addresses and wiring with the pods on this node")
 	}
 	// Policy: until the first sync the datapath enforces the policy it saved last time.
-	policies, err := a.startPolicy(ctx, restCfg, dp)
+	syncer, err := a.startPolicy(ctx, restCfg, dp)
 	if err != nil {
 		return err
 	}
-	h.Wired = policies.Sync
+	policies.Store(syncer)
+	h.Wired = syncer.Sync
 	if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
 		log.Error(err, "programming remote nodes")
 	}

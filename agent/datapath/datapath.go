@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/weft-net/weft/agent/policy"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -71,6 +72,23 @@ type Policy struct {
 	// ServiceCIDRs are decided after the node's kernel has translated them to pod addresses
 	// (kube-proxy), not on the way there.
 	ServiceCIDRs []netip.Prefix
+	// DNSPods are the node's pods whose DNS answers (UDP from port 53) the datapath hands
+	// to Options.OnDNSAnswer before delivering them: pods with FQDN rules.
+	DNSPods []netip.Addr
+}
+
+// DNSAnswer is what a DNS answer to a pod said: addresses by name (every name of a CNAME
+// chain gets the chain's addresses).
+type DNSAnswer struct {
+	Pod     netip.Addr
+	Records []DNSRecord
+}
+
+// DNSRecord is one name's address and how long it may be used.
+type DNSRecord struct {
+	Name string // lower case, no trailing dot
+	Addr netip.Addr
+	TTL  time.Duration
 }
 
 // PolicyEvent is a connection a logged or rejecting rule matched.
@@ -196,6 +214,9 @@ type Options struct {
 	// OnPolicyEvent is called for each new connection a logged rule matches and each one a
 	// Reject rule answers (nil: not reported).
 	OnPolicyEvent func(PolicyEvent)
+	// OnDNSAnswer is called with each DNS answer to a Policy.DNSPods pod, which is held
+	// until it returns: a policy updated by then applies to the pod's next connection.
+	OnDNSAnswer func(DNSAnswer)
 }
 
 // Registry maps driver names to factories. It is a value, not a global: the agent builds one.

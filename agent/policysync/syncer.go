@@ -19,6 +19,7 @@ import (
 
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/policy"
+	"github.com/weft-net/weft/agent/policy/oracle"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
@@ -38,6 +39,10 @@ type Syncer struct {
 	policies  []fabricv1.FabricPolicy // of the last successful sync
 	published *string
 	changed   chan struct{}
+
+	fqdnMu     sync.Mutex
+	fqdn       fqdnCache
+	nextExpiry time.Time // of the learnt addresses in the last sync
 }
 
 // Objects are the kinds the syncer reads; the cache must hold them.
@@ -75,6 +80,8 @@ func (s *Syncer) Run(ctx context.Context) {
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
 	failed := false
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	select { // a first round, to report what the node enforces
 	case s.changed <- struct{}{}:
 	default:
@@ -93,8 +100,15 @@ func (s *Syncer) Run(ctx context.Context) {
 			if !failed {
 				continue
 			}
+		case <-expiry.C: // a learnt address expires
 		}
 		failed = s.Sync(ctx) != nil
+		s.fqdnMu.Lock()
+		next := s.nextExpiry
+		s.fqdnMu.Unlock()
+		if !next.IsZero() {
+			expiry.Reset(time.Until(next) + 10*time.Millisecond)
+		}
 		if err := s.publish(ctx); err != nil {
 			s.Log.Error(err, "reporting the enforced policies")
 			failed = true
@@ -113,9 +127,10 @@ func (s *Syncer) Sync(ctx context.Context) error {
 		s.Log.Error(err, "reading the policy's inputs")
 		return err
 	}
+	in.Resolved = s.resolvedNow()
 	w, local := World(in)
 	prog := policy.Compile(w, local)
-	want := datapath.Policy{Pipeline: prog.Pipeline(), ServiceCIDRs: svc}
+	want := datapath.Policy{Pipeline: prog.Pipeline(), ServiceCIDRs: svc, DNSPods: dnsPods(w, local)}
 	compiled := time.Since(start)
 	if s.last == nil || !reflect.DeepEqual(*s.last, want) {
 		if err := s.Datapath.SetPolicy(ctx, want); err != nil {
@@ -180,4 +195,29 @@ func (s *Syncer) publish(ctx context.Context) error {
 	}
 	s.published = &val
 	return nil
+}
+
+// dnsPods are the node's pods a FabricPolicy with an FQDN peer applies to.
+func dnsPods(w *oracle.World, local []oracle.Pod) []netip.Addr {
+	var out []netip.Addr
+	for _, pod := range local {
+		for _, p := range w.Policies {
+			if hasFQDN(p) && w.AppliesTo(p, pod) {
+				out = append(out, pod.IP)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func hasFQDN(p fabricv1.FabricPolicy) bool {
+	for _, r := range p.Spec.Egress {
+		for _, peer := range r.To {
+			if peer.FQDN != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -56,6 +56,10 @@ func (d *Driver) handlePacketIn(c *openflow.Conn, pi openflow.PacketIn, log klog
 	}
 	id := uint32(pi.Cookie)
 	flags := pi.Cookie >> cookieFlagsAt & 0xff
+	if flags&(cookieDNS>>cookieFlagsAt) != 0 {
+		d.learnDNS(c, pi, log)
+		return
+	}
 	if flags&(cookieReject>>cookieFlagsAt) != 0 {
 		if ans, err := packet.Reject(pi.Data); err == nil {
 			if err := c.Inject(ans, 5, reg5Injected); err != nil {
@@ -74,5 +78,24 @@ func (d *Driver) handlePacketIn(c *openflow.Conn, pi openflow.PacketIn, log klog
 		}
 		d.opts.OnPolicyEvent(datapath.PolicyEvent{Rule: rule, Src: in.Src, Dst: in.Dst, Protocol: in.ProtocolName(),
 			SrcPort: int(in.SrcPort), DstPort: int(in.DstPort)})
+	}
+}
+
+// learnDNS hands a DNS answer to the agent, then delivers it: by the time the pod reads the
+// answer, the policy allows the addresses its FQDN rules matched.
+func (d *Driver) learnDNS(c *openflow.Conn, pi openflow.PacketIn, log klog.Logger) {
+	if d.opts.OnDNSAnswer != nil {
+		in, err := packet.Parse(pi.Data)
+		recs, derr := packet.DNSAnswer(pi.Data)
+		if err == nil && derr == nil && len(recs) > 0 {
+			ans := datapath.DNSAnswer{Pod: in.Dst}
+			for _, r := range recs {
+				ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
+			}
+			d.opts.OnDNSAnswer(ans)
+		}
+	}
+	if err := c.Inject(pi.Data, 5, reg5Injected); err != nil {
+		log.Error(err, "delivering a DNS answer")
 	}
 }

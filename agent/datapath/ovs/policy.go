@@ -24,7 +24,7 @@ func (d *Driver) SetPolicy(ctx context.Context, p datapath.Policy) error {
 	if !d.gwIP.IsValid() {
 		return errors.New("the datapath is not initialized")
 	}
-	prog, err := policyFlows(p.Pipeline, p.ServiceCIDRs, d.gwIP)
+	prog, err := policyFlows(p.Pipeline, p.ServiceCIDRs, d.gwIP, p.DNSPods)
 	if err != nil {
 		return err
 	}
@@ -42,7 +42,7 @@ func (d *Driver) policyProgramOrDefault() (policyProgram, error) {
 	if d.policy != nil {
 		return *d.policy, nil
 	}
-	return policyFlows(nil, nil, d.gwIP)
+	return policyFlows(nil, nil, d.gwIP, nil)
 }
 
 func (d *Driver) savePolicy() error {

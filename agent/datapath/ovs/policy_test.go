@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -315,4 +316,104 @@ func TestPolicyProbeMatrix(t *testing.T) {
 		probeMatrix(t, w, pods)
 	})
 	_ = ovs.IntegrationBridge
+}
+
+// An FQDN rule allows the addresses DNS answers give its names, from the moment the pod
+// reads the answer: the datapath holds answers to pods with FQDN rules until the agent has
+// applied the policy with the new addresses.
+func TestPolicyLearnsFQDNAddressesFromDNSAnswers(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n1 := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve")
+	n2 := newNode(t, sw, "n2", "172.29.0.12", "10.99.2.0/24", "geneve")
+	for _, n := range []*node{n1, n2} {
+		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+	}
+	clientNS, _ := n1.addPod(t, "a", "10.99.1.5/24")
+	dnsNS, _ := n2.addPod(t, "dnsd", "10.99.2.5/24")
+	targetNS, _ := n2.addPod(t, "target", "10.99.2.7/24")
+	target := netip.MustParseAddr("10.99.2.7")
+	targetNS.ServeEcho(t, target, []int{80, 443}, nil)
+
+	// The DNS server: api.example.test is the target.
+	pc, err := dnsNS.ListenUDP("10.99.2.5:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Name == "api.example.test." {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "api.example.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: target.AsSlice()})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	for _, ns := range []*netnstest.Netns{clientNS} {
+		for _, ip := range []string{"10.99.2.5", "10.99.2.7"} {
+			if err := ns.PingUntil(ip, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	w := &oracle.World{Tiers: []fabricv1.Tier{{ObjectMeta: metav1.ObjectMeta{Name: "application"}, Spec: fabricv1.TierSpec{Priority: 250}}},
+		Pods: []oracle.Pod{{Namespace: "prod", Name: "a", IP: netip.MustParseAddr("10.99.1.5"), Labels: map[string]string{"app": "client"}}},
+		Policies: []fabricv1.FabricPolicy{{ObjectMeta: metav1.ObjectMeta{Name: "apis"}, Spec: fabricv1.FabricPolicySpec{Tier: "application", Priority: 1,
+			AppliedTo: []fabricv1.PolicyTarget{{PodSelector: labelSel("app", "client")}},
+			Egress: []fabricv1.PolicyRule{
+				{Name: "dns", Action: fabricv1.ActionAllow, Ports: []fabricv1.PolicyPort{udpPort(53)}},
+				{Name: "example", Action: fabricv1.ActionAllow, To: []fabricv1.PolicyPeer{{FQDN: "*.example.test"}}, Ports: []fabricv1.PolicyPort{tcpPort(443)}},
+				{Name: "rest", Action: fabricv1.ActionDrop},
+			}}}},
+		Resolved: map[string][]netip.Addr{}}
+	var mu sync.Mutex
+	learnt := 0
+	apply := func() error {
+		return n1.dp.SetPolicy(ctx, datapath.Policy{Pipeline: policy.Compile(w, w.Pods).Pipeline(), DNSPods: []netip.Addr{w.Pods[0].IP}})
+	}
+	// What the agent's policy sync does with an answer, reduced: learn, recompile, apply.
+	n1.dpOpts.OnDNSAnswer = func(ans datapath.DNSAnswer) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range ans.Records {
+			w.Resolved[r.Name] = append(w.Resolved[r.Name], r.Addr)
+		}
+		learnt++
+		if err := n1.ns.Do(apply); err != nil {
+			t.Error(err)
+		}
+	}
+	n1.restartDriver(t)
+	n1.do(t, apply)
+
+	a := &policyPod{Pod: w.Pods[0], ns: clientNS}
+	if got := probe(a, target, corev1.ProtocolTCP, 443); got != fabricv1.ActionDrop {
+		t.Fatalf("before resolving: a → target:443 %s, want Drop", got)
+	}
+	// Resolve from the pod, then connect at once.
+	var answer *dns.Msg
+	err = clientNS.Do(func() (err error) {
+		q := new(dns.Msg)
+		q.SetQuestion("api.example.test.", dns.TypeA)
+		answer, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(q, "10.99.2.5:53")
+		return err
+	})
+	if err != nil || len(answer.Answer) != 1 {
+		t.Fatalf("resolving api.example.test: %v %v", err, answer)
+	}
+	if got := probe(a, target, corev1.ProtocolTCP, 443); got != fabricv1.ActionAllow {
+		t.Errorf("right after the answer: a → target:443 %s, want Allow", got)
+	}
+	if got := probe(a, target, corev1.ProtocolTCP, 80); got != fabricv1.ActionDrop {
+		t.Errorf("a → target:80 %s, want Drop (the FQDN rule allows 443)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if learnt != 1 || len(w.Resolved["api.example.test"]) != 1 {
+		t.Errorf("answers learnt %d, resolved %v", learnt, w.Resolved)
+	}
 }

@@ -39,6 +39,7 @@ const (
 	cookieBase    = uint64(0x57) << 56
 	cookieReject  = uint64(1) << 48
 	cookieLog     = uint64(2) << 48
+	cookieDNS     = uint64(4) << 48
 	cookieFlagsAt = 48
 )
 
@@ -93,7 +94,10 @@ func (s *flowSet) flows() []string {
 // rewrites to pod addresses before the packet comes back through the gateway port and is
 // decided then. nodeIP is the node's address in its pod block: the node reaches its pods
 // whatever the policy (probes).
-func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr) (policyProgram, error) {
+//
+// DNS answers to dnsPods go to the agent first, which learns FQDN rules' addresses from them
+// and sends them on.
+func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, dnsPods []netip.Addr) (policyProgram, error) {
 	fs := newFlowSet()
 	prog := policyProgram{Rules: map[uint32]datapath.RuleInfo{}}
 	var egress, ingress []policy.Stage
@@ -107,6 +111,12 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr) (
 
 	// Packets of known connections skip the stages; so do the node's own and those the
 	// kernel decides after a Service rewrite. The rest start at the first stage.
+	for _, pod := range dnsPods {
+		if pod.Is4() {
+			fs.add(fmt.Sprintf("table=%d,priority=400,udp,nw_dst=%s,tp_src=53", tablePolicyEntry, pod), cookieBase|cookieDNS,
+				"controller(max_len=65535)")
+		}
+	}
 	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+est", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
 	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+rel", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
 	fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_src=%s", tablePolicyEntry, nodeIP), 0, fmt.Sprintf("goto_table:%d", tableCommit))

@@ -79,7 +79,7 @@ func TestPolicyFlowsUseConjunctions(t *testing.T) {
 	}
 	np := policy.Stage{Rules: []policy.PipelineRule{rule(80), rule(443)}, Isolated: pods}
 	pl := &policy.Pipeline{Ingress: []policy.Stage{{Tier: "application", Rules: []policy.PipelineRule{rule(8080)}}, np}}
-	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"))
+	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

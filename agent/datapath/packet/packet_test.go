@@ -2,8 +2,12 @@ package packet
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 )
 
 func frame(proto uint8, l4 []byte) []byte {
@@ -76,5 +80,38 @@ func TestRejectAnswersUDPWithICMP(t *testing.T) {
 	}
 	if got := netip.AddrFrom4([4]byte(icmp[8+16 : 8+20])); got != netip.MustParseAddr("10.0.0.2") {
 		t.Errorf("quoted header's destination %s", got)
+	}
+}
+
+func TestDNSAnswerFollowsCNAMEs(t *testing.T) {
+	m := new(dns.Msg)
+	m.SetQuestion("API.example.test.", dns.TypeA)
+	m.Response = true
+	m.Answer = []dns.RR{
+		&dns.CNAME{Hdr: dns.RR_Header{Name: "api.example.test.", Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 20}, Target: "lb.cdn.test."},
+		&dns.A{Hdr: dns.RR_Header{Name: "lb.cdn.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: net.IPv4(192, 0, 2, 7)},
+	}
+	payload, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], 53)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[8:], payload)
+	recs, err := DNSAnswer(frame(ProtoUDP, udp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Record{}
+	for _, r := range recs {
+		got[r.Name] = r
+	}
+	want := netip.MustParseAddr("192.0.2.7")
+	if r := got["api.example.test"]; r.Addr != want || r.TTL != 20*time.Second {
+		t.Errorf("api.example.test: %+v (want the chain's address with the CNAME's TTL)", r)
+	}
+	if r := got["lb.cdn.test"]; r.Addr != want || r.TTL != 300*time.Second {
+		t.Errorf("lb.cdn.test: %+v", r)
 	}
 }
