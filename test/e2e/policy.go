@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -254,6 +255,10 @@ func Policy(t *testing.T, in PolicyInput) {
 		agreeEventually(t, policyOracle(t, in), pods)
 	})
 
+	t.Run("an FQDN rule allows what DNS answered the pod, from the answer on", func(t *testing.T) {
+		fqdnPolicy(t, in, pods)
+	})
+
 	t.Run("kubectl get fabricpolicies shows tier, priority and realized nodes", func(t *testing.T) {
 		out := in.Lab.MustKubectl(t, in.Cluster, "", "get", "fabricpolicies", "e2e-db")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -271,6 +276,88 @@ func Policy(t *testing.T, in PolicyInput) {
 			t.Errorf("kubectl get fabricpolicies:\n%s", out)
 		}
 	})
+}
+
+// fqdnObjects: web in dev may reach *.weft-e2e.test on TCP 80 and nothing else on 80.
+const fqdnObjects = `
+apiVersion: fabric.weft.dev/v1alpha1
+kind: FabricPolicy
+metadata: {name: e2e-fqdn}
+spec:
+  tier: securityops
+  priority: 5
+  appliedTo:
+  - podSelector: {matchLabels: {app: web}}
+    namespaceSelector: {matchLabels: {env: dev, weft-e2e: policy}}
+  egress:
+  - name: dns
+    action: Allow
+    ports: [{protocol: UDP, port: 53}]
+  - name: test-names
+    action: Allow
+    to: [{fqdn: "*.weft-e2e.test"}]
+    ports: [{protocol: TCP, port: 80}]
+  - name: no-other-80
+    action: Drop
+    ports: [{protocol: TCP, port: 80}]
+`
+
+// fqdnPolicy: a DNS server pod answers db.weft-e2e.test with pod b's address; pod c (web in
+// dev) may reach *.weft-e2e.test on 80. Before c asks, c → b:80 is dropped; right after the
+// answer it connects; the matrix agrees with the evaluator given what c resolved.
+func fqdnPolicy(t *testing.T, in PolicyInput, pods []*policyPod) {
+	ctx := context.Background()
+	cs := in.Lab.Client(t, in.Cluster)
+	dnsPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "dns", Namespace: "e2e-pol-dev", Labels: map[string]string{"app": "dns"}},
+		Spec: corev1.PodSpec{NodeName: pods[1].node, TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sleep", "3600"}}}}}
+	if _, err := cs.CoreV1().Pods(dnsPod.Namespace).Create(ctx, dnsPod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ready := WaitPodReady(t, cs, dnsPod.Namespace, dnsPod.Name, 2*time.Minute)
+	dnsIP := netip.MustParseAddr(ready.Status.PodIP)
+	pc, err := in.Lab.podNetns(t, ready.Status.PodIP).ListenUDP(netip.AddrPortFrom(dnsIP, 53).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pods[1]
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if len(q.Question) == 1 && q.Question[0].Name == "db.weft-e2e.test." {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300},
+				A: b.ip.AsSlice()})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	t.Cleanup(func() { _, _ = in.Lab.KubectlRun(in.Cluster, fqdnObjects, "delete", "--ignore-not-found", "-f", "-") })
+	in.Lab.MustKubectl(t, in.Cluster, fqdnObjects, "apply", "-f", "-")
+	waitRealized(t, PolicyInput{Lab: in.Lab, Cluster: in.Cluster})
+
+	agreeEventually(t, policyOracle(t, in), pods)
+	c := pods[2]
+	if got := c.netns.Probe("tcp", netip.AddrPortFrom(b.ip, 80), time.Second); got != netnstest.NoAnswer {
+		t.Fatalf("before resolving: c → b:80 %s, want no answer", got)
+	}
+	var answer *dns.Msg
+	err = c.netns.Do(func() (err error) {
+		q := new(dns.Msg)
+		q.SetQuestion("db.weft-e2e.test.", dns.TypeA)
+		answer, _, err = (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, netip.AddrPortFrom(dnsIP, 53).String())
+		return err
+	})
+	if err != nil || len(answer.Answer) != 1 {
+		t.Fatalf("c resolving db.weft-e2e.test: %v %v", err, answer)
+	}
+	if got := c.netns.Probe("tcp", netip.AddrPortFrom(b.ip, 80), time.Second); got != netnstest.Connected {
+		t.Errorf("right after the answer: c → b:80 %s, want connected", got)
+	}
+	w := policyOracle(t, in)
+	w.Resolved = map[string][]netip.Addr{"db.weft-e2e.test": {b.ip}}
+	probes, denied := agreeEventually(t, w, pods)
+	t.Logf("with the learnt name: %d probes agree with the reference evaluator (%d denied)", probes, denied)
 }
 
 // agentReady reports whether the weft-agent pod of a node is Ready.
