@@ -35,7 +35,7 @@ type node struct {
 }
 
 // restartDriver replaces the driver with a new one, as a restarted agent does.
-func (n *node) restartDriver(t *testing.T) {
+func (n *node) restartDriver(t testing.TB) {
 	t.Helper()
 	_ = n.dp.Close()
 	n.dp = ovs.New(n.dpOpts)
@@ -44,13 +44,13 @@ func (n *node) restartDriver(t *testing.T) {
 }
 
 // withPolicyEvents restarts the driver with a policy event callback.
-func (n *node) withPolicyEvents(t *testing.T, fn func(datapath.PolicyEvent)) {
+func (n *node) withPolicyEvents(t testing.TB, fn func(datapath.PolicyEvent)) {
 	t.Helper()
 	n.dpOpts.OnPolicyEvent = fn
 	n.restartDriver(t)
 }
 
-func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string, prepare ...func(*netnstest.Netns)) *node {
+func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block, encap string, prepare ...func(*netnstest.Netns)) *node {
 	t.Helper()
 	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
@@ -76,7 +76,7 @@ func newNode(t *testing.T, sw *netnstest.Switch, name, ip, block, encap string, 
 }
 
 // do runs fn inside the node's namespace, as the agent (host network) would.
-func (n *node) do(t *testing.T, fn func() error) {
+func (n *node) do(t testing.TB, fn func() error) {
 	t.Helper()
 	if err := n.ns.Do(fn); err != nil {
 		t.Fatalf("%s: %v", n.name, err)
@@ -87,7 +87,7 @@ func (n *node) remote() datapath.RemoteNode {
 	return datapath.RemoteNode{Name: n.name, IP: n.ip, PodCIDRs: n.spec.PodCIDRs}
 }
 
-func (n *node) addPod(t *testing.T, name, ip string) (*netnstest.Netns, datapath.Pod) {
+func (n *node) addPod(t testing.TB, name, ip string) (*netnstest.Netns, datapath.Pod) {
 	t.Helper()
 	pns := netnstest.New(t, name)
 	pod := datapath.Pod{Key: datapath.PodKey{ContainerID: "cid-" + name, IfName: "eth0"}, Namespace: "default", Name: name,
@@ -110,7 +110,7 @@ type snapshot struct {
 
 var statsRe = regexp.MustCompile(`(cookie|duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*, ?`)
 
-func (n *node) snapshot(t *testing.T) snapshot {
+func (n *node) snapshot(t testing.TB) snapshot {
 	t.Helper()
 	out, err := exec.Command("ovs-vsctl", "--db=unix:"+n.run+"/db.sock", "list-ports", ovs.IntegrationBridge).Output()
 	if err != nil {

@@ -80,6 +80,8 @@ type Driver struct {
 	policy *policyProgram
 	// stopController ends the loop that answers packets policy flows send to the agent.
 	stopController context.CancelFunc
+	// applied is the flow table as last applied, by flowKey (nil: unknown; replace it all).
+	applied map[string]string
 }
 
 var _ datapath.Datapath = (*Driver)(nil)
@@ -186,6 +188,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	}
 	d.remotes = d.savedRemotes()
 	d.peers = d.savedPeerRoutes()
+	d.applied = nil // the switch may have restarted: compare with its real table once
 	if err := d.loadPolicy(); err != nil {
 		return fmt.Errorf("the saved policy: %w", err)
 	}
@@ -364,13 +367,18 @@ func (d *Driver) DelPod(ctx context.Context, key datapath.PodKey) error {
 		return errors.New("the datapath is not initialized")
 	}
 	host := hostIfName(key)
+	// The pod's flows go first, while the switch can still resolve its port's name.
+	flowErr := d.syncFlowsExcept(ctx, host)
 	if err := d.db.deletePort(ctx, d.intBridge, host); err != nil {
 		return fmt.Errorf("removing port %s: %w", host, err)
 	}
 	if err := (podInterface{host: host}).delete(); err != nil {
 		return fmt.Errorf("removing %s: %w", host, err)
 	}
-	return d.syncFlows(ctx)
+	if flowErr != nil {
+		return d.syncFlows(ctx)
+	}
+	return nil
 }
 
 // CheckPod verifies a pod's wiring. See datapath.PodNetwork.
@@ -536,7 +544,10 @@ func (d *Driver) savedRemotes() []datapath.RemoteNode {
 }
 
 // syncFlows recomputes the flow table from the pods in OVSDB and the remote nodes.
-func (d *Driver) syncFlows(ctx context.Context) error {
+func (d *Driver) syncFlows(ctx context.Context) error { return d.syncFlowsExcept(ctx, "") }
+
+// syncFlowsExcept is syncFlows leaving out the pod on port skip (one being deleted).
+func (d *Driver) syncFlowsExcept(ctx context.Context, skip string) error {
 	pods, err := d.pods()
 	if err != nil {
 		return err
@@ -557,6 +568,9 @@ func (d *Driver) syncFlows(ctx context.Context) error {
 	sort.Slice(st.peers.gateways, func(i, j int) bool { return st.peers.gateways[i].Less(st.peers.gateways[j]) })
 	for _, p := range pods {
 		port := hostIfName(p.Key)
+		if port == skip {
+			continue
+		}
 		// A port whose device is gone (its pod's namespace vanished with a crashed node or
 		// runtime) has no OpenFlow port: it gets no flows, and stays listed by Pods so the
 		// agent's garbage collection removes it and releases its address.
@@ -577,7 +591,36 @@ func (d *Driver) syncFlows(ctx context.Context) error {
 		return err
 	}
 	st.policy = pol.Flows
-	return applyFlows(ctx, d.ofctl, d.ofTarget(), st.flows())
+	return d.applyFlows(ctx, st.flows())
+}
+
+// applyFlows makes the bridge's table exactly flows. The driver is the table's only writer,
+// so after a first complete replacement (each Init) it sends only the difference to what it
+// applied last, instead of having the whole table dumped and compared each time (seconds
+// with 10,000 policy rules). A difference the switch refuses is followed by a complete
+// replacement.
+func (d *Driver) applyFlows(ctx context.Context, flows []string) error {
+	want := indexFlows(flows)
+	if d.applied == nil {
+		if err := applyFlows(ctx, d.ofctl, d.ofTarget(), flows); err != nil {
+			return err
+		}
+		d.applied = want
+		return nil
+	}
+	mods := flowDiff(d.applied, want)
+	if len(mods) == 0 {
+		return nil
+	}
+	if err := applyFlowMods(ctx, d.ofctl, d.ofTarget(), mods); err != nil {
+		// Such as a delete naming a port whose device vanished: replace the whole table.
+		d.applied = nil
+		if err := applyFlows(ctx, d.ofctl, d.ofTarget(), flows); err != nil {
+			return err
+		}
+	}
+	d.applied = want
+	return nil
 }
 
 // syncRoutes routes every remote pod block (and, on nodes that are not gateways, every peer

@@ -180,6 +180,59 @@ func applyFlows(ctx context.Context, ofctl, target string, flows []string) error
 	return nil
 }
 
+// flowKey is what identifies a flow in its table: everything but its cookie and actions.
+func flowKey(flow string) string {
+	if strings.HasPrefix(flow, "cookie=") {
+		if i := strings.IndexByte(flow, ','); i >= 0 {
+			flow = flow[i+1:]
+		}
+	}
+	if i := strings.Index(flow, ",actions="); i >= 0 {
+		return flow[:i]
+	}
+	return flow
+}
+
+// flowDiff is the flow mods that turn the applied table into want: an add for each new or
+// changed flow (an add replaces the flow with the same match), a strict delete for each
+// flow that is gone. Both sets are keyed by flowKey.
+func flowDiff(applied, want map[string]string) []string {
+	var mods []string
+	for k, f := range want {
+		if applied[k] != f {
+			mods = append(mods, "add "+f)
+		}
+	}
+	for k := range applied {
+		if _, ok := want[k]; !ok {
+			mods = append(mods, "delete_strict "+k)
+		}
+	}
+	sort.Strings(mods)
+	return mods
+}
+
+// indexFlows keys flows by flowKey.
+func indexFlows(flows []string) map[string]string {
+	m := make(map[string]string, len(flows))
+	for _, f := range flows {
+		m[flowKey(f)] = f
+	}
+	return m
+}
+
+// applyFlowMods applies flow mods in one OpenFlow bundle (all or none).
+func applyFlowMods(ctx context.Context, ofctl, target string, mods []string) error {
+	cmd := exec.CommandContext(ctx, ofctl, "-O", "OpenFlow13", "--bundle", "add-flows", target, "-")
+	cmd.Stdin = strings.NewReader(strings.Join(mods, "\n") + "\n")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s add-flows %s: %v: %s", ofctl, target, err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
 // dumpFlows returns the bridge's flows as ovs-ofctl prints them (tests, diagnostics).
 func dumpFlows(ctx context.Context, ofctl, target string) ([]string, error) {
 	out, err := exec.CommandContext(ctx, ofctl, "-O", "OpenFlow13", "dump-flows", "--no-stats", target).Output()
