@@ -25,6 +25,7 @@ func (d *Driver) startController(ctx context.Context) {
 // serveController reads packet-ins until ctx ends, reconnecting when the switch restarts.
 func (d *Driver) serveController(ctx context.Context, target string) {
 	log := klog.FromContext(ctx).WithName("ovs-controller")
+	connected := false
 	for ctx.Err() == nil {
 		c, err := openflow.Dial(target, 5*time.Second)
 		if err != nil {
@@ -34,6 +35,11 @@ func (d *Driver) serveController(ctx context.Context, target string) {
 			}
 			continue
 		}
+		if connected {
+			// The connection broke: the switch may have restarted with an empty table.
+			d.resync(ctx, log)
+		}
+		connected = true
 		stop := context.AfterFunc(ctx, func() { c.Close() })
 		for {
 			pi, err := c.ReadPacketIn()
@@ -98,4 +104,43 @@ func (d *Driver) learnDNS(c *openflow.Conn, pi openflow.PacketIn, log klog.Logge
 	if err := c.Inject(pi.Data, 5, reg5Injected); err != nil {
 		log.Error(err, "delivering a DNS answer")
 	}
+}
+
+// resync replaces the whole flow table (after the switch may have restarted), again while
+// pods' ports are still being attached (for up to 5 s: a port whose device is gone never is).
+func (d *Driver) resync(ctx context.Context, log klog.Logger) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		done, err := d.resyncOnce(ctx)
+		if err != nil {
+			log.Error(err, "restoring the flow table after the switch came back")
+		}
+		if done || time.Now().After(deadline) || ctx.Err() != nil {
+			log.Info("flow table restored after the OpenFlow connection to the switch came back", "allPortsAttached", done)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (d *Driver) resyncOnce(ctx context.Context) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return true, nil
+	}
+	d.applied = nil
+	if err := d.syncFlows(ctx); err != nil {
+		return false, err
+	}
+	pods, err := d.pods()
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pods {
+		if !d.attached(hostIfName(p.Key)) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

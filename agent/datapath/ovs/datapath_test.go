@@ -375,7 +375,7 @@ func TestPodWithVanishedNamespace(t *testing.T) {
 }
 
 // diagnose logs what a failing test needs to see: flows with counters, ports, addresses.
-func (n *node) diagnose(t *testing.T) {
+func (n *node) diagnose(t testing.TB) {
 	for _, args := range [][]string{
 		{"ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "unix:" + n.run + "/" + ovs.IntegrationBridge + ".mgmt"},
 		{"ovs-vsctl", "--db=unix:" + n.run + "/db.sock", "show"},

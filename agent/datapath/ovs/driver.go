@@ -82,6 +82,9 @@ type Driver struct {
 	stopController context.CancelFunc
 	// applied is the flow table as last applied, by flowKey (nil: unknown; replace it all).
 	applied map[string]string
+	// nl is a netlink handle in the node's network namespace, opened by Init, for work done
+	// on other goroutines (their threads may be in another namespace).
+	nl *netlink.Handle
 }
 
 var _ datapath.Datapath = (*Driver)(nil)
@@ -134,6 +137,13 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 			return err
 		}
 		d.db = db
+	}
+	if d.nl == nil {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return fmt.Errorf("netlink: %w", err)
+		}
+		d.nl = h
 	}
 	d.node, d.block, d.gwIP = node, block, datapath.Gateway(block)
 	d.gwMAC = podMAC(d.gwIP)
@@ -248,6 +258,10 @@ func (d *Driver) Close() error {
 		d.db.close()
 		d.db = nil
 	}
+	if d.nl != nil {
+		d.nl.Close()
+		d.nl = nil
+	}
 	return nil
 }
 
@@ -346,7 +360,11 @@ func (d *Driver) attached(name string) bool {
 	if rec == nil || (rec.Ofport != nil && *rec.Ofport < 0) || (rec.Error != nil && *rec.Error != "") {
 		return false
 	}
-	_, err := netlink.LinkByName(name)
+	lookup := netlink.LinkByName
+	if d.nl != nil {
+		lookup = d.nl.LinkByName
+	}
+	_, err := lookup(name)
 	return err == nil
 }
 

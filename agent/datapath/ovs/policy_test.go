@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/weft-net/weft/agent/policy/oracle"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/ovsrun"
 )
 
 // policyPod is a pod of the policy tests: its namespace, its labels and servers on TCP 80
@@ -415,5 +417,60 @@ func TestPolicyLearnsFQDNAddressesFromDNSAnswers(t *testing.T) {
 	defer mu.Unlock()
 	if learnt != 1 || len(w.Resolved["api.example.test"]) != 1 {
 		t.Errorf("answers learnt %d, resolved %v", learnt, w.Resolved)
+	}
+}
+
+// Open vSwitch restarting under a running agent comes back with an empty flow table; the
+// driver notices its OpenFlow connection break and restores the whole table, policy
+// included, without a new Init.
+func TestFlowsComeBackAfterTheSwitchRestarts(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve")
+	a, _ := n.addPod(t, "a", "10.99.1.5/24")
+	bNS, _ := n.addPod(t, "b", "10.99.1.6/24")
+	b := &policyPod{Pod: oracle.Pod{Namespace: "prod", Name: "b", IP: netip.MustParseAddr("10.99.1.6"), Labels: map[string]string{"app": "db"}}, ns: bNS}
+	serve(t, b)
+	aPod := &policyPod{Pod: oracle.Pod{Namespace: "prod", Name: "a", IP: netip.MustParseAddr("10.99.1.5"), Labels: map[string]string{"app": "web"}}, ns: a}
+	w := &oracle.World{Tiers: []fabricv1.Tier{{ObjectMeta: metav1.ObjectMeta{Name: "application"}, Spec: fabricv1.TierSpec{Priority: 250}}},
+		Pods: []oracle.Pod{aPod.Pod, b.Pod},
+		Policies: []fabricv1.FabricPolicy{{ObjectMeta: metav1.ObjectMeta{Name: "db"}, Spec: fabricv1.FabricPolicySpec{Tier: "application", Priority: 1,
+			AppliedTo: []fabricv1.PolicyTarget{{PodSelector: labelSel("app", "db")}},
+			Ingress:   []fabricv1.PolicyRule{{Name: "no-8080", Action: fabricv1.ActionDrop, Ports: []fabricv1.PolicyPort{tcpPort(8080)}}}}}}}
+	n.do(t, func() error {
+		return n.dp.SetPolicy(ctx, datapath.Policy{Pipeline: policy.Compile(w, w.Pods).Pipeline()})
+	})
+	before := len(n.snapshot(t).flows)
+
+	n.ovs.Stop()
+	inst, err := ovsrun.Start(ctx, n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+	count := func() int { // -1 while the switch is not answering
+		out, err := exec.Command("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "unix:"+n.run+"/"+ovs.IntegrationBridge+".mgmt").Output()
+		if err != nil {
+			return -1
+		}
+		return strings.Count(string(out), "actions=")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count() != before {
+		if time.Now().After(deadline) {
+			n.diagnose(t)
+			t.Fatalf("after 20 s the table has %d flows, before the restart %d", count(), before)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := a.PingUntil("10.99.1.6", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := probe(aPod, b.IP, corev1.ProtocolTCP, 80); got != fabricv1.ActionAllow {
+		t.Errorf("a → b:80 %s after the restart, want Allow", got)
+	}
+	if got := probe(aPod, b.IP, corev1.ProtocolTCP, 8080); got != fabricv1.ActionDrop {
+		t.Errorf("a → b:8080 %s after the restart, want Drop", got)
 	}
 }
