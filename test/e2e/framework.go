@@ -19,7 +19,9 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -53,6 +55,11 @@ func (l *Lab) Client(t testing.TB, cluster string) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+func init() {
+	// controller-runtime's clients log through this (it complains once if never set).
+	ctrllog.SetLogger(klog.NewKlogr())
 }
 
 // CRClient returns a controller-runtime client for a cluster (context) that knows the
