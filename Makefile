@@ -30,7 +30,7 @@ help: ## Show this help.
 ##@ Generate
 
 .PHONY: generate
-generate: generate-deepcopy manifests generate-ovsdb generate-images generate-argocd bundle ## Regenerate everything derived from the Go sources and config/.
+generate: generate-deepcopy manifests generate-ovsdb generate-bpf generate-images generate-argocd bundle ## Regenerate everything derived from the Go sources and config/.
 
 .PHONY: generate-images
 generate-images: ## Write the Dockerfile (one stage per image) from the image table in internal/images.
@@ -43,6 +43,11 @@ generate-argocd: ## Write config/argocd/argocd-cm-patch.yaml (Argo CD health che
 .PHONY: bundle
 bundle: ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ at VERSION, CHANNELS, DEFAULT_CHANNEL.
 	$(GO) run ./hack/genbundle -root . -version $(VERSION) -channels $(CHANNELS) -default-channel $(DEFAULT_CHANNEL)
+
+.PHONY: generate-bpf
+generate-bpf: ## Compile bpf/*.c into the eBPF driver's objects with bpf2go (needs clang, libbpf-dev).
+	hack/apt-install.sh clang llvm libbpf-dev
+	cd agent/datapath/ebpf && $(GO) generate ./
 
 .PHONY: generate-ovsdb
 generate-ovsdb: ## Generate the libovsdb model of the Open_vSwitch schema (needs openvswitch-common).

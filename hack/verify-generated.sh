@@ -8,7 +8,7 @@ trap 'rm -rf "$scratch"' EXIT
 tar -C "$root" --exclude=.git --exclude=./bin -cf - . | tar -C "$scratch" -xf -
 make -s -C "$scratch" generate >/dev/null
 stale=0
-for p in api config agent/datapath/ovs/vswitch bundle Dockerfile bundle.Dockerfile; do
+for p in api config agent/datapath/ovs/vswitch agent/datapath/ebpf bundle Dockerfile bundle.Dockerfile; do
   if ! diff -r -q "$root/$p" "$scratch/$p" >/dev/null 2>&1; then
     [[ $stale == 1 ]] || echo "generated files are stale; run 'make generate' and commit the result:" >&2
     stale=1

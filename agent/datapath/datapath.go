@@ -211,6 +211,9 @@ type Options struct {
 	OVSDB string
 	// OVSRunDir is where Open vSwitch keeps its sockets (ovs driver).
 	OVSRunDir string
+	// BPFFS is where bpffs is (or is mounted) for pinned programs and maps (ebpf driver;
+	// default /sys/fs/bpf).
+	BPFFS string
 	// OnPolicyEvent is called for each new connection a logged rule matches and each one a
 	// Reject rule answers (nil: not reported).
 	OnPolicyEvent func(PolicyEvent)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/ovs/vswitch"
+	"github.com/weft-net/weft/agent/datapath/veth"
 )
 
 // Names of what the driver creates on a node.
@@ -231,7 +232,7 @@ func (d *Driver) setupGateway(ctx context.Context) error {
 	// talking to a pod on another node) must leave with complete checksums: the userspace
 	// datapath cannot encapsulate offloaded ones.
 	if d.datapathType == "netdev" {
-		if err := txOffloadOff(GatewayPort); err != nil {
+		if err := veth.TxOffloadOff(GatewayPort); err != nil {
 			return err
 		}
 	}
@@ -303,32 +304,32 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (datapath.PodResu
 		return datapath.PodResult{}, fmt.Errorf("pod address %v is not in this node's block %s", pod.IPs, d.block)
 	}
 	pi := d.podInterface(pod.Key, pod.Netns, ip)
-	res := datapath.PodResult{HostInterface: pi.host, Interface: pi.peer, MAC: pi.mac, MTU: pi.mtu,
+	res := datapath.PodResult{HostInterface: pi.Host, Interface: pi.Peer, MAC: pi.MAC, MTU: pi.MTU,
 		IPs: []netip.Prefix{ip}, Gateways: []netip.Addr{d.gwIP}}
 	ids := map[string]string{idPodKey: pod.Key.String(), idPodNamespace: pod.Namespace, idPodName: pod.Name,
 		idPodUID: pod.UID, idPodNetns: pod.Netns, idPodIP: ip.String()}
 
-	if existing := d.podInterfaceRecord(pi.host); existing != nil {
-		if mapsContain(existing.ExternalIDs, ids) && pi.check() == nil {
+	if existing := d.podInterfaceRecord(pi.Host); existing != nil {
+		if mapsContain(existing.ExternalIDs, ids) && pi.Check() == nil {
 			return res, nil // already wired exactly so
 		}
 		// A leftover of an attempt that did not finish: start over.
-		_ = d.db.deletePort(ctx, d.intBridge, pi.host)
-		_ = pi.delete()
+		_ = d.db.deletePort(ctx, d.intBridge, pi.Host)
+		_ = pi.Delete()
 	}
-	if err := pi.create(); err != nil {
+	if err := pi.Create(); err != nil {
 		return datapath.PodResult{}, err
 	}
 	undo := func() {
-		_ = d.db.deletePort(context.Background(), d.intBridge, pi.host)
-		_ = pi.delete()
+		_ = d.db.deletePort(context.Background(), d.intBridge, pi.Host)
+		_ = pi.Delete()
 		_ = d.syncFlows(context.Background())
 	}
-	if err := d.db.ensurePort(ctx, portSpec{Bridge: d.intBridge, Name: pi.host, ExternalIDs: ids}); err != nil {
+	if err := d.db.ensurePort(ctx, portSpec{Bridge: d.intBridge, Name: pi.Host, ExternalIDs: ids}); err != nil {
 		undo()
-		return datapath.PodResult{}, fmt.Errorf("adding port %s: %w", pi.host, err)
+		return datapath.PodResult{}, fmt.Errorf("adding port %s: %w", pi.Host, err)
 	}
-	if err := d.db.waitOFPort(ctx, pi.host); err != nil {
+	if err := d.db.waitOFPort(ctx, pi.Host); err != nil {
 		undo()
 		return datapath.PodResult{}, err
 	}
@@ -339,9 +340,9 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (datapath.PodResu
 	return res, nil
 }
 
-func (d *Driver) podInterface(key datapath.PodKey, netnsPath string, ip netip.Prefix) podInterface {
-	return podInterface{host: hostIfName(key), peer: key.IfName, netns: netnsPath, ip: ip, gateway: d.gwIP,
-		mac: podMAC(ip.Addr()), mtu: d.mtu, noOffload: d.datapathType == "netdev"}
+func (d *Driver) podInterface(key datapath.PodKey, netnsPath string, ip netip.Prefix) veth.Pair {
+	return veth.Pair{Host: hostIfName(key), Peer: key.IfName, Netns: netnsPath, IP: ip, Gateway: d.gwIP,
+		MAC: podMAC(ip.Addr()), MTU: d.mtu, NoOffload: d.datapathType == "netdev"}
 }
 
 func (d *Driver) podInterfaceRecord(name string) *vswitch.Interface {
@@ -390,7 +391,7 @@ func (d *Driver) DelPod(ctx context.Context, key datapath.PodKey) error {
 	if err := d.db.deletePort(ctx, d.intBridge, host); err != nil {
 		return fmt.Errorf("removing port %s: %w", host, err)
 	}
-	if err := (podInterface{host: host}).delete(); err != nil {
+	if err := (veth.Pair{Host: host}).Delete(); err != nil {
 		return fmt.Errorf("removing %s: %w", host, err)
 	}
 	if flowErr != nil {
@@ -413,7 +414,7 @@ func (d *Driver) CheckPod(_ context.Context, pod datapath.Pod) error {
 	}
 	for _, ip := range pod.IPs {
 		if rec.ExternalIDs[idPodIP] == ip.String() {
-			return d.podInterface(pod.Key, pod.Netns, ip).check()
+			return d.podInterface(pod.Key, pod.Netns, ip).Check()
 		}
 	}
 	return fmt.Errorf("pod %s is wired with %s, not %v", pod.Key, rec.ExternalIDs[idPodIP], pod.IPs)
@@ -693,3 +694,6 @@ func (d *Driver) syncRoutes() error {
 	}
 	return nil
 }
+
+// hostIfName is the node-side veth name of a pod attachment.
+func hostIfName(key datapath.PodKey) string { return veth.HostIfName(key) }

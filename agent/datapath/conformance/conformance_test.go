@@ -1,0 +1,264 @@
+// Package conformance runs the same datapath tests over every driver: each simulated node is
+// a network namespace on one underlay switch, running the driver under test.
+package conformance_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ebpf"
+	"github.com/weft-net/weft/agent/datapath/ovs"
+	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/ovsrun"
+)
+
+// driver is a datapath driver as the suite runs it.
+type driver struct {
+	name  string
+	encap string
+	// open prepares a node for the driver and returns a factory of drivers for it (called
+	// again to restart the driver).
+	open func(t testing.TB, ns *netnstest.Netns, dir string) func() datapath.Datapath
+}
+
+var drivers = []driver{
+	{name: "ovs", encap: "geneve", open: func(t testing.TB, ns *netnstest.Netns, dir string) func() datapath.Datapath {
+		opts := ovsrun.Options{RunDir: filepath.Join(dir, "run"), DBDir: filepath.Join(dir, "db"), LogDir: filepath.Join(dir, "log"),
+			Netns: ns.Path(), UserspaceTSO: true, PacketSocketBuffer: ovsrun.DefaultPacketSocketBuffer}
+		inst, err := ovsrun.Start(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(inst.Stop)
+		return func() datapath.Datapath {
+			return ovs.New(datapath.Options{OVSDB: opts.DBSocket(), OVSRunDir: opts.RunDir, StateDir: filepath.Join(dir, "state")})
+		}
+	}},
+	{name: "ebpf", encap: "vxlan", open: func(t testing.TB, ns *netnstest.Netns, dir string) func() datapath.Datapath {
+		bpffs := filepath.Join(dir, "bpffs")
+		t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
+		return func() datapath.Datapath {
+			return ebpf.New(datapath.Options{StateDir: filepath.Join(dir, "state"), BPFFS: bpffs})
+		}
+	}},
+}
+
+type node struct {
+	name string
+	ns   *netnstest.Netns
+	ip   netip.Addr
+	spec datapath.Node
+	dp   datapath.Datapath
+	make func() datapath.Datapath
+}
+
+func newNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
+	t.Helper()
+	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}
+	sw.Plug(t, n.ns, "p"+name, ip+"/24")
+	n.make = d.open(t, n.ns, t.TempDir())
+	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: d.encap}
+	n.restart(t)
+	return n
+}
+
+// restart replaces the driver with a new one and initializes it, as a restarted agent does.
+func (n *node) restart(t testing.TB) {
+	t.Helper()
+	if n.dp != nil {
+		_ = n.dp.Close()
+	}
+	dp := n.make()
+	t.Cleanup(func() { _ = dp.Close() })
+	n.dp = dp
+	n.do(t, func() error { return dp.Init(context.Background(), n.spec) })
+}
+
+func (n *node) do(t testing.TB, fn func() error) {
+	t.Helper()
+	if err := n.ns.Do(fn); err != nil {
+		n.diagnose(t)
+		t.Fatalf("%s: %v", n.name, err)
+	}
+}
+
+func (n *node) remote() datapath.RemoteNode {
+	return datapath.RemoteNode{Name: n.name, IP: n.ip, PodCIDRs: n.spec.PodCIDRs}
+}
+
+func (n *node) addPod(t testing.TB, name, ip string) (*netnstest.Netns, datapath.Pod) {
+	t.Helper()
+	pns := netnstest.New(t, name)
+	pod := datapath.Pod{Key: datapath.PodKey{ContainerID: "cid-" + name, IfName: "eth0"}, Namespace: "default", Name: name,
+		UID: "uid-" + name, Netns: pns.Path(), IPs: []netip.Prefix{netip.MustParsePrefix(ip)}}
+	n.do(t, func() error {
+		res, err := n.dp.AddPod(context.Background(), pod)
+		if err == nil && (res.MTU != 1450 || res.Gateways[0] != datapath.Gateway(n.spec.PodCIDRs[0])) {
+			t.Errorf("AddPod result %+v: want MTU 1450 (1500 - 50 encapsulation) and the block's gateway", res)
+		}
+		return err
+	})
+	return pns, pod
+}
+
+func (n *node) diagnose(t testing.TB) {
+	for _, args := range [][]string{{"ip", "-br", "addr"}, {"ip", "route"}, {"ip", "neigh"}, {"bridge", "fdb", "show", "dev", "weft-vxlan0"}} {
+		out, _ := exec.Command("nsenter", append([]string{"--net=" + n.ns.Path()}, args...)...).CombinedOutput()
+		t.Logf("%s: %s\n%s", n.name, strings.Join(args, " "), out)
+	}
+}
+
+// TestForwarding: pods on one node and across nodes reach each other (ICMP, TCP, UDP), the
+// node reaches its pods and other nodes' pods, a Service translated by the node's kernel
+// reaches pods on both nodes, a removed pod is gone.
+func TestForwarding(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			sw := netnstest.NewSwitch(t)
+			n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+			n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+			for _, n := range []*node{n1, n2} {
+				n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+			}
+			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
+			p2, pod2 := n2.addPod(t, "p2", "10.99.2.5/24")
+			p3, _ := n1.addPod(t, "p3", "10.99.1.6/24")
+			nat := `table ip svc {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 10.96.0.50 tcp dport 80 dnat to 10.99.2.5:7010
+    ip daddr 10.96.0.51 tcp dport 80 dnat to 10.99.1.6:7011
+  }
+}
+`
+			if out, err := n1.ns.RunStdin(nat, "nft", "-f", "-"); err != nil {
+				t.Fatalf("nft: %v: %s", err, out)
+			}
+			p2.ServeEcho(t, netip.MustParseAddr("10.99.2.5"), nil, []int{53})
+			checks := []struct {
+				name string
+				fn   func() error
+			}{
+				{"ping pod on n1 → pod on n2", func() error { return p1.PingUntil("10.99.2.5", 5*time.Second) }},
+				{"ping pod on n2 → pod on n1", func() error { return p2.Ping("10.99.1.5", 3) }},
+				{"ping between pods on one node", func() error { return p1.PingUntil("10.99.1.6", 5*time.Second) }},
+				{"ping node n1 → its pod", func() error { return n1.ns.Ping("10.99.1.5", 2) }},
+				{"ping node n1 → pod on n2", func() error { return n1.ns.Ping("10.99.2.5", 2) }},
+				{"ping pod → its own node", func() error { return p1.Ping("10.99.1.1", 2) }},
+				{"UDP n1 → n2", func() error {
+					if got := p1.Probe("udp", netip.MustParseAddrPort("10.99.2.5:53"), time.Second); got != netnstest.Connected {
+						return fmt.Errorf("UDP echo: %s", got)
+					}
+					return nil
+				}},
+				{"TCP 8 MiB n1 → n2", func() error { return netnstest.TransferTCP(p2, p1, "10.99.2.5:7001", 8<<20) }},
+				{"TCP 8 MiB n2 → n1", func() error { return netnstest.TransferTCP(p1, p2, "10.99.1.5:7002", 8<<20) }},
+				{"TCP same node", func() error { return netnstest.TransferTCP(p3, p1, "10.99.1.6:7003", 1<<20) }},
+				{"TCP through a Service to a pod on another node", func() error { return netnstest.TransferTCPVia(p2, p1, "10.99.2.5:7010", "10.96.0.50:80", 1<<20) }},
+				{"TCP through a Service to a pod on the same node", func() error { return netnstest.TransferTCPVia(p3, p1, "10.99.1.6:7011", "10.96.0.51:80", 1<<20) }},
+			}
+			for _, c := range checks {
+				if err := c.fn(); err != nil {
+					n1.diagnose(t)
+					n2.diagnose(t)
+					t.Fatalf("%s: %v", c.name, err)
+				}
+			}
+			if e, ok := n1.dp.(*ebpf.Driver); ok {
+				// Pod to pod on one node goes straight from veth to veth, both ways.
+				before, err := e.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := netnstest.TransferTCP(p3, p1, "10.99.1.6:7004", 4<<20); err != nil {
+					t.Fatal(err)
+				}
+				after, _ := e.Stats()
+				redirected, toKernel := after.Redirected-before.Redirected, after.ToKernel-before.ToKernel
+				t.Logf("a 4 MiB transfer between pods of n1: %d packets redirected veth to veth, %d through the kernel", redirected, toKernel)
+				if redirected < 10 || toKernel > redirected/4 {
+					t.Errorf("the same-node transfer should go veth to veth: %d redirected, %d through the kernel", redirected, toKernel)
+				}
+			}
+			t.Run("Pods and CheckPod report the wiring", func(t *testing.T) {
+				var pods []datapath.Pod
+				n1.do(t, func() (err error) { pods, err = n1.dp.Pods(ctx); return err })
+				if len(pods) != 2 {
+					t.Errorf("Pods() = %d pods, want 2", len(pods))
+				}
+				n2.do(t, func() error { return n2.dp.CheckPod(ctx, pod2) })
+			})
+			t.Run("a deleted pod is gone", func(t *testing.T) {
+				n2.do(t, func() error { return n2.dp.DelPod(ctx, pod2.Key) })
+				n2.do(t, func() error { return n2.dp.DelPod(ctx, pod2.Key) }) // idempotent
+				if err := p1.Ping("10.99.2.5", 1); err == nil {
+					t.Error("a deleted pod still answers")
+				}
+			})
+		})
+	}
+}
+
+// TestRestartKeepsForwarding: a new driver (a restarted agent) takes over a running datapath
+// while a probe stream runs between pods on two nodes: no probe is lost.
+func TestRestartKeepsForwarding(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			sw := netnstest.NewSwitch(t)
+			n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+			n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+			for _, n := range []*node{n1, n2} {
+				n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+			}
+			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
+			p2, _ := n2.addPod(t, "p2", "10.99.2.5/24")
+			p2.ServeEcho(t, netip.MustParseAddr("10.99.2.5"), nil, []int{53})
+			if err := p1.PingUntil("10.99.2.5", 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			var sent, lost atomic.Int64
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					sent.Add(1)
+					if p1.Probe("udp", netip.MustParseAddrPort("10.99.2.5:53"), 400*time.Millisecond) != netnstest.Connected {
+						lost.Add(1)
+					}
+				}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			for range 3 {
+				n1.restart(t)
+				n2.restart(t)
+			}
+			time.Sleep(300 * time.Millisecond)
+			close(stop)
+			<-done
+			t.Logf("%d probes during three restarts of both drivers, %d lost", sent.Load(), lost.Load())
+			if lost.Load() > 0 {
+				t.Errorf("%d of %d probes lost while the drivers restarted", lost.Load(), sent.Load())
+			}
+		})
+	}
+}

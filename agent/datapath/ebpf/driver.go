@@ -1,0 +1,395 @@
+// Package ebpf is weft's eBPF datapath driver. Each pod's veth has a TCX program on its node
+// side that hands packets for the node's other pods straight into their namespace
+// (bpf_redirect_peer); the node's VXLAN device has one that does the same for packets from
+// other nodes. Everything else — other nodes' pods, Services, the world — is routed by the
+// node's kernel: other nodes' pod blocks through the VXLAN device (static FDB and neighbour
+// entries, one per node), Services through kube-proxy's rules.
+//
+// Programs, links and maps are pinned in bpffs, so a restarted agent takes them over without
+// a gap: it loads the new programs and swaps them into the pinned links.
+package ebpf
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/veth"
+)
+
+// Names of what the driver creates on a node.
+const (
+	TunnelDevice  = "weft-vxlan0" // the node's VXLAN device
+	vxlanPort     = 4789
+	vni           = 1
+	encapOverhead = 50
+)
+
+// routeProtocol marks the routes the driver installs, to find stale ones.
+const routeProtocol = netlink.RouteProtocol(0x58)
+
+// Driver is the eBPF datapath of one node.
+type Driver struct {
+	opts datapath.Options
+
+	mu      sync.Mutex
+	node    datapath.Node
+	block   netip.Prefix
+	gwIP    netip.Addr
+	mtu     int
+	pinDir  string
+	objs    *weftObjects
+	remotes []datapath.RemoteNode
+	peers   datapath.PeerRoutes
+	pods    map[datapath.PodKey]datapath.Pod
+}
+
+var _ datapath.Datapath = (*Driver)(nil)
+
+// Register adds the driver to a registry under "ebpf".
+func Register(r *datapath.Registry) error {
+	return r.Register("ebpf", func(o datapath.Options) (datapath.Datapath, error) { return New(o), nil })
+}
+
+// New returns a driver; nothing is touched before Init.
+func New(o datapath.Options) *Driver {
+	if o.BPFFS == "" {
+		o.BPFFS = "/sys/fs/bpf"
+	}
+	return &Driver{opts: o}
+}
+
+// Capabilities: VXLAN through the kernel's device (Geneve where the kernel has it).
+func (d *Driver) Capabilities() datapath.Capabilities {
+	encaps := []string{"vxlan"}
+	if _, err := os.Stat("/sys/module/geneve"); err == nil {
+		encaps = append(encaps, "geneve")
+	}
+	return datapath.Capabilities{Encapsulations: encaps, Mode: "ebpf/tcx"}
+}
+
+// Init prepares the node; safe to repeat, and a new driver takes over a running datapath
+// without interrupting it.
+func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if node.Encapsulation != "vxlan" {
+		return fmt.Errorf("encapsulation %q is not supported by the ebpf driver on this node (supported: %v)", node.Encapsulation, d.Capabilities().Encapsulations)
+	}
+	for _, p := range node.PodCIDRs {
+		if p.Addr().Is4() {
+			d.block = p.Masked()
+		}
+	}
+	if !d.block.IsValid() {
+		return errors.New("the node has no IPv4 pod block (IPv6 pods are not supported by the ebpf driver yet)")
+	}
+	d.node, d.gwIP = node, datapath.Gateway(d.block)
+	for _, s := range []struct{ path, val string }{
+		{"/proc/sys/net/ipv4/ip_forward", "1"},
+		// Connections to peer clusters spread over gateway nodes by their ports too.
+		{"/proc/sys/net/ipv4/fib_multipath_hash_policy", "1"},
+	} {
+		if err := os.WriteFile(s.path, []byte(s.val), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s: %w", s.path, err)
+		}
+	}
+	uplink, err := linkWithAddr(node.IP)
+	if err != nil {
+		return err
+	}
+	d.mtu = node.MTU
+	if d.mtu == 0 {
+		d.mtu = uplink.Attrs().MTU - encapOverhead
+	}
+	if err := d.ensureGateway(); err != nil {
+		return err
+	}
+	vx, err := d.ensureVXLAN()
+	if err != nil {
+		return err
+	}
+	if err := d.load(); err != nil {
+		return err
+	}
+	if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.FromTunnel); err != nil {
+		return err
+	}
+	if err := d.loadState(); err != nil {
+		return err
+	}
+	// Pods and remote nodes of an earlier run: their programs move to the new objects.
+	for _, p := range d.pods {
+		host := veth.HostIfName(p.Key)
+		l, err := netlink.LinkByName(host)
+		if err != nil {
+			continue // gone with its namespace; Pods lists it for garbage collection
+		}
+		if err := d.attach(host, l.Attrs().Index, d.objs.FromPod); err != nil {
+			return err
+		}
+	}
+	return d.syncRoutes()
+}
+
+// ensureGateway gives the node its address in its pod block, on the loopback device (a
+// kernel without the dummy driver has no better place): the pods' gateway (the node answers
+// their ARP for it on every veth) and the source of the node's own packets to them. The
+// rest of the block is unreachable but for the pods' own routes.
+func (d *Driver) ensureGateway() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: d.gwIP.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := netlink.AddrReplace(lo, addr); err != nil {
+		return fmt.Errorf("address %s on lo: %w", addr.IPNet, err)
+	}
+	if err := netlink.RouteReplace(&netlink.Route{Dst: ipNet(d.block), Type: unix.RTN_UNREACHABLE, Protocol: routeProtocol}); err != nil {
+		return fmt.Errorf("route %s: %w", d.block, err)
+	}
+	return nil
+}
+
+// vtepMAC is a node's VXLAN device MAC, derived from its underlay address.
+func vtepMAC(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+}
+
+// podMAC derives a pod's MAC from its address (as the OVS driver does).
+func podMAC(ip netip.Addr) string {
+	b := ip.As4()
+	return fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+func (d *Driver) ensureVXLAN() (netlink.Link, error) {
+	want := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: TunnelDevice, MTU: d.mtu, HardwareAddr: vtepMAC(d.node.IP)},
+		VxlanId: vni, SrcAddr: d.node.IP.AsSlice(), Port: vxlanPort, Learning: false}
+	if l, err := netlink.LinkByName(TunnelDevice); err == nil {
+		if vx, ok := l.(*netlink.Vxlan); ok && vx.VxlanId == vni && net.IP(vx.SrcAddr).Equal(d.node.IP.AsSlice()) && vx.Port == vxlanPort &&
+			vx.Attrs().HardwareAddr.String() == want.HardwareAddr.String() {
+			if vx.Attrs().MTU != d.mtu {
+				if err := netlink.LinkSetMTU(vx, d.mtu); err != nil {
+					return nil, err
+				}
+			}
+			return vx, netlink.LinkSetUp(vx)
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return nil, fmt.Errorf("replacing %s: %w", TunnelDevice, err)
+		}
+	}
+	if err := netlink.LinkAdd(want); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", TunnelDevice, err)
+	}
+	l, err := netlink.LinkByName(TunnelDevice)
+	if err != nil {
+		return nil, err
+	}
+	return l, netlink.LinkSetUp(l)
+}
+
+// load loads the programs, with the maps pinned under the node's pin directory (an earlier
+// run's maps are reused, entries and all).
+func (d *Driver) load() error {
+	if d.objs != nil {
+		return nil
+	}
+	if err := ensureBPFFS(d.opts.BPFFS); err != nil {
+		return err
+	}
+	d.pinDir = filepath.Join(d.opts.BPFFS, "weft", d.node.Name)
+	if err := os.MkdirAll(filepath.Join(d.pinDir, "links"), 0o700); err != nil {
+		return err
+	}
+	objs := &weftObjects{}
+	if err := loadWeftObjects(objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinDir}}); err != nil {
+		return fmt.Errorf("loading the BPF programs: %w", err)
+	}
+	d.objs = objs
+	return nil
+}
+
+// ensureBPFFS mounts bpffs at dir unless one is there.
+func ensureBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting bpffs at %s: %w", dir, err)
+	}
+	return nil
+}
+
+// attach puts prog on the ingress of an interface through a pinned TCX link: an existing
+// link (an earlier run's) gets the new program in one step, so packets never see none.
+func (d *Driver) attach(name string, ifindex int, prog *ebpf.Program) error {
+	pin := filepath.Join(d.pinDir, "links", name)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		info, ierr := l.Info()
+		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+			err := l.Update(prog)
+			l.Close()
+			if err == nil {
+				return nil
+			}
+		} else {
+			l.Close()
+		}
+		_ = os.Remove(pin) // a link of a device that is gone: attach anew
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("attaching to %s: %w", name, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pinning the link of %s: %w", name, err)
+	}
+	return nil
+}
+
+// detach removes an interface's program.
+func (d *Driver) detach(name string) {
+	pin := filepath.Join(d.pinDir, "links", name)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		_ = l.Unpin()
+		_ = l.Close()
+	}
+	_ = os.Remove(pin)
+}
+
+// Close releases the driver's handles; the pinned programs keep forwarding.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs != nil {
+		err := d.objs.Close()
+		d.objs = nil
+		return err
+	}
+	return nil
+}
+
+func linkWithAddr(ip netip.Addr) (netlink.Link, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return netlink.LinkByIndex(a.LinkIndex)
+		}
+	}
+	return nil, fmt.Errorf("no interface has the node's address %s", ip)
+}
+
+// state is what the driver keeps in its state directory.
+type state struct {
+	Pods    []datapath.Pod        `json:"pods"`
+	Remotes []datapath.RemoteNode `json:"remotes"`
+	Peers   datapath.PeerRoutes   `json:"peers"`
+}
+
+func (d *Driver) statePath() string {
+	if d.opts.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(d.opts.StateDir, "ebpf-state.json")
+}
+
+func (d *Driver) loadState() error {
+	if d.pods != nil {
+		return nil
+	}
+	d.pods = map[datapath.PodKey]datapath.Pod{}
+	path := d.statePath()
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, p := range st.Pods {
+		d.pods[p.Key] = p
+	}
+	d.remotes, d.peers = st.Remotes, st.Peers
+	return nil
+}
+
+func (d *Driver) saveState() error {
+	path := d.statePath()
+	if path == "" {
+		return nil
+	}
+	st := state{Remotes: d.remotes, Peers: d.peers}
+	for _, p := range d.pods {
+		st.Pods = append(st.Pods, p)
+	}
+	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Key.String() < st.Pods[j].Key.String() })
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Stats are the programs' packet counters since the maps were created.
+type Stats struct {
+	// Redirected went straight into a pod of the node; ToKernel went on to the node's
+	// kernel; Dropped were refused (a pod sending from an address not its own).
+	Redirected, ToKernel, Dropped uint64
+}
+
+// Stats sums the programs' per-CPU counters.
+func (d *Driver) Stats() (Stats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return Stats{}, errors.New("the datapath is not initialized")
+	}
+	var out [3]uint64
+	for i := range out {
+		var per []uint64
+		if err := d.objs.Stats.Lookup(uint32(i), &per); err != nil {
+			return Stats{}, err
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return Stats{Redirected: out[0], ToKernel: out[1], Dropped: out[2]}, nil
+}

@@ -1,0 +1,150 @@
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/agent/datapath"
+)
+
+func isNotExist(err error) bool { return errors.Is(err, ebpf.ErrKeyNotExist) }
+
+// SetRemoteNodes routes other nodes' pod blocks through the VXLAN device.
+func (d *Driver) SetRemoteNodes(_ context.Context, nodes []datapath.RemoteNode) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return errors.New("the datapath is not initialized")
+	}
+	var remotes []datapath.RemoteNode
+	for _, n := range nodes {
+		if n.Name != d.node.Name && n.IP != d.node.IP {
+			remotes = append(remotes, n)
+		}
+	}
+	d.remotes = remotes
+	if err := d.saveState(); err != nil {
+		return err
+	}
+	return d.syncRoutes()
+}
+
+// SetPeerRoutes routes other clusters' ranges: on a gateway node the kernel routes them into
+// its tunnels itself; elsewhere through the VXLAN device to the gateway nodes, one chosen per
+// connection by a hash of addresses and ports (a multipath route).
+func (d *Driver) SetPeerRoutes(_ context.Context, routes datapath.PeerRoutes) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return errors.New("the datapath is not initialized")
+	}
+	for _, p := range routes.Prefixes {
+		if p.Overlaps(d.block) {
+			return fmt.Errorf("peer range %s overlaps this node's pod block %s", p, d.block)
+		}
+	}
+	d.peers = routes
+	if err := d.saveState(); err != nil {
+		return err
+	}
+	return d.syncRoutes()
+}
+
+// syncRoutes makes the node's VXLAN forwarding entries, neighbours and routes match the
+// remote nodes and peer routes, removing the driver's stale routes.
+func (d *Driver) syncRoutes() error {
+	vx, err := netlink.LinkByName(TunnelDevice)
+	if err != nil {
+		return err
+	}
+	idx := vx.Attrs().Index
+	want := map[string]bool{d.block.String(): true}
+	byIP := map[netip.Addr]datapath.RemoteNode{}
+	for _, r := range d.remotes {
+		if !r.IP.Is4() {
+			continue
+		}
+		byIP[r.IP] = r
+		mac := vtepMAC(r.IP)
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			State: netlink.NUD_PERMANENT, IP: r.IP.AsSlice(), HardwareAddr: mac}); err != nil {
+			return fmt.Errorf("forwarding entry for %s: %w", r.Name, err)
+		}
+		for _, b := range r.PodCIDRs {
+			if !b.Addr().Is4() {
+				continue
+			}
+			b = b.Masked()
+			gw := datapath.Gateway(b)
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+				IP: gw.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("neighbour %s: %w", gw, err)
+			}
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: ipNet(b), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK),
+				Protocol: routeProtocol}); err != nil {
+				return fmt.Errorf("route %s: %w", b, err)
+			}
+			want[b.String()] = true
+		}
+	}
+	if !d.peers.LocalGateway {
+		var hops []*netlink.NexthopInfo
+		for _, g := range d.peers.Gateways {
+			r, ok := byIP[g]
+			if !ok || g == d.node.IP {
+				continue
+			}
+			for _, b := range r.PodCIDRs {
+				if b.Addr().Is4() {
+					hops = append(hops, &netlink.NexthopInfo{LinkIndex: idx, Gw: datapath.Gateway(b.Masked()).AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
+					break
+				}
+			}
+		}
+		for _, p := range d.peers.Prefixes {
+			if !p.Addr().Is4() {
+				continue
+			}
+			p = p.Masked()
+			route := &netlink.Route{Dst: ipNet(p), Protocol: routeProtocol}
+			switch len(hops) {
+			case 0:
+				route.Type = unix.RTN_UNREACHABLE
+			case 1:
+				route.LinkIndex, route.Gw, route.Flags = idx, hops[0].Gw, int(netlink.FLAG_ONLINK)
+			default:
+				route.MultiPath = hops
+			}
+			if err := netlink.RouteReplace(route); err != nil {
+				return fmt.Errorf("route %s: %w", p, err)
+			}
+			want[p.String()] = true
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Dst == nil || want[r.Dst.String()] || r.Scope == netlink.SCOPE_LINK && r.Dst.IP != nil && d.isPodRoute(r.Dst) {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil {
+			return fmt.Errorf("removing route %s: %w", r.Dst, err)
+		}
+	}
+	return nil
+}
+
+// isPodRoute reports whether a /32 route is one of this node's pods'.
+func (d *Driver) isPodRoute(n *net.IPNet) bool {
+	ip, ok := netip.AddrFromSlice(n.IP)
+	return ok && d.block.Contains(ip.Unmap())
+}
