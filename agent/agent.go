@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -38,6 +40,7 @@ import (
 
 	"github.com/weft-net/weft/agent/cniserver"
 	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ebpf"
 	"github.com/weft-net/weft/agent/datapath/ovs"
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
@@ -106,8 +109,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	registry := datapath.NewRegistry()
-	if err := ovs.Register(registry); err != nil {
-		return err
+	for _, register := range []func(*datapath.Registry) error{ovs.Register, ebpf.Register} {
+		if err := register(registry); err != nil {
+			return err
+		}
+	}
+	if err := a.publishCapabilities(ctx, registry); err != nil {
+		log.Error(err, "publishing the datapath capabilities of this node")
 	}
 	plog := newPolicyLog(cfg.PolicyLog, log)
 	defer plog.close()
@@ -613,4 +621,25 @@ func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp d
 	}
 	go s.Run(ctx) // reports the first sync's policies too
 	return s, nil
+}
+
+// publishCapabilities records on the node what each datapath backend can do here.
+func (a *agentState) publishCapabilities(ctx context.Context, registry *datapath.Registry) error {
+	caps := map[string][]string{}
+	for _, name := range registry.Names() {
+		dp, err := registry.New(name, datapath.Options{})
+		if err != nil {
+			return err
+		}
+		caps[name] = dp.Capabilities().Encapsulations
+	}
+	b, err := json.Marshal(caps)
+	if err != nil {
+		return err
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		fabricv1.AnnotationDatapathCapabilities: string(b)}}})
+	node := &corev1.Node{}
+	node.Name = a.cfg.NodeName
+	return a.c.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch))
 }

@@ -81,3 +81,9 @@ func ParseRealizedPolicies(s string) map[string]int64 {
 	}
 	return out
 }
+
+// AnnotationDatapathCapabilities on a Node is what each datapath backend can do there, as
+// JSON ({"ovs": ["geneve", "vxlan"], "ebpf": ["vxlan"]}: encapsulations by backend). The
+// node's agent writes it when it starts; the operator refuses a ClusterNetwork whose backend
+// cannot use its encapsulation on some node.
+const AnnotationDatapathCapabilities = "fabric.weft.dev/datapath-capabilities"

@@ -25,6 +25,9 @@ const (
 	ReasonOverlappingCIDR    = "OverlappingCIDR"
 	ReasonInvalidCIDR        = "InvalidCIDR"
 	ReasonUnsupportedBackend = "UnsupportedBackend"
+	// ReasonUnsupportedEncapsulation: the datapath backend cannot use the encapsulation on
+	// some nodes (their agents say so).
+	ReasonUnsupportedEncapsulation = "UnsupportedEncapsulation"
 	ReasonUnsupported        = "Unsupported"
 	ReasonAgentsRollingOut   = "AgentsRollingOut"
 	ReasonPodCIDRExhausted   = "PodCIDRExhausted"

@@ -121,6 +121,14 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 			},
 		},
 	}
+	if backendOf(cn) == fabricv1.DatapathEBPF {
+		// Pinned programs, links and maps outlive the agent in the node's bpffs.
+		pod := &ds.Spec.Template.Spec
+		pod.Volumes = append(pod.Volumes, hostPath("bpffs", "/sys/fs/bpf"))
+		agent := &pod.Containers[len(pod.Containers)-1]
+		agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: "bpffs", MountPath: "/sys/fs/bpf",
+			MountPropagation: ptr.To(corev1.MountPropagationBidirectional)})
+	}
 	return []client.Object{sa, role, binding, ds}
 }
 

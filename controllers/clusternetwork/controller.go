@@ -1,6 +1,8 @@
 package clusternetwork
 
 import (
+	"encoding/json"
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +74,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}()
 	return phases.Run(ctx, cn,
 		r.validate,
+		r.checkCapabilities,
 		r.ensureAgents,
 		r.ensureClusterDNS,
 		r.ensureClusterProperties,
@@ -89,6 +92,55 @@ func (r *Reconciler) validate(_ context.Context, cn *fabricv1.ClusterNetwork) (c
 		return ctrl.Result{}, phases.Halt
 	}
 	return ctrl.Result{}, nil
+}
+
+// checkCapabilities refuses a backend and encapsulation that some node's agent says its
+// datapath cannot do (before the agents roll to settings they cannot run).
+func (r *Reconciler) checkCapabilities(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
+	nodes := &corev1.NodeList{}
+	if err := r.List(ctx, nodes); err != nil {
+		return ctrl.Result{}, err
+	}
+	if msg := UnsupportedOn(cn.Spec, nodes.Items); msg != "" {
+		conditions.MarkStalled(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonUnsupportedEncapsulation, msg)
+		return ctrl.Result{}, phases.Halt
+	}
+	return ctrl.Result{}, nil
+}
+
+// UnsupportedOn says which nodes cannot run the spec's backend with its encapsulation,
+// according to their agents' capability annotations (nodes without one are not judged).
+func UnsupportedOn(spec fabricv1.ClusterNetworkSpec, nodes []corev1.Node) string {
+	backend := spec.Datapath.Backend
+	if backend == "" {
+		backend = fabricv1.DatapathOVS
+	}
+	encap := spec.Datapath.Encapsulation
+	if encap == "" {
+		encap = fabricv1.EncapsulationGeneve
+	}
+	var bad []string
+	var can []string
+	for _, n := range nodes {
+		raw := n.Annotations[fabricv1.AnnotationDatapathCapabilities]
+		if raw == "" {
+			continue
+		}
+		var caps map[string][]string
+		if json.Unmarshal([]byte(raw), &caps) != nil {
+			continue
+		}
+		if !slices.Contains(caps[string(backend)], string(encap)) {
+			bad = append(bad, n.Name)
+			can = caps[string(backend)]
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	slices.Sort(bad)
+	return fmt.Sprintf("the %s datapath cannot use %s encapsulation on nodes %s (there it supports: %s); choose another encapsulation or backend",
+		backend, encap, strings.Join(bad, ", "), strings.Join(can, ", "))
 }
 
 // ensureAgents applies the node agents' objects (server-side apply: fields weft does not set

@@ -2,7 +2,11 @@ package clusternetwork
 
 import (
 	"reflect"
+	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
@@ -48,5 +52,31 @@ func TestSummarizeKeepsFirstReasonAndAllMessages(t *testing.T) {
 	reason, msg := summarize([]Problem{{"A", "first"}, {"B", "second"}})
 	if reason != "A" || msg != "first; second" {
 		t.Errorf("summarize = %q, %q", reason, msg)
+	}
+}
+
+func TestUnsupportedOn(t *testing.T) {
+	node := func(name, caps string) corev1.Node {
+		n := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if caps != "" {
+			n.Annotations = map[string]string{fabricv1.AnnotationDatapathCapabilities: caps}
+		}
+		return n
+	}
+	nodes := []corev1.Node{
+		node("a", `{"ovs":["geneve","vxlan"],"ebpf":["vxlan"]}`),
+		node("b", `{"ovs":["geneve","vxlan"],"ebpf":["vxlan","geneve"]}`),
+		node("new", ""), // its agent has not said yet
+	}
+	spec := fabricv1.ClusterNetworkSpec{Datapath: fabricv1.DatapathSpec{Backend: fabricv1.DatapathEBPF, Encapsulation: fabricv1.EncapsulationGeneve}}
+	if got := UnsupportedOn(spec, nodes); !strings.Contains(got, "cannot use geneve encapsulation on nodes a (there it supports: vxlan)") {
+		t.Errorf("ebpf+geneve: %q", got)
+	}
+	spec.Datapath.Encapsulation = fabricv1.EncapsulationVXLAN
+	if got := UnsupportedOn(spec, nodes); got != "" {
+		t.Errorf("ebpf+vxlan: %q, want none", got)
+	}
+	if got := UnsupportedOn(fabricv1.ClusterNetworkSpec{}, nodes); got != "" {
+		t.Errorf("the defaults (ovs, geneve): %q, want none", got)
 	}
 }

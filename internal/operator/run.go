@@ -37,7 +37,7 @@ import (
 )
 
 // Backends are the datapath backends this build implements.
-var Backends = []fabricv1.DatapathBackend{fabricv1.DatapathOVS}
+var Backends = []fabricv1.DatapathBackend{fabricv1.DatapathOVS, fabricv1.DatapathEBPF}
 
 // NewScheme returns the scheme with every type the operator reads or writes.
 func NewScheme() *runtime.Scheme {
