@@ -175,7 +175,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	policies.Store(syncer)
-	h.Wired = syncer.Sync
+	h.Wired = func(ctx context.Context) error {
+		// A datapath that enforces no policy starts pods anyway; the node does not report
+		// the policies realized (their status says on how many nodes they are).
+		if err := syncer.Sync(ctx); err != nil && !errors.Is(err, datapath.ErrPolicyUnsupported) {
+			return err
+		}
+		return nil
+	}
 	if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
 		log.Error(err, "programming remote nodes")
 	}

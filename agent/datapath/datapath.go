@@ -5,6 +5,7 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -64,6 +65,10 @@ type PolicyNetwork interface {
 	// survives restarts of the agent: Init enforces the last one set until the next call.
 	SetPolicy(ctx context.Context, p Policy) error
 }
+
+// ErrPolicyUnsupported is SetPolicy's error from a driver that cannot enforce the policy it
+// was given (it enforces none of it; the node does not report it realized).
+var ErrPolicyUnsupported = errors.New("this datapath does not enforce network policy")
 
 // Policy is what SetPolicy enforces.
 type Policy struct {

@@ -157,7 +157,7 @@ func (d *Driver) SetPolicy(_ context.Context, p datapath.Policy) error {
 	if p.Pipeline == nil || p.Pipeline.Rules() == 0 && !isolates(p) {
 		return nil
 	}
-	return errors.New("the ebpf datapath does not enforce network policy yet (use the ovs datapath)")
+	return fmt.Errorf("%w: the ebpf datapath does not enforce network policy yet (use the ovs datapath)", datapath.ErrPolicyUnsupported)
 }
 
 func isolates(p datapath.Policy) bool {
