@@ -6,6 +6,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -119,4 +123,112 @@ func Echo(c net.Conn, limit time.Duration) error {
 		return fmt.Errorf("echo %q", buf)
 	}
 	return nil
+}
+
+// busyCPU is the machine's CPU time not idle so far (all CPUs), from /proc/stat.
+func busyCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: %q", line)
+	}
+	var busy int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / 100, nil // USER_HZ
+}
+
+// PathCost is what moving data over a path cost.
+type PathCost struct {
+	Gbps float64
+	// CPUPerGB is the machine's busy CPU time per gigabyte moved (all processes: the
+	// endpoints, the kernel's forwarding, a userspace switch).
+	CPUPerGB time.Duration
+	// RTT50 and RTT99 are request/response latencies (1 byte each way, one connection).
+	RTT50, RTT99 time.Duration
+}
+
+// MeasurePath sends size bytes over one TCP connection from client to server (listening at
+// addr), measuring throughput and CPU, then rounds request/response exchanges for latency.
+func MeasurePath(server, client *Netns, addr string, size int64, rounds int) (PathCost, error) {
+	var pc PathCost
+	l, err := server.Listen(addr)
+	if err != nil {
+		return pc, err
+	}
+	defer l.Close()
+	done := make(chan error, 2)
+	go func() {
+		for range 2 {
+			c, err := l.Accept()
+			if err != nil {
+				done <- err
+				return
+			}
+			go func() { _, err := io.Copy(c, c); c.Close(); done <- err }()
+		}
+	}()
+	c, err := client.Dial(addr, 5*time.Second)
+	if err != nil {
+		return pc, err
+	}
+	buf := make([]byte, 256<<10)
+	sink := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, c); sink <- err }() // the echo comes back
+	cpu0, err := busyCPU()
+	if err != nil {
+		return pc, err
+	}
+	start := time.Now()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	for sent := int64(0); sent < size; sent += int64(len(buf)) {
+		if _, err := c.Write(buf); err != nil {
+			c.Close()
+			return pc, err
+		}
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if err := <-sink; err != nil {
+		return pc, err
+	}
+	elapsed := time.Since(start)
+	cpu1, _ := busyCPU()
+	c.Close()
+	// The data crossed the path twice (there and echoed back).
+	moved := float64(2*size) / 1e9
+	pc.Gbps = moved * 8 / elapsed.Seconds()
+	pc.CPUPerGB = time.Duration(float64(cpu1-cpu0) / moved)
+
+	rr, err := client.Dial(addr, 5*time.Second)
+	if err != nil {
+		return pc, err
+	}
+	defer rr.Close()
+	lat := make([]time.Duration, 0, rounds)
+	one := []byte{1}
+	for range rounds {
+		t0 := time.Now()
+		if _, err := rr.Write(one); err != nil {
+			return pc, err
+		}
+		if _, err := io.ReadFull(rr, one); err != nil {
+			return pc, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	pc.RTT50, pc.RTT99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	return pc, nil
 }

@@ -54,19 +54,22 @@ var drivers = []driver{
 }
 
 type node struct {
-	name string
-	ns   *netnstest.Netns
-	ip   netip.Addr
-	spec datapath.Node
-	dp   datapath.Datapath
-	make func() datapath.Datapath
+	bpffs string // the ebpf driver's bpffs (ebpf only)
+	name  string
+	ns    *netnstest.Netns
+	ip    netip.Addr
+	spec  datapath.Node
+	dp    datapath.Datapath
+	make  func() datapath.Datapath
 }
 
 func newNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
 	t.Helper()
 	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
-	n.make = d.open(t, n.ns, t.TempDir())
+	dir := t.TempDir()
+	n.make = d.open(t, n.ns, dir)
+	n.bpffs = filepath.Join(dir, "bpffs")
 	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: d.encap}
 	n.restart(t)
 	return n

@@ -1,0 +1,74 @@
+package conformance_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+// BenchmarkPaths compares, in one run, pod→pod TCP over the ovs driver, the ebpf driver and
+// plain kernel routing (the ebpf driver's wiring with its programs detached: veth, host
+// routes, the VXLAN device — what the ebpf programs short-cut), between two pods of one node
+// and across two nodes: throughput, the machine's busy CPU time per GB moved (data goes there
+// and is echoed back), and 1-byte request/response latency p50/p99. On 2 cores throughput is
+// CPU-bound for every path; latency and CPU per GB show the difference. Target (issue 10):
+// ebpf within 10% of routing on latency and CPU per GB.
+func BenchmarkPaths(b *testing.B) {
+	netnstest.RequireRoot(b)
+	const size, rounds = 256 << 20, 2000
+	for _, path := range []string{"routing", "ebpf", "ovs"} {
+		d := drivers[0]
+		for _, dd := range drivers {
+			if dd.name == path || path == "routing" && dd.name == "ebpf" {
+				d = dd
+			}
+		}
+		ctx := context.Background()
+		sw := netnstest.NewSwitch(b)
+		n1 := newNode(b, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+		n2 := newNode(b, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+		for _, n := range []*node{n1, n2} {
+			n.do(b, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+		}
+		p1, _ := n1.addPod(b, "p1", "10.99.1.5/24")
+		p2, _ := n2.addPod(b, "p2", "10.99.2.5/24")
+		p3, _ := n1.addPod(b, "p3", "10.99.1.6/24")
+		if path == "routing" {
+			// Unpinning the links detaches the programs: the kernel forwards everything.
+			for _, n := range []*node{n1, n2} {
+				links, _ := filepath.Glob(filepath.Join(n.bpffs, "weft", n.name, "links", "*"))
+				for _, l := range links {
+					if err := os.Remove(l); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		}
+		for _, ip := range []string{"10.99.2.5", "10.99.1.6"} {
+			if err := p1.PingUntil(ip, 10*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, c := range []struct {
+			name   string
+			server *netnstest.Netns
+			addr   string
+		}{{"same-node", p3, "10.99.1.6:5301"}, {"cross-node", p2, "10.99.2.5:5302"}} {
+			b.Run(path+"/"+c.name, func(b *testing.B) {
+				pc, err := netnstest.MeasurePath(c.server, p1, c.addr, size, rounds)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(pc.Gbps, "Gbit/s")
+				b.ReportMetric(float64(pc.CPUPerGB.Milliseconds()), "cpu-ms/GB")
+				b.ReportMetric(float64(pc.RTT50.Microseconds()), "rtt-p50-µs")
+				b.ReportMetric(float64(pc.RTT99.Microseconds()), "rtt-p99-µs")
+			})
+		}
+	}
+}
