@@ -28,9 +28,9 @@ const (
 	// ReasonUnsupportedEncapsulation: the datapath backend cannot use the encapsulation on
 	// some nodes (their agents say so).
 	ReasonUnsupportedEncapsulation = "UnsupportedEncapsulation"
-	ReasonUnsupported        = "Unsupported"
-	ReasonAgentsRollingOut   = "AgentsRollingOut"
-	ReasonPodCIDRExhausted   = "PodCIDRExhausted"
+	ReasonUnsupported              = "Unsupported"
+	ReasonAgentsRollingOut         = "AgentsRollingOut"
+	ReasonPodCIDRExhausted         = "PodCIDRExhausted"
 
 	// Tier
 	ReasonDuplicatePriority = "DuplicatePriority"

@@ -1,11 +1,11 @@
 package clusternetwork
 
 import (
-	"encoding/json"
-	"slices"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
