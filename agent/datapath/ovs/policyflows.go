@@ -145,15 +145,20 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 				return prog, fmt.Errorf("tier %q has %d rules for this node's pods; at most %d fit", st.Tier, len(st.Rules), maxStageRules)
 			}
 			for j, r := range st.Rules {
-				prio := maxStageRules + 1000 - j
+				// A tier's rules take one priority each, in order. The NetworkPolicy
+				// stage's rules all allow: conjunctive ones share priority 200, and those
+				// that match any peer and port (a flow per pod) sit above at 300 — a flow
+				// per pod and a conjunction clause on the same pod must not share a
+				// match and priority (OpenFlow would keep only one of them).
+				prio, plainPrio := maxStageRules+1000-j, maxStageRules+1000-j
 				if st.NetworkPolicy() {
-					prio = 200
+					prio, plainPrio = 200, 300
 				}
 				ruleID++
 				prog.Rules[ruleID] = datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName}
 				actions, cookie := ruleActions(r.Rule, ruleID, allowed, next)
 				conj++
-				addRule(fs, table, prio, r, egressDir, conj, cookie, actions)
+				addRule(fs, table, prio, plainPrio, r, egressDir, conj, cookie, actions)
 			}
 			if st.NetworkPolicy() {
 				for _, pod := range st.Isolated {
@@ -239,7 +244,7 @@ func ruleActions(r policy.Rule, id uint32, allowed, next int) ([]string, uint64)
 // addRule writes one rule: a flow per pod when it matches any peer and port, else a
 // conjunctive match whose clauses are the pods, the peers and the ports (so a rule costs
 // pods + peers + ports flows, not their product).
-func addRule(fs *flowSet, table, prio int, r policy.PipelineRule, egress bool, conj uint32, cookie uint64, actions []string) {
+func addRule(fs *flowSet, table, prio, plainPrio int, r policy.PipelineRule, egress bool, conj uint32, cookie uint64, actions []string) {
 	var pods, peers, ports []string
 	for _, a := range r.AppliedTo {
 		if a.Is4() {
@@ -276,7 +281,7 @@ func addRule(fs *flowSet, table, prio int, r policy.PipelineRule, egress bool, c
 	}
 	if len(dims) == 1 {
 		for _, m := range pods {
-			fs.add(fmt.Sprintf("table=%d,priority=%d,%s", table, prio, m), cookie, actions...)
+			fs.add(fmt.Sprintf("table=%d,priority=%d,%s", table, plainPrio, m), cookie, actions...)
 		}
 		return
 	}

@@ -108,3 +108,29 @@ func TestPolicyFlowsUseConjunctions(t *testing.T) {
 		t.Error("the NetworkPolicy rules' shared clauses were not merged")
 	}
 }
+
+// In the NetworkPolicy stage, a rule allowing anything for a pod and a conjunctive rule on
+// the same pod both keep their flows, whichever comes first.
+func TestNetworkPolicyStageKeepsPlainAndConjunctiveRules(t *testing.T) {
+	pod := netip.MustParseAddr("10.1.0.5")
+	any := policy.PipelineRule{AppliedTo: []netip.Addr{pod}, Rule: policy.Rule{Policy: "ns/all", Action: fabricv1.ActionAllow, AnyPeer: true, AnyPort: true}}
+	some := policy.PipelineRule{AppliedTo: []netip.Addr{pod}, Rule: policy.Rule{Policy: "ns/some", Action: fabricv1.ActionAllow,
+		Peers: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, AnyPort: true}}
+	for _, rules := range [][]policy.PipelineRule{{any, some}, {some, any}} {
+		pl := &policy.Pipeline{Ingress: []policy.Stage{{Rules: rules, Isolated: []netip.Addr{pod}}}}
+		prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.1"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := strings.Join(prog.Flows, "\n")
+		for _, want := range []string{
+			fmt.Sprintf("table=%d,priority=300,ip,nw_dst=10.1.0.5,actions=goto_table:%d", tableStageBase, tableCommit),
+			fmt.Sprintf("table=%d,priority=200,ip,nw_dst=10.1.0.5,actions=conjunction(", tableStageBase),
+			fmt.Sprintf("table=%d,priority=100,ip,nw_dst=10.1.0.5,actions=drop", tableStageBase),
+		} {
+			if !strings.Contains(all, want) {
+				t.Errorf("rules %s, %s: no flow %q in\n%s", rules[0].Policy, rules[1].Policy, want, all)
+			}
+		}
+	}
+}
