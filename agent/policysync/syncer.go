@@ -2,6 +2,7 @@ package policysync
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -102,7 +103,10 @@ func (s *Syncer) Run(ctx context.Context) {
 			}
 		case <-expiry.C: // a learnt address expires
 		}
-		failed = s.Sync(ctx) != nil
+		// A datapath that cannot enforce the policy gets it again on the next change, not
+		// every few seconds.
+		err := s.Sync(ctx)
+		failed = err != nil && !errors.Is(err, datapath.ErrPolicyUnsupported)
 		s.fqdnMu.Lock()
 		next := s.nextExpiry
 		s.fqdnMu.Unlock()
