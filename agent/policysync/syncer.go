@@ -2,8 +2,8 @@ package policysync
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
