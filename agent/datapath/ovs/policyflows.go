@@ -305,18 +305,12 @@ func portMatches(pr policy.PortRange) []string {
 		return []string{proto}
 	}
 	var out []string
-	for lo <= hi {
-		// The largest aligned block starting at lo that fits in [lo, hi].
-		size := 1
-		for lo%(size*2) == 0 && lo+size*2-1 <= hi && size < 65536 {
-			size *= 2
-		}
-		if size == 1 {
-			out = append(out, fmt.Sprintf("%s,tp_dst=%d", proto, lo))
+	for _, b := range policy.PortBlocks(lo, hi) {
+		if b[1] == 16 {
+			out = append(out, fmt.Sprintf("%s,tp_dst=%d", proto, b[0]))
 		} else {
-			out = append(out, fmt.Sprintf("%s,tp_dst=%#x/%#x", proto, lo, 0xffff&^(size-1)))
+			out = append(out, fmt.Sprintf("%s,tp_dst=%#x/%#x", proto, b[0], 0xffff&^(1<<(16-b[1])-1)))
 		}
-		lo += size
 	}
 	return out
 }
