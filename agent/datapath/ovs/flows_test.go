@@ -30,6 +30,9 @@ func TestFlowsAreDeterministicAndComplete(t *testing.T) {
 		"table=1,priority=100,ip,actions=set_field:0x2->reg4,goto_table:40",
 		"table=250,priority=100,ip,ct_state=+trk+new,reg4=0x2/0x2,actions=ct(commit,zone=4065,exec(set_field:1->ct_mark)),goto_table:251",
 		"table=251,priority=100,reg4=0x1/0x1,actions=resubmit(,20)",
+		// Without policy only connections entering from the gateway are committed.
+		"table=250,priority=90,ip,ct_state=+trk+new,reg4=0x4/0x4,actions=ct(commit,zone=4065),goto_table:251",
+		"table=41,priority=0,actions=goto_table:250",
 		"table=2,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=1,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
 		"table=3,priority=100,ip,ct_state=+trk+est+rpl,ct_mark=1,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0",
 		"table=10,priority=200,arp,arp_tpa=10.244.1.5,actions=output:w01",

@@ -231,18 +231,17 @@ func TestPolicyProbeMatrix(t *testing.T) {
 		t.Fatalf("without policy all %d probes should pass", checked)
 	}
 
-	// An allowed connection opened before the policy, kept across changes.
-	long, err := pods[0].ns.Dial("10.99.2.6:80", 2*time.Second) // a → d
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer long.Close()
 	echo := func(c net.Conn) error { return netnstest.Echo(c, 2*time.Second) }
-
 	w := policyWorld(podList)
 	for _, n := range []*node{n1, n2} {
 		setPolicy(t, n, w, pods)
 	}
+	// A connection the policy allows (web → cache on 8080), kept across changes.
+	long, err := pods[0].ns.Dial("10.99.2.6:8080", 2*time.Second) // a → d
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
 	checked, denied := probeMatrix(t, w, pods)
 	t.Logf("%d probes agree with the oracle (%d denied)", checked, denied)
 	if denied == 0 || denied == checked {
@@ -282,7 +281,7 @@ func TestPolicyProbeMatrix(t *testing.T) {
 		}
 	})
 
-	t.Run("established connections survive a policy that denies them", func(t *testing.T) {
+	t.Run("established allowed connections survive a policy that denies them", func(t *testing.T) {
 		if err := echo(long); err != nil {
 			t.Fatalf("a → d before the change: %v", err)
 		}
@@ -294,8 +293,8 @@ func TestPolicyProbeMatrix(t *testing.T) {
 		if err := echo(long); err != nil {
 			t.Errorf("the established connection a → d broke: %v", err)
 		}
-		if got := probe(pods[0], pods[3].IP, corev1.ProtocolTCP, 80); got != fabricv1.ActionDrop {
-			t.Errorf("a new connection a → d: %s, want Drop", got)
+		if got := probe(pods[0], pods[3].IP, corev1.ProtocolTCP, 8080); got != fabricv1.ActionDrop {
+			t.Errorf("a new connection a → d:8080: %s, want Drop", got)
 		}
 		probeMatrix(t, strict, pods)
 		for _, n := range []*node{n1, n2} {

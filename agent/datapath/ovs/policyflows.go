@@ -3,6 +3,7 @@ package ovs
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -19,6 +20,8 @@ import (
 // skip the stages. A stage is a table: one per tier and one for the NetworkPolicy layer.
 const (
 	tablePolicyEntry = 40
+	tablePoliced     = 41 // does the policy name either end?
+	tableExempt      = 42 // the node's own packets, Service addresses
 	tableStageBase   = 50 // egress stages, then ingress stages
 	tableCommit      = 250
 	tableDispatch    = 251 // back to the forwarding table the packet came for
@@ -30,6 +33,7 @@ const (
 const (
 	reg4FromTunnel  = 0x1
 	reg4FromGateway = 0x2
+	reg4Policed     = 0x4 // a pod of either end has rules (its connections are committed)
 	reg5Injected    = 0x1
 )
 
@@ -119,13 +123,24 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 	}
 	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+est", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
 	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+rel", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
-	fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_src=%s", tablePolicyEntry, nodeIP), 0, fmt.Sprintf("goto_table:%d", tableCommit))
-	for _, e := range exempt {
-		if e.Addr().Is4() {
-			fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_dst=%s", tablePolicyEntry, e.Masked()), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+	fs.add(fmt.Sprintf("table=%d,priority=0", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tablePoliced))
+	// Connections of pods no rule names skip the stages and are not committed: connection
+	// tracking costs (userspace OVS follows every TCP segment), and nothing would decide
+	// their replies anyway.
+	for _, pod := range policed(egress, ingress) {
+		for _, field := range []string{"nw_src", "nw_dst"} {
+			fs.add(fmt.Sprintf("table=%d,priority=100,ip,%s=%s", tablePoliced, field, pod), 0,
+				"load:1->NXM_NX_REG4[2]", fmt.Sprintf("goto_table:%d", tableExempt))
 		}
 	}
-	fs.add(fmt.Sprintf("table=%d,priority=0", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableStageBase))
+	fs.add(fmt.Sprintf("table=%d,priority=0", tablePoliced), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+	fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_src=%s", tableExempt, nodeIP), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+	for _, e := range exempt {
+		if e.Addr().Is4() {
+			fs.add(fmt.Sprintf("table=%d,priority=200,ip,nw_dst=%s", tableExempt, e.Masked()), 0, fmt.Sprintf("goto_table:%d", tableCommit))
+		}
+	}
+	fs.add(fmt.Sprintf("table=%d,priority=0", tableExempt), 0, fmt.Sprintf("goto_table:%d", tableStageBase))
 
 	conj := uint32(0)
 	ruleID := uint32(0)
@@ -186,7 +201,7 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 	// Commit new connections (those from the gateway with their mark), then go on.
 	fs.add(fmt.Sprintf("table=%d,priority=100,ip,ct_state=+trk+new,reg4=%#x/%#x", tableCommit, reg4FromGateway, reg4FromGateway), 0,
 		fmt.Sprintf("ct(commit,zone=%d,exec(set_field:%d->ct_mark))", ctZone, markGateway), fmt.Sprintf("goto_table:%d", tableDispatch))
-	fs.add(fmt.Sprintf("table=%d,priority=90,ip,ct_state=+trk+new", tableCommit), 0,
+	fs.add(fmt.Sprintf("table=%d,priority=90,ip,ct_state=+trk+new,reg4=%#x/%#x", tableCommit, reg4Policed, reg4Policed), 0,
 		fmt.Sprintf("ct(commit,zone=%d)", ctZone), fmt.Sprintf("goto_table:%d", tableDispatch))
 	fs.add(fmt.Sprintf("table=%d,priority=0", tableCommit), 0, fmt.Sprintf("goto_table:%d", tableDispatch))
 	fs.add(fmt.Sprintf("table=%d,priority=100,reg4=%#x/%#x", tableDispatch, reg4FromTunnel, reg4FromTunnel), 0, fmt.Sprintf("resubmit(,%d)", tableFromTunnel))
@@ -312,5 +327,30 @@ func portMatches(pr policy.PortRange) []string {
 			out = append(out, fmt.Sprintf("%s,tp_dst=%#x/%#x", proto, b[0], 0xffff&^(1<<(16-b[1])-1)))
 		}
 	}
+	return out
+}
+
+// policed are the pods some stage's rules apply to or that NetworkPolicy isolates.
+func policed(directions ...[]policy.Stage) []netip.Addr {
+	set := map[netip.Addr]bool{}
+	for _, stages := range directions {
+		for _, st := range stages {
+			for _, r := range st.Rules {
+				for _, a := range r.AppliedTo {
+					set[a] = true
+				}
+			}
+			for _, a := range st.Isolated {
+				set[a] = true
+			}
+		}
+	}
+	out := make([]netip.Addr, 0, len(set))
+	for a := range set {
+		if a.Is4() {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
