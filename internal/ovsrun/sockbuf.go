@@ -23,7 +23,12 @@ import (
 // lost and 0.77 Gbit/s. Open vSwitch has no setting for it, and rmem_default cannot be
 // raised from inside a network namespace, so weft-ovs sets the buffer on ovs-vswitchd's
 // sockets itself (see GrowPacketSockets).
-const DefaultPacketSocketBuffer = 4 << 20
+//
+// Not bigger than needed: a full buffer is a standing queue. With 4 MiB on every socket a
+// bulk transfer through a gateway kept 300–450 ms of packets queued, all lost when the
+// gateway died — gateway failover gaps of 1–1.3 s in the lab, starting that long BEFORE the
+// failure. With 1 MiB they start 10–60 ms before it and the gaps are 0.47–0.66 s.
+const DefaultPacketSocketBuffer = 1 << 20
 
 // GrowPacketSockets sets SO_RCVBUFFORCE and SO_SNDBUFFORCE to size on every AF_PACKET
 // socket process pid holds whose receive buffer is smaller, reaching the sockets through
