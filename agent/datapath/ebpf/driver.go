@@ -107,7 +107,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 			return fmt.Errorf("sysctl %s: %w", s.path, err)
 		}
 	}
-	uplink, err := linkWithAddr(node.IP)
+	uplink, err := veth.LinkWithAddr(node.IP)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (d *Driver) ensureGateway() error {
 	if err := netlink.AddrReplace(lo, addr); err != nil {
 		return fmt.Errorf("address %s on lo: %w", addr.IPNet, err)
 	}
-	if err := netlink.RouteReplace(&netlink.Route{Dst: ipNet(d.block), Type: unix.RTN_UNREACHABLE, Protocol: routeProtocol}); err != nil {
+	if err := netlink.RouteReplace(&netlink.Route{Dst: veth.IPNet(d.block), Type: unix.RTN_UNREACHABLE, Protocol: routeProtocol}); err != nil {
 		return fmt.Errorf("route %s: %w", d.block, err)
 	}
 	return nil
@@ -168,12 +168,6 @@ func (d *Driver) ensureGateway() error {
 func vtepMAC(ip netip.Addr) net.HardwareAddr {
 	b := ip.As4()
 	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
-}
-
-// podMAC derives a pod's MAC from its address (as the OVS driver does).
-func podMAC(ip netip.Addr) string {
-	b := ip.As4()
-	return fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
 }
 
 func (d *Driver) ensureVXLAN() (netlink.Link, error) {
@@ -287,19 +281,6 @@ func (d *Driver) Close() error {
 		return err
 	}
 	return nil
-}
-
-func linkWithAddr(ip netip.Addr) (netlink.Link, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range addrs {
-		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
-			return netlink.LinkByIndex(a.LinkIndex)
-		}
-	}
-	return nil, fmt.Errorf("no interface has the node's address %s", ip)
 }
 
 // state is what the driver keeps in its state directory.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/veth"
 )
 
 func isNotExist(err error) bool { return errors.Is(err, ebpf.ErrKeyNotExist) }
@@ -87,7 +88,7 @@ func (d *Driver) syncRoutes() error {
 				IP: gw.AsSlice(), HardwareAddr: mac}); err != nil {
 				return fmt.Errorf("neighbour %s: %w", gw, err)
 			}
-			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: ipNet(b), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK),
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: veth.IPNet(b), Gw: gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK),
 				Protocol: routeProtocol}); err != nil {
 				return fmt.Errorf("route %s: %w", b, err)
 			}
@@ -113,7 +114,7 @@ func (d *Driver) syncRoutes() error {
 				continue
 			}
 			p = p.Masked()
-			route := &netlink.Route{Dst: ipNet(p), Protocol: routeProtocol}
+			route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol}
 			switch len(hops) {
 			case 0:
 				route.Type = unix.RTN_UNREACHABLE

@@ -18,11 +18,11 @@ import (
 
 func (d *Driver) pair(pod datapath.Pod) veth.Pair {
 	return veth.Pair{Host: veth.HostIfName(pod.Key), Peer: pod.Key.IfName, Netns: pod.Netns, IP: pod.IPs[0],
-		Gateway: d.gwIP, MAC: podMAC(pod.IPs[0].Addr()), MTU: d.mtu, HostARP: true}
+		Gateway: d.gwIP, MAC: veth.PodMAC(pod.IPs[0].Addr()), MTU: d.mtu, HostARP: true}
 }
 
 func (d *Driver) result(pod datapath.Pod) datapath.PodResult {
-	return datapath.PodResult{HostInterface: veth.HostIfName(pod.Key), Interface: pod.Key.IfName, MAC: podMAC(pod.IPs[0].Addr()),
+	return datapath.PodResult{HostInterface: veth.HostIfName(pod.Key), Interface: pod.Key.IfName, MAC: veth.PodMAC(pod.IPs[0].Addr()),
 		MTU: d.mtu, IPs: pod.IPs, Gateways: []netip.Addr{d.gwIP}}
 }
 
@@ -70,11 +70,11 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (_ datapath.PodRe
 		}
 	}
 	ip := pod.IPs[0].Addr()
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: ipNet(netip.PrefixFrom(ip, 32)),
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: veth.IPNet(netip.PrefixFrom(ip, 32)),
 		Src: d.gwIP.AsSlice(), Scope: netlink.SCOPE_LINK, Protocol: routeProtocol}); err != nil {
 		return datapath.PodResult{}, fmt.Errorf("route to %s: %w", ip, err)
 	}
-	mac, _ := net.ParseMAC(podMAC(ip))
+	mac, _ := net.ParseMAC(veth.PodMAC(ip))
 	ep := weftEndpoint{Ifindex: uint32(host.Attrs().Index)}
 	copy(ep.PodMac[:], mac)
 	copy(ep.HostMac[:], host.Attrs().HardwareAddr)
@@ -167,8 +167,4 @@ func isolates(p datapath.Policy) bool {
 		}
 	}
 	return false
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

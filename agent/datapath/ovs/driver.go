@@ -147,7 +147,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 		d.nl = h
 	}
 	d.node, d.block, d.gwIP = node, block, datapath.Gateway(block)
-	d.gwMAC = podMAC(d.gwIP)
+	d.gwMAC = veth.PodMAC(d.gwIP)
 	// The node routes between the gateway and everything else (Services, other networks).
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return fmt.Errorf("enabling IP forwarding: %w", err)
@@ -168,7 +168,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 			go d.keepUplinkRoutes(kctx, h)
 		}
 	}
-	uplink, err := linkWithAddr(node.IP)
+	uplink, err := veth.LinkWithAddr(node.IP)
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func (d *Driver) setupGateway(ctx context.Context) error {
 			return err
 		}
 	}
-	addr := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(d.gwIP, d.block.Bits()))}
+	addr := &netlink.Addr{IPNet: veth.IPNet(netip.PrefixFrom(d.gwIP, d.block.Bits()))}
 	if err := netlink.AddrReplace(gw, addr); err != nil {
 		return fmt.Errorf("gateway address %s: %w", addr.IPNet, err)
 	}
@@ -342,7 +342,7 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (datapath.PodResu
 
 func (d *Driver) podInterface(key datapath.PodKey, netnsPath string, ip netip.Prefix) veth.Pair {
 	return veth.Pair{Host: hostIfName(key), Peer: key.IfName, Netns: netnsPath, IP: ip, Gateway: d.gwIP,
-		MAC: podMAC(ip.Addr()), MTU: d.mtu, NoOffload: d.datapathType == "netdev"}
+		MAC: veth.PodMAC(ip.Addr()), MTU: d.mtu, NoOffload: d.datapathType == "netdev"}
 }
 
 func (d *Driver) podInterfaceRecord(name string) *vswitch.Interface {
@@ -596,7 +596,7 @@ func (d *Driver) syncFlowsExcept(ctx context.Context, skip string) error {
 		if !d.attached(port) {
 			continue
 		}
-		st.pods = append(st.pods, podFlow{port: port, ip: p.IPs[0].Addr(), mac: podMAC(p.IPs[0].Addr())})
+		st.pods = append(st.pods, podFlow{port: port, ip: p.IPs[0].Addr(), mac: veth.PodMAC(p.IPs[0].Addr())})
 	}
 	for _, r := range d.remotes {
 		for _, b := range r.PodCIDRs {
@@ -674,7 +674,7 @@ func (d *Driver) syncRoutes() error {
 			State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
 			return fmt.Errorf("neighbour %s: %w", via, err)
 		}
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: ipNet(p), Gw: via.AsSlice(),
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: veth.IPNet(p), Gw: via.AsSlice(),
 			Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
 			return fmt.Errorf("route %s: %w", p, err)
 		}

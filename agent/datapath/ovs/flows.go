@@ -247,10 +247,3 @@ func dumpFlows(ctx context.Context, ofctl, target string) ([]string, error) {
 	}
 	return flows, nil
 }
-
-// podMAC derives a pod's MAC from its IPv4 address (0a:58 + the address, the convention
-// other Kubernetes networks use), so it is stable and needs no storage.
-func podMAC(ip netip.Addr) string {
-	b := ip.As4()
-	return fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
-}

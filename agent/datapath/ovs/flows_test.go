@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/weft-net/weft/agent/datapath/veth"
 )
 
 func state() flowState {
@@ -59,7 +61,7 @@ func TestFlowsWithoutTunnelHaveNoTunnelTable(t *testing.T) {
 }
 
 func TestPodMAC(t *testing.T) {
-	if got := podMAC(netip.MustParseAddr("10.244.1.5")); got != "0a:58:0a:f4:01:05" {
+	if got := veth.PodMAC(netip.MustParseAddr("10.244.1.5")); got != "0a:58:0a:f4:01:05" {
 		t.Errorf("podMAC = %s", got)
 	}
 }

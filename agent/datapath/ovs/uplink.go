@@ -14,28 +14,17 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weft-net/weft/agent/datapath/ovs/vswitch"
+	"github.com/weft-net/weft/agent/datapath/veth"
 )
 
 // linkWithAddr returns the link that holds ip.
-func linkWithAddr(ip netip.Addr) (netlink.Link, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range addrs {
-		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
-			return netlink.LinkByIndex(a.LinkIndex)
-		}
-	}
-	return nil, fmt.Errorf("no interface holds the node address %s", ip)
-}
 
 // adoptUplink gives the userspace datapath the node's uplink: the uplink becomes a port of
 // the external bridge, and the node's addresses and routes move to the bridge's internal
 // port (OVS's userspace tunnels send through there). Done once; later calls find the
 // address on the bridge and only make sure the uplink is still its port.
 func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
-	link, err := linkWithAddr(nodeIP)
+	link, err := veth.LinkWithAddr(nodeIP)
 	if err != nil {
 		return err
 	}
@@ -241,10 +230,6 @@ func waitLink(ctx context.Context, name string) (netlink.Link, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // ReleaseUplink undoes the adoption of the node's uplink for good: the uplink leaves the

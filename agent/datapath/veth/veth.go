@@ -171,3 +171,29 @@ func TxOffloadOff(ifname string) error {
 	}
 	return nil
 }
+
+// PodMAC derives a pod's MAC from its IPv4 address (0a:58 + the address, the convention
+// other Kubernetes networks use), so it is stable and needs no storage.
+func PodMAC(ip netip.Addr) string {
+	b := ip.As4()
+	return fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+// IPNet is a prefix as the netlink package takes it.
+func IPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// LinkWithAddr is the interface that holds the node's address.
+func LinkWithAddr(ip netip.Addr) (netlink.Link, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return netlink.LinkByIndex(a.LinkIndex)
+		}
+	}
+	return nil, fmt.Errorf("no interface holds the node address %s", ip)
+}
