@@ -262,14 +262,14 @@ func TestNodePipelinesAgreeWithTheOracle(t *testing.T) {
 	t.Logf("%d rules shared by several pods", shared)
 }
 
-// The flat form and its mask tables (what the eBPF datapath will hold) decide each pod's
+// The pipeline's flat form and its mask tables (what the eBPF datapath holds) decide each pod's
 // directions exactly as the oracle.
 func TestFlatFormAgreesWithTheOracle(t *testing.T) {
 	checked := 0
 	for seed := range 300 {
 		g := gen{rand.New(rand.NewPCG(uint64(seed), 13))}
 		w := g.world(seed)
-		prog := Compile(w, nil)
+		prog := Compile(w, nil).Pipeline()
 		type tables struct {
 			rules []FlatRule
 			peers []PrefixMask

@@ -15,8 +15,51 @@ import (
 )
 
 // MaxFlatRules is how many rules one pod's direction may have in the flat form (one bit
-// each in a 64-bit mask).
-const MaxFlatRules = 64
+// each in a Bits).
+const MaxFlatRules = 256
+
+// Bits is a set of a flat list's rules, rule i at bit i%64 of word i/64.
+type Bits [MaxFlatRules / 64]uint64
+
+// Set adds rule i.
+func (b *Bits) Set(i int) { b[i/64] |= 1 << (i % 64) }
+
+// Or adds the rules of o.
+func (b *Bits) Or(o Bits) {
+	for i := range b {
+		b[i] |= o[i]
+	}
+}
+
+// And keeps the rules also in o.
+func (b Bits) And(o Bits) Bits {
+	for i := range b {
+		b[i] &= o[i]
+	}
+	return b
+}
+
+// Lowest is the first rule of the set, -1 if it is empty.
+func (b Bits) Lowest() int {
+	for i, w := range b {
+		if w != 0 {
+			return i*64 + bits.TrailingZeros64(w)
+		}
+	}
+	return -1
+}
+
+// ClearBelow removes the rules before n.
+func (b *Bits) ClearBelow(n int) {
+	for i := range b {
+		switch {
+		case n >= (i+1)*64:
+			b[i] = 0
+		case n > i*64:
+			b[i] &^= (uint64(1) << (n - i*64)) - 1
+		}
+	}
+}
 
 // ErrTooManyRules: a pod's direction has more rules than the flat form holds.
 var ErrTooManyRules = errors.New("too many rules for one pod and direction")
@@ -28,38 +71,47 @@ type FlatRule struct {
 	TierEnd int
 }
 
-// Flat is one pod's direction as a single first-match list, for datapaths that evaluate per
-// pod (eBPF): the tiers before NetworkPolicy, then — for a pod NetworkPolicy isolates — its
-// allow rules and a final rule dropping everything (so the baseline tiers are never
-// reached), else the baseline tiers.
-func (p *Program) Flat(pod netip.Addr, dir networkingv1.PolicyType) ([]FlatRule, error) {
-	s, ok := p.Sides[pod][dir]
-	if !ok {
-		return nil, nil
-	}
+// Flat is one pod's direction of the pipeline as a single first-match list, for datapaths
+// that evaluate per pod (eBPF): the rules applying to the pod, stage by stage, a Pass rule
+// jumping to the end of its stage; for a pod a NetworkPolicy isolates, its allow rules and a
+// final rule dropping everything (so the stages after it are never reached). Empty: nothing
+// polices the pod's direction.
+func (p *Pipeline) Flat(pod netip.Addr, dir networkingv1.PolicyType) ([]FlatRule, error) {
 	var out []FlatRule
-	addSegments := func(segs []Segment) {
-		for _, seg := range segs {
-			end := len(out) + len(seg.Rules)
-			for _, r := range seg.Rules {
-				out = append(out, FlatRule{Rule: r, TierEnd: end})
+	for _, st := range p.Stages(dir) {
+		start := len(out)
+		for _, r := range st.Rules {
+			if slices.Contains(r.AppliedTo, pod) {
+				out = append(out, FlatRule{Rule: r.Rule})
 			}
 		}
-	}
-	addSegments(s.Before)
-	if s.Isolated {
-		end := len(out) + len(s.NPAllow) + 1
-		for _, r := range s.NPAllow {
-			out = append(out, FlatRule{Rule: r, TierEnd: end})
+		isolated := st.NetworkPolicy() && slices.Contains(st.Isolated, pod)
+		if isolated {
+			out = append(out, FlatRule{Rule: Rule{Policy: "networkpolicy-isolation", Action: fabricv1.ActionDrop, AnyPeer: true, AnyPort: true}})
 		}
-		out = append(out, FlatRule{Rule: Rule{Policy: "networkpolicy-isolation", Action: fabricv1.ActionDrop, AnyPeer: true, AnyPort: true}, TierEnd: end})
-	} else {
-		addSegments(s.After)
+		for i := start; i < len(out); i++ {
+			out[i].TierEnd = len(out)
+		}
+		if isolated {
+			break
+		}
 	}
 	if len(out) > MaxFlatRules {
 		return nil, fmt.Errorf("%w: pod %s %s has %d (at most %d)", ErrTooManyRules, pod, dir, len(out), MaxFlatRules)
 	}
 	return out, nil
+}
+
+// AnyPortMask is the rules matching every port and protocol: the port mask of protocols
+// without ports (ICMP and the rest).
+func AnyPortMask(rules []FlatRule) Bits {
+	var m Bits
+	for i, r := range rules {
+		if r.AnyPort {
+			m.Set(i)
+		}
+	}
+	return m
 }
 
 // DecideFlat evaluates a flat list for a connection with the given remote end.
@@ -83,7 +135,7 @@ func DecideFlat(rules []FlatRule, remote netip.Addr, c oracle.Conn) fabricv1.Pol
 // address of the prefix.
 type PrefixMask struct {
 	Prefix netip.Prefix
-	Mask   uint64
+	Mask   Bits
 }
 
 // PeerMasks is the flat list's peer table. Looking up an address's longest matching prefix
@@ -97,13 +149,13 @@ func PeerMasks(rules []FlatRule, family int) []PrefixMask {
 	}
 	type entry struct {
 		p netip.Prefix
-		m uint64
+		m Bits
 	}
 	var own []entry // each rule's prefixes
 	set := map[netip.Prefix]bool{any: true}
 	for i, r := range rules {
 		if r.AnyPeer {
-			own = append(own, entry{any, 1 << i})
+			own = append(own, entry{any, bit(i)})
 			continue
 		}
 		for _, p := range r.Peers {
@@ -111,16 +163,16 @@ func PeerMasks(rules []FlatRule, family int) []PrefixMask {
 				continue
 			}
 			p = p.Masked()
-			own = append(own, entry{p, 1 << i})
+			own = append(own, entry{p, bit(i)})
 			set[p] = true
 		}
 	}
 	var out []PrefixMask
 	for p := range set {
-		var m uint64
+		var m Bits
 		for _, e := range own {
 			if e.p.Bits() <= p.Bits() && e.p.Contains(p.Addr()) {
-				m |= e.m
+				m.Or(e.m)
 			}
 		}
 		out = append(out, PrefixMask{p, m})
@@ -140,7 +192,7 @@ type PortMask struct {
 	Protocol corev1.Protocol
 	Value    uint16
 	Bits     int
-	Mask     uint64
+	Mask     Bits
 }
 
 // PortMasks is the flat list's port table, built like PeerMasks over port prefixes.
@@ -152,7 +204,7 @@ func PortMasks(rules []FlatRule) []PortMask {
 	}
 	type entry struct {
 		k key
-		m uint64
+		m Bits
 	}
 	var own []entry
 	set := map[key]bool{}
@@ -162,14 +214,14 @@ func PortMasks(rules []FlatRule) []PortMask {
 	for i, r := range rules {
 		if r.AnyPort {
 			for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP} {
-				own = append(own, entry{key{proto, 0, 0}, 1 << i})
+				own = append(own, entry{key{proto, 0, 0}, bit(i)})
 			}
 			continue
 		}
 		for _, pr := range r.Ports {
 			for _, b := range PortBlocks(int(pr.From), int(pr.To)) {
 				k := key{pr.Protocol, uint16(b[0]), b[1]}
-				own = append(own, entry{k, 1 << i})
+				own = append(own, entry{k, bit(i)})
 				set[k] = true
 			}
 		}
@@ -179,10 +231,10 @@ func PortMasks(rules []FlatRule) []PortMask {
 	}
 	var out []PortMask
 	for k := range set {
-		var m uint64
+		var m Bits
 		for _, e := range own {
 			if contains(e.k, k) {
-				m |= e.m
+				m.Or(e.m)
 			}
 		}
 		out = append(out, PortMask{k.proto, k.value, k.bits, m})
@@ -219,34 +271,35 @@ func PortBlocks(lo, hi int) [][2]int {
 }
 
 // DecideMasks evaluates the tables as a datapath does: the longest matching peer prefix and
-// port prefix give two masks; the lowest bit set in both is the first matching rule; a Pass
-// rule clears every bit below its tier's end and the search goes on.
+// port prefix give two sets; the lowest rule in both is the first matching rule; a Pass rule
+// clears every rule below its tier's end and the search goes on.
 func DecideMasks(rules []FlatRule, peers []PrefixMask, ports []PortMask, remote netip.Addr, c oracle.Conn) fabricv1.PolicyAction {
-	var pm uint64
+	var pm Bits
 	best := -1
 	for _, e := range peers {
 		if e.Prefix.Contains(remote) && e.Prefix.Bits() > best {
 			best, pm = e.Prefix.Bits(), e.Mask
 		}
 	}
-	var qm uint64
+	var qm Bits
 	best = -1
 	for _, e := range ports {
 		if e.Protocol == c.Protocol && e.Bits > best && (e.Bits == 0 || uint16(c.Port)>>(16-e.Bits) == e.Value>>(16-e.Bits)) {
 			best, qm = e.Bits, e.Mask
 		}
 	}
-	m := pm & qm
-	for m != 0 {
-		i := bits.TrailingZeros64(m)
+	m := pm.And(qm)
+	for i := m.Lowest(); i >= 0; i = m.Lowest() {
 		if rules[i].Action != fabricv1.ActionPass {
 			return rules[i].Action
 		}
-		end := rules[i].TierEnd
-		if end >= 64 {
-			break
-		}
-		m &^= (uint64(1) << end) - 1
+		m.ClearBelow(rules[i].TierEnd)
 	}
 	return fabricv1.ActionAllow
+}
+
+func bit(i int) Bits {
+	var b Bits
+	b.Set(i)
+	return b
 }

@@ -27,12 +27,12 @@ type driver struct {
 	name  string
 	encap string
 	// open prepares a node for the driver and returns a factory of drivers for it (called
-	// again to restart the driver).
-	open func(t testing.TB, ns *netnstest.Netns, dir string) func() datapath.Datapath
+	// again to restart the driver), given the options every driver takes.
+	open func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath
 }
 
 var drivers = []driver{
-	{name: "ovs", encap: "geneve", open: func(t testing.TB, ns *netnstest.Netns, dir string) func() datapath.Datapath {
+	{name: "ovs", encap: "geneve", open: func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath {
 		opts := ovsrun.Options{RunDir: filepath.Join(dir, "run"), DBDir: filepath.Join(dir, "db"), LogDir: filepath.Join(dir, "log"),
 			Netns: ns.Path(), UserspaceTSO: true, PacketSocketBuffer: ovsrun.DefaultPacketSocketBuffer}
 		inst, err := ovsrun.Start(context.Background(), opts)
@@ -40,15 +40,17 @@ var drivers = []driver{
 			t.Fatal(err)
 		}
 		t.Cleanup(inst.Stop)
-		return func() datapath.Datapath {
-			return ovs.New(datapath.Options{OVSDB: opts.DBSocket(), OVSRunDir: opts.RunDir, StateDir: filepath.Join(dir, "state")})
+		return func(o datapath.Options) datapath.Datapath {
+			o.OVSDB, o.OVSRunDir, o.StateDir = opts.DBSocket(), opts.RunDir, filepath.Join(dir, "state")
+			return ovs.New(o)
 		}
 	}},
-	{name: "ebpf", encap: "vxlan", open: func(t testing.TB, ns *netnstest.Netns, dir string) func() datapath.Datapath {
+	{name: "ebpf", encap: "vxlan", open: func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath {
 		bpffs := filepath.Join(dir, "bpffs")
 		t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
-		return func() datapath.Datapath {
-			return ebpf.New(datapath.Options{StateDir: filepath.Join(dir, "state"), BPFFS: bpffs})
+		return func(o datapath.Options) datapath.Datapath {
+			o.StateDir, o.BPFFS = filepath.Join(dir, "state"), bpffs
+			return ebpf.New(o)
 		}
 	}},
 }
@@ -60,7 +62,9 @@ type node struct {
 	ip    netip.Addr
 	spec  datapath.Node
 	dp    datapath.Datapath
-	make  func() datapath.Datapath
+	make  func(datapath.Options) datapath.Datapath
+	// opts are the options of the next restart (event callbacks).
+	opts datapath.Options
 }
 
 func newNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
@@ -81,7 +85,7 @@ func (n *node) restart(t testing.TB) {
 	if n.dp != nil {
 		_ = n.dp.Close()
 	}
-	dp := n.make()
+	dp := n.make(n.opts)
 	t.Cleanup(func() { _ = dp.Close() })
 	n.dp = dp
 	n.do(t, func() error { return dp.Init(context.Background(), n.spec) })

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/perf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -55,6 +56,10 @@ type Driver struct {
 	remotes []datapath.RemoteNode
 	peers   datapath.PeerRoutes
 	pods    map[datapath.PodKey]datapath.Pod
+	events  *perf.Reader
+
+	evMu    sync.Mutex
+	records map[uint32]policyRecord // the rules behind the programs' events, by generation
 }
 
 var _ datapath.Datapath = (*Driver)(nil)
@@ -125,10 +130,19 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	if err := d.load(); err != nil {
 		return err
 	}
-	if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.FromTunnel); err != nil {
+	if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.FromTunnel, ebpf.AttachTCXIngress); err != nil {
+		return err
+	}
+	if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.ToTunnel, ebpf.AttachTCXEgress); err != nil {
 		return err
 	}
 	if err := d.loadState(); err != nil {
+		return err
+	}
+	if err := d.loadPolicyRecord(); err != nil {
+		return err
+	}
+	if err := d.startEvents(); err != nil {
 		return err
 	}
 	// Pods and remote nodes of an earlier run: their programs move to the new objects.
@@ -138,7 +152,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 		if err != nil {
 			continue // gone with its namespace; Pods lists it for garbage collection
 		}
-		if err := d.attach(host, l.Attrs().Index, d.objs.FromPod); err != nil {
+		if err := d.attachPod(host, l.Attrs().Index); err != nil {
 			return err
 		}
 	}
@@ -233,13 +247,30 @@ func ensureBPFFS(dir string) error {
 	return nil
 }
 
-// attach puts prog on the ingress of an interface through a pinned TCX link: an existing
-// link (an earlier run's) gets the new program in one step, so packets never see none.
-func (d *Driver) attach(name string, ifindex int, prog *ebpf.Program) error {
-	pin := filepath.Join(d.pinDir, "links", name)
+// attachPod puts the programs on a pod's veth (node side): from_pod on ingress, to_pod on
+// egress.
+func (d *Driver) attachPod(host string, ifindex int) error {
+	if err := d.attach(host, ifindex, d.objs.FromPod, ebpf.AttachTCXIngress); err != nil {
+		return err
+	}
+	return d.attach(host, ifindex, d.objs.ToPod, ebpf.AttachTCXEgress)
+}
+
+func linkPin(pinDir, name string, at ebpf.AttachType) string {
+	if at == ebpf.AttachTCXEgress {
+		name += "-egress" // (bpffs refuses dots in names)
+	}
+	return filepath.Join(pinDir, "links", name)
+}
+
+// attach puts prog on an interface's ingress or egress through a pinned TCX link: an
+// existing link (an earlier run's) gets the new program in one step, so packets never see
+// none.
+func (d *Driver) attach(name string, ifindex int, prog *ebpf.Program, at ebpf.AttachType) error {
+	pin := linkPin(d.pinDir, name, at)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
-		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex && uint32(info.TCX().AttachType) == uint32(at) {
 			err := l.Update(prog)
 			l.Close()
 			if err == nil {
@@ -250,7 +281,7 @@ func (d *Driver) attach(name string, ifindex int, prog *ebpf.Program) error {
 		}
 		_ = os.Remove(pin) // a link of a device that is gone: attach anew
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
 	if err != nil {
 		return fmt.Errorf("attaching to %s: %w", name, err)
 	}
@@ -261,20 +292,23 @@ func (d *Driver) attach(name string, ifindex int, prog *ebpf.Program) error {
 	return nil
 }
 
-// detach removes an interface's program.
+// detach removes an interface's programs.
 func (d *Driver) detach(name string) {
-	pin := filepath.Join(d.pinDir, "links", name)
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		_ = l.Unpin()
-		_ = l.Close()
+	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		pin := linkPin(d.pinDir, name, at)
+		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+			_ = l.Unpin()
+			_ = l.Close()
+		}
+		_ = os.Remove(pin)
 	}
-	_ = os.Remove(pin)
 }
 
 // Close releases the driver's handles; the pinned programs keep forwarding.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.stopEvents()
 	if d.objs != nil {
 		err := d.objs.Close()
 		d.objs = nil
@@ -351,8 +385,9 @@ func (d *Driver) saveState() error {
 // Stats are the programs' packet counters since the maps were created.
 type Stats struct {
 	// Redirected went straight into a pod of the node; ToKernel went on to the node's
-	// kernel; Dropped were refused (a pod sending from an address not its own).
-	Redirected, ToKernel, Dropped uint64
+	// kernel; Dropped were refused (a pod sending from an address not its own, policy);
+	// Denied are the connections' packets policy refused.
+	Redirected, ToKernel, Dropped, Denied uint64
 }
 
 // Stats sums the programs' per-CPU counters.
@@ -362,7 +397,7 @@ func (d *Driver) Stats() (Stats, error) {
 	if d.objs == nil {
 		return Stats{}, errors.New("the datapath is not initialized")
 	}
-	var out [3]uint64
+	var out [4]uint64
 	for i := range out {
 		var per []uint64
 		if err := d.objs.Stats.Lookup(uint32(i), &per); err != nil {
@@ -372,5 +407,5 @@ func (d *Driver) Stats() (Stats, error) {
 			out[i] += v
 		}
 	}
-	return Stats{Redirected: out[0], ToKernel: out[1], Dropped: out[2]}, nil
+	return Stats{Redirected: out[0], ToKernel: out[1], Dropped: out[2], Denied: out[3]}, nil
 }

@@ -81,7 +81,7 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (_ datapath.PodRe
 	if err := d.objs.Endpoints.Put(ip.As4(), ep); err != nil {
 		return datapath.PodResult{}, fmt.Errorf("endpoint %s: %w", ip, err)
 	}
-	if err := d.attach(pi.Host, host.Attrs().Index, d.objs.FromPod); err != nil {
+	if err := d.attachPod(pi.Host, host.Attrs().Index); err != nil {
 		return datapath.PodResult{}, err
 	}
 	d.pods[pod.Key] = pod
@@ -151,20 +151,14 @@ func (d *Driver) Pods(context.Context) ([]datapath.Pod, error) {
 	return out, nil
 }
 
-// SetPolicy: the ebpf driver does not enforce policy yet; an empty policy is accepted, any
-// rule is refused (a node must not claim to enforce what it does not).
+// SetPolicy enforces a policy in the programs' maps, switched to in one step; connections
+// already allowed keep going. A pod direction with more rules than the programs hold
+// (policy.MaxFlatRules) refuses the whole policy (datapath.ErrPolicyUnsupported).
 func (d *Driver) SetPolicy(_ context.Context, p datapath.Policy) error {
-	if p.Pipeline == nil || p.Pipeline.Rules() == 0 && !isolates(p) {
-		return nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return errors.New("the datapath is not initialized")
 	}
-	return fmt.Errorf("%w: the ebpf datapath does not enforce network policy yet (use the ovs datapath)", datapath.ErrPolicyUnsupported)
-}
-
-func isolates(p datapath.Policy) bool {
-	for _, st := range append(p.Pipeline.Egress, p.Pipeline.Ingress...) {
-		if len(st.Isolated) > 0 {
-			return true
-		}
-	}
-	return false
+	return d.setPolicy(p)
 }

@@ -13,6 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type weftAddrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      uint32
+}
+
+type weftConn struct {
+	_    structs.HostLayout
+	Seen uint64
+}
+
 type weftEndpoint struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -20,14 +31,89 @@ type weftEndpoint struct {
 	HostMac [6]uint8
 }
 
+type weftPolPeerKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Pod       uint32
+	Version   uint8
+	Dir       uint8
+	Pad       uint16
+	Addr      uint32
+}
+
+type weftPolPortKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Pod       uint32
+	Version   uint8
+	Dir       uint8
+	Proto     uint8
+	Pad       uint8
+	Port      uint16
+	Pad2      uint16
+}
+
+type weftPolSide struct {
+	_          structs.HostLayout
+	Allow      weftRules
+	Reject     weftRules
+	Pass       weftRules
+	Logged     weftRules
+	AnyPort    weftRules
+	TierEnd    [256]uint16
+	Generation uint32
+	Pad        uint32
+}
+
+type weftPolSideKey struct {
+	_       structs.HostLayout
+	Pod     uint32
+	Version uint8
+	Dir     uint8
+	Pad     uint16
+}
+
+type weftPolState struct {
+	_          structs.HostLayout
+	Version    uint32
+	Generation uint32
+}
+
+type weftRules struct {
+	_ structs.HostLayout
+	W [4]uint64
+}
+
+type weftTuple struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	weftMapEndpoints   = "endpoints"
-	weftMapStats       = "stats"
-	weftProgFromPod    = "from_pod"
-	weftProgFromTunnel = "from_tunnel"
+	weftMapConns          = "conns"
+	weftMapDnsPods        = "dns_pods"
+	weftMapEndpoints      = "endpoints"
+	weftMapEvents         = "events"
+	weftMapPolPeers       = "pol_peers"
+	weftMapPolPorts       = "pol_ports"
+	weftMapPolSides       = "pol_sides"
+	weftMapPolState       = "pol_state"
+	weftMapStats          = "stats"
+	weftMapSvcCidrs       = "svc_cidrs"
+	weftProgFromPod       = "from_pod"
+	weftProgFromTunnel    = "from_tunnel"
+	weftProgToPod         = "to_pod"
+	weftProgToTunnel      = "to_tunnel"
+	weftVarOtherTimeoutNs = "other_timeout_ns"
+	weftVarTcpTimeoutNs   = "tcp_timeout_ns"
 )
 
 // loadWeft returns the embedded CollectionSpec for weft.
@@ -74,20 +160,32 @@ type weftSpecs struct {
 type weftProgramSpecs struct {
 	FromPod    *ebpf.ProgramSpec `ebpf:"from_pod"`
 	FromTunnel *ebpf.ProgramSpec `ebpf:"from_tunnel"`
+	ToPod      *ebpf.ProgramSpec `ebpf:"to_pod"`
+	ToTunnel   *ebpf.ProgramSpec `ebpf:"to_tunnel"`
 }
 
 // weftMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftMapSpecs struct {
+	Conns     *ebpf.MapSpec `ebpf:"conns"`
+	DnsPods   *ebpf.MapSpec `ebpf:"dns_pods"`
 	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	PolPeers  *ebpf.MapSpec `ebpf:"pol_peers"`
+	PolPorts  *ebpf.MapSpec `ebpf:"pol_ports"`
+	PolSides  *ebpf.MapSpec `ebpf:"pol_sides"`
+	PolState  *ebpf.MapSpec `ebpf:"pol_state"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	SvcCidrs  *ebpf.MapSpec `ebpf:"svc_cidrs"`
 }
 
 // weftVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftVariableSpecs struct {
+	OtherTimeoutNs *ebpf.VariableSpec `ebpf:"other_timeout_ns"`
+	TcpTimeoutNs   *ebpf.VariableSpec `ebpf:"tcp_timeout_ns"`
 }
 
 // weftObjects contains all objects after they have been loaded into the kernel.
@@ -110,14 +208,30 @@ func (o *weftObjects) Close() error {
 //
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftMaps struct {
+	Conns     *ebpf.Map `ebpf:"conns"`
+	DnsPods   *ebpf.Map `ebpf:"dns_pods"`
 	Endpoints *ebpf.Map `ebpf:"endpoints"`
+	Events    *ebpf.Map `ebpf:"events"`
+	PolPeers  *ebpf.Map `ebpf:"pol_peers"`
+	PolPorts  *ebpf.Map `ebpf:"pol_ports"`
+	PolSides  *ebpf.Map `ebpf:"pol_sides"`
+	PolState  *ebpf.Map `ebpf:"pol_state"`
 	Stats     *ebpf.Map `ebpf:"stats"`
+	SvcCidrs  *ebpf.Map `ebpf:"svc_cidrs"`
 }
 
 func (m *weftMaps) Close() error {
 	return _WeftClose(
+		m.Conns,
+		m.DnsPods,
 		m.Endpoints,
+		m.Events,
+		m.PolPeers,
+		m.PolPorts,
+		m.PolSides,
+		m.PolState,
 		m.Stats,
+		m.SvcCidrs,
 	)
 }
 
@@ -125,6 +239,8 @@ func (m *weftMaps) Close() error {
 //
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftVariables struct {
+	OtherTimeoutNs *ebpf.Variable `ebpf:"other_timeout_ns"`
+	TcpTimeoutNs   *ebpf.Variable `ebpf:"tcp_timeout_ns"`
 }
 
 // weftPrograms contains all programs after they have been loaded into the kernel.
@@ -133,12 +249,16 @@ type weftVariables struct {
 type weftPrograms struct {
 	FromPod    *ebpf.Program `ebpf:"from_pod"`
 	FromTunnel *ebpf.Program `ebpf:"from_tunnel"`
+	ToPod      *ebpf.Program `ebpf:"to_pod"`
+	ToTunnel   *ebpf.Program `ebpf:"to_tunnel"`
 }
 
 func (p *weftPrograms) Close() error {
 	return _WeftClose(
 		p.FromPod,
 		p.FromTunnel,
+		p.ToPod,
+		p.ToTunnel,
 	)
 }
 

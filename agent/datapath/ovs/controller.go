@@ -12,18 +12,25 @@ import (
 )
 
 // startController starts, once, the loop that takes the packets policy flows send to the
-// agent: it answers Reject rules and reports logged connections.
+// agent: it answers Reject rules and reports logged connections. It returns once connected
+// (or after 2 s): a packet sent to no controller is lost — a Reject unanswered.
 func (d *Driver) startController(ctx context.Context) {
 	if d.stopController != nil {
 		return
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopController = cancel
-	go d.serveController(cctx, d.ofTarget())
+	up := make(chan struct{})
+	go d.serveController(cctx, d.ofTarget(), up)
+	select {
+	case <-up:
+	case <-time.After(2 * time.Second):
+	}
 }
 
-// serveController reads packet-ins until ctx ends, reconnecting when the switch restarts.
-func (d *Driver) serveController(ctx context.Context, target string) {
+// serveController reads packet-ins until ctx ends, reconnecting when the switch restarts;
+// up is closed on the first connection.
+func (d *Driver) serveController(ctx context.Context, target string, up chan struct{}) {
 	log := klog.FromContext(ctx).WithName("ovs-controller")
 	connected := false
 	for ctx.Err() == nil {
@@ -38,6 +45,9 @@ func (d *Driver) serveController(ctx context.Context, target string) {
 		if connected {
 			// The connection broke: the switch may have restarted with an empty table.
 			d.resync(ctx, log)
+		}
+		if !connected {
+			close(up)
 		}
 		connected = true
 		stop := context.AfterFunc(ctx, func() { c.Close() })

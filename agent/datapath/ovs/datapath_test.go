@@ -43,13 +43,6 @@ func (n *node) restartDriver(t testing.TB) {
 	n.do(t, func() error { return n.dp.Init(context.Background(), n.spec) })
 }
 
-// withPolicyEvents restarts the driver with a policy event callback.
-func (n *node) withPolicyEvents(t testing.TB, fn func(datapath.PolicyEvent)) {
-	t.Helper()
-	n.dpOpts.OnPolicyEvent = fn
-	n.restartDriver(t)
-}
-
 func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block, encap string, prepare ...func(*netnstest.Netns)) *node {
 	t.Helper()
 	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}

@@ -1,4 +1,5 @@
-// Package policytest builds large policy worlds for benchmarks.
+// Package policytest builds policy worlds for tests and benchmarks, and probes datapaths
+// against the oracle.
 package policytest
 
 import (

@@ -1,0 +1,325 @@
+package conformance_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/policy"
+	"github.com/weft-net/weft/agent/policy/oracle"
+	"github.com/weft-net/weft/agent/policy/policytest"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+var serviceCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
+
+// setPolicy compiles the world for the node's pods and enforces it.
+func setPolicy(t testing.TB, n *node, w *oracle.World, pods []*policytest.Pod, on map[*policytest.Pod]*node) {
+	t.Helper()
+	var mine []oracle.Pod
+	for _, p := range pods {
+		if on[p] == n {
+			mine = append(mine, p.Pod)
+		}
+	}
+	pl := policy.Compile(w, mine).Pipeline()
+	n.do(t, func() error {
+		return n.dp.SetPolicy(context.Background(), datapath.Policy{Pipeline: pl, ServiceCIDRs: serviceCIDRs})
+	})
+}
+
+// TestPolicyProbeMatrix: every driver enforces compiled policy exactly as the reference
+// evaluator decides it — a probe matrix over two nodes (every action, Pass, NetworkPolicy
+// isolation, baseline, egress and ingress, same node and across nodes, a Service translated
+// by the node's kernel); logged rules are reported; policy changes keep established
+// connections; a restarted driver enforces the policy it had.
+func TestPolicyProbeMatrix(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) { policyMatrix(t, d) })
+	}
+}
+
+func policyMatrix(t *testing.T, d driver) {
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	var events []datapath.PolicyEvent
+	var evMu sync.Mutex
+	n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+	n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+	for _, n := range []*node{n1, n2} {
+		n.opts.OnPolicyEvent = func(e datapath.PolicyEvent) { evMu.Lock(); events = append(events, e); evMu.Unlock() }
+		n.restart(t)
+		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+	}
+	var pods []*policytest.Pod
+	on := map[*policytest.Pod]*node{}
+	for _, spec := range []struct {
+		n                 *node
+		name, ip, ns, app string
+	}{
+		{n1, "a", "10.99.1.5", "prod", "web"}, {n1, "b", "10.99.1.6", "prod", "db"},
+		{n2, "c", "10.99.2.5", "dev", "web"}, {n2, "d", "10.99.2.6", "prod", "cache"},
+	} {
+		pns, _ := spec.n.addPod(t, spec.name, spec.ip+"/24")
+		p := &policytest.Pod{Pod: oracle.Pod{Namespace: spec.ns, Name: spec.name, Labels: map[string]string{"app": spec.app},
+			IP: netip.MustParseAddr(spec.ip)}, NS: pns}
+		policytest.Serve(t, p)
+		pods = append(pods, p)
+		on[p] = spec.n
+	}
+	var podList []oracle.Pod
+	for _, p := range pods {
+		podList = append(podList, p.Pod)
+	}
+	// A Service on n1 the kernel translates to d (on n2, port 8080) and one to b (n1, 80).
+	nat := `table ip svc {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 10.96.0.50 tcp dport 80 dnat to 10.99.2.6:8080
+    ip daddr 10.96.0.51 tcp dport 80 dnat to 10.99.1.6:80
+  }
+}
+`
+	if out, err := n1.ns.RunStdin(nat, "nft", "-f", "-"); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	// The userspace datapath drops a tunnel's first packet while it resolves the other node.
+	for _, p := range pods {
+		for _, q := range pods {
+			if p != q {
+				if err := p.NS.PingUntil(q.IP.String(), 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	open := &oracle.World{Pods: podList}
+	if checked, denied := policytest.ProbeMatrix(t, open, pods); denied != 0 || t.Failed() {
+		t.Fatalf("without policy all %d probes should pass", checked)
+	}
+
+	echo := func(c net.Conn) error { return netnstest.Echo(c, 2*time.Second) }
+	w := policytest.Matrix(podList)
+	for _, n := range []*node{n1, n2} {
+		setPolicy(t, n, w, pods, on)
+	}
+	// A connection the policy allows (web → cache on 8080), kept across changes.
+	long, err := pods[0].NS.Dial("10.99.2.6:8080", 2*time.Second) // a → d
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	checked, denied := policytest.ProbeMatrix(t, w, pods)
+	t.Logf("%d probes agree with the oracle (%d denied)", checked, denied)
+	if denied == 0 || denied == checked {
+		t.Fatalf("the policy should both allow and deny (%d of %d denied)", denied, checked)
+	}
+	for _, c := range []struct {
+		from, to int
+		proto    corev1.Protocol
+		port     int32
+	}{{2, 0, corev1.ProtocolTCP, 8080}, {2, 1, corev1.ProtocolUDP, 53}} {
+		if w.Evaluate(oracle.Conn{Src: pods[c.from].IP, Dst: pods[c.to].IP, Protocol: c.proto, Port: c.port}).Action != fabricv1.ActionReject {
+			t.Errorf("the test's world should reject %s → %s %s/%d", pods[c.from].Name, pods[c.to].Name, c.proto, c.port)
+		}
+	}
+
+	t.Run("Services are decided after the kernel's translation", func(t *testing.T) {
+		// a (web) → Service → d:8080 (the cache's NetworkPolicy admits web); b (db) →
+		// Service → d:8080 is dropped (isolated); c is on n2, where the Service is not.
+		a, b := pods[0], pods[1]
+		for _, c := range []struct {
+			from *policytest.Pod
+			want fabricv1.PolicyAction
+		}{{a, fabricv1.ActionAllow}, {b, fabricv1.ActionDrop}} {
+			want := w.Evaluate(oracle.Conn{Src: c.from.IP, Dst: pods[3].IP, Protocol: corev1.ProtocolTCP, Port: 8080}).Action
+			if want != c.want {
+				t.Fatalf("the test's world says %s → d:8080 %s, the test expects %s", c.from.Name, want, c.want)
+			}
+			if got := policytest.Probe(c.from, netip.MustParseAddr("10.96.0.50"), corev1.ProtocolTCP, 80); got != want {
+				t.Errorf("%s → Service → d:8080: %s, want %s", c.from.Name, got, want)
+			}
+		}
+		// a → Service → b:80 on the same node: db takes web on 80.
+		if got := policytest.Probe(a, netip.MustParseAddr("10.96.0.51"), corev1.ProtocolTCP, 80); got != fabricv1.ActionAllow {
+			t.Errorf("a → Service → b:80: %s, want Allow", got)
+		}
+	})
+
+	t.Run("the node reaches isolated pods", func(t *testing.T) {
+		if err := n2.ns.Ping("10.99.2.6", 2); err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("logged rules are reported", func(t *testing.T) {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			evMu.Lock()
+			var lines []string
+			for _, e := range events {
+				lines = append(lines, e.String())
+			}
+			evMu.Unlock()
+			all := strings.Join(lines, "\n")
+			var missing []string
+			for _, want := range []string{
+				"Reject Ingress securityops/dev-to-prod reject-8080 10.99.2.5:",
+				"Drop Ingress application/db rest 10.99.1.5:",
+			} {
+				if !strings.Contains(all, want) {
+					missing = append(missing, want)
+				}
+			}
+			if len(missing) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no events %q in:\n%s", missing, all)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	t.Run("established allowed connections survive a policy that denies them", func(t *testing.T) {
+		if err := echo(long); err != nil {
+			t.Fatalf("a → d before the change: %v", err)
+		}
+		strict := policytest.Matrix(podList)
+		strict.NetworkPolicies[0].Spec.Ingress = nil // cache takes nothing now
+		for _, n := range []*node{n1, n2} {
+			setPolicy(t, n, strict, pods, on)
+		}
+		if err := echo(long); err != nil {
+			t.Errorf("the established connection a → d broke: %v", err)
+		}
+		if got := policytest.Probe(pods[0], pods[3].IP, corev1.ProtocolTCP, 8080); got != fabricv1.ActionDrop {
+			t.Errorf("a new connection a → d:8080: %s, want Drop", got)
+		}
+		policytest.ProbeMatrix(t, strict, pods)
+		for _, n := range []*node{n1, n2} {
+			setPolicy(t, n, w, pods, on)
+		}
+	})
+
+	t.Run("a restarted driver enforces the policy it had", func(t *testing.T) {
+		n1.restart(t)
+		n2.restart(t)
+		policytest.ProbeMatrix(t, w, pods)
+	})
+}
+
+// TestPolicyLearnsFQDNAddressesFromDNSAnswers: an FQDN rule allows the addresses DNS answers
+// give its names, from the moment the pod reads the answer — every driver holds answers to
+// pods with FQDN rules until the agent has applied the policy with the new addresses.
+func TestPolicyLearnsFQDNAddressesFromDNSAnswers(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) { learnsFQDN(t, d) })
+	}
+}
+
+func learnsFQDN(t *testing.T, d driver) {
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+	n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+	for _, n := range []*node{n1, n2} {
+		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+	}
+	clientNS, _ := n1.addPod(t, "a", "10.99.1.5/24")
+	dnsNS, _ := n2.addPod(t, "dnsd", "10.99.2.5/24")
+	targetNS, _ := n2.addPod(t, "target", "10.99.2.7/24")
+	target := netip.MustParseAddr("10.99.2.7")
+	targetNS.ServeEcho(t, target, []int{80, 443}, nil)
+
+	// The DNS server: api.example.test is the target.
+	pc, err := dnsNS.ListenUDP("10.99.2.5:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Name == "api.example.test." {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "api.example.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: target.AsSlice()})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	for _, ip := range []string{"10.99.2.5", "10.99.2.7"} {
+		if err := clientNS.PingUntil(ip, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	w := &oracle.World{Tiers: []fabricv1.Tier{{ObjectMeta: metav1.ObjectMeta{Name: "application"}, Spec: fabricv1.TierSpec{Priority: 250}}},
+		Pods: []oracle.Pod{{Namespace: "prod", Name: "a", IP: netip.MustParseAddr("10.99.1.5"), Labels: map[string]string{"app": "client"}}},
+		Policies: []fabricv1.FabricPolicy{{ObjectMeta: metav1.ObjectMeta{Name: "apis"}, Spec: fabricv1.FabricPolicySpec{Tier: "application", Priority: 1,
+			AppliedTo: []fabricv1.PolicyTarget{{PodSelector: policytest.LabelSel("app", "client")}},
+			Egress: []fabricv1.PolicyRule{
+				{Name: "dns", Action: fabricv1.ActionAllow, Ports: []fabricv1.PolicyPort{policytest.UDPPort(53)}},
+				{Name: "example", Action: fabricv1.ActionAllow, To: []fabricv1.PolicyPeer{{FQDN: "*.example.test"}}, Ports: []fabricv1.PolicyPort{policytest.TCPPort(443)}},
+				{Name: "rest", Action: fabricv1.ActionDrop},
+			}}}},
+		Resolved: map[string][]netip.Addr{}}
+	var mu sync.Mutex
+	learnt := 0
+	apply := func() error {
+		return n1.dp.SetPolicy(ctx, datapath.Policy{Pipeline: policy.Compile(w, w.Pods).Pipeline(), DNSPods: []netip.Addr{w.Pods[0].IP}})
+	}
+	// What the agent's policy sync does with an answer, reduced: learn, recompile, apply.
+	n1.opts.OnDNSAnswer = func(ans datapath.DNSAnswer) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range ans.Records {
+			w.Resolved[r.Name] = append(w.Resolved[r.Name], r.Addr)
+		}
+		learnt++
+		if err := n1.ns.Do(apply); err != nil {
+			t.Error(err)
+		}
+	}
+	n1.restart(t)
+	n1.do(t, apply)
+
+	a := &policytest.Pod{Pod: w.Pods[0], NS: clientNS}
+	if got := policytest.Probe(a, target, corev1.ProtocolTCP, 443); got != fabricv1.ActionDrop {
+		t.Fatalf("before resolving: a → target:443 %s, want Drop", got)
+	}
+	// Resolve from the pod, then connect at once.
+	var answer *dns.Msg
+	err = clientNS.Do(func() (err error) {
+		q := new(dns.Msg)
+		q.SetQuestion("api.example.test.", dns.TypeA)
+		answer, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(q, "10.99.2.5:53")
+		return err
+	})
+	if err != nil || len(answer.Answer) != 1 {
+		t.Fatalf("resolving api.example.test: %v %v", err, answer)
+	}
+	if got := policytest.Probe(a, target, corev1.ProtocolTCP, 443); got != fabricv1.ActionAllow {
+		t.Errorf("right after the answer: a → target:443 %s, want Allow", got)
+	}
+	if got := policytest.Probe(a, target, corev1.ProtocolTCP, 80); got != fabricv1.ActionDrop {
+		t.Errorf("a → target:80 %s, want Drop (the FQDN rule allows 443)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if learnt != 1 || len(w.Resolved["api.example.test"]) != 1 {
+		t.Errorf("answers learnt %d, resolved %v", learnt, w.Resolved)
+	}
+}
