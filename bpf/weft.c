@@ -161,7 +161,7 @@ struct pol_peer_key {
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 1 << 20);
 	__type(key, struct pol_peer_key);
 	__type(value, struct rules);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
