@@ -324,3 +324,39 @@ func TestFlatFormAgreesWithTheOracle(t *testing.T) {
 	}
 	t.Logf("%d connections agree (flat lists and mask tables)", checked)
 }
+
+// Rule sets span words: the lowest rule, and a Pass clearing the rules below its tier's end,
+// across word boundaries.
+func TestBitsAcrossWords(t *testing.T) {
+	var b Bits
+	for _, i := range []int{3, 63, 64, 130, 255} {
+		b.Set(i)
+	}
+	var got []int
+	for c := b; c.Lowest() >= 0; {
+		i := c.Lowest()
+		got = append(got, i)
+		c.ClearBelow(i + 1)
+	}
+	if fmt.Sprint(got) != "[3 63 64 130 255]" {
+		t.Errorf("walking the set: %v", got)
+	}
+	c := b
+	c.ClearBelow(64)
+	if c.Lowest() != 64 {
+		t.Errorf("after clearing below 64: lowest %d", c.Lowest())
+	}
+	c.ClearBelow(200)
+	if c.Lowest() != 255 {
+		t.Errorf("after clearing below 200: lowest %d", c.Lowest())
+	}
+	c.ClearBelow(256)
+	if c.Lowest() != -1 {
+		t.Errorf("after clearing everything: lowest %d", c.Lowest())
+	}
+	var o Bits
+	o.Set(130)
+	if a := b.And(o); a.Lowest() != 130 {
+		t.Errorf("and: lowest %d", a.Lowest())
+	}
+}

@@ -53,6 +53,7 @@ func labCommand() *cobra.Command {
 		f.IntVar(&opts.Clusters, "clusters", opts.Clusters, "number of clusters")
 		f.IntVar(&opts.Nodes, "nodes", opts.Nodes, "nodes per cluster")
 		f.StringVar(&opts.CNI, "cni", opts.CNI, "CNI plugin for pods: "+strings.Join(lab.CNIs, ", "))
+		f.StringSliceVar(&opts.Datapaths, "datapath", nil, "weft datapath backend by cluster (--cni weft): "+strings.Join(lab.DatapathBackends, ", ")+"; cluster i gets the i-th, the last repeats (default ovs)")
 		f.StringVar(&opts.WeftManifests, "weft-manifests", opts.WeftManifests, "kustomization that installs weft (--cni weft)")
 		f.IntVar(&opts.APIPortBase, "api-port", opts.APIPortBase, "host port of the first cluster's API server (127.0.0.1)")
 		f.StringVar(&opts.KubeBin, "kube-bin", opts.KubeBin, "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl")
@@ -152,6 +153,9 @@ func labUp(ctx context.Context, opts lab.Options) error {
 		"--kube-bin", opts.KubeBin, "--coredns", opts.CoreDNS, "--cni-bin", opts.CNIBin, "--weft-bin", opts.WeftBin,
 		"--labtool", opts.Labtool, "--weft-manifests", opts.WeftManifests,
 		"--timeout", opts.Timeout.String()}
+	if len(opts.Datapaths) > 0 {
+		args = append(args, "--datapath", strings.Join(opts.Datapaths, ","))
+	}
 	d := exec.Command(opts.Self, args...)
 	d.Stdout, d.Stderr = logf, logf
 	d.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -322,6 +326,7 @@ func kubeletCommand() *cobra.Command {
 	f.StringVar(&cfg.NodeIP, "node-ip", "", "")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "")
 	f.StringVar(&cfg.Root, "root", "", "")
+	f.StringVar(&cfg.BPFFS, "bpffs", "", "where the hostPath /sys/fs/bpf leads (the lab's bpffs)")
 	f.StringVar(&cfg.State, "state", "", "")
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "", "")
 	f.StringVar(&cfg.ServingCert, "serving-cert", "", "")

@@ -122,8 +122,10 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 		},
 	}
 	if backendOf(cn) == fabricv1.DatapathEBPF {
-		// Pinned programs, links and maps outlive the agent in the node's bpffs.
+		// No Open vSwitch on an eBPF node; pinned programs, links and maps outlive the agent
+		// in the node's bpffs.
 		pod := &ds.Spec.Template.Spec
+		pod.Containers = pod.Containers[1:]
 		pod.Volumes = append(pod.Volumes, hostPath("bpffs", "/sys/fs/bpf"))
 		agent := &pod.Containers[len(pod.Containers)-1]
 		agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: "bpffs", MountPath: "/sys/fs/bpf",

@@ -39,7 +39,10 @@ func upLab(t testing.TB, clusters, nodes int) *Lab {
 		"--clusters", strconv.Itoa(clusters), "--nodes", strconv.Itoa(nodes),
 		"--kube-bin", deps["KUBE_BIN"], "--coredns", filepath.Join(deps["COREDNS_BIN"], "coredns"),
 		"--cni-bin", deps["CNI_BIN"], "--weft-bin", bin, "--labtool", filepath.Join(bin, "labtool"),
-		"--cni", "weft", "--weft-manifests", filepath.Join(root, "config", "default")}
+		"--cni", "weft", "--weft-manifests", filepath.Join(root, "config", "default"),
+		// weft-1 runs the ovs datapath, weft-2 the ebpf one: every cross-cluster spec runs
+		// between the two.
+		"--datapath", "ovs,ebpf"}
 	// A lab of this name left by an earlier, interrupted run is taken down first.
 	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
 	l.linksBefore = hostLinks(t)
@@ -91,6 +94,9 @@ func TestLab(t *testing.T) {
 	t.Run("pods talk pod to pod across nodes and to a Service by DNS name", func(t *testing.T) {
 		Connectivity(t, ConnectivityInput{Lab: lab, Cluster: "weft-1", Namespace: "e2e-net"})
 	})
+	t.Run("pods talk on the ebpf datapath as well", func(t *testing.T) {
+		Connectivity(t, ConnectivityInput{Lab: lab, Cluster: "weft-2", Namespace: "e2e-net"})
+	})
 	t.Run("kubectl exec and logs", func(t *testing.T) {
 		ExecAndLogs(t, ExecInput{Lab: lab, Cluster: "weft-2", Namespace: "e2e-exec"})
 	})
@@ -103,6 +109,9 @@ func TestLab(t *testing.T) {
 	})
 	t.Run("FabricPolicy and NetworkPolicy are enforced as the reference evaluator decides", func(t *testing.T) {
 		Policy(t, PolicyInput{Lab: lab, Cluster: "weft-1"})
+	})
+	t.Run("policy is enforced on the ebpf datapath as well", func(t *testing.T) {
+		Policy(t, PolicyInput{Lab: lab, Cluster: "weft-2"})
 	})
 	t.Run("weftctl peer join connects the clusters", func(t *testing.T) {
 		if lab.Weftctl == "" {

@@ -54,6 +54,10 @@ func Cleanup(stateDir, prefix string) error {
 		}
 		_ = os.Remove(created)
 	}
+	// The lab's bpffs (ebpf clusters): its pins, and the maps they hold, go with it.
+	if err := syscall.Unmount(BPFFSDir(stateDir), syscall.MNT_DETACH); err == nil {
+		_ = os.Remove(BPFFSDir(stateDir))
+	}
 	for _, f := range []string{ReadyFile, PIDFile, StatusFile} {
 		_ = os.Remove(filepath.Join(stateDir, f))
 	}

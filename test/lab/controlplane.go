@@ -167,6 +167,7 @@ func (l *Lab) kubelet(c ClusterLayout, p *clusterPKI, n Host) proc.Spec {
 			"--created-paths=" + filepath.Join(l.opts.StateDir, "created-paths"),
 			"--netns-prefix=" + l.layout.PodNetnsPrefix(),
 			fmt.Sprintf("--host-mount-ns=/proc/%d/ns/mnt", os.Getpid()),
+			"--bpffs=" + BPFFSDir(l.opts.StateDir),
 		}, labels...),
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,8 +34,12 @@ type Options struct {
 	CNI string
 	// WeftManifests is the kustomization that installs weft (config/default), for --cni weft.
 	WeftManifests string
-	StateDir      string
-	APIPortBase   int
+	// Datapaths are weft's datapath backends by cluster (--cni weft): cluster i gets the
+	// i-th, the last one repeats; empty means ovs. An ebpf cluster's agents pin their
+	// programs in a bpffs of the lab's own (BPFFSDir), mounted while the lab runs.
+	Datapaths   []string
+	StateDir    string
+	APIPortBase int
 	// KubeBin holds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy
 	// and kubectl; CoreDNS is the coredns binary; CNIBin the reference CNI plugins; WeftBin
 	// weft's binaries; Self the weftctl binary (lab daemon, kubelet); Labtool the light
@@ -49,6 +54,21 @@ var validName = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 // CNIs the lab can wire pods with.
 var CNIs = []string{"reference", "weft"}
 
+// DatapathBackends are the weft datapaths a lab cluster can run.
+var DatapathBackends = []string{"ovs", "ebpf"}
+
+// Datapath is the weft datapath backend of the cluster with the given index (from 1).
+func (o Options) Datapath(index int) string {
+	if len(o.Datapaths) == 0 {
+		return "ovs"
+	}
+	return o.Datapaths[min(index, len(o.Datapaths))-1]
+}
+
+// BPFFSDir is where a lab mounts its own bpffs: each mount is a separate instance, so labs
+// side by side never see each other's pins, and unmounting it frees them all.
+func BPFFSDir(stateDir string) string { return filepath.Join(stateDir, "bpffs") }
+
 // Validate checks options and that every binary is where it should be.
 func (o Options) Validate() error {
 	var errs []error
@@ -60,6 +80,11 @@ func (o Options) Validate() error {
 	}
 	if !contains(CNIs, o.CNI) {
 		errs = append(errs, fmt.Errorf("--cni %q: the lab knows %s", o.CNI, strings.Join(CNIs, ", ")))
+	}
+	for _, d := range o.Datapaths {
+		if !contains(DatapathBackends, d) {
+			errs = append(errs, fmt.Errorf("--datapath %q: the lab knows %s", d, strings.Join(DatapathBackends, ", ")))
+		}
 	}
 	if o.APIPortBase < 1024 || o.APIPortBase+o.Clusters > 65535 {
 		errs = append(errs, fmt.Errorf("--api-port %d: pick a port from 1024 up", o.APIPortBase))
@@ -176,6 +201,9 @@ func (l *Lab) up(ctx context.Context) error {
 	if err := l.network(); err != nil {
 		return fmt.Errorf("lab network: %w", err)
 	}
+	if err := l.bpffs(); err != nil {
+		return err
+	}
 	var merged []string
 	for _, c := range l.layout.Clusters {
 		if err := l.startCluster(ctx, c); err != nil {
@@ -190,6 +218,29 @@ func (l *Lab) up(ctx context.Context) error {
 		if err := l.waitReady(ctx, c); err != nil {
 			return fmt.Errorf("%s: %w", c.Name, err)
 		}
+	}
+	return nil
+}
+
+// bpffs mounts the lab's own bpffs when a cluster runs the ebpf datapath.
+func (l *Lab) bpffs() error {
+	need := false
+	for _, c := range l.layout.Clusters {
+		need = need || l.opts.Datapath(c.Index) == "ebpf"
+	}
+	if !need {
+		return nil
+	}
+	dir := BPFFSDir(l.opts.StateDir)
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting the lab's bpffs at %s: %w", dir, err)
 	}
 	return nil
 }

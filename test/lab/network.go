@@ -108,6 +108,10 @@ func (l *Lab) installWeft(ctx context.Context, c ClusterLayout, p *clusterPKI) e
 	if err != nil {
 		return fmt.Errorf("kubectl apply -k %s: %v: %s", l.opts.WeftManifests, err, out)
 	}
+	datapath := "" // the default: ovs, geneve
+	if d := l.opts.Datapath(c.Index); d == "ebpf" {
+		datapath = "  datapath: {backend: ebpf, encapsulation: vxlan}\n"
+	}
 	return ApplyYAML(ctx, p.hostKubeconfig, fmt.Sprintf(`apiVersion: fabric.weft.dev/v1alpha1
 kind: ClusterNetwork
 metadata: {name: default}
@@ -115,7 +119,7 @@ spec:
   clusterID: %s
   podCIDRs: [%s]
   serviceCIDRs: [%s]
-`, c.Name, c.PodCIDR, c.ServiceCIDR))
+%s`, c.Name, c.PodCIDR, c.ServiceCIDR, datapath))
 }
 
 // weftNetwork routes each node's weft pod block from the control-plane namespace (which runs

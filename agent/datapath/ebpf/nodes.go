@@ -58,6 +58,9 @@ func (d *Driver) SetPeerRoutes(_ context.Context, routes datapath.PeerRoutes) er
 	return d.syncRoutes()
 }
 
+// peerRouteMetric is the metric of the routes to peer clusters through the gateway nodes.
+const peerRouteMetric = 1000
+
 // syncRoutes makes the node's VXLAN forwarding entries, neighbours and routes match the
 // remote nodes and peer routes, removing the driver's stale routes.
 func (d *Driver) syncRoutes() error {
@@ -66,7 +69,8 @@ func (d *Driver) syncRoutes() error {
 		return err
 	}
 	idx := vx.Attrs().Index
-	want := map[string]bool{d.block.String(): true}
+	// The routes wanted, by destination and metric.
+	want := map[string]bool{d.block.String() + "@0": true}
 	byIP := map[netip.Addr]datapath.RemoteNode{}
 	for _, r := range d.remotes {
 		if !r.IP.Is4() {
@@ -92,7 +96,7 @@ func (d *Driver) syncRoutes() error {
 				Protocol: routeProtocol}); err != nil {
 				return fmt.Errorf("route %s: %w", b, err)
 			}
-			want[b.String()] = true
+			want[b.String()+"@0"] = true
 		}
 	}
 	if !d.peers.LocalGateway {
@@ -114,7 +118,9 @@ func (d *Driver) syncRoutes() error {
 				continue
 			}
 			p = p.Masked()
-			route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol}
+			// Behind (a higher metric than) the routes a gateway on this node installs into
+			// its tunnels: replacing those would cut the node's own gateway off.
+			route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol, Priority: peerRouteMetric}
 			switch len(hops) {
 			case 0:
 				route.Type = unix.RTN_UNREACHABLE
@@ -126,7 +132,7 @@ func (d *Driver) syncRoutes() error {
 			if err := netlink.RouteReplace(route); err != nil {
 				return fmt.Errorf("route %s: %w", p, err)
 			}
-			want[p.String()] = true
+			want[fmt.Sprintf("%s@%d", p, peerRouteMetric)] = true
 		}
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
@@ -134,7 +140,7 @@ func (d *Driver) syncRoutes() error {
 		return err
 	}
 	for _, r := range routes {
-		if r.Dst == nil || want[r.Dst.String()] || r.Scope == netlink.SCOPE_LINK && r.Dst.IP != nil && d.isPodRoute(r.Dst) {
+		if r.Dst == nil || want[fmt.Sprintf("%s@%d", r.Dst, r.Priority)] || r.Scope == netlink.SCOPE_LINK && r.Dst.IP != nil && d.isPodRoute(r.Dst) {
 			continue
 		}
 		if err := netlink.RouteDel(&r); err != nil {

@@ -409,6 +409,10 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wireguard: creating the userspace device %s: %w", name, err)
 		}
+		if err := noSegmentationOffload(tdev); err != nil {
+			tdev.Close()
+			return nil, fmt.Errorf("wireguard: device %s: %w", name, err)
+		}
 		dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(logLevel(), "wireguard "+name+": "))
 		file, err := ipc.UAPIOpen(name)
 		if err != nil {
@@ -664,4 +668,27 @@ func logLevel() int {
 		return device.LogLevelVerbose
 	}
 	return device.LogLevelError
+}
+
+// noSegmentationOffload stops the kernel from handing the embedded device unsegmented TCP
+// (GSO) packets: wireguard-go drops some of those — packets forwarded from a VXLAN device
+// (the eBPF datapath's), whose bulk transfers then stalled — so the kernel segments them
+// first. Checksum offload stays; packets wireguard-go writes are unaffected.
+func noSegmentationOffload(tdev tun.Device) error {
+	f := tdev.File()
+	if f == nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("turning segmentation offload off: %w", serr)
+	}
+	return nil
 }

@@ -40,6 +40,9 @@ type Config struct {
 	// HostMountNS is the machine's mount namespace (the lab daemon's): pod network namespaces
 	// are mounted there, so every view (the lab, other nodes, containers) sees them.
 	HostMountNS string
+	// BPFFS is where the hostPath /sys/fs/bpf leads: the lab's own bpffs (pins of one lab
+	// never meet another's).
+	BPFFS string
 }
 
 // CNIConfDir is the node's CNI configuration directory.
@@ -84,6 +87,9 @@ func (c Config) HostPath(p string) string {
 	clean := filepath.Clean("/" + p)
 	if clean == "/var/run" || strings.HasPrefix(clean, "/var/run/") {
 		clean = "/run" + strings.TrimPrefix(clean, "/var/run")
+	}
+	if c.BPFFS != "" && (clean == "/sys/fs/bpf" || strings.HasPrefix(clean, "/sys/fs/bpf/")) {
+		return filepath.Join(c.BPFFS, strings.TrimPrefix(clean, "/sys/fs/bpf"))
 	}
 	for _, real := range realHostPaths {
 		if clean == real || strings.HasPrefix(clean, real+"/") {
