@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -117,7 +118,7 @@ func (o Options) Validate() error {
 			}
 		}
 	}
-	for _, tool := range []string{"ip", "nsenter", "nft", "busybox", "socat"} {
+	for _, tool := range []string{"ip", "nsenter", "nft", "busybox", "socat", "ethtool"} {
 		if _, err := lookPath(tool); err != nil {
 			errs = append(errs, fmt.Errorf("missing %s (hack/lab-deps.sh installs it)", tool))
 		}
@@ -204,6 +205,9 @@ func (l *Lab) up(ctx context.Context) error {
 	if err := l.bpffs(); err != nil {
 		return err
 	}
+	if err := l.nicChecksums(); err != nil {
+		return err
+	}
 	var merged []string
 	for _, c := range l.layout.Clusters {
 		if err := l.startCluster(ctx, c); err != nil {
@@ -241,6 +245,25 @@ func (l *Lab) bpffs() error {
 	}
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
 		return fmt.Errorf("mounting the lab's bpffs at %s: %w", dir, err)
+	}
+	return nil
+}
+
+// nicChecksums makes the underlay ports of ebpf clusters' nodes compute checksums, as a
+// real NIC does: the eBPF datapath hands pods' packets to the kernel with their checksums
+// left to the NIC, a lab veth never computes them, and a peer cluster's userspace Open
+// vSwitch, which receives them through a packet socket, would pass them on unchecked to
+// pods that drop them.
+func (l *Lab) nicChecksums() error {
+	for _, c := range l.layout.Clusters {
+		if l.opts.Datapath(c.Index) != "ebpf" {
+			continue
+		}
+		for _, n := range c.Nodes {
+			if out, err := exec.Command("ip", "netns", "exec", n.Netns, "ethtool", "-K", "eth0", "tx", "off").CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: ethtool -K eth0 tx off: %v: %s", n.Name, err, out)
+			}
+		}
 	}
 	return nil
 }
