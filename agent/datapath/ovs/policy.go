@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/weft-net/weft/agent/datapath"
@@ -34,7 +35,31 @@ func (d *Driver) SetPolicy(ctx context.Context, p datapath.Policy) error {
 		d.policy = old
 		return err
 	}
+	if err := d.revalidate(ctx); err != nil {
+		return err
+	}
 	return d.savePolicy()
+}
+
+// revalidate waits until the datapath's cached flows follow the new tables: until then a
+// packet matching a flow cached under the old policy (a broad one, say, from a ping) would
+// still take the old way, and a new connection the policy denies could get through.
+func (d *Driver) revalidate(ctx context.Context) error {
+	target := "ovs-vswitchd" // a system Open vSwitch's, found through its pidfile
+	if d.opts.OVSRunDir != "" {
+		// weft-ovs (internal/ovsrun) names its control socket without the pid.
+		if ctl := filepath.Join(d.opts.OVSRunDir, "ovs-vswitchd.ctl"); fileExists(ctl) {
+			target = ctl
+		}
+	}
+	cmd := exec.CommandContext(ctx, "ovs-appctl", "-t", target, "revalidator/wait")
+	if d.opts.OVSRunDir != "" {
+		cmd.Env = append(os.Environ(), "OVS_RUNDIR="+d.opts.OVSRunDir)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ovs-appctl revalidator/wait: %v: %s", err, out)
+	}
+	return nil
 }
 
 // policyProgramOrDefault is the enforced policy: the last set, else none.
@@ -92,4 +117,9 @@ func (d *Driver) ruleInfo(id uint32) (datapath.RuleInfo, bool) {
 	}
 	r, ok := d.policy.Rules[id]
 	return r, ok
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
