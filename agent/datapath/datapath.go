@@ -219,6 +219,9 @@ type Options struct {
 	// BPFFS is where bpffs is (or is mounted) for pinned programs and maps (ebpf driver;
 	// default /sys/fs/bpf).
 	BPFFS string
+	// EBPFAttach is how the ebpf driver attaches its programs: "tcx", or "tc" (a clsact
+	// qdisc's filters, for kernels before 6.6); empty: TCX where the kernel has it, else tc.
+	EBPFAttach string
 	// OnPolicyEvent is called for each new connection a logged rule matches and each one a
 	// Reject rule answers (nil: not reported).
 	OnPolicyEvent func(PolicyEvent)

@@ -45,14 +45,20 @@ var drivers = []driver{
 			return ovs.New(o)
 		}
 	}},
-	{name: "ebpf", encap: "vxlan", open: func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath {
+	{name: "ebpf", encap: "vxlan", open: openEBPF("")},
+	// The fallback for kernels without TCX (before 6.6), forced: clsact filters.
+	{name: "ebpf-tc", encap: "vxlan", open: openEBPF("tc")},
+}
+
+func openEBPF(attach string) func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath {
+	return func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath {
 		bpffs := filepath.Join(dir, "bpffs")
 		t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
 		return func(o datapath.Options) datapath.Datapath {
-			o.StateDir, o.BPFFS = filepath.Join(dir, "state"), bpffs
+			o.StateDir, o.BPFFS, o.EBPFAttach = filepath.Join(dir, "state"), bpffs, attach
 			return ebpf.New(o)
 		}
-	}},
+	}
 }
 
 type node struct {
@@ -181,6 +187,13 @@ func TestForwarding(t *testing.T) {
 					n1.diagnose(t)
 					n2.diagnose(t)
 					t.Fatalf("%s: %v", c.name, err)
+				}
+			}
+			if d.name == "ebpf-tc" {
+				// The programs are clsact filters, not TCX links.
+				out, _ := exec.Command("nsenter", "--net="+n1.ns.Path(), "tc", "filter", "show", "dev", ebpf.TunnelDevice, "ingress").CombinedOutput()
+				if !strings.Contains(string(out), "weft") || n1.dp.Capabilities().Mode != "ebpf/tc" {
+					t.Errorf("ebpf-tc: no clsact filter on %s (mode %s): %s", ebpf.TunnelDevice, n1.dp.Capabilities().Mode, out)
 				}
 			}
 			if e, ok := n1.dp.(*ebpf.Driver); ok {

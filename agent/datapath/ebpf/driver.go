@@ -57,6 +57,8 @@ type Driver struct {
 	peers   datapath.PeerRoutes
 	pods    map[datapath.PodKey]datapath.Pod
 	events  *perf.Reader
+	// attachMode is "tcx" or "tc" (clsact filters), decided by the first attach.
+	attachMode string
 
 	evMu    sync.Mutex
 	records map[uint32]policyRecord // the rules behind the programs' events, by generation
@@ -83,7 +85,14 @@ func (d *Driver) Capabilities() datapath.Capabilities {
 	if _, err := os.Stat("/sys/module/geneve"); err == nil {
 		encaps = append(encaps, "geneve")
 	}
-	return datapath.Capabilities{Encapsulations: encaps, Mode: "ebpf/tcx"}
+	mode := d.attachMode
+	if mode == "" {
+		mode = d.opts.EBPFAttach
+	}
+	if mode == "" {
+		mode = "tcx"
+	}
+	return datapath.Capabilities{Encapsulations: encaps, Mode: "ebpf/" + mode}
 }
 
 // Init prepares the node; safe to repeat, and a new driver takes over a running datapath
@@ -267,6 +276,45 @@ func linkPin(pinDir, name string, at ebpf.AttachType) string {
 // existing link (an earlier run's) gets the new program in one step, so packets never see
 // none.
 func (d *Driver) attach(name string, ifindex int, prog *ebpf.Program, at ebpf.AttachType) error {
+	if d.attachMode == "" {
+		d.attachMode = d.opts.EBPFAttach
+	}
+	if d.attachMode == "tc" {
+		return attachTC(name, ifindex, prog, at)
+	}
+	err := d.attachTCX(name, ifindex, prog, at)
+	if errors.Is(err, ebpf.ErrNotSupported) && d.opts.EBPFAttach == "" {
+		d.attachMode = "tc" // a kernel before 6.6: clsact filters
+		return attachTC(name, ifindex, prog, at)
+	}
+	if err == nil {
+		d.attachMode = "tcx"
+	}
+	return err
+}
+
+// attachTC puts prog on an interface's clsact qdisc as its one filter per direction; a
+// filter replaced with the same priority and handle swaps the program in one step, and the
+// kernel keeps it when the agent goes (no pin needed).
+func attachTC(name string, ifindex int, prog *ebpf.Program, at ebpf.AttachType) error {
+	q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0),
+		Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
+	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("clsact qdisc on %s: %w", name, err)
+	}
+	parent := uint32(netlink.HANDLE_MIN_INGRESS)
+	if at == ebpf.AttachTCXEgress {
+		parent = netlink.HANDLE_MIN_EGRESS
+	}
+	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent, Handle: 1, Priority: 1,
+		Protocol: unix.ETH_P_ALL}, Fd: prog.FD(), Name: "weft", DirectAction: true}
+	if err := netlink.FilterReplace(f); err != nil {
+		return fmt.Errorf("tc filter on %s: %w", name, err)
+	}
+	return nil
+}
+
+func (d *Driver) attachTCX(name string, ifindex int, prog *ebpf.Program, at ebpf.AttachType) error {
 	pin := linkPin(d.pinDir, name, at)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		info, ierr := l.Info()
