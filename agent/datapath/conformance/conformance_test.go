@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,10 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/agent/datapath"
-	"github.com/weft-net/weft/agent/datapath/ebpf"
+	ebpfdp "github.com/weft-net/weft/agent/datapath/ebpf"
 	"github.com/weft-net/weft/agent/datapath/ovs"
 	"github.com/weft-net/weft/internal/netnstest"
 	"github.com/weft-net/weft/internal/ovsrun"
@@ -56,7 +58,7 @@ func openEBPF(attach string) func(t testing.TB, ns *netnstest.Netns, dir string)
 		t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
 		return func(o datapath.Options) datapath.Datapath {
 			o.StateDir, o.BPFFS, o.EBPFAttach = filepath.Join(dir, "state"), bpffs, attach
-			return ebpf.New(o)
+			return ebpfdp.New(o)
 		}
 	}
 }
@@ -191,12 +193,12 @@ func TestForwarding(t *testing.T) {
 			}
 			if d.name == "ebpf-tc" {
 				// The programs are clsact filters, not TCX links.
-				out, _ := exec.Command("nsenter", "--net="+n1.ns.Path(), "tc", "filter", "show", "dev", ebpf.TunnelDevice, "ingress").CombinedOutput()
+				out, _ := exec.Command("nsenter", "--net="+n1.ns.Path(), "tc", "filter", "show", "dev", ebpfdp.TunnelDevice, "ingress").CombinedOutput()
 				if !strings.Contains(string(out), "weft") || n1.dp.Capabilities().Mode != "ebpf/tc" {
-					t.Errorf("ebpf-tc: no clsact filter on %s (mode %s): %s", ebpf.TunnelDevice, n1.dp.Capabilities().Mode, out)
+					t.Errorf("ebpf-tc: no clsact filter on %s (mode %s): %s", ebpfdp.TunnelDevice, n1.dp.Capabilities().Mode, out)
 				}
 			}
-			if e, ok := n1.dp.(*ebpf.Driver); ok {
+			if e, ok := n1.dp.(*ebpfdp.Driver); ok {
 				// Pod to pod on one node goes straight from veth to veth, both ways.
 				before, err := e.Stats()
 				if err != nil {
@@ -278,6 +280,102 @@ func TestRestartKeepsForwarding(t *testing.T) {
 			t.Logf("%d probes during three restarts of both drivers, %d lost", sent.Load(), lost.Load())
 			if lost.Load() > 0 {
 				t.Errorf("%d of %d probes lost while the drivers restarted", lost.Load(), sent.Load())
+			}
+		})
+	}
+}
+
+// TestRestartAfterAMapLayoutChange: an upgraded agent whose programs want a map of another
+// layout than the one pinned (here the endpoints and counters maps of an older build) takes
+// over without a lost probe: the old maps go, the endpoints are refilled from its state.
+func TestRestartAfterAMapLayoutChange(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, d := range drivers {
+		if !strings.HasPrefix(d.name, "ebpf") {
+			continue
+		}
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			sw := netnstest.NewSwitch(t)
+			n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+			n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+			for _, n := range []*node{n1, n2} {
+				n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+			}
+			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
+			p2, _ := n2.addPod(t, "p2", "10.99.2.5/24")
+			p3, _ := n1.addPod(t, "p3", "10.99.1.6/24")
+			p2.ServeEcho(t, netip.MustParseAddr("10.99.2.5"), nil, []int{53})
+			p3.ServeEcho(t, netip.MustParseAddr("10.99.1.6"), nil, []int{53})
+			for _, ip := range []string{"10.99.2.5", "10.99.1.6"} {
+				if err := p1.PingUntil(ip, 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// An older build's maps: fewer counters, a smaller endpoint table.
+			for _, n := range []*node{n1, n2} {
+				for _, m := range []struct {
+					name string
+					spec ebpf.MapSpec
+				}{
+					{"stats", ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 3}},
+					{"endpoints", ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 16, MaxEntries: 1024}},
+				} {
+					path := filepath.Join(n.bpffs, "weft", n.name, m.name)
+					old, err := ebpf.NewMap(&m.spec)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Remove(path); err != nil {
+						t.Fatal(err)
+					}
+					if err := old.Pin(path); err != nil {
+						t.Fatal(err)
+					}
+					old.Close()
+				}
+			}
+			var sent, lost atomic.Int64
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					for _, to := range []string{"10.99.2.5:53", "10.99.1.6:53"} {
+						sent.Add(1)
+						if p1.Probe("udp", netip.MustParseAddrPort(to), 400*time.Millisecond) != netnstest.Connected {
+							lost.Add(1)
+						}
+					}
+				}
+			}()
+			time.Sleep(200 * time.Millisecond)
+			n1.restart(t)
+			n2.restart(t)
+			time.Sleep(300 * time.Millisecond)
+			close(stop)
+			<-done
+			t.Logf("%d probes across the upgrade, %d lost", sent.Load(), lost.Load())
+			if lost.Load() > 0 {
+				t.Errorf("%d of %d probes lost while the maps were replaced", lost.Load(), sent.Load())
+			}
+			// The same-node path is the programs' again: the endpoints were refilled.
+			e := n1.dp.(*ebpfdp.Driver)
+			before, err := e.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := netnstest.TransferTCP(p3, p1, "10.99.1.6:7005", 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			after, _ := e.Stats()
+			if after.Redirected-before.Redirected < 10 {
+				t.Errorf("after the upgrade a same-node transfer was not redirected veth to veth (%d packets)", after.Redirected-before.Redirected)
 			}
 		})
 	}

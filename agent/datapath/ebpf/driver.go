@@ -26,6 +26,7 @@ import (
 	"github.com/cilium/ebpf/perf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/veth"
@@ -159,6 +160,9 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 		if err != nil {
 			continue // gone with its namespace; Pods lists it for garbage collection
 		}
+		if err := d.putEndpoint(p, l); err != nil {
+			return err
+		}
 		if err := d.attachPod(host, l.Attrs().Index); err != nil {
 			return err
 		}
@@ -232,11 +236,51 @@ func (d *Driver) load() error {
 		return err
 	}
 	objs := &weftObjects{}
-	if err := loadWeftObjects(objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinDir}}); err != nil {
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinDir}}
+	err := loadWeftObjects(objs, opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// An upgrade changed a map's layout: the old map goes (the programs running now
+		// keep theirs until the new ones replace them); Init refills the endpoints from
+		// the state file, the agent's next SetPolicy the policy.
+		var replaced []string
+		if replaced, err = d.unpinIncompatible(); err == nil {
+			klog.Background().Info("ebpf: maps of another layout replaced", "maps", replaced)
+			err = loadWeftObjects(objs, opts)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("loading the BPF programs: %w", err)
 	}
 	d.objs = objs
 	return nil
+}
+
+// unpinIncompatible removes the pins of maps whose layout is not the programs'.
+func (d *Driver) unpinIncompatible() ([]string, error) {
+	spec, err := loadWeft()
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(d.pinDir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if err != nil {
+			continue
+		}
+		incompatible := ms.Compatible(m) != nil
+		m.Close()
+		if incompatible {
+			if err := os.Remove(path); err != nil {
+				return gone, err
+			}
+			gone = append(gone, name)
+		}
+	}
+	return gone, nil
 }
 
 // ensureBPFFS mounts bpffs at dir unless one is there.

@@ -74,12 +74,8 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (_ datapath.PodRe
 		Src: d.gwIP.AsSlice(), Scope: netlink.SCOPE_LINK, Protocol: routeProtocol}); err != nil {
 		return datapath.PodResult{}, fmt.Errorf("route to %s: %w", ip, err)
 	}
-	mac, _ := net.ParseMAC(veth.PodMAC(ip))
-	ep := weftEndpoint{Ifindex: uint32(host.Attrs().Index)}
-	copy(ep.PodMac[:], mac)
-	copy(ep.HostMac[:], host.Attrs().HardwareAddr)
-	if err := d.objs.Endpoints.Put(ip.As4(), ep); err != nil {
-		return datapath.PodResult{}, fmt.Errorf("endpoint %s: %w", ip, err)
+	if err := d.putEndpoint(pod, host); err != nil {
+		return datapath.PodResult{}, err
 	}
 	if err := d.attachPod(pi.Host, host.Attrs().Index); err != nil {
 		return datapath.PodResult{}, err
@@ -89,6 +85,19 @@ func (d *Driver) AddPod(ctx context.Context, pod datapath.Pod) (_ datapath.PodRe
 		return datapath.PodResult{}, err
 	}
 	return d.result(pod), nil
+}
+
+// putEndpoint writes a pod's entry in the endpoints map (its veth's node side is host).
+func (d *Driver) putEndpoint(pod datapath.Pod, host netlink.Link) error {
+	ip := pod.IPs[0].Addr()
+	mac, _ := net.ParseMAC(veth.PodMAC(ip))
+	ep := weftEndpoint{Ifindex: uint32(host.Attrs().Index)}
+	copy(ep.PodMac[:], mac)
+	copy(ep.HostMac[:], host.Attrs().HardwareAddr)
+	if err := d.objs.Endpoints.Put(ip.As4(), ep); err != nil {
+		return fmt.Errorf("endpoint %s: %w", ip, err)
+	}
+	return nil
 }
 
 // DelPod removes what AddPod made; a pod that does not exist is no error.
