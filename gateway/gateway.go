@@ -309,7 +309,8 @@ func (g *gw) tryStart(ctx context.Context) error {
 		return err
 	}
 	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,
-		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir})
+		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir,
+		SegmentedOnly: cn.Spec.Datapath.Backend == fabricv1.DatapathEBPF})
 	if err != nil {
 		return err
 	}

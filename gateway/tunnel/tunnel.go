@@ -42,6 +42,11 @@ type Config struct {
 	LocalIP netip.Addr
 	// VNI is the tunnel key (vxlan); 0 means the driver's default.
 	VNI uint32
+	// SegmentedOnly gives an embedded (userspace) device segmented packets only: the kernel
+	// segments GSO packets before handing them over. wireguard-go loses GSO packets the
+	// kernel forwards from a VXLAN device (the eBPF datapath's); it costs about half the
+	// device's throughput, so it is set only where the datapath is eBPF.
+	SegmentedOnly bool
 }
 
 // Peer is the remote end: another cluster's gateway.

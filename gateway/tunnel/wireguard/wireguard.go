@@ -409,9 +409,11 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wireguard: creating the userspace device %s: %w", name, err)
 		}
-		if err := noSegmentationOffload(tdev); err != nil {
-			tdev.Close()
-			return nil, fmt.Errorf("wireguard: device %s: %w", name, err)
+		if t.cfg.SegmentedOnly {
+			if err := noSegmentationOffload(tdev); err != nil {
+				tdev.Close()
+				return nil, fmt.Errorf("wireguard: device %s: %w", name, err)
+			}
 		}
 		dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(logLevel(), "wireguard "+name+": "))
 		file, err := ipc.UAPIOpen(name)
@@ -671,9 +673,10 @@ func logLevel() int {
 }
 
 // noSegmentationOffload stops the kernel from handing the embedded device unsegmented TCP
-// (GSO) packets: wireguard-go drops some of those — packets forwarded from a VXLAN device
-// (the eBPF datapath's), whose bulk transfers then stalled — so the kernel segments them
-// first. Checksum offload stays; packets wireguard-go writes are unaffected.
+// (GSO) packets (tunnel.Config.SegmentedOnly): wireguard-go drops some of those — packets
+// forwarded from a VXLAN device (the eBPF datapath's), whose bulk transfers then stalled —
+// so the kernel segments them first. Checksum offload stays; packets wireguard-go writes are
+// unaffected.
 func noSegmentationOffload(tdev tun.Device) error {
 	f := tdev.File()
 	if f == nil {
