@@ -36,13 +36,7 @@ func BenchmarkPaths(b *testing.B) {
 				d = dd
 			}
 		}
-		ctx := context.Background()
-		sw := netnstest.NewSwitch(b)
-		n1 := newNode(b, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
-		n2 := newNode(b, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
-		for _, n := range []*node{n1, n2} {
-			n.do(b, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
-		}
+		n1, n2 := twoNodes(b, d)
 		p1, _ := n1.addPod(b, "p1", "10.99.1.5/24")
 		p2, _ := n2.addPod(b, "p2", "10.99.2.5/24")
 		p3, _ := n1.addPod(b, "p3", "10.99.1.6/24")

@@ -99,6 +99,50 @@ func (n *node) restart(t testing.TB) {
 	n.do(t, func() error { return dp.Init(context.Background(), n.spec) })
 }
 
+// twoNodes makes nodes n1 (10.99.1.0/24) and n2 (10.99.2.0/24) on one underlay, each
+// knowing the other.
+func twoNodes(t testing.TB, d driver) (n1, n2 *node) {
+	t.Helper()
+	sw := netnstest.NewSwitch(t)
+	n1 = newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
+	n2 = newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+	for _, n := range []*node{n1, n2} {
+		n.do(t, func() error {
+			return n.dp.SetRemoteNodes(context.Background(), []datapath.RemoteNode{n1.remote(), n2.remote()})
+		})
+	}
+	return n1, n2
+}
+
+// probeStream sends a UDP echo probe from a pod to each target every 20 ms until the
+// returned stop is called, which says how many were sent and how many got no answer.
+func probeStream(from *netnstest.Netns, targets ...string) (stop func() (sent, lost int64)) {
+	var nSent, nLost atomic.Int64
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			for _, to := range targets {
+				nSent.Add(1)
+				if from.Probe("udp", netip.MustParseAddrPort(to), 400*time.Millisecond) != netnstest.Connected {
+					nLost.Add(1)
+				}
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(quit)
+		<-done
+		return nSent.Load(), nLost.Load()
+	}
+}
+
 func (n *node) do(t testing.TB, fn func() error) {
 	t.Helper()
 	if err := n.ns.Do(fn); err != nil {
@@ -141,12 +185,7 @@ func TestForwarding(t *testing.T) {
 	for _, d := range drivers {
 		t.Run(d.name, func(t *testing.T) {
 			ctx := context.Background()
-			sw := netnstest.NewSwitch(t)
-			n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
-			n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
-			for _, n := range []*node{n1, n2} {
-				n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
-			}
+			n1, n2 := twoNodes(t, d)
 			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
 			p2, pod2 := n2.addPod(t, "p2", "10.99.2.5/24")
 			p3, _ := n1.addPod(t, "p3", "10.99.1.6/24")
@@ -239,47 +278,24 @@ func TestRestartKeepsForwarding(t *testing.T) {
 	netnstest.RequireRoot(t)
 	for _, d := range drivers {
 		t.Run(d.name, func(t *testing.T) {
-			ctx := context.Background()
-			sw := netnstest.NewSwitch(t)
-			n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
-			n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
-			for _, n := range []*node{n1, n2} {
-				n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
-			}
+			n1, n2 := twoNodes(t, d)
 			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
 			p2, _ := n2.addPod(t, "p2", "10.99.2.5/24")
 			p2.ServeEcho(t, netip.MustParseAddr("10.99.2.5"), nil, []int{53})
 			if err := p1.PingUntil("10.99.2.5", 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			var sent, lost atomic.Int64
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(20 * time.Millisecond):
-					}
-					sent.Add(1)
-					if p1.Probe("udp", netip.MustParseAddrPort("10.99.2.5:53"), 400*time.Millisecond) != netnstest.Connected {
-						lost.Add(1)
-					}
-				}
-			}()
+			stop := probeStream(p1, "10.99.2.5:53")
 			time.Sleep(300 * time.Millisecond)
 			for range 3 {
 				n1.restart(t)
 				n2.restart(t)
 			}
 			time.Sleep(300 * time.Millisecond)
-			close(stop)
-			<-done
-			t.Logf("%d probes during three restarts of both drivers, %d lost", sent.Load(), lost.Load())
-			if lost.Load() > 0 {
-				t.Errorf("%d of %d probes lost while the drivers restarted", lost.Load(), sent.Load())
+			sent, lost := stop()
+			t.Logf("%d probes during three restarts of both drivers, %d lost", sent, lost)
+			if lost > 0 {
+				t.Errorf("%d of %d probes lost while the drivers restarted", lost, sent)
 			}
 		})
 	}
@@ -295,13 +311,7 @@ func TestRestartAfterAMapLayoutChange(t *testing.T) {
 			continue
 		}
 		t.Run(d.name, func(t *testing.T) {
-			ctx := context.Background()
-			sw := netnstest.NewSwitch(t)
-			n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
-			n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
-			for _, n := range []*node{n1, n2} {
-				n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
-			}
+			n1, n2 := twoNodes(t, d)
 			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
 			p2, _ := n2.addPod(t, "p2", "10.99.2.5/24")
 			p3, _ := n1.addPod(t, "p3", "10.99.1.6/24")
@@ -335,34 +345,15 @@ func TestRestartAfterAMapLayoutChange(t *testing.T) {
 					old.Close()
 				}
 			}
-			var sent, lost atomic.Int64
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(20 * time.Millisecond):
-					}
-					for _, to := range []string{"10.99.2.5:53", "10.99.1.6:53"} {
-						sent.Add(1)
-						if p1.Probe("udp", netip.MustParseAddrPort(to), 400*time.Millisecond) != netnstest.Connected {
-							lost.Add(1)
-						}
-					}
-				}
-			}()
+			stop := probeStream(p1, "10.99.2.5:53", "10.99.1.6:53")
 			time.Sleep(200 * time.Millisecond)
 			n1.restart(t)
 			n2.restart(t)
 			time.Sleep(300 * time.Millisecond)
-			close(stop)
-			<-done
-			t.Logf("%d probes across the upgrade, %d lost", sent.Load(), lost.Load())
-			if lost.Load() > 0 {
-				t.Errorf("%d of %d probes lost while the maps were replaced", lost.Load(), sent.Load())
+			sent, lost := stop()
+			t.Logf("%d probes across the upgrade, %d lost", sent, lost)
+			if lost > 0 {
+				t.Errorf("%d of %d probes lost while the maps were replaced", lost, sent)
 			}
 			// The same-node path is the programs' again: the endpoints were refilled.
 			e := n1.dp.(*ebpfdp.Driver)

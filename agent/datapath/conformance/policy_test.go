@@ -51,16 +51,12 @@ func TestPolicyProbeMatrix(t *testing.T) {
 }
 
 func policyMatrix(t *testing.T, d driver) {
-	ctx := context.Background()
-	sw := netnstest.NewSwitch(t)
 	var events []datapath.PolicyEvent
 	var evMu sync.Mutex
-	n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
-	n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
+	n1, n2 := twoNodes(t, d)
 	for _, n := range []*node{n1, n2} {
 		n.opts.OnPolicyEvent = func(e datapath.PolicyEvent) { evMu.Lock(); events = append(events, e); evMu.Unlock() }
-		n.restart(t)
-		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+		n.restart(t) // keeps the remote nodes it had
 	}
 	var pods []*policytest.Pod
 	on := map[*policytest.Pod]*node{}
@@ -232,12 +228,7 @@ func TestPolicyLearnsFQDNAddressesFromDNSAnswers(t *testing.T) {
 
 func learnsFQDN(t *testing.T, d driver) {
 	ctx := context.Background()
-	sw := netnstest.NewSwitch(t)
-	n1 := newNode(t, d, sw, "n1", "172.29.0.11", "10.99.1.0/24")
-	n2 := newNode(t, d, sw, "n2", "172.29.0.12", "10.99.2.0/24")
-	for _, n := range []*node{n1, n2} {
-		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
-	}
+	n1, n2 := twoNodes(t, d)
 	clientNS, _ := n1.addPod(t, "a", "10.99.1.5/24")
 	dnsNS, _ := n2.addPod(t, "dnsd", "10.99.2.5/24")
 	targetNS, _ := n2.addPod(t, "target", "10.99.2.7/24")

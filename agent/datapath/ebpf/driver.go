@@ -458,7 +458,12 @@ func (d *Driver) saveState() error {
 		st.Pods = append(st.Pods, p)
 	}
 	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Key.String() < st.Pods[j].Key.String() })
-	b, err := json.Marshal(st)
+	return writeJSON(path, st)
+}
+
+// writeJSON replaces a file with v's JSON in one step (write beside, rename).
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

@@ -324,17 +324,7 @@ func (d *Driver) savePolicyRecord(rec policyRecord) error {
 	if path == "" {
 		return nil
 	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	return writeJSON(path, rec)
 }
 
 // loadPolicyRecord reads the record of the enforced policy (an earlier run's).
