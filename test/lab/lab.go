@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2"
 
+	ebpfdp "github.com/weft-net/weft/agent/datapath/ebpf"
 	"github.com/weft-net/weft/test/lab/netlab"
 	"github.com/weft-net/weft/test/lab/proc"
 )
@@ -235,16 +235,8 @@ func (l *Lab) bpffs() error {
 	if !need {
 		return nil
 	}
-	dir := BPFFSDir(l.opts.StateDir)
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mounting the lab's bpffs at %s: %w", dir, err)
+	if err := ebpfdp.EnsureBPFFS(BPFFSDir(l.opts.StateDir)); err != nil {
+		return fmt.Errorf("the lab's bpffs: %w", err)
 	}
 	return nil
 }

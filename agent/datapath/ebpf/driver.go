@@ -228,7 +228,7 @@ func (d *Driver) load() error {
 	if d.objs != nil {
 		return nil
 	}
-	if err := ensureBPFFS(d.opts.BPFFS); err != nil {
+	if err := EnsureBPFFS(d.opts.BPFFS); err != nil {
 		return err
 	}
 	d.pinDir = filepath.Join(d.opts.BPFFS, "weft", d.node.Name)
@@ -283,8 +283,8 @@ func (d *Driver) unpinIncompatible() ([]string, error) {
 	return gone, nil
 }
 
-// ensureBPFFS mounts bpffs at dir unless one is there.
-func ensureBPFFS(dir string) error {
+// EnsureBPFFS mounts bpffs at dir unless one is there (the lab mounts its own with it).
+func EnsureBPFFS(dir string) error {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
 		return nil
