@@ -104,6 +104,12 @@ type ClusterNetworkSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	DNS DNSSpec `json:"dns,omitzero"`
+
+	// BGP makes nodes announce pod blocks (and, if asked, Service ranges and addresses) to
+	// routers with an embedded BGP speaker. With encapsulation none the routers carry pod
+	// traffic between nodes and from outside the cluster.
+	// +optional
+	BGP *BGPSpec `json:"bgp,omitempty"`
 }
 
 // IPAMSpec sizes node pod blocks.

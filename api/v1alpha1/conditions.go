@@ -32,6 +32,13 @@ const (
 	ReasonAgentsRollingOut         = "AgentsRollingOut"
 	ReasonPodCIDRExhausted         = "PodCIDRExhausted"
 
+	// BGPNode
+	// ReasonPeersNotEstablished: some BGP sessions are not Established (each peer's
+	// status says why).
+	ReasonPeersNotEstablished = "PeersNotEstablished"
+	// ReasonSpeakerFailed: the speaker could not start (the listen port taken, no router ID).
+	ReasonSpeakerFailed = "SpeakerFailed"
+
 	// Tier
 	ReasonDuplicatePriority = "DuplicatePriority"
 

@@ -168,3 +168,51 @@ func TestClusterPeerValidation(t *testing.T) {
 	noRef := &fabricv1.ClusterPeer{ObjectMeta: metav1.ObjectMeta{Name: "c4"}, Spec: fabricv1.ClusterPeerSpec{ClusterID: "c4"}}
 	expectRejected(t, k8s.Create(ctx, noRef), "spec.kubeconfigSecretRef.name")
 }
+
+func TestBGPValidationAndDefaults(t *testing.T) {
+	ctx := context.Background()
+	withBGP := func(mut func(*fabricv1.BGPSpec)) *fabricv1.ClusterNetwork {
+		cn := withSvc(network("default", "c1", "10.244.0.0/16"), "10.96.0.0/16")
+		cn.Spec.BGP = &fabricv1.BGPSpec{ASN: 64512, Peers: []fabricv1.BGPPeer{{Name: "tor", Address: "172.30.0.254", ASN: 65000}}}
+		mut(cn.Spec.BGP)
+		return cn
+	}
+	cases := []struct {
+		name string
+		mut  func(*fabricv1.BGPSpec)
+		want string
+	}{
+		{"no ASN", func(b *fabricv1.BGPSpec) { b.ASN = 0 }, "spec.bgp.asn: Invalid value: 0"},
+		{"peer without address or node selector", func(b *fabricv1.BGPSpec) { b.Peers[0].Address = "" },
+			"set exactly one of address and nodeSelector"},
+		{"peer with both", func(b *fabricv1.BGPSpec) { b.Peers[0].NodeSelector = &metav1.LabelSelector{} },
+			"set exactly one of address and nodeSelector"},
+		{"peer address not an IP", func(b *fabricv1.BGPSpec) { b.Peers[0].Address = "tor.example" }, "must be an IP address"},
+		{"keepalive not under hold time", func(b *fabricv1.BGPSpec) {
+			b.Peers[0].HoldTimeSeconds, b.Peers[0].KeepaliveSeconds = 9, 9
+		}, "keepaliveSeconds must be less than holdTimeSeconds"},
+		{"hold time under 3 s", func(b *fabricv1.BGPSpec) { b.Peers[0].HoldTimeSeconds = 2 }, "holdTimeSeconds: Invalid value: 2"},
+		{"community not ASN:value", func(b *fabricv1.BGPSpec) { b.Communities = []string{"no-export"} }, "spec.bgp.communities[0]"},
+		{"BFD interval too short", func(b *fabricv1.BGPSpec) { b.Peers[0].BFD = &fabricv1.BGPBFD{MinIntervalMilliseconds: 10} },
+			"minIntervalMilliseconds: Invalid value: 10"},
+		{"peer name not a label", func(b *fabricv1.BGPSpec) { b.Peers[0].Name = "Top Of Rack" }, "spec.bgp.peers[0].name"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			expectRejected(t, k8s.Create(ctx, withBGP(c.mut)), c.want)
+		})
+	}
+
+	cn := withBGP(func(b *fabricv1.BGPSpec) { b.Peers[0].BFD = &fabricv1.BGPBFD{} })
+	if err := k8s.Create(ctx, cn); err != nil {
+		t.Fatalf("creating a valid BGP configuration: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, cn) })
+	b := cn.Spec.BGP
+	p := b.Peers[0]
+	if b.ListenPort != 179 || b.RouterIDSource != "NodeIP" || !b.Advertise.PodBlocks || b.Advertise.ServiceCIDRs ||
+		!b.GracefulRestart.Enabled || b.GracefulRestart.RestartTimeSeconds != 120 ||
+		p.Port != 179 || p.HoldTimeSeconds != 90 || p.KeepaliveSeconds != 30 || p.BFD.MinIntervalMilliseconds != 300 || p.BFD.Multiplier != 3 {
+		t.Errorf("defaults not applied: %+v", *b)
+	}
+}
