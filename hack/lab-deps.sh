@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/apt-install.sh" etcd-server nftables iproute2 util-linux busybox socat dnsutils iputils-ping \
-  netcat-openbsd procps openvswitch-switch ethtool iperf3 wireguard-go
+  netcat-openbsd procps openvswitch-switch ethtool iperf3 wireguard-go bird2 frr
 kube="$("$here/kube-binaries.sh" kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy | tail -1)"
 ln -sf "$(command -v etcd)" "$kube/etcd"
 coredns="$("$here/module-binaries.sh" coredns github.com/coredns/coredns v1.15.0 github.com/coredns/coredns | tail -1)"

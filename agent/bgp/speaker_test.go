@@ -1,0 +1,506 @@
+package bgp_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/agent/bgp"
+	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/test/lab/router"
+)
+
+// Each speaker runs in its own process inside a node's network namespace, as an agent
+// does: the test binary started again as a helper that applies the configurations it
+// reads on stdin and answers with its status.
+
+const helperEnv = "WEFT_BGP_SPEAKER_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "1" {
+		runHelper()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+type request struct {
+	Apply    *bgp.Config `json:"apply,omitempty"`
+	Status   bool        `json:"status,omitempty"`
+	Withdraw bool        `json:"withdraw,omitempty"`
+}
+
+type response struct {
+	Error  string           `json:"error,omitempty"`
+	Status []bgp.PeerStatus `json:"status,omitempty"`
+}
+
+func runHelper() {
+	s := bgp.New(nil)
+	in := bufio.NewScanner(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		var req request
+		var resp response
+		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
+			resp.Error = err.Error()
+		}
+		switch {
+		case req.Apply != nil:
+			if err := s.Apply(context.Background(), *req.Apply); err != nil {
+				resp.Error = err.Error()
+			}
+		case req.Withdraw:
+			if err := s.Withdraw(); err != nil {
+				resp.Error = err.Error()
+			}
+		case req.Status:
+			st, err := s.Status(context.Background())
+			resp.Status = st
+			if err != nil {
+				resp.Error = err.Error()
+			}
+		}
+		_ = out.Encode(resp)
+	}
+	// stdin closed: exit without saying goodbye to peers, as a killed agent would.
+	os.Exit(0)
+}
+
+// speaker is a helper process.
+type speaker struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startSpeaker(t *testing.T, n *netnstest.Netns) *speaker {
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net="+n.Path(), "--", os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.Stderr = &prefixWriter{t: t, prefix: n.Name + ": "}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &speaker{t: t, cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *speaker) kill() {
+	if s.cmd.ProcessState == nil {
+		_ = s.cmd.Process.Signal(syscall.SIGKILL)
+		_ = s.cmd.Wait()
+	}
+}
+
+func (s *speaker) call(req request) response {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, _ := json.Marshal(req)
+	if _, err := s.in.Write(append(b, '\n')); err != nil {
+		s.t.Fatalf("speaker: %v", err)
+	}
+	if !s.out.Scan() {
+		s.t.Fatalf("speaker exited: %v", s.out.Err())
+	}
+	var resp response
+	if err := json.Unmarshal(s.out.Bytes(), &resp); err != nil {
+		s.t.Fatal(err)
+	}
+	return resp
+}
+
+func (s *speaker) apply(cfg bgp.Config) {
+	s.t.Helper()
+	if r := s.call(request{Apply: &cfg}); r.Error != "" {
+		s.t.Fatalf("apply: %s", r.Error)
+	}
+}
+
+func (s *speaker) status() []bgp.PeerStatus {
+	s.t.Helper()
+	r := s.call(request{Status: true})
+	if r.Error != "" {
+		s.t.Fatalf("status: %s", r.Error)
+	}
+	return r.Status
+}
+
+// waitPeer waits until the speaker reports the peer at addr satisfying ok.
+func (s *speaker) waitPeer(addr netip.Addr, limit time.Duration, ok func(bgp.PeerStatus) bool) bgp.PeerStatus {
+	s.t.Helper()
+	deadline := time.Now().Add(limit)
+	var last []bgp.PeerStatus
+	for time.Now().Before(deadline) {
+		last = s.status()
+		for _, p := range last {
+			if p.Address == addr && ok(p) {
+				return p
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("peer %s after %v: %+v", addr, limit, last)
+	return bgp.PeerStatus{}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+type prefixWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w *prefixWriter) Write(b []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "panic") {
+			w.t.Log(w.prefix + l)
+		}
+	}
+	return len(b), nil
+}
+
+// lab is a router and two nodes on one segment.
+type lab struct {
+	router *router.Config
+	nodes  []*netnstest.Netns
+	ips    []netip.Addr
+}
+
+const (
+	routerASN = 65000
+	nodeASN   = 64512
+	password  = "weft-lab"
+)
+
+var routerIP = netip.MustParseAddr("10.99.0.1")
+
+func newLab(t *testing.T, kind string, bfd time.Duration) *lab {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	rc := &router.Config{Kind: kind, ASN: routerASN, RouterID: routerIP, Neighbors: netip.MustParsePrefix("10.99.0.0/24"),
+		NeighborASN: nodeASN, Password: password, BFD: bfd,
+		Peers: []netip.Addr{netip.MustParseAddr("10.99.0.11"), netip.MustParseAddr("10.99.0.12")}}
+	if err := rc.Validate(); err != nil {
+		t.Fatalf("%v (make test-deps installs BIRD and FRR)", err)
+	}
+	sw := netnstest.NewSwitch(t)
+	rns := netnstest.New(t, "rtr")
+	sw.Plug(t, rns, "r", routerIP.String()+"/24")
+	rc.Netns = rns.Name
+	rc.Dir = filepath.Join(t.TempDir(), kind)
+	if err := os.MkdirAll(rc.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(filepath.Dir(rc.Dir), 0o755)
+	procs, err := rc.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		cmd := exec.Command("nsenter", append([]string{"--net=" + rns.Path(), "--", p.Path}, p.Args...)...)
+		logf, err := os.Create(filepath.Join(rc.Dir, p.Name+".out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting %s: %v", p.Name, err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+			logf.Close()
+		})
+		if p.Name == "zebra" || p.Name == "bfdd" {
+			time.Sleep(300 * time.Millisecond) // bgpd connects to zebra on start
+		}
+	}
+	dumpLogs := func() {
+		logs, _ := filepath.Glob(filepath.Join(rc.Dir, "*.out"))
+		more, _ := filepath.Glob(filepath.Join(rc.Dir, "*.log"))
+		for _, l := range append(logs, more...) {
+			b, _ := os.ReadFile(l)
+			t.Logf("%s: %s", l, tail(string(b), 3000))
+		}
+		for _, cmd := range []string{"show bfd peers", "show bgp neighbors"} {
+			if kind == "frr" {
+				out, _ := exec.Command("vtysh", "--vty_socket", rc.Dir, "-c", cmd).CombinedOutput()
+				t.Logf("%s: %s", cmd, tail(string(out), 3000))
+			}
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs()
+		}
+	})
+	if err := rc.WaitReady(context.Background(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{router: rc}
+	for i := 1; i <= 2; i++ {
+		n := netnstest.New(t, fmt.Sprintf("n%d", i))
+		ip := netip.MustParseAddr(fmt.Sprintf("10.99.0.%d", 10+i))
+		sw.Plug(t, n, fmt.Sprintf("n%d", i), ip.String()+"/24")
+		l.nodes, l.ips = append(l.nodes, n), append(l.ips, ip)
+	}
+	return l
+}
+
+func block(i int) netip.Prefix { return netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i+1)) }
+
+var serviceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+
+// config is node i's speaker configuration: its block and the Service range, to the router.
+func (l *lab) config(i int, mut ...func(*bgp.Config)) bgp.Config {
+	c := bgp.Config{ASN: nodeASN, RouterID: l.ips[i], ListenPort: 179, GracefulRestart: true, RestartTime: 120,
+		Peers:    []bgp.Peer{{Name: "tor", Address: routerIP, ASN: routerASN, Password: password, HoldTime: 9, Keepalive: 3}},
+		Prefixes: []netip.Prefix{block(i), serviceCIDR}, NextHop: l.ips[i], Communities: []string{"64512:100"}}
+	for _, m := range mut {
+		m(&c)
+	}
+	return c
+}
+
+func established(p bgp.PeerStatus) bool { return p.State == "Established" }
+
+func forEachRouter(t *testing.T, f func(t *testing.T, kind string)) {
+	for _, kind := range router.Kinds {
+		t.Run(kind, func(t *testing.T) { f(t, kind) })
+	}
+}
+
+func TestRouterLearnsEachNodesBlockAndTheServiceRange(t *testing.T) {
+	forEachRouter(t, func(t *testing.T, kind string) {
+		l := newLab(t, kind, 0)
+		ctx := context.Background()
+		var sp []*speaker
+		for i := range l.nodes {
+			s := startSpeaker(t, l.nodes[i])
+			s.apply(l.config(i))
+			sp = append(sp, s)
+		}
+		if err := l.router.WaitEstablished(ctx, l.ips, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for i := range l.nodes {
+			if err := l.router.WaitRoute(ctx, block(i), []netip.Addr{l.ips[i]}, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			st := sp[i].waitPeer(routerIP, 10*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.PrefixesSent == 2 })
+			if st.Since.IsZero() || st.Name != "tor" || st.ASN != routerASN {
+				t.Errorf("node %d's session status: %+v", i, st)
+			}
+		}
+		// Both nodes serve the Service range: the router spreads it over them.
+		if err := l.router.WaitRoute(ctx, serviceCIDR, l.ips, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+
+		// Node 1 stops announcing the Service range and its block moves: the router follows.
+		moved := netip.MustParsePrefix("10.244.9.0/24")
+		sp[0].apply(l.config(0, func(c *bgp.Config) { c.Prefixes = []netip.Prefix{moved} }))
+		if err := l.router.WaitRoute(ctx, block(0), nil, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.router.WaitRoute(ctx, moved, l.ips[:1], 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.router.WaitRoute(ctx, serviceCIDR, l.ips[1:], 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// The node leaves: Withdraw takes everything back at once.
+		if r := sp[0].call(request{Withdraw: true}); r.Error != "" {
+			t.Fatal(r.Error)
+		}
+		if err := l.router.WaitRoute(ctx, moved, nil, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestBFDDropsAFrozenSpeakersRoutesWithinASecond freezes a speaker's process (SIGSTOP), as
+// a node that hangs or loses power does: its TCP sessions stay open, so only BFD can tell
+// the router in under a second (the hold time is 9 s). (A killed process closes its
+// sessions, which routers notice at once.)
+func TestBFDDropsAFrozenSpeakersRoutesWithinASecond(t *testing.T) {
+	forEachRouter(t, func(t *testing.T, kind string) {
+		l := newLab(t, kind, 100*time.Millisecond)
+		ctx := context.Background()
+		withBFD := func(c *bgp.Config) {
+			c.Peers[0].BFD = &bgp.BFD{Interval: 100 * time.Millisecond, Multiplier: 3}
+			c.GracefulRestart = false
+		}
+		s := startSpeaker(t, l.nodes[0])
+		s.apply(l.config(0, withBFD))
+		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		s.waitPeer(routerIP, 10*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.BFD == "Up" })
+		// Steady first: BFD and BGP up, the route in place for a while.
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			routes, err := l.router.Routes(ctx)
+			if err != nil || !router.HasRoute(routes, block(0), l.ips[:1]) {
+				t.Fatalf("the route flapped before the speaker froze: %v %v", routes, err)
+			}
+		}
+		start := time.Now()
+		if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.router.WaitRoute(ctx, block(0), nil, 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		gone := time.Since(start)
+		t.Logf("%s dropped the frozen speaker's route after %v (BFD 100 ms × 3)", kind, gone.Round(time.Millisecond))
+		if gone >= time.Second {
+			t.Errorf("the route went after %v; want under 1 s with BFD", gone)
+		}
+	})
+}
+
+// TestGracefulRestartKeepsRoutesAcrossASpeakerRestart kills a speaker and starts another one
+// on the node, as an agent restart does: the router never loses the node's route.
+func TestGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
+	forEachRouter(t, func(t *testing.T, kind string) {
+		l := newLab(t, kind, 0)
+		ctx := context.Background()
+		s := startSpeaker(t, l.nodes[0])
+		s.apply(l.config(0))
+		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		s.waitPeer(routerIP, 10*time.Second, established)
+		// Watch the router's table from before the kill until the new speaker is back.
+		stop := make(chan struct{})
+		missing := make(chan time.Time, 1)
+		var polls int
+		go func() {
+			defer close(missing)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				routes, err := l.router.Routes(ctx)
+				polls++
+				if err == nil && !router.HasRoute(routes, block(0), l.ips[:1]) {
+					missing <- time.Now()
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+		s.kill()
+		s2 := startSpeaker(t, l.nodes[0])
+		s2.apply(l.config(0, func(c *bgp.Config) { c.Restarting = true }))
+		s2.waitPeer(routerIP, 30*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.PrefixesSent == 2 })
+		time.Sleep(2 * time.Second) // the router has the new speaker's End-of-RIB: stale routes are swept now
+		close(stop)
+		if at, ok := <-missing; ok {
+			t.Fatalf("the router lost %s at %v during the restart", block(0), at)
+		}
+		if polls < 10 {
+			t.Fatalf("only %d polls of the router's table", polls)
+		}
+		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestBadPeersAreReportedAndOthersKeepWorking: a wrong ASN, a wrong password and an
+// unreachable address each show in their peer's status; the good session stays up.
+func TestBadPeersAreReportedAndOthersKeepWorking(t *testing.T) {
+	forEachRouter(t, func(t *testing.T, kind string) {
+		l := newLab(t, kind, 0)
+		ctx := context.Background()
+		good := startSpeaker(t, l.nodes[1])
+		good.apply(l.config(1))
+		if err := l.router.WaitRoute(ctx, block(1), l.ips[1:], 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		bad := startSpeaker(t, l.nodes[0])
+		unreachable := netip.MustParseAddr("10.99.0.99")
+		bad.apply(l.config(0, func(c *bgp.Config) {
+			c.Peers[0].ASN = routerASN + 1
+			c.Peers = append(c.Peers, bgp.Peer{Name: "gone", Address: unreachable, ASN: 65010},
+				bgp.Peer{Name: "nosecret", Address: netip.MustParseAddr("10.99.0.98"), ASN: 65011, Error: `Secret weft-system/bgp-password not found`})
+		}))
+		st := bad.waitPeer(routerIP, 20*time.Second, func(p bgp.PeerStatus) bool { return strings.Contains(p.LastError, "bad peer AS") })
+		t.Logf("wrong ASN: %+v", st)
+		if established(st) {
+			t.Errorf("wrong ASN: the session came up: %+v", st)
+		}
+		for _, p := range bad.status() {
+			switch p.Name {
+			case "gone":
+				if established(p) {
+					t.Errorf("unreachable peer: %+v", p)
+				}
+			case "nosecret":
+				if p.State != "Idle" || !strings.Contains(p.LastError, "not found") {
+					t.Errorf("peer without its Secret: %+v", p)
+				}
+			}
+		}
+		// Wrong password: the router never answers (TCP MD5).
+		bad.apply(l.config(0, func(c *bgp.Config) { c.Peers[0].Password = "wrong" }))
+		time.Sleep(3 * time.Second)
+		for _, p := range bad.status() {
+			if p.Address == routerIP && established(p) {
+				t.Errorf("wrong password: the session came up: %+v", p)
+			}
+		}
+		if err := l.router.WaitRoute(ctx, block(0), nil, time.Second); err != nil {
+			t.Error(err)
+		}
+		// The good node was never disturbed.
+		if err := l.router.WaitRoute(ctx, block(1), l.ips[1:], time.Second); err != nil {
+			t.Error(err)
+		}
+		good.waitPeer(routerIP, time.Second, established)
+		// Fixed: it comes up.
+		bad.apply(l.config(0))
+		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
