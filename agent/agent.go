@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +39,9 @@ import (
 	"k8s.io/klog/v2"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/weft-net/weft/agent/bgp"
 	"github.com/weft-net/weft/agent/cniserver"
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/ebpf"
@@ -63,13 +67,15 @@ type Config struct {
 	// PolicyLog is the file that gets a line per connection a logged policy rule matched
 	// (empty: the agent's log only).
 	PolicyLog string
+	// Namespace is the agent's namespace: BGP peers' password Secrets are read there.
+	Namespace string
 }
 
 // DefaultConfig suits the DaemonSet the operator installs.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), CNISocket: "/var/run/weft/cni.sock", CNIConfDir: "/etc/cni/net.d",
 		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: ":10380",
-		PolicyLog: "/var/lib/weft/policy.log"}
+		PolicyLog: "/var/lib/weft/policy.log", Namespace: os.Getenv("POD_NAMESPACE")}
 }
 
 // ConfFile is the name of the CNI configuration the agent writes.
@@ -91,7 +97,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme, mcsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			return err
 		}
@@ -100,7 +106,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	a := &agentState{cfg: cfg, cs: cs, c: c, log: log}
+	a := &agentState{cfg: cfg, cs: cs, c: c, log: log, metrics: prometheus.NewRegistry()}
+	bgpMetrics := bgp.NewMetrics()
+	a.metrics.MustRegister(bgpMetrics)
 	a.notReady.Store("starting")
 	go a.serveHealth(ctx)
 
@@ -254,10 +262,18 @@ func Run(ctx context.Context, cfg Config) error {
 			"took", time.Since(start).Round(time.Millisecond))
 		peerRoutes = &want
 	}
+	speaker := newBGPNode(a, bgpMetrics)
+	defer speaker.stopForRestart()
+	syncBGP := func() {
+		if read != nil {
+			speaker.sync(ctx, read.cn, nodes.Lister().List)
+		}
+	}
 	for {
 		select {
 		case <-peerTick.C:
 			syncPeers(true)
+			syncBGP()
 		case <-gwChanged:
 			syncPeers(false)
 		case <-ctx.Done():
@@ -269,6 +285,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
 				log.Error(err, "programming remote nodes")
 			}
+			syncBGP()
 		}
 	}
 }
@@ -279,6 +296,7 @@ type agentState struct {
 	c        client.Client
 	log      klog.Logger
 	notReady atomic.Value // string: why not ready; "" when ready
+	metrics  *prometheus.Registry
 	// remotes are the remote nodes last given to the datapath (remotesSet: once given).
 	remotes    []datapath.RemoteNode
 	remotesSet bool
@@ -576,6 +594,7 @@ func (a *agentState) serveHealth(ctx context.Context) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := a.ready(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -602,7 +621,7 @@ func derefPods(ps []*corev1.Pod) []corev1.Pod {
 // the cache has them, then a sync on every change.
 func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp datapath.Datapath) (*policysync.Syncer, error) {
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme, mcsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			return nil, err
 		}

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"sort"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +39,8 @@ type Images struct {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=tiers;fabricpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=bgpnodes,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=bgpnodes/status,verbs=get;update;patch
 
 // agentObjects renders what runs on every node. The pod template carries a hash of the
 // datapath settings, so changing them rolls the agents.
@@ -57,7 +61,37 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers", "tiers", "fabricpolicies"},
 				Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			// The node's BGP speaker: its status object, and what it may announce.
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"bgpnodes"}, Verbs: []string{"get", "create", "update", "delete"}},
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"bgpnodes/status"}, Verbs: []string{"update", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"list"}},
 		},
+	}
+	// The BGP peers' password Secrets, by name, in the operator's namespace.
+	var secrets []string
+	if b := cn.Spec.BGP; b != nil {
+		for _, p := range b.Peers {
+			if p.PasswordSecretRef != nil && !slices.Contains(secrets, p.PasswordSecretRef.Name) {
+				secrets = append(secrets, p.PasswordSecretRef.Name)
+			}
+		}
+	}
+	sort.Strings(secrets)
+	secretRole := &rbacv1.Role{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+		ObjectMeta: metav1.ObjectMeta{Name: AgentName + "-bgp-secrets", Namespace: namespace, Labels: labels},
+		Rules:      []rbacv1.PolicyRule{},
+	}
+	if len(secrets) > 0 {
+		secretRole.Rules = append(secretRole.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"},
+			ResourceNames: secrets, Verbs: []string{"get"}})
+	}
+	secretBinding := &rbacv1.RoleBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: AgentName + "-bgp-secrets", Namespace: namespace, Labels: labels},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: secretRole.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: AgentName, Namespace: namespace}},
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
@@ -100,7 +134,9 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 							Image: images.Agent,
 							Args:  []string{fmt.Sprintf("--health-addr=:%d", AgentHealthPort)},
 							Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
-								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+								{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
+									FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
 							SecurityContext: privileged,
 							VolumeMounts: []corev1.VolumeMount{mount("cni-conf", "/etc/cni/net.d"), mount("cni-bin", "/opt/cni/bin"),
 								mount("weft-run", "/var/run/weft"), mount("weft-lib", "/var/lib/weft"), mount("ovs-run", "/var/run/openvswitch"),
@@ -131,7 +167,7 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 		agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: "bpffs", MountPath: "/sys/fs/bpf",
 			MountPropagation: ptr.To(corev1.MountPropagationBidirectional)})
 	}
-	return []client.Object{sa, role, binding, ds}
+	return []client.Object{sa, role, binding, secretRole, secretBinding, ds}
 }
 
 // workloadLabels are the labels of a node workload's objects.
