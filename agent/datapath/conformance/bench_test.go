@@ -24,15 +24,20 @@ import (
 // ebpf within 10% of routing on latency and CPU per GB. The "+10k-rules" paths enforce
 // 10,000 policy rules (policytest.TenThousandRules: each pod has 100 ingress and 100 egress
 // rules, none matching the benchmark's ports, so every one is looked at and the connection
-// allowed), the first packet decided, the rest tracked.
+// allowed), the first packet decided, the rest tracked. The "-native" paths run without
+// encapsulation (other nodes' blocks routed on the underlay, as with BGP).
 func BenchmarkPaths(b *testing.B) {
 	netnstest.RequireRoot(b)
 	const size, rounds = 256 << 20, 2000
-	for _, path := range []string{"routing", "ebpf", "ovs", "ebpf+10k-rules", "ovs+10k-rules"} {
+	for _, path := range []string{"routing", "ebpf", "ovs", "ebpf+10k-rules", "ovs+10k-rules", "routing-native", "ebpf-native"} {
 		name, withRules := strings.CutSuffix(path, "+10k-rules")
+		routing := strings.HasPrefix(name, "routing")
+		if routing {
+			name = strings.Replace(name, "routing", "ebpf", 1)
+		}
 		d := drivers[0]
 		for _, dd := range drivers {
-			if dd.name == name || name == "routing" && dd.name == "ebpf" {
+			if dd.name == name {
 				d = dd
 			}
 		}
@@ -43,7 +48,7 @@ func BenchmarkPaths(b *testing.B) {
 		if withRules {
 			tenThousandRules(b, n1, n2)
 		}
-		if path == "routing" {
+		if routing {
 			// Unpinning the links detaches the programs: the kernel forwards everything.
 			for _, n := range []*node{n1, n2} {
 				links, _ := filepath.Glob(filepath.Join(n.bpffs, "weft", n.name, "links", "*"))

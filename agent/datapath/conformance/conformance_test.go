@@ -50,6 +50,9 @@ var drivers = []driver{
 	{name: "ebpf", encap: "vxlan", open: openEBPF("")},
 	// The fallback for kernels without TCX (before 6.6), forced: clsact filters.
 	{name: "ebpf-tc", encap: "vxlan", open: openEBPF("tc")},
+	// No encapsulation: other nodes' blocks routed natively on the underlay (with BGP, or
+	// nodes on one segment).
+	{name: "ebpf-native", encap: "none", open: openEBPF("")},
 }
 
 func openEBPF(attach string) func(t testing.TB, ns *netnstest.Netns, dir string) func(datapath.Options) datapath.Datapath {
@@ -162,8 +165,12 @@ func (n *node) addPod(t testing.TB, name, ip string) (*netnstest.Netns, datapath
 		UID: "uid-" + name, Netns: pns.Path(), IPs: []netip.Prefix{netip.MustParsePrefix(ip)}}
 	n.do(t, func() error {
 		res, err := n.dp.AddPod(context.Background(), pod)
-		if err == nil && (res.MTU != 1450 || res.Gateways[0] != datapath.Gateway(n.spec.PodCIDRs[0])) {
-			t.Errorf("AddPod result %+v: want MTU 1450 (1500 - 50 encapsulation) and the block's gateway", res)
+		mtu := 1450 // 1500 - 50 encapsulation
+		if n.spec.Encapsulation == "none" {
+			mtu = 1500
+		}
+		if err == nil && (res.MTU != mtu || res.Gateways[0] != datapath.Gateway(n.spec.PodCIDRs[0])) {
+			t.Errorf("AddPod result %+v: want MTU %d (the uplink's less the encapsulation) and the block's gateway", res, mtu)
 		}
 		return err
 	})

@@ -49,6 +49,7 @@ type Driver struct {
 
 	mu      sync.Mutex
 	node    datapath.Node
+	uplink  int // ifindex of the device holding the node's address
 	block   netip.Prefix
 	gwIP    netip.Addr
 	mtu     int
@@ -80,10 +81,12 @@ func New(o datapath.Options) *Driver {
 	return &Driver{opts: o}
 }
 
-// Capabilities: VXLAN through the kernel's device. (Geneve, through the kernel's device
-// where it has one, is not written yet: Init refuses it, so it is not claimed.)
+// Capabilities: VXLAN through the kernel's device, or none (other nodes' pod blocks routed
+// natively: through their node addresses on the underlay, or as BGP peers announce them).
+// (Geneve, through the kernel's device where it has one, is not written yet: Init refuses
+// it, so it is not claimed.)
 func (d *Driver) Capabilities() datapath.Capabilities {
-	encaps := []string{"vxlan"}
+	encaps := []string{"vxlan", "none"}
 	mode := d.attachMode
 	if mode == "" {
 		mode = d.opts.EBPFAttach
@@ -99,7 +102,7 @@ func (d *Driver) Capabilities() datapath.Capabilities {
 func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if node.Encapsulation != "vxlan" {
+	if !d.Capabilities().Supports(node.Encapsulation) {
 		return fmt.Errorf("encapsulation %q is not supported by the ebpf driver on this node (supported: %v)", node.Encapsulation, d.Capabilities().Encapsulations)
 	}
 	for _, p := range node.PodCIDRs {
@@ -124,25 +127,44 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	if err != nil {
 		return err
 	}
+	d.uplink = uplink.Attrs().Index
 	d.mtu = node.MTU
 	if d.mtu == 0 {
-		d.mtu = uplink.Attrs().MTU - encapOverhead
+		d.mtu = uplink.Attrs().MTU
+		if node.Encapsulation != "none" {
+			d.mtu -= encapOverhead
+		}
 	}
 	if err := d.ensureGateway(); err != nil {
-		return err
-	}
-	vx, err := d.ensureVXLAN()
-	if err != nil {
 		return err
 	}
 	if err := d.load(); err != nil {
 		return err
 	}
-	if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.FromTunnel, ebpf.AttachTCXIngress); err != nil {
-		return err
-	}
-	if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.ToTunnel, ebpf.AttachTCXEgress); err != nil {
-		return err
+	if node.Encapsulation == "none" {
+		// Pods' packets to other nodes leave through the uplink: their egress policy after
+		// the kernel's Service translation is decided there. No tunnel device.
+		if l, err := netlink.LinkByName(TunnelDevice); err == nil {
+			d.detach(TunnelDevice)
+			_ = netlink.LinkDel(l)
+		}
+		if err := d.attach(uplink.Attrs().Name, d.uplink, d.objs.ToTunnel, ebpf.AttachTCXEgress); err != nil {
+			return err
+		}
+	} else {
+		vx, err := d.ensureVXLAN()
+		if err != nil {
+			return err
+		}
+		if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.FromTunnel, ebpf.AttachTCXIngress); err != nil {
+			return err
+		}
+		if err := d.attach(TunnelDevice, vx.Attrs().Index, d.objs.ToTunnel, ebpf.AttachTCXEgress); err != nil {
+			return err
+		}
+		if name := uplink.Attrs().Name; d.attachMode == "tcx" {
+			d.detachDir(name, ebpf.AttachTCXEgress) // an earlier run without encapsulation
+		}
 	}
 	if err := d.loadState(); err != nil {
 		return err
@@ -385,13 +407,18 @@ func (d *Driver) attachTCX(name string, ifindex int, prog *ebpf.Program, at ebpf
 // detach removes an interface's programs.
 func (d *Driver) detach(name string) {
 	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-		pin := linkPin(d.pinDir, name, at)
-		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			_ = l.Unpin()
-			_ = l.Close()
-		}
-		_ = os.Remove(pin)
+		d.detachDir(name, at)
 	}
+}
+
+// detachDir removes an interface's program of one direction.
+func (d *Driver) detachDir(name string, at ebpf.AttachType) {
+	pin := linkPin(d.pinDir, name, at)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		_ = l.Unpin()
+		_ = l.Close()
+	}
+	_ = os.Remove(pin)
 }
 
 // Close releases the driver's handles; the pinned programs keep forwarding.

@@ -62,8 +62,12 @@ func (d *Driver) SetPeerRoutes(_ context.Context, routes datapath.PeerRoutes) er
 const peerRouteMetric = 1000
 
 // syncRoutes makes the node's VXLAN forwarding entries, neighbours and routes match the
-// remote nodes and peer routes, removing the driver's stale routes.
+// remote nodes and peer routes, removing the driver's stale routes. Without encapsulation
+// other nodes' blocks are routed through their node addresses on the uplink.
 func (d *Driver) syncRoutes() error {
+	if d.node.Encapsulation == "none" {
+		return d.syncNativeRoutes()
+	}
 	vx, err := netlink.LinkByName(TunnelDevice)
 	if err != nil {
 		return err
@@ -135,6 +139,62 @@ func (d *Driver) syncRoutes() error {
 			want[fmt.Sprintf("%s@%d", p, peerRouteMetric)] = true
 		}
 	}
+	return d.pruneRoutes(want)
+}
+
+// syncNativeRoutes routes other nodes' pod blocks through their node addresses, and peer
+// clusters' ranges through the gateway nodes' addresses, on the uplink.
+func (d *Driver) syncNativeRoutes() error {
+	want := map[string]bool{d.block.String() + "@0": true}
+	for _, r := range d.remotes {
+		if !r.IP.Is4() {
+			continue
+		}
+		for _, b := range r.PodCIDRs {
+			if !b.Addr().Is4() {
+				continue
+			}
+			b = b.Masked()
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: d.uplink, Dst: veth.IPNet(b), Gw: r.IP.AsSlice(),
+				Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
+				return fmt.Errorf("route %s via %s: %w", b, r.IP, err)
+			}
+			want[b.String()+"@0"] = true
+		}
+	}
+	if !d.peers.LocalGateway {
+		var hops []*netlink.NexthopInfo
+		for _, g := range d.peers.Gateways {
+			if g.Is4() && g != d.node.IP {
+				hops = append(hops, &netlink.NexthopInfo{LinkIndex: d.uplink, Gw: g.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
+			}
+		}
+		for _, p := range d.peers.Prefixes {
+			if !p.Addr().Is4() {
+				continue
+			}
+			p = p.Masked()
+			route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol, Priority: peerRouteMetric}
+			switch len(hops) {
+			case 0:
+				route.Type = unix.RTN_UNREACHABLE
+			case 1:
+				route.LinkIndex, route.Gw, route.Flags = d.uplink, hops[0].Gw, int(netlink.FLAG_ONLINK)
+			default:
+				route.MultiPath = hops
+			}
+			if err := netlink.RouteReplace(route); err != nil {
+				return fmt.Errorf("route %s: %w", p, err)
+			}
+			want[fmt.Sprintf("%s@%d", p, peerRouteMetric)] = true
+		}
+	}
+	return d.pruneRoutes(want)
+}
+
+// pruneRoutes removes the driver's routes that are not wanted (by destination@metric),
+// keeping the pods' own.
+func (d *Driver) pruneRoutes(want map[string]bool) error {
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return err
