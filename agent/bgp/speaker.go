@@ -209,7 +209,19 @@ func (s *Speaker) syncPeers(ctx context.Context, cfg Config) error {
 	}
 	var errs []error
 	for addr, have := range s.peers {
-		if w, ok := want[addr]; ok && reflect.DeepEqual(w, have) {
+		w, ok := want[addr]
+		if ok && reflect.DeepEqual(w, have) {
+			continue
+		}
+		if ok && w.Password == have.Password && w.Port == have.Port && w.Passive == have.Passive {
+			// BFD, timers, the AS number: GoBGP changes them in place and resets the
+			// session only when the OPEN must change (a new AS) — a BFD or timer change
+			// leaves the routes where they are.
+			if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(w, cfg)}); err != nil {
+				errs = append(errs, fmt.Errorf("updating peer %s (%s): %w", w.Name, addr, err))
+				continue
+			}
+			s.peers[addr] = w
 			continue
 		}
 		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/weft-net/weft/test/lab"
 	"github.com/weft-net/weft/test/lab/kubelet"
 	"github.com/weft-net/weft/test/lab/netlab"
+	"github.com/weft-net/weft/test/lab/router"
 )
 
 func cacheDir() string {
@@ -54,6 +55,7 @@ func labCommand() *cobra.Command {
 		f.IntVar(&opts.Nodes, "nodes", opts.Nodes, "nodes per cluster")
 		f.StringVar(&opts.CNI, "cni", opts.CNI, "CNI plugin for pods: "+strings.Join(lab.CNIs, ", "))
 		f.StringSliceVar(&opts.Datapaths, "datapath", nil, "weft datapath backend by cluster (--cni weft): "+strings.Join(lab.DatapathBackends, ", ")+"; cluster i gets the i-th, the last repeats (default ovs)")
+		f.StringSliceVar(&opts.Routers, "router", nil, "a BGP router per cluster (--cni weft): "+strings.Join(router.Kinds, ", ")+" or none; cluster i gets the i-th, the last repeats. With one, the cluster's nodes announce their pod blocks to it over BGP, an ebpf cluster runs without encapsulation, and an external host sits behind the router")
 		f.StringVar(&opts.WeftManifests, "weft-manifests", opts.WeftManifests, "kustomization that installs weft (--cni weft)")
 		f.IntVar(&opts.APIPortBase, "api-port", opts.APIPortBase, "host port of the first cluster's API server (127.0.0.1)")
 		f.StringVar(&opts.KubeBin, "kube-bin", opts.KubeBin, "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl")
@@ -155,6 +157,9 @@ func labUp(ctx context.Context, opts lab.Options) error {
 		"--timeout", opts.Timeout.String()}
 	if len(opts.Datapaths) > 0 {
 		args = append(args, "--datapath", strings.Join(opts.Datapaths, ","))
+	}
+	if len(opts.Routers) > 0 {
+		args = append(args, "--router", strings.Join(opts.Routers, ","))
 	}
 	d := exec.Command(opts.Self, args...)
 	d.Stdout, d.Stderr = logf, logf

@@ -42,7 +42,10 @@ func upLab(t testing.TB, clusters, nodes int) *Lab {
 		"--cni", "weft", "--weft-manifests", filepath.Join(root, "config", "default"),
 		// weft-1 runs the ovs datapath, weft-2 the ebpf one: every cross-cluster spec runs
 		// between the two.
-		"--datapath", "ovs,ebpf"}
+		"--datapath", "ovs,ebpf",
+		// Each cluster's nodes speak BGP with a router of its own: BIRD for weft-1, FRR for
+		// weft-2 (which then runs without encapsulation).
+		"--router", "bird,frr"}
 	// A lab of this name left by an earlier, interrupted run is taken down first.
 	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
 	l.linksBefore = hostLinks(t)
@@ -131,6 +134,15 @@ func TestLab(t *testing.T) {
 		}
 		MultiClusterServices(t, MCSInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "e2e-mcs"})
 	})
+	for _, c := range []struct{ cluster, peer string }{{"weft-1", "weft-2"}, {"weft-2", "weft-1"}} {
+		t.Run("BGP announces "+c.cluster+"'s pod blocks to its router", func(t *testing.T) {
+			in := BGPInput{Lab: lab, Cluster: c.cluster, Namespace: "e2e-bgp-" + c.cluster[len(c.cluster)-1:], Nodes: 3}
+			if lab.Weftctl != "" {
+				in.ExportFrom = c.peer
+			}
+			BGP(t, in)
+		})
+	}
 	t.Run("gateways are active-active and fail over in under a second", func(t *testing.T) {
 		if lab.Weftctl == "" {
 			t.Skip("needs the peered clusters of the suite's own lab")

@@ -22,6 +22,7 @@ import (
 	ebpfdp "github.com/weft-net/weft/agent/datapath/ebpf"
 	"github.com/weft-net/weft/test/lab/netlab"
 	"github.com/weft-net/weft/test/lab/proc"
+	"github.com/weft-net/weft/test/lab/router"
 )
 
 // Options configure a lab.
@@ -38,7 +39,12 @@ type Options struct {
 	// Datapaths are weft's datapath backends by cluster (--cni weft): cluster i gets the
 	// i-th, the last one repeats; empty means ovs. An ebpf cluster's agents pin their
 	// programs in a bpffs of the lab's own (BPFFSDir), mounted while the lab runs.
-	Datapaths   []string
+	Datapaths []string
+	// Routers are the BGP routers by cluster (--cni weft): "bird", "frr" or "none"; the
+	// last repeats, empty means none. A cluster with a router gets spec.bgp (its nodes
+	// announce their pod blocks to the router; an ebpf cluster runs without
+	// encapsulation) and an external host behind the router.
+	Routers     []string
 	StateDir    string
 	APIPortBase int
 	// KubeBin holds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy
@@ -66,6 +72,18 @@ func (o Options) Datapath(index int) string {
 	return o.Datapaths[min(index, len(o.Datapaths))-1]
 }
 
+// Router is the BGP router of the cluster with the given index (from 1): "" for none.
+func (o Options) Router(index int) string {
+	if len(o.Routers) == 0 {
+		return ""
+	}
+	r := o.Routers[min(index, len(o.Routers))-1]
+	if r == "none" {
+		return ""
+	}
+	return r
+}
+
 // BPFFSDir is where a lab mounts its own bpffs: each mount is a separate instance, so labs
 // side by side never see each other's pins, and unmounting it frees them all.
 func BPFFSDir(stateDir string) string { return filepath.Join(stateDir, "bpffs") }
@@ -81,6 +99,15 @@ func (o Options) Validate() error {
 	}
 	if !contains(CNIs, o.CNI) {
 		errs = append(errs, fmt.Errorf("--cni %q: the lab knows %s", o.CNI, strings.Join(CNIs, ", ")))
+	}
+	for _, r := range o.Routers {
+		if r != "none" && !contains(router.Kinds, r) {
+			errs = append(errs, fmt.Errorf("--router %q: the lab knows %s and none", r, strings.Join(router.Kinds, ", ")))
+		} else if r != "none" {
+			if err := (router.Config{Kind: r}).Validate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	for _, d := range o.Datapaths {
 		if !contains(DatapathBackends, d) {
@@ -207,6 +234,9 @@ func (l *Lab) up(ctx context.Context) error {
 	}
 	if err := l.nicChecksums(); err != nil {
 		return err
+	}
+	if err := l.routers(); err != nil {
+		return fmt.Errorf("lab routers: %w", err)
 	}
 	var merged []string
 	for _, c := range l.layout.Clusters {

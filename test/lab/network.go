@@ -108,9 +108,23 @@ func (l *Lab) installWeft(ctx context.Context, c ClusterLayout, p *clusterPKI) e
 	if err != nil {
 		return fmt.Errorf("kubectl apply -k %s: %v: %s", l.opts.WeftManifests, err, out)
 	}
-	datapath := "" // the default: ovs, geneve
-	if d := l.opts.Datapath(c.Index); d == "ebpf" {
-		datapath = "  datapath: {backend: ebpf, encapsulation: vxlan}\n"
+	withRouter := l.opts.Router(c.Index) != ""
+	spec := "" // the default: ovs, geneve
+	if d := l.opts.Datapath(c.Index); d == "ebpf" && withRouter {
+		// The router and the underlay carry pod traffic: no encapsulation.
+		spec = "  datapath: {backend: ebpf, encapsulation: none}\n"
+	} else if d == "ebpf" {
+		spec = "  datapath: {backend: ebpf, encapsulation: vxlan}\n"
+	}
+	if withRouter {
+		spec += c.bgpSpec()
+		if err := ApplyYAML(ctx, p.hostKubeconfig, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: weft-system}
+stringData: {password: %s}
+`, BGPSecret, BGPPassword)); err != nil {
+			return err
+		}
 	}
 	return ApplyYAML(ctx, p.hostKubeconfig, fmt.Sprintf(`apiVersion: fabric.weft.dev/v1alpha1
 kind: ClusterNetwork
@@ -119,7 +133,7 @@ spec:
   clusterID: %s
   podCIDRs: [%s]
   serviceCIDRs: [%s]
-%s`, c.Name, c.PodCIDR, c.ServiceCIDR, datapath))
+%s`, c.Name, c.PodCIDR, c.ServiceCIDR, spec))
 }
 
 // weftNetwork routes each node's weft pod block from the control-plane namespace (which runs

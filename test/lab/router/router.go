@@ -36,6 +36,9 @@ type Config struct {
 	Password string
 	// BFD runs BFD on the sessions with this interval (×3); 0: no BFD.
 	BFD time.Duration
+	// Announce are prefixes the router announces to the nodes (its own segments: the
+	// external host's).
+	Announce []netip.Prefix
 	// Peers, when set, are FRR's neighbours one by one instead of the range: FRR's BFD
 	// for a range's dynamic neighbours comes up only after their BGP session and
 	// restarts it on the way, which GoBGP takes for a failure, so BFD needs them.
@@ -53,8 +56,8 @@ type Process struct {
 func (c Config) Validate() error {
 	switch c.Kind {
 	case "bird":
-		for _, t := range []string{"bird", "birdc"} {
-			if _, err := exec.LookPath(t); err != nil {
+		for _, t := range []string{"/usr/sbin/bird", "/usr/sbin/birdc"} {
+			if _, err := os.Stat(t); err != nil {
 				return fmt.Errorf("missing %s (apt-get install bird2; hack/lab-deps.sh installs it)", t)
 			}
 		}
@@ -84,7 +87,7 @@ func (c Config) Write() ([]Process, error) {
 		if err := os.WriteFile(filepath.Join(c.Dir, "bird.conf"), []byte(c.birdConf()), 0o644); err != nil {
 			return nil, err
 		}
-		return []Process{{Name: "bird", Path: "bird", Args: []string{"-f", "-c", filepath.Join(c.Dir, "bird.conf"),
+		return []Process{{Name: "bird", Path: "/usr/sbin/bird", Args: []string{"-f", "-c", filepath.Join(c.Dir, "bird.conf"),
 			"-s", c.birdSocket(), "-P", filepath.Join(c.Dir, "bird.pid")}}}, nil
 	default:
 		// FRR's daemons drop privileges to the frr user: their directory must be its, and
@@ -124,18 +127,27 @@ func (c Config) birdSocket() string { return filepath.Join(c.Dir, "bird.ctl") }
 func (c Config) birdConf() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "router id %s;\nlog \"%s\" all;\n", c.RouterID, filepath.Join(c.Dir, "bird.log"))
-	b.WriteString("protocol device {}\n")
+	b.WriteString("protocol device {}\nprotocol direct { ipv4; ipv6; }\n")
 	// What the nodes announce goes into the namespace's kernel table (ECMP where several
 	// nodes announce one prefix).
-	b.WriteString("protocol kernel { ipv4 { import none; export all; }; merge paths on; }\n")
-	b.WriteString("protocol kernel { ipv6 { import none; export all; }; merge paths on; }\n")
+	b.WriteString("protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }\n")
+	b.WriteString("protocol kernel { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }\n")
 	if c.BFD > 0 {
 		ms := c.BFD.Milliseconds()
 		fmt.Fprintf(&b, "protocol bfd { interface \"*\" { min rx interval %d ms; min tx interval %d ms; multiplier 3; }; }\n", ms, ms)
 	}
 	fmt.Fprintf(&b, "protocol bgp node {\n  local as %d;\n  neighbor range %s as %d;\n  dynamic name \"node\";\n", c.ASN, c.Neighbors, c.NeighborASN)
-	// eBGP in BIRD 2 needs explicit filters.
-	b.WriteString("  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n  graceful restart on;\n")
+	// eBGP in BIRD 2 needs explicit filters: the nodes' routes in, the router's own
+	// segments out.
+	export := "none"
+	if len(c.Announce) > 0 {
+		var nets []string
+		for _, p := range c.Announce {
+			nets = append(nets, p.String())
+		}
+		export = fmt.Sprintf("where source = RTS_DEVICE && net ~ [ %s ]", strings.Join(nets, ", "))
+	}
+	fmt.Fprintf(&b, "  ipv4 { import all; export %s; };\n  ipv6 { import all; export %s; };\n  graceful restart on;\n", export, export)
 	// After a failed session BIRD waits a minute (by default) before it takes the
 	// neighbour's next one: a lab's router forgives sooner.
 	b.WriteString("  error wait time 1, 5;\n  error forget time 10;\n")
@@ -172,7 +184,13 @@ func (c Config) bgpdConf() string {
 	} else {
 		fmt.Fprintf(&b, " bgp listen range %s peer-group nodes\n", c.Neighbors)
 	}
-	b.WriteString(" address-family ipv4 unicast\n  neighbor nodes activate\n exit-address-family\n")
+	b.WriteString(" address-family ipv4 unicast\n  neighbor nodes activate\n")
+	for _, p := range c.Announce {
+		if p.Addr().Is4() {
+			fmt.Fprintf(&b, "  network %s\n", p)
+		}
+	}
+	b.WriteString(" exit-address-family\n")
 	b.WriteString(" address-family ipv6 unicast\n  neighbor nodes activate\n exit-address-family\n!\n")
 	return b.String()
 }
@@ -211,7 +229,7 @@ func (c Config) Sessions(ctx context.Context) ([]Session, error) {
 }
 
 func (c Config) birdc(ctx context.Context, cmd string) (string, error) {
-	out, err := exec.CommandContext(ctx, "birdc", "-s", c.birdSocket(), cmd).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "/usr/sbin/birdc", "-s", c.birdSocket(), cmd).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("birdc %s: %v: %s", cmd, err, out)
 	}
