@@ -80,14 +80,14 @@ func runHelper() {
 
 // speaker is a helper process.
 type speaker struct {
-	t   *testing.T
+	t   testing.TB
 	cmd *exec.Cmd
 	mu  sync.Mutex
 	in  io.WriteCloser
 	out *bufio.Scanner
 }
 
-func startSpeaker(t *testing.T, n *netnstest.Netns) *speaker {
+func startSpeaker(t testing.TB, n *netnstest.Netns) *speaker {
 	t.Helper()
 	cmd := exec.Command("nsenter", "--net="+n.Path(), "--", os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
@@ -175,7 +175,7 @@ func tail(s string, n int) string {
 }
 
 type prefixWriter struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 }
 
@@ -203,7 +203,7 @@ const (
 
 var routerIP = netip.MustParseAddr("10.99.0.1")
 
-func newLab(t *testing.T, kind string, bfd time.Duration) *lab {
+func newLab(t testing.TB, kind string, bfd time.Duration) *lab {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	rc := &router.Config{Kind: kind, ASN: routerASN, RouterID: routerIP, Neighbors: netip.MustParsePrefix("10.99.0.0/24"),

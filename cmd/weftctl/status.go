@@ -42,7 +42,18 @@ cluster (condition, reason, its gateways). Gateways report their tunnels every f
 			if err := cl.Client.List(ctx, peers); err != nil {
 				return fmt.Errorf("ClusterPeers: %w", err)
 			}
-			return writeStatus(os.Stdout, cn, peers.Items, time.Now())
+			var bgpNodes []fabricv1.BGPNode
+			if cn.Spec.BGP != nil {
+				list := &fabricv1.BGPNodeList{}
+				if err := cl.Client.List(ctx, list); err != nil {
+					return fmt.Errorf("BGPNodes: %w", err)
+				}
+				bgpNodes = list.Items
+			}
+			if err := writeStatus(os.Stdout, cn, peers.Items, time.Now()); err != nil {
+				return err
+			}
+			return writeBGP(os.Stdout, cn, bgpNodes, time.Now())
 		},
 	}
 	f := cmd.Flags()
@@ -114,6 +125,32 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 	}
 	if len(peers) == 0 {
 		fmt.Fprintln(tw, "(none: connect a cluster with weftctl peer join)")
+	}
+	return tw.Flush()
+}
+
+// writeBGP prints every node's BGP sessions (when spec.bgp is set).
+func writeBGP(w io.Writer, cn *fabricv1.ClusterNetwork, nodes []fabricv1.BGPNode, now time.Time) error {
+	if cn.Spec.BGP == nil {
+		return nil
+	}
+	fmt.Fprintf(w, "\nBGP (AS %d)\n", cn.Spec.BGP.ASN)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tPEER\tADDRESS\tAS\tSTATE\tSINCE\tBFD\tSENT\tRECEIVED\tLAST ERROR")
+	n := 0
+	for _, b := range nodes {
+		for _, p := range b.Status.Peers {
+			since := "-"
+			if p.Since != nil {
+				since = age(now.Sub(p.Since.Time)) + " ago"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\n", b.Name, p.Name, p.Address, p.ASN, p.State, since, orDash(p.BFD),
+				p.PrefixesSent, p.PrefixesReceived, orDash(p.LastError))
+			n++
+		}
+	}
+	if n == 0 {
+		fmt.Fprintln(tw, "(no sessions reported yet: agents report them in each node's BGPNode)")
 	}
 	return tw.Flush()
 }

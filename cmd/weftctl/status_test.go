@@ -73,6 +73,35 @@ func TestWriteStatus(t *testing.T) {
 	}
 }
 
+func TestWriteBGP(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	cn := &fabricv1.ClusterNetwork{Spec: fabricv1.ClusterNetworkSpec{ClusterID: "c1", BGP: &fabricv1.BGPSpec{ASN: 64512}}}
+	since := metav1.NewTime(now.Add(-90 * time.Second))
+	nodes := []fabricv1.BGPNode{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: fabricv1.BGPNodeStatus{Peers: []fabricv1.BGPPeerStatus{
+		{Name: "tor", Address: "172.30.1.254", ASN: 65000, State: fabricv1.BGPStateEstablished, Since: &since, BFD: "Up", PrefixesSent: 2, PrefixesReceived: 1},
+		{Name: "edge", Address: "172.30.1.253", ASN: 65001, State: fabricv1.BGPStateActive, LastError: "the peer closed the session: bad peer AS"},
+	}}}}
+	var out bytes.Buffer
+	if err := writeBGP(&out, cn, nodes, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		`^BGP \(AS 64512\)$`,
+		`^n1 +tor +172.30.1.254 +65000 +Established +1m30s ago +Up +2 +1 +-$`,
+		`^n1 +edge +172.30.1.253 +65001 +Active +- +- +0 +0 +the peer closed the session: bad peer AS$`,
+	} {
+		if !regexp.MustCompile("(?m)" + line).MatchString(out.String()) {
+			t.Errorf("no line matching %q in:\n%s", line, out.String())
+		}
+	}
+	// Without spec.bgp: nothing.
+	out.Reset()
+	cn.Spec.BGP = nil
+	if err := writeBGP(&out, cn, nodes, now); err != nil || out.Len() != 0 {
+		t.Errorf("without spec.bgp: %q, %v", out.String(), err)
+	}
+}
+
 func TestAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		-time.Second: "0s", 123 * time.Millisecond: "120ms", 42 * time.Second: "42s",
