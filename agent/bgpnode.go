@@ -71,10 +71,11 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 	if self == nil {
 		// The node is being removed: take its routes back now rather than leave them to
 		// the peers' graceful-restart timers.
-		if b.running {
+		if b.running && b.applied != nil {
 			if err := b.speaker.Withdraw(); err != nil {
 				log.Error(err, "withdrawing the routes of a node that is gone")
 			}
+			b.applied = nil // announced again should the node come back
 		}
 		return
 	}
@@ -110,6 +111,7 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 		} else {
 			b.applyErr = ""
 			b.applied = &cfg
+			b.restarting = false // the restart flag goes with the first configuration only
 			log.Info("BGP speaker configured", "asn", cfg.ASN, "routerID", cfg.RouterID, "peers", len(cfg.Peers),
 				"prefixes", cfg.Prefixes, "took", time.Since(start).Round(time.Millisecond))
 		}
