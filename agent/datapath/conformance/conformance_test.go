@@ -378,3 +378,44 @@ func TestRestartAfterAMapLayoutChange(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerRoutesLeaveAGatewaysTunnelRoutesAlone: on a gateway node the gateway routes peer
+// clusters' ranges into its tunnels; whatever the datapath is told (this node is not a
+// gateway yet — a restarted agent before its first health probe — then that it is), those
+// routes must stay. (Both drivers once replaced them, cutting the gateway off.)
+func TestPeerRoutesLeaveAGatewaysTunnelRoutesAlone(t *testing.T) {
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) {
+			n1, n2 := twoNodes(t, d)
+			peer := netip.MustParsePrefix("10.200.0.0/16")
+			// The gateway's tunnel: a device with the range routed into it, as weft-gateway
+			// installs it (tunnel.RouteProtocol).
+			n1.ns.MustIP(t, "link", "add", "wgsim0", "type", "veth", "peer", "name", "wgsim1")
+			n1.ns.MustIP(t, "link", "set", "wgsim0", "up")
+			n1.ns.MustIP(t, "link", "set", "wgsim1", "up")
+			n1.ns.MustIP(t, "route", "add", peer.String(), "dev", "wgsim0", "proto", "87")
+			check := func(when string) {
+				t.Helper()
+				out, err := n1.ns.Run("ip", "route", "show", peer.String(), "dev", "wgsim0")
+				if err != nil || !strings.Contains(out, peer.String()) {
+					all, _ := n1.ns.Run("ip", "route")
+					t.Fatalf("%s: the gateway's route into its tunnel is gone (%v); routes:\n%s", when, err, all)
+				}
+			}
+			for _, r := range []struct {
+				when   string
+				routes datapath.PeerRoutes
+			}{
+				{"not a gateway, no gateway known", datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}}},
+				{"not a gateway, the other node is", datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}, Gateways: []netip.Addr{n2.ip}}},
+				{"a gateway", datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}, Gateways: []netip.Addr{n1.ip, n2.ip}, LocalGateway: true}},
+				{"no peers", datapath.PeerRoutes{}},
+			} {
+				n1.do(t, func() error { return n1.dp.SetPeerRoutes(context.Background(), r.routes) })
+				check(r.when)
+			}
+			n1.restart(t)
+			check("after a restart")
+		})
+	}
+}

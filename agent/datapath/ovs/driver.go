@@ -654,46 +654,67 @@ func (d *Driver) syncRoutes() error {
 	// node's kernel sends there (a Service's VIP translated to a peer pod by kube-proxy: a
 	// multi-cluster Service) goes back into the bridge, which sends it to a gateway node. A
 	// gateway node routes them into its tunnels itself.
-	var into []netip.Prefix
+	type into struct {
+		p      netip.Prefix
+		metric int
+	}
+	var routes []into
 	for _, r := range d.remotes {
-		into = append(into, r.PodCIDRs...)
+		for _, p := range r.PodCIDRs {
+			routes = append(routes, into{p, 0})
+		}
 	}
 	if !d.peers.LocalGateway {
-		into = append(into, d.peers.Prefixes...)
+		// Behind (a higher metric than) the routes a gateway on this node installs into its
+		// tunnels: replacing those would cut the node's own gateway off — as it did when an
+		// agent restarting on a gateway node programmed these before it knew it was one.
+		for _, p := range d.peers.Prefixes {
+			routes = append(routes, into{p, peerRouteMetric})
+		}
 	}
 	mac, _ := net.ParseMAC(tunnelMAC)
 	want := map[string]bool{}
-	for _, p := range into {
+	for _, r := range routes {
+		p := r.p
 		if !p.Addr().Is4() {
 			continue
 		}
 		p = p.Masked()
 		via := datapath.Gateway(p)
-		want[p.String()] = true
+		want[fmt.Sprintf("%s@%d", p, r.metric)] = true
 		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: gw.Attrs().Index, Family: netlink.FAMILY_V4,
 			State: netlink.NUD_PERMANENT, IP: via.AsSlice(), HardwareAddr: mac}); err != nil {
 			return fmt.Errorf("neighbour %s: %w", via, err)
 		}
 		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: gw.Attrs().Index, Dst: veth.IPNet(p), Gw: via.AsSlice(),
-			Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol}); err != nil {
+			Flags: int(netlink.FLAG_ONLINK), Protocol: routeProtocol, Priority: r.metric}); err != nil {
 			return fmt.Errorf("route %s: %w", p, err)
 		}
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: gw.Attrs().Index, Protocol: routeProtocol},
+	have, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: gw.Attrs().Index, Protocol: routeProtocol},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return err
 	}
-	for _, r := range routes {
-		if r.Dst != nil && !want[r.Dst.String()] {
+	inUse := map[string]bool{}
+	for _, r := range have {
+		if r.Dst != nil && want[fmt.Sprintf("%s@%d", r.Dst, r.Priority)] {
+			inUse[r.Gw.String()] = true
+		}
+	}
+	for _, r := range have {
+		if r.Dst != nil && !want[fmt.Sprintf("%s@%d", r.Dst, r.Priority)] {
 			_ = netlink.RouteDel(&r)
-			if via, ok := netip.AddrFromSlice(r.Gw); ok {
+			if via, ok := netip.AddrFromSlice(r.Gw); ok && !inUse[r.Gw.String()] {
 				_ = netlink.NeighDel(&netlink.Neigh{LinkIndex: gw.Attrs().Index, IP: via.AsSlice()})
 			}
 		}
 	}
 	return nil
 }
+
+// peerRouteMetric is the metric of the routes to peer clusters into the bridge.
+const peerRouteMetric = 1000
 
 // hostIfName is the node-side veth name of a pod attachment.
 func hostIfName(key datapath.PodKey) string { return veth.HostIfName(key) }
