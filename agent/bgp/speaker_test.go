@@ -221,58 +221,22 @@ func newLab(t testing.TB, kind string, bfd time.Duration) *lab {
 		t.Fatal(err)
 	}
 	_ = os.Chmod(filepath.Dir(rc.Dir), 0o755)
-	procs, err := rc.Write()
+	stop, err := rc.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range procs {
-		cmd := exec.Command("nsenter", append([]string{"--net=" + rns.Path(), "--", p.Path}, p.Args...)...)
-		logf, err := os.Create(filepath.Join(rc.Dir, p.Name+".out"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting %s: %v", p.Name, err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-			logf.Close()
-		})
-		if p.Name == "zebra" || p.Name == "bfdd" {
-			time.Sleep(300 * time.Millisecond) // bgpd connects to zebra on start
-		}
-	}
-	dumpLogs := func() {
-		logs, _ := filepath.Glob(filepath.Join(rc.Dir, "*.out"))
-		more, _ := filepath.Glob(filepath.Join(rc.Dir, "*.log"))
-		for _, l := range append(logs, more...) {
-			b, _ := os.ReadFile(l)
-			t.Logf("%s: %s", l, tail(string(b), 3000))
-		}
-		for _, cmd := range []string{"show bfd peers", "show bgp neighbors"} {
-			if kind == "frr" {
-				out, _ := exec.Command("vtysh", "--vty_socket", rc.Dir, "-c", cmd).CombinedOutput()
-				t.Logf("%s: %s", cmd, tail(string(out), 3000))
-			}
-		}
-	}
+	t.Cleanup(stop)
 	t.Cleanup(func() {
 		if t.Failed() {
-			dumpLogs()
+			t.Log(rc.Logs(3000))
+			if kind == "frr" {
+				for _, cmd := range []string{"show bfd peers", "show bgp neighbors"} {
+					out, _ := exec.Command("vtysh", "--vty_socket", rc.Dir, "-c", cmd).CombinedOutput()
+					t.Logf("%s: %s", cmd, tail(string(out), 3000))
+				}
+			}
 		}
 	})
-	if err := rc.WaitReady(context.Background(), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	l := &lab{router: rc}
 	for i := 1; i <= 2; i++ {
 		n := netnstest.New(t, fmt.Sprintf("n%d", i))

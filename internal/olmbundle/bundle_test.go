@@ -200,8 +200,19 @@ func TestBundleLayout(t *testing.T) {
 			t.Errorf("CRD %s ships in the bundle but the CSV does not own it", crd.Name)
 		}
 	}
-	if len(b.V1CRDs) != 7 {
-		t.Errorf("bundle has %d CRDs, want weft's 4, ClusterProperty and the 2 MCS kinds", len(b.V1CRDs))
+	// Exactly the CRDs config/crd installs (weft's, ClusterProperty, the MCS kinds).
+	var kust struct {
+		Resources []string `json:"resources"`
+	}
+	kb, err := os.ReadFile(filepath.Join(root, "config", "crd", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(kb, &kust); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.V1CRDs) != len(kust.Resources) || len(b.V1CRDs) < 7 {
+		t.Errorf("bundle has %d CRDs, want the %d config/crd lists", len(b.V1CRDs), len(kust.Resources))
 	}
 	var related []string
 	for _, r := range csv.Spec.RelatedImages {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -201,6 +202,69 @@ func (c Config) bfddConf() string {
 	}
 	ms := c.BFD.Milliseconds()
 	return fmt.Sprintf("bfd\n profile lab\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier 3\n !\n!\n", ms, ms)
+}
+
+// Start writes the configuration and runs the router's processes in its namespace (through
+// nsenter), their output in Dir; stop ends them. For tests — the lab supervises its own.
+func (c Config) Start(ctx context.Context) (stop func(), err error) {
+	procs, err := c.Write()
+	if err != nil {
+		return nil, err
+	}
+	var cmds []*exec.Cmd
+	stop = func() {
+		for i := len(cmds) - 1; i >= 0; i-- {
+			cmd := cmds[i]
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+	}
+	for _, p := range procs {
+		cmd := exec.Command("nsenter", append([]string{"--net=" + filepath.Join("/run/netns", c.Netns), "--", p.Path}, p.Args...)...)
+		out, err := os.Create(filepath.Join(c.Dir, p.Name+".out"))
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+		err = cmd.Start()
+		out.Close()
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("starting %s: %w", p.Name, err)
+		}
+		cmds = append(cmds, cmd)
+		if p.Name == "zebra" || p.Name == "bfdd" {
+			time.Sleep(300 * time.Millisecond) // bgpd connects to zebra on start
+		}
+	}
+	if err := c.WaitReady(ctx, 10*time.Second); err != nil {
+		stop()
+		return nil, fmt.Errorf("%w; its output: %s", err, c.Logs(3000))
+	}
+	return stop, nil
+}
+
+// Logs is the end of each of the router's output and log files, for failure messages.
+func (c Config) Logs(max int) string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(c.Dir, "*.out"))
+	more, _ := filepath.Glob(filepath.Join(c.Dir, "*.log"))
+	for _, f := range append(files, more...) {
+		data, _ := os.ReadFile(f)
+		if len(data) > max {
+			data = data[len(data)-max:]
+		}
+		fmt.Fprintf(&b, "\n--- %s:\n%s", f, data)
+	}
+	return b.String()
 }
 
 // Session is one BGP session as the router reports it.

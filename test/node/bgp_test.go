@@ -1,0 +1,135 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/test/lab/router"
+)
+
+// TestBGPWithdrawsWhenTheBlockOrTheNodeGoes runs the real agent with spec.bgp against BIRD
+// and FRR: the node's block reaches the router through the node; when the operator takes the
+// block back (drained) the agent withdraws it, and when the Node is deleted the agent
+// withdraws everything at once — not leaving it to the router's graceful-restart timer.
+func TestBGPWithdrawsWhenTheBlockOrTheNodeGoes(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for i, kind := range router.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			sw := netnstest.NewSwitch(t)
+			rns := netnstest.New(t, "rtr")
+			routerIP := netip.MustParseAddr(fmt.Sprintf("172.29.%d.254", 6+i))
+			nodeIP := netip.MustParseAddr(fmt.Sprintf("172.29.%d.11", 6+i))
+			block := netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", 6+i))
+			sw.Plug(t, rns, "r", routerIP.String()+"/24")
+			rc := router.Config{Kind: kind, Dir: filepath.Join(t.TempDir(), kind), Netns: rns.Name, ASN: 65000, RouterID: routerIP,
+				Neighbors: netip.PrefixFrom(routerIP, 24).Masked(), NeighborASN: 64512, Peers: []netip.Addr{nodeIP}}
+			stop, err := rc.Start(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			setBGP(t, &fabricv1.BGPSpec{ASN: 64512, ListenPort: 179, Advertise: fabricv1.BGPAdvertise{PodBlocks: true},
+				GracefulRestart: fabricv1.BGPGracefulRestart{Enabled: true, RestartTimeSeconds: 120},
+				Peers:           []fabricv1.BGPPeer{{Name: "tor", Address: routerIP.String(), ASN: 65000, Port: 179, HoldTimeSeconds: 9, KeepaliveSeconds: 3}}})
+
+			name := fmt.Sprintf("bgp-%d", i)
+			newNode(t, sw, name, nodeIP.String(), block.String())
+			if err := rc.WaitRoute(ctx, block, []netip.Addr{nodeIP}, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 30*time.Second, func() error {
+				b := &fabricv1.BGPNode{}
+				if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, b); err != nil {
+					return err
+				}
+				if !meta.IsStatusConditionTrue(b.Status.Conditions, fabricv1.ConditionReady) || len(b.Status.Advertised) != 1 {
+					return fmt.Errorf("BGPNode %s: %+v", name, b.Status)
+				}
+				return nil
+			})
+
+			// The block is taken back: withdrawn; given again: announced.
+			setBlock(t, name, "")
+			if err := rc.WaitRoute(ctx, block, nil, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			setBlock(t, name, block.String())
+			if err := rc.WaitRoute(ctx, block, []netip.Addr{nodeIP}, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			// The Node is deleted (its agent still running, as while a node drains away).
+			start := time.Now()
+			if err := env.Client.Delete(ctx, nodeObj(name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := rc.WaitRoute(ctx, block, nil, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: the route went %v after the Node was deleted", kind, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// setBGP gives the shared ClusterNetwork spec.bgp for one test.
+func setBGP(t *testing.T, spec *fabricv1.BGPSpec) {
+	t.Helper()
+	update := func(s *fabricv1.BGPSpec) error {
+		cn := &fabricv1.ClusterNetwork{}
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+			return err
+		}
+		cn.Spec.BGP = s
+		return env.Client.Update(context.Background(), cn)
+	}
+	if err := update(spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = update(nil) })
+}
+
+func setBlock(t *testing.T, node, block string) {
+	t.Helper()
+	n := nodeObj(node)
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(n), n); err != nil {
+		t.Fatal(err)
+	}
+	if block == "" {
+		delete(n.Annotations, fabricv1.AnnotationPodCIDRs)
+	} else {
+		n.Annotations[fabricv1.AnnotationPodCIDRs] = block
+	}
+	if err := env.Client.Update(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, limit time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", limit, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func nodeObj(name string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
