@@ -34,6 +34,7 @@ type bgpNode struct {
 	applied    *bgp.Config
 	applyErr   string
 	reported   *fabricv1.BGPNodeStatus
+	cleared    bool // no BGPNode of this node is left
 	imported   bgp.KernelRoutes
 	metrics    *bgp.Metrics
 }
@@ -155,10 +156,11 @@ func (b *bgpNode) off(ctx context.Context, why string) {
 	}
 	_ = b.imported.Sync(nil, nil)
 	b.metrics.Set(nil)
-	if b.reported != nil {
+	// Once per stop (and once after the agent starts: an earlier agent's may be left).
+	if b.reported != nil || !b.cleared {
 		err := b.a.c.Delete(ctx, &fabricv1.BGPNode{ObjectMeta: metav1.ObjectMeta{Name: b.a.cfg.NodeName}})
 		if err == nil || apierrors.IsNotFound(err) {
-			b.reported = nil
+			b.reported, b.cleared = nil, true
 		}
 	}
 }
@@ -270,7 +272,7 @@ func (b *bgpNode) report(ctx context.Context, cn *fabricv1.ClusterNetwork, peers
 		b.a.log.Error(err, "writing the node's BGPNode status")
 		return
 	}
-	b.reported = &st
+	b.reported, b.cleared = &st, false
 }
 
 func setCond(st *fabricv1.BGPNodeStatus, gen int64, typ string, status metav1.ConditionStatus, reason, msg string) {
