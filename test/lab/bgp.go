@@ -75,6 +75,9 @@ func (l *Lab) routers() error {
 		if kind == "" {
 			continue
 		}
+		if err := os.MkdirAll(LogDir(l.opts.StateDir, c.Name), 0o700); err != nil {
+			return err
+		}
 		r, ext := c.RouterHost(l.layout.Prefix), c.ExternalHost(l.layout.Prefix)
 		sw, err := netlab.NewSwitch(l.layout.Underlay) // (the one network() built)
 		if err != nil {
