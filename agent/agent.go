@@ -69,13 +69,15 @@ type Config struct {
 	PolicyLog string
 	// Namespace is the agent's namespace: BGP peers' password Secrets are read there.
 	Namespace string
+	// BPFFS is where the ebpf datapath pins its programs and maps (mounted if needed).
+	BPFFS string
 }
 
 // DefaultConfig suits the DaemonSet the operator installs.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), CNISocket: "/var/run/weft/cni.sock", CNIConfDir: "/etc/cni/net.d",
 		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: ":10380",
-		PolicyLog: "/var/lib/weft/policy.log", Namespace: os.Getenv("POD_NAMESPACE")}
+		PolicyLog: "/var/lib/weft/policy.log", Namespace: os.Getenv("POD_NAMESPACE"), BPFFS: "/sys/fs/bpf"}
 }
 
 // ConfFile is the name of the CNI configuration the agent writes.
@@ -134,7 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	dp, err := registry.New(string(in.backend), datapath.Options{StateDir: cfg.StateDir,
-		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir,
+		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir, BPFFS: cfg.BPFFS,
 		OnPolicyEvent: plog.event, OnDNSAnswer: learnDNS})
 	if err != nil {
 		return err

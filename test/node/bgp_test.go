@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -132,4 +133,93 @@ func waitFor(t *testing.T, limit time.Duration, f func() error) {
 
 func nodeObj(name string) *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
+// TestBGPExternalHostReachesPodsWithoutEncapsulation runs two real agents on the ebpf
+// datapath with encapsulation none, announcing their blocks to BIRD and to FRR: a host
+// behind the router reaches the pods of both nodes, and the pods answer through the route
+// the router announced (imported into the nodes' tables).
+func TestBGPExternalHostReachesPodsWithoutEncapsulation(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for i, kind := range router.Kinds {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			sw := netnstest.NewSwitch(t)
+			rns, ext := netnstest.New(t, "rtr"), netnstest.New(t, "ext")
+			routerIP := netip.MustParseAddr(fmt.Sprintf("172.29.%d.254", 8+i))
+			extNet := netip.MustParsePrefix(fmt.Sprintf("192.168.%d.0/24", 208+i))
+			extGW, extIP := extNet.Addr().Next(), netip.AddrFrom4([4]byte{192, 168, byte(208 + i), 10})
+			sw.Plug(t, rns, "r", routerIP.String()+"/24")
+			rns.MustIP(t, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", ext.Name)
+			rns.MustIP(t, "addr", "add", netip.PrefixFrom(extGW, 24).String(), "dev", "ext0")
+			rns.MustIP(t, "link", "set", "ext0", "up")
+			ext.MustIP(t, "addr", "add", netip.PrefixFrom(extIP, 24).String(), "dev", "eth0")
+			ext.MustIP(t, "link", "set", "eth0", "up")
+			ext.MustIP(t, "route", "add", "default", "via", extGW.String())
+			if _, err := rns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+				t.Fatal(err)
+			}
+			var ips []netip.Addr
+			for j := 1; j <= 2; j++ {
+				ips = append(ips, netip.MustParseAddr(fmt.Sprintf("172.29.%d.%d", 8+i, 10+j)))
+			}
+			rc := router.Config{Kind: kind, Dir: filepath.Join(t.TempDir(), kind), Netns: rns.Name, ASN: 65000, RouterID: routerIP,
+				Neighbors: netip.PrefixFrom(routerIP, 24).Masked(), NeighborASN: 64512, Peers: ips, Announce: []netip.Prefix{extNet}}
+			stop, err := rc.Start(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			setCN(t, func(s *fabricv1.ClusterNetworkSpec) {
+				s.Datapath = fabricv1.DatapathSpec{Backend: fabricv1.DatapathEBPF, Encapsulation: fabricv1.EncapsulationNone}
+				s.BGP = &fabricv1.BGPSpec{ASN: 64512, ListenPort: 179, Import: true, Advertise: fabricv1.BGPAdvertise{PodBlocks: true},
+					GracefulRestart: fabricv1.BGPGracefulRestart{Enabled: true, RestartTimeSeconds: 120},
+					Peers:           []fabricv1.BGPPeer{{Name: "tor", Address: routerIP.String(), ASN: 65000, Port: 179, HoldTimeSeconds: 9, KeepaliveSeconds: 3}}}
+			})
+			for j, ip := range ips {
+				name := fmt.Sprintf("bgpx-%d-%d", i, j)
+				block := netip.MustParsePrefix(fmt.Sprintf("10.99.%d.0/24", 20+2*i+j))
+				bpffs := filepath.Join(t.TempDir(), "bpffs")
+				t.Cleanup(func() { _ = syscall.Unmount(bpffs, syscall.MNT_DETACH) })
+				n := newNode(t, sw, name, ip.String(), block.String(), "--bpffs="+bpffs)
+				if err := rc.WaitRoute(ctx, block, []netip.Addr{ip}, 30*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				p, sandbox := n.pod(name + "-web")
+				r := n.cni("ADD", name+"-web-1", p, sandbox)
+				if err := r.err(); err != nil {
+					t.Fatal(err)
+				}
+				podIP := podIP(r)
+				sandbox.ServeEcho(t, podIP, []int{8080}, nil)
+				waitFor(t, 30*time.Second, func() error {
+					if o := ext.Probe("tcp", netip.AddrPortFrom(podIP, 8080), 2*time.Second); o != netnstest.Connected {
+						return fmt.Errorf("external host → pod %s on %s: %s", podIP, name, o)
+					}
+					return nil
+				})
+			}
+		})
+	}
+}
+
+// setCN changes the shared ClusterNetwork's spec for one test.
+func setCN(t *testing.T, mut func(*fabricv1.ClusterNetworkSpec)) {
+	t.Helper()
+	cn := &fabricv1.ClusterNetwork{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		t.Fatal(err)
+	}
+	before := *cn.Spec.DeepCopy()
+	mut(&cn.Spec)
+	if err := env.Client.Update(context.Background(), cn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cn := &fabricv1.ClusterNetwork{}
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err == nil {
+			cn.Spec = before
+			_ = env.Client.Update(context.Background(), cn)
+		}
+	})
 }

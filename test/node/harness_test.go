@@ -91,6 +91,8 @@ type simNode struct {
 	agent      *exec.Cmd
 	agentExit  chan struct{}
 	restarts   int
+	// agentArgs are more flags for the agent (set before startAgent).
+	agentArgs []string
 }
 
 func (n *simNode) socket() string   { return filepath.Join(n.dir, "run", "cni.sock") }
@@ -101,10 +103,10 @@ func (n *simNode) logPath() string  { return filepath.Join(n.dir, "agent.log") }
 
 // newNode registers the node with the API server (address, pod block) and starts Open
 // vSwitch and the agent in its namespace.
-func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string) *simNode {
+func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string, agentArgs ...string) *simNode {
 	t.Helper()
 	n := &simNode{t: t, name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip),
-		block: netip.MustParsePrefix(block), dir: t.TempDir()}
+		block: netip.MustParsePrefix(block), dir: t.TempDir(), agentArgs: agentArgs}
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
 	ctx := context.Background()
 
@@ -195,6 +197,7 @@ func (n *simNode) startAgent() {
 		"--node-name="+n.name, "--kubeconfig="+n.kubeconfig, "--cni-socket="+n.socket(),
 		"--cni-conf-dir="+n.confDir(), "--cni-bin-dir="+n.cniBin(), "--state-dir="+n.stateDir(),
 		"--ovs-run-dir="+n.ovsOpts.RunDir, "--health-addr=0")
+	cmd.Args = append(cmd.Args, n.agentArgs...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
