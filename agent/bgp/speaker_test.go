@@ -360,6 +360,46 @@ func TestBFDDropsAFrozenSpeakersRoutesWithinASecond(t *testing.T) {
 	})
 }
 
+// TestKilledSpeakersRoutesGoWithinASecond kills a speaker's process with BFD on: its sessions
+// close. Without graceful restart both routers drop the routes at once. With it (the
+// default) they differ, and the test records how: BIRD ends its graceful-restart wait when
+// BFD goes down (routes gone in about 3 × the interval); FRR's helper keeps them as stale for
+// the restart time (docs/bgp.md).
+func TestKilledSpeakersRoutesGoWithinASecond(t *testing.T) {
+	forEachRouter(t, func(t *testing.T, kind string) {
+		for _, gr := range []bool{false, true} {
+			l := newLab(t, kind, 100*time.Millisecond)
+			ctx := context.Background()
+			s := startSpeaker(t, l.nodes[0])
+			s.apply(l.config(0, func(c *bgp.Config) {
+				c.Peers[0].BFD = &bgp.BFD{Interval: 100 * time.Millisecond, Multiplier: 3}
+				c.GracefulRestart = gr
+			}))
+			if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			s.waitPeer(routerIP, 10*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.BFD == "Up" })
+			time.Sleep(time.Second) // BFD and BGP settled
+			start := time.Now()
+			s.kill()
+			err := l.router.WaitRoute(ctx, block(0), nil, 3*time.Second)
+			gone := time.Since(start)
+			switch {
+			case !gr || kind == "bird":
+				if err != nil || gone >= time.Second {
+					t.Errorf("graceful restart %v: the killed speaker's route went after %v (%v); want < 1 s", gr, gone, err)
+				}
+				t.Logf("%s, graceful restart %v: route gone %v after the kill", kind, gr, gone.Round(time.Millisecond))
+			default:
+				if err == nil {
+					t.Errorf("FRR dropped the route of a graceful-restart speaker after %v: its helper keeps them (docs say so)", gone)
+				}
+				t.Logf("%s, graceful restart %v: route kept as stale (helper)", kind, gr)
+			}
+		}
+	})
+}
+
 // TestGracefulRestartKeepsRoutesAcrossASpeakerRestart kills a speaker and starts another one
 // on the node, as an agent restart does: the router never loses the node's route.
 func TestGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
