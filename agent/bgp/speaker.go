@@ -102,7 +102,9 @@ type Speaker struct {
 	// reports while Apply holds mu).
 	errMu   sync.Mutex
 	lastErr map[netip.Addr]string
-	cancel  context.CancelFunc
+	// bfdRenewed is when each peer's BFD session was last made anew (under mu).
+	bfdRenewed map[netip.Addr]time.Time
+	cancel     context.CancelFunc
 }
 
 // New returns a speaker that starts on the first Apply.
@@ -110,7 +112,7 @@ func New(log *slog.Logger) *Speaker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Speaker{log: log, lastErr: map[netip.Addr]string{}}
+	return &Speaker{log: log, lastErr: map[netip.Addr]string{}, bfdRenewed: map[netip.Addr]time.Time{}}
 }
 
 // Apply makes the speaker run cfg: the server (re)started if its identity changed, peers
@@ -178,6 +180,9 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	if p.State.SessionState == bgp.BGP_FSM_ESTABLISHED {
 		return
 	}
+	if p.State.SessionState == bgp.BGP_FSM_IDLE {
+		go s.renewBFD(p.State.NeighborAddress)
+	}
 	why, ok := disconnectReasons[p.State.DisconnectReason]
 	if !ok {
 		return // timers and deconfiguration say nothing about the peer
@@ -186,6 +191,31 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		why += ": " + p.State.DisconnectMessage
 	}
 	s.setErr(p.State.NeighborAddress, why)
+}
+
+// renewBFD makes a new BFD session with a peer whose BGP session went down. GoBGP's BFD
+// keeps the peer's old discriminator after a failure and discards the packets of the session
+// the peer starts anew (BIRD does), expires, resets BGP, and so on forever: a speaker that
+// was frozen for a moment never came back (found by the lab). A fresh BFD session starts
+// from Down with no discriminator. At most once a second per peer.
+func (s *Speaker) renewBFD(addr netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.peers[addr]
+	if !ok || p.BFD == nil || s.srv == nil || time.Since(s.bfdRenewed[addr]) < time.Second {
+		return
+	}
+	s.bfdRenewed[addr] = time.Now()
+	off := p
+	off.BFD = nil
+	ctx := context.Background()
+	if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(off, s.cfg)}); err != nil {
+		s.log.Warn("renewing the BFD session", "peer", addr, "err", err)
+		return
+	}
+	if _, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: apiPeer(p, s.cfg)}); err != nil {
+		s.log.Warn("renewing the BFD session", "peer", addr, "err", err)
+	}
 }
 
 // disconnectReasons are the reasons for a session going down worth telling the user.

@@ -357,6 +357,15 @@ func TestBFDDropsAFrozenSpeakersRoutesWithinASecond(t *testing.T) {
 		if gone >= time.Second {
 			t.Errorf("the route went after %v; want under 1 s with BFD", gone)
 		}
+		// Thawed, the speaker comes back: BFD (with new discriminators on the router's
+		// side) and the session, and the route with them.
+		if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 30*time.Second); err != nil {
+			t.Fatalf("after the speaker thawed: %v", err)
+		}
+		s.waitPeer(routerIP, 10*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.BFD == "Up" })
 	})
 }
 
