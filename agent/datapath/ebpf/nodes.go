@@ -117,26 +117,8 @@ func (d *Driver) syncRoutes() error {
 				}
 			}
 		}
-		for _, p := range d.peers.Prefixes {
-			if !p.Addr().Is4() {
-				continue
-			}
-			p = p.Masked()
-			// Behind (a higher metric than) the routes a gateway on this node installs into
-			// its tunnels: replacing those would cut the node's own gateway off.
-			route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol, Priority: peerRouteMetric}
-			switch len(hops) {
-			case 0:
-				route.Type = unix.RTN_UNREACHABLE
-			case 1:
-				route.LinkIndex, route.Gw, route.Flags = idx, hops[0].Gw, int(netlink.FLAG_ONLINK)
-			default:
-				route.MultiPath = hops
-			}
-			if err := netlink.RouteReplace(route); err != nil {
-				return fmt.Errorf("route %s: %w", p, err)
-			}
-			want[fmt.Sprintf("%s@%d", p, peerRouteMetric)] = true
+		if err := d.routePeers(idx, hops, want); err != nil {
+			return err
 		}
 	}
 	return d.pruneRoutes(want)
@@ -169,27 +151,37 @@ func (d *Driver) syncNativeRoutes() error {
 				hops = append(hops, &netlink.NexthopInfo{LinkIndex: d.uplink, Gw: g.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
 			}
 		}
-		for _, p := range d.peers.Prefixes {
-			if !p.Addr().Is4() {
-				continue
-			}
-			p = p.Masked()
-			route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol, Priority: peerRouteMetric}
-			switch len(hops) {
-			case 0:
-				route.Type = unix.RTN_UNREACHABLE
-			case 1:
-				route.LinkIndex, route.Gw, route.Flags = d.uplink, hops[0].Gw, int(netlink.FLAG_ONLINK)
-			default:
-				route.MultiPath = hops
-			}
-			if err := netlink.RouteReplace(route); err != nil {
-				return fmt.Errorf("route %s: %w", p, err)
-			}
-			want[fmt.Sprintf("%s@%d", p, peerRouteMetric)] = true
+		if err := d.routePeers(d.uplink, hops, want); err != nil {
+			return err
 		}
 	}
 	return d.pruneRoutes(want)
+}
+
+// routePeers routes the peer clusters' ranges through hops on link (unreachable without
+// any), recording them in want. Behind (a higher metric than) the routes a gateway on this
+// node installs into its tunnels: replacing those would cut the node's own gateway off.
+func (d *Driver) routePeers(link int, hops []*netlink.NexthopInfo, want map[string]bool) error {
+	for _, p := range d.peers.Prefixes {
+		if !p.Addr().Is4() {
+			continue
+		}
+		p = p.Masked()
+		route := &netlink.Route{Dst: veth.IPNet(p), Protocol: routeProtocol, Priority: peerRouteMetric}
+		switch len(hops) {
+		case 0:
+			route.Type = unix.RTN_UNREACHABLE
+		case 1:
+			route.LinkIndex, route.Gw, route.Flags = link, hops[0].Gw, int(netlink.FLAG_ONLINK)
+		default:
+			route.MultiPath = hops
+		}
+		if err := netlink.RouteReplace(route); err != nil {
+			return fmt.Errorf("route %s: %w", p, err)
+		}
+		want[fmt.Sprintf("%s@%d", p, peerRouteMetric)] = true
+	}
+	return nil
 }
 
 // pruneRoutes removes the driver's routes that are not wanted (by destination@metric),
