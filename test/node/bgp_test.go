@@ -16,6 +16,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/testenv"
 	"github.com/weft-net/weft/test/lab/router"
 )
 
@@ -41,16 +42,18 @@ func TestBGPWithdrawsWhenTheBlockOrTheNodeGoes(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(stop)
-			setBGP(t, &fabricv1.BGPSpec{ASN: 64512, ListenPort: 179, Advertise: fabricv1.BGPAdvertise{PodBlocks: true},
-				GracefulRestart: fabricv1.BGPGracefulRestart{Enabled: true, RestartTimeSeconds: 120},
-				Peers:           []fabricv1.BGPPeer{{Name: "tor", Address: routerIP.String(), ASN: 65000, Port: 179, HoldTimeSeconds: 9, KeepaliveSeconds: 3}}})
+			setCN(t, func(s *fabricv1.ClusterNetworkSpec) {
+				s.BGP = &fabricv1.BGPSpec{ASN: 64512, ListenPort: 179, Advertise: fabricv1.BGPAdvertise{PodBlocks: true},
+					GracefulRestart: fabricv1.BGPGracefulRestart{Enabled: true, RestartTimeSeconds: 120},
+					Peers:           []fabricv1.BGPPeer{{Name: "tor", Address: routerIP.String(), ASN: 65000, Port: 179, HoldTimeSeconds: 9, KeepaliveSeconds: 3}}}
+			})
 
 			name := fmt.Sprintf("bgp-%d", i)
 			newNode(t, sw, name, nodeIP.String(), block.String())
 			if err := rc.WaitRoute(ctx, block, []netip.Addr{nodeIP}, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, func() error {
+			testenv.Eventually(t, 30*time.Second, func() error {
 				b := &fabricv1.BGPNode{}
 				if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, b); err != nil {
 					return err
@@ -83,23 +86,6 @@ func TestBGPWithdrawsWhenTheBlockOrTheNodeGoes(t *testing.T) {
 	}
 }
 
-// setBGP gives the shared ClusterNetwork spec.bgp for one test.
-func setBGP(t *testing.T, spec *fabricv1.BGPSpec) {
-	t.Helper()
-	update := func(s *fabricv1.BGPSpec) error {
-		cn := &fabricv1.ClusterNetwork{}
-		if err := env.Client.Get(context.Background(), client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
-			return err
-		}
-		cn.Spec.BGP = s
-		return env.Client.Update(context.Background(), cn)
-	}
-	if err := update(spec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = update(nil) })
-}
-
 func setBlock(t *testing.T, node, block string) {
 	t.Helper()
 	n := nodeObj(node)
@@ -113,21 +99,6 @@ func setBlock(t *testing.T, node, block string) {
 	}
 	if err := env.Client.Update(context.Background(), n); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, limit time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", limit, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -192,7 +163,7 @@ func TestBGPExternalHostReachesPodsWithoutEncapsulation(t *testing.T) {
 				}
 				podIP := podIP(r)
 				sandbox.ServeEcho(t, podIP, []int{8080}, nil)
-				waitFor(t, 30*time.Second, func() error {
+				testenv.Eventually(t, 30*time.Second, func() error {
 					if o := ext.Probe("tcp", netip.AddrPortFrom(podIP, 8080), 2*time.Second); o != netnstest.Connected {
 						return fmt.Errorf("external host → pod %s on %s: %s", podIP, name, o)
 					}

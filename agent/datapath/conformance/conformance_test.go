@@ -246,15 +246,7 @@ func TestForwarding(t *testing.T) {
 			}
 			if e, ok := n1.dp.(*ebpfdp.Driver); ok {
 				// Pod to pod on one node goes straight from veth to veth, both ways.
-				before, err := e.Stats()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := netnstest.TransferTCP(p3, p1, "10.99.1.6:7004", 4<<20); err != nil {
-					t.Fatal(err)
-				}
-				after, _ := e.Stats()
-				redirected, toKernel := after.Redirected-before.Redirected, after.ToKernel-before.ToKernel
+				redirected, toKernel := transferCounts(t, e, p3, p1, "10.99.1.6:7004", 4<<20)
 				t.Logf("a 4 MiB transfer between pods of n1: %d packets redirected veth to veth, %d through the kernel", redirected, toKernel)
 				if redirected < 10 || toKernel > redirected/4 {
 					t.Errorf("the same-node transfer should go veth to veth: %d redirected, %d through the kernel", redirected, toKernel)
@@ -364,19 +356,30 @@ func TestRestartAfterAMapLayoutChange(t *testing.T) {
 			}
 			// The same-node path is the programs' again: the endpoints were refilled.
 			e := n1.dp.(*ebpfdp.Driver)
-			before, err := e.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := netnstest.TransferTCP(p3, p1, "10.99.1.6:7005", 1<<20); err != nil {
-				t.Fatal(err)
-			}
-			after, _ := e.Stats()
-			if after.Redirected-before.Redirected < 10 {
-				t.Errorf("after the upgrade a same-node transfer was not redirected veth to veth (%d packets)", after.Redirected-before.Redirected)
+			if redirected, _ := transferCounts(t, e, p3, p1, "10.99.1.6:7005", 1<<20); redirected < 10 {
+				t.Errorf("after the upgrade a same-node transfer was not redirected veth to veth (%d packets)", redirected)
 			}
 		})
 	}
+}
+
+// transferCounts moves size bytes over TCP from client to server (listening at addr) and
+// says how many of the ebpf driver's packets went straight veth to veth and how many to
+// the kernel meanwhile.
+func transferCounts(t *testing.T, e *ebpfdp.Driver, server, client *netnstest.Netns, addr string, size int) (redirected, toKernel uint64) {
+	t.Helper()
+	before, err := e.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netnstest.TransferTCP(server, client, addr, size); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return after.Redirected - before.Redirected, after.ToKernel - before.ToKernel
 }
 
 // TestPeerRoutesLeaveAGatewaysTunnelRoutesAlone: on a gateway node the gateway routes peer
