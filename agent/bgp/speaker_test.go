@@ -422,34 +422,15 @@ func TestGracefulRestartKeepsRoutesAcrossASpeakerRestart(t *testing.T) {
 		}
 		s.waitPeer(routerIP, 10*time.Second, established)
 		// Watch the router's table from before the kill until the new speaker is back.
-		stop := make(chan struct{})
-		missing := make(chan time.Time, 1)
-		var polls int
-		go func() {
-			defer close(missing)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				routes, err := l.router.Routes(ctx)
-				polls++
-				if err == nil && !router.HasRoute(routes, block(0), l.ips[:1]) {
-					missing <- time.Now()
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
+		stop := l.router.WatchRoute(ctx, block(0), l.ips[:1], 10*time.Millisecond)
 		s.kill()
 		s2 := startSpeaker(t, l.nodes[0])
 		s2.apply(l.config(0, func(c *bgp.Config) { c.Restarting = true }))
 		s2.waitPeer(routerIP, 30*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.PrefixesSent == 2 })
 		time.Sleep(2 * time.Second) // the router has the new speaker's End-of-RIB: stale routes are swept now
-		close(stop)
-		if at, ok := <-missing; ok {
-			t.Fatalf("the router lost %s at %v during the restart", block(0), at)
+		lost, polls := stop()
+		if lost != "" {
+			t.Fatalf("the router lost %s during the restart at %s", block(0), lost)
 		}
 		if polls < 10 {
 			t.Fatalf("only %d polls of the router's table", polls)

@@ -22,7 +22,6 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/netnstest"
 	"github.com/weft-net/weft/test/lab"
-	"github.com/weft-net/weft/test/lab/router"
 )
 
 // BGPInput is the input of BGP.
@@ -254,25 +253,7 @@ func BGP(t *testing.T, in BGPInput) {
 		if err := rc.WaitRoute(ctx, victim.block, []netip.Addr{victim.ip}, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		missing := make(chan string, 1)
-		stop := make(chan struct{})
-		polls := 0
-		go func() {
-			defer close(missing)
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				routes, err := rc.Routes(ctx)
-				polls++
-				if err == nil && !router.HasRoute(routes, victim.block, []netip.Addr{victim.ip}) {
-					missing <- fmt.Sprintf("%v: %v", time.Now().Format(time.StampMilli), routes)
-					return
-				}
-			}
-		}()
+		stop := rc.WatchRoute(ctx, victim.block, []netip.Addr{victim.ip}, 20*time.Millisecond)
 		pid := l.nodeProcess(t, victim.name, "weft-agent")
 		killed := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -286,9 +267,9 @@ func BGP(t *testing.T, in BGPInput) {
 		})
 		peerUp(t, victim.name, "", killed)
 		time.Sleep(2 * time.Second) // the router has the new session's End-of-RIB: stale routes swept
-		close(stop)
-		if m, ok := <-missing; ok {
-			t.Fatalf("the router lost %s during the agent's restart at %s", victim.block, m)
+		lost, polls := stop()
+		if lost != "" {
+			t.Fatalf("the router lost %s during the agent's restart at %s", victim.block, lost)
 		}
 		t.Logf("%s kept %s through the agent's restart (%d polls of its table, every 20 ms)", rc.Kind, victim.block, polls)
 	})

@@ -473,6 +473,35 @@ func HasRoute(routes []Route, prefix netip.Prefix, nextHops []netip.Addr) bool {
 	return nextHops == nil
 }
 
+// WatchRoute reads the router's table every interval until stop is called, which says when
+// prefix was first not routed through exactly nextHops (with the table then; "" if never)
+// and how many times the table was read.
+func (c Config) WatchRoute(ctx context.Context, prefix netip.Prefix, nextHops []netip.Addr, every time.Duration) (stop func() (lost string, polls int)) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	n, missing := 0, ""
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(every):
+			}
+			routes, err := c.Routes(ctx)
+			n++
+			if err == nil && !HasRoute(routes, prefix, nextHops) {
+				missing = fmt.Sprintf("%v: %v", time.Now().Format(time.StampMilli), routes)
+				return
+			}
+		}
+	}()
+	return func() (string, int) {
+		close(quit)
+		<-done
+		return missing, n
+	}
+}
+
 // WaitEstablished waits until the router has an Established session with every peer.
 func (c Config) WaitEstablished(ctx context.Context, peers []netip.Addr, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
