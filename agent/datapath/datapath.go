@@ -30,6 +30,12 @@ type Datapath interface {
 	PolicyNetwork
 	// Capabilities says what this driver can do on this machine.
 	Capabilities() Capabilities
+	// Uninstall removes from the node everything the driver made — programs or bridges,
+	// devices, routes, addresses, the pods' host interfaces, saved state — when weft is
+	// uninstalled; the node's pods lose their network. It needs no Init first (it finds
+	// an earlier run's work on the node), does nothing on a clean node, and leaves the
+	// driver unusable but for Close. node names the node (its name and pod blocks).
+	Uninstall(ctx context.Context, node Node) error
 	// Close releases connections; it leaves the datapath programmed.
 	Close() error
 }

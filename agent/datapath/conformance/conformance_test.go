@@ -68,6 +68,7 @@ func openEBPF(attach string) func(t testing.TB, ns *netnstest.Netns, dir string)
 
 type node struct {
 	bpffs string // the ebpf driver's bpffs (ebpf only)
+	dir   string // the node's files: state, bpffs, OVS's
 	name  string
 	ns    *netnstest.Netns
 	ip    netip.Addr
@@ -80,13 +81,19 @@ type node struct {
 
 func newNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
 	t.Helper()
-	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip)}
-	sw.Plug(t, n.ns, "p"+name, ip+"/24")
-	dir := t.TempDir()
-	n.make = d.open(t, n.ns, dir)
-	n.bpffs = filepath.Join(dir, "bpffs")
-	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: d.encap}
+	n := bareNode(t, d, sw, name, ip, block)
 	n.restart(t)
+	return n
+}
+
+// bareNode is a node whose driver has not been initialized yet.
+func bareNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
+	t.Helper()
+	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip), dir: t.TempDir()}
+	sw.Plug(t, n.ns, "p"+name, ip+"/24")
+	n.make = d.open(t, n.ns, n.dir)
+	n.bpffs = filepath.Join(n.dir, "bpffs")
+	n.spec = datapath.Node{Name: name, IP: n.ip, PodCIDRs: []netip.Prefix{netip.MustParsePrefix(block)}, Encapsulation: d.encap}
 	return n
 }
 

@@ -22,6 +22,8 @@ type Datapath struct {
 	peers   datapath.PeerRoutes
 	// FailAdd makes AddPod fail with this error.
 	FailAdd error
+	// Uninstalls counts Uninstall calls.
+	Uninstalls int
 }
 
 var _ datapath.Datapath = (*Datapath)(nil)
@@ -119,6 +121,15 @@ func (d *Datapath) Capabilities() datapath.Capabilities {
 }
 
 func (d *Datapath) Close() error { return nil }
+
+// Uninstall forgets everything and counts the call.
+func (d *Datapath) Uninstall(context.Context, datapath.Node) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pods, d.remotes, d.peers, d.policy = map[datapath.PodKey]datapath.Pod{}, nil, datapath.PeerRoutes{}, datapath.Policy{}
+	d.Uninstalls++
+	return nil
+}
 
 // SetPolicy records the policy.
 func (d *Datapath) SetPolicy(_ context.Context, p datapath.Policy) error {

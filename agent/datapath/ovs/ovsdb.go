@@ -214,3 +214,24 @@ func (o *ovsDB) waitOFPort(ctx context.Context, name string) error {
 		}
 	}
 }
+
+// deleteBridge removes a bridge from the switch (its ports and interfaces go with it). A
+// missing bridge is no error.
+func (o *ovsDB) deleteBridge(ctx context.Context, name string) error {
+	br, err := o.bridge(name)
+	if errors.Is(err, client.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	root, err := o.root()
+	if err != nil {
+		return err
+	}
+	mut, err := o.c.Where(root).Mutate(root, model.Mutation{Field: &root.Bridges, Mutator: ovsdb.MutateOperationDelete, Value: []string{br.UUID}})
+	if err != nil {
+		return err
+	}
+	return o.transact(ctx, mut...)
+}

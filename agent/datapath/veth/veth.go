@@ -14,6 +14,7 @@ import (
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/agent/datapath"
 )
@@ -196,4 +197,24 @@ func LinkWithAddr(ip netip.Addr) (netlink.Link, error) {
 		}
 	}
 	return nil, fmt.Errorf("no interface holds the node address %s", ip)
+}
+
+// DeleteRoutes removes the node's IPv4 and IPv6 routes of one protocol (a driver's mark),
+// in every table, and says how many went.
+func DeleteRoutes(proto netlink.RouteProtocol) (int, error) {
+	n := 0
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Protocol: proto, Table: unix.RT_TABLE_UNSPEC},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return n, err
+		}
+		for i := range routes {
+			if err := netlink.RouteDel(&routes[i]); err != nil && !errors.Is(err, unix.ESRCH) {
+				return n, fmt.Errorf("route %s: %w", routes[i].Dst, err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }
