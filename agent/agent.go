@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -46,6 +48,7 @@ import (
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/ebpf"
 	"github.com/weft-net/weft/agent/datapath/ovs"
+	"github.com/weft-net/weft/agent/datapath/veth"
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
 	"github.com/weft-net/weft/agent/policysync"
@@ -108,22 +111,46 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	a := &agentState{cfg: cfg, cs: cs, c: c, log: log, metrics: prometheus.NewRegistry()}
+	a := &agentState{cfg: cfg, cs: cs, c: c, restCfg: restCfg, log: log, metrics: prometheus.NewRegistry()}
 	bgpMetrics := bgp.NewMetrics()
 	a.metrics.MustRegister(bgpMetrics)
 	a.notReady.Store("starting")
 	go a.serveHealth(ctx)
 
-	in, err := a.waitForInputs(ctx)
-	if err != nil {
-		return err
-	}
 	registry := datapath.NewRegistry()
 	for _, register := range []func(*datapath.Registry) error{ovs.Register, ebpf.Register} {
 		if err := register(registry); err != nil {
 			return err
 		}
 	}
+	in, err := a.waitForInputs(ctx)
+	if err != nil {
+		return err
+	}
+	if !in.uninstalling {
+		err = a.run(ctx, registry, in, bgpMetrics)
+		if !errors.Is(err, errUninstalling) {
+			return err
+		}
+	}
+	return a.uninstall(ctx, registry, in)
+}
+
+// errUninstalling ends run when the ClusterNetwork is being deleted: weft is being
+// uninstalled, and the agent removes it from the node.
+var errUninstalling = errors.New("the ClusterNetwork is being deleted")
+
+// uninstalling says whether the ClusterNetwork's deletion waits for the agents' cleanup.
+func uninstalling(cn *fabricv1.ClusterNetwork) bool {
+	return !cn.DeletionTimestamp.IsZero() && slices.Contains(cn.Finalizers, fabricv1.FinalizerNodeCleanup)
+}
+
+// run serves the node until the context ends or the ClusterNetwork is being deleted.
+func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in inputs, bgpMetrics *bgp.Metrics) error {
+	cfg, log, cs, restCfg := a.cfg, a.log, a.cs, a.restCfg
+	// Everything run starts ends with it (an uninstall follows on the parent context).
+	ctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	if err := a.publishCapabilities(ctx, registry); err != nil {
 		log.Error(err, "publishing the datapath capabilities of this node")
 	}
@@ -135,9 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 			s.LearnDNS(ctx, ans)
 		}
 	}
-	dp, err := registry.New(string(in.backend), datapath.Options{StateDir: cfg.StateDir,
-		OVSDB: "unix:" + filepath.Join(cfg.OVSRunDir, "db.sock"), OVSRunDir: cfg.OVSRunDir, BPFFS: cfg.BPFFS,
-		OnPolicyEvent: plog.event, OnDNSAnswer: learnDNS})
+	dp, err := registry.New(string(in.backend), a.datapathOptions(plog.event, learnDNS))
 	if err != nil {
 		return err
 	}
@@ -199,6 +224,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer stopRun() // before wg.Wait
 	serveErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -275,6 +301,11 @@ func Run(ctx context.Context, cfg Config) error {
 		select {
 		case <-peerTick.C:
 			syncPeers(true)
+			if read != nil && uninstalling(read.cn) {
+				// Polite: the BGP peers withdraw the node's routes at once.
+				speaker.off(ctx, "weft is being uninstalled")
+				return errUninstalling
+			}
 			syncBGP()
 		case <-gwChanged:
 			syncPeers(false)
@@ -294,6 +325,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 type agentState struct {
 	cfg      Config
+	restCfg  *rest.Config
 	cs       kubernetes.Interface
 	c        client.Client
 	log      klog.Logger
@@ -321,6 +353,10 @@ func poke(ch chan struct{}) {
 type inputs struct {
 	backend fabricv1.DatapathBackend
 	node    datapath.Node
+	// uninstalling: the ClusterNetwork (cnUID) is being deleted and waits for this node's
+	// cleanup; node then has the name and whatever blocks the Node still names.
+	uninstalling bool
+	cnUID        types.UID
 }
 
 // waitForInputs waits until the ClusterNetwork exists and the operator has given this node a
@@ -354,6 +390,15 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 	if err != nil {
 		return inputs{}, fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
 	}
+	backend := cn.Spec.Datapath.Backend
+	if backend == "" {
+		backend = fabricv1.DatapathOVS
+	}
+	if uninstalling(cn) {
+		blocks, _ := PodCIDRs(node)
+		return inputs{backend: backend, uninstalling: true, cnUID: cn.UID,
+			node: datapath.Node{Name: a.cfg.NodeName, IP: internalIP(node), PodCIDRs: blocks}}, nil
+	}
 	ip := internalIP(node)
 	if !ip.IsValid() {
 		return inputs{}, fmt.Errorf("node %s has no InternalIP yet", a.cfg.NodeName)
@@ -362,16 +407,70 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 	if err != nil || len(blocks) == 0 {
 		return inputs{}, fmt.Errorf("a pod block for node %s from the operator (annotation %s)", a.cfg.NodeName, fabricv1.AnnotationPodCIDRs)
 	}
-	backend := cn.Spec.Datapath.Backend
-	if backend == "" {
-		backend = fabricv1.DatapathOVS
-	}
 	encap := string(cn.Spec.Datapath.Encapsulation)
 	if encap == "" {
 		encap = string(fabricv1.EncapsulationGeneve)
 	}
-	return inputs{backend: backend, node: datapath.Node{Name: a.cfg.NodeName, IP: ip, PodCIDRs: blocks,
+	return inputs{backend: backend, cnUID: cn.UID, node: datapath.Node{Name: a.cfg.NodeName, IP: ip, PodCIDRs: blocks,
 		Encapsulation: encap, MTU: int(cn.Spec.Datapath.MTU)}}, nil
+}
+
+// uninstall removes weft from the node — the CNI configuration, the datapath, the routes
+// BGP imported, the node's BGPNode — retrying until it all went, then says so on the Node
+// (the operator lets the ClusterNetwork go once every agent did) and waits for its end.
+func (a *agentState) uninstall(ctx context.Context, registry *datapath.Registry, in inputs) error {
+	log := a.log.WithValues("datapath", in.backend)
+	a.notReady.Store("weft is being uninstalled")
+	log.Info("the ClusterNetwork is being deleted: removing weft from this node")
+	a.removeConf()
+	dp, err := registry.New(string(in.backend), a.datapathOptions(nil, nil))
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	backoff := 500 * time.Millisecond
+	for {
+		start := time.Now()
+		err := a.removeFromNode(ctx, dp, in)
+		if err == nil {
+			log.Info("weft removed from this node", "took", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		log.Error(err, "removing weft from this node; retrying", "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+	a.notReady.Store("weft was uninstalled from this node")
+	<-ctx.Done()
+	return nil
+}
+
+func (a *agentState) removeFromNode(ctx context.Context, dp datapath.Datapath, in inputs) error {
+	if err := dp.Uninstall(ctx, in.node); err != nil {
+		return fmt.Errorf("datapath: %w", err)
+	}
+	if _, err := veth.DeleteRoutes(bgp.RouteProtocol); err != nil {
+		return fmt.Errorf("routes BGP peers announced: %w", err)
+	}
+	_ = os.Remove(filepath.Join(a.cfg.StateDir, speakerMark))
+	err := a.c.Delete(ctx, &fabricv1.BGPNode{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("the node's BGPNode: %w", err)
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		fabricv1.AnnotationNodeCleaned: string(in.cnUID)}}})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName}}
+	return a.c.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch))
+}
+
+// datapathOptions are the datapath driver's options from the agent's configuration.
+func (a *agentState) datapathOptions(onPolicy func(datapath.PolicyEvent), onDNS func(datapath.DNSAnswer)) datapath.Options {
+	return datapath.Options{StateDir: a.cfg.StateDir, OVSDB: "unix:" + filepath.Join(a.cfg.OVSRunDir, "db.sock"),
+		OVSRunDir: a.cfg.OVSRunDir, BPFFS: a.cfg.BPFFS, OnPolicyEvent: onPolicy, OnDNSAnswer: onDNS}
 }
 
 // peerInputs are what routes to peer clusters are computed from.

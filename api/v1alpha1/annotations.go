@@ -52,6 +52,15 @@ func GatewayLeaseName(node string) string { return "weft-gateway-" + node }
 // block, then the finalizer.
 const FinalizerClusterDNS = "fabric.weft.dev/cluster-dns"
 
+// FinalizerNodeCleanup on the ClusterNetwork holds its deletion (weft's uninstall) until
+// every node's agent has removed weft's datapath from its node — or a time limit passed —
+// so that the agents still run, with their permissions, while they clean up.
+const FinalizerNodeCleanup = "fabric.weft.dev/node-cleanup"
+
+// AnnotationNodeCleaned on a Node says its agent removed weft's datapath from it; the value
+// is the UID of the ClusterNetwork whose deletion it cleaned up for.
+const AnnotationNodeCleaned = "fabric.weft.dev/cleaned"
+
 // AnnotationRealizedPolicies on a Node is what its agent's datapath enforces: each
 // FabricPolicy's name and generation, "name=generation" comma-separated in name order. The
 // agent writes it; the operator counts FabricPolicy.status.realizedNodes from it.

@@ -30,7 +30,10 @@ const (
 	ReasonUnsupportedEncapsulation = "UnsupportedEncapsulation"
 	ReasonUnsupported              = "Unsupported"
 	ReasonAgentsRollingOut         = "AgentsRollingOut"
-	ReasonPodCIDRExhausted         = "PodCIDRExhausted"
+	// ReasonCleaningNodes: the ClusterNetwork is being deleted and waits for the agents to
+	// remove weft's datapath from their nodes.
+	ReasonCleaningNodes    = "CleaningNodes"
+	ReasonPodCIDRExhausted = "PodCIDRExhausted"
 
 	// BGPNode
 	// ReasonPeersNotEstablished: some BGP sessions are not Established (each peer's

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +36,9 @@ type Options struct {
 	Namespace string
 	// Images of the node workloads.
 	Images Images
+	// NodeCleanupTimeout bounds how long a deleted ClusterNetwork waits for the node
+	// agents to remove weft from their nodes (0: DefaultNodeCleanupTimeout).
+	NodeCleanupTimeout time.Duration
 }
 
 // Reconciler reconciles the ClusterNetwork singleton.
@@ -61,9 +65,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cn.DeletionTimestamp.IsZero() {
-		// What the ClusterNetwork owns goes with it (owner references); what it changed
-		// elsewhere is undone here.
-		return ctrl.Result{}, r.removeClusterDNS(ctx, cn)
+		// What the ClusterNetwork owns goes with it (owner references) — once the agents
+		// have removed weft from their nodes; what it changed elsewhere is undone here.
+		if err := r.removeClusterDNS(ctx, cn); err != nil {
+			return ctrl.Result{}, err
+		}
+		return r.cleanNodes(ctx, cn)
 	}
 	before := cn.DeepCopy()
 	defer func() {
@@ -75,6 +82,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	return phases.Run(ctx, cn,
 		r.validate,
 		r.checkCapabilities,
+		r.ensureCleanupFinalizer,
 		r.ensureAgents,
 		r.ensureClusterDNS,
 		r.ensureClusterProperties,
@@ -240,7 +248,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
 		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-			return e.ObjectOld.GetAnnotations()[fabricv1.AnnotationPodCIDRs] != e.ObjectNew.GetAnnotations()[fabricv1.AnnotationPodCIDRs]
+			old, cur := e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()
+			return old[fabricv1.AnnotationPodCIDRs] != cur[fabricv1.AnnotationPodCIDRs] ||
+				old[fabricv1.AnnotationNodeCleaned] != cur[fabricv1.AnnotationNodeCleaned]
 		}})).
 		Complete(r)
 }

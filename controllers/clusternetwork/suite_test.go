@@ -39,7 +39,7 @@ var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/
 
 func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
-func startController(t *testing.T) {
+func startController(t *testing.T, opts ...func(*clusternetwork.Options)) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:  operator.NewScheme(),
 		Metrics: metricsserver.Options{BindAddress: "0"},
@@ -52,6 +52,9 @@ func startController(t *testing.T) {
 	r := &clusternetwork.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Options: clusternetwork.Options{Backends: []fabricv1.DatapathBackend{fabricv1.DatapathOVS},
 			Namespace: namespace, Images: images}}
+	for _, o := range opts {
+		o(&r.Options)
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

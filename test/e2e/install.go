@@ -2,13 +2,20 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/test/lab"
 )
 
 // InstallInput is the input of InstallWeft.
@@ -85,6 +92,38 @@ func PeerJoin(t testing.TB, in PeerInput) {
 	}
 }
 
+// nodeClean checks that the node's agent removed weft from its node before it went: no
+// weft device, no route of weft's datapaths or its BGP speaker, no pin, no CNI
+// configuration, no cleanup annotation left behind.
+func nodeClean(t testing.TB, l *Lab, cluster string, n corev1.Node, netns string) {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", netns, "-o", "link", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node %s: ip link: %v: %s", n.Name, err, out)
+	}
+	for _, dev := range []string{"weft-vxlan0", "weft-int", "weft-gw0", "weft-tun0"} {
+		if strings.Contains(string(out), " "+dev+":") || strings.Contains(string(out), " "+dev+"@") {
+			t.Errorf("node %s: %s is left", n.Name, dev)
+		}
+	}
+	for _, proto := range []string{"87", "88", "89"} { // ovs, ebpf, BGP-imported
+		out, err := exec.Command("ip", "-n", netns, "route", "show", "table", "all", "proto", proto).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("node %s: routes of protocol %s left (%v):\n%s", n.Name, proto, err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(lab.BPFFSDir(l.State), "weft", n.Name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("node %s: its bpffs pins are left (%v)", n.Name, err)
+	}
+	conf := filepath.Join(l.State, cluster, "nodes", n.Name, "root", "etc", "cni", "net.d", "10-weft.conflist")
+	if _, err := os.Stat(conf); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("node %s: %s is left (%v)", n.Name, conf, err)
+	}
+	if v, ok := n.Annotations[fabricv1.AnnotationNodeCleaned]; ok {
+		t.Errorf("node %s keeps the annotation %s=%s", n.Name, fabricv1.AnnotationNodeCleaned, v)
+	}
+}
+
 // UninstallInput is the input of Uninstall.
 type UninstallInput struct {
 	Lab *Lab
@@ -94,7 +133,8 @@ type UninstallInput struct {
 
 // Uninstall removes weft from a cluster the way docs/install.md says — `weftctl peer leave`,
 // delete the ClusterNetwork, delete config/default — and checks nothing is left: no weft
-// pod stuck terminating, nodes keep their network (weft-ovs gave the uplink back), CoreDNS
+// pod stuck terminating, nodes keep their network (weft-ovs gave the uplink back) and lost
+// weft's datapath (the agents removed it before they went), CoreDNS
 // without weft's block, no namespace, CRD, role, binding or webhook configuration of weft.
 func Uninstall(t testing.TB, in UninstallInput) {
 	ctx := context.Background()
@@ -141,10 +181,12 @@ func Uninstall(t testing.TB, in UninstallInput) {
 				ip = a.Address
 			}
 		}
-		out, err := exec.Command("ip", "-n", "weftlab-"+in.Lab.Name+"-"+n.Name, "-4", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
+		netns := lab.NamespacePrefix(in.Lab.Name) + n.Name
+		out, err := exec.Command("ip", "-n", netns, "-4", "-o", "addr", "show", "dev", "eth0").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), " "+ip+"/") {
 			t.Errorf("node %s: its address %s is not back on its uplink eth0 (%v): %s", n.Name, ip, err, out)
 		}
+		nodeClean(t, in.Lab, in.Cluster, n, netns)
 	}
 	in.Lab.MustKubectl(t, in.Cluster, "", "delete", "-k", root+"/config/default", "--timeout=120s")
 	for _, q := range []struct{ what, args string }{

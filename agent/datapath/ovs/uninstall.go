@@ -15,10 +15,9 @@ import (
 )
 
 // Uninstall removes the pods' host veths and the integration bridge (with the gateway and
-// tunnel ports, and so their flows and the gateway address), the driver's routes and its
-// saved policy. The external bridge holding the uplink (netdev) is weft-ovs's to give back
-// when it stops (ReleaseUplink): removing it here would cut the node off while the agent
-// still reports to the API server.
+// tunnel ports, and so their flows and the gateway address), gives the uplink back to the
+// node and removes the external bridge (netdev), and removes the driver's routes and its
+// saved policy.
 func (d *Driver) Uninstall(ctx context.Context, _ datapath.Node) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -48,6 +47,17 @@ func (d *Driver) Uninstall(ctx context.Context, _ datapath.Node) error {
 	} else if err := waitGone(ctx, GatewayPort, 5*time.Second); err != nil {
 		// ovs-vswitchd removes the bridge's devices after the database says so.
 		errs = append(errs, err)
+	}
+	if d.datapathType == "netdev" {
+		// The uplink goes back to the node (addresses, routes), as weft-ovs does when it
+		// stops, and the external bridge goes too.
+		if _, err := ReleaseUplink(ctx, d.opts.OVSDB); err != nil {
+			errs = append(errs, fmt.Errorf("giving the uplink back: %w", err))
+		} else if err := d.db.deleteBridge(ctx, d.extBridge); err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: %w", d.extBridge, err))
+		} else if err := waitGone(ctx, d.extBridge, 5*time.Second); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if _, err := veth.DeleteRoutes(routeProtocol); err != nil {
 		errs = append(errs, err)

@@ -1,0 +1,114 @@
+package clusternetwork
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/conditions"
+	"github.com/weft-net/weft/internal/patch"
+)
+
+// DefaultNodeCleanupTimeout is how long a deleted ClusterNetwork waits for the agents to
+// remove weft from their nodes.
+const DefaultNodeCleanupTimeout = 2 * time.Minute
+
+// ensureCleanupFinalizer puts FinalizerNodeCleanup on before the agents go out: deleting
+// the ClusterNetwork then waits for them to remove weft's datapath from their nodes.
+func (r *Reconciler) ensureCleanupFinalizer(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
+	if controllerutil.ContainsFinalizer(cn, fabricv1.FinalizerNodeCleanup) {
+		return ctrl.Result{}, nil
+	}
+	// Patched on a copy (this reconcile's status patch is a diff against the object read).
+	with := cn.DeepCopy()
+	controllerutil.AddFinalizer(with, fabricv1.FinalizerNodeCleanup)
+	if err := r.Patch(ctx, with, client.MergeFromWithOptions(cn, client.MergeFromWithOptimisticLock{})); err != nil {
+		return ctrl.Result{}, fmt.Errorf("adding finalizer %s: %w", fabricv1.FinalizerNodeCleanup, err)
+	}
+	cn.Finalizers, cn.ResourceVersion = with.Finalizers, with.ResourceVersion
+	return ctrl.Result{}, nil
+}
+
+// cleanNodes holds a deleted ClusterNetwork until every node with a node agent says the
+// agent removed weft from it (AnnotationNodeCleaned = the ClusterNetwork's UID), or until
+// the time limit; then takes the annotations and the finalizer off. The Reconciling
+// condition names the nodes it waits for.
+func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(cn, fabricv1.FinalizerNodeCleanup) {
+		return ctrl.Result{}, nil
+	}
+	nodes := &corev1.NodeList{}
+	if err := r.List(ctx, nodes); err != nil {
+		return ctrl.Result{}, err
+	}
+	withAgent, err := r.nodesWithAgents(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var waiting []string
+	for _, n := range nodes.Items {
+		if withAgent[n.Name] && n.Annotations[fabricv1.AnnotationNodeCleaned] != string(cn.UID) {
+			waiting = append(waiting, n.Name)
+		}
+	}
+	limit := r.NodeCleanupTimeout
+	if limit == 0 {
+		limit = DefaultNodeCleanupTimeout
+	}
+	left := time.Until(cn.DeletionTimestamp.Add(limit))
+	log := ctrl.LoggerFrom(ctx)
+	if len(waiting) > 0 && left > 0 {
+		slices.Sort(waiting)
+		before := cn.DeepCopy()
+		conditions.MarkReconciling(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonCleaningNodes,
+			fmt.Sprintf("being deleted: waiting up to %s for the agents of %d nodes to remove weft from them: %s",
+				left.Round(time.Second), len(waiting), strings.Join(waiting, ", ")))
+		if err := patch.Status(ctx, r.Client, before, cn, statusOf); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: min(left, 5*time.Second)}, nil
+	}
+	if len(waiting) > 0 {
+		log.Info("gave up waiting for node agents to remove weft; their nodes keep what they had", "nodes", waiting, "after", limit)
+	}
+	for _, n := range nodes.Items {
+		if _, ok := n.Annotations[fabricv1.AnnotationNodeCleaned]; ok {
+			base := n.DeepCopy()
+			delete(n.Annotations, fabricv1.AnnotationNodeCleaned)
+			if err := r.Patch(ctx, &n, client.MergeFrom(base)); err != nil {
+				return ctrl.Result{}, fmt.Errorf("node %s: %w", n.Name, err)
+			}
+		}
+	}
+	base := cn.DeepCopy()
+	controllerutil.RemoveFinalizer(cn, fabricv1.FinalizerNodeCleanup)
+	return ctrl.Result{}, r.Patch(ctx, cn, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+}
+
+// nodesWithAgents are the nodes where a node agent's pod runs (or is starting): only those
+// can clean up.
+func (r *Reconciler) nodesWithAgents(ctx context.Context) (map[string]bool, error) {
+	pods := &corev1.PodList{}
+	reader := r.APIReader // read once per deletion: no informer on every pod for this
+	if reader == nil {
+		reader = r.Client
+	}
+	if err := reader.List(ctx, pods, client.InNamespace(r.Namespace), client.MatchingLabels{"app.kubernetes.io/name": AgentName}); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != "" && p.DeletionTimestamp.IsZero() && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			out[p.Spec.NodeName] = true
+		}
+	}
+	return out, nil
+}
