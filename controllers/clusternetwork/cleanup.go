@@ -39,7 +39,7 @@ func (r *Reconciler) ensureCleanupFinalizer(ctx context.Context, cn *fabricv1.Cl
 
 // cleanNodes holds a deleted ClusterNetwork until every node with a node agent says the
 // agent removed weft from it (AnnotationNodeCleaned = the ClusterNetwork's UID), or until
-// the time limit; then takes the annotations and the finalizer off. The Reconciling
+// the time limit; then takes the finalizer and the annotations off. The Reconciling
 // condition names the nodes it waits for.
 func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(cn, fabricv1.FinalizerNodeCleanup) {
@@ -79,18 +79,24 @@ func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 	if len(waiting) > 0 {
 		log.Info("gave up waiting for node agents to remove weft; their nodes keep what they had", "nodes", waiting, "after", limit)
 	}
+	// The finalizer first: a conflict here (a stale read) brings the next try back to the
+	// same decision only while the annotations are still there.
+	base := cn.DeepCopy()
+	controllerutil.RemoveFinalizer(cn, fabricv1.FinalizerNodeCleanup)
+	if err := r.Patch(ctx, cn, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return ctrl.Result{}, err
+	}
 	for _, n := range nodes.Items {
 		if _, ok := n.Annotations[fabricv1.AnnotationNodeCleaned]; ok {
 			base := n.DeepCopy()
 			delete(n.Annotations, fabricv1.AnnotationNodeCleaned)
 			if err := r.Patch(ctx, &n, client.MergeFrom(base)); err != nil {
-				return ctrl.Result{}, fmt.Errorf("node %s: %w", n.Name, err)
+				// Harmless if left: it names this ClusterNetwork's UID only.
+				log.Error(err, "removing the cleanup annotation", "node", n.Name)
 			}
 		}
 	}
-	base := cn.DeepCopy()
-	controllerutil.RemoveFinalizer(cn, fabricv1.FinalizerNodeCleanup)
-	return ctrl.Result{}, r.Patch(ctx, cn, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	return ctrl.Result{}, nil
 }
 
 // nodesWithAgents are the nodes where a node agent's pod runs (or is starting): only those
