@@ -157,6 +157,9 @@ func Run(ctx context.Context, cfg Config) error {
 // of the two clusters may differ by up to about this much.
 const PeerKeyLead = 200 * time.Millisecond
 
+// ReassertEvery is how often a gateway applies its unchanged tunnel peers again.
+const ReassertEvery = 5 * time.Second
+
 // readyWithin bounds how long a gateway with no active tunnel keeps silent to health probes.
 const readyWithin = 3 * time.Second
 
@@ -240,17 +243,18 @@ func (g *gw) nextKeySwitch(now time.Time) time.Time {
 }
 
 type gw struct {
-	cfg      Config
-	c        client.Client
-	log      klog.Logger
-	tunType  fabricv1.TunnelType
-	tun      tunnel.Tunnel
-	endpoint netip.AddrPort
-	prober   *health.Prober
-	applied  []tunnel.Peer
-	self     string                 // "<cluster ID>/<node>"
-	peers    []fabricv1.ClusterPeer // the last read
-	read     bool                   // peers holds a read
+	cfg       Config
+	c         client.Client
+	log       klog.Logger
+	tunType   fabricv1.TunnelType
+	tun       tunnel.Tunnel
+	endpoint  netip.AddrPort
+	prober    *health.Prober
+	applied   []tunnel.Peer
+	appliedAt time.Time              // when SetPeers last ran
+	self      string                 // "<cluster ID>/<node>"
+	peers     []fabricv1.ClusterPeer // the last read
+	read      bool                   // peers holds a read
 	// tunnels is what the Lease reports of the tunnels, refreshed every tunnelsEvery.
 	tunnels   string
 	tunnelsAt time.Time
@@ -310,7 +314,7 @@ func (g *gw) tryStart(ctx context.Context) error {
 	}
 	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,
 		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir,
-		SegmentedOnly: cn.Spec.Datapath.Backend == fabricv1.DatapathEBPF})
+		SegmentedOnly: cn.Spec.Datapath.Backend == fabricv1.DatapathEBPF && cn.Spec.Datapath.Encapsulation != fabricv1.EncapsulationNone})
 	if err != nil {
 		return err
 	}
@@ -482,11 +486,18 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	if len(want) == 0 {
 		g.ready = true
 	}
-	if reflect.DeepEqual(want, g.applied) {
+	same := reflect.DeepEqual(want, g.applied)
+	if same && time.Since(g.appliedAt) < ReassertEvery {
 		return nil
 	}
+	// Unchanged peers are applied again now and then: the driver leaves what is right
+	// alone and puts back what someone else removed (a route into a tunnel, a device).
 	if err := g.tun.SetPeers(ctx, want); err != nil {
 		return err
+	}
+	g.appliedAt = time.Now()
+	if same {
+		return nil
 	}
 	g.ready = g.ready || active > 0 || len(want) == 0
 	g.log.Info("tunnel peers", "peers", len(want), "active", active)

@@ -181,6 +181,12 @@ type End struct {
 // in it with the given port and tunnel address.
 func NewEnd(t testing.TB, sw *netnstest.Switch, name, ip string, port int, address string) *End {
 	t.Helper()
+	return NewEndWith(t, sw, name, ip, port, address, nil)
+}
+
+// NewEndWith is NewEnd with the tunnel's configuration changed by with (nil: as is).
+func NewEndWith(t testing.TB, sw *netnstest.Switch, name, ip string, port int, address string, with func(*tunnel.Config)) *End {
+	t.Helper()
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	e := &End{t: t, NS: netnstest.New(t, name), IP: netip.MustParseAddr(ip), Port: port, Iface: "tt" + hex.EncodeToString(b)}
@@ -189,8 +195,12 @@ func NewEnd(t testing.TB, sw *netnstest.Switch, name, ip string, port int, addre
 	if out, err := e.NS.Run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=2"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	cfg, _ := json.Marshal(tunnel.Config{Name: name, Interface: e.Iface, ListenPort: port, Address: netip.MustParsePrefix(address),
-		LocalIP: e.IP, StateDir: t.TempDir()})
+	c := tunnel.Config{Name: name, Interface: e.Iface, ListenPort: port, Address: netip.MustParsePrefix(address),
+		LocalIP: e.IP, StateDir: t.TempDir()}
+	if with != nil {
+		with(&c)
+	}
+	cfg, _ := json.Marshal(c)
 	e.cmd = exec.Command("nsenter", "--net="+e.NS.Path(), "--", os.Args[0], "-test.run=^$")
 	e.cmd.Env = append(os.Environ(), helperEnv+"="+string(cfg))
 	e.cmd.Stderr = os.Stderr

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/weft-net/weft/gateway"
 	"github.com/weft-net/weft/internal/netnstest"
 )
 
@@ -45,6 +46,23 @@ func Failover(t *testing.T, in FailoverInput) {
 	client, server, echo := failoverSetup(t, in)
 
 	t.Run("flows are spread over both gateways of each cluster", func(t *testing.T) {
+		Eventually(t, time.Minute, func() error { return spread(t, l, in.From, client, echo) })
+	})
+	t.Run("a gateway puts back a route into its tunnels that someone else removed", func(t *testing.T) {
+		node := gatewayNodes(in.From)[0]
+		ns := l.nodeNetns(node)
+		if out, err := ns.Run("ip", "route", "del", in.ToPodCIDR); err != nil {
+			t.Fatalf("ip route del %s on %s: %v: %s", in.ToPodCIDR, node, err, out)
+		}
+		start := time.Now()
+		Eventually(t, 3*gateway.ReassertEvery, func() error {
+			out, err := ns.Run("ip", "route", "show", in.ToPodCIDR)
+			if err != nil || strings.Count(out, "nexthop") != 2 {
+				return fmt.Errorf("%s's route to %s is %q, want two next hops", node, in.ToPodCIDR, strings.TrimSpace(out))
+			}
+			return nil
+		})
+		t.Logf("%s's route to %s back after %v", node, in.ToPodCIDR, time.Since(start).Round(10*time.Millisecond))
 		Eventually(t, time.Minute, func() error { return spread(t, l, in.From, client, echo) })
 	})
 

@@ -15,7 +15,7 @@ import (
 
 // upLab builds weftctl and the weft binaries, brings a lab named "e2e" up, and takes it down
 // when the test ends.
-func upLab(t testing.TB, clusters, nodes int) *Lab {
+func upLab(t testing.TB, clusters, nodes int, datapaths string) *Lab {
 	t.Helper()
 	root := repoRoot(t)
 	deps := labDeps(t, root)
@@ -40,11 +40,11 @@ func upLab(t testing.TB, clusters, nodes int) *Lab {
 		"--kube-bin", deps["KUBE_BIN"], "--coredns", filepath.Join(deps["COREDNS_BIN"], "coredns"),
 		"--cni-bin", deps["CNI_BIN"], "--weft-bin", bin, "--labtool", filepath.Join(bin, "labtool"),
 		"--cni", "weft", "--weft-manifests", filepath.Join(root, "config", "default"),
-		// weft-1 runs the ovs datapath, weft-2 the ebpf one: every cross-cluster spec runs
-		// between the two.
-		"--datapath", "ovs,ebpf",
+		// By cluster: TestLab's weft-1 runs the ovs datapath, weft-2 the ebpf one, so every
+		// cross-cluster spec runs between the two.
+		"--datapath", datapaths,
 		// Each cluster's nodes speak BGP with a router of its own: BIRD for weft-1, FRR for
-		// weft-2 (which then runs without encapsulation).
+		// weft-2 (an ebpf cluster then runs without encapsulation).
 		"--router", "bird,frr"}
 	// A lab of this name left by an earlier, interrupted run is taken down first.
 	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
@@ -88,7 +88,7 @@ func TestLab(t *testing.T) {
 	}
 	lab := existingLab(t)
 	if lab == nil {
-		lab = upLab(t, 2, 3)
+		lab = upLab(t, 2, 3, "ovs,ebpf")
 	}
 
 	t.Run("nodes are Ready with pod CIDRs", func(t *testing.T) {

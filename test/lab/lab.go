@@ -272,13 +272,21 @@ func (l *Lab) bpffs() error {
 }
 
 // nicChecksums makes the underlay ports of ebpf clusters' nodes compute checksums, as a
-// real NIC does: the eBPF datapath hands pods' packets to the kernel with their checksums
-// left to the NIC, a lab veth never computes them, and a peer cluster's userspace Open
-// vSwitch, which receives them through a packet socket, would pass them on unchecked to
-// pods that drop them.
+// real NIC does, when a cluster of the lab runs the ovs datapath: the eBPF datapath hands
+// pods' packets to the kernel with their checksums left to the NIC, a lab veth never
+// computes them, and a peer cluster's userspace Open vSwitch, which receives them through a
+// packet socket, would pass them on unchecked to pods that drop them. A lab of ebpf
+// clusters only keeps the veths' offloads, as virtual machines' NICs between them do: the
+// kernel then hands unsegmented (GSO) packets from node to node, as a NIC's segmentation
+// and receive offload do between physical hosts — without it every packet crosses a
+// gateway's userspace WireGuard device on its own (a fifth of the throughput).
 func (l *Lab) nicChecksums() error {
+	mixed := false
 	for _, c := range l.layout.Clusters {
-		if l.opts.Datapath(c.Index) != "ebpf" {
+		mixed = mixed || l.opts.Datapath(c.Index) != "ebpf"
+	}
+	for _, c := range l.layout.Clusters {
+		if !mixed || l.opts.Datapath(c.Index) != "ebpf" {
 			continue
 		}
 		for _, n := range c.Nodes {
