@@ -539,6 +539,11 @@ int from_pod(struct __sk_buff *skb)
 	struct endpoint *src = bpf_map_lookup_elem(&endpoints, &saddr);
 	if (!src || src->ifindex != skb->ingress_ifindex)
 		return count(STAT_DROPPED, TC_ACT_SHOT);
+	// The sending socket's random hash would pick the node's next hop among the gateways
+	// (the kernel's multipath hash uses a hash the packet carries): without it the kernel
+	// hashes the connection, the same both ways, and its replies come back through the
+	// gateways that carried it (fabricv1.MultipathHashSeed).
+	bpf_set_hash_invalid(skb);
 	struct tuple t = {};
 	if (parse_tuple(skb, ip, &t) < 0)
 		return count(STAT_DROPPED, TC_ACT_SHOT);

@@ -370,6 +370,9 @@ table inet weft-gateway {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
+	// The same seed on every node: a connection's replies come back through the gateways
+	// that carried it (fabricv1.MultipathHashSeed; kernels before 6.11 have none).
+	_ = os.WriteFile("/proc/sys/net/ipv4/fib_multipath_hash_seed", []byte(fabricv1.MultipathHashSeed), 0o644)
 	// IPv6 may be off in the node's namespace.
 	_ = os.WriteFile("/proc/sys/net/ipv6/fib_multipath_hash_policy", []byte("1"), 0o644)
 	return nil

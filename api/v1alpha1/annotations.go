@@ -52,6 +52,14 @@ func GatewayLeaseName(node string) string { return "weft-gateway-" + node }
 // block, then the finalizer.
 const FinalizerClusterDNS = "fabric.weft.dev/cluster-dns"
 
+// MultipathHashSeed is the seed of the kernel's multipath hash (sysctl
+// net.ipv4.fib_multipath_hash_seed) on every node of every cluster, set by the agent and
+// the gateway. The kernel's hash of a connection is the same both ways (addresses and ports
+// ordered first); with the same seed everywhere, and next hops listed in the same order
+// (by gateway node address), a connection's replies come back through the gateways that
+// carried it — one gateway process per side does its work, not two.
+const MultipathHashSeed = "2003199604"
+
 // FinalizerNodeCleanup on the ClusterNetwork holds its deletion (weft's uninstall) until
 // every node's agent has removed weft's datapath from its node — or a time limit passed —
 // so that the agents still run, with their permissions, while they clean up.

@@ -143,6 +143,9 @@ const RouteProtocol = netlink.RouteProtocol(0x57) // 'W'
 type NextHop struct {
 	LinkIndex int
 	Via       netip.Addr
+	// Peer is the peer gateway's underlay address: next hops are listed in its order, the
+	// same on every gateway and node (see fabricv1.MultipathHashSeed).
+	Peer netip.Addr
 }
 
 // SyncRoutes makes the routes into the given links exactly want: each prefix through its
@@ -185,10 +188,13 @@ func SyncRoutes(links []int, want map[netip.Prefix][]NextHop) error {
 func route(pre netip.Prefix, hops []NextHop) *netlink.Route {
 	sorted := append([]NextHop(nil), hops...)
 	sort.Slice(sorted, func(i, j int) bool {
-		if sorted[i].LinkIndex != sorted[j].LinkIndex {
-			return sorted[i].LinkIndex < sorted[j].LinkIndex
+		if sorted[i].Peer != sorted[j].Peer {
+			return sorted[i].Peer.Less(sorted[j].Peer)
 		}
-		return sorted[i].Via.Less(sorted[j].Via)
+		if sorted[i].Via != sorted[j].Via {
+			return sorted[i].Via.Less(sorted[j].Via)
+		}
+		return sorted[i].LinkIndex < sorted[j].LinkIndex
 	})
 	r := &netlink.Route{Dst: IPNet(pre), Protocol: RouteProtocol}
 	if len(sorted) == 1 {

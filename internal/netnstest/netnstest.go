@@ -273,6 +273,46 @@ func BenchTCP(b *testing.B, server, client *Netns, addr string) {
 	b.ReportMetric(float64(size)*float64(b.N)*8/1e9/b.Elapsed().Seconds(), "Gbit/s")
 }
 
+// MeasureTCP moves size bytes of a zero-filled buffer from client to a server listening at
+// addr in server over one connection and returns the throughput in Gbit/s.
+func MeasureTCP(server, client *Netns, addr string, size int64) (float64, error) {
+	l, err := server.Listen(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	received := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			received <- -1
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+		n, _ := io.Copy(io.Discard, c)
+		received <- n
+	}()
+	c, err := client.Dial(addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Minute))
+	buf := make([]byte, 256<<10)
+	start := time.Now()
+	for sent := int64(0); sent < size; sent += int64(len(buf)) {
+		if _, err := c.Write(buf[:min(int64(len(buf)), size-sent)]); err != nil {
+			return 0, err
+		}
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if got := <-received; got != size {
+		return 0, fmt.Errorf("received %d bytes, sent %d", got, size)
+	}
+	return float64(size) * 8 / 1e9 / time.Since(start).Seconds(), nil
+}
+
 // VethPair joins two new namespaces with a bare veth pair (10.97.0.1/24 and 10.97.0.2/24)
 // at the given MTU: the reference throughput benchmarks compare against.
 func VethPair(t testing.TB, mtu int) (client, server *Netns) {

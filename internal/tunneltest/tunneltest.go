@@ -395,3 +395,20 @@ func CheckSpread(t testing.TB, from, b, c *End, dst netip.AddrPort) {
 		t.Errorf("32 flows: %d bytes into b, %d into c; want both used", db, dc)
 	}
 }
+
+// BareTunnel is two ends of the driver on a switch of their own (172.29.<subnet>.11 and .12),
+// peered, each with its tunnel address (10.200.1.1 and 10.200.2.1): the bare tunnel weft's
+// gateways are compared with. It returns the client end's namespace, the server end's, and
+// the server's tunnel address.
+func BareTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, addr netip.Addr) {
+	t.Helper()
+	sw := netnstest.NewSwitch(t)
+	a := NewEnd(t, sw, fmt.Sprintf("bt%da", subnet), fmt.Sprintf("172.29.%d.11", subnet), 51820, "10.200.1.1/32")
+	c := NewEnd(t, sw, fmt.Sprintf("bt%dc", subnet), fmt.Sprintf("172.29.%d.12", subnet), 51820, "10.200.2.1/32")
+	a.SetPeers(c.Peer("10.200.2.0/24"))
+	c.SetPeers(a.Peer("10.200.1.0/24"))
+	if err := a.NS.PingUntil("10.200.2.1", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return a.NS, c.NS, netip.MustParseAddr("10.200.2.1")
+}

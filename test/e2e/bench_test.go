@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/tunneltest"
 )
 
 // BenchmarkGateways brings up a two-cluster lab (both on the ebpf datapath) with two
@@ -44,6 +45,32 @@ func BenchmarkGateways(b *testing.B) {
 
 	b.Run("cross-cluster-tcp", func(b *testing.B) {
 		netnstest.BenchTCP(b, server, client, echo.Addr().String()+":7100")
+	})
+
+	// The same transfer through a bare tunnel of the same WireGuard library between two
+	// namespaces, while the lab runs (its control planes take about a core of this
+	// machine's two), alternating with the cross-cluster one: weft's part is the ratio.
+	b.Run("cross-cluster-vs-bare-tunnel", func(bb *testing.B) {
+		b := printing{bb}
+		bareClient, bareServer, bareAddr := tunneltest.BareTunnel(b, 12)
+		const size, rounds = 64 << 20, 3
+		var cross, bare float64
+		for i := range rounds {
+			c, err := netnstest.MeasureTCP(server, client, echo.Addr().String()+":7101", size)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t, err := netnstest.MeasureTCP(bareServer, bareClient, bareAddr.String()+":7101", size)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("round %d: across the clusters %.3f Gbit/s, bare tunnel %.3f Gbit/s", i+1, c, t)
+			cross, bare = cross+c/rounds, bare+t/rounds
+		}
+		b.ReportMetric(cross, "cross-Gbit/s")
+		b.ReportMetric(bare, "bare-Gbit/s")
+		b.ReportMetric(cross/bare, "cross/bare")
+		b.ReportMetric(0, "ns/op")
 	})
 
 	b.Run(fmt.Sprintf("export-to-resolvable-%d", mcsRounds), func(bb *testing.B) {

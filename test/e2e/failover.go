@@ -66,6 +66,42 @@ func Failover(t *testing.T, in FailoverInput) {
 		Eventually(t, time.Minute, func() error { return spread(t, l, in.From, client, echo) })
 	})
 
+	t.Run("a connection's replies come back through the gateway that carried it", func(t *testing.T) {
+		// The kernel's multipath hash of a connection is the same both ways; with one seed on
+		// every node and every list of gateways in address order, the gateway of To that
+		// takes a connection's data in from the tunnel also sends its ACKs out. (From's side
+		// only where its datapath is ebpf: the ovs datapath picks the local gateway by Open
+		// vSwitch's own hash.)
+		for round := range 4 {
+			type counts struct{ tx, rx uint64 }
+			before := map[string]counts{}
+			for _, g := range gatewayNodes(in.To) {
+				tx, rx := l.tunnelBytes(t, g)
+				before[g] = counts{tx, rx}
+			}
+			if _, err := netnstest.MeasureTCP(server, client, fmt.Sprintf("%s:%d", echo.Addr(), 7110+round), 16<<20); err != nil {
+				t.Fatal(err)
+			}
+			var dataIn, acksOut string
+			var most counts
+			var report []string
+			for _, g := range gatewayNodes(in.To) {
+				tx, rx := l.tunnelBytes(t, g)
+				d := counts{tx - before[g].tx, rx - before[g].rx}
+				report = append(report, fmt.Sprintf("%s: %d bytes in from the tunnel, %d out", g, d.rx, d.tx))
+				if d.rx > most.rx {
+					most.rx, dataIn = d.rx, g
+				}
+				if d.tx > most.tx {
+					most.tx, acksOut = d.tx, g
+				}
+			}
+			t.Logf("connection %d: %s", round+1, strings.Join(report, "; "))
+			if most.rx < 16<<20 || dataIn != acksOut {
+				t.Errorf("connection %d: its data came in through %s, its ACKs went out through %s (want the same gateway, with all 16 MiB)", round+1, dataIn, acksOut)
+			}
+		}
+	})
 	t.Run("killing the process of the gateway carrying a stream", func(t *testing.T) {
 		gap, err := failover(t, l, client, server, echo, in.From, killGateway(t, l))
 		if err != nil {

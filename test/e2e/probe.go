@@ -74,6 +74,29 @@ func (l *Lab) tunnelPackets(t testing.TB, node string) (tx, rx uint64) {
 	return tx, rx
 }
 
+// tunnelBytes sums what a node's WireGuard devices took from the node to send through the
+// tunnel (tx) and gave it from the tunnel (rx), in bytes.
+func (l *Lab) tunnelBytes(t testing.TB, node string) (tx, rx uint64) {
+	t.Helper()
+	err := l.nodeNetns(node).Do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, link := range links {
+			if a := link.Attrs(); strings.HasPrefix(a.Name, "weft-wg") && a.Statistics != nil {
+				tx += a.Statistics.TxBytes
+				rx += a.Statistics.RxBytes
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("tunnel counters of %s: %v", node, err)
+	}
+	return tx, rx
+}
+
 // gatewayPID finds the weft-gateway process running in a node's network namespace.
 func (l *Lab) gatewayPID(t testing.TB, node string) int {
 	t.Helper()

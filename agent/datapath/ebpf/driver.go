@@ -30,6 +30,7 @@ import (
 
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/veth"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // Names of what the driver creates on a node.
@@ -123,6 +124,9 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 			return fmt.Errorf("sysctl %s: %w", s.path, err)
 		}
 	}
+	// Replies through the gateways that carried the request (kernels before 6.11 have no
+	// seed to set: their choice is per node).
+	_ = os.WriteFile("/proc/sys/net/ipv4/fib_multipath_hash_seed", []byte(fabricv1.MultipathHashSeed), 0o644)
 	uplink, err := veth.LinkWithAddr(node.IP)
 	if err != nil {
 		return err

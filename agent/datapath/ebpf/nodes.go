@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -105,7 +106,7 @@ func (d *Driver) syncRoutes() error {
 	}
 	if !d.peers.LocalGateway {
 		var hops []*netlink.NexthopInfo
-		for _, g := range d.peers.Gateways {
+		for _, g := range sortedAddrs(d.peers.Gateways) {
 			r, ok := byIP[g]
 			if !ok || g == d.node.IP {
 				continue
@@ -146,7 +147,7 @@ func (d *Driver) syncNativeRoutes() error {
 	}
 	if !d.peers.LocalGateway {
 		var hops []*netlink.NexthopInfo
-		for _, g := range d.peers.Gateways {
+		for _, g := range sortedAddrs(d.peers.Gateways) {
 			if g.Is4() && g != d.node.IP {
 				hops = append(hops, &netlink.NexthopInfo{LinkIndex: d.uplink, Gw: g.AsSlice(), Flags: int(netlink.FLAG_ONLINK)})
 			}
@@ -206,4 +207,14 @@ func (d *Driver) pruneRoutes(want map[string]bool) error {
 func (d *Driver) isPodRoute(n *net.IPNet) bool {
 	ip, ok := netip.AddrFromSlice(n.IP)
 	return ok && d.block.Contains(ip.Unmap())
+}
+
+// sortedAddrs is addrs in address order: the order of a route's next hops decides which
+// one the kernel's multipath hash picks for a connection, and every node (and the peer
+// clusters' gateways) must list a cluster's gateways the same way (see
+// fabricv1.MultipathHashSeed).
+func sortedAddrs(addrs []netip.Addr) []netip.Addr {
+	out := slices.Clone(addrs)
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out
 }

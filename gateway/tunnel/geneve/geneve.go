@@ -253,7 +253,7 @@ func (t *Tunnel) SetPeers(_ context.Context, peers []tunnel.Peer) error {
 			continue
 		}
 		for _, pre := range p.Prefixes {
-			want[pre.Masked()] = append(want[pre.Masked()], tunnel.NextHop{LinkIndex: link.Attrs().Index})
+			want[pre.Masked()] = append(want[pre.Masked()], tunnel.NextHop{LinkIndex: link.Attrs().Index, Peer: p.Endpoint.Addr()})
 		}
 	}
 	t.byAddr.Store(&byAddr)

@@ -21,16 +21,8 @@ import (
 func BenchmarkTunnelTCP(b *testing.B) {
 	netnstest.RequireRoot(b)
 	b.Run("weft-driver", func(b *testing.B) {
-		sw := netnstest.NewSwitch(b)
-		a := tunneltest.NewEnd(b, sw, "bwa", "172.29.9.11", 51820, "10.200.1.1/32")
-		c := tunneltest.NewEnd(b, sw, "bwb", "172.29.9.12", 51820, "10.200.2.1/32")
-		b.Logf("mode: %s", a.Mode)
-		a.SetPeers(c.Peer("10.200.2.0/24"))
-		c.SetPeers(a.Peer("10.200.1.0/24"))
-		if err := a.NS.PingUntil("10.200.2.1", 20*time.Second); err != nil {
-			b.Fatal(err)
-		}
-		netnstest.BenchTCP(b, c.NS, a.NS, "10.200.2.1:5401")
+		client, server, addr := tunneltest.BareTunnel(b, 9)
+		netnstest.BenchTCP(b, server, client, addr.String()+":5401")
 	})
 	b.Run("debian-wireguard-go", func(b *testing.B) {
 		bin, err := exec.LookPath("wireguard-go")
