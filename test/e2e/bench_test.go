@@ -53,7 +53,7 @@ func BenchmarkGateways(b *testing.B) {
 	b.Run("cross-cluster-vs-bare-tunnel", func(bb *testing.B) {
 		b := printing{bb}
 		bareClient, bareServer, bareAddr := tunneltest.BareTunnel(b, 12)
-		const size, rounds = 64 << 20, 3
+		const size, rounds = 64 << 20, 5
 		var cross, bare float64
 		for i := range rounds {
 			c, err := netnstest.MeasureTCP(server, client, echo.Addr().String()+":7101", size)
