@@ -494,7 +494,7 @@ func (g *gw) syncPeers(ctx context.Context) error {
 		return nil
 	}
 	// Unchanged peers are applied again now and then: the driver leaves what is right
-	// alone and puts back what someone else removed (a route into a tunnel, a device).
+	// alone and puts back the routes into its tunnels that someone else removed.
 	if err := g.tun.SetPeers(ctx, want); err != nil {
 		return err
 	}

@@ -103,7 +103,7 @@ func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 // can clean up.
 func (r *Reconciler) nodesWithAgents(ctx context.Context) (map[string]bool, error) {
 	pods := &corev1.PodList{}
-	reader := r.APIReader // read once per deletion: no informer on every pod for this
+	reader := r.APIReader // read directly, only while a deletion waits: no informer on every pod for this
 	if reader == nil {
 		reader = r.Client
 	}
