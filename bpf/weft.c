@@ -566,6 +566,10 @@ int from_tunnel(struct __sk_buff *skb)
 	struct iphdr *ip = ipv4(skb);
 	if (!ip)
 		return TC_ACT_OK;
+	// The outer packet's hash (a NIC's receive hash) would pick this gateway node's next hop
+	// into the tunnels to peer clusters; without it the kernel hashes the connection, as
+	// from_pod has it.
+	bpf_set_hash_invalid(skb);
 	struct tuple t = {};
 	if (parse_tuple(skb, ip, &t) < 0)
 		return count(STAT_DROPPED, TC_ACT_SHOT);
