@@ -69,8 +69,8 @@ func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 		slices.Sort(waiting)
 		before := cn.DeepCopy()
 		conditions.MarkReconciling(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonCleaningNodes,
-			fmt.Sprintf("being deleted: waiting up to %s for the agents of %d nodes to remove weft from them: %s",
-				left.Round(time.Second), len(waiting), strings.Join(waiting, ", ")))
+			fmt.Sprintf("being deleted: waiting up to %s for the node agents to remove weft from %d of %d nodes: %s",
+				left.Round(time.Second), len(waiting), len(withAgent), strings.Join(waiting, ", ")))
 		if err := patch.Status(ctx, r.Client, before, cn, statusOf); err != nil {
 			return ctrl.Result{}, err
 		}
