@@ -284,6 +284,9 @@ func BGP(t *testing.T, in BGPInput) {
 			l.MustKubectl(t, in.Cluster, "", "label", "node", n.name, "e2e.weft.dev/bgp=on", "--overwrite")
 		}
 		t.Cleanup(func() {
+			// Every node back in BGP even when the spec failed half-way: the next specs
+			// need their sessions (a selector left on would select no node at all).
+			setBGP(t, func(b *fabricv1.BGPSpec) { b.NodeSelector = nil })
 			for _, n := range nodes {
 				l.KubectlRun(in.Cluster, "", "label", "node", n.name, "e2e.weft.dev/bgp-")
 			}
