@@ -48,7 +48,6 @@ import (
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/ebpf"
 	"github.com/weft-net/weft/agent/datapath/ovs"
-	"github.com/weft-net/weft/agent/datapath/veth"
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
 	"github.com/weft-net/weft/agent/policysync"
@@ -453,7 +452,7 @@ func (a *agentState) removeFromNode(ctx context.Context, dp datapath.Datapath, i
 	if err := dp.Uninstall(ctx, in.node); err != nil {
 		return fmt.Errorf("datapath: %w", err)
 	}
-	if _, err := veth.DeleteRoutes(bgp.RouteProtocol); err != nil {
+	if err := (bgp.KernelRoutes{}).Sync(nil, nil); err != nil {
 		return fmt.Errorf("routes BGP peers announced: %w", err)
 	}
 	_ = os.Remove(filepath.Join(a.cfg.StateDir, speakerMark))

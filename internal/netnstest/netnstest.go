@@ -232,45 +232,14 @@ func TransferTCPVia(server, client *Netns, listen, dial string, size int) error 
 func BenchTCP(b *testing.B, server, client *Netns, addr string) {
 	b.Helper()
 	const size = 64 << 20
-	l, err := server.Listen(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	received := make(chan int64, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			received <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		received <- n
-	}()
-	c, err := client.Dial(addr, 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, 256<<10)
 	b.SetBytes(size)
 	b.ResetTimer()
-	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Minute))
-	for i := 0; i < b.N; i++ {
-		for sent := 0; sent < size; sent += len(buf) {
-			if _, err := c.Write(buf); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	_ = c.(*net.TCPConn).CloseWrite()
-	got := <-received
+	gbits, err := MeasureTCP(server, client, addr, int64(b.N)*size)
 	b.StopTimer()
-	if got != int64(b.N)*size {
-		b.Fatalf("received %d bytes, sent %d", got, int64(b.N)*size)
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.ReportMetric(float64(size)*float64(b.N)*8/1e9/b.Elapsed().Seconds(), "Gbit/s")
+	b.ReportMetric(gbits, "Gbit/s")
 }
 
 // MeasureTCP moves size bytes of a zero-filled buffer from client to a server listening at

@@ -76,8 +76,8 @@ func Failover(t *testing.T, in FailoverInput) {
 			type counts struct{ tx, rx uint64 }
 			before := map[string]counts{}
 			for _, g := range gatewayNodes(in.To) {
-				tx, rx := l.tunnelBytes(t, g)
-				before[g] = counts{tx, rx}
+				c := l.tunnelCounters(t, g)
+				before[g] = counts{c.TxBytes, c.RxBytes}
 			}
 			if _, err := netnstest.MeasureTCP(server, client, fmt.Sprintf("%s:%d", echo.Addr(), 7110+round), 16<<20); err != nil {
 				t.Fatal(err)
@@ -86,8 +86,8 @@ func Failover(t *testing.T, in FailoverInput) {
 			var most counts
 			var report []string
 			for _, g := range gatewayNodes(in.To) {
-				tx, rx := l.tunnelBytes(t, g)
-				d := counts{tx - before[g].tx, rx - before[g].rx}
+				c := l.tunnelCounters(t, g)
+				d := counts{c.TxBytes - before[g].tx, c.RxBytes - before[g].rx}
 				report = append(report, fmt.Sprintf("%s: %d bytes in from the tunnel, %d out", g, d.rx, d.tx))
 				if d.rx > most.rx {
 					most.rx, dataIn = d.rx, g
@@ -274,7 +274,7 @@ func spread(t testing.TB, l *Lab, cluster string, client *netnstest.Netns, echo 
 	gws := gatewayNodes(cluster)
 	before := map[string]uint64{}
 	for _, g := range gws {
-		before[g], _ = l.tunnelPackets(t, g)
+		before[g] = l.tunnelCounters(t, g).TxPackets
 	}
 	if err := client.SendUDPFlows(netip.AddrPortFrom(netip.Addr{}, 40000), echo, 64); err != nil {
 		return err
@@ -283,7 +283,7 @@ func spread(t testing.TB, l *Lab, cluster string, client *netnstest.Netns, echo 
 	var counts []string
 	used := 0
 	for _, g := range gws {
-		tx, _ := l.tunnelPackets(t, g)
+		tx := l.tunnelCounters(t, g).TxPackets
 		if tx-before[g] >= 8 {
 			used++
 		}
@@ -307,7 +307,7 @@ func failover(t testing.TB, l *Lab, client, server *netnstest.Netns, echo netip.
 		// The victim is the gateway of cluster whose tunnel moves the most packets: the
 		// one the transfer goes through.
 		gws := gatewayNodes(cluster)
-		count := func(g string) uint64 { tx, rx := l.tunnelPackets(t, g); return tx + rx }
+		count := func(g string) uint64 { c := l.tunnelCounters(t, g); return c.TxPackets + c.RxPackets }
 		before := map[string]uint64{}
 		for _, g := range gws {
 			before[g] = count(g)

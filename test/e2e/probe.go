@@ -52,8 +52,9 @@ func (l *Lab) nodeNetns(node string) *netnstest.Netns {
 	return &netnstest.Netns{Name: "weftlab-" + l.Name + "-" + node}
 }
 
-// tunnelPackets sums the packets a node's WireGuard devices sent and received.
-func (l *Lab) tunnelPackets(t testing.TB, node string) (tx, rx uint64) {
+// tunnelCounters sums a node's WireGuard devices' counters: tx is what they took from the
+// node to send through the tunnel, rx what they gave it from the tunnel.
+func (l *Lab) tunnelCounters(t testing.TB, node string) (sum netlink.LinkStatistics) {
 	t.Helper()
 	err := l.nodeNetns(node).Do(func() error {
 		links, err := netlink.LinkList()
@@ -62,8 +63,10 @@ func (l *Lab) tunnelPackets(t testing.TB, node string) (tx, rx uint64) {
 		}
 		for _, link := range links {
 			if a := link.Attrs(); strings.HasPrefix(a.Name, "weft-wg") && a.Statistics != nil {
-				tx += a.Statistics.TxPackets
-				rx += a.Statistics.RxPackets
+				sum.TxPackets += a.Statistics.TxPackets
+				sum.RxPackets += a.Statistics.RxPackets
+				sum.TxBytes += a.Statistics.TxBytes
+				sum.RxBytes += a.Statistics.RxBytes
 			}
 		}
 		return nil
@@ -71,30 +74,7 @@ func (l *Lab) tunnelPackets(t testing.TB, node string) (tx, rx uint64) {
 	if err != nil {
 		t.Fatalf("tunnel counters of %s: %v", node, err)
 	}
-	return tx, rx
-}
-
-// tunnelBytes sums what a node's WireGuard devices took from the node to send through the
-// tunnel (tx) and gave it from the tunnel (rx), in bytes.
-func (l *Lab) tunnelBytes(t testing.TB, node string) (tx, rx uint64) {
-	t.Helper()
-	err := l.nodeNetns(node).Do(func() error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, link := range links {
-			if a := link.Attrs(); strings.HasPrefix(a.Name, "weft-wg") && a.Statistics != nil {
-				tx += a.Statistics.TxBytes
-				rx += a.Statistics.RxBytes
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("tunnel counters of %s: %v", node, err)
-	}
-	return tx, rx
+	return sum
 }
 
 // gatewayPID finds the weft-gateway process running in a node's network namespace.
