@@ -15,12 +15,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultPort is where Responders listen.
@@ -92,9 +95,6 @@ type Options struct {
 	RiseAfter int
 	// OnChange is called whenever a target goes up or down, in order, from one goroutine.
 	OnChange func(target Target, up bool)
-	// InterfaceIndex finds a Via device (default: net.InterfaceByName in the calling
-	// thread's network namespace; set it when conn lives in another one).
-	InterfaceIndex func(name string) (int, error)
 }
 
 // Target is what a Prober probes: a Responder's address and, when Via names a device, the
@@ -138,6 +138,9 @@ type Prober struct {
 	conn net.PacketConn
 	pc   *ipv4.PacketConn // conn, for probes and answers through a device
 	src  net.IP           // conn's address, which probes through a device must carry
+	// ifIndex finds a Via device at every probe, in conn's network namespace: a device
+	// that is missing or comes back with another index is followed.
+	ifIndex func(name string) (int, error)
 
 	mu      sync.Mutex
 	targets map[Target]*target
@@ -156,15 +159,6 @@ func NewProber(conn net.PacketConn, opts Options) *Prober {
 	if opts.RiseAfter <= 0 {
 		opts.RiseAfter = 2
 	}
-	if opts.InterfaceIndex == nil {
-		opts.InterfaceIndex = func(name string) (int, error) {
-			ifi, err := net.InterfaceByName(name)
-			if err != nil {
-				return 0, err
-			}
-			return ifi.Index, nil
-		}
-	}
 	pc := ipv4.NewPacketConn(conn)
 	// Without control messages (not IPv4) no answer is matched to a Via target.
 	_ = pc.SetControlMessage(ipv4.FlagInterface, true)
@@ -173,7 +167,35 @@ func NewProber(conn net.PacketConn, opts Options) *Prober {
 		src = a.IP // a control message's source would replace the bound one
 	}
 	return &Prober{opts: opts, conn: conn, pc: pc, src: src, targets: map[Target]*target{}, start: time.Now(),
-		events: make(chan Status, 1024)}
+		events: make(chan Status, 1024), ifIndex: socketIfIndex(conn)}
+}
+
+// socketIfIndex finds a device's index by an ioctl on conn's socket, so in conn's network
+// namespace: one system call and no allocation per probe (net.InterfaceByName dumps every
+// link of the node — a gateway spent a tenth of its CPU there during a transfer).
+func socketIfIndex(conn net.PacketConn) func(name string) (int, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return func(string) (int, error) { return 0, errors.New("health: the probe socket has no file descriptor") }
+	}
+	raw, err := sc.SyscallConn()
+	return func(name string) (int, error) {
+		if err != nil {
+			return 0, err
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return 0, err
+		}
+		var ierr error
+		if err := raw.Control(func(fd uintptr) { ierr = unix.IoctlIfreq(int(fd), unix.SIOCGIFINDEX, ifr) }); err != nil {
+			return 0, err
+		}
+		if ierr != nil {
+			return 0, fmt.Errorf("device %s: %w", name, ierr)
+		}
+		return int(ifr.Uint32()), nil
+	}
 }
 
 // SetTargets makes the probed targets exactly these; new ones start down.
@@ -272,7 +294,7 @@ func (p *Prober) sendAll() {
 		to := net.UDPAddrFromAddrPort(tg.Addr)
 		if tg.Via == "" {
 			_, _ = p.conn.WriteTo(encode(kindReq, t.seq, p.now()), to)
-		} else if index, err := p.opts.InterfaceIndex(tg.Via); err != nil {
+		} else if index, err := p.ifIndex(tg.Via); err != nil {
 			t.ifIndex = 0 // no device, no probe: the target goes silent
 		} else {
 			t.ifIndex = index

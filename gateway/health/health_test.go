@@ -41,15 +41,6 @@ func newPair(tb testing.TB) *pair {
 	}
 	x.p = health.NewProber(conn, health.Options{OnChange: func(t health.Target, up bool) {
 		x.events <- event{t, up, time.Now()}
-	}, InterfaceIndex: func(name string) (index int, err error) {
-		err = x.prober.Do(func() error {
-			ifi, err := net.InterfaceByName(name)
-			if err == nil {
-				index = ifi.Index
-			}
-			return err
-		})
-		return index, err
 	}})
 	x.p.SetTargets([]health.Target{x.target})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -259,4 +250,13 @@ func TestProbesThroughADevice(t *testing.T) {
 	// A device that does not exist is no route around it.
 	x.prober.MustIP(t, "link", "del", "tun0")
 	waitFor("the tunnel gone", true, false)
+
+	// A device made again (another index) is followed, looked up in the probe socket's
+	// namespace, not the test's.
+	x.prober.MustIP(t, "link", "add", "tun0", "type", "veth", "peer", "name", "tun0", "netns", x.responder.Name)
+	for n, addr := range map[*netnstest.Netns]string{x.prober: "172.29.12.11/32", x.responder: "172.29.12.12/32"} {
+		n.MustIP(t, "addr", "add", addr, "dev", "tun0")
+		n.MustIP(t, "link", "set", "tun0", "up")
+	}
+	waitFor("the tunnel made again", true, true)
 }

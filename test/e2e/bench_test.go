@@ -24,9 +24,12 @@ func BenchmarkGateways(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("the gateway benchmarks need root: they bring a lab up")
 	}
-	rounds, mcsRounds := 20, 20
+	rounds, mcsRounds, tcpRounds := 20, 20, 5
 	if v, err := strconv.Atoi(os.Getenv("WEFT_FAILOVER_ROUNDS")); err == nil && v > 0 {
 		rounds = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("WEFT_TCP_ROUNDS")); err == nil && v > 0 {
+		tcpRounds = v
 	}
 	if v, err := strconv.Atoi(os.Getenv("WEFT_MCS_ROUNDS")); err == nil && v > 0 {
 		mcsRounds = v
@@ -53,14 +56,15 @@ func BenchmarkGateways(b *testing.B) {
 	b.Run("cross-cluster-vs-bare-tunnel", func(bb *testing.B) {
 		b := printing{bb}
 		bareClient, bareServer, bareAddr := tunneltest.BareTunnel(b, 12)
-		const size, rounds = 64 << 20, 5
+		const size = 64 << 20
+		rounds := float64(tcpRounds)
 		var cross, bare float64
-		for i := range rounds {
-			c, err := netnstest.MeasureTCP(server, client, echo.Addr().String()+":7101", size)
+		for i := range tcpRounds {
+			c, err := netnstest.MeasureTCP(server, client, echo.Addr().String()+":7101", netnstest.WarmTCP, size)
 			if err != nil {
 				b.Fatal(err)
 			}
-			t, err := netnstest.MeasureTCP(bareServer, bareClient, bareAddr.String()+":7101", size)
+			t, err := netnstest.MeasureTCP(bareServer, bareClient, bareAddr.String()+":7101", netnstest.WarmTCP, size)
 			if err != nil {
 				b.Fatal(err)
 			}

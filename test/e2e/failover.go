@@ -79,7 +79,7 @@ func Failover(t *testing.T, in FailoverInput) {
 				c := l.tunnelCounters(t, g)
 				before[g] = counts{c.TxBytes, c.RxBytes}
 			}
-			if _, err := netnstest.MeasureTCP(server, client, fmt.Sprintf("%s:%d", echo.Addr(), 7110+round), 16<<20); err != nil {
+			if _, err := netnstest.MeasureTCP(server, client, fmt.Sprintf("%s:%d", echo.Addr(), 7110+round), 0, 16<<20); err != nil {
 				t.Fatal(err)
 			}
 			var dataIn, acksOut string
