@@ -22,6 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/gateway/tunnel"
 	"github.com/weft-net/weft/internal/netnstest"
@@ -411,4 +414,83 @@ func BareTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, addr
 		t.Fatal(err)
 	}
 	return a.NS, c.NS, netip.MustParseAddr("10.200.2.1")
+}
+
+// DebianTunnel is BareTunnel made of Debian's wireguard-go (the reference weft's tunnel is
+// measured against): two processes on a switch of their own (172.29.<subnet>.11 and .12),
+// configured over their UAPI sockets. It fails the test when wireguard-go is not installed
+// (hack/lab-deps.sh installs it).
+func DebianTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, addr netip.Addr) {
+	t.Helper()
+	bin, err := exec.LookPath("wireguard-go")
+	if err != nil {
+		t.Fatal("wireguard-go is not installed (hack/lab-deps.sh installs it)")
+	}
+	sw := netnstest.NewSwitch(t)
+	ka, _ := wgtypes.GeneratePrivateKey()
+	kc, _ := wgtypes.GeneratePrivateKey()
+	a := wireguardGo(t, bin, sw, fmt.Sprintf("dt%da", subnet), fmt.Sprintf("172.29.%d.11", subnet), "10.200.1.1/32", ka)
+	c := wireguardGo(t, bin, sw, fmt.Sprintf("dt%dc", subnet), fmt.Sprintf("172.29.%d.12", subnet), "10.200.2.1/32", kc)
+	a.peer(t, kc.PublicKey(), fmt.Sprintf("172.29.%d.12:51820", subnet), "10.200.2.0/24")
+	c.peer(t, ka.PublicKey(), fmt.Sprintf("172.29.%d.11:51820", subnet), "10.200.1.0/24")
+	if err := a.ns.PingUntil("10.200.2.1", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return a.ns, c.ns, netip.MustParseAddr("10.200.2.1")
+}
+
+// wgGo is Debian's wireguard-go running in a namespace.
+type wgGo struct {
+	ns    *netnstest.Netns
+	iface string
+}
+
+func wireguardGo(t testing.TB, bin string, sw *netnstest.Switch, name, ip, address string, key wgtypes.Key) *wgGo {
+	t.Helper()
+	w := &wgGo{ns: netnstest.New(t, name), iface: "wgg" + name}
+	sw.Plug(t, w.ns, "p"+name, ip+"/24")
+	cmd := exec.Command("nsenter", "--net="+w.ns.Path(), "--", bin, "-f", w.iface)
+	cmd.Env = append(os.Environ(), "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", "LOG_LEVEL=error")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := 51820
+	// The control socket appears a moment after the process starts.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := c.ConfigureDevice(w.iface, wgtypes.Config{PrivateKey: &key, ListenPort: &port})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("configuring wireguard-go %s: %v", w.iface, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w.ns.MustIP(t, "addr", "add", address, "dev", w.iface)
+	w.ns.MustIP(t, "link", "set", w.iface, "mtu", "1420", "up")
+	return w
+}
+
+func (w *wgGo) peer(t testing.TB, key wgtypes.Key, endpoint, prefix string) {
+	t.Helper()
+	c, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := netip.MustParsePrefix(prefix)
+	err = c.ConfigureDevice(w.iface, wgtypes.Config{Peers: []wgtypes.PeerConfig{{PublicKey: key,
+		Endpoint:   net.UDPAddrFromAddrPort(netip.MustParseAddrPort(endpoint)),
+		AllowedIPs: []net.IPNet{{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.ns.MustIP(t, "route", "add", prefix, "dev", w.iface)
 }
