@@ -208,6 +208,7 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 	if err != nil {
 		return err
 	}
+	defer func() { a.cached = nil }() // the cache stops with run's context
 	policies.Store(syncer)
 	h.Wired = func(ctx context.Context) error {
 		// A datapath that enforces no policy starts pods anyway; the node does not report
@@ -333,6 +334,21 @@ type agentState struct {
 	// remotes are the remote nodes last given to the datapath (remotesSet: once given).
 	remotes    []datapath.RemoteNode
 	remotesSet bool
+	// cached reads from the informer cache the policy syncer starts (nil before): what the
+	// agent reads every second — the ClusterNetwork, ClusterPeers, Services and
+	// ServiceImports — comes from watches, not from a request each to the API server.
+	cached client.Reader
+}
+
+// readTimeout bounds a periodic read (from the cache: only a kind's first read waits).
+const readTimeout = 5 * time.Second
+
+// reader is where the agent's periodic reads go: the informer cache once it runs.
+func (a *agentState) reader() client.Reader {
+	if a.cached != nil {
+		return a.cached
+	}
+	return a.c
 }
 
 func (a *agentState) ready() error {
@@ -479,12 +495,16 @@ type peerInputs struct {
 }
 
 func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
+	// A cache's first read of a kind waits for its watch to sync: never longer than this
+	// (the loop that calls it also fails over).
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	cn := &fabricv1.ClusterNetwork{}
-	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+	if err := a.reader().Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return peerInputs{}, err
 	}
 	peers := &fabricv1.ClusterPeerList{}
-	if err := a.c.List(ctx, peers); err != nil {
+	if err := a.reader().List(ctx, peers); err != nil {
 		return peerInputs{}, err
 	}
 	return peerInputs{cn: cn, peers: peers.Items}, nil
@@ -742,6 +762,7 @@ func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp d
 	if !c.WaitForCacheSync(ctx) {
 		return nil, fmt.Errorf("policy inputs: the cache did not sync: %w", ctx.Err())
 	}
+	a.cached = c
 	if err := s.Sync(ctx); err != nil {
 		a.log.Error(err, "first policy sync; the saved policy stays enforced")
 	}

@@ -186,7 +186,9 @@ func (b *bgpNode) password(ctx context.Context) func(fabricv1.LocalSecretKeyRef)
 
 func (b *bgpNode) importVIPs(ctx context.Context) []netip.Addr {
 	list := &mcsv1.ServiceImportList{}
-	if err := b.a.c.List(ctx, list); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	if err := b.a.reader().List(ctx, list); err != nil {
 		b.a.log.Error(err, "listing ServiceImports for BGP")
 		return nil
 	}
@@ -203,7 +205,9 @@ func (b *bgpNode) importVIPs(ctx context.Context) []netip.Addr {
 
 func (b *bgpNode) loadBalancerIPs(ctx context.Context) []netip.Addr {
 	list := &corev1.ServiceList{}
-	if err := b.a.c.List(ctx, list); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	if err := b.a.reader().List(ctx, list); err != nil {
 		b.a.log.Error(err, "listing Services for BGP")
 		return nil
 	}

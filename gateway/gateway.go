@@ -28,6 +28,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -86,7 +87,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	g := &gw{cfg: cfg, c: c, log: log, health: map[netip.Addr]bool{}}
+	// ClusterPeers come from a watch: the gateway reads them every Interval.
+	peersCache, err := crcache.New(restCfg, crcache.Options{Scheme: scheme, DefaultTransform: crcache.TransformStripManagedFields(),
+		ByObject: map[client.Object]crcache.ByObject{&fabricv1.ClusterPeer{}: {}}})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := peersCache.Start(ctx); err != nil {
+			log.Error(err, "ClusterPeer cache stopped")
+		}
+	}()
+	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = peersCache.GetInformer(syncCtx, &fabricv1.ClusterPeer{}) // waits for its first list
+	cancel()
+	if err != nil {
+		return fmt.Errorf("watching ClusterPeers: %w", err)
+	}
+	g := &gw{cfg: cfg, c: c, peersFrom: peersCache, log: log, health: map[netip.Addr]bool{}}
 	if err := g.start(ctx); err != nil {
 		return err
 	}
@@ -245,6 +263,7 @@ func (g *gw) nextKeySwitch(now time.Time) time.Time {
 type gw struct {
 	cfg       Config
 	c         client.Client
+	peersFrom client.Reader // an informer cache: ClusterPeers are read every Interval
 	log       klog.Logger
 	tunType   fabricv1.TunnelType
 	tun       tunnel.Tunnel
@@ -389,7 +408,10 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 		return errors.Join(append(errs, g.syncPeers(ctx))...)
 	}
 	peers := &fabricv1.ClusterPeerList{}
-	if err := g.c.List(ctx, peers); err != nil {
+	// The cache's first read waits for its watch: not past the Lease's renewal.
+	lctx, cancel := context.WithTimeout(ctx, g.cfg.Interval)
+	defer cancel()
+	if err := g.peersFrom.List(lctx, peers); err != nil {
 		errs = append(errs, err)
 	} else {
 		g.peers, g.read = peers.Items, true

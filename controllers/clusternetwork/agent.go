@@ -64,8 +64,9 @@ func agentObjects(namespace string, images Images, cn *fabricv1.ClusterNetwork) 
 			// The node's BGP speaker: its status object, and what it may announce.
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"bgpnodes"}, Verbs: []string{"get", "create", "update", "delete"}},
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"bgpnodes/status"}, Verbs: []string{"update", "patch"}},
-			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list"}},
-			{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"list"}},
+			// What it announces (LoadBalancer and clusterset IPs), read from a watch.
+			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"list", "watch"}},
 		},
 	}
 	// The BGP peers' password Secrets, by name, in the operator's namespace.
