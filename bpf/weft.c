@@ -576,6 +576,19 @@ int from_tunnel(struct __sk_buff *skb)
 	return deliver(skb, ip, &t, 0);
 }
 
+// from_uplink runs on ingress of the node's uplink when nothing encapsulates: what other
+// nodes send. A hash the packet arrives with — a NIC's receive hash, or a sending socket's
+// over a veth — would pick this gateway node's next hop into the tunnels to peer clusters
+// (the kernel takes an L4 hash it finds as is); without it the kernel hashes the connection,
+// the same both ways, as from_pod and from_tunnel have it. (Receive steering has used the
+// hash before this runs.)
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	bpf_set_hash_invalid(skb);
+	return TC_ACT_OK;
+}
+
 // to_pod runs on egress of a pod veth's node side: what the node's kernel delivers to the
 // pod (from other nodes and clusters, Services after DNAT, the node itself).
 SEC("tc")

@@ -4,13 +4,17 @@ package conformance_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -426,6 +430,106 @@ func TestPeerRoutesLeaveAGatewaysTunnelRoutesAlone(t *testing.T) {
 			}
 			n1.restart(t)
 			check("after a restart")
+		})
+	}
+}
+
+// A gateway node picks its next hop into the tunnels to peer clusters from the connection
+// alone, not from a hash the packet arrives with (a NIC's receive hash; here the sending
+// socket's, which crosses a veth): one 5-tuple sent from 32 sockets — 32 random socket
+// hashes — leaves by one tunnel device. Otherwise a connection's packets and its replies
+// take different gateways, or one connection is spread over several. For the ebpf drivers:
+// from_uplink (no encapsulation) and from_tunnel (VXLAN) drop the hash.
+func TestAGatewaysNextHopIgnoresTheHashAPacketBrings(t *testing.T) {
+	for _, d := range drivers {
+		if !strings.HasPrefix(d.name, "ebpf") {
+			continue // OVS chooses a gateway by its own hash of the flow
+		}
+		t.Run(d.name, func(t *testing.T) {
+			gw, n2 := twoNodes(t, d)
+			peer := netip.MustParsePrefix("10.200.0.0/16")
+			dst := netip.MustParseAddrPort("10.200.0.5:5000")
+			// Two tunnels with the range routed over both, as weft-gateway has them.
+			devs := []string{"wgsima0", "wgsimb0"}
+			for i, dev := range devs {
+				peerDev := fmt.Sprintf("wgsimp%d", i)
+				gw.ns.MustIP(t, "link", "add", dev, "type", "veth", "peer", "name", peerDev)
+				for _, l := range []string{dev, peerDev} {
+					if out, err := gw.ns.Run("sysctl", "-qw", "net.ipv6.conf."+l+".disable_ipv6=1"); err != nil {
+						t.Fatalf("%v: %s", err, out)
+					}
+					gw.ns.MustIP(t, "link", "set", l, "up")
+				}
+				gw.ns.MustIP(t, "neigh", "add", dst.Addr().String(), "lladdr", "02:00:00:00:00:05", "dev", dev, "nud", "permanent")
+			}
+			gw.ns.MustIP(t, "route", "add", peer.String(), "proto", "87", "nexthop", "dev", devs[0], "nexthop", "dev", devs[1])
+			if out, err := gw.ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			gw.do(t, func() error {
+				return gw.dp.SetPeerRoutes(context.Background(), datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}, Gateways: []netip.Addr{gw.ip}, LocalGateway: true})
+			})
+			n2.do(t, func() error {
+				return n2.dp.SetPeerRoutes(context.Background(), datapath.PeerRoutes{Prefixes: []netip.Prefix{peer}, Gateways: []netip.Addr{gw.ip}})
+			})
+			sent := func() []int {
+				var out []int
+				for _, dev := range devs {
+					s, err := gw.ns.Run("ip", "-j", "-s", "link", "show", "dev", dev)
+					var links []struct {
+						Stats struct {
+							TX struct {
+								Packets int `json:"packets"`
+							} `json:"tx"`
+						} `json:"stats64"`
+					}
+					if err == nil {
+						err = json.Unmarshal([]byte(s), &links)
+					}
+					if err != nil || len(links) != 1 {
+						t.Fatalf("%s's counters: %v: %s", dev, err, s)
+					}
+					out = append(out, links[0].Stats.TX.Packets)
+				}
+				return out
+			}
+			before := sent()
+			const sockets = 32
+			// Connected sockets: connecting gives a socket its random hash.
+			dialer := net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(n2.ip, 40000)),
+				Control: func(_, _ string, c syscall.RawConn) error {
+					var serr error
+					err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+					return errors.Join(err, serr)
+				}}
+			n2.do(t, func() error {
+				for range sockets {
+					c, err := dialer.Dial("udp4", dst.String())
+					if err != nil {
+						return err
+					}
+					_, err = c.Write([]byte("one connection"))
+					c.Close()
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			var got []int
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				after := sent()
+				got = []int{after[0] - before[0], after[1] - before[1]}
+				if got[0]+got[1] >= sockets || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Logf("one 5-tuple from %d sockets: %d packets by %s, %d by %s", sockets, got[0], devs[0], got[1], devs[1])
+			if got[0]+got[1] != sockets || (got[0] != 0 && got[1] != 0) {
+				t.Errorf("one 5-tuple from %d sockets left by %s %d times and by %s %d times; want all by one", sockets, devs[0], got[0], devs[1], got[1])
+			}
 		})
 	}
 }

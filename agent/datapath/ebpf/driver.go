@@ -155,6 +155,9 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 		if err := d.attach(uplink.Attrs().Name, d.uplink, d.objs.ToTunnel, ebpf.AttachTCXEgress); err != nil {
 			return err
 		}
+		if err := d.attach(uplink.Attrs().Name, d.uplink, d.objs.FromUplink, ebpf.AttachTCXIngress); err != nil {
+			return err
+		}
 	} else {
 		vx, err := d.ensureVXLAN()
 		if err != nil {
@@ -167,7 +170,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 			return err
 		}
 		if name := uplink.Attrs().Name; d.attachMode == "tcx" {
-			d.detachDir(name, ebpf.AttachTCXEgress) // an earlier run without encapsulation
+			d.detach(name) // an earlier run without encapsulation
 		}
 	}
 	if err := d.loadState(); err != nil {

@@ -110,6 +110,7 @@ const (
 	weftMapSvcCidrs       = "svc_cidrs"
 	weftProgFromPod       = "from_pod"
 	weftProgFromTunnel    = "from_tunnel"
+	weftProgFromUplink    = "from_uplink"
 	weftProgToPod         = "to_pod"
 	weftProgToTunnel      = "to_tunnel"
 	weftVarOtherTimeoutNs = "other_timeout_ns"
@@ -160,6 +161,7 @@ type weftSpecs struct {
 type weftProgramSpecs struct {
 	FromPod    *ebpf.ProgramSpec `ebpf:"from_pod"`
 	FromTunnel *ebpf.ProgramSpec `ebpf:"from_tunnel"`
+	FromUplink *ebpf.ProgramSpec `ebpf:"from_uplink"`
 	ToPod      *ebpf.ProgramSpec `ebpf:"to_pod"`
 	ToTunnel   *ebpf.ProgramSpec `ebpf:"to_tunnel"`
 }
@@ -249,6 +251,7 @@ type weftVariables struct {
 type weftPrograms struct {
 	FromPod    *ebpf.Program `ebpf:"from_pod"`
 	FromTunnel *ebpf.Program `ebpf:"from_tunnel"`
+	FromUplink *ebpf.Program `ebpf:"from_uplink"`
 	ToPod      *ebpf.Program `ebpf:"to_pod"`
 	ToTunnel   *ebpf.Program `ebpf:"to_tunnel"`
 }
@@ -257,6 +260,7 @@ func (p *weftPrograms) Close() error {
 	return _WeftClose(
 		p.FromPod,
 		p.FromTunnel,
+		p.FromUplink,
 		p.ToPod,
 		p.ToTunnel,
 	)
