@@ -416,6 +416,48 @@ func BareTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, addr
 	return a.NS, c.NS, netip.MustParseAddr("10.200.2.1")
 }
 
+// RoutedTunnel is BareTunnel with a cluster's hops around it: on each side a pod namespace
+// behind a node namespace (a veth, as a pod has), the node on the tunnel ends' switch
+// routing the other side's range to its tunnel end, which forwards into the tunnel — the
+// path pod → node → gateway → tunnel → gateway → node → pod, built by hand. It returns the
+// client pod's namespace, the server pod's, and the server pod's address (10.200.2.5).
+// What weft adds beyond the path's hops is the cross-cluster throughput over this one's.
+func RoutedTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, addr netip.Addr) {
+	t.Helper()
+	sw := netnstest.NewSwitch(t)
+	ip := func(host int) string { return fmt.Sprintf("172.29.%d.%d", subnet, host) }
+	a := NewEnd(t, sw, fmt.Sprintf("rt%da", subnet), ip(11), 51820, "10.200.1.1/32")
+	c := NewEnd(t, sw, fmt.Sprintf("rt%dc", subnet), ip(12), 51820, "10.200.2.1/32")
+	a.SetPeers(c.Peer("10.200.2.0/24"))
+	c.SetPeers(a.Peer("10.200.1.0/24"))
+	side := func(end *End, name string, nodeHost int, pod, peerRange string) *netnstest.Netns {
+		node, podNS := netnstest.New(t, name+"n"), netnstest.New(t, name+"p")
+		sw.Plug(t, node, "p"+name+"n", ip(nodeHost)+"/24")
+		podNS.MustIP(t, "link", "add", "eth0", "type", "veth", "peer", "name", "pod0", "netns", node.Path())
+		podNS.MustIP(t, "addr", "add", pod+"/32", "dev", "eth0")
+		podNS.MustIP(t, "link", "set", "eth0", "up")
+		podNS.MustIP(t, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+		podNS.MustIP(t, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+		node.MustIP(t, "addr", "add", "169.254.1.1/32", "dev", "pod0")
+		node.MustIP(t, "link", "set", "pod0", "up")
+		node.MustIP(t, "route", "add", pod+"/32", "dev", "pod0")
+		node.MustIP(t, "route", "add", peerRange, "via", end.IP.String())
+		end.NS.MustIP(t, "route", "add", pod+"/32", "via", ip(nodeHost))
+		for _, n := range []*netnstest.Netns{node, end.NS} {
+			if out, err := n.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=2"); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		return podNS
+	}
+	client = side(a, fmt.Sprintf("rt%dx", subnet), 21, "10.200.1.5", "10.200.2.0/24")
+	server = side(c, fmt.Sprintf("rt%dy", subnet), 22, "10.200.2.5", "10.200.1.0/24")
+	if err := client.PingUntil("10.200.2.5", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return client, server, netip.MustParseAddr("10.200.2.5")
+}
+
 // DebianTunnel is BareTunnel made of Debian's wireguard-go (the reference weft's tunnel is
 // measured against): two processes on a switch of their own (172.29.<subnet>.11 and .12),
 // configured over their UAPI sockets. It fails the test when wireguard-go is not installed

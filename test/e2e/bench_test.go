@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +15,9 @@ import (
 
 // BenchmarkGateways brings up a two-cluster lab (both on the ebpf datapath) with two
 // gateways per cluster and measures, pod to pod across the clusters: TCP throughput through
-// the gateways, alone and in turns with a bare tunnel of weft's WireGuard driver and with
-// Debian's wireguard-go beside the lab, over WEFT_TCP_ROUNDS (default 5) rounds; the time
+// the gateways, alone and in turns with a bare tunnel of weft's WireGuard driver, the same
+// tunnel with a cluster's hops around it and Debian's wireguard-go beside the lab, over
+// WEFT_TCP_ROUNDS (default 5) rounds; the time
 // from a ServiceExport in one cluster to its clusterset name answering in the other and
 // from its deletion to NXDOMAIN, over WEFT_MCS_ROUNDS (default 20) Services; and the
 // failover gap over WEFT_FAILOVER_ROUNDS (default 20) failures of the gateway carrying a
@@ -51,39 +53,51 @@ func BenchmarkGateways(b *testing.B) {
 		netnstest.BenchTCP(b, server, client, echo.Addr().String()+":7100")
 	})
 
-	// The same transfer through a bare tunnel of the same WireGuard library between two
-	// namespaces and through Debian's wireguard-go, while the lab runs (its control planes
-	// take about a core of this machine's two), in turns with the cross-cluster one: weft's
-	// part is the ratio. Each measurement times 64 MiB after 64 MiB of warm-up on its
-	// connection; the ratios are medians of each round's (a round's three transfers run
+	// The same transfer, in turns, beside the lab (its control planes take about a third
+	// of this machine's two cores): through a bare tunnel of the same WireGuard driver
+	// between two namespaces; through that tunnel with a cluster's hops built by hand
+	// around it (pod → node → tunnel end each way: what the path costs without weft); and
+	// through Debian's wireguard-go. Each measurement times 64 MiB after 64 MiB of warm-up
+	// on its connection; the ratios are medians of each round's (a round's transfers run
 	// back to back, under the same load).
 	b.Run("cross-cluster-vs-bare-tunnel", func(bb *testing.B) {
 		b := printing{bb}
 		bareClient, bareServer, bareAddr := tunneltest.BareTunnel(b, 12)
+		routedClient, routedServer, routedAddr := tunneltest.RoutedTunnel(b, 14)
 		debClient, debServer, debAddr := tunneltest.DebianTunnel(b, 13)
 		const size = 64 << 20
-		var cross, bare, deb, toBare, toDeb []float64
-		for i := range tcpRounds {
-			c, err := netnstest.MeasureTCP(server, client, echo.Addr().String()+":7101", netnstest.WarmTCP, size)
-			if err != nil {
-				b.Fatal(err)
-			}
-			t, err := netnstest.MeasureTCP(bareServer, bareClient, bareAddr.String()+":7101", netnstest.WarmTCP, size)
-			if err != nil {
-				b.Fatal(err)
-			}
-			d, err := netnstest.MeasureTCP(debServer, debClient, debAddr.String()+":7101", netnstest.WarmTCP, size)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Logf("round %d: across the clusters %.3f Gbit/s, bare tunnel %.3f Gbit/s, Debian's wireguard-go %.3f Gbit/s", i+1, c, t, d)
-			cross, bare, deb = append(cross, c), append(bare, t), append(deb, d)
-			toBare, toDeb = append(toBare, c/t), append(toDeb, c/d)
+		paths := []struct {
+			name           string
+			server, client *netnstest.Netns
+			addr           string
+		}{
+			{"across the clusters", server, client, echo.Addr().String()},
+			{"bare tunnel", bareServer, bareClient, bareAddr.String()},
+			{"routed tunnel", routedServer, routedClient, routedAddr.String()},
+			{"Debian's wireguard-go", debServer, debClient, debAddr.String()},
 		}
-		b.ReportMetric(median(cross), "cross-Gbit/s")
-		b.ReportMetric(median(bare), "bare-Gbit/s")
-		b.ReportMetric(median(deb), "debian-Gbit/s")
+		got := make([][]float64, len(paths))
+		var toBare, toRouted, toDeb []float64
+		for i := range tcpRounds {
+			line := fmt.Sprintf("round %d:", i+1)
+			for j, p := range paths {
+				g, err := netnstest.MeasureTCP(p.server, p.client, p.addr+":7101", netnstest.WarmTCP, size)
+				if err != nil {
+					b.Fatalf("%s: %v", p.name, err)
+				}
+				got[j] = append(got[j], g)
+				line += fmt.Sprintf(" %s %.3f Gbit/s,", p.name, g)
+			}
+			b.Logf("%s", strings.TrimSuffix(line, ","))
+			c := got[0][i]
+			toBare, toRouted, toDeb = append(toBare, c/got[1][i]), append(toRouted, c/got[2][i]), append(toDeb, c/got[3][i])
+		}
+		b.ReportMetric(median(got[0]), "cross-Gbit/s")
+		b.ReportMetric(median(got[1]), "bare-Gbit/s")
+		b.ReportMetric(median(got[2]), "routed-Gbit/s")
+		b.ReportMetric(median(got[3]), "debian-Gbit/s")
 		b.ReportMetric(median(toBare), "cross/bare")
+		b.ReportMetric(median(toRouted), "cross/routed")
 		b.ReportMetric(median(toDeb), "cross/debian")
 		b.ReportMetric(0, "ns/op")
 	})
