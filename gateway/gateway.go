@@ -99,7 +99,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = peersCache.GetInformer(syncCtx, &fabricv1.ClusterPeer{}) // waits for its first list
+	_, err = peersCache.GetInformer(syncCtx, &fabricv1.ClusterPeer{})
+	if err == nil && !peersCache.WaitForCacheSync(syncCtx) { // the cache started, its first list in
+		err = syncCtx.Err()
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("watching ClusterPeers: %w", err)

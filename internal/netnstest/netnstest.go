@@ -314,6 +314,9 @@ func MeasureTCP(server, client *Netns, addr string, warm, size int64) (float64, 
 	if r.n != warm+size {
 		return 0, fmt.Errorf("received %d bytes, sent %d", r.n, warm+size)
 	}
+	if r.timed <= 0 || r.took <= 0 {
+		return 0, fmt.Errorf("nothing arrived after the first %d bytes to time", warm)
+	}
 	return float64(r.timed) * 8 / 1e9 / r.took.Seconds(), nil
 }
 
