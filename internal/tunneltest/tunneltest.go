@@ -405,15 +405,23 @@ func CheckSpread(t testing.TB, from, b, c *End, dst netip.AddrPort) {
 // the server's tunnel address.
 func BareTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, addr netip.Addr) {
 	t.Helper()
-	sw := netnstest.NewSwitch(t)
-	a := NewEnd(t, sw, fmt.Sprintf("bt%da", subnet), fmt.Sprintf("172.29.%d.11", subnet), 51820, "10.200.1.1/32")
-	c := NewEnd(t, sw, fmt.Sprintf("bt%dc", subnet), fmt.Sprintf("172.29.%d.12", subnet), 51820, "10.200.2.1/32")
-	a.SetPeers(c.Peer("10.200.2.0/24"))
-	c.SetPeers(a.Peer("10.200.1.0/24"))
+	a, c := peeredEnds(t, netnstest.NewSwitch(t), fmt.Sprintf("bt%d", subnet), subnet)
 	if err := a.NS.PingUntil("10.200.2.1", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return a.NS, c.NS, netip.MustParseAddr("10.200.2.1")
+}
+
+// peeredEnds starts two ends of the driver on sw (172.29.<subnet>.11 and .12, named
+// <name>a and <name>c) with tunnel addresses 10.200.1.1 and 10.200.2.1, each the other's
+// peer for its /24.
+func peeredEnds(t testing.TB, sw *netnstest.Switch, name string, subnet int) (a, c *End) {
+	t.Helper()
+	a = NewEnd(t, sw, name+"a", fmt.Sprintf("172.29.%d.11", subnet), 51820, "10.200.1.1/32")
+	c = NewEnd(t, sw, name+"c", fmt.Sprintf("172.29.%d.12", subnet), 51820, "10.200.2.1/32")
+	a.SetPeers(c.Peer("10.200.2.0/24"))
+	c.SetPeers(a.Peer("10.200.1.0/24"))
+	return a, c
 }
 
 // RoutedTunnel is BareTunnel with a cluster's hops around it: on each side a pod namespace
@@ -426,10 +434,7 @@ func RoutedTunnel(t testing.TB, subnet int) (client, server *netnstest.Netns, ad
 	t.Helper()
 	sw := netnstest.NewSwitch(t)
 	ip := func(host int) string { return fmt.Sprintf("172.29.%d.%d", subnet, host) }
-	a := NewEnd(t, sw, fmt.Sprintf("rt%da", subnet), ip(11), 51820, "10.200.1.1/32")
-	c := NewEnd(t, sw, fmt.Sprintf("rt%dc", subnet), ip(12), 51820, "10.200.2.1/32")
-	a.SetPeers(c.Peer("10.200.2.0/24"))
-	c.SetPeers(a.Peer("10.200.1.0/24"))
+	a, c := peeredEnds(t, sw, fmt.Sprintf("rt%d", subnet), subnet)
 	side := func(end *End, name string, nodeHost int, pod, peerRange string) *netnstest.Netns {
 		node, podNS := netnstest.New(t, name+"n"), netnstest.New(t, name+"p")
 		sw.Plug(t, node, "p"+name+"n", ip(nodeHost)+"/24")
