@@ -9,7 +9,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 "$here/apt-install.sh" etcd-server nftables iproute2 util-linux busybox socat dnsutils iputils-ping \
   netcat-openbsd procps openvswitch-switch ethtool iperf3 wireguard-go bird2 frr
 kube="$("$here/kube-binaries.sh" kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy | tail -1)"
-ln -sf "$(command -v etcd)" "$kube/etcd"
+# Debian's etcd, found on PATH without $kube (where `weftctl lab env` puts it first: the link
+# would otherwise point at itself).
+etcd="$(PATH="$(tr ':' '\n' <<<"$PATH" | grep -vxF "$kube" | paste -sd:)" command -v etcd)"
+ln -sf "$etcd" "$kube/etcd"
 coredns="$("$here/module-binaries.sh" coredns github.com/coredns/coredns v1.15.0 github.com/coredns/coredns | tail -1)"
 cni="$("$here/module-binaries.sh" cni-plugins github.com/containernetworking/plugins v1.9.1 \
   github.com/containernetworking/plugins/plugins/main/ptp \
