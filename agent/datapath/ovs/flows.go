@@ -87,6 +87,18 @@ func (s flowState) flows() []string {
 		add("table=%d,priority=100,in_port=%s,dl_src=%s,arp,arp_spa=%s,actions=goto_table:%d", tableClassify, p.port, p.mac, p.ip, tableForward)
 	}
 	add("table=%d,priority=0,actions=drop", tableClassify)
+	// A gateway node hands what another node's gateway brought in from a peer cluster to its
+	// kernel, as if its own gateway had: the reply of a connection a local pod made to a
+	// Service (an imported one's VIP) may come back through any gateway of the cluster, and
+	// only this node's kernel can undo kube-proxy's rewrite of it — delivered to the pod
+	// directly, the reply would come from the wrong address. The kernel passes everything
+	// back through the gateway port, where the connection is tracked and policed.
+	if s.tunnelPort != "" && s.peers.localGateway {
+		for _, p := range s.peers.prefixes {
+			add("table=%d,priority=210,in_port=%s,ip,nw_src=%s,actions=set_field:%s->eth_dst,output:%s",
+				tableClassify, s.tunnelPort, p, s.gatewayMAC, s.gatewayPort)
+		}
+	}
 
 	// Packets the agent injects (rejections, held DNS answers) are forwarded as they are.
 	add("table=%d,priority=300,reg5=%#x/%#x,actions=goto_table:%d", tableClassify, reg5Injected, reg5Injected, tableForward)

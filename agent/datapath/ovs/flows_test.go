@@ -50,6 +50,24 @@ func TestFlowsAreDeterministicAndComplete(t *testing.T) {
 	}
 }
 
+// On a gateway node, what comes from another node with a peer cluster's source goes to the
+// kernel first (which undoes kube-proxy's rewrite of replies to Services); on other nodes it
+// is delivered as any traffic from the overlay.
+func TestPeerClusterTrafficFromOtherNodesEntersAGatewayNodesKernel(t *testing.T) {
+	want := "table=0,priority=210,in_port=weft-tun0,ip,nw_src=10.245.0.0/16,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0"
+	s := state()
+	s.peers = peerFlows{prefixes: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}, localGateway: true}
+	if flows := s.flows(); !slices.Contains(flows, want) {
+		t.Errorf("gateway node: missing %q in:\n%s", want, strings.Join(flows, "\n"))
+	}
+	s.peers.localGateway, s.peers.gateways = false, []netip.Addr{netip.MustParseAddr("172.30.1.11")}
+	for _, f := range s.flows() {
+		if strings.Contains(f, "nw_src=10.245.0.0/16") {
+			t.Errorf("a node without a gateway has %q", f)
+		}
+	}
+}
+
 func TestFlowsWithoutTunnelHaveNoTunnelTable(t *testing.T) {
 	s := state()
 	s.tunnelPort = ""
