@@ -568,8 +568,8 @@ func answeringIn(up map[netip.Addr]bool) func(fabricv1.GatewayStatus) bool {
 	}
 }
 
-// TunnelReport describes the applied peers for the gateway's Lease: state, device, endpoint
-// and last handshake from the driver's status (matched by peer name), and whether the peer
+// TunnelReport describes the applied peers for the gateway's Lease: state, device, endpoint,
+// last handshake and byte counts from the driver's status (matched by peer name), and whether the peer
 // gateway answers probes, sorted by peer. A peer the driver does not report yet (no device
 // so far) is listed with what is known.
 func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering func(fabricv1.GatewayStatus) bool) []fabricv1.GatewayTunnel {
@@ -588,7 +588,7 @@ func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering f
 			t.Answering = answering != nil && answering(fabricv1.GatewayStatus{Endpoint: t.Endpoint})
 		}
 		if st, ok := byName[p.Name]; ok {
-			t.Device = st.Device
+			t.Device, t.RxBytes, t.TxBytes = st.Device, st.RxBytes, st.TxBytes
 			if !st.LastHandshake.IsZero() {
 				t.LastHandshakeTime = &metav1.Time{Time: st.LastHandshake.UTC().Truncate(time.Second)}
 			}

@@ -122,7 +122,7 @@ func TestTunnelReport(t *testing.T) {
 		{Name: "c3/gw-z", Endpoint: netip.MustParseAddrPort("172.30.3.11:0")}, // waits for the peer's port
 	}
 	status := []tunnel.PeerStatus{
-		{Name: "c2/gw-x", Device: "weft-wg1", LastHandshake: handshake},
+		{Name: "c2/gw-x", Device: "weft-wg1", LastHandshake: handshake, RxBytes: 1500, TxBytes: 9000},
 		{Name: "c2/gw-y", Device: "weft-wg2"},
 		{Name: "c9/gone", Device: "weft-wg9", LastHandshake: handshake}, // not applied: not reported
 	}
@@ -133,7 +133,8 @@ func TestTunnelReport(t *testing.T) {
 	}
 	x, y, z := got[0], got[1], got[2]
 	if x.Peer != "c2/gw-x" || x.Device != "weft-wg1" || x.State != fabricv1.TunnelActive || !x.Answering ||
-		x.Endpoint != "172.30.2.11:51820" || x.LastHandshakeTime == nil || !x.LastHandshakeTime.Time.Equal(handshake.Truncate(time.Second)) {
+		x.Endpoint != "172.30.2.11:51820" || x.LastHandshakeTime == nil || !x.LastHandshakeTime.Time.Equal(handshake.Truncate(time.Second)) ||
+		x.RxBytes != 1500 || x.TxBytes != 9000 {
 		t.Errorf("active tunnel: %+v", x)
 	}
 	if y.Peer != "c2/gw-y" || y.State != fabricv1.TunnelStandby || y.Answering || y.LastHandshakeTime != nil || y.Device != "weft-wg2" {

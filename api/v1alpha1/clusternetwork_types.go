@@ -281,6 +281,13 @@ type GatewayTunnel struct {
 	// the first or for drivers without handshakes.
 	// +optional
 	LastHandshakeTime *metav1.Time `json:"lastHandshakeTime,omitempty"`
+	// RxBytes and TxBytes count what the tunnel received from and sent to the peer gateway
+	// since its device was made (drivers with a device or counters per peer: WireGuard,
+	// Geneve); for WireGuard every one of these bytes crossed the underlay encrypted.
+	// +optional
+	RxBytes int64 `json:"rxBytes,omitempty"`
+	// +optional
+	TxBytes int64 `json:"txBytes,omitempty"`
 }
 
 // NodeCounts summarizes the nodes of the fabric.

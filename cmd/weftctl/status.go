@@ -21,10 +21,11 @@ func statusCommand() *cobra.Command {
 	var kubeconfig, kctx string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "This cluster's fabric: gateways, their tunnels to peer gateways (state, health, handshake age) and the peer clusters",
+		Short: "This cluster's fabric: gateways, their tunnels to peer gateways (state, health, handshake age, bytes) and the peer clusters",
 		Long: `status reads the ClusterNetwork and the ClusterPeers of one cluster and shows its gateways
 (endpoint, health, Lease age), every gateway's tunnels to peer gateways (Active or Standby,
-whether the peer answers health probes, the age of the last WireGuard handshake) and each peer
+whether the peer answers health probes, the age of the last WireGuard handshake, the bytes
+received and sent through it) and each peer
 cluster (condition, reason, its gateways). Gateways report their tunnels every few seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -87,7 +88,7 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 
 	fmt.Fprintln(w, "\nTUNNELS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GATEWAY\tPEER GATEWAY\tSTATE\tANSWERING\tHANDSHAKE\tDEVICE\tENDPOINT")
+	fmt.Fprintln(tw, "GATEWAY\tPEER GATEWAY\tSTATE\tANSWERING\tHANDSHAKE\tRX\tTX\tDEVICE\tENDPOINT")
 	n := 0
 	for _, g := range cn.Status.Gateways {
 		for _, t := range g.Tunnels {
@@ -95,7 +96,8 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 			if t.LastHandshakeTime != nil {
 				handshake = age(now.Sub(t.LastHandshakeTime.Time)) + " ago"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Node, t.Peer, t.State, yesNo(t.Answering), handshake, orDash(t.Device), orDash(t.Endpoint))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Node, t.Peer, t.State, yesNo(t.Answering), handshake,
+				bytesOf(t.RxBytes), bytesOf(t.TxBytes), orDash(t.Device), orDash(t.Endpoint))
 			n++
 		}
 	}
@@ -192,6 +194,22 @@ func age(d time.Duration) string {
 		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// bytesOf prints a byte count as `ip -h -s link` does: 0, 812, 4.2K, 35.1M, 2.0G.
+func bytesOf(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprint(n)
+	}
+	v, suffix := float64(n), ""
+	for _, s := range []string{"K", "M", "G", "T"} {
+		if v < unit {
+			break
+		}
+		v, suffix = v/unit, s
+	}
+	return fmt.Sprintf("%.1f%s", v, suffix)
 }
 
 func joinCIDRs(cidrs []fabricv1.CIDR) string {

@@ -25,7 +25,8 @@ func TestWriteStatus(t *testing.T) {
 				{Node: "n1", Endpoint: "172.30.1.11:51820", Tunnel: fabricv1.TunnelWireGuard, PublicKey: "KEY1", Healthy: true,
 					LastRenewTime: &metav1.MicroTime{Time: now.Add(-300 * time.Millisecond)},
 					Tunnels: []fabricv1.GatewayTunnel{
-						{Peer: "c2/m1", Device: "weft-wg1", Endpoint: "172.30.2.11:51820", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(42 * time.Second)},
+						{Peer: "c2/m1", Device: "weft-wg1", Endpoint: "172.30.2.11:51820", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(42 * time.Second),
+							RxBytes: 812, TxBytes: 36_800_000},
 						{Peer: "c2/m2", State: fabricv1.TunnelStandby},
 					}},
 				{Node: "n2", Endpoint: "172.30.1.12:51820", Healthy: false, LastRenewTime: &metav1.MicroTime{Time: now.Add(-3*time.Minute - 10*time.Second)}},
@@ -50,8 +51,8 @@ func TestWriteStatus(t *testing.T) {
 		`pods 10.244.0.0/16  services 10.96.0.0/16  tunnel wireguard  maxActive 2`,
 		`^n1 +172.30.1.11:51820 +wireguard +yes +300ms ago +KEY1$`,
 		`^n2 +172.30.1.12:51820 +- +no +3m10s ago +-$`,
-		`^n1 +c2/m1 +Active +yes +42s ago +weft-wg1 +172.30.2.11:51820$`,
-		`^n1 +c2/m2 +Standby +no +none +- +-$`,
+		`^n1 +c2/m1 +Active +yes +42s ago +812 +35.1M +weft-wg1 +172.30.2.11:51820$`,
+		`^n1 +c2/m2 +Standby +no +none +0 +0 +- +-$`,
 		`^c2 +c2 +Ready +1/2 healthy +10.245.0.0/16 +- +4s ago$`,
 		`^c3 +c3 +Stalled OverlappingCIDR: pods overlap c2 +0/0 healthy +- +- +never$`,
 	} {
