@@ -79,6 +79,9 @@ func labCommand() *cobra.Command {
 		&cobra.Command{Use: "status", Short: "Show the lab's clusters, nodes and processes", Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error { return labStatus(opts.StateDir, opts.Name) }},
 		kubeconfigCommand(&opts),
+		envCommand(&opts),
+		cableCommand(&opts, "unplug", false, "Pull a host's cable: its port on the lab's underlay switch goes down (a failed node or link)"),
+		cableCommand(&opts, "plug", true, "Plug a host's cable back in (see unplug)"),
 		kubeletCommand(),
 		&cobra.Command{Use: "container-init", Hidden: true, Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error { return kubelet.ContainerInit() }},
@@ -107,6 +110,62 @@ func kubeconfigCommand(opts *lab.Options) *cobra.Command {
 		}}
 	c.Flags().BoolVar(&pathOnly, "path", false, "print the file's path instead of its content")
 	return c
+}
+
+func envCommand(opts *lab.Options) *cobra.Command {
+	return &cobra.Command{Use: "env", Short: "Print shell lines that point kubectl and weftctl at the lab: eval \"$(weftctl lab env)\"",
+		Long: `env prints two export lines: KUBECONFIG (the lab's, one context per cluster: weft-1,
+weft-2, ...) and PATH with the lab's kubectl first (built for the version of the lab's API
+servers, whatever kubectl the machine has) and weftctl's directory. Every page of the docs
+assumes them:
+
+  eval "$(bin/weftctl lab env)"
+  kubectl --context weft-1 get nodes`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			r, err := lab.Open(opts.StateDir)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("export KUBECONFIG=%s\n", shellQuote(r.Kubeconfig()))
+			var dirs []string
+			for _, d := range r.Path() {
+				dirs = append(dirs, shellQuote(d))
+			}
+			fmt.Printf("export PATH=%s:\"$PATH\"\n", strings.Join(dirs, ":"))
+			return nil
+		}}
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:@%,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func cableCommand(opts *lab.Options, verb string, up bool, short string) *cobra.Command {
+	return &cobra.Command{Use: verb + " HOST", Short: short,
+		Long: short + `. HOST is a node (weft-2-node-1) or a cluster's control plane (weft-1-cp).
+While unplugged the host keeps running but reaches nothing and nothing reaches it: what a
+failed node, NIC or switch port looks like to the rest of the fabric. For example, a gateway
+node unplugged while traffic crosses it:
+
+  weftctl lab unplug weft-2-node-1   # peers' gateways stop hearing it; flows move within a second
+  weftctl lab plug weft-2-node-1`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			r, err := lab.Open(opts.StateDir)
+			if err != nil {
+				return err
+			}
+			if err := r.SetCable(args[0], up); err != nil {
+				return err
+			}
+			fmt.Printf("%s: %sged\n", args[0], verb)
+			return nil
+		}}
 }
 
 // daemonPID returns the running lab daemon's PID, or 0.
@@ -273,7 +332,11 @@ func labStatus(state, name string) error {
 	fmt.Printf("\n%d processes supervised by daemon pid %d, %d down\n", len(st.Processes), pid, down)
 	rss, n := labMemory(lab.NamespacePrefix(name), pid)
 	fmt.Printf("memory: %d MiB resident in %d processes (the lab's namespaces and its daemon)\n", rss/1024, n)
-	fmt.Printf("\nexport KUBECONFIG=%s\nkubectl --context weft-1 get nodes -o wide\n", kubeconfig)
+	env := "weftctl lab env"
+	if state != filepath.Join(cacheDir(), "lab") {
+		env = "weftctl lab --state " + shellQuote(state) + " env"
+	}
+	fmt.Printf("\neval \"$(%s)\"   # the lab's KUBECONFIG, and its kubectl first on PATH\nkubectl --context weft-1 get nodes -o wide\n", env)
 	return nil
 }
 

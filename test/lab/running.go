@@ -1,0 +1,84 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/weft-net/weft/test/lab/netlab"
+)
+
+// Running is a lab that is up, as its state directory describes it: the options it was
+// brought up with and its layout. Commands that act on a running lab (plug, unplug, env)
+// start from it.
+type Running struct {
+	Options Options
+	Layout  *Layout
+}
+
+// Open reads the lab whose state directory is stateDir.
+func Open(stateDir string) (*Running, error) {
+	if _, err := os.Stat(filepath.Join(stateDir, ReadyFile)); err != nil {
+		return nil, fmt.Errorf("no lab is up in %s (weftctl lab up)", stateDir)
+	}
+	data, err := os.ReadFile(filepath.Join(stateDir, OptionsFile))
+	if err != nil {
+		return nil, fmt.Errorf("the lab in %s: %w", stateDir, err)
+	}
+	var opts Options
+	if err := json.Unmarshal(data, &opts); err != nil {
+		return nil, fmt.Errorf("the lab in %s: %s: %w", stateDir, OptionsFile, err)
+	}
+	layout, err := NewLayout(opts.Name, opts.StateDir, opts.Clusters, opts.Nodes, opts.APIPortBase)
+	if err != nil {
+		return nil, err
+	}
+	return &Running{Options: opts, Layout: layout}, nil
+}
+
+// Host finds a node or control plane by name ("weft-2-node-1", "weft-1-cp"); the error
+// lists the names the lab has.
+func (r *Running) Host(name string) (Host, error) {
+	var names []string
+	for _, c := range r.Layout.Clusters {
+		for _, h := range append([]Host{c.ControlPlane}, c.Nodes...) {
+			if h.Name == name {
+				return h, nil
+			}
+			names = append(names, h.Name)
+		}
+	}
+	sort.Strings(names)
+	return Host{}, fmt.Errorf("the lab has no host %q; it has %s", name, strings.Join(names, ", "))
+}
+
+// SetCable plugs a host's cable into the underlay switch (up) or pulls it (down): its port
+// on the switch goes up or down, as a cable pulled from a switch does. The host keeps
+// running; everything it had in flight is lost.
+func (r *Running) SetCable(name string, up bool) error {
+	h, err := r.Host(name)
+	if err != nil {
+		return err
+	}
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return netlab.IP("-n", r.Layout.Underlay, "link", "set", h.Port, state)
+}
+
+// Kubeconfig is the lab's kubeconfig: one context per cluster (weft-1, weft-2, ...).
+func (r *Running) Kubeconfig() string { return filepath.Join(r.Options.StateDir, Kubeconfig) }
+
+// Path is what a shell puts first on PATH to use the lab as the docs do: the lab's kubectl
+// (the version of its API servers, whatever kubectl the machine has) and weft's binaries.
+func (r *Running) Path() []string {
+	dirs := []string{r.Options.KubeBin}
+	if r.Options.WeftBin != "" && r.Options.WeftBin != r.Options.KubeBin {
+		dirs = append(dirs, r.Options.WeftBin)
+	}
+	return dirs
+}
