@@ -132,7 +132,7 @@ lint: ## Run golangci-lint with the repository's configuration.
 ##@ Demo
 
 .PHONY: demo
-demo: build ## Bring up the two-cluster lab, install weft, deploy a sample app and print a tour.
+demo: build ## Two clusters on this machine (OVS and eBPF) and a tour: MCS across encrypted gateways, policy, failover.
 	hack/demo.sh
 
 .PHONY: lab-down

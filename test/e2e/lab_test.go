@@ -19,16 +19,7 @@ func upLab(t testing.TB, clusters, nodes int, datapaths string) *Lab {
 	t.Helper()
 	root := repoRoot(t)
 	deps := labDeps(t, root)
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool",
-		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs", "./cmd/weft-gateway", "./cmd/weft-dns")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if err := os.Rename(filepath.Join(bin, "operator"), filepath.Join(bin, "weft-operator")); err != nil {
-		t.Fatal(err)
-	}
+	bin := buildWeft(t, root)
 	state := filepath.Join(os.TempDir(), "weft-e2e-lab")
 	l := &Lab{Name: "e2e", State: state, Kubeconfig: filepath.Join(state, "kubeconfig"),
 		Kubectl: filepath.Join(deps["KUBE_BIN"], "kubectl"), Weftctl: filepath.Join(bin, "weftctl")}
@@ -56,6 +47,23 @@ func upLab(t testing.TB, clusters, nodes int, datapaths string) *Lab {
 		}
 	})
 	return l
+}
+
+// buildWeft builds weftctl, labtool and weft's binaries into a directory of the test's, as
+// `make build` does into bin/.
+func buildWeft(t testing.TB, root string) string {
+	t.Helper()
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool",
+		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs", "./cmd/weft-gateway", "./cmd/weft-dns")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if err := os.Rename(filepath.Join(bin, "operator"), filepath.Join(bin, "weft-operator")); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 func (l *Lab) up(t testing.TB) {
