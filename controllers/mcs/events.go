@@ -2,41 +2,53 @@ package mcs
 
 import (
 	"context"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/weft-net/weft/internal/mcs"
 )
 
-// serviceQueue feeds a controller Services to reconcile from outside the API server's
-// watches (peers' changes, resyncs).
-type serviceQueue chan event.TypedGenericEvent[reconcile.Request]
+// keySource feeds a controller the Services that changes outside its own watches concern
+// (peers' records, peers coming and going), straight into its work queue: nothing is
+// dropped however many arrive at once, and the queue merges repeats. Keys offered before the
+// controller starts wait for it.
+type keySource struct {
+	mu      sync.Mutex
+	queue   workqueue.TypedRateLimitingInterface[reconcile.Request]
+	pending map[mcs.Key]bool
+}
 
-func newServiceQueue() serviceQueue { return make(serviceQueue, 1024) }
+func newKeySource() *keySource { return &keySource{pending: map[mcs.Key]bool{}} }
 
-// offer queues k without waiting; false when the queue is full.
-func (q serviceQueue) offer(k mcs.Key) bool {
-	select {
-	case q <- q.event(k):
-		return true
-	default:
-		return false
+func request(k mcs.Key) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Name}}
+}
+
+// add queues the Service k.
+func (s *keySource) add(k mcs.Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queue == nil {
+		s.pending[k] = true
+		return
 	}
+	s.queue.Add(request(k))
 }
 
-func (q serviceQueue) event(k mcs.Key) event.TypedGenericEvent[reconcile.Request] {
-	return event.TypedGenericEvent[reconcile.Request]{Object: reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Name}}}
-}
-
-// source is the controller's end of the queue.
-func (q serviceQueue) source() source.TypedSource[reconcile.Request] {
-	return source.Channel(q, handler.TypedFuncs[reconcile.Request, reconcile.Request]{
-		GenericFunc: func(_ context.Context, e event.TypedGenericEvent[reconcile.Request], wq workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			wq.Add(e.Object)
-		}})
+// source is the controller's end.
+func (s *keySource) source() source.TypedSource[reconcile.Request] {
+	return source.TypedFunc[reconcile.Request](func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.queue = q
+		for k := range s.pending {
+			q.Add(request(k))
+		}
+		s.pending = nil
+		return nil
+	})
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -20,17 +19,38 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/mcs"
 	"github.com/weft-net/weft/internal/patch"
 )
 
-// Resync bounds how long a change in a peer (a conflicting export) takes to show.
-const Resync = 5 * time.Second
+// Workers is how many Services each MCS controller reconciles at once: their work is
+// mostly waiting for the API server.
+const Workers = 8
+
+// Setup registers the MCS controllers (exports, imports and the View's peer follower) on one
+// View.
+func Setup(mgr ctrl.Manager, v *View) error {
+	if err := setupPeerSync(mgr, v); err != nil {
+		return fmt.Errorf("mcs peer follower: %w", err)
+	}
+	if err := (&ExportReconciler{Client: mgr.GetClient(), View: v}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("serviceexport controller: %w", err)
+	}
+	if err := (&ImportReconciler{Client: mgr.GetClient(), View: v}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("serviceimport controller: %w", err)
+	}
+	return nil
+}
 
 // ExportReconciler reconciles ServiceExports.
 type ExportReconciler struct {
@@ -40,6 +60,7 @@ type ExportReconciler struct {
 
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceexports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceexports/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=fabric.weft.dev,namespace=weft-system,resources=exportrecords,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch;create;update;patch;delete
@@ -79,7 +100,7 @@ func (r *ExportReconciler) reconcile(ctx context.Context, k mcs.Key, se *mcsv1.S
 	if self == "" {
 		setCond(se, mcsv1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1.ServiceExportReasonPending,
 			"this cluster has no ClusterNetwork with a clusterID yet")
-		return ctrl.Result{RequeueAfter: Resync}, nil
+		return ctrl.Result{}, nil // the ClusterNetwork's arrival queues every export
 	}
 	svc := &corev1.Service{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: k.Namespace, Name: k.Name}, svc); err != nil {
@@ -100,8 +121,8 @@ func (r *ExportReconciler) reconcile(ctx context.Context, k mcs.Key, se *mcsv1.S
 		return ctrl.Result{}, err
 	}
 	// Conflicts: every cluster's export of the service, as this cluster sees them.
-	recs, viewErr := r.View.Read(ctx)
-	exports := exportsOf(recs, k)
+	recs, err := r.View.Exports(ctx, k)
+	exports := exportsOf(recs)
 	if len(exports) == 0 {
 		exports = []mcs.Export{export}
 	}
@@ -118,7 +139,7 @@ func (r *ExportReconciler) reconcile(ctx context.Context, k mcs.Key, se *mcsv1.S
 	}
 	setCond(se, mcsv1.ServiceExportConditionReady, metav1.ConditionTrue, mcsv1.ServiceExportReasonExported,
 		"published to the clusterset")
-	return ctrl.Result{RequeueAfter: Resync}, viewErr
+	return ctrl.Result{}, err
 }
 
 func (r *ExportReconciler) invalid(se *mcsv1.ServiceExport, reason mcsv1.ServiceExportConditionReason, msg string) {
@@ -127,15 +148,8 @@ func (r *ExportReconciler) invalid(se *mcsv1.ServiceExport, reason mcsv1.Service
 	meta.RemoveStatusCondition(&se.Status.Conditions, string(mcsv1.ServiceExportConditionConflict))
 }
 
-// publish writes the export's records: the ServiceImport describing it and the
-// EndpointSlices of its ready endpoints.
+// publish writes the export's record: the Service's shape and its ready endpoints.
 func (r *ExportReconciler) publish(ctx context.Context, k mcs.Key, e mcs.Export) error {
-	ns := r.View.Namespace
-	if err := apply(ctx, r.Client, mcs.Record(ns, k, e), func(have, want *mcsv1.ServiceImport) {
-		have.Labels, have.Annotations, have.Spec = want.Labels, want.Annotations, want.Spec
-	}); err != nil {
-		return err
-	}
 	slices := &discoveryv1.EndpointSliceList{}
 	if err := r.List(ctx, slices, client.InNamespace(k.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: k.Name}); err != nil {
 		return err
@@ -146,79 +160,68 @@ func (r *ExportReconciler) publish(ctx context.Context, k mcs.Key, e mcs.Export)
 			own = append(own, s)
 		}
 	}
-	keep := map[string]bool{}
-	for _, rec := range mcs.EndpointRecords(ns, k, e.Cluster, own) {
-		keep[rec.Name] = true
-		if err := apply(ctx, r.Client, rec, func(have, want *discoveryv1.EndpointSlice) {
-			have.Labels, have.Endpoints, have.Ports = want.Labels, want.Endpoints, want.Ports
-		}); err != nil {
-			return err
-		}
-	}
-	return r.deleteRecordSlices(ctx, k, keep)
+	return apply(ctx, r.Client, mcs.Record(r.View.Namespace, k, e, own), func(have, want *fabricv1.ExportRecord) {
+		have.Labels, have.Spec = want.Labels, want.Spec
+	})
 }
 
-// withdraw deletes the export's records.
+// withdraw deletes the export's record.
 func (r *ExportReconciler) withdraw(ctx context.Context, k mcs.Key) error {
-	rec := &mcsv1.ServiceImport{}
+	rec := &fabricv1.ExportRecord{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: r.View.Namespace, Name: mcs.RecordName(k)}, rec)
-	if err == nil && rec.Labels[mcs.LabelRecord] == "true" {
+	if err == nil {
 		err = r.Delete(ctx, rec)
 	}
-	if client.IgnoreNotFound(err) != nil {
-		return err
-	}
-	return r.deleteRecordSlices(ctx, k, nil)
+	return client.IgnoreNotFound(err)
 }
 
-func (r *ExportReconciler) deleteRecordSlices(ctx context.Context, k mcs.Key, keep map[string]bool) error {
-	slices := &discoveryv1.EndpointSliceList{}
-	if err := r.List(ctx, slices, client.InNamespace(r.View.Namespace), client.MatchingLabels{mcs.LabelRecord: "true",
-		mcsv1.LabelServiceName: k.Name, mcs.LabelServiceNamespace: k.Namespace}); err != nil {
-		return err
-	}
-	var errs []error
-	for i := range slices.Items {
-		if !keep[slices.Items[i].Name] {
-			errs = append(errs, client.IgnoreNotFound(r.Delete(ctx, &slices.Items[i])))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// SetupWithManager watches ServiceExports, the Services and EndpointSlices they export, and
-// their records.
+// SetupWithManager watches ServiceExports, the Services and EndpointSlices they export,
+// their records, the peers' records (through the View: conflicts) and the ClusterNetwork
+// (this cluster's ID). Nothing is read again on a timer.
 func (r *ExportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	sameName := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
 	})
 	bySlice := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		l := o.GetLabels()
-		if l[mcs.LabelRecord] == "true" {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[mcs.LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]}}}
-		}
 		if name := l[discoveryv1.LabelServiceName]; name != "" && l[discoveryv1.LabelManagedBy] != mcs.ManagedBy {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 		}
 		return nil
 	})
 	byRecord := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		l := o.GetLabels()
-		if l[mcs.LabelRecord] != "true" {
+		rec, ok := o.(*fabricv1.ExportRecord)
+		if !ok || o.GetNamespace() != r.View.Namespace {
 			return nil
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[mcs.LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]}}}
+		return []reconcile.Request{request(mcs.Key{Namespace: rec.Spec.Service.Namespace, Name: rec.Spec.Service.Name})}
+	})
+	allExports := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		list := &mcsv1.ServiceExportList{}
+		if err := r.List(ctx, list); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(list.Items))
+		for _, se := range list.Items {
+			out = append(out, request(mcs.Key{Namespace: se.Namespace, Name: se.Name}))
+		}
+		return out
 	})
 	// A peer's change to its export of a Service re-evaluates the conflicts of this
-	// cluster's export of it (a full queue drops it: the Resync requeue catches up).
-	peerChanges := newServiceQueue()
-	r.View.OnChange(func(k mcs.Key) { peerChanges.offer(k) })
+	// cluster's export of it.
+	peerChanges := newKeySource()
+	r.View.OnChange(peerChanges.add)
 	return ctrl.NewControllerManagedBy(mgr).Named("serviceexport").
 		For(&mcsv1.ServiceExport{}).
 		WatchesRawSource(peerChanges.source()).
 		Watches(&corev1.Service{}, sameName).
 		Watches(&discoveryv1.EndpointSlice{}, bySlice).
-		Watches(&mcsv1.ServiceImport{}, byRecord).
+		Watches(&fabricv1.ExportRecord{}, byRecord).
+		Watches(&fabricv1.ClusterNetwork{}, allExports, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectOld.(*fabricv1.ClusterNetwork).Spec.ClusterID != e.ObjectNew.(*fabricv1.ClusterNetwork).Spec.ClusterID
+			}})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
 		Complete(r)
 }
 

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -18,13 +16,17 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/mcs"
 	"github.com/weft-net/weft/internal/patch"
 )
@@ -37,26 +39,30 @@ type ImportReconciler struct {
 	View *View
 }
 
-// Reconcile handles one exported Service, by namespace and name.
+// ReasonDerivedObjectsFailed is the ServiceImport's Ready reason when its derived Service
+// or EndpointSlices could not be written: the message says why.
+const ReasonDerivedObjectsFailed = "DerivedObjectsFailed"
+
+// Reconcile handles one exported Service, by namespace and name. It reads only caches (the
+// View and the manager's), and writes only what differs from what is there.
 func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	k := mcs.Key{Namespace: req.Namespace, Name: req.Name}
-	recs, viewErr := r.View.Read(ctx)
-	if viewErr != nil && recs == nil {
-		return ctrl.Result{}, viewErr
+	recs, err := r.View.Exports(ctx, k)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	exports := exportsOf(recs, k)
-	if len(exports) == 0 {
-		return ctrl.Result{}, errors.Join(viewErr, r.remove(ctx, k))
+	if len(recs) == 0 {
+		return ctrl.Result{}, r.remove(ctx, k)
 	}
 	ns := &corev1.Namespace{}
 	if err := r.Get(ctx, types.NamespacedName{Name: k.Namespace}, ns); err != nil {
 		// KEP-1645: imports appear only in namespaces that exist in the cluster.
-		return ctrl.Result{}, errors.Join(viewErr, client.IgnoreNotFound(err))
+		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	merged := mcs.Merge(exports)
+	merged := mcs.Merge(exportsOf(recs))
 
 	si := &mcsv1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: k.Name}}
-	err := r.Get(ctx, client.ObjectKeyFromObject(si), si)
+	err = r.Get(ctx, client.ObjectKeyFromObject(si), si)
 	switch {
 	case apierrors.IsNotFound(err):
 		si.Labels = map[string]string{"app.kubernetes.io/managed-by": mcs.ManagedBy}
@@ -66,43 +72,43 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	case err != nil:
 		return ctrl.Result{}, err
-	case si.Labels[mcs.LabelRecord] == "true" || si.Labels["app.kubernetes.io/managed-by"] != mcs.ManagedBy:
+	case si.Labels["app.kubernetes.io/managed-by"] != mcs.ManagedBy:
 		return ctrl.Result{}, fmt.Errorf("ServiceImport %s exists and is not weft's: left alone", k)
 	}
 
-	svc, err := r.derivedService(ctx, k, si, merged)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.importedSlices(ctx, k, si, merged, recs); err != nil {
-		return ctrl.Result{}, err
+	// The derived objects; a failure is reported on the import below (and retried), never
+	// hidden behind the import's earlier state.
+	svc, derivedErr := r.derivedService(ctx, k, si, merged)
+	if derivedErr == nil {
+		derivedErr = r.importedSlices(ctx, k, si, merged, recs)
 	}
 
 	want := si.DeepCopy()
 	want.Spec = merged.Spec
 	// The exported labels and annotations (the oldest export's), but none in weft's own
-	// domain (an exported fabric.weft.dev/export-record label would make the import look
-	// like a record); weft's managed-by label stays.
+	// domain; weft's managed-by label stays.
 	want.Labels, want.Annotations = outsideWeft(merged.Labels), outsideWeft(merged.Annotations)
 	if want.Labels == nil {
 		want.Labels = map[string]string{}
 	}
 	want.Labels["app.kubernetes.io/managed-by"] = mcs.ManagedBy
-	if merged.Spec.Type == mcsv1.ClusterSetIP && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
-		want.Spec.IPs = svc.Spec.ClusterIPs
-		if len(want.Spec.IPs) == 0 {
-			want.Spec.IPs = []string{svc.Spec.ClusterIP}
+	if merged.Spec.Type == mcsv1.ClusterSetIP {
+		// The VIP is the derived Service's ClusterIP; while that Service cannot be read or
+		// written, the import keeps the address it had.
+		want.Spec.IPs, want.Spec.IPFamilies = si.Spec.IPs, si.Spec.IPFamilies
+		if svc != nil && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			want.Spec.IPs = svc.Spec.ClusterIPs
+			if len(want.Spec.IPs) == 0 {
+				want.Spec.IPs = []string{svc.Spec.ClusterIP}
+			}
+			// A ClusterSetIP import has the families of its VIPs; a headless one the
+			// exported Service's (the oldest export's).
+			want.Spec.IPFamilies = svc.Spec.IPFamilies
 		}
 	}
-	// A ClusterSetIP import has the families of its VIPs; a headless one the exported
-	// Service's (the oldest export's) — a selector-less headless Service like the derived one
-	// is given both families even in a single-stack cluster.
-	if merged.Spec.Type == mcsv1.ClusterSetIP {
-		want.Spec.IPFamilies = svc.Spec.IPFamilies
-	}
-	if !reflect.DeepEqual(want.Spec, si.Spec) || !maps.Equal(want.Labels, si.Labels) || !maps.Equal(want.Annotations, si.Annotations) {
+	if !equality.Semantic.DeepEqual(want.Spec, si.Spec) || !maps.Equal(want.Labels, si.Labels) || !maps.Equal(want.Annotations, si.Annotations) {
 		if err := r.Update(ctx, want); err != nil {
-			return ctrl.Result{}, err
+			return ctrl.Result{}, errors.Join(derivedErr, err)
 		}
 	}
 	before := want.DeepCopy()
@@ -111,13 +117,19 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	for _, c := range merged.Clusters {
 		want.Status.Clusters = append(want.Status.Clusters, mcsv1.ClusterStatus{Cluster: c})
 	}
-	meta.SetStatusCondition(&want.Status.Conditions, metav1.Condition{Type: string(mcsv1.ServiceImportConditionReady),
-		Status: metav1.ConditionTrue, Reason: string(mcsv1.ServiceImportReasonReady),
-		Message: fmt.Sprintf("imported from %d cluster(s)", len(merged.Clusters)), ObservedGeneration: want.Generation})
-	if err := patch.Status(ctx, r.Client, before, want, importStatus); err != nil {
-		return ctrl.Result{}, err
+	ready := metav1.Condition{Type: string(mcsv1.ServiceImportConditionReady), Status: metav1.ConditionTrue,
+		Reason: string(mcsv1.ServiceImportReasonReady), Message: fmt.Sprintf("imported from %d cluster(s)", len(merged.Clusters)),
+		ObservedGeneration: want.Generation}
+	if derivedErr != nil {
+		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonDerivedObjectsFailed
+		ready.Message = fmt.Sprintf("imported from %d cluster(s), but its Service or EndpointSlices could not be written: %v",
+			len(merged.Clusters), derivedErr)
 	}
-	return ctrl.Result{}, viewErr
+	meta.SetStatusCondition(&want.Status.Conditions, ready)
+	if err := patch.Status(ctx, r.Client, before, want, importStatus); err != nil {
+		return ctrl.Result{}, errors.Join(derivedErr, err)
+	}
+	return ctrl.Result{}, derivedErr
 }
 
 func importStatus(si *mcsv1.ServiceImport) any { return si.Status }
@@ -146,12 +158,13 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 	if merged.Spec.Type == mcsv1.Headless {
 		want.Spec.ClusterIP = corev1.ClusterIPNone
 	}
-	for _, p := range merged.Spec.Ports {
-		sp := corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, AppProtocol: p.AppProtocol, Port: p.Port}
-		if p.Name == "" {
-			sp.TargetPort = intstr.FromInt32(p.Port)
-		}
-		want.Spec.Ports = append(want.Spec.Ports, sp)
+	// Named as a multi-port Service must be (see mcs.DerivedPortNames); the target port is
+	// what the API server would default it to (the Service has no selector: the imported
+	// EndpointSlices say where traffic goes), so an unchanged import compares equal.
+	names := mcs.DerivedPortNames(merged.Spec.Ports)
+	for i, p := range merged.Spec.Ports {
+		want.Spec.Ports = append(want.Spec.Ports, corev1.ServicePort{Name: names[i], Protocol: p.Protocol,
+			AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: intstr.FromInt32(p.Port)})
 	}
 	if err := controllerutil.SetControllerReference(si, want, r.Scheme()); err != nil {
 		return nil, err
@@ -184,12 +197,12 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 }
 
 // importedSlices gives the derived Service every cluster's endpoints (this one's too).
-func (r *ImportReconciler) importedSlices(ctx context.Context, k mcs.Key, si *mcsv1.ServiceImport, merged mcs.Merged, recs []Records) error {
+func (r *ImportReconciler) importedSlices(ctx context.Context, k mcs.Key, si *mcsv1.ServiceImport, merged mcs.Merged, recs []ClusterRecord) error {
 	keep := map[string]bool{}
 	for _, rec := range recs {
-		served := mcs.ServedPorts(merged, rec.Exports[k])
-		for i := range rec.Endpoints[k] {
-			want := mcs.ImportedSlice(k, &rec.Endpoints[k][i], served)
+		served := mcs.ServedPorts(merged, rec.Export)
+		for i := range rec.Endpoints {
+			want := mcs.ImportedSlice(k, rec.Export.Cluster, &rec.Endpoints[i], served)
 			if err := controllerutil.SetControllerReference(si, want, r.Scheme()); err != nil {
 				return err
 			}
@@ -226,7 +239,7 @@ func (r *ImportReconciler) remove(ctx context.Context, k mcs.Key) error {
 	var errs []error
 	si := &mcsv1.ServiceImport{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: k.Namespace, Name: k.Name}, si); err == nil {
-		if si.Labels["app.kubernetes.io/managed-by"] == mcs.ManagedBy && si.Labels[mcs.LabelRecord] != "true" {
+		if si.Labels["app.kubernetes.io/managed-by"] == mcs.ManagedBy {
 			errs = append(errs, client.IgnoreNotFound(r.Delete(ctx, si)))
 		}
 	} else {
@@ -244,83 +257,51 @@ func (r *ImportReconciler) remove(ctx context.Context, k mcs.Key) error {
 	return errors.Join(errs...)
 }
 
-// SetupWithManager watches this cluster's records and weft's imports, and the peers'
-// records through the View; everything is read again every Resync too.
+// SetupWithManager watches this cluster's records, the peers' (through the View) and what
+// weft derived from them (an import, its Service or EndpointSlices changed or removed by
+// someone else is put back), and namespaces (an import appears when its namespace does).
+// Nothing is read again on a timer.
 func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	ticks := newServiceQueue()
-	kick := make(chan struct{}, 1)
-	r.View.OnChange(func(k mcs.Key) {
-		// The Service at once; everything again if the queue is full.
-		if !ticks.offer(k) {
-			select {
-			case kick <- struct{}{}:
-			default:
-			}
-		}
-	})
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { r.View.Run(ctx); return nil })); err != nil {
-		return err
-	}
-	if err := mgr.Add(&resyncer{view: r.View, c: r.Client, out: ticks, kick: kick}); err != nil {
-		return err
-	}
+	keys := newKeySource()
+	r.View.OnChange(keys.add)
 	byRecord := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		l := o.GetLabels()
-		if l[mcs.LabelRecord] == "true" {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[mcs.LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]}}}
+		rec, ok := o.(*fabricv1.ExportRecord)
+		if !ok || o.GetNamespace() != r.View.Namespace {
+			return nil
 		}
-		if l["app.kubernetes.io/managed-by"] == mcs.ManagedBy {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
-		}
-		return nil
+		return []reconcile.Request{request(mcs.Key{Namespace: rec.Spec.Service.Namespace, Name: rec.Spec.Service.Name})}
 	})
-	return ctrl.NewControllerManagedBy(mgr).Named("serviceimport").
-		Watches(&mcsv1.ServiceImport{}, byRecord).
-		WatchesRawSource(ticks.source()).
-		Complete(r)
-}
-
-// resyncer enqueues each Service exported anywhere and each import weft made: every
-// Resync, and at once when a peer's change could not be queued by itself.
-type resyncer struct {
-	view *View
-	c    client.Client
-	out  serviceQueue
-	kick chan struct{}
-}
-
-func (s *resyncer) Start(ctx context.Context) error {
-	t := time.NewTicker(Resync)
-	defer t.Stop()
-	for {
-		keys := map[mcs.Key]bool{}
-		recs, _ := s.view.Read(ctx)
-		for _, r := range recs {
-			for k := range r.Exports {
-				keys[k] = true
-			}
-		}
-		imports := &mcsv1.ServiceImportList{}
-		if err := s.c.List(ctx, imports, client.MatchingLabels{"app.kubernetes.io/managed-by": mcs.ManagedBy}); err == nil {
-			for _, si := range imports.Items {
-				keys[mcs.Key{Namespace: si.Namespace, Name: si.Name}] = true
-			}
-		}
-		for k := range keys {
-			select {
-			case s.out <- s.out.event(k):
-			case <-ctx.Done():
+	own := func(label string) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			l := o.GetLabels()
+			if l["app.kubernetes.io/managed-by"] != mcs.ManagedBy && l[discoveryv1.LabelManagedBy] != mcs.ManagedBy {
 				return nil
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-s.kick:
-		}
+			name := o.GetName()
+			if label != "" {
+				name = l[label]
+			}
+			if name == "" {
+				return nil
+			}
+			return []reconcile.Request{request(mcs.Key{Namespace: o.GetNamespace(), Name: name})}
+		})
 	}
+	byNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		var out []reconcile.Request
+		for _, k := range r.View.Keys(ctx, o.GetName()) {
+			out = append(out, request(k))
+		}
+		return out
+	})
+	return ctrl.NewControllerManagedBy(mgr).Named("serviceimport").
+		Watches(&fabricv1.ExportRecord{}, byRecord).
+		Watches(&mcsv1.ServiceImport{}, own("")).
+		Watches(&corev1.Service{}, own(mcs.LabelDerivedFrom)).
+		Watches(&discoveryv1.EndpointSlice{}, own(mcsv1.LabelServiceName)).
+		Watches(&corev1.Namespace{}, byNamespace, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(event.UpdateEvent) bool { return false }, DeleteFunc: func(event.DeleteEvent) bool { return false }})).
+		WatchesRawSource(keys.source()).
+		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
+		Complete(r)
 }
-
-// NeedLeaderElection: only the leader writes imports.
-func (s *resyncer) NeedLeaderElection() bool { return true }

@@ -2,21 +2,28 @@ package mcs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	mcsctrl "github.com/weft-net/weft/controllers/mcs"
 	"github.com/weft-net/weft/internal/mcs"
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/peering"
@@ -62,6 +69,54 @@ func endpoints(ns, svc, ip string, port int32) *discoveryv1.EndpointSlice {
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}}}
+}
+
+func endpointsNamed(ns, svc, ip, portName string, port int32) *discoveryv1.EndpointSlice {
+	s := endpoints(ns, svc, ip, port)
+	s.Ports[0].Name = ptr.To(portName)
+	return s
+}
+
+// countingClient is a client of e that reads from the API server and records every write.
+func countingClient(t *testing.T, e *testenv.Env) (client.Client, *[]string) {
+	t.Helper()
+	direct, err := client.NewWithWatch(e.Config, client.Options{Scheme: operator.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	writes := &[]string{}
+	note := func(verb string, o client.Object) {
+		mu.Lock()
+		defer mu.Unlock()
+		*writes = append(*writes, fmt.Sprintf("%s %T %s/%s", verb, o, o.GetNamespace(), o.GetName()))
+	}
+	return interceptor.NewClient(direct, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+			note("create", o)
+			return c.Create(ctx, o, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+			note("update", o)
+			return c.Update(ctx, o, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+			note("patch", o)
+			return c.Patch(ctx, o, p, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
+			note("delete", o)
+			return c.Delete(ctx, o, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
+			note("update "+sub, o)
+			return c.SubResource(sub).Update(ctx, o, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			note("patch "+sub, o)
+			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+		},
+	}), writes
 }
 
 func export(ns, name string) *mcsv1.ServiceExport {
@@ -232,7 +287,7 @@ func TestMultiClusterServices(t *testing.T) {
 
 	t.Run("exported labels and annotations go onto the import; differing ones conflict", func(t *testing.T) {
 		se := export("shop", "labelled")
-		se.Spec.ExportedLabels = map[string]string{"tier": "web", mcs.LabelRecord: "true"} // weft's own key is not copied
+		se.Spec.ExportedLabels = map[string]string{"tier": "web", "fabric.weft.dev/anything": "x"} // weft's own keys are not copied
 		se.Spec.ExportedAnnotations = map[string]string{"example.com/owner": "shop-team"}
 		mustCreate(t, west, service("shop", "labelled", http), endpoints("shop", "labelled", "10.245.1.11", 8080), se)
 		testenv.Eventually(t, 30*time.Second, func() error {
@@ -241,7 +296,7 @@ func TestMultiClusterServices(t *testing.T) {
 				return err
 			}
 			if si.Labels["tier"] != "web" || si.Annotations["example.com/owner"] != "shop-team" || si.Labels["app.kubernetes.io/managed-by"] != "fabric.weft.dev" ||
-				si.Labels[mcs.LabelRecord] != "" {
+				si.Labels["fabric.weft.dev/anything"] != "" {
 				return fmt.Errorf("import labels %v annotations %v", si.Labels, si.Annotations)
 			}
 			return nil
@@ -267,6 +322,130 @@ func TestMultiClusterServices(t *testing.T) {
 		// (The derived selector-less headless Service is given both families even here.)
 		if si.Spec.Type != mcsv1.Headless || len(si.Spec.IPs) != 0 || fmt.Sprint(si.Spec.IPFamilies) != "[IPv4]" {
 			t.Errorf("headless import spec: type %s, IPs %v, IP families %v", si.Spec.Type, si.Spec.IPs, si.Spec.IPFamilies)
+		}
+	})
+
+	t.Run("unnamed ports of two clusters make a valid union (named as a multi-port Service must be)", func(t *testing.T) {
+		// What `kubectl expose` makes: one unnamed port, a different one in each cluster.
+		mustCreate(t, west, service("shop", "hello", corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP}),
+			endpointsNamed("shop", "hello", "10.245.1.20", "", 8080), export("shop", "hello"))
+		imported(t, east, "shop", "hello", "west")
+		time.Sleep(1100 * time.Millisecond) // creation times have a second's resolution
+		mustCreate(t, east, service("shop", "hello", corev1.ServicePort{Port: 8000, Protocol: corev1.ProtocolTCP}),
+			endpointsNamed("shop", "hello", "10.244.1.20", "", 8000), export("shop", "hello"))
+		for _, e := range []*testenv.Env{east, west} {
+			si, _ := imported(t, e, "shop", "hello", "east", "west")
+			if ports(si) != "/80/TCP /8000/TCP" {
+				t.Errorf("import ports %q, want the union of both clusters' unnamed ports", ports(si))
+			}
+			if err := testenv.CheckCondition(si.Status.Conditions, "Ready", metav1.ConditionTrue, "Ready"); err != nil {
+				t.Errorf("import: %v", err)
+			}
+			svc := &corev1.Service{}
+			if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: mcs.DerivedName(mcs.Key{Namespace: "shop", Name: "hello"})}, svc); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range svc.Spec.Ports {
+				got = append(got, fmt.Sprintf("%s/%d", p.Name, p.Port))
+			}
+			if strings.Join(got, " ") != "tcp-80/80 tcp-8000/8000" {
+				t.Errorf("derived Service ports %v, want tcp-80/80 tcp-8000/8000", got)
+			}
+			// Each cluster's endpoints serve its own port, under the derived Service's name.
+			want := map[string]string{"west": "tcp-80/8080", "east": "tcp-8000/8000"}
+			testenv.Eventually(t, 30*time.Second, func() error {
+				slices := &discoveryv1.EndpointSliceList{}
+				if err := e.Client.List(ctx, slices, client.InNamespace("shop"), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+					return err
+				}
+				for _, sl := range slices.Items {
+					cluster := sl.Labels[mcsv1.LabelSourceCluster]
+					if len(sl.Ports) != 1 || fmt.Sprintf("%s/%d", ptr.Deref(sl.Ports[0].Name, ""), ptr.Deref(sl.Ports[0].Port, 0)) != want[cluster] {
+						return fmt.Errorf("%s's imported slice has ports %+v, want %s", cluster, sl.Ports, want[cluster])
+					}
+				}
+				if len(slices.Items) != 2 {
+					return fmt.Errorf("%d imported slices, want 2", len(slices.Items))
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("an import whose Service cannot be written says so, and recovers", func(t *testing.T) {
+		// An admission policy of the cluster's (as Kyverno or Gatekeeper would) refuses
+		// Services in the namespace.
+		fail := admissionregistrationv1.Fail
+		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: "no-services-in-quota"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{FailurePolicy: &fail,
+				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+						Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"services"}}}}}},
+				Validations: []admissionregistrationv1.Validation{{Expression: "object.metadata.namespace != 'quota'", Message: "no Services in namespace quota"}}}}
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-services-in-quota"},
+			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name,
+				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}}}
+		mustCreate(t, east, namespace("quota"), policy, binding)
+		// The policy is in force once it refuses a Service of our own.
+		testenv.Eventually(t, 30*time.Second, func() error {
+			err := east.Client.Create(ctx, service("quota", "probe", http))
+			if err == nil {
+				_ = east.Client.Delete(ctx, service("quota", "probe", http))
+				return errors.New("the admission policy is not in force yet")
+			}
+			return nil
+		})
+		mustCreate(t, west, namespace("quota"), service("quota", "api", http), endpoints("quota", "api", "10.245.1.30", 8080), export("quota", "api"))
+		testenv.Eventually(t, 30*time.Second, func() error {
+			si := &mcsv1.ServiceImport{}
+			if err := east.Client.Get(ctx, client.ObjectKey{Namespace: "quota", Name: "api"}, si); err != nil {
+				return err
+			}
+			if err := testenv.CheckCondition(si.Status.Conditions, "Ready", metav1.ConditionFalse, mcsctrl.ReasonDerivedObjectsFailed); err != nil {
+				return err
+			}
+			if msg := testenv.Describe(si.Status.Conditions); !strings.Contains(msg, "no Services in namespace quota") {
+				return fmt.Errorf("the condition does not say why: %s", msg)
+			}
+			return nil
+		})
+		if err := east.Client.Delete(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
+		si, _ := imported(t, east, "quota", "api", "west")
+		testenv.Eventually(t, 30*time.Second, func() error {
+			if err := east.Client.Get(ctx, client.ObjectKey{Namespace: "quota", Name: "api"}, si); err != nil {
+				return err
+			}
+			return testenv.CheckCondition(si.Status.Conditions, "Ready", metav1.ConditionTrue, "Ready")
+		})
+	})
+
+	t.Run("reconciling an unchanged import or export writes nothing", func(t *testing.T) {
+		for _, e := range []*testenv.Env{east, west} {
+			imported(t, e, "shop", "hello", "east", "west")
+		}
+		for _, e := range []*testenv.Env{east, west} {
+			c, writes := countingClient(t, e)
+			view := &mcsctrl.View{Client: c, Reader: c, Namespace: "weft-system", Scheme: c.Scheme()}
+			if err := view.SyncPeers(ctx); err != nil {
+				t.Fatal(err)
+			}
+			imports := &mcsctrl.ImportReconciler{Client: c, View: view}
+			exports := &mcsctrl.ExportReconciler{Client: c, View: view}
+			req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "shop", Name: "hello"}}
+			for range 3 {
+				if _, err := imports.Reconcile(ctx, req); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := exports.Reconcile(ctx, req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(*writes) != 0 {
+				t.Errorf("reconciling settled objects wrote: %s", strings.Join(*writes, "; "))
+			}
 		}
 	})
 

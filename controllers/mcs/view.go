@@ -4,61 +4,64 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusterpeer"
 	"github.com/weft-net/weft/internal/mcs"
 )
 
-// Records are what one cluster publishes of its exports.
-type Records struct {
-	Cluster   string
-	Exports   map[mcs.Key]mcs.Export
-	Endpoints map[mcs.Key][]discoveryv1.EndpointSlice
+// ClusterRecord is one cluster's export of one Service, as its record says.
+type ClusterRecord struct {
+	Key       mcs.Key
+	Export    mcs.Export
+	Endpoints []fabricv1.RecordEndpoints
 }
 
-// View reads the export records of this cluster and of every Ready peer, in the operator's
-// namespace of each. Each Ready peer's records are watched (an informer cache per peer,
-// limited to the records in that namespace); a change there calls the OnChange functions
-// with the Service it is about. A peer that is
-// not Ready (or gone) contributes nothing: its services leave the imports.
+// View is what this cluster knows of every cluster's exports: its own records (in the
+// manager's cache) and those of each Ready peer (an informer on the records in the peer's
+// operator namespace, one per peer). Reading it makes no API call, so reconcilers read it
+// as often as they like. SyncPeers follows the ClusterPeers: it starts a peer's informer when
+// the peer becomes Ready or is given a new credential, and stops it when the peer goes. The
+// OnChange listeners hear of every Service a change concerns: a record changed in a peer, a
+// peer came or went (all its Services), this cluster got its ID (all Services).
 type View struct {
-	Client    client.Client // this cluster
-	Reader    client.Reader // uncached reads (Secrets)
+	Client    client.Client // this cluster, through the manager's cache
+	Reader    client.Reader // uncached: a peer's Secret outside the operator's namespace
 	Namespace string
 	Scheme    *runtime.Scheme
+
 	lmu       sync.Mutex // guards listeners (apart from mu: informers call them)
 	listeners []func(mcs.Key)
 
 	mu    sync.Mutex
-	base  context.Context        // the peers' watches live as long as this
+	base  context.Context        // the peers' informers live as long as this
+	self  string                 // this cluster's ID, as SyncPeers last read it
 	peers map[string]*peerReader // by ClusterPeer name
 }
 
 type peerReader struct {
+	clusterID     string
 	secretVersion string
 	cache         cache.Cache
 	stop          context.CancelFunc
 }
 
-// peerSyncWait bounds how long a read waits for a new peer's first listing.
-const peerSyncWait = 5 * time.Second
+// peerSyncWait bounds how long SyncPeers waits for a new peer's first listing.
+const peerSyncWait = 10 * time.Second
 
-// Run ties the peers' watches to ctx: they stop when it ends.
+// Run ties the peers' informers to ctx: they stop when it ends.
 func (v *View) Run(ctx context.Context) {
 	v.mu.Lock()
 	v.base = ctx
@@ -81,97 +84,181 @@ func (v *View) ClusterID(ctx context.Context) (string, error) {
 	return cn.Spec.ClusterID, nil
 }
 
-// Read returns the records of this cluster and of its Ready peers.
-func (v *View) Read(ctx context.Context) ([]Records, error) {
+// Exports returns every cluster's record of the Service k: this cluster's first, then its
+// Ready peers'.
+func (v *View) Exports(ctx context.Context, k mcs.Key) ([]ClusterRecord, error) {
 	self, err := v.ClusterID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []Records
+	var out []ClusterRecord
 	if self != "" {
-		own, err := readRecords(ctx, v.Client, v.Namespace, self)
+		own, err := recordsOf(ctx, v.Client, v.Namespace, mcs.RecordLabels(k, self))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, *own)
+		out = append(out, own...)
+	}
+	for _, pr := range v.readers() {
+		recs, err := recordsOf(ctx, pr.cache, v.Namespace, mcs.RecordLabels(k, pr.clusterID))
+		if err != nil {
+			return nil, fmt.Errorf("the records of peer %s: %w", pr.clusterID, err)
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// Keys returns every Service some cluster exports, in namespace ns ("" for all).
+func (v *View) Keys(ctx context.Context, ns string) []mcs.Key {
+	self, _ := v.ClusterID(ctx)
+	seen := map[mcs.Key]bool{}
+	var out []mcs.Key
+	add := func(c client.Reader, cluster string) {
+		if cluster == "" {
+			return
+		}
+		labels := map[string]string{}
+		if ns != "" {
+			labels[mcs.LabelServiceNamespace] = ns
+		}
+		recs, _ := recordsOf(ctx, c, v.Namespace, labels)
+		for _, r := range recs {
+			if !seen[r.Key] {
+				seen[r.Key] = true
+				out = append(out, r.Key)
+			}
+		}
+	}
+	add(v.Client, self)
+	for _, pr := range v.readers() {
+		add(pr.cache, pr.clusterID)
+	}
+	return out
+}
+
+func (v *View) readers() []*peerReader {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]*peerReader, 0, len(v.peers))
+	for _, pr := range v.peers {
+		out = append(out, pr)
+	}
+	return out
+}
+
+// SyncPeers reads the ClusterPeers and this cluster's ID and makes the peers' informers
+// follow: one per Ready peer, made again when its Secret changed. Only SyncPeers' caller
+// (one worker) runs it.
+func (v *View) SyncPeers(ctx context.Context) error {
+	self, err := v.ClusterID(ctx)
+	if err != nil {
+		return err
 	}
 	peers := &fabricv1.ClusterPeerList{}
 	if err := v.Client.List(ctx, peers); err != nil {
-		return nil, err
+		return err
 	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	if v.peers == nil {
 		v.peers = map[string]*peerReader{}
 	}
-	seen := map[string]bool{}
+	selfChanged := self != v.self
+	v.self = self
+	current := maps.Clone(v.peers)
+	v.mu.Unlock()
+	if selfChanged {
+		v.notify(v.Keys(ctx, ""))
+	}
+
+	wanted := map[string]bool{}
 	var errs []error
 	for i := range peers.Items {
 		p := &peers.Items[i]
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") || p.Spec.ClusterID == self {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") || p.Spec.ClusterID == self || p.DeletionTimestamp != nil {
 			continue
 		}
-		seen[p.Name] = true
-		pr, err := v.peerReader(ctx, p)
+		wanted[p.Name] = true
+		secret, err := v.secret(ctx, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
 			continue
 		}
-		recs, err := readRecords(ctx, pr.cache, v.Namespace, p.Spec.ClusterID)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("reading the export records of peer %s: %w", p.Name, err))
+		old := current[p.Name]
+		if old != nil && old.secretVersion == secret.ResourceVersion && old.clusterID == p.Spec.ClusterID {
 			continue
 		}
-		out = append(out, *recs)
-	}
-	for name, pr := range v.peers {
-		if !seen[name] {
-			pr.stop()
-			delete(v.peers, name)
+		pr, err := v.startReader(ctx, p, secret)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
+			continue
 		}
+		v.mu.Lock()
+		v.peers[p.Name] = pr
+		v.mu.Unlock()
+		if old != nil {
+			v.notify(keysOf(ctx, old, v.Namespace))
+			old.stop()
+		}
+		v.notify(keysOf(ctx, pr, v.Namespace))
 	}
-	return out, errors.Join(errs...)
+	for name, pr := range current {
+		if wanted[name] {
+			continue
+		}
+		v.mu.Lock()
+		delete(v.peers, name)
+		v.mu.Unlock()
+		v.notify(keysOf(ctx, pr, v.Namespace))
+		pr.stop()
+	}
+	return errors.Join(errs...)
 }
 
-// peerReader gives the watch of the peer's records, made again when its Secret changed.
-func (v *View) peerReader(ctx context.Context, p *fabricv1.ClusterPeer) (*peerReader, error) {
+// secret reads a peer's kubeconfig Secret: from the cache in the operator's namespace (the
+// manager watches Secrets there), else from the API server.
+func (v *View) secret(ctx context.Context, p *fabricv1.ClusterPeer) (*corev1.Secret, error) {
 	ref := p.Spec.KubeconfigSecretRef
-	key := ref.Key
-	if key == "" {
-		key = "kubeconfig"
-	}
 	secret := &corev1.Secret{}
-	if err := v.Reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+	var r client.Reader = v.Client
+	if ref.Namespace != v.Namespace {
+		r = v.Reader
+	}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
 		return nil, err
 	}
-	if pr := v.peers[p.Name]; pr != nil && pr.secretVersion == secret.ResourceVersion {
-		return pr, nil
+	return secret, nil
+}
+
+// startReader makes the informer on a peer's records and waits for its first listing.
+func (v *View) startReader(ctx context.Context, p *fabricv1.ClusterPeer, secret *corev1.Secret) (*peerReader, error) {
+	key := p.Spec.KubeconfigSecretRef.Key
+	if key == "" {
+		key = "kubeconfig"
 	}
 	cfg, err := clusterpeer.RESTConfig(secret.Data[key])
 	if err != nil {
 		return nil, err
 	}
-	c, err := cache.New(cfg, cache.Options{Scheme: v.Scheme,
-		DefaultNamespaces:    map[string]cache.Config{v.Namespace: {}},
-		DefaultLabelSelector: labels.SelectorFromSet(labels.Set{mcs.LabelRecord: "true"})})
+	c, err := cache.New(cfg, cache.Options{Scheme: v.Scheme, DefaultNamespaces: map[string]cache.Config{v.Namespace: {}}})
 	if err != nil {
 		return nil, err
 	}
+	v.mu.Lock()
 	base := v.base
+	v.mu.Unlock()
 	if base == nil {
 		base = context.Background()
 	}
 	wctx, stop := context.WithCancel(base)
-	for _, o := range []client.Object{&mcsv1.ServiceImport{}, &discoveryv1.EndpointSlice{}} {
-		inf, err := c.GetInformer(wctx, o)
-		if err == nil {
-			_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-				AddFunc: v.changed, UpdateFunc: func(_, o any) { v.changed(o) }, DeleteFunc: v.changed})
-		}
-		if err != nil {
-			stop()
-			return nil, err
-		}
+	inf, err := c.GetInformer(wctx, &fabricv1.ExportRecord{})
+	if err == nil {
+		_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: v.changed, UpdateFunc: func(_, o any) { v.changed(o) }, DeleteFunc: v.changed})
+	}
+	if err != nil {
+		stop()
+		return nil, err
 	}
 	go func() { _ = c.Start(wctx) }()
 	sctx, cancel := context.WithTimeout(ctx, peerSyncWait)
@@ -180,19 +267,35 @@ func (v *View) peerReader(ctx context.Context, p *fabricv1.ClusterPeer) (*peerRe
 		stop()
 		return nil, errors.New("its export records could not be listed yet")
 	}
-	if old := v.peers[p.Name]; old != nil {
-		old.stop()
-	}
-	pr := &peerReader{secretVersion: secret.ResourceVersion, cache: c, stop: stop}
-	v.peers[p.Name] = pr
-	return pr, nil
+	return &peerReader{clusterID: p.Spec.ClusterID, secretVersion: secret.ResourceVersion, cache: c, stop: stop}, nil
 }
 
-// OnChange registers fn, called with the Service whose records changed in a peer.
+// keysOf lists the Services a peer exports, as its informer has them.
+func keysOf(ctx context.Context, pr *peerReader, namespace string) []mcs.Key {
+	recs, _ := recordsOf(ctx, pr.cache, namespace, map[string]string{})
+	out := make([]mcs.Key, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, r.Key)
+	}
+	return out
+}
+
+// OnChange registers fn, called with each Service whose records changed.
 func (v *View) OnChange(fn func(mcs.Key)) {
 	v.lmu.Lock()
 	defer v.lmu.Unlock()
 	v.listeners = append(v.listeners, fn)
+}
+
+func (v *View) notify(keys []mcs.Key) {
+	v.lmu.Lock()
+	ls := slices.Clone(v.listeners)
+	v.lmu.Unlock()
+	for _, k := range keys {
+		for _, fn := range ls {
+			fn(k)
+		}
+	}
 }
 
 // changed tells the listeners about a record a peer's informer saw change.
@@ -200,54 +303,34 @@ func (v *View) changed(obj any) {
 	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	o, ok := obj.(client.Object)
-	if !ok {
+	r, ok := obj.(*fabricv1.ExportRecord)
+	if !ok || r.Spec.Service.Namespace == "" || r.Spec.Service.Name == "" {
 		return
 	}
-	k := mcs.Key{Namespace: o.GetLabels()[mcs.LabelServiceNamespace], Name: o.GetLabels()[mcsv1.LabelServiceName]}
-	if k.Namespace == "" || k.Name == "" {
-		return
-	}
-	v.lmu.Lock()
-	ls := slices.Clone(v.listeners)
-	v.lmu.Unlock()
-	for _, fn := range ls {
-		fn(k)
-	}
+	v.notify([]mcs.Key{{Namespace: r.Spec.Service.Namespace, Name: r.Spec.Service.Name}})
 }
 
-func readRecords(ctx context.Context, c client.Reader, namespace, cluster string) (*Records, error) {
-	sel := client.MatchingLabels{mcs.LabelRecord: "true", mcsv1.LabelSourceCluster: cluster}
-	imports := &mcsv1.ServiceImportList{}
-	if err := c.List(ctx, imports, client.InNamespace(namespace), sel); err != nil {
+// recordsOf lists the records in namespace with the given labels.
+func recordsOf(ctx context.Context, c client.Reader, namespace string, labels map[string]string) ([]ClusterRecord, error) {
+	list := &fabricv1.ExportRecordList{}
+	if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels(labels)); err != nil {
 		return nil, err
 	}
-	slices := &discoveryv1.EndpointSliceList{}
-	if err := c.List(ctx, slices, client.InNamespace(namespace), sel); err != nil {
-		return nil, err
-	}
-	r := &Records{Cluster: cluster, Exports: map[mcs.Key]mcs.Export{}, Endpoints: map[mcs.Key][]discoveryv1.EndpointSlice{}}
-	for i := range imports.Items {
-		if k, e, ok := mcs.FromRecord(&imports.Items[i]); ok && e.Cluster == cluster {
-			r.Exports[k] = e
+	out := make([]ClusterRecord, 0, len(list.Items))
+	for i := range list.Items {
+		r := &list.Items[i]
+		if k, e, ok := mcs.FromRecord(r); ok {
+			out = append(out, ClusterRecord{Key: k, Export: e, Endpoints: r.Spec.Endpoints})
 		}
 	}
-	for _, s := range slices.Items {
-		k := mcs.Key{Namespace: s.Labels[mcs.LabelServiceNamespace], Name: s.Labels[mcsv1.LabelServiceName]}
-		if _, ok := r.Exports[k]; ok {
-			r.Endpoints[k] = append(r.Endpoints[k], s)
-		}
-	}
-	return r, nil
+	return out, nil
 }
 
 // exportsOf gathers the exports of one Service across the clusters.
-func exportsOf(recs []Records, k mcs.Key) []mcs.Export {
-	var out []mcs.Export
-	for _, r := range recs {
-		if e, ok := r.Exports[k]; ok {
-			out = append(out, e)
-		}
+func exportsOf(recs []ClusterRecord) []mcs.Export {
+	out := make([]mcs.Export, len(recs))
+	for i, r := range recs {
+		out[i] = r.Export
 	}
 	return out
 }

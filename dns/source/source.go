@@ -14,15 +14,13 @@ import (
 
 // ZoneFrom builds a Zone from the cluster's ServiceImports and the EndpointSlices imported
 // for them (labelled multicluster.kubernetes.io/service-name and source-cluster, in the
-// import's namespace). Records of exports (in the operator's namespace) are not imports and
-// carry the label fabric.weft.dev/export-record: they are skipped. Only ready endpoints
-// are served.
+// import's namespace). Only ready endpoints are served.
 func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice) *dns.Zone {
 	type key struct{ ns, name string }
 	eps := map[key][]dns.Endpoint{}
 	for _, s := range slices {
 		name, cluster := s.Labels[mcsv1.LabelServiceName], s.Labels[mcsv1.LabelSourceCluster]
-		if name == "" || cluster == "" || s.Labels[recordLabel] == "true" {
+		if name == "" || cluster == "" {
 			continue
 		}
 		var ports []dns.Port
@@ -56,9 +54,6 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 	}
 	var services []dns.Service
 	for _, si := range imports {
-		if si.Labels[recordLabel] == "true" {
-			continue
-		}
 		s := dns.Service{Namespace: si.Namespace, Name: si.Name, Type: string(si.Spec.Type)}
 		if s.Type == "" {
 			s.Type = dns.ClusterSetIP
@@ -87,5 +82,3 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 	return dns.NewZone(services)
 }
 
-// recordLabel marks weft's export records (internal/mcs.LabelRecord).
-const recordLabel = "fabric.weft.dev/export-record"

@@ -22,9 +22,6 @@ func TestZoneFromImports(t *testing.T) {
 				Ports: []mcsv1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
 			Spec: mcsv1.ServiceImportSpec{Type: mcsv1.Headless, Ports: []mcsv1.ServicePort{{Name: "pg", Protocol: corev1.ProtocolTCP, Port: 5432}}}},
-		// An export record in the operator's namespace is no import.
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "shop.web", Labels: map[string]string{"fabric.weft.dev/export-record": "true"}},
-			Spec: mcsv1.ServiceImportSpec{Type: mcsv1.ClusterSetIP}},
 	}
 	slice := func(cluster string, ready bool, addrs ...string) discoveryv1.EndpointSlice {
 		s := discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-" + cluster,
@@ -38,13 +35,12 @@ func TestZoneFromImports(t *testing.T) {
 	a := dns.NewAnswerer("clusterset.local", 5)
 	a.Set(source.ZoneFrom(imports, []discoveryv1.EndpointSlice{slice("east", true, "10.244.1.5"), slice("west", false, "10.245.9.9"), slice("west", true, "10.245.2.7")}))
 	if a.Zone().Len() != 2 {
-		t.Errorf("zone has %d services, want 2 (the record skipped)", a.Zone().Len())
+		t.Errorf("zone has %d services, want 2", a.Zone().Len())
 	}
 	for name, want := range map[string]string{
 		"web.shop.svc.clusterset.local.":                  "A 10.96.0.20",
 		"db.shop.svc.clusterset.local.":                   "A 10.244.1.5; A 10.245.2.7",
 		"10-244-1-5.east.db.shop.svc.clusterset.local.":   "A 10.244.1.5",
-		"shop.web.weft-system.svc.clusterset.local.":      "",
 		"_pg._tcp.db.shop.svc.clusterset.local.":          "",
 		"_http._tcp.web.shop.svc.clusterset.local.":       "",
 		"10-245-9-9.west.db.shop.svc.clusterset.local.":   "",

@@ -181,17 +181,49 @@ func unionPorts(sorted []Export) []mcsv1.ServicePort {
 	return out
 }
 
-// ServedPorts names the import's ports that an export serves: those it defines exactly as
-// the import does (name, number, protocol). A cluster's endpoints get the traffic of these
-// ports only, so under a port conflict a port reaches just the clusters that agree with
-// the import (KEP-1645 leaves this open; the mcs-api conformance suite's strict port
-// conflict specs expect it).
-func ServedPorts(m Merged, e Export) map[string]bool {
-	served := map[string]bool{}
-	for _, p := range m.Spec.Ports {
+// DerivedPortNames names the import's ports for its derived Service, in order. A Service
+// with more than one port must name every one, so in a multi-port import an unnamed port
+// (what `kubectl expose` makes, exported by one cluster beside another cluster's other
+// port) is named after its protocol and number ("tcp-80"), made unique against the names
+// the ports already have. A single port keeps its name, even none.
+func DerivedPortNames(ports []mcsv1.ServicePort) []string {
+	names := make([]string, len(ports))
+	taken := map[string]bool{}
+	for i, p := range ports {
+		names[i] = p.Name
+		taken[p.Name] = p.Name != ""
+	}
+	if len(ports) < 2 {
+		return names
+	}
+	for i, p := range ports {
+		if p.Name != "" {
+			continue
+		}
+		base := strings.ToLower(fmt.Sprintf("%s-%d", protocol(p), p.Port))
+		name := base
+		for n := 2; taken[name]; n++ {
+			name = fmt.Sprintf("%s-%d", base, n)
+		}
+		names[i], taken[name] = name, true
+	}
+	return names
+}
+
+// ServedPorts maps the ports of an export's endpoints (by their name in the exporting
+// cluster) that the import serves to the derived Service's names for them (see
+// DerivedPortNames). A port is served when the export defines it exactly as the import does
+// (name, number, protocol). A cluster's endpoints get the traffic of these ports only, so
+// under a port conflict a port reaches just the clusters that agree with the import
+// (KEP-1645 leaves this open; the mcs-api conformance suite's strict port conflict specs
+// expect it).
+func ServedPorts(m Merged, e Export) map[string]string {
+	served := map[string]string{}
+	derived := DerivedPortNames(m.Spec.Ports)
+	for i, p := range m.Spec.Ports {
 		for _, q := range e.Ports {
 			if q.Name == p.Name && q.Port == p.Port && protocol(q) == protocol(p) {
-				served[p.Name] = true
+				served[p.Name] = derived[i]
 			}
 		}
 	}

@@ -171,14 +171,33 @@ func TestServedPorts(t *testing.T) {
 	for _, c := range []struct {
 		e    Export
 		want string
-	}{{old, "tcp,udp"}, {renumbered, ""}, {renamed, ",tcp2"}} {
+	}{{old, "tcp>tcp,udp>udp"}, {renumbered, ""}, {renamed, ">tcp-53,tcp2>tcp2"}} {
 		var got []string
-		for name := range ServedPorts(m, c.e) {
-			got = append(got, name)
+		for name, derived := range ServedPorts(m, c.e) {
+			got = append(got, name+">"+derived)
 		}
 		sort.Strings(got)
 		if strings.Join(got, ",") != c.want {
 			t.Errorf("%s serves %q of %s, want %q", c.e.Cluster, got, portsString(m.Spec.Ports), c.want)
+		}
+	}
+}
+
+// A Service with several ports names each: an unnamed port of a multi-port import gets a
+// name (unique among the others); a single port keeps its own, even none.
+func TestDerivedPortNames(t *testing.T) {
+	for _, c := range []struct {
+		ports []mcsv1.ServicePort
+		want  string
+	}{
+		{[]mcsv1.ServicePort{port("", 80, "")}, ""},
+		{[]mcsv1.ServicePort{port("http", 80, corev1.ProtocolTCP)}, "http"},
+		{[]mcsv1.ServicePort{port("", 80, ""), port("", 8080, corev1.ProtocolTCP)}, "tcp-80,tcp-8080"},
+		{[]mcsv1.ServicePort{port("", 53, corev1.ProtocolUDP), port("tcp-53", 53, corev1.ProtocolTCP)}, "udp-53,tcp-53"},
+		{[]mcsv1.ServicePort{port("tcp-80", 81, corev1.ProtocolTCP), port("", 80, "")}, "tcp-80,tcp-80-2"},
+	} {
+		if got := strings.Join(DerivedPortNames(c.ports), ","); got != c.want {
+			t.Errorf("DerivedPortNames(%s) = %q, want %q", portsString(c.ports), got, c.want)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package mcs
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,26 +15,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
 
 // A cluster publishes what it exports as records in its operator's namespace, where its
-// peers (allowed to read that namespace only) find them: per valid ServiceExport, a
-// ServiceImport describing the Service (its type, ports, session affinity; named
-// "<namespace>.<name>") and an EndpointSlice per address type with its ready endpoints.
-// Each cluster merges its own and its peers' records into the ServiceImports, derived
-// Services and EndpointSlices its workloads use.
+// peers (allowed to read that namespace only) find them: per valid ServiceExport, an
+// ExportRecord (named "<namespace>.<name>") with the Service's shape — type, ports, session
+// affinity — and its ready endpoints. Each cluster merges its own and its peers' records
+// into the ServiceImports, derived Services and EndpointSlices its workloads use.
 const (
-	// LabelRecord marks records (value "true").
-	LabelRecord = "fabric.weft.dev/export-record"
-	// LabelServiceNamespace is the exported Service's namespace, on records and imports.
+	// LabelServiceNamespace is the exported Service's namespace, on records and imports
+	// (mcsv1.LabelServiceName has its name, mcsv1.LabelSourceCluster the exporting cluster).
 	LabelServiceNamespace = "fabric.weft.dev/service-namespace"
-	// AnnotationExportCreated is when the ServiceExport was created (RFC 3339): the oldest
-	// export wins conflicts.
-	AnnotationExportCreated = "fabric.weft.dev/export-created"
-	// AnnotationExportedLabels and AnnotationExportedAnnotations carry, as JSON objects, a
-	// record's exportedLabels and exportedAnnotations.
-	AnnotationExportedLabels      = "fabric.weft.dev/exported-labels"
-	AnnotationExportedAnnotations = "fabric.weft.dev/exported-annotations"
 	// ManagedBy is the endpointslice.kubernetes.io/managed-by value of weft's slices: the
 	// EndpointSlice controller leaves them alone.
 	ManagedBy = "fabric.weft.dev"
@@ -86,102 +78,84 @@ func ExportOf(cluster string, se *mcsv1.ServiceExport, svc *corev1.Service) (Exp
 	return e, nil
 }
 
-// Record is the ServiceImport that publishes an export in namespace (the operator's).
-func Record(namespace string, k Key, e Export) *mcsv1.ServiceImport {
-	si := &mcsv1.ServiceImport{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RecordName(k),
-			Labels: map[string]string{LabelRecord: "true", mcsv1.LabelServiceName: k.Name,
-				LabelServiceNamespace: k.Namespace, mcsv1.LabelSourceCluster: e.Cluster},
-			Annotations: map[string]string{AnnotationExportCreated: e.Created.UTC().Format(time.RFC3339)}},
-		Spec: mcsv1.ServiceImportSpec{Type: e.Type, Ports: e.Ports, SessionAffinity: e.SessionAffinity,
+// RecordLabels select the records of one Service (k), of one cluster's when cluster is set.
+func RecordLabels(k Key, cluster string) map[string]string {
+	l := map[string]string{mcsv1.LabelServiceName: k.Name, LabelServiceNamespace: k.Namespace}
+	if cluster != "" {
+		l[mcsv1.LabelSourceCluster] = cluster
+	}
+	return l
+}
+
+// Record is the ExportRecord that publishes an export in namespace (the operator's), with
+// the ready endpoints of the Service's EndpointSlices: one entry per address type, sorted so
+// that an unchanged Service gives an unchanged record.
+func Record(namespace string, k Key, e Export, slices []discoveryv1.EndpointSlice) *fabricv1.ExportRecord {
+	r := &fabricv1.ExportRecord{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RecordName(k), Labels: RecordLabels(k, e.Cluster)},
+		Spec: fabricv1.ExportRecordSpec{Cluster: e.Cluster, Service: fabricv1.ServiceRef{Namespace: k.Namespace, Name: k.Name},
+			ExportCreated: metav1.NewTime(e.Created.UTC()), Type: e.Type, Ports: e.Ports, SessionAffinity: e.SessionAffinity,
 			SessionAffinityConfig: e.SessionAffinityConfig, InternalTrafficPolicy: e.InternalTrafficPolicy,
-			TrafficDistribution: e.TrafficDistribution, IPFamilies: e.IPFamilies},
+			TrafficDistribution: e.TrafficDistribution, IPFamilies: e.IPFamilies,
+			ExportedLabels: e.Labels, ExportedAnnotations: e.Annotations},
 	}
-	for key, m := range map[string]map[string]string{AnnotationExportedLabels: e.Labels, AnnotationExportedAnnotations: e.Annotations} {
-		if len(m) > 0 {
-			b, _ := json.Marshal(m) // a map of strings always marshals
-			si.Annotations[key] = string(b)
-		}
-	}
-	return si
-}
-
-// FromRecord reads a record back; ok is false for objects that are not records.
-func FromRecord(si *mcsv1.ServiceImport) (k Key, e Export, ok bool) {
-	l := si.Labels
-	if l[LabelRecord] != "true" || l[mcsv1.LabelServiceName] == "" || l[LabelServiceNamespace] == "" || l[mcsv1.LabelSourceCluster] == "" {
-		return Key{}, Export{}, false
-	}
-	created, err := time.Parse(time.RFC3339, si.Annotations[AnnotationExportCreated])
-	if err != nil {
-		return Key{}, Export{}, false
-	}
-	e = Export{Cluster: l[mcsv1.LabelSourceCluster], Created: created, Type: si.Spec.Type, Ports: si.Spec.Ports,
-		SessionAffinity: si.Spec.SessionAffinity, SessionAffinityConfig: si.Spec.SessionAffinityConfig,
-		InternalTrafficPolicy: si.Spec.InternalTrafficPolicy, TrafficDistribution: si.Spec.TrafficDistribution,
-		IPFamilies: si.Spec.IPFamilies}
-	for key, m := range map[string]*map[string]string{AnnotationExportedLabels: &e.Labels, AnnotationExportedAnnotations: &e.Annotations} {
-		if v, ok := si.Annotations[key]; ok {
-			if err := json.Unmarshal([]byte(v), m); err != nil {
-				return Key{}, Export{}, false
-			}
-		}
-	}
-	return Key{Namespace: l[LabelServiceNamespace], Name: l[mcsv1.LabelServiceName]}, e, true
-}
-
-// EndpointRecords publish the ready endpoints of a Service's EndpointSlices: one slice per
-// address type, in namespace (the operator's), named after the record. Endpoints are
-// sorted so that an unchanged Service gives unchanged records.
-func EndpointRecords(namespace string, k Key, cluster string, slices []discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
-	byType := map[discoveryv1.AddressType]*discoveryv1.EndpointSlice{}
+	byType := map[discoveryv1.AddressType]*fabricv1.RecordEndpoints{}
 	for _, s := range slices {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
 		}
 		out := byType[s.AddressType]
 		if out == nil {
-			out = &discoveryv1.EndpointSlice{
-				ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: RecordName(k) + "-" + strings.ToLower(string(s.AddressType)),
-					Labels: map[string]string{LabelRecord: "true", mcsv1.LabelServiceName: k.Name, LabelServiceNamespace: k.Namespace,
-						mcsv1.LabelSourceCluster: cluster, discoveryv1.LabelManagedBy: ManagedBy}},
-				AddressType: s.AddressType, Ports: s.Ports}
+			out = &fabricv1.RecordEndpoints{AddressType: s.AddressType, Ports: s.Ports}
 			byType[s.AddressType] = out
 		}
 		for _, ep := range s.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready || len(ep.Addresses) == 0 {
 				continue
 			}
 			out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{Addresses: ep.Addresses, Hostname: ep.Hostname,
 				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
 		}
 	}
-	var out []*discoveryv1.EndpointSlice
 	for _, t := range []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6} {
-		if s := byType[t]; s != nil {
-			sort.Slice(s.Endpoints, func(i, j int) bool { return s.Endpoints[i].Addresses[0] < s.Endpoints[j].Addresses[0] })
-			out = append(out, s)
+		if eps := byType[t]; eps != nil {
+			sort.Slice(eps.Endpoints, func(i, j int) bool { return eps.Endpoints[i].Addresses[0] < eps.Endpoints[j].Addresses[0] })
+			r.Spec.Endpoints = append(r.Spec.Endpoints, *eps)
 		}
 	}
-	return out
+	return r
+}
+
+// FromRecord reads a record back; ok is false for a record that does not say which Service
+// and cluster it is about.
+func FromRecord(r *fabricv1.ExportRecord) (k Key, e Export, ok bool) {
+	s := r.Spec
+	if s.Cluster == "" || s.Service.Namespace == "" || s.Service.Name == "" {
+		return Key{}, Export{}, false
+	}
+	e = Export{Cluster: s.Cluster, Created: s.ExportCreated.UTC(), Type: s.Type, Ports: s.Ports,
+		SessionAffinity: s.SessionAffinity, SessionAffinityConfig: s.SessionAffinityConfig,
+		InternalTrafficPolicy: s.InternalTrafficPolicy, TrafficDistribution: s.TrafficDistribution,
+		IPFamilies: s.IPFamilies, Labels: s.ExportedLabels, Annotations: s.ExportedAnnotations}
+	return Key{Namespace: s.Service.Namespace, Name: s.Service.Name}, e, true
 }
 
 // ImportedSlice is the EndpointSlice, in the Service's own namespace, that gives the
-// derived Service a cluster's endpoints (from that cluster's endpoint record) for the ports
-// named in served (see ServedPorts).
-func ImportedSlice(k Key, record *discoveryv1.EndpointSlice, served map[string]bool) *discoveryv1.EndpointSlice {
-	cluster := record.Labels[mcsv1.LabelSourceCluster]
+// derived Service a cluster's endpoints of one address type (from its record) for the ports
+// in served, under the derived Service's names for them (see ServedPorts).
+func ImportedSlice(k Key, cluster string, eps *fabricv1.RecordEndpoints, served map[string]string) *discoveryv1.EndpointSlice {
 	var ports []discoveryv1.EndpointPort
-	for _, p := range record.Ports {
-		if served[ptr.Deref(p.Name, "")] {
+	for _, p := range eps.Ports {
+		if name, ok := served[ptr.Deref(p.Name, "")]; ok {
+			p.Name = ptr.To(name)
 			ports = append(ports, p)
 		}
 	}
 	return &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace,
-			Name: DerivedName(k) + "-" + cluster + "-" + strings.ToLower(string(record.AddressType)),
+			Name: DerivedName(k) + "-" + cluster + "-" + strings.ToLower(string(eps.AddressType)),
 			Labels: map[string]string{discoveryv1.LabelServiceName: DerivedName(k), mcsv1.LabelServiceName: k.Name,
 				mcsv1.LabelSourceCluster: cluster, discoveryv1.LabelManagedBy: ManagedBy}},
-		AddressType: record.AddressType, Endpoints: record.Endpoints, Ports: ports,
+		AddressType: eps.AddressType, Endpoints: eps.Endpoints, Ports: ports,
 	}
 }

@@ -77,6 +77,7 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 			&appsv1.DaemonSet{}:     {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&fabricv1.ExportRecord{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 		}},
 	}
 	if !cfg.Webhook.Disabled {
@@ -114,11 +115,8 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		return nil, fmt.Errorf("clusterpeer controller: %w", err)
 	}
 	view := &mcs.View{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
-	if err := (&mcs.ExportReconciler{Client: mgr.GetClient(), View: view}).SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("serviceexport controller: %w", err)
-	}
-	if err := (&mcs.ImportReconciler{Client: mgr.GetClient(), View: view}).SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("serviceimport controller: %w", err)
+	if err := mcs.Setup(mgr, view); err != nil {
+		return nil, err
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -37,14 +37,13 @@ var ReaderRules = []rbacv1.PolicyRule{
 }
 
 // RecordReaderRole is the Role, in the operator's namespace, that lets peers read the
-// records of what this cluster exports (Multi-Cluster Services): ServiceImports and
-// EndpointSlices there, nothing in other namespaces.
+// records of what this cluster exports (Multi-Cluster Services): the ExportRecords there,
+// nothing in other namespaces.
 const RecordReaderRole = "weft:peer-record-reader"
 
 // RecordReaderRules are what a peer may read in the operator's namespace.
 var RecordReaderRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"get", "list", "watch"}},
-	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"exportrecords"}, Verbs: []string{"get", "list", "watch"}},
 }
 
 // Cluster is one side of a peering.

@@ -111,12 +111,15 @@ func TestJoin(t *testing.T) {
 			if err := pc.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "peer-" + side.peerID}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
 				t.Errorf("the credential may read Secrets (err = %v); want Forbidden", err)
 			}
-			// Export records (Multi-Cluster Services): EndpointSlices in weft-system only.
-			if err := pc.List(ctx, &discoveryv1.EndpointSliceList{}, client.InNamespace("weft-system")); err != nil {
+			// Export records (Multi-Cluster Services): ExportRecords in weft-system only.
+			if err := pc.List(ctx, &fabricv1.ExportRecordList{}, client.InNamespace("weft-system")); err != nil {
 				t.Errorf("the credential cannot list export records in weft-system: %v", err)
 			}
-			if err := pc.List(ctx, &discoveryv1.EndpointSliceList{}, client.InNamespace("default")); !apierrors.IsForbidden(err) {
-				t.Errorf("the credential may list EndpointSlices outside weft-system (err = %v); want Forbidden", err)
+			if err := pc.List(ctx, &fabricv1.ExportRecordList{}, client.InNamespace("default")); !apierrors.IsForbidden(err) {
+				t.Errorf("the credential may list ExportRecords outside weft-system (err = %v); want Forbidden", err)
+			}
+			if err := pc.List(ctx, &discoveryv1.EndpointSliceList{}, client.InNamespace("weft-system")); !apierrors.IsForbidden(err) {
+				t.Errorf("the credential may list EndpointSlices (err = %v); want Forbidden", err)
 			}
 			cn.Spec.DNS.Domain = "changed.example"
 			if err := pc.Update(ctx, cn); !apierrors.IsForbidden(err) {
