@@ -81,4 +81,3 @@ func ZoneFrom(imports []mcsv1.ServiceImport, slices []discoveryv1.EndpointSlice)
 	}
 	return dns.NewZone(services)
 }
-

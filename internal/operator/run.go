@@ -74,9 +74,9 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		// The operator watches Secrets and its DaemonSets only in its own namespace (least
 		// privilege: peer credentials elsewhere are read one by one).
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
-			&appsv1.DaemonSet{}:     {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&corev1.Secret{}:         {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&appsv1.DaemonSet{}:      {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+			&coordinationv1.Lease{}:  {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 			&fabricv1.ExportRecord{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
 		}},
 	}
