@@ -235,7 +235,7 @@ func (g *gw) commitKey(ctx context.Context, now time.Time) error {
 		return err
 	}
 	g.log.Info("key rotated", "request", st.ID, "publicKey", g.tun.PublicKey(), "late", now.Sub(st.At))
-	g.tunnelsAt = time.Time{}
+	g.tunnelsAt, g.switched = time.Time{}, now
 	return nil
 }
 
@@ -279,9 +279,12 @@ type gw struct {
 	read      bool                   // peers holds a read
 	// tunnels is what the Lease reports of the tunnels, refreshed every tunnelsEvery.
 	tunnels   string
+	report    []fabricv1.GatewayTunnel // tunnels, decoded
 	tunnelsAt time.Time
-	health    map[netip.Addr]bool // peer gateways answering, as last recorded (events)
-	ready     bool                // the tunnel carried a peer (or there is none to carry)
+	switched  time.Time             // when this gateway last switched keys
+	lease     *coordinationv1.Lease // as last written
+	health    map[netip.Addr]bool   // peer gateways answering, as last recorded (events)
+	ready     bool                  // the tunnel carried a peer (or there is none to carry)
 }
 
 // tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for the Lease.
@@ -425,13 +428,29 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 	return errors.Join(append(errs, g.renew(ctx))...)
 }
 
+// renew writes the gateway's Lease: its renewal and what it announces. It starts from the
+// Lease it last wrote, so a renewal is one request; when someone else changed the Lease
+// meanwhile (weftctl asking for a key rotation) the write conflicts, and it reads the Lease
+// and writes again.
 func (g *gw) renew(ctx context.Context) error {
+	err := g.writeLease(ctx)
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		g.lease = nil
+		err = g.writeLease(ctx)
+	}
+	return err
+}
+
+func (g *gw) writeLease(ctx context.Context) error {
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: g.cfg.Namespace, Name: fabricv1.GatewayLeaseName(g.cfg.NodeName)}}
-	err := g.c.Get(ctx, client.ObjectKeyFromObject(lease), lease)
-	if err != nil && !apierrors.IsNotFound(err) {
+	create := false
+	if g.lease != nil {
+		lease = g.lease.DeepCopy()
+	} else if err := g.c.Get(ctx, client.ObjectKeyFromObject(lease), lease); apierrors.IsNotFound(err) {
+		create = true
+	} else if err != nil {
 		return err
 	}
-	create := apierrors.IsNotFound(err)
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
 	}
@@ -469,8 +488,11 @@ func (g *gw) renew(ctx context.Context) error {
 		// taken for dead): the Lease keeps the previous one.
 		if st, err := g.tun.Status(ctx); err != nil {
 			g.log.Error(err, "tunnel status")
-		} else if data, err := json.Marshal(TunnelReport(g.applied, st, g.answering())); err == nil {
-			g.tunnels = string(data)
+		} else {
+			report := QuietReport(g.report, TunnelReport(g.applied, st, g.answering()), g.switched)
+			if data, err := json.Marshal(report); err == nil {
+				g.tunnels, g.report = string(data), report
+			}
 		}
 		g.tunnelsAt = time.Now()
 	}
@@ -478,10 +500,16 @@ func (g *gw) renew(ctx context.Context) error {
 	lease.Spec.HolderIdentity = ptr.To(g.cfg.NodeName)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32((g.cfg.LeaseDuration + time.Second - 1) / time.Second))
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	var err error
 	if create {
-		return errors.Join(rotateErr, g.c.Create(ctx, lease))
+		err = g.c.Create(ctx, lease)
+	} else {
+		err = g.c.Update(ctx, lease)
 	}
-	return errors.Join(rotateErr, g.c.Update(ctx, lease))
+	if err == nil {
+		g.lease = lease
+	}
+	return errors.Join(rotateErr, err)
 }
 
 func (g *gw) syncPeers(ctx context.Context) error {
@@ -568,8 +596,8 @@ func answeringIn(up map[netip.Addr]bool) func(fabricv1.GatewayStatus) bool {
 	}
 }
 
-// TunnelReport describes the applied peers for the gateway's Lease: state, device, endpoint,
-// last handshake and byte counts from the driver's status (matched by peer name), and whether the peer
+// TunnelReport describes the applied peers for the gateway's Lease: state, device, endpoint
+// and last handshake from the driver's status (matched by peer name), and whether the peer
 // gateway answers probes, sorted by peer. A peer the driver does not report yet (no device
 // so far) is listed with what is known.
 func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering func(fabricv1.GatewayStatus) bool) []fabricv1.GatewayTunnel {
@@ -588,7 +616,7 @@ func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering f
 			t.Answering = answering != nil && answering(fabricv1.GatewayStatus{Endpoint: t.Endpoint})
 		}
 		if st, ok := byName[p.Name]; ok {
-			t.Device, t.RxBytes, t.TxBytes = st.Device, st.RxBytes, st.TxBytes
+			t.Device = st.Device
 			if !st.LastHandshake.IsZero() {
 				t.LastHandshakeTime = &metav1.Time{Time: st.LastHandshake.UTC().Truncate(time.Second)}
 			}
@@ -596,6 +624,36 @@ func TunnelReport(applied []tunnel.Peer, status []tunnel.PeerStatus, answering f
 		out = append(out, t)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}
+
+// HandshakeRefresh is how much newer than the published one a tunnel's handshake must be to
+// be published (see QuietReport).
+const HandshakeRefresh = 4 * time.Minute
+
+// QuietReport is a fresh tunnel report with the handshake times last published kept, unless
+// a newer one says something: the first handshake, the first since this gateway switched
+// keys (switched), or one HandshakeRefresh after the published one. WireGuard handshakes
+// every two minutes while traffic flows (the health probes never stop); publishing each
+// would rewrite the gateway's report, and the ClusterNetwork's status, at rest.
+func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) []fabricv1.GatewayTunnel {
+	before := map[string]*metav1.Time{}
+	for _, t := range published {
+		before[t.Peer] = t.LastHandshakeTime
+	}
+	out := make([]fabricv1.GatewayTunnel, len(fresh))
+	for i, t := range fresh {
+		out[i] = t
+		old := before[t.Peer]
+		if old == nil || t.LastHandshakeTime == nil {
+			continue
+		}
+		newer := t.LastHandshakeTime.Time
+		if !newer.Before(old.Add(HandshakeRefresh)) || old.Time.Before(switched) && !newer.Before(switched.Truncate(time.Second)) {
+			continue
+		}
+		out[i].LastHandshakeTime = old
+	}
 	return out
 }
 

@@ -122,7 +122,7 @@ func TestTunnelReport(t *testing.T) {
 		{Name: "c3/gw-z", Endpoint: netip.MustParseAddrPort("172.30.3.11:0")}, // waits for the peer's port
 	}
 	status := []tunnel.PeerStatus{
-		{Name: "c2/gw-x", Device: "weft-wg1", LastHandshake: handshake, RxBytes: 1500, TxBytes: 9000},
+		{Name: "c2/gw-x", Device: "weft-wg1", LastHandshake: handshake},
 		{Name: "c2/gw-y", Device: "weft-wg2"},
 		{Name: "c9/gone", Device: "weft-wg9", LastHandshake: handshake}, // not applied: not reported
 	}
@@ -133,8 +133,7 @@ func TestTunnelReport(t *testing.T) {
 	}
 	x, y, z := got[0], got[1], got[2]
 	if x.Peer != "c2/gw-x" || x.Device != "weft-wg1" || x.State != fabricv1.TunnelActive || !x.Answering ||
-		x.Endpoint != "172.30.2.11:51820" || x.LastHandshakeTime == nil || !x.LastHandshakeTime.Time.Equal(handshake.Truncate(time.Second)) ||
-		x.RxBytes != 1500 || x.TxBytes != 9000 {
+		x.Endpoint != "172.30.2.11:51820" || x.LastHandshakeTime == nil || !x.LastHandshakeTime.Time.Equal(handshake.Truncate(time.Second)) {
 		t.Errorf("active tunnel: %+v", x)
 	}
 	if y.Peer != "c2/gw-y" || y.State != fabricv1.TunnelStandby || y.Answering || y.LastHandshakeTime != nil || y.Device != "weft-wg2" {
@@ -142,6 +141,40 @@ func TestTunnelReport(t *testing.T) {
 	}
 	if z.Peer != "c3/gw-z" || z.Device != "" || z.State != fabricv1.TunnelActive {
 		t.Errorf("tunnel without a device yet: %+v", z)
+	}
+}
+
+// At rest a report keeps the handshake time it published: WireGuard's handshakes every two
+// minutes are not news. The first one is, as is one after a key switch, or one long after.
+func TestQuietReportKeepsRoutineHandshakes(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+	tun := func(hs *metav1.Time) []fabricv1.GatewayTunnel {
+		return []fabricv1.GatewayTunnel{{Peer: "c2/x", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: hs}}
+	}
+	for _, c := range []struct {
+		name             string
+		published, fresh *metav1.Time
+		switched         time.Time
+		want             *metav1.Time
+	}{
+		{"the first handshake", nil, at(0), time.Time{}, at(0)},
+		{"a routine rekey two minutes on", at(0), at(2 * time.Minute), time.Time{}, at(0)},
+		{"one a refresh later", at(0), at(gateway.HandshakeRefresh), time.Time{}, at(gateway.HandshakeRefresh)},
+		{"the first since this gateway switched keys", at(0), at(30 * time.Second), t0.Add(30 * time.Second), at(30 * time.Second)},
+		{"one before the switch", at(0), at(20 * time.Second), t0.Add(30 * time.Second), at(0)},
+		{"none any more", at(0), nil, time.Time{}, nil},
+	} {
+		got := gateway.QuietReport(tun(c.published), tun(c.fresh), c.switched)
+		if g := got[0].LastHandshakeTime; (g == nil) != (c.want == nil) || g != nil && !g.Time.Equal(c.want.Time) {
+			t.Errorf("%s: published handshake %v, want %v", c.name, g, c.want)
+		}
+	}
+	// A state change goes through at once.
+	fresh := tun(at(2 * time.Minute))
+	fresh[0].Answering = false
+	if got := gateway.QuietReport(tun(at(0)), fresh, time.Time{}); got[0].Answering || !got[0].LastHandshakeTime.Time.Equal(t0) {
+		t.Errorf("a tunnel that stopped answering: %+v", got[0])
 	}
 }
 

@@ -277,17 +277,13 @@ type GatewayTunnel struct {
 	State GatewayTunnelState `json:"state"`
 	// Answering is whether the peer gateway answers health probes.
 	Answering bool `json:"answering"`
-	// LastHandshakeTime is the tunnel's last completed handshake (WireGuard); unset before
-	// the first or for drivers without handshakes.
+	// LastHandshakeTime is a completed handshake of the tunnel (WireGuard); unset before the
+	// first or for drivers without handshakes. WireGuard handshakes anew every two minutes
+	// while traffic flows; to keep the status still at rest the gateway publishes the first
+	// handshake, the first after it switched keys, and otherwise one every few minutes
+	// (gateway.HandshakeRefresh).
 	// +optional
 	LastHandshakeTime *metav1.Time `json:"lastHandshakeTime,omitempty"`
-	// RxBytes and TxBytes count what the tunnel received from and sent to the peer gateway
-	// since its device was made (drivers with a device or counters per peer: WireGuard,
-	// Geneve); for WireGuard every one of these bytes crossed the underlay encrypted.
-	// +optional
-	RxBytes int64 `json:"rxBytes,omitempty"`
-	// +optional
-	TxBytes int64 `json:"txBytes,omitempty"`
 }
 
 // NodeCounts summarizes the nodes of the fabric.

@@ -21,11 +21,10 @@ func statusCommand() *cobra.Command {
 	var kubeconfig, kctx string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "This cluster's fabric: gateways, their tunnels to peer gateways (state, health, handshake age, bytes) and the peer clusters",
+		Short: "This cluster's fabric: gateways, their tunnels to peer gateways (state, health, handshake age) and the peer clusters",
 		Long: `status reads the ClusterNetwork and the ClusterPeers of one cluster and shows its gateways
-(endpoint, health, Lease age), every gateway's tunnels to peer gateways (Active or Standby,
-whether the peer answers health probes, the age of the last WireGuard handshake, the bytes
-received and sent through it) and each peer
+(endpoint, health, when a stopped one last renewed its Lease), every gateway's tunnels to peer gateways (Active or Standby,
+whether the peer answers health probes, the age of the last WireGuard handshake) and each peer
 cluster (condition, reason, its gateways). Gateways report their tunnels every few seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -73,9 +72,14 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tENDPOINT\tTUNNEL\tHEALTHY\tRENEWED\tPUBLIC KEY")
 	for _, g := range cn.Status.Gateways {
-		renewed := "never"
-		if g.LastRenewTime != nil {
-			renewed = age(now.Sub(g.LastRenewTime.Time)) + " ago"
+		// Healthy gateways renew all the time (the status is not rewritten for each): the
+		// last renewal says something only of one that stopped.
+		renewed := "-"
+		if !g.Healthy {
+			renewed = "never"
+			if g.LastRenewTime != nil {
+				renewed = age(now.Sub(g.LastRenewTime.Time)) + " ago"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Node, orDash(g.Endpoint), orDash(string(g.Tunnel)), yesNo(g.Healthy), renewed, orDash(g.PublicKey))
 	}
@@ -88,7 +92,7 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 
 	fmt.Fprintln(w, "\nTUNNELS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GATEWAY\tPEER GATEWAY\tSTATE\tANSWERING\tHANDSHAKE\tRX\tTX\tDEVICE\tENDPOINT")
+	fmt.Fprintln(tw, "GATEWAY\tPEER GATEWAY\tSTATE\tANSWERING\tHANDSHAKE\tDEVICE\tENDPOINT")
 	n := 0
 	for _, g := range cn.Status.Gateways {
 		for _, t := range g.Tunnels {
@@ -96,8 +100,7 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 			if t.LastHandshakeTime != nil {
 				handshake = age(now.Sub(t.LastHandshakeTime.Time)) + " ago"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Node, t.Peer, t.State, yesNo(t.Answering), handshake,
-				bytesOf(t.RxBytes), bytesOf(t.TxBytes), orDash(t.Device), orDash(t.Endpoint))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Node, t.Peer, t.State, yesNo(t.Answering), handshake, orDash(t.Device), orDash(t.Endpoint))
 			n++
 		}
 	}
@@ -110,7 +113,7 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 
 	fmt.Fprintln(w, "\nPEERS")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCLUSTER ID\tSTATUS\tGATEWAYS\tPODS\tSERVICES\tSYNCED")
+	fmt.Fprintln(tw, "NAME\tCLUSTER ID\tSTATUS\tGATEWAYS\tPODS\tSERVICES\tSINCE")
 	for _, p := range peers {
 		healthy := 0
 		for _, g := range p.Status.Gateways {
@@ -118,12 +121,14 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 				healthy++
 			}
 		}
-		synced := "never"
-		if p.Status.LastSyncTime != nil {
-			synced = age(now.Sub(p.Status.LastSyncTime.Time)) + " ago"
+		// How long the peer has been in its state (Ready's last transition); a peer is read
+		// every few seconds, but its status is rewritten only when something changes.
+		since := "-"
+		if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c != nil && !c.LastTransitionTime.IsZero() {
+			since = age(now.Sub(c.LastTransitionTime.Time))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d healthy\t%s\t%s\t%s\n", p.Name, orDash(p.Spec.ClusterID), health(p.Status.Conditions, p.Generation, p.Status.ObservedGeneration),
-			healthy, len(p.Status.Gateways), orDash(strings.Join(p.Status.PodCIDRs, ",")), orDash(strings.Join(p.Status.ServiceCIDRs, ",")), synced)
+			healthy, len(p.Status.Gateways), orDash(strings.Join(p.Status.PodCIDRs, ",")), orDash(strings.Join(p.Status.ServiceCIDRs, ",")), since)
 	}
 	if len(peers) == 0 {
 		fmt.Fprintln(tw, "(none: connect a cluster with weftctl peer join)")
@@ -194,22 +199,6 @@ func age(d time.Duration) string {
 		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
-}
-
-// bytesOf prints a byte count as `ip -h -s link` does: 0, 812, 4.2K, 35.1M, 2.0G.
-func bytesOf(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprint(n)
-	}
-	v, suffix := float64(n), ""
-	for _, s := range []string{"K", "M", "G", "T"} {
-		if v < unit {
-			break
-		}
-		v, suffix = v/unit, s
-	}
-	return fmt.Sprintf("%.1f%s", v, suffix)
 }
 
 func joinCIDRs(cidrs []fabricv1.CIDR) string {

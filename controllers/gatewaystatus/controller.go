@@ -35,6 +35,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch
 
 // Reconcile publishes the gateways and comes back when the next healthy Lease would expire.
+// A renewal alone changes nothing in the status (see keepRenewTimes): gateways renew every
+// half second, and the status must stay still at rest.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	cn := &fabricv1.ClusterNetwork{}
 	if err := r.Get(ctx, req.NamespacedName, cn); err != nil {
@@ -46,7 +48,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	before := cn.DeepCopy()
 	gws, next := gatewaysFromLeases(leases.Items, time.Now())
-	cn.Status.Gateways = gws
+	cn.Status.Gateways = keepRenewTimes(cn.Status.Gateways, gws)
 	if err := patch.Status(ctx, r.Client, before, cn, func(c *fabricv1.ClusterNetwork) any { return c.Status.Gateways }); err != nil {
 		return ctrl.Result{}, err
 	}

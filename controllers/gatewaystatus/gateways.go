@@ -6,6 +6,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -76,3 +77,27 @@ func leaseLeft(l *coordinationv1.Lease, now time.Time) time.Duration {
 }
 
 func leaseExpired(l *coordinationv1.Lease, now time.Time) bool { return leaseLeft(l, now) <= 0 }
+
+// keepRenewTimes gives the gateways in fresh whose entry differs from the published one
+// only by the renewal time the published renewal time: lastRenewTime is refreshed when an
+// entry changes for another reason (health, endpoint, keys, tunnels), not at every renewal.
+func keepRenewTimes(published, fresh []fabricv1.GatewayStatus) []fabricv1.GatewayStatus {
+	byNode := map[string]fabricv1.GatewayStatus{}
+	for _, g := range published {
+		byNode[g.Node] = g
+	}
+	out := make([]fabricv1.GatewayStatus, len(fresh))
+	for i, g := range fresh {
+		out[i] = g
+		old, ok := byNode[g.Node]
+		if !ok || old.LastRenewTime == nil {
+			continue
+		}
+		a, b := old, g
+		a.LastRenewTime, b.LastRenewTime = nil, nil
+		if equality.Semantic.DeepEqual(a, b) {
+			out[i].LastRenewTime = old.LastRenewTime
+		}
+	}
+	return out
+}

@@ -82,3 +82,24 @@ func TestGatewaysFromLeases(t *testing.T) {
 		t.Errorf("no healthy gateway, yet a check in %s", next)
 	}
 }
+
+// A renewal alone leaves a published entry as it was; any other change refreshes it.
+func TestKeepRenewTimes(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.MicroTime { return &metav1.MicroTime{Time: t0.Add(d)} }
+	published := []fabricv1.GatewayStatus{
+		{Node: "a", Endpoint: "10.0.0.1:51820", Healthy: true, LastRenewTime: at(0)},
+		{Node: "b", Endpoint: "10.0.0.2:51820", Healthy: true, LastRenewTime: at(0)},
+	}
+	fresh := []fabricv1.GatewayStatus{
+		{Node: "a", Endpoint: "10.0.0.1:51820", Healthy: true, LastRenewTime: at(time.Second)},  // renewed only
+		{Node: "b", Endpoint: "10.0.0.2:51820", Healthy: false, LastRenewTime: at(time.Second)}, // health changed
+		{Node: "c", Endpoint: "10.0.0.3:51820", Healthy: true, LastRenewTime: at(time.Second)},  // new
+	}
+	got := keepRenewTimes(published, fresh)
+	for i, want := range []*metav1.MicroTime{at(0), at(time.Second), at(time.Second)} {
+		if !got[i].LastRenewTime.Time.Equal(want.Time) {
+			t.Errorf("%s: lastRenewTime %v, want %v", got[i].Node, got[i].LastRenewTime.Time, want.Time)
+		}
+	}
+}
