@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +30,10 @@ import (
 	"github.com/weft-net/weft/internal/phases"
 )
 
+// SyncRefresh is how old a connected peer's lastSyncTime may grow while nothing read from
+// the peer changes.
+const SyncRefresh = 10 * time.Minute
+
 // indexSecret indexes ClusterPeers by "namespace/name" of their kubeconfig Secret.
 const indexSecret = "spec.kubeconfigSecretRef"
 
@@ -35,6 +41,8 @@ const indexSecret = "spec.kubeconfigSecretRef"
 type Options struct {
 	// Resync is how often a connected peer is read again.
 	Resync time.Duration
+	// Namespace is the operator's, whose Secrets the manager's cache holds.
+	Namespace string
 	// RetryBase and RetryMax bound the exponential backoff after a failure.
 	RetryBase, RetryMax time.Duration
 	// Prober reads peers; nil means the real API prober.
@@ -61,6 +69,21 @@ type Reconciler struct {
 	Options
 
 	backoff *backoff
+	mu      sync.Mutex
+	configs map[string]*peerConfig // by ClusterPeer name
+}
+
+// peerConfig is a peer's client configuration, made from its Secret's version.
+type peerConfig struct {
+	secretVersion, key string
+	cfg                *rest.Config
+}
+
+// forget tells the prober a configuration is no longer used.
+func (r *Reconciler) forget(cfg *rest.Config) {
+	if f, ok := r.Prober.(interface{ Forget(*rest.Config) }); ok {
+		f.Forget(cfg)
+	}
 }
 
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusterpeers,verbs=get;list;watch
@@ -81,6 +104,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if err := r.Get(ctx, req.NamespacedName, peer); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.backoff.reset(req.Name)
+			r.mu.Lock()
+			if c := r.configs[req.Name]; c != nil {
+				r.forget(c.cfg)
+				delete(r.configs, req.Name)
+			}
+			r.mu.Unlock()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -112,7 +141,11 @@ func (r *Reconciler) loadCredentials(ctx context.Context, s *peerState) (ctrl.Re
 		key = "kubeconfig"
 	}
 	secret := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+	var reader client.Reader = r.APIReader
+	if ref.Namespace == r.Namespace {
+		reader = r.Client // the manager watches Secrets in the operator's namespace
+	}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return r.fail(s, stalled(fabricv1.ReasonSecretNotFound, "Secret %s/%s not found", ref.Namespace, ref.Name))
 		}
@@ -122,10 +155,21 @@ func (r *Reconciler) loadCredentials(ctx context.Context, s *peerState) (ctrl.Re
 	if !ok {
 		return r.fail(s, stalled(fabricv1.ReasonSecretKeyNotFound, "Secret %s/%s has no key %q", ref.Namespace, ref.Name, key))
 	}
+	// The configuration (and so the prober's clients) lives as long as the Secret's version.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.configs[s.peer.Name]; c != nil && c.secretVersion == secret.ResourceVersion && c.key == key {
+		s.cfg = c.cfg
+		return ctrl.Result{}, nil
+	}
 	cfg, err := restConfigFromKubeconfig(data)
 	if err != nil {
 		return r.fail(s, stalled(fabricv1.ReasonInvalidKubeconfig, "Secret %s/%s key %q: %v", ref.Namespace, ref.Name, key, err))
 	}
+	if old := r.configs[s.peer.Name]; old != nil {
+		r.forget(old.cfg)
+	}
+	r.configs[s.peer.Name] = &peerConfig{secretVersion: secret.ResourceVersion, key: key, cfg: cfg}
 	s.cfg = cfg
 	return ctrl.Result{}, nil
 }
@@ -192,8 +236,7 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	r.backoff.reset(p.Name)
-	now := metav1.Now()
-	p.Status.LastSyncTime = &now
+	before := p.Status.DeepCopy()
 	p.Status.KubernetesVersion = s.info.KubernetesVersion
 	p.Status.PodCIDRs = s.info.PodCIDRs
 	p.Status.ServiceCIDRs = s.info.ServiceCIDRs
@@ -202,6 +245,13 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
 	setConnected(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonConnected, msg)
+	// The peer is read every Resync; its status is written when what was read changed, and
+	// lastSyncTime is otherwise refreshed only every SyncRefresh, so that a clusterset at
+	// rest writes (almost) nothing.
+	if now := metav1.Now(); p.Status.LastSyncTime == nil || !equality.Semantic.DeepEqual(before, &p.Status) ||
+		now.Sub(p.Status.LastSyncTime.Time) >= SyncRefresh {
+		p.Status.LastSyncTime = &now
+	}
 	return ctrl.Result{RequeueAfter: r.Resync}, nil
 }
 
@@ -240,8 +290,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	r.defaults()
 	r.backoff = newBackoff(r.RetryBase, r.RetryMax)
 	if r.Prober == nil {
-		r.Prober = apiProber{scheme: mgr.GetScheme()}
+		r.Prober = &apiProber{scheme: mgr.GetScheme()}
 	}
+	r.configs = map[string]*peerConfig{}
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
@@ -255,7 +306,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Named("clusterpeer").
 		For(&fabricv1.ClusterPeer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.peersUsingSecret)).
-		Watches(&fabricv1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.allPeers)).
+		// This cluster's ID and ranges (its spec: status changes say nothing to peers).
+		Watches(&fabricv1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.allPeers),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// A peer that goes away, or whose advertised ranges change, may free ranges another
 		// peer was refused for.
 		Watches(&fabricv1.ClusterPeer{}, handler.EnqueueRequestsFromMapFunc(r.allPeers),

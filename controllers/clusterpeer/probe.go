@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -49,24 +50,59 @@ type Prober interface {
 	Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error)
 }
 
-// apiProber reads the peer's version and its ClusterNetwork.
+// apiProber reads the peer's version and its ClusterNetwork. It keeps its clients per
+// configuration (the reconciler keeps one per peer until the peer's Secret changes): a new
+// client would discover the peer's API groups again, several requests at every probe.
 type apiProber struct {
-	scheme *runtime.Scheme
+	scheme  *runtime.Scheme
+	mu      sync.Mutex
+	clients map[*rest.Config]*peerClients
 }
 
-func (p apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error) {
+type peerClients struct {
+	dc *discovery.DiscoveryClient
+	c  client.Client
+}
+
+func (p *apiProber) clientsFor(cfg *rest.Config) (*peerClients, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pc := p.clients[cfg]; pc != nil {
+		return pc, nil
+	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
-		return peerInfo{}, stalled(fabricv1.ReasonInvalidKubeconfig, "building a client: %v", err)
-	}
-	v, err := dc.ServerVersion()
-	if err != nil {
-		return peerInfo{}, classify("reading the peer's version", err)
+		return nil, stalled(fabricv1.ReasonInvalidKubeconfig, "building a client: %v", err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: p.scheme})
 	if err != nil {
-		return peerInfo{}, classify("building a client", err)
+		return nil, classify("building a client", err)
 	}
+	if p.clients == nil {
+		p.clients = map[*rest.Config]*peerClients{}
+	}
+	pc := &peerClients{dc: dc, c: c}
+	p.clients[cfg] = pc
+	return pc, nil
+}
+
+// Forget drops the clients of a configuration no longer used.
+func (p *apiProber) Forget(cfg *rest.Config) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.clients, cfg)
+}
+
+func (p *apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, error) {
+	pc, err := p.clientsFor(cfg)
+	if err != nil {
+		return peerInfo{}, err
+	}
+	v, err := pc.dc.ServerVersion()
+	if err != nil {
+		return peerInfo{}, classify("reading the peer's version", err)
+	}
+	c := pc.c
 	cn := &fabricv1.ClusterNetwork{}
 	if err := c.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return peerInfo{KubernetesVersion: v.GitVersion}, classify("reading the peer's ClusterNetwork", err)

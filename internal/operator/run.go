@@ -111,7 +111,7 @@ func NewManager(ctx context.Context, cfg Config, restCfg *rest.Config) (ctrl.Man
 		return nil, fmt.Errorf("fabricpolicy controllers: %w", err)
 	}
 	if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Options: clusterpeer.Options{Resync: cfg.PeerResync}}).SetupWithManager(ctx, mgr); err != nil {
+		Options: clusterpeer.Options{Resync: cfg.PeerResync, Namespace: cfg.Namespace}}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("clusterpeer controller: %w", err)
 	}
 	view := &mcs.View{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
