@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/apt-install.sh" etcd-server nftables iproute2 util-linux busybox socat dnsutils iputils-ping \
-  netcat-openbsd procps openvswitch-switch ethtool iperf3 wireguard-go bird2 frr
+  netcat-openbsd procps openvswitch-switch ethtool iperf3 wireguard-go bird2 frr tcpdump
 kube="$("$here/kube-binaries.sh" kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy | tail -1)"
 # Debian's etcd, found on PATH without $kube (where `weftctl lab env` puts it first: the link
 # would otherwise point at itself).

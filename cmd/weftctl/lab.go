@@ -82,6 +82,7 @@ func labCommand() *cobra.Command {
 		envCommand(&opts),
 		cableCommand(&opts, "unplug", false, "Pull a host's cable: its port on the lab's underlay switch goes down (a failed node or link)"),
 		cableCommand(&opts, "plug", true, "Plug a host's cable back in (see unplug)"),
+		captureCommand(&opts),
 		kubeletCommand(),
 		&cobra.Command{Use: "container-init", Hidden: true, Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error { return kubelet.ContainerInit() }},
@@ -166,6 +167,34 @@ node unplugged while traffic crosses it:
 			fmt.Printf("%s: %sged\n", args[0], verb)
 			return nil
 		}}
+}
+
+func captureCommand(opts *lab.Options) *cobra.Command {
+	var copts lab.CaptureOptions
+	c := &cobra.Command{Use: "capture [--host HOST] [--count N] [--seconds S] [--ascii] [-- FILTER...]",
+		Short: "Show the packets crossing the lab's underlay switch (tcpdump on its ports), as a network tap would",
+		Long: `capture runs tcpdump on the lab's underlay switch: every packet once, as it enters the
+switch from a control plane or node (--host: one of them only), with an optional pcap filter
+after --. It is how to see what travels between the lab's machines; for example what the
+clusters' gateways send each other (WireGuard: nothing readable):
+
+  weftctl lab capture --count 5 -- udp and src net 172.30.1.0/24 and dst net 172.30.2.0/24`,
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := lab.Open(opts.StateDir)
+			if err != nil {
+				return err
+			}
+			copts.Filter = args
+			return r.Capture(c.Context(), copts, os.Stdout)
+		}}
+	var seconds float64
+	f := c.Flags()
+	f.StringVar(&copts.Host, "host", "", "capture on this host's port only (a node, or a cluster's control plane weft-1-cp)")
+	f.IntVar(&copts.Count, "count", 0, "stop after this many packets")
+	f.Float64Var(&seconds, "seconds", 0, "stop after this long")
+	f.BoolVar(&copts.ASCII, "ascii", false, "print each packet's bytes as text (tcpdump -A)")
+	c.PreRun = func(*cobra.Command, []string) { copts.Duration = time.Duration(seconds * float64(time.Second)) }
+	return c
 }
 
 // daemonPID returns the running lab daemon's PID, or 0.

@@ -11,7 +11,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/weft-net/weft/test/lab/netlab"
 )
@@ -137,40 +140,61 @@ spec:
 }
 
 // weftNetwork routes each node's weft pod block from the control-plane namespace (which runs
-// no agent) to that node, so the API servers reach pods (webhooks, exec through pods).
+// no agent) to that node, so the API servers reach pods (webhooks, exec through pods). It
+// follows the Nodes through a watch: the lab sends its API servers nothing at rest.
 func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.Interface) {
 	hosts := map[string]Host{}
 	for _, n := range c.Nodes {
 		hosts[n.Name] = n
 	}
+	changed := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	factory := informers.NewSharedInformerFactory(cs, 0)
+	nodes := factory.Core().V1().Nodes()
+	if _, err := nodes.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { kick() }, UpdateFunc: func(any, any) { kick() }}); err != nil {
+		l.log.Error(err, "watching nodes")
+		return
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
 	routed := map[string]string{}
 	for {
-		if nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
-			for _, n := range nodes.Items {
-				h, ok := hosts[n.Name]
-				blocks := n.Annotations[podCIDRsAnnotation]
-				if !ok || blocks == "" || routed[n.Name] == blocks {
-					continue
-				}
-				ok = true
-				for _, b := range strings.Split(blocks, ",") {
-					if strings.Contains(b, ":") {
-						continue // IPv4 underlay only
-					}
-					if err := netlab.IP("-n", c.ControlPlane.Netns, "route", "replace", b, "via", h.IP.String()); err != nil {
-						l.log.Error(err, "routing a weft pod block", "node", n.Name)
-						ok = false
-					}
-				}
-				if ok {
-					routed[n.Name] = blocks
-				}
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-changed:
+		}
+		list, err := nodes.Lister().List(labels.Everything())
+		if err != nil {
+			continue
+		}
+		for _, n := range list {
+			h, ok := hosts[n.Name]
+			blocks := n.Annotations[podCIDRsAnnotation]
+			if !ok || blocks == "" || routed[n.Name] == blocks {
+				continue
+			}
+			ok = true
+			for _, b := range strings.Split(blocks, ",") {
+				if strings.Contains(b, ":") {
+					continue // IPv4 underlay only
+				}
+				if err := netlab.IP("-n", c.ControlPlane.Netns, "route", "replace", b, "via", h.IP.String()); err != nil {
+					l.log.Error(err, "routing a weft pod block", "node", n.Name)
+					ok = false
+				}
+			}
+			if ok {
+				routed[n.Name] = blocks
+			} else {
+				go func() { time.Sleep(time.Second); kick() }() // try again
+			}
 		}
 	}
 }

@@ -1,12 +1,17 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weft-net/weft/test/lab/netlab"
 )
@@ -81,4 +86,56 @@ func (r *Running) Path() []string {
 		dirs = append(dirs, r.Options.WeftBin)
 	}
 	return dirs
+}
+
+// CaptureOptions say what Capture shows.
+type CaptureOptions struct {
+	// Host limits the capture to one host's port on the switch ("" for every port).
+	Host string
+	// Count stops after that many packets (0: no limit); Duration after that long (0: none).
+	Count    int
+	Duration time.Duration
+	// ASCII prints each packet's bytes as text too (tcpdump -A).
+	ASCII bool
+	// Filter is a tcpdump (pcap) filter expression.
+	Filter []string
+}
+
+// Capture prints the packets crossing the lab's underlay switch, as tcpdump reads them on
+// the switch's ports (each packet once, as it enters the switch): what a network tap
+// between the lab's machines would see.
+func (r *Running) Capture(ctx context.Context, opts CaptureOptions, out io.Writer) error {
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		return fmt.Errorf("no tcpdump (hack/lab-deps.sh installs it): %w", err)
+	}
+	iface := "any"
+	if opts.Host != "" {
+		h, err := r.Host(opts.Host)
+		if err != nil {
+			return err
+		}
+		iface = h.Port
+	}
+	args := []string{"netns", "exec", r.Layout.Underlay, tcpdump, "-i", iface, "-Q", "in", "-n", "-l", "--immediate-mode"}
+	if opts.Count > 0 {
+		args = append(args, "-c", strconv.Itoa(opts.Count))
+	}
+	if opts.ASCII {
+		args = append(args, "-A")
+	}
+	args = append(args, opts.Filter...)
+	if opts.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Stdout, cmd.Stderr = out, io.Discard
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // tcpdump flushes on SIGINT
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return nil // the time was up
+	}
+	return err
 }
