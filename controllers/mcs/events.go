@@ -17,12 +17,15 @@ import (
 // dropped however many arrive at once, and the queue merges repeats. Keys offered before the
 // controller starts wait for it.
 type keySource struct {
+	fair    *fairness
 	mu      sync.Mutex
 	queue   workqueue.TypedRateLimitingInterface[reconcile.Request]
 	pending map[mcs.Key]bool
 }
 
-func newKeySource() *keySource { return &keySource{pending: map[mcs.Key]bool{}} }
+func newKeySource(fair *fairness) *keySource {
+	return &keySource{fair: fair, pending: map[mcs.Key]bool{}}
+}
 
 func request(k mcs.Key) reconcile.Request {
 	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Name}}
@@ -36,7 +39,7 @@ func (s *keySource) add(k mcs.Key) {
 		s.pending[k] = true
 		return
 	}
-	s.queue.Add(request(k))
+	s.fair.add(s.queue, request(k))
 }
 
 // source is the controller's end.
@@ -46,7 +49,7 @@ func (s *keySource) source() source.TypedSource[reconcile.Request] {
 		defer s.mu.Unlock()
 		s.queue = q
 		for k := range s.pending {
-			q.Add(request(k))
+			s.fair.add(q, request(k))
 		}
 		s.pending = nil
 		return nil

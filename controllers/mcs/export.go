@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -116,7 +115,9 @@ func (r *ExportReconciler) reconcile(ctx context.Context, k mcs.Key, se *mcsv1.S
 		return ctrl.Result{}, r.withdraw(ctx, k)
 	}
 	setCond(se, mcsv1.ServiceExportConditionValid, metav1.ConditionTrue, mcsv1.ServiceExportReasonValid, "the service can be exported")
-	if err := r.publish(ctx, k, export); err != nil {
+	if err := r.publish(ctx, k, export); apierrors.IsAlreadyExists(err) {
+		return ctrl.Result{RequeueAfter: cacheBehind}, nil // made a moment ago: the cache will have it
+	} else if err != nil {
 		setCond(se, mcsv1.ServiceExportConditionReady, metav1.ConditionFalse, mcsv1.ServiceExportReasonFailed, err.Error())
 		return ctrl.Result{}, err
 	}
@@ -179,24 +180,25 @@ func (r *ExportReconciler) withdraw(ctx context.Context, k mcs.Key) error {
 // their records, the peers' records (through the View: conflicts) and the ClusterNetwork
 // (this cluster's ID). Nothing is read again on a timer.
 func (r *ExportReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	sameName := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	fair := newFairness()
+	sameName := fair.handler(func(_ context.Context, o client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
 	})
-	bySlice := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	bySlice := fair.handler(func(_ context.Context, o client.Object) []reconcile.Request {
 		l := o.GetLabels()
 		if name := l[discoveryv1.LabelServiceName]; name != "" && l[discoveryv1.LabelManagedBy] != mcs.ManagedBy {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 		}
 		return nil
 	})
-	byRecord := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	byRecord := fair.handler(func(_ context.Context, o client.Object) []reconcile.Request {
 		rec, ok := o.(*fabricv1.ExportRecord)
 		if !ok || o.GetNamespace() != r.View.Namespace {
 			return nil
 		}
 		return []reconcile.Request{request(mcs.Key{Namespace: rec.Spec.Service.Namespace, Name: rec.Spec.Service.Name})}
 	})
-	allExports := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+	allExports := fair.handler(func(ctx context.Context, _ client.Object) []reconcile.Request {
 		list := &mcsv1.ServiceExportList{}
 		if err := r.List(ctx, list); err != nil {
 			return nil
@@ -209,10 +211,10 @@ func (r *ExportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	// A peer's change to its export of a Service re-evaluates the conflicts of this
 	// cluster's export of it.
-	peerChanges := newKeySource()
+	peerChanges := newKeySource(fair)
 	r.View.OnChange(peerChanges.add)
 	return ctrl.NewControllerManagedBy(mgr).Named("serviceexport").
-		For(&mcsv1.ServiceExport{}).
+		Watches(&mcsv1.ServiceExport{}, sameName).
 		WatchesRawSource(peerChanges.source()).
 		Watches(&corev1.Service{}, sameName).
 		Watches(&discoveryv1.EndpointSlice{}, bySlice).
@@ -222,7 +224,7 @@ func (r *ExportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return e.ObjectOld.(*fabricv1.ClusterNetwork).Spec.ClusterID != e.ObjectNew.(*fabricv1.ClusterNetwork).Spec.ClusterID
 			}})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
-		Complete(r)
+		Complete(fair.reconciler(r))
 }
 
 func setCond(se *mcsv1.ServiceExport, t mcsv1.ServiceExportConditionType, status metav1.ConditionStatus, reason mcsv1.ServiceExportConditionReason, msg string) {
@@ -230,20 +232,22 @@ func setCond(se *mcsv1.ServiceExport, t mcsv1.ServiceExportConditionType, status
 		Message: msg, ObservedGeneration: se.Generation})
 }
 
-// apply creates want, or updates the existing object with update when it differs.
+// apply creates want, or patches the existing object with update when it differs. A merge
+// patch of what differs, not an update: a cache a moment behind the API server makes no
+// conflict to retry.
 func apply[T client.Object](ctx context.Context, c client.Client, want T, update func(have, want T)) error {
 	have := want.DeepCopyObject().(T)
 	err := c.Get(ctx, client.ObjectKeyFromObject(want), have)
 	if apierrors.IsNotFound(err) {
-		return c.Create(ctx, want)
+		return c.Create(ctx, want) // AlreadyExists: the cache is behind (see cacheBehind)
 	}
 	if err != nil {
 		return err
 	}
-	before := have.DeepCopyObject()
+	before := have.DeepCopyObject().(T)
 	update(have, want)
 	if equality.Semantic.DeepEqual(before, have) {
 		return nil
 	}
-	return c.Update(ctx, have)
+	return c.Patch(ctx, have, client.MergeFrom(before))
 }

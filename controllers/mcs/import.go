@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -39,6 +40,10 @@ type ImportReconciler struct {
 	View *View
 }
 
+// cacheBehind is how soon a Service is reconciled again when the cache has not yet seen an
+// object this controller just made.
+const cacheBehind = 200 * time.Millisecond
+
 // ReasonDerivedObjectsFailed is the ServiceImport's Ready reason when its derived Service
 // or EndpointSlices could not be written: the message says why.
 const ReasonDerivedObjectsFailed = "DerivedObjectsFailed"
@@ -67,7 +72,9 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	case apierrors.IsNotFound(err):
 		si.Labels = map[string]string{"app.kubernetes.io/managed-by": mcs.ManagedBy}
 		si.Spec = merged.Spec
-		if err := r.Create(ctx, si); err != nil {
+		if err := r.Create(ctx, si); apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{RequeueAfter: cacheBehind}, nil // made a moment ago: the cache will have it
+		} else if err != nil {
 			return ctrl.Result{}, err
 		}
 	case err != nil:
@@ -81,6 +88,9 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	svc, derivedErr := r.derivedService(ctx, k, si, merged)
 	if derivedErr == nil {
 		derivedErr = r.importedSlices(ctx, k, si, merged, recs)
+	}
+	if apierrors.IsAlreadyExists(derivedErr) {
+		return ctrl.Result{RequeueAfter: cacheBehind}, nil // made a moment ago: the cache will have it
 	}
 
 	want := si.DeepCopy()
@@ -107,7 +117,7 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	if !equality.Semantic.DeepEqual(want.Spec, si.Spec) || !maps.Equal(want.Labels, si.Labels) || !maps.Equal(want.Annotations, si.Annotations) {
-		if err := r.Update(ctx, want); err != nil {
+		if err := r.Patch(ctx, want, client.MergeFrom(si)); err != nil {
 			return ctrl.Result{}, errors.Join(derivedErr, err)
 		}
 	}
@@ -193,7 +203,7 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 	if equality.Semantic.DeepEqual(before, have) {
 		return have, nil
 	}
-	return have, r.Update(ctx, have)
+	return have, r.Patch(ctx, have, client.MergeFrom(before))
 }
 
 // importedSlices gives the derived Service every cluster's endpoints (this one's too).
@@ -262,9 +272,10 @@ func (r *ImportReconciler) remove(ctx context.Context, k mcs.Key) error {
 // someone else is put back), and namespaces (an import appears when its namespace does).
 // Nothing is read again on a timer.
 func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	keys := newKeySource()
+	fair := newFairness()
+	keys := newKeySource(fair)
 	r.View.OnChange(keys.add)
-	byRecord := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+	byRecord := fair.handler(func(_ context.Context, o client.Object) []reconcile.Request {
 		rec, ok := o.(*fabricv1.ExportRecord)
 		if !ok || o.GetNamespace() != r.View.Namespace {
 			return nil
@@ -272,7 +283,7 @@ func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return []reconcile.Request{request(mcs.Key{Namespace: rec.Spec.Service.Namespace, Name: rec.Spec.Service.Name})}
 	})
 	own := func(label string) handler.EventHandler {
-		return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return fair.handler(func(_ context.Context, o client.Object) []reconcile.Request {
 			l := o.GetLabels()
 			if l["app.kubernetes.io/managed-by"] != mcs.ManagedBy && l[discoveryv1.LabelManagedBy] != mcs.ManagedBy {
 				return nil
@@ -287,7 +298,7 @@ func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{request(mcs.Key{Namespace: o.GetNamespace(), Name: name})}
 		})
 	}
-	byNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+	byNamespace := fair.handler(func(ctx context.Context, o client.Object) []reconcile.Request {
 		var out []reconcile.Request
 		for _, k := range r.View.Keys(ctx, o.GetName()) {
 			out = append(out, request(k))
@@ -303,5 +314,5 @@ func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			UpdateFunc: func(event.UpdateEvent) bool { return false }, DeleteFunc: func(event.DeleteEvent) bool { return false }})).
 		WatchesRawSource(keys.source()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
-		Complete(r)
+		Complete(fair.reconciler(r))
 }

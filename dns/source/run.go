@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("weft-dns: the caches did not sync")
 	}
 	poke()
+	var took time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,14 +95,27 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		case <-changed:
 		}
-		time.Sleep(20 * time.Millisecond) // gather a burst of changes into one snapshot
+		// Gather a burst of changes into one snapshot: 20 ms, or longer when building one
+		// takes long (a thousand imports arriving at once would otherwise have the zone
+		// rebuilt for each, at a cost growing with the zone).
+		time.Sleep(snapshotGap(took))
+		start := time.Now()
 		imports, slices := &mcsv1.ServiceImportList{}, &discoveryv1.EndpointSliceList{}
-		if err := errors.Join(c.List(ctx, imports), c.List(ctx, slices)); err != nil {
+		// Read only, never kept: no copies of the cache's objects.
+		if err := errors.Join(c.List(ctx, imports, client.UnsafeDisableDeepCopy), c.List(ctx, slices, client.UnsafeDisableDeepCopy)); err != nil {
 			log.Error(err, "reading imports")
 			continue
 		}
 		z := ZoneFrom(imports.Items, slices.Items)
 		a.Set(z)
-		log.V(1).Info("zone updated", "services", z.Len())
+		took = time.Since(start)
+		log.V(1).Info("zone updated", "services", z.Len(), "took", took)
 	}
+}
+
+// snapshotGap is how long to gather changes before building a snapshot, after the last one
+// took took: 20 ms, or four times that, at most 250 ms (a zone update is that late at most,
+// and building snapshots takes at most a fifth of a core).
+func snapshotGap(took time.Duration) time.Duration {
+	return min(max(20*time.Millisecond, 4*took), 250*time.Millisecond)
 }

@@ -44,6 +44,7 @@ func (l *Lab) restConfig(t testing.TB, cluster string) *rest.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.QPS = -1 // no client-side throttling: the benchmarks make thousands of objects at once
 	return cfg
 }
 

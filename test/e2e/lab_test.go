@@ -13,9 +13,14 @@ import (
 	"time"
 )
 
-// upLab builds weftctl and the weft binaries, brings a lab named "e2e" up, and takes it down
-// when the test ends.
+// upLab builds weftctl and the weft binaries, brings a lab named "e2e" up with BIRD and FRR
+// routers, and takes it down when the test ends.
 func upLab(t testing.TB, clusters, nodes int, datapaths string) *Lab {
+	return upLabWith(t, clusters, nodes, datapaths, "bird,frr")
+}
+
+// upLabWith is upLab with the routers by cluster ("none" for none).
+func upLabWith(t testing.TB, clusters, nodes int, datapaths, routers string) *Lab {
 	t.Helper()
 	root := repoRoot(t)
 	deps := labDeps(t, root)
@@ -36,7 +41,7 @@ func upLab(t testing.TB, clusters, nodes int, datapaths string) *Lab {
 		"--datapath", datapaths,
 		// Each cluster's nodes speak BGP with a router of its own: BIRD for weft-1, FRR for
 		// weft-2 (an ebpf cluster then runs without encapsulation).
-		"--router", "bird,frr"}
+		"--router", routers}
 	// A lab of this name left by an earlier, interrupted run is taken down first.
 	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
 	l.linksBefore = hostLinks(t)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,7 +69,9 @@ func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []Exp
 			t.Fatal(err)
 		}
 		var r ExportLatency
-		r.Resolvable = waitAnswer(t, asker, server, name, start, func(rc, n int) bool { return rc == dns.RcodeSuccess && n > 0 })
+		r.Resolvable = waitAnswerOr(t, asker, server, name, start, func(rc, n int) bool { return rc == dns.RcodeSuccess && n > 0 }, func() string {
+			return exportState(t, l, from, to, ns, fmt.Sprintf("svc-%d", i), asker)
+		})
 		start = time.Now()
 		if err := exports.Delete(ctx, se); err != nil {
 			t.Fatal(err)
@@ -83,16 +86,39 @@ func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []Exp
 // the time since start.
 func waitAnswer(t testing.TB, ns *netnstest.Netns, server, name string, start time.Time, done func(rcode, answers int) bool) time.Duration {
 	t.Helper()
+	return waitAnswerOr(t, ns, server, name, start, done, func() string { return "" })
+}
+
+// waitAnswerOr is waitAnswer that says, when the time is up, what state describes.
+func waitAnswerOr(t testing.TB, ns *netnstest.Netns, server, name string, start time.Time, done func(rcode, answers int) bool, state func() string) time.Duration {
+	t.Helper()
 	for {
 		rc, n := askA(ns, server, name)
 		if done(rc, n) {
 			return time.Since(start)
 		}
 		if time.Since(start) > 30*time.Second {
-			t.Fatalf("%s: still %s with %d answers after 30 s", name, dns.RcodeToString[rc], n)
+			t.Fatalf("%s: still %s with %d answers after 30 s\n%s", name, dns.RcodeToString[rc], n, state())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// exportState describes where an export is on its way from `to` to a name in `from`.
+func exportState(t testing.TB, l *Lab, from, to, ns, name string, asker *netnstest.Netns) string {
+	var b strings.Builder
+	se, _ := l.KubectlRun(to, "", "-n", ns, "get", "serviceexport", name, "-o", "jsonpath={.status.conditions}")
+	fmt.Fprintf(&b, "%s: ServiceExport conditions %s\n", to, se)
+	rec, _ := l.KubectlRun(to, "", "-n", "weft-system", "get", "exportrecord", ns+"."+name)
+	fmt.Fprintf(&b, "%s: ExportRecord %s\n", to, strings.TrimSpace(rec))
+	si, _ := l.KubectlRun(from, "", "-n", ns, "get", "serviceimport", name, "-o", "jsonpath={.spec.ips} {.status.conditions}")
+	fmt.Fprintf(&b, "%s: ServiceImport %s\n", from, si)
+	dnsIPs, _ := l.KubectlRun(from, "", "-n", "weft-system", "get", "pods", "-l", "app.kubernetes.io/name=weft-dns", "-o", "jsonpath={.items[*].status.podIP}")
+	for _, ip := range strings.Fields(dnsIPs) {
+		rc, n := askA(asker, ip+":53", name+"."+ns+".svc.clusterset.local.")
+		fmt.Fprintf(&b, "%s: weft-dns %s answers %s with %d records\n", from, ip, dns.RcodeToString[rc], n)
+	}
+	return b.String()
 }
 
 // askA asks server for name's A records from inside ns: the rcode (-1 when nothing came
