@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,7 +39,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	t := &fabricv1.Tier{}
 	if err := r.Get(ctx, req.NamespacedName, t); err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, r.recreateBuiltin(ctx, req.Name)
+			return r.recreateBuiltin(ctx, req.Name)
 		}
 		return ctrl.Result{}, err
 	}
@@ -59,17 +61,34 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 func statusOf(t *fabricv1.Tier) any { return t.Status }
 
-// recreateBuiltin creates a built-in tier that is missing; other names are left alone.
-func (r *Reconciler) recreateBuiltin(ctx context.Context, name string) error {
+// webhookWait is how often a built-in tier is tried again while the admission webhook that
+// checks tiers does not answer yet (the operator's own, starting with it).
+const webhookWait = 2 * time.Second
+
+// recreateBuiltin creates a built-in tier that is missing; other names are left alone. At
+// start the operator's own webhook, which every Tier passes, has no endpoint yet: that is
+// waited for quietly, not reported as an error.
+func (r *Reconciler) recreateBuiltin(ctx context.Context, name string) (ctrl.Result, error) {
 	want, ok := builtinNamed(name)
 	if !ok {
-		return nil
+		return ctrl.Result{}, nil
 	}
-	if err := r.Create(ctx, &want); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating built-in tier %s: %w", name, err)
+	err := r.Create(ctx, &want)
+	switch {
+	case webhookNotAnswering(err):
+		ctrl.LoggerFrom(ctx).V(1).Info("waiting for the tier webhook to answer", "tier", name)
+		return ctrl.Result{RequeueAfter: webhookWait}, nil
+	case err != nil && !apierrors.IsAlreadyExists(err):
+		return ctrl.Result{}, fmt.Errorf("creating built-in tier %s: %w", name, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("created built-in tier", "tier", name, "priority", want.Spec.Priority)
-	return nil
+	return ctrl.Result{}, nil
+}
+
+// webhookNotAnswering says whether the API server refused a request because an admission
+// webhook could not be called (no endpoint yet, connection refused).
+func webhookNotAnswering(err error) bool {
+	return apierrors.IsInternalError(err) && strings.Contains(err.Error(), "failed calling webhook")
 }
 
 // checkPriority stalls a tier whose priority an older tier already holds. The admission

@@ -15,5 +15,9 @@ func Status[T client.Object](ctx context.Context, c client.Client, before, after
 	if equality.Semantic.DeepEqual(statusOf(before), statusOf(after)) {
 		return nil
 	}
-	return client.IgnoreNotFound(c.Status().Patch(ctx, after, client.MergeFrom(before)))
+	// A phase may have written the object meanwhile (a finalizer) and kept its new version:
+	// the patch must not carry the version change, or it would be refused as a conflict.
+	base := before.DeepCopyObject().(T)
+	base.SetResourceVersion(after.GetResourceVersion())
+	return client.IgnoreNotFound(c.Status().Patch(ctx, after, client.MergeFrom(base)))
 }

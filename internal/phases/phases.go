@@ -2,8 +2,11 @@
 // Reconcile function reads like a table of contents.
 //
 // A phase that finds bad input records it in the object's conditions and returns Halt: the
-// remaining phases are skipped and no error is returned (a retry would not help). Any other
-// error also stops the run and is returned, so controller-runtime retries with backoff.
+// remaining phases are skipped and no error is returned (a retry would not help). A conflict
+// (the object changed between its read and a write: another writer, or the cache a moment
+// behind) stops the run and asks for another soon, quietly: it is how optimistic
+// concurrency works, not a failure. Any other error also stops the run and is returned, so
+// controller-runtime retries with backoff.
 package phases
 
 import (
@@ -11,8 +14,12 @@ import (
 	"errors"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 )
+
+// ConflictRetry is how soon a run that met a conflict is run again.
+const ConflictRetry = 100 * time.Millisecond
 
 // Func is one step of a reconcile.
 type Func[T any] func(ctx context.Context, obj T) (ctrl.Result, error)
@@ -29,6 +36,10 @@ func Run[T any](ctx context.Context, obj T, fns ...Func[T]) (ctrl.Result, error)
 		res = Merge(res, r)
 		if errors.Is(err, Halt) {
 			return res, nil
+		}
+		if apierrors.IsConflict(err) {
+			ctrl.LoggerFrom(ctx).V(1).Info("the object changed meanwhile; reconciling again", "reason", err.Error())
+			return Merge(res, ctrl.Result{RequeueAfter: ConflictRetry}), nil
 		}
 		if err != nil {
 			return res, err

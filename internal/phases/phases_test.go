@@ -3,9 +3,12 @@ package phases
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
@@ -55,5 +58,24 @@ func TestMergeKeepsSoonestPositive(t *testing.T) {
 		if got != c.want {
 			t.Errorf("Merge(%v,%v) = %v, want %v", c.a, c.b, got, c.want)
 		}
+	}
+}
+
+// A conflict is not an error: the run stops and asks to be run again soon.
+func TestConflictRequeuesQuietly(t *testing.T) {
+	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "things"}, "a", errors.New("the object has been modified"))
+	ran := 0
+	res, err := Run(context.Background(), "x",
+		func(context.Context, string) (ctrl.Result, error) {
+			ran++
+			return ctrl.Result{RequeueAfter: time.Minute}, nil
+		},
+		func(context.Context, string) (ctrl.Result, error) {
+			ran++
+			return ctrl.Result{}, fmt.Errorf("patching: %w", conflict)
+		},
+		func(context.Context, string) (ctrl.Result, error) { ran++; return ctrl.Result{}, nil })
+	if err != nil || res.RequeueAfter != ConflictRetry || ran != 2 {
+		t.Errorf("Run = %+v, %v after %d phases; want a requeue after %v, no error, 2 phases", res, err, ran, ConflictRetry)
 	}
 }
