@@ -133,9 +133,12 @@ type PolicyPeer struct {
 	Cluster string `json:"cluster,omitempty"`
 }
 
-// IPBlock is a CIDR with exceptions.
+// IPBlock is a CIDR with exceptions inside it, checked as upstream NetworkPolicy's.
 // +kubebuilder:validation:XValidation:rule="isCIDR(self.cidr)",message="cidr must be a CIDR"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidr) || cidr(self.cidr) == cidr(self.cidr).masked()",message="cidr must be a network address such as 10.0.0.0/8: its host bits must be zero"
 // +kubebuilder:validation:XValidation:rule="!has(self.except) || self.except.all(e, isCIDR(e))",message="except entries must be CIDRs"
+// +kubebuilder:validation:XValidation:rule="!has(self.except) || self.except.all(e, !isCIDR(e) || cidr(e) == cidr(e).masked())",message="except entries must be network addresses: their host bits must be zero"
+// +kubebuilder:validation:XValidation:rule="!has(self.except) || !isCIDR(self.cidr) || self.except.all(e, !isCIDR(e) || (cidr(self.cidr).containsCIDR(e) && cidr(e).prefixLength() > cidr(self.cidr).prefixLength()))",message="except entries must lie inside cidr and be narrower than it"
 type IPBlock struct {
 	// +required
 	// +kubebuilder:validation:MaxLength=43

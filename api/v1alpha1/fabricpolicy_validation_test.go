@@ -66,6 +66,22 @@ func TestFabricPolicyValidation(t *testing.T) {
 		}, "a peer is exactly one of"},
 		{"a bad CIDR", func(s *fabricv1.FabricPolicySpec) { s.Egress[0].To[1].IPBlock.CIDR = "10.0.0.0/33" }, "cidr must be a CIDR"},
 		{"a bad exception", func(s *fabricv1.FabricPolicySpec) { s.Egress[0].To[1].IPBlock.Except = []string{"nope"} }, "except entries must be CIDRs"},
+		{"a CIDR with host bits", func(s *fabricv1.FabricPolicySpec) { s.Egress[0].To[1].IPBlock.CIDR = "10.0.0.1/8" }, "its host bits must be zero"},
+		{"an exception with host bits", func(s *fabricv1.FabricPolicySpec) {
+			s.Egress[0].To[1].IPBlock = &fabricv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.1.0.1/16"}}
+		}, "except entries must be network addresses"},
+		{"an exception outside the CIDR", func(s *fabricv1.FabricPolicySpec) {
+			s.Egress[0].To[1].IPBlock = &fabricv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"192.168.0.0/16"}}
+		}, "except entries must lie inside cidr and be narrower than it"},
+		{"an exception wider than the CIDR", func(s *fabricv1.FabricPolicySpec) {
+			s.Egress[0].To[1].IPBlock = &fabricv1.IPBlock{CIDR: "10.1.0.0/16", Except: []string{"10.0.0.0/8"}}
+		}, "except entries must lie inside cidr and be narrower than it"},
+		{"an exception as wide as the CIDR", func(s *fabricv1.FabricPolicySpec) {
+			s.Egress[0].To[1].IPBlock = &fabricv1.IPBlock{CIDR: "10.1.0.0/16", Except: []string{"10.1.0.0/16"}}
+		}, "except entries must lie inside cidr and be narrower than it"},
+		{"an exception of the other family", func(s *fabricv1.FabricPolicySpec) {
+			s.Egress[0].To[1].IPBlock = &fabricv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"fd00::/64"}}
+		}, "except entries must lie inside cidr and be narrower than it"},
 		{"a bad fqdn pattern", func(s *fabricv1.FabricPolicySpec) { s.Egress[0].To[0].FQDN = "a.*.example.com" }, "spec.egress[0].to[0].fqdn"},
 		{"endPort below port", func(s *fabricv1.FabricPolicySpec) { s.Ingress[0].Ports[0].EndPort = ptr.To[int32](7000) }, "endPort needs a numeric port not above it"},
 		{"endPort with a named port", func(s *fabricv1.FabricPolicySpec) {
