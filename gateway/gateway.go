@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -337,8 +338,16 @@ func (g *gw) tryStart(ctx context.Context) error {
 	if err := errors.Join(wireguard.Register(reg), geneve.Register(reg), vxlan.Register(reg)); err != nil {
 		return err
 	}
+	// The tunnel device takes what the uplink carries less the tunnel's own bytes (pods
+	// leave room for the largest: datapath.PodMTU).
+	mtu := 0
+	if up, err := uplinkMTU(ip); err == nil {
+		mtu = up - fabricv1.TunnelOverhead(g.tunType)
+	} else {
+		g.log.Info("the tunnel takes its driver's default MTU", "reason", err.Error())
+	}
 	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,
-		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir,
+		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir, MTU: mtu,
 		SegmentedOnly: cn.Spec.Datapath.Backend == fabricv1.DatapathEBPF && cn.Spec.Datapath.Encapsulation != fabricv1.EncapsulationNone})
 	if err != nil {
 		return err
@@ -353,6 +362,24 @@ func (g *gw) tryStart(ctx context.Context) error {
 	}
 	g.tun, g.endpoint, g.self = tun, netip.AddrPortFrom(ip, uint16(port)), self
 	return nil
+}
+
+// uplinkMTU is the MTU of the link holding the node's address.
+func uplinkMTU(ip netip.Addr) (int, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			link, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return 0, err
+			}
+			return link.Attrs().MTU, nil
+		}
+	}
+	return 0, fmt.Errorf("no link holds %s", ip)
 }
 
 // prepareKernel lets the node forward between the tunnel and the cluster, accepts replies

@@ -151,8 +151,17 @@ type Node struct {
 	PodCIDRs []netip.Prefix
 	// Encapsulation between nodes: geneve, vxlan or none.
 	Encapsulation string
-	// MTU of pod interfaces; 0 derives it from the uplink and the encapsulation.
+	// MTU of pod interfaces; 0 derives it from the uplink (PodMTU).
 	MTU int
+}
+
+// PodMTU is pods' MTU on a node whose uplink has uplinkMTU: room for the cluster's
+// encapsulation between nodes (overhead bytes; 0 without) or for the largest tunnel between
+// clusters (fabricv1.MaxTunnelOverhead), whichever is larger. A pod's packet then crosses any
+// path whole — the first one too, where a larger MTU lost it to path MTU discovery at the
+// gateway's tunnel.
+func PodMTU(uplinkMTU, overhead int) int {
+	return uplinkMTU - max(overhead, fabricv1.MaxTunnelOverhead)
 }
 
 // Gateway is the node's address in a pod block: its first host address. Pods route through it.

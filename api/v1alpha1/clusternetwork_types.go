@@ -44,6 +44,23 @@ const (
 	TunnelVXLAN     TunnelType = "vxlan"
 )
 
+// TunnelOverhead is what a tunnel between clusters adds to a packet, over IPv6 (the larger):
+// WireGuard 80 bytes (IPv6, UDP, its header and tag), Geneve 60, VXLAN 70 (it carries an
+// Ethernet header too). A gateway's tunnel device has its uplink's MTU less this.
+func TunnelOverhead(t TunnelType) int {
+	switch t {
+	case TunnelGeneve:
+		return 60
+	case TunnelVXLAN:
+		return 70
+	}
+	return MaxTunnelOverhead
+}
+
+// MaxTunnelOverhead is the largest TunnelOverhead (WireGuard's). Pods' MTU leaves room for
+// it, so that a pod's packet crosses to any peer cluster whole, whatever the tunnel.
+const MaxTunnelOverhead = 80
+
 // ClusterNetworkSpec is this cluster's fabric.
 type ClusterNetworkSpec struct {
 	// ClusterID names this cluster in the clusterset. It is a DNS label, used in DNS names such
@@ -143,8 +160,9 @@ type DatapathSpec struct {
 	// +kubebuilder:default=geneve
 	Encapsulation Encapsulation `json:"encapsulation,omitempty"`
 
-	// MTU of pod interfaces. When omitted the agent derives it from the node's uplink MTU
-	// minus the encapsulation overhead.
+	// MTU of pod interfaces. When omitted the agent derives it from the node's uplink MTU:
+	// less the encapsulation overhead or the largest tunnel overhead between clusters (80
+	// bytes, WireGuard over IPv6), whichever is larger: 1420 on a 1500 uplink.
 	// +optional
 	// +kubebuilder:validation:Minimum=1280
 	// +kubebuilder:validation:Maximum=9216

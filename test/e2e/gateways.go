@@ -137,6 +137,7 @@ func crossClusterPaths(t *testing.T, in CrossClusterInput, ips map[string]string
 			}
 			return nil
 		})
+		firstLargePackets(t, in, src, ips[dst])
 		start := time.Now()
 		Eventually(t, time.Minute, func() error {
 			if out, code := exec("sh", "-c", "head -c 20000000 /dev/zero | socat -u STDIN TCP:"+ips[dst]+":5000"); code != 0 {
@@ -149,5 +150,38 @@ func crossClusterPaths(t *testing.T, in CrossClusterInput, ips map[string]string
 			return nil
 		})
 		t.Logf("20 MB %s → %s in %s (including kubectl exec)", src, dst, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// freshPods numbers the pods firstLargePackets makes.
+var freshPods int
+
+// firstLargePackets checks that a large datagram from a pod that never sent one crosses to
+// the peer cluster on the first try — a 1400-byte ping and a 1,400-byte UDP datagram to the
+// server's echo port, each sent once: pods' MTU leaves room for the tunnel between the
+// clusters (a larger one lost the first packet to path MTU discovery at the gateway).
+func firstLargePackets(t *testing.T, in CrossClusterInput, src, dstIP string) {
+	t.Helper()
+	ctx := context.Background()
+	freshPods++
+	name := fmt.Sprintf("fresh-%d", freshPods)
+	cs := in.Lab.Client(t, src)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: in.Namespace},
+		Spec: corev1.PodSpec{NodeName: src + "-node-2", TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
+			{Name: "client", Image: "alpine/socat", Command: []string{"sleep", "3600"}}}}}
+	if _, err := cs.CoreV1().Pods(in.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cs.CoreV1().Pods(in.Namespace).Delete(ctx, name, metav1.DeleteOptions{}) }()
+	WaitPodReady(t, cs, in.Namespace, name, 2*time.Minute)
+	exec := func(args ...string) (string, int) {
+		return in.Lab.KubectlRun(src, "", append([]string{"-n", in.Namespace, "exec", name, "--"}, args...)...)
+	}
+	if out, code := exec("ping", "-c", "1", "-W", "3", "-s", "1400", dstIP); code != 0 {
+		t.Errorf("the first 1400-byte ping of a fresh pod in %s to %s was lost: exit %d: %s", src, dstIP, code, out)
+	}
+	msg := strings.Repeat("x", 1395)
+	if out, code := exec("sh", "-c", "echo 'echo "+msg+"' | socat -t 3 - UDP:"+dstIP+":8081"); code != 0 || strings.TrimSpace(out) != msg {
+		t.Errorf("the first 1,400-byte UDP datagram of a fresh pod in %s to %s got no echo: exit %d, %d bytes back", src, dstIP, code, len(strings.TrimSpace(out)))
 	}
 }

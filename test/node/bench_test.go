@@ -34,7 +34,7 @@ func BenchmarkCNIAdd(b *testing.B) {
 	b.Run("bridge", func(b *testing.B) {
 		plugins := cniPlugins(b)
 		conf := []byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":"reference","type":"bridge","bridge":"refbr0",
-"isGateway":true,"ipMasq":false,"mtu":1450,
+"isGateway":true,"ipMasq":false,"mtu":1420,
 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.98.0.0/24"}]],"dataDir":%q}}`, b.TempDir()))
 		call := func(command, cid string) error {
 			out, errOut, err := n.execPlugin(filepath.Join(plugins, "bridge"), command, cid, p, sandbox, conf)
@@ -98,8 +98,8 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	// The same MTU as the pods' (1500 minus the encapsulation).
-	client, server := netnstest.VethPair(b, 1450)
+	// The same MTU as the pods' (datapath.PodMTU: 1500 less the largest tunnel overhead).
+	client, server := netnstest.VethPair(b, 1420)
 	if err := client.PingUntil("10.97.0.2", 30*time.Second); err != nil {
 		b.Fatal(err)
 	}

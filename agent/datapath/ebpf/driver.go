@@ -134,10 +134,11 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	d.uplink = uplink.Attrs().Index
 	d.mtu = node.MTU
 	if d.mtu == 0 {
-		d.mtu = uplink.Attrs().MTU
-		if node.Encapsulation != "none" {
-			d.mtu -= encapOverhead
+		overhead := encapOverhead
+		if node.Encapsulation == "none" {
+			overhead = 0
 		}
+		d.mtu = datapath.PodMTU(uplink.Attrs().MTU, overhead)
 	}
 	if err := d.ensureGateway(); err != nil {
 		return err

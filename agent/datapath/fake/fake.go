@@ -53,7 +53,7 @@ func (d *Datapath) AddPod(_ context.Context, p datapath.Pod) (datapath.PodResult
 		gws = append(gws, datapath.Gateway(ip.Masked()))
 	}
 	return datapath.PodResult{HostInterface: "fake-" + p.Key.ContainerID, Interface: p.Key.IfName, MAC: "0a:58:00:00:00:02",
-		MTU: 1450, IPs: p.IPs, Gateways: gws}, nil
+		MTU: datapath.PodMTU(1500, 50), IPs: p.IPs, Gateways: gws}, nil
 }
 
 func (d *Datapath) DelPod(_ context.Context, k datapath.PodKey) error {

@@ -87,8 +87,8 @@ func (n *node) addPod(t testing.TB, name, ip string) (*netnstest.Netns, datapath
 		UID: "uid-" + name, Netns: pns.Path(), IPs: []netip.Prefix{netip.MustParsePrefix(ip)}}
 	n.do(t, func() error {
 		res, err := n.dp.AddPod(context.Background(), pod)
-		if err == nil && (res.MTU != 1450 || res.Gateways[0] != datapath.Gateway(n.spec.PodCIDRs[0])) {
-			t.Errorf("AddPod result %+v: want MTU 1450 (1500 - 50 encapsulation) and the block's gateway", res)
+		if err == nil && (res.MTU != 1420 || res.Gateways[0] != datapath.Gateway(n.spec.PodCIDRs[0])) {
+			t.Errorf("AddPod result %+v: want MTU 1420 (1500 - 80, the largest tunnel between clusters) and the block's gateway", res)
 		}
 		return err
 	})

@@ -174,7 +174,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	}
 	d.mtu = node.MTU
 	if d.mtu == 0 {
-		d.mtu = uplink.Attrs().MTU - encapOverhead
+		d.mtu = datapath.PodMTU(uplink.Attrs().MTU, encapOverhead)
 	}
 	if err := d.db.ensureBridge(ctx, d.intBridge, d.datapathType, vswitch.BridgeFailModeSecure); err != nil {
 		return fmt.Errorf("bridge %s: %w", d.intBridge, err)
