@@ -30,11 +30,12 @@ func rotateKeyCommand() *cobra.Command {
 		Short: "Give the gateway on NODE a new WireGuard key pair, with no gap in traffic",
 		Long: `rotate-key asks the gateway on NODE for a new key pair. The gateway makes it on the node
 (the private key never leaves it) and announces the new public key and the moment it
-switches, --lead from now; peer clusters learn both through their ClusterPeers, and at that
-moment the gateway and every peer gateway switch together and handshake at once. The lead
-must cover how long peers take to read this cluster (the operator's --peer-resync, 10s by
-default). With --wait (the default) the command waits for the switch and reports the
-handshakes made with the new key.`,
+switches, --lead from now; peer clusters learn both through their ClusterPeers. The peer
+gateways take the new key 200 ms before that moment and the gateway switches at it, then
+handshakes at once (had both ends switched together, their handshakes would cross and
+WireGuard would retry only 5 s later). The lead must cover how long peers take to read
+this cluster (the operator's --peer-resync, 10s by default). With --wait (the default) the
+command waits for the switch and reports the handshakes made with the new key.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if lead < time.Second {

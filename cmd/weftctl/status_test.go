@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
@@ -110,5 +115,23 @@ func TestAge(t *testing.T) {
 		if got := age(d); got != want {
 			t.Errorf("age(%s) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestWriteOperatorVersion(t *testing.T) {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-operator"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "operator", Image: "registry:5000/weft-net/weft-operator:v0.1.0"}}}}},
+		Status: appsv1.DeploymentStatus{ReadyReplicas: 2}}
+	c := fake.NewClientBuilder().WithObjects(d).Build()
+	var out bytes.Buffer
+	if err := writeOperatorVersion(context.Background(), &out, c, "weft-system"); err != nil {
+		t.Fatal(err)
+	}
+	if want := "weft-operator: v0.1.0 (image registry:5000/weft-net/weft-operator:v0.1.0, 2/2 replicas ready)\n"; out.String() != want {
+		t.Errorf("got %q, want %q", out.String(), want)
+	}
+	if err := writeOperatorVersion(context.Background(), &out, c, "elsewhere"); err == nil || !strings.Contains(err.Error(), "elsewhere/weft-operator") {
+		t.Errorf("no operator: %v", err)
 	}
 }
