@@ -20,8 +20,8 @@ bin="${WEFT_BIN:-$root/bin}"
 name="${WEFT_LAB_NAME:-weft}"
 state="${WEFT_LAB_STATE:-${WEFT_CACHE:-$HOME/.cache/weft}/lab}"
 api_port="${WEFT_LAB_API_PORT:-16443}"
+export WEFT_LAB_STATE="$state" # every weftctl lab command below means this lab
 lab=(lab)
-if [ "$state" != "${WEFT_CACHE:-$HOME/.cache/weft}/lab" ]; then lab=(lab --state "$state"); fi
 started=$(date +%s)
 
 say() { printf '\n\033[36m== %s\033[0m\n' "$*"; }

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/weft-net/weft/internal/operator"
+	"github.com/weft-net/weft/internal/quietlog"
 )
 
 func main() {
@@ -18,7 +19,7 @@ func main() {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.SetLogger(quietlog.Wrap(zap.New(zap.UseFlagOptions(&zapOpts))))
 
 	ctx := ctrl.SetupSignalHandler()
 	restCfg, err := ctrl.GetConfig()
@@ -32,6 +33,16 @@ func main() {
 		os.Exit(1)
 	}
 	ctrl.Log.Info("starting weft-operator", "namespace", cfg.Namespace, "leaderElect", cfg.LeaderElect)
+	if cfg.LeaderElect {
+		ctrl.Log.Info("standing by until this replica holds the leader lease: one replica runs the controllers, the other takes over when it goes")
+		go func() {
+			select {
+			case <-mgr.Elected():
+				ctrl.Log.Info("this replica leads: its controllers run")
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if err := mgr.Start(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-operator:", err)
 		os.Exit(1)

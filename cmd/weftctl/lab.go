@@ -36,11 +36,21 @@ func cacheDir() string {
 	return filepath.Join(home, ".cache", "weft")
 }
 
+// labStateDir is the lab's state directory unless --state says otherwise: $WEFT_LAB_STATE,
+// else the cache's (so that a shell, or a test, can point every weftctl lab command at
+// another lab at once).
+func labStateDir() string {
+	if d := os.Getenv("WEFT_LAB_STATE"); d != "" {
+		return d
+	}
+	return filepath.Join(cacheDir(), "lab")
+}
+
 func labCommand() *cobra.Command {
 	self, _ := os.Executable()
 	opts := lab.Options{Name: "weft", Clusters: 2, Nodes: 2, CNI: "weft",
 		WeftManifests: filepath.Join(filepath.Dir(self), "..", "config", "default"), APIPortBase: 16443, Timeout: 5 * time.Minute,
-		StateDir: filepath.Join(cacheDir(), "lab"),
+		StateDir: labStateDir(),
 		KubeBin:  filepath.Join(cacheDir(), "k8s", "v1.37.2", "bin"),
 		CoreDNS:  filepath.Join(cacheDir(), "coredns", "v1.15.0", "bin", "coredns"),
 		CNIBin:   filepath.Join(cacheDir(), "cni-plugins", "v1.9.1", "bin"),
@@ -129,6 +139,10 @@ assumes them:
 				return err
 			}
 			fmt.Printf("export KUBECONFIG=%s\n", shellQuote(r.Kubeconfig()))
+			if opts.StateDir != filepath.Join(cacheDir(), "lab") {
+				// Every later weftctl lab command in this shell means this lab.
+				fmt.Printf("export WEFT_LAB_STATE=%s\n", shellQuote(opts.StateDir))
+			}
 			var dirs []string
 			for _, d := range r.Path() {
 				dirs = append(dirs, shellQuote(d))
@@ -362,7 +376,7 @@ func labStatus(state, name string) error {
 	rss, n := labMemory(lab.NamespacePrefix(name), pid)
 	fmt.Printf("memory: %d MiB resident in %d processes (the lab's namespaces and its daemon)\n", rss/1024, n)
 	env := "weftctl lab env"
-	if state != filepath.Join(cacheDir(), "lab") {
+	if state != labStateDir() {
 		env = "weftctl lab --state " + shellQuote(state) + " env"
 	}
 	fmt.Printf("\neval \"$(%s)\"   # the lab's KUBECONFIG, and its kubectl first on PATH\nkubectl --context weft-1 get nodes -o wide\n", env)

@@ -70,8 +70,19 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	err = r.Get(ctx, client.ObjectKeyFromObject(si), si)
 	switch {
 	case apierrors.IsNotFound(err):
+		// The derived Service first, so that the import is made with its VIP and answers in
+		// DNS as soon as it exists (its owner reference is added below, once the import is).
+		// When the Service cannot be made, the import is made without a VIP and says why
+		// (below).
+		svc, err := r.derivedService(ctx, k, nil, merged)
+		if apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{RequeueAfter: cacheBehind}, nil // made a moment ago: the cache will have it
+		}
 		si.Labels = map[string]string{"app.kubernetes.io/managed-by": mcs.ManagedBy}
 		si.Spec = merged.Spec
+		if err == nil && merged.Spec.Type == mcsv1.ClusterSetIP && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			si.Spec.IPs, si.Spec.IPFamilies = vipsOf(svc), svc.Spec.IPFamilies
+		}
 		if err := r.Create(ctx, si); apierrors.IsAlreadyExists(err) {
 			return ctrl.Result{RequeueAfter: cacheBehind}, nil // made a moment ago: the cache will have it
 		} else if err != nil {
@@ -107,10 +118,7 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		// written, the import keeps the address it had.
 		want.Spec.IPs, want.Spec.IPFamilies = si.Spec.IPs, si.Spec.IPFamilies
 		if svc != nil && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
-			want.Spec.IPs = svc.Spec.ClusterIPs
-			if len(want.Spec.IPs) == 0 {
-				want.Spec.IPs = []string{svc.Spec.ClusterIP}
-			}
+			want.Spec.IPs = vipsOf(svc)
 			// A ClusterSetIP import has the families of its VIPs; a headless one the
 			// exported Service's (the oldest export's).
 			want.Spec.IPFamilies = svc.Spec.IPFamilies
@@ -158,8 +166,17 @@ func outsideWeft(m map[string]string) map[string]string {
 	return out
 }
 
+// vipsOf is the import's VIPs: its derived Service's ClusterIPs.
+func vipsOf(svc *corev1.Service) []string {
+	if len(svc.Spec.ClusterIPs) > 0 {
+		return svc.Spec.ClusterIPs
+	}
+	return []string{svc.Spec.ClusterIP}
+}
+
 // derivedService makes the selector-less Service whose ClusterIP is the import's VIP (or
-// a headless one); kube-proxy load-balances it over the imported EndpointSlices.
+// a headless one), owned by si (none yet when si is nil); kube-proxy load-balances it over
+// the imported EndpointSlices.
 func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mcsv1.ServiceImport, merged mcs.Merged) (*corev1.Service, error) {
 	want := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: k.Namespace, Name: mcs.DerivedName(k),
 		Labels: map[string]string{mcs.LabelDerivedFrom: k.Name, "app.kubernetes.io/managed-by": mcs.ManagedBy}},
@@ -176,8 +193,10 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 		want.Spec.Ports = append(want.Spec.Ports, corev1.ServicePort{Name: names[i], Protocol: p.Protocol,
 			AppProtocol: p.AppProtocol, Port: p.Port, TargetPort: intstr.FromInt32(p.Port)})
 	}
-	if err := controllerutil.SetControllerReference(si, want, r.Scheme()); err != nil {
-		return nil, err
+	if si != nil { // nil: made before its import (Reconcile adds the reference after)
+		if err := controllerutil.SetControllerReference(si, want, r.Scheme()); err != nil {
+			return nil, err
+		}
 	}
 	have := &corev1.Service{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(want), have)
@@ -195,7 +214,10 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 		return want, r.Create(ctx, want)
 	}
 	before := have.DeepCopy()
-	have.Labels, have.OwnerReferences = want.Labels, want.OwnerReferences
+	have.Labels = want.Labels
+	if si != nil {
+		have.OwnerReferences = want.OwnerReferences
+	}
 	have.Spec.Ports, have.Spec.SessionAffinity = want.Spec.Ports, want.Spec.SessionAffinity
 	if want.Spec.SessionAffinityConfig != nil || have.Spec.SessionAffinity == corev1.ServiceAffinityNone {
 		have.Spec.SessionAffinityConfig = want.Spec.SessionAffinityConfig

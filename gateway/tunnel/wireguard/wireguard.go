@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -415,7 +416,7 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 				return nil, fmt.Errorf("wireguard: device %s: %w", name, err)
 			}
 		}
-		dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(logLevel(), "wireguard "+name+": "))
+		dev := device.NewDevice(tdev, conn.NewDefaultBind(), deviceLogger(name))
 		file, err := ipc.UAPIOpen(name)
 		if err != nil {
 			dev.Close()
@@ -665,6 +666,23 @@ func ptr[T any](v T) *T { return &v }
 
 // logLevel of the embedded devices: errors, or every handshake and keepalive with
 // WEFT_WIREGUARD_VERBOSE=1 in the gateway's environment.
+// deviceLogger is wireguard-go's logger for an embedded device: errors to stderr, verbose
+// lines with WEFT_WIREGUARD_VERBOSE=1. "No known endpoint for peer" is not an error here: a
+// tunnel whose peer has not published its port waits, by design, for the peer to reach this
+// end first (its handshakes meanwhile have nowhere to go), so it is logged as verbose.
+func deviceLogger(name string) *device.Logger {
+	l := device.NewLogger(logLevel(), "wireguard "+name+": ")
+	errorf := l.Errorf
+	l.Errorf = func(format string, args ...any) {
+		if strings.Contains(fmt.Sprintf(format, args...), "no known endpoint for peer") {
+			l.Verbosef(format, args...)
+			return
+		}
+		errorf(format, args...)
+	}
+	return l
+}
+
 func logLevel() int {
 	if os.Getenv("WEFT_WIREGUARD_VERBOSE") == "1" {
 		return device.LogLevelVerbose
