@@ -58,7 +58,7 @@ if [ -f "$state/ready" ] && [[ "$("$bin/weftctl" "${lab[@]}" status 2>/dev/null)
   note "a lab is already up in $state; reusing it"
 else
   note "bringing the lab up: 2 clusters × 2 nodes, weft installed in each (weft-1 on the OVS datapath, weft-2 on eBPF)"
-  [ -x "$KUBE_BIN/kube-apiserver" ] || note "the first run builds Kubernetes, CoreDNS and the CNI plugins: about 15 minutes"
+  [ -x "$KUBE_BIN/kube-apiserver" ] || note "the first run builds Kubernetes, CoreDNS and the CNI plugins: about 20 minutes"
   "$bin/weftctl" lab up --name "$name" --state "$state" --api-port "$api_port" --datapath ovs,ebpf \
     --kube-bin "$KUBE_BIN" --coredns "$COREDNS_BIN/coredns" --cni-bin "$CNI_BIN" --weft-bin "$bin" \
     --labtool "$bin/labtool" --weft-manifests "$root/config/default" >/dev/null

@@ -36,6 +36,8 @@ func TestDemo(t *testing.T) {
 	}
 	down() // a lab an interrupted run left
 	t.Cleanup(down)
+	lab := &Lab{Name: "demo", State: state, Kubeconfig: filepath.Join(state, "kubeconfig"), Weftctl: filepath.Join(bin, "weftctl"),
+		Kubectl: filepath.Join(labDeps(t, root)["KUBE_BIN"], "kubectl"), Clusters: []string{"weft-1", "weft-2"}}
 	for _, run := range []string{"first run (brings the lab up)", "second run (reuses the lab)"} {
 		t.Run(run, func(t *testing.T) {
 			start := time.Now()
@@ -60,4 +62,41 @@ func TestDemo(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the docs' walk-throughs work in the demo's lab", func(t *testing.T) {
+		Docs(t, DocsInput{Lab: lab, Bin: bin, Tag: "demo", Pages: DemoPages})
+	})
+	t.Run("a fresh make demo logs no error", func(t *testing.T) {
+		NoErrorLogs(t, lab)
+	})
 }
+
+// DemoPages are the docs pages whose walk-throughs run in make demo's lab, in reading order.
+var DemoPages = []string{"docs/lab.md", "docs/getting-started.md", "docs/multicluster-services.md",
+	"docs/gateways.md", "docs/policy.md", "docs/datapaths.md", "docs/install.md"}
+
+// TestDocs runs the docs' walk-throughs against a lab that is up (WEFT_DOCS_STATE=<its
+// state dir>, WEFT_DOCS_TAG=demo or routers; bin/ built): to work on a page without a new
+// lab. make test runs them in TestDemo and TestLab.
+func TestDocs(t *testing.T) {
+	state := os.Getenv("WEFT_DOCS_STATE")
+	if state == "" {
+		t.Skip("WEFT_DOCS_STATE names a running lab to run the docs against (make test runs them in TestDemo and TestLab)")
+	}
+	tag := os.Getenv("WEFT_DOCS_TAG")
+	pages := DemoPages
+	if tag == "" {
+		tag = "demo"
+	} else if tag == "routers" {
+		pages = RouterPages
+	}
+	root := repoRoot(t)
+	lab := &Lab{State: state, Kubeconfig: filepath.Join(state, "kubeconfig"), Clusters: []string{"weft-1", "weft-2"},
+		Kubectl: filepath.Join(labDeps(t, root)["KUBE_BIN"], "kubectl")}
+	if p := os.Getenv("WEFT_DOCS_PAGES"); p != "" {
+		pages = strings.Split(p, ",")
+	}
+	Docs(t, DocsInput{Lab: lab, Bin: filepath.Join(root, "bin"), Tag: tag, Pages: pages})
+}
+
+// RouterPages are the docs pages whose walk-throughs need a lab with BGP routers.
+var RouterPages = []string{"docs/bgp.md"}

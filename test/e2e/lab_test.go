@@ -156,6 +156,12 @@ func TestLab(t *testing.T) {
 			BGP(t, in)
 		})
 	}
+	t.Run("the BGP page's walk-through works in a lab with routers", func(t *testing.T) {
+		if lab.Weftctl == "" {
+			t.Skip("needs the suite's own weftctl build")
+		}
+		Docs(t, DocsInput{Lab: lab, Bin: filepath.Dir(lab.Weftctl), Tag: "routers", Pages: RouterPages})
+	})
 	t.Run("gateways are active-active and fail over in under a second", func(t *testing.T) {
 		if lab.Weftctl == "" {
 			t.Skip("needs the peered clusters of the suite's own lab")
