@@ -93,6 +93,8 @@ func labCommand() *cobra.Command {
 		cableCommand(&opts, "unplug", false, "Pull a host's cable: its port on the lab's underlay switch goes down (a failed node or link)"),
 		cableCommand(&opts, "plug", true, "Plug a host's cable back in (see unplug)"),
 		captureCommand(&opts),
+		execCommand(&opts),
+		routerCommand(&opts),
 		kubeletCommand(),
 		&cobra.Command{Use: "container-init", Hidden: true, Args: cobra.NoArgs,
 			RunE: func(*cobra.Command, []string) error { return kubelet.ContainerInit() }},
@@ -209,6 +211,45 @@ clusters' gateways send each other (WireGuard: nothing readable):
 	f.BoolVar(&copts.ASCII, "ascii", false, "print each packet's bytes as text (tcpdump -A)")
 	c.PreRun = func(*cobra.Command, []string) { copts.Duration = time.Duration(seconds * float64(time.Second)) }
 	return c
+}
+
+func execCommand(opts *lab.Options) *cobra.Command {
+	return &cobra.Command{Use: "exec HOST -- COMMAND [ARGS...]",
+		Short: "Run a command in a lab host's network namespace (node, control plane, router, external host)",
+		Long: `exec runs COMMAND in the network namespace of HOST: a node (weft-2-node-1), a cluster's
+control plane (weft-1-cp), or with routers its router (weft-2-router) and the external host
+behind it (weft-2-ext). For example:
+
+  weftctl lab exec weft-1-node-1 -- ip route show proto 0x57
+  weftctl lab exec weft-2-ext -- ping -c 1 10.245.0.1`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := lab.Open(opts.StateDir)
+			if err != nil {
+				return err
+			}
+			return r.Exec(c.Context(), args[0], args[1:], os.Stdin, os.Stdout, os.Stderr)
+		}}
+}
+
+func routerCommand(opts *lab.Options) *cobra.Command {
+	return &cobra.Command{Use: "router CLUSTER -- COMMAND...",
+		Short: "Run a command in the command line of a cluster's BGP router (birdc or vtysh)",
+		Long: `router runs a command in the router of CLUSTER (a lab brought up with --router): BIRD's
+birdc or FRR's vtysh, whichever the cluster has. For example:
+
+  weftctl lab router weft-1 -- show protocols
+  weftctl lab router weft-2 -- show bgp summary`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			r, err := lab.Open(opts.StateDir)
+			if err != nil {
+				return err
+			}
+			out, err := r.RouterCLI(c.Context(), args[0], strings.Join(args[1:], " "))
+			fmt.Print(out)
+			return err
+		}}
 }
 
 // daemonPID returns the running lab daemon's PID, or 0.

@@ -44,12 +44,16 @@ func Open(stateDir string) (*Running, error) {
 	return &Running{Options: opts, Layout: layout}, nil
 }
 
-// Host finds a node or control plane by name ("weft-2-node-1", "weft-1-cp"); the error
-// lists the names the lab has.
+// Host finds a node, control plane, router or external host by name ("weft-2-node-1",
+// "weft-1-cp", "weft-2-router", "weft-2-ext"); the error lists the names the lab has.
 func (r *Running) Host(name string) (Host, error) {
 	var names []string
 	for _, c := range r.Layout.Clusters {
-		for _, h := range append([]Host{c.ControlPlane}, c.Nodes...) {
+		hosts := append([]Host{c.ControlPlane}, c.Nodes...)
+		if r.Options.Router(c.Index) != "" {
+			hosts = append(hosts, c.RouterHost(r.Layout.Prefix), c.ExternalHost(r.Layout.Prefix))
+		}
+		for _, h := range hosts {
 			if h.Name == name {
 				return h, nil
 			}
@@ -138,4 +142,31 @@ func (r *Running) Capture(ctx context.Context, opts CaptureOptions, out io.Write
 		return nil // the time was up
 	}
 	return err
+}
+
+// Exec runs argv in a host's network namespace (see Host), with the lab's files where the
+// host's programs expect them: the command sees the host's network only.
+func (r *Running) Exec(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	h, err := r.Host(name)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Netns}, argv...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	return cmd.Run()
+}
+
+// RouterCLI runs a command in the command line of a cluster's router (birdc or vtysh).
+func (r *Running) RouterCLI(ctx context.Context, cluster, command string) (string, error) {
+	for _, c := range r.Layout.Clusters {
+		if c.Name != cluster {
+			continue
+		}
+		kind := r.Options.Router(c.Index)
+		if kind == "" {
+			return "", fmt.Errorf("cluster %s has no router (weftctl lab up --router bird,frr)", cluster)
+		}
+		return c.RouterConfig(r.Layout.Prefix, kind).CLI(ctx, command)
+	}
+	return "", fmt.Errorf("the lab has no cluster %q", cluster)
 }

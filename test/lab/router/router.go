@@ -292,6 +292,14 @@ func (c Config) Sessions(ctx context.Context) ([]Session, error) {
 	}
 }
 
+// CLI runs a command in the router's own command line (birdc for BIRD, vtysh for FRR).
+func (c Config) CLI(ctx context.Context, cmd string) (string, error) {
+	if c.Kind == "bird" {
+		return c.birdc(ctx, cmd)
+	}
+	return c.vtysh(ctx, cmd)
+}
+
 func (c Config) birdc(ctx context.Context, cmd string) (string, error) {
 	out, err := exec.CommandContext(ctx, "/usr/sbin/birdc", "-s", c.birdSocket(), cmd).CombinedOutput()
 	if err != nil {
