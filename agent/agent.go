@@ -600,16 +600,25 @@ func internalIP(n *corev1.Node) netip.Addr {
 	return netip.Addr{}
 }
 
-// initDatapath retries Init with backoff: Open vSwitch may start after the agent.
+// datapathStartGrace is how long the datapath may take to become ready (Open vSwitch
+// starting beside the agent) before retries are logged as errors.
+const datapathStartGrace = 30 * time.Second
+
+// initDatapath retries Init with backoff: Open vSwitch may start after the agent, which is
+// no error (logged as information) unless it lasts.
 func (a *agentState) initDatapath(ctx context.Context, dp datapath.Datapath, node datapath.Node) error {
-	backoff := 500 * time.Millisecond
+	backoff, start := 500*time.Millisecond, time.Now()
 	for {
 		err := dp.Init(ctx, node)
 		if err == nil {
 			return nil
 		}
 		a.notReady.Store("datapath: " + err.Error())
-		a.log.Error(err, "initializing the datapath; retrying", "in", backoff)
+		if time.Since(start) < datapathStartGrace {
+			a.log.Info("the datapath is not ready yet; retrying", "reason", err.Error(), "in", backoff)
+		} else {
+			a.log.Error(err, "initializing the datapath; retrying", "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

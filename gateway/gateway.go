@@ -346,7 +346,11 @@ func (g *gw) tryStart(ctx context.Context) error {
 	} else {
 		g.log.Info("the tunnel takes its driver's default MTU", "reason", err.Error())
 	}
-	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self, Interface: interfaces[g.tunType], ListenPort: port,
+	// The installation's ClusterNetwork UID in the name keeps the per-peer devices' names
+	// (and userspace WireGuard's control sockets, which every network namespace of a
+	// machine shares) apart between two clusters with the same ID and node names on one
+	// machine: two labs side by side.
+	tun, err := reg.New(string(g.tunType), tunnel.Config{Name: self + "/" + string(cn.UID), Interface: interfaces[g.tunType], ListenPort: port,
 		LocalIP: ip, Address: netip.PrefixFrom(ip, ip.BitLen()), StateDir: g.cfg.StateDir, MTU: mtu,
 		SegmentedOnly: cn.Spec.Datapath.Backend == fabricv1.DatapathEBPF && cn.Spec.Datapath.Encapsulation != fabricv1.EncapsulationNone})
 	if err != nil {

@@ -18,8 +18,8 @@ import (
 
 // Config describes the local end of a tunnel.
 type Config struct {
-	// Name says who this end is (cluster and gateway); drivers with a device per peer derive
-	// the devices' names from it and the peer's name.
+	// Name says who this end is (cluster, gateway, installation); drivers with a device per
+	// peer derive the devices' names from it and the peer's name.
 	Name string
 	// Interface is the tunnel device's name, or the stem of its devices' names for drivers
 	// with a device per peer; it also names the private key file. Userspace WireGuard's
