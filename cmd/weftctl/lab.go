@@ -363,6 +363,14 @@ func labDaemon(opts lab.Options) error {
 }
 
 func labDown(state, name string) error {
+	// The lab's own name, from its state, whatever --name says: the namespaces to remove
+	// are named after it (another lab's must not be touched).
+	if data, err := os.ReadFile(filepath.Join(state, lab.OptionsFile)); err == nil {
+		var o lab.Options
+		if json.Unmarshal(data, &o) == nil && o.Name != "" {
+			name = o.Name
+		}
+	}
 	if pid := daemonPID(state); pid != 0 {
 		fmt.Printf("stopping the lab (daemon pid %d)\n", pid)
 		_ = syscall.Kill(pid, syscall.SIGTERM)
@@ -392,6 +400,9 @@ func labStatus(state, name string) error {
 	if pid == 0 {
 		fmt.Println("no lab is running")
 		return nil
+	}
+	if r, err := lab.Open(state); err == nil {
+		name = r.Options.Name // the lab's own name, whatever --name says
 	}
 	var st lab.Status
 	data, err := os.ReadFile(filepath.Join(state, lab.StatusFile))

@@ -252,5 +252,5 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return old[fabricv1.AnnotationPodCIDRs] != cur[fabricv1.AnnotationPodCIDRs] ||
 				old[fabricv1.AnnotationNodeCleaned] != cur[fabricv1.AnnotationNodeCleaned]
 		}})).
-		Complete(r)
+		Complete(phases.QuietConflicts(r))
 }

@@ -322,7 +322,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 				},
 			})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
-		Complete(r)
+		Complete(phases.QuietConflicts(r))
 }
 
 func (r *Reconciler) peersUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {

@@ -141,7 +141,7 @@ func (r *Reconciler) setup(mgr ctrl.Manager) error {
 			return allPolicies(ctx, mgr.GetClient())
 		}), builder.WithPredicates(predicate.AnnotationChangedPredicate{})).
 		Named("fabricpolicy").
-		Complete(r)
+		Complete(phases.QuietConflicts(r))
 }
 
 func policiesOf(ctx context.Context, c client.Client, tier string) []reconcile.Request {

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/phases"
 )
 
 // FinalizerInUse is on a Tier while FabricPolicies name it.
@@ -90,5 +91,5 @@ func (r *TierInUse) setup(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.(*fabricv1.FabricPolicy).Spec.Tier}}}
 		})).
 		Named("tier-in-use").
-		Complete(r)
+		Complete(phases.QuietConflicts(r))
 }

@@ -21,6 +21,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/patch"
+	"github.com/weft-net/weft/internal/phases"
 )
 
 // Reconciler keeps ClusterNetwork.status.gateways.
@@ -75,5 +76,5 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return !ok || leaseExpired(old, time.Now()) ||
 				!equality.Semantic.DeepEqual(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
 		}})).
-		Complete(r)
+		Complete(phases.QuietConflicts(r))
 }

@@ -30,6 +30,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/mcs"
 	"github.com/weft-net/weft/internal/patch"
+	"github.com/weft-net/weft/internal/phases"
 )
 
 // Workers is how many Services each MCS controller reconciles at once: their work is
@@ -224,7 +225,7 @@ func (r *ExportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return e.ObjectOld.(*fabricv1.ClusterNetwork).Spec.ClusterID != e.ObjectNew.(*fabricv1.ClusterNetwork).Spec.ClusterID
 			}})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
-		Complete(fair.reconciler(r))
+		Complete(phases.QuietConflicts(fair.reconciler(r)))
 }
 
 func setCond(se *mcsv1.ServiceExport, t mcsv1.ServiceExportConditionType, status metav1.ConditionStatus, reason mcsv1.ServiceExportConditionReason, msg string) {

@@ -30,6 +30,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/mcs"
 	"github.com/weft-net/weft/internal/patch"
+	"github.com/weft-net/weft/internal/phases"
 )
 
 // ImportReconciler makes, for every Service exported anywhere in the clusterset, the
@@ -336,5 +337,5 @@ func (r *ImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			UpdateFunc: func(event.UpdateEvent) bool { return false }, DeleteFunc: func(event.DeleteEvent) bool { return false }})).
 		WatchesRawSource(keys.source()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: Workers}).
-		Complete(fair.reconciler(r))
+		Complete(phases.QuietConflicts(fair.reconciler(r)))
 }

@@ -130,7 +130,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		// A change to one tier can change which tier holds its priority: requeue its peers.
 		Watches(&fabricv1.Tier{}, handler.EnqueueRequestsFromMapFunc(r.samePriority)).
 		WatchesRawSource(source.Func(enqueueBuiltins)).
-		Complete(r)
+		Complete(phases.QuietConflicts(r))
 }
 
 func (r *Reconciler) samePriority(ctx context.Context, o client.Object) []reconcile.Request {

@@ -6,7 +6,7 @@
 //
 // A ```sh block runs as one bash script and must succeed. In a ```console block, each line
 // "$ command" runs and the lines after it, up to the next command, are its expected output:
-// each shown line must match an output line, after the previous one's (see LineMatches:
+// each shown line must match a line of the output, in any order (see LineMatches:
 // ages, addresses, keys, times and generated names may differ; "..." skips). With "fails" the
 // commands must fail (bad input the page shows refused); with "retry" a block that fails is
 // run again until it passes or the time is up (for state that settles).
@@ -147,24 +147,25 @@ func consoleCommands(body []string) []consoleCommand {
 	return out
 }
 
-// outputMatches checks the shown lines against the output: each shown line matches an
-// output line, after the previous one's.
+// outputMatches checks the shown lines against the output: each shown line matches a line
+// of the output, no output line matching two (the order of lines may differ: validation
+// errors and lists are not always printed in one order).
 func outputMatches(want []string, out string) error {
 	got := strings.Split(out, "\n")
-	j := 0
+	used := make([]bool, len(got))
 	for _, w := range want {
 		if strings.TrimSpace(w) == "..." {
 			continue
 		}
 		found := false
-		for ; j < len(got); j++ {
-			if LineMatches(w, got[j]) {
-				found, j = true, j+1
+		for j := range got {
+			if !used[j] && LineMatches(w, got[j]) {
+				found, used[j] = true, true
 				break
 			}
 		}
 		if !found {
-			return fmt.Errorf("no line (in order) matches %q", w)
+			return fmt.Errorf("no line matches %q", w)
 		}
 	}
 	return nil
@@ -172,7 +173,7 @@ func outputMatches(want []string, out string) error {
 
 var (
 	durationToken = regexp.MustCompile(`^(\d+(\.\d+)?(ms|µs|s|m|h|d))+$`)
-	ipToken       = regexp.MustCompile(`^\[?"?\d{1,3}(\.\d{1,3}){3}(/\d+|:\d+)?"?\]?,?$`)
+	ipToken       = regexp.MustCompile(`^\[?"?(https?://)?\d{1,3}(\.\d{1,3}){3}(/\d+|:\d+)?"?\]?,?$`)
 	keyToken      = regexp.MustCompile(`^[A-Za-z0-9+/]{42,43}=$`)
 	timeToken     = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d`)
 	generated     = regexp.MustCompile(`^(.*?[a-z0-9])-([a-z0-9]{5,10}-)?[a-z0-9]{5}$`)
@@ -180,7 +181,8 @@ var (
 )
 
 // LineMatches says whether an output line is what a page shows: the same words, where a
-// shown word that is an age or duration, an address, a WireGuard key or a time matches any
+// shown word that is an age or duration, an address (or URL of one), a WireGuard key or a
+// time matches any
 // word of that kind, "<anything>" any word, a trailing "..." the rest of the line, and a
 // generated name (hello-594998f5d9-bt4mc) any name generated from the same stem.
 func LineMatches(want, got string) bool {

@@ -23,6 +23,7 @@ func TestLineMatches(t *testing.T) {
 		{"weft-1-node-1  weft-2/weft-2-node-1  Active  yes ...", "weft-1-node-1 weft-2/weft-2-node-1 Active yes 2m ago x y", true},
 		{"weft-1-node-1  weft-2/weft-2-node-1  Standby", "weft-1-node-1 weft-2/weft-2-node-1 Active", false},
 		{"a <VIP> c", "a 10.96.1.1 c", true},
+		{"weft-1   https://127.0.0.1:16443  2/2", "weft-1 https://127.0.0.1:36443 2/2", true},
 		{"a b", "a b c", false},
 	} {
 		if got := LineMatches(c.want, c.got); got != c.ok {
@@ -56,6 +57,15 @@ func TestBlocksAndRun(t *testing.T) {
 	bad := Block{Lang: "console", Body: []string{"$ echo NAME AGE", "NAME  SINCE"}}
 	if err := bad.Run(t.TempDir(), os.Environ()); err == nil || !strings.Contains(err.Error(), "NAME  SINCE") {
 		t.Errorf("a renamed column: %v", err)
+	}
+	// Lines may come in another order, but each shown line needs a line of its own.
+	shuffled := Block{Lang: "console", Body: []string{"$ printf 'b\\na\\n'", "a", "b"}}
+	if err := shuffled.Run(t.TempDir(), os.Environ()); err != nil {
+		t.Errorf("lines in another order: %v", err)
+	}
+	twice := Block{Lang: "console", Body: []string{"$ echo a", "a", "a"}}
+	if err := twice.Run(t.TempDir(), os.Environ()); err == nil {
+		t.Error("one output line matched two shown lines")
 	}
 	if err := os.WriteFile(page, []byte("<!-- docs-test: demo -->\n```yaml\na: b\n```\n"), 0o644); err != nil {
 		t.Fatal(err)

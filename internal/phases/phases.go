@@ -12,10 +12,15 @@ package phases
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // ConflictRetry is how soon a run that met a conflict is run again.
@@ -64,4 +69,50 @@ func minPositive(a, b time.Duration) time.Duration {
 	default:
 		return b
 	}
+}
+
+// QuietConflicts wraps a reconciler: a conflict it returns (see Run) asks for another run in
+// ConflictRetry, logged at V(1), instead of an error with a stack trace. So does, for up to
+// TransientGrace per object, a connection to the API server that broke (reset, closed, timed
+// out: an Open vSwitch node moving its uplink into its bridge resets every connection the
+// node had): it is retried with the usual backoff and logged as information; one that lasts
+// is an error.
+func QuietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
+	var first sync.Map // reconcile.Request → time.Time of the first transient failure in a row
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		res, err := r.Reconcile(ctx, req)
+		switch {
+		case err == nil:
+			first.Delete(req)
+		case apierrors.IsConflict(err):
+			ctrl.LoggerFrom(ctx).V(1).Info("the object changed meanwhile; reconciling again", "reason", err.Error())
+			return Merge(res, ctrl.Result{RequeueAfter: ConflictRetry}), nil
+		case transient(err):
+			since, _ := first.LoadOrStore(req, time.Now())
+			if time.Since(since.(time.Time)) < TransientGrace {
+				ctrl.LoggerFrom(ctx).Info("the API server connection broke; retrying", "reason", err.Error())
+				return Merge(res, ctrl.Result{RequeueAfter: TransientRetry}), nil
+			}
+		default:
+			first.Delete(req)
+		}
+		return res, err
+	})
+}
+
+// TransientGrace is how long broken connections are retried quietly; TransientRetry how
+// soon.
+const (
+	TransientGrace = 30 * time.Second
+	TransientRetry = time.Second
+)
+
+// transient says whether err is a connection to the API server that broke, not an answer.
+func transient(err error) bool {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 func TestRunStopsAtHaltWithoutError(t *testing.T) {
@@ -77,5 +80,20 @@ func TestConflictRequeuesQuietly(t *testing.T) {
 		func(context.Context, string) (ctrl.Result, error) { ran++; return ctrl.Result{}, nil })
 	if err != nil || res.RequeueAfter != ConflictRetry || ran != 2 {
 		t.Errorf("Run = %+v, %v after %d phases; want a requeue after %v, no error, 2 phases", res, err, ran, ConflictRetry)
+	}
+}
+
+// A connection reset is retried quietly for a while, then is an error; another error at once.
+func TestQuietConflictsRetriesBrokenConnectionsForAWhile(t *testing.T) {
+	var err error
+	r := QuietConflicts(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) { return reconcile.Result{}, err }))
+	req := reconcile.Request{}
+	err = fmt.Errorf("patching: %w", &net.OpError{Op: "read", Err: syscall.ECONNRESET})
+	if res, got := r.Reconcile(context.Background(), req); got != nil || res.RequeueAfter != TransientRetry {
+		t.Errorf("a reset: %+v, %v; want a quiet retry", res, got)
+	}
+	err = errors.New("boom")
+	if _, got := r.Reconcile(context.Background(), req); got == nil {
+		t.Error("another error was swallowed")
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -28,7 +29,8 @@ type ExportLatency struct {
 // `to` its name <svc>.<ns>.svc.clusterset.local answers in `from`, asked the way a pod there
 // asks: from a pod's network namespace to the cluster DNS (CoreDNS, which forwards the zone
 // to weft-dns), every 10 ms; then how long after the export is deleted the name is gone.
-// Each round exports another Service, so nothing is answered from an earlier round.
+// Each round exports another Service, so nothing is answered from an earlier round; a second
+// call exports the same Services again (each was unexported at the end of its round).
 func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []ExportLatency {
 	ctx := context.Background()
 	const ns = "bench-mcs"
@@ -39,14 +41,14 @@ func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []Exp
 	for i := range rounds {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("svc-%d", i), Namespace: ns},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "none"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
-		if _, err := toCS.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		if _, err := toCS.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "asker", Namespace: ns},
 		Spec: corev1.PodSpec{NodeName: from + "-node-2", TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
 			{Name: "sleep", Image: "busybox", Command: []string{"sleep", "3600"}}}}}
-	if _, err := fromCS.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := fromCS.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	asker := l.podNetns(t, WaitPodReady(t, fromCS, ns, "asker", 2*time.Minute).Status.PodIP)

@@ -97,6 +97,12 @@ func BenchmarkMCSAtScale(b *testing.B) {
 		b := printing{bb}
 		setExports(b, lab, "weft-2", ns, 0)
 		waitImports(b, lab, "weft-1", ns, 0, 5*time.Minute)
+		// The same single exports with nothing else going on, for comparison.
+		var idle []time.Duration
+		for i, r := range exportToResolvable(b, lab, "weft-1", "weft-2", singles) {
+			b.Logf("single export %d, idle: resolvable after %v", i+1, r.Resolvable.Round(time.Millisecond))
+			idle = append(idle, r.Resolvable)
+		}
 		start := time.Now()
 		created := make(chan time.Duration, 1)
 		exports := lab.CRClient(b, "weft-2")
@@ -127,6 +133,9 @@ func BenchmarkMCSAtScale(b *testing.B) {
 		b.Logf("the same writes by a plain client: %v (weft took %.1f× that)", floor.Round(100*time.Millisecond), imported.Seconds()/floor.Seconds())
 
 		p50, p99 := latencyPercentiles(resolvable)
+		ip50, ip99 := latencyPercentiles(idle)
+		b.ReportMetric(float64(ip50.Milliseconds()), "p50-idle-resolvable-ms")
+		b.ReportMetric(float64(ip99.Milliseconds()), "p99-idle-resolvable-ms")
 		b.ReportMetric(floor.Seconds(), "floor-1000-s")
 		b.ReportMetric(imported.Seconds()/floor.Seconds(), "import/floor")
 		b.ReportMetric(imported.Seconds(), "import-1000-s")
