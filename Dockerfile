@@ -12,7 +12,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=0.1.0
 ENV CGO_ENABLED=0
-RUN go build -trimpath -ldflags "-s -w -X github.com/weft-net/weft/internal/version.Version=v${VERSION}" -o /out/weft-operator ./cmd/operator && \
+RUN go build -trimpath -ldflags "-s -w -X github.com/weft-net/weft/internal/version.Version=v${VERSION}" -o /out/weft-operator ./cmd/weft-operator && \
     go build -trimpath -ldflags "-s -w -X github.com/weft-net/weft/internal/version.Version=v${VERSION}" -o /out/weft-agent ./cmd/weft-agent && \
     go build -trimpath -ldflags "-s -w -X github.com/weft-net/weft/internal/version.Version=v${VERSION}" -o /out/weft-cni ./cmd/weft-cni && \
     go build -trimpath -ldflags "-s -w -X github.com/weft-net/weft/internal/version.Version=v${VERSION}" -o /out/weft-ovs ./cmd/weft-ovs && \

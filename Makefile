@@ -63,7 +63,7 @@ generate-deepcopy: ## Generate DeepCopy methods for the API types.
 .PHONY: manifests
 manifests: ## Generate CRDs, RBAC and webhook configuration under config/ from markers.
 	$(CONTROLLER_GEN) rbac:roleName=operator crd webhook \
-		paths=./api/... paths=./controllers/... paths=./internal/... \
+		paths=./api/... paths=./controllers/... paths=./internal/... paths=./cmd/weft-operator/... \
 		output:crd:artifacts:config=config/crd/bases \
 		output:rbac:artifacts:config=config/rbac \
 		output:webhook:artifacts:config=config/webhook
@@ -78,24 +78,46 @@ verify-generated: ## Fail if regenerating code or manifests would change any fil
 
 .PHONY: build
 build: ## Build every binary into bin/ (weft-operator, weft-agent, weft-cni, weft-ovs, weft-gateway, weft-dns, weftctl, labtool).
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/weft-operator ./cmd/operator
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/weft-agent ./cmd/weft-cni ./cmd/weft-ovs ./cmd/weft-gateway ./cmd/weft-dns ./cmd/weftctl ./cmd/labtool
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/weft-operator ./cmd/weft-agent ./cmd/weft-cni ./cmd/weft-ovs ./cmd/weft-gateway ./cmd/weft-dns ./cmd/weftctl ./cmd/labtool
 
 .PHONY: run
 run: manifests ## Run the operator from source against the current kubeconfig (applies config/dev first).
 	$$(hack/envtest-assets.sh | tail -1)/kubectl apply --server-side -k config/dev
-	$(GO) run ./cmd/operator --webhook-host=127.0.0.1 --metrics-bind-address=0 --health-probe-bind-address=0
+	$(GO) run ./cmd/weft-operator --webhook-host=127.0.0.1 --metrics-bind-address=0 --health-probe-bind-address=0
 
 ##@ Test
 
 .PHONY: test
-test: test-deps verify-generated vet ## Run every test: unit, envtest (real API server), then the lab e2e alone. Installs what it needs.
+test: test-deps verify-generated vet lint ## Run every test: lint, unit, envtest and privileged together, fuzzing, then the lab e2e alone. Installs what it needs.
+	@# One `go test` for the three tiers below: their packages run in parallel.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
-		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $$($(GO) list ./... | grep -v '/test/e2e$$')
-	@# Fuzz the parsers and the DNS answerer briefly with new inputs (the seeds ran above).
+		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $$(hack/test-tier.sh unit; hack/test-tier.sh envtest; hack/test-tier.sh privileged)
+	$(MAKE) --no-print-directory test-fuzz
+	@# The lab e2e times gateway failover (< 1 s): it gets the machine to itself.
+	$(MAKE) --no-print-directory test-e2e
+
+# The tiers, to run one alone (hack/test-tier.sh says which package is in which).
+.PHONY: test-unit
+test-unit: ## Pure Go tests: no API server, no root.
+	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $$(hack/test-tier.sh unit)
+
+.PHONY: test-envtest
+test-envtest: ## Tests against a real kube-apiserver and etcd (controllers, webhooks, CRD validation).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
+		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $$(hack/test-tier.sh envtest)
+
+.PHONY: test-privileged
+test-privileged: test-deps ## Tests that need root: network namespaces, OVS, tunnels, BGP daemons, a node's agent.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
+		$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $$(hack/test-tier.sh privileged)
+
+.PHONY: test-fuzz
+test-fuzz: ## Fuzz the parsers and the DNS answerer briefly with new inputs (the seeds run in test-unit).
 	$(GO) test -run '^$$' -fuzz '^FuzzAnswer$$' -fuzztime $(FUZZ_TIME) ./dns/
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime $(FUZZ_TIME) ./gateway/tunnel/geneve/
-	@# The lab e2e times gateway failover (< 1 s): it gets the machine to itself.
+
+.PHONY: test-e2e
+test-e2e: test-deps ## The two-cluster lab: demo, docs, failover, outages, conformance across clusters.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/e2e/
 
 .PHONY: bench
@@ -103,7 +125,7 @@ bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin)
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 	WEFT_CNI_BIN="$$(hack/lab-deps.sh | sed -n 's/^CNI_BIN=//p')" \
 		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/ ./gateway/tunnel/wireguard/
-	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./gateway/health/
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./internal/health/
 	$(GO) test -run '^$$' -bench Compile10kRules -benchtime 5x -count 1 ./agent/policy/
 	$(GO) test -run '^$$' -bench PolicyThroughput -benchtime 3s -count 1 ./agent/datapath/ovs/
 	$(GO) test -run '^$$' -bench Paths -benchtime 1x -count 1 ./agent/datapath/conformance/

@@ -52,7 +52,7 @@ import (
 	"github.com/weft-net/weft/agent/podnet"
 	"github.com/weft-net/weft/agent/policysync"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
-	"github.com/weft-net/weft/gateway/health"
+	"github.com/weft-net/weft/internal/health"
 	"github.com/weft-net/weft/internal/restcfg"
 )
 

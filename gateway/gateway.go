@@ -33,11 +33,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
-	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/gateway/tunnel"
 	"github.com/weft-net/weft/gateway/tunnel/geneve"
 	"github.com/weft-net/weft/gateway/tunnel/vxlan"
 	"github.com/weft-net/weft/gateway/tunnel/wireguard"
+	"github.com/weft-net/weft/internal/health"
 	"github.com/weft-net/weft/internal/restcfg"
 )
 
@@ -413,7 +413,7 @@ table inet weft-gateway {
 	cmd := exec.Command(nft, "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft (MSS clamping): %v: %s", err, out)
+		return fmt.Errorf("nft (MSS clamping): %w: %s", err, out)
 	}
 	// Reverse-path filtering uses the larger of "all" and the device's setting: 2 (loose)
 	// on "all" covers every tunnel device, present and future.

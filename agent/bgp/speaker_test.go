@@ -18,7 +18,7 @@ import (
 
 	"github.com/weft-net/weft/agent/bgp"
 	"github.com/weft-net/weft/internal/netnstest"
-	"github.com/weft-net/weft/test/lab/router"
+	"github.com/weft-net/weft/lab/router"
 )
 
 // Each speaker runs in its own process inside a node's network namespace, as an agent

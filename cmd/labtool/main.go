@@ -14,8 +14,8 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/weft-net/weft/test/lab/agnhost"
-	"github.com/weft-net/weft/test/lab/forward"
+	"github.com/weft-net/weft/lab/agnhost"
+	"github.com/weft-net/weft/lab/forward"
 )
 
 func main() {

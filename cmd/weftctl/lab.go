@@ -22,10 +22,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
-	"github.com/weft-net/weft/test/lab"
-	"github.com/weft-net/weft/test/lab/kubelet"
-	"github.com/weft-net/weft/test/lab/netlab"
-	"github.com/weft-net/weft/test/lab/router"
+	"github.com/weft-net/weft/lab"
+	"github.com/weft-net/weft/lab/kubelet"
+	"github.com/weft-net/weft/lab/netlab"
+	"github.com/weft-net/weft/lab/router"
 )
 
 func cacheDir() string {
@@ -323,7 +323,7 @@ func labUp(ctx context.Context, opts lab.Options) error {
 		select {
 		case err := <-exited:
 			msg, _ := os.ReadFile(filepath.Join(opts.StateDir, lab.FailedFile))
-			return fmt.Errorf("the lab failed to come up (%v): %s\nlast lines of %s:\n%s", err,
+			return fmt.Errorf("the lab failed to come up (%w): %s\nlast lines of %s:\n%s", err,
 				strings.TrimSpace(string(msg)), logf.Name(), tail(logf.Name(), 15))
 		case <-ctx.Done():
 			_ = d.Process.Signal(syscall.SIGTERM)

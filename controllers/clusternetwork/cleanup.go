@@ -15,6 +15,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/conditions"
 	"github.com/weft-net/weft/internal/patch"
+	"github.com/weft-net/weft/internal/render"
 )
 
 // DefaultNodeCleanupTimeout is how long a deleted ClusterNetwork waits for the agents to
@@ -107,7 +108,7 @@ func (r *Reconciler) nodesWithAgents(ctx context.Context) (map[string]bool, erro
 	if reader == nil {
 		reader = r.Client
 	}
-	if err := reader.List(ctx, pods, client.InNamespace(r.Namespace), client.MatchingLabels{"app.kubernetes.io/name": AgentName}); err != nil {
+	if err := reader.List(ctx, pods, client.InNamespace(r.Namespace), client.MatchingLabels{"app.kubernetes.io/name": render.AgentName}); err != nil {
 		return nil, err
 	}
 	out := map[string]bool{}

@@ -17,6 +17,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
+	"github.com/weft-net/weft/internal/render"
 	"github.com/weft-net/weft/internal/testenv"
 )
 
@@ -39,7 +40,7 @@ func TestDeletionWaitsForTheNodeAgents(t *testing.T) {
 			continue // a node without an agent: nothing to wait for
 		}
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "weft-agent-" + name,
-			Labels: map[string]string{"app.kubernetes.io/name": clusternetwork.AgentName}},
+			Labels: map[string]string{"app.kubernetes.io/name": render.AgentName}},
 			Spec: corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "agent", Image: images.Agent}}}}
 		if err := env.Client.Create(ctx, pod); err != nil {
 			t.Fatal(err)
@@ -135,7 +136,7 @@ func waitGone(t *testing.T, limit time.Duration) {
 	testenv.Eventually(t, limit, func() error {
 		err := env.Client.Get(context.Background(), client.ObjectKey{Name: "default"}, &fabricv1.ClusterNetwork{})
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("the ClusterNetwork is still there (%v)", err)
+			return fmt.Errorf("the ClusterNetwork is still there (%w)", err)
 		}
 		return nil
 	})

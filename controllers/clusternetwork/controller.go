@@ -26,6 +26,7 @@ import (
 	"github.com/weft-net/weft/internal/conditions"
 	"github.com/weft-net/weft/internal/patch"
 	"github.com/weft-net/weft/internal/phases"
+	"github.com/weft-net/weft/internal/render"
 )
 
 // Options configures the ClusterNetwork controller.
@@ -35,7 +36,7 @@ type Options struct {
 	// Namespace is where node workloads run (the operator's namespace).
 	Namespace string
 	// Images of the node workloads.
-	Images Images
+	Images render.Images
 	// NodeCleanupTimeout bounds how long a deleted ClusterNetwork waits for the node
 	// agents to remove weft from their nodes (0: DefaultNodeCleanupTimeout).
 	NodeCleanupTimeout time.Duration
@@ -97,7 +98,7 @@ func (r *Reconciler) validate(_ context.Context, cn *fabricv1.ClusterNetwork) (c
 	if problems := Validate(cn.Spec, r.Backends); len(problems) > 0 {
 		reason, msg := summarize(problems)
 		conditions.MarkStalled(&cn.Status.Conditions, cn.Generation, reason, msg)
-		return ctrl.Result{}, phases.Halt
+		return ctrl.Result{}, phases.ErrHalt
 	}
 	return ctrl.Result{}, nil
 }
@@ -111,7 +112,7 @@ func (r *Reconciler) checkCapabilities(ctx context.Context, cn *fabricv1.Cluster
 	}
 	if msg := UnsupportedOn(cn.Spec, nodes.Items); msg != "" {
 		conditions.MarkStalled(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonUnsupportedEncapsulation, msg)
-		return ctrl.Result{}, phases.Halt
+		return ctrl.Result{}, phases.ErrHalt
 	}
 	return ctrl.Result{}, nil
 }
@@ -154,12 +155,12 @@ func UnsupportedOn(spec fabricv1.ClusterNetworkSpec, nodes []corev1.Node) string
 // ensureAgents applies the node agents' objects (server-side apply: fields weft does not set
 // are left to others), owned by the ClusterNetwork.
 func (r *Reconciler) ensureAgents(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
-	objs := agentObjects(r.Namespace, r.Images, cn)
+	objs := render.Agent(r.Namespace, r.Images, cn)
 	if r.Images.Gateway != "" {
-		objs = append(objs, gatewayObjects(r.Namespace, r.Images, cn)...)
+		objs = append(objs, render.Gateway(r.Namespace, r.Images, cn)...)
 	}
 	if r.Images.DNS != "" {
-		objs = append(objs, dnsObjects(r.Namespace, r.Images, cn)...)
+		objs = append(objs, render.DNS(r.Namespace, r.Images, cn)...)
 	}
 	for _, o := range objs {
 		if err := controllerutil.SetControllerReference(cn, o, r.Scheme()); err != nil {
@@ -186,7 +187,7 @@ func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 		}
 	}
 	ds := &appsv1.DaemonSet{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: AgentName}, ds); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: render.AgentName}, ds); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}
@@ -194,7 +195,7 @@ func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 		cn.Status.Nodes = counts
 		conditions.MarkReconciling(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonAgentsRollingOut,
 			"waiting for the node agents' DaemonSet")
-		return ctrl.Result{}, phases.Halt
+		return ctrl.Result{}, phases.ErrHalt
 	}
 	counts.AgentsDesired, counts.AgentsReady = ds.Status.DesiredNumberScheduled, ds.Status.NumberReady
 	cn.Status.Nodes = counts
@@ -203,7 +204,7 @@ func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 	if !rolledOut {
 		conditions.MarkReconciling(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonAgentsRollingOut,
 			fmt.Sprintf("%d of %d node agents ready (%d updated)", ds.Status.NumberReady, ds.Status.DesiredNumberScheduled, ds.Status.UpdatedNumberScheduled))
-		return ctrl.Result{}, phases.Halt
+		return ctrl.Result{}, phases.ErrHalt
 	}
 	return ctrl.Result{}, nil
 }
@@ -211,15 +212,8 @@ func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 func (r *Reconciler) markReady(_ context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
 	conditions.MarkReady(&cn.Status.Conditions, cn.Generation, fabricv1.ReasonReconciled,
 		fmt.Sprintf("cluster %s: pods %s, services %s, %s datapath", cn.Spec.ClusterID,
-			join(cn.Spec.PodCIDRs), join(cn.Spec.ServiceCIDRs), backendOf(cn)))
+			join(cn.Spec.PodCIDRs), join(cn.Spec.ServiceCIDRs), render.BackendOf(cn)))
 	return ctrl.Result{}, nil
-}
-
-func backendOf(cn *fabricv1.ClusterNetwork) fabricv1.DatapathBackend {
-	if cn.Spec.Datapath.Backend == "" {
-		return fabricv1.DatapathOVS
-	}
-	return cn.Spec.Datapath.Backend
 }
 
 func join(cidrs []fabricv1.CIDR) string {

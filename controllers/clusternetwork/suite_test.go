@@ -27,6 +27,7 @@ import (
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/gatewaystatus"
 	"github.com/weft-net/weft/internal/operator"
+	"github.com/weft-net/weft/internal/render"
 	"github.com/weft-net/weft/internal/testenv"
 )
 
@@ -35,7 +36,7 @@ var env *testenv.Env
 // namespace is created by testenv.
 const namespace = "weft-system"
 
-var images = clusternetwork.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test", Gateway: "weft.dev/gateway:test", DNS: "weft.dev/dns:test"}
+var images = render.Images{Agent: "weft.dev/agent:test", OVS: "weft.dev/ovs:test", Gateway: "weft.dev/gateway:test", DNS: "weft.dev/dns:test"}
 
 func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
@@ -142,7 +143,7 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 		)
 	})
 	ds := &appsv1.DaemonSet{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.AgentName}, ds); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: render.AgentName}, ds); err != nil {
 		t.Fatal(err)
 	}
 	if owner := metav1.GetControllerOf(ds); owner == nil || owner.Kind != "ClusterNetwork" || owner.Name != "default" {
@@ -159,14 +160,14 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 		t.Error("agent pods are not hostNetwork")
 	}
 	gwds := &appsv1.DaemonSet{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.GatewayName}, gwds); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: render.GatewayName}, gwds); err != nil {
 		t.Fatal(err)
 	}
 	if sel := gwds.Spec.Template.Spec.NodeSelector; sel[fabricv1.LabelGateway] != "true" || gwds.Spec.Template.Spec.Containers[0].Image != images.Gateway {
 		t.Errorf("gateway DaemonSet: node selector %v, image %s", sel, gwds.Spec.Template.Spec.Containers[0].Image)
 	}
 	dnsDep := &appsv1.Deployment{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.DNSName}, dnsDep); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: render.DNSName}, dnsDep); err != nil {
 		t.Fatal(err)
 	}
 	if c := dnsDep.Spec.Template.Spec.Containers[0]; c.Image != images.DNS || !strings.Contains(strings.Join(c.Args, " "), "--domain=clusterset.local") {
@@ -175,7 +176,7 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	// The cluster DNS forwards the clusterset zone to weft-dns's Service.
 	dnsSvc := &corev1.Service{}
 	testenv.Eventually(t, 20*time.Second, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: clusternetwork.DNSName}, dnsSvc); err != nil {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: render.DNSName}, dnsSvc); err != nil {
 			return err
 		}
 		cm := &corev1.ConfigMap{}
@@ -190,10 +191,10 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	})
 	// KEP-2149's cluster properties: the cluster ID and the clusterset (defaulted).
 	checkProperties(t, map[string]string{aboutv1.ClusterIDProperty: "east", aboutv1.ClusterSetProperty: "default"})
-	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.AgentName}},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: clusternetwork.GatewayName}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: clusternetwork.AgentName}}} {
+	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: render.AgentName}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: render.GatewayName}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: render.AgentName}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: render.AgentName}}} {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			t.Errorf("%T: %v", o, err)
 		}
@@ -256,7 +257,7 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, func() error {
 		err := env.Client.Get(ctx, client.ObjectKey{Name: "default"}, &fabricv1.ClusterNetwork{})
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("ClusterNetwork still there (%v)", err)
+			return fmt.Errorf("ClusterNetwork still there (%w)", err)
 		}
 		cm := &corev1.ConfigMap{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, cm); err != nil {

@@ -141,7 +141,7 @@ func (r *Reconciler) loadCredentials(ctx context.Context, s *peerState) (ctrl.Re
 		key = "kubeconfig"
 	}
 	secret := &corev1.Secret{}
-	var reader client.Reader = r.APIReader
+	var reader = r.APIReader
 	if ref.Namespace == r.Namespace {
 		reader = r.Client // the manager watches Secrets in the operator's namespace
 	}
@@ -274,7 +274,7 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 	} else {
 		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, pe.Reason, pe.Message)
 	}
-	return ctrl.Result{RequeueAfter: r.backoff.next(p.Name)}, phases.Halt
+	return ctrl.Result{RequeueAfter: r.backoff.next(p.Name)}, phases.ErrHalt
 }
 
 func setConnected(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {

@@ -69,7 +69,7 @@ func (r *Reconciler) checkTier(ctx context.Context, p *fabricv1.FabricPolicy) (c
 	switch {
 	case apierrors.IsNotFound(err):
 		SetTierNotFound(p)
-		return ctrl.Result{}, phases.Halt
+		return ctrl.Result{}, phases.ErrHalt
 	case err != nil:
 		return ctrl.Result{}, err
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +23,7 @@ import (
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/cmd/weft-operator/manager/managertest"
 	mcsctrl "github.com/weft-net/weft/controllers/mcs"
 	"github.com/weft-net/weft/internal/mcs"
 	"github.com/weft-net/weft/internal/operator"
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) { testenv.Main(m, &east, &west) }
 
 // startOperator runs the whole operator against e; several run in this process.
 func startOperator(t *testing.T, e *testenv.Env) {
-	testenv.StartOperator(t, e, func(cfg *operator.Config) {
+	managertest.Start(t, e, func(cfg *operator.Config) {
 		cfg.LeaderElect = false
 		cfg.SeveralInProcess = true
 		cfg.PeerResync = 2 * time.Second
@@ -376,16 +377,16 @@ func TestMultiClusterServices(t *testing.T) {
 	t.Run("an import whose Service cannot be written says so, and recovers", func(t *testing.T) {
 		// An admission policy of the cluster's (as Kyverno or Gatekeeper would) refuses
 		// Services in the namespace.
-		fail := admissionregistrationv1.Fail
-		policy := &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: "no-services-in-quota"},
-			Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{FailurePolicy: &fail,
-				MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-					RuleWithOperations: admissionregistrationv1.RuleWithOperations{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-						Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"services"}}}}}},
-				Validations: []admissionregistrationv1.Validation{{Expression: "object.metadata.namespace != 'quota'", Message: "no Services in namespace quota"}}}}
-		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-services-in-quota"},
-			Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name,
-				ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}}}
+		fail := admissionv1.Fail
+		policy := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: "no-services-in-quota"},
+			Spec: admissionv1.ValidatingAdmissionPolicySpec{FailurePolicy: &fail,
+				MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionv1.RuleWithOperations{Operations: []admissionv1.OperationType{admissionv1.Create},
+						Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"services"}}}}}},
+				Validations: []admissionv1.Validation{{Expression: "object.metadata.namespace != 'quota'", Message: "no Services in namespace quota"}}}}
+		binding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-services-in-quota"},
+			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name,
+				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny}}}
 		mustCreate(t, east, namespace("quota"), policy, binding)
 		// The policy is in force once it refuses a Service of our own.
 		testenv.Eventually(t, 30*time.Second, func() error {
@@ -463,15 +464,15 @@ func TestMultiClusterServices(t *testing.T) {
 		for _, e := range []*testenv.Env{east, west} {
 			testenv.Eventually(t, 30*time.Second, func() error {
 				if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &mcsv1.ServiceImport{}); !apierrors.IsNotFound(err) {
-					return fmt.Errorf("import still there: %v", err)
+					return fmt.Errorf("import still there: %w", err)
 				}
 				derived := mcs.DerivedName(mcs.Key{Namespace: "shop", Name: "web"})
 				if err := e.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: derived}, &corev1.Service{}); !apierrors.IsNotFound(err) {
-					return fmt.Errorf("derived Service still there: %v", err)
+					return fmt.Errorf("derived Service still there: %w", err)
 				}
 				slices := &discoveryv1.EndpointSliceList{}
 				if err := e.Client.List(ctx, slices, client.InNamespace("shop"), client.MatchingLabels{discoveryv1.LabelServiceName: derived}); err != nil || len(slices.Items) != 0 {
-					return fmt.Errorf("imported slices left: %d (%v)", len(slices.Items), err)
+					return fmt.Errorf("imported slices left: %d (%w)", len(slices.Items), err)
 				}
 				return nil
 			})

@@ -103,7 +103,7 @@ func (r *Reconciler) checkPriority(ctx context.Context, t *fabricv1.Tier) (ctrl.
 		conditions.MarkStalled(&t.Status.Conditions, t.Generation, fabricv1.ReasonDuplicatePriority,
 			fmt.Sprintf("priority %d is already held by tier %q; delete this tier or recreate it with another priority",
 				t.Spec.Priority, h.Name))
-		return ctrl.Result{}, phases.Halt
+		return ctrl.Result{}, phases.ErrHalt
 	}
 	return ctrl.Result{}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/cmd/weft-operator/manager/managertest"
 	"github.com/weft-net/weft/controllers/tier"
 	"github.com/weft-net/weft/internal/testenv"
 )
@@ -37,7 +38,7 @@ func newTier(name string, p int32) *fabricv1.Tier {
 
 func TestTiers(t *testing.T) {
 	ctx := context.Background()
-	testenv.StartOperator(t, env, nil)
+	managertest.Start(t, env, nil)
 
 	t.Run("built-in tiers are created and Ready", func(t *testing.T) {
 		for _, want := range tier.Builtin {

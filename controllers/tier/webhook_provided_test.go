@@ -22,6 +22,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weft-net/weft/cmd/weft-operator/manager"
+	"github.com/weft-net/weft/cmd/weft-operator/manager/managertest"
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/testenv"
 )
@@ -87,12 +89,12 @@ func TestProvidedCertificateIsServedAndCABundleLeftAlone(t *testing.T) {
 			return env.Client.Update(ctx, vwc)
 		})
 	}
-	testenv.StartOperator(t, env, func(cfg *operator.Config) {
+	managertest.Start(t, env, func(cfg *operator.Config) {
 		cfg.Webhook.CertsProvided = true
 		cfg.Webhook.CertDir = dir
 		cfg.SeveralInProcess = true
 	})
-	setCA() // StartOperator applied config/dev's configuration, which has no caBundle
+	setCA() // managertest.Start applied config/dev's configuration, which has no caBundle
 
 	// The API server trusts only the provided CA, so an admission answer proves the
 	// operator serves the provided certificate.
@@ -102,7 +104,7 @@ func TestProvidedCertificateIsServedAndCABundleLeftAlone(t *testing.T) {
 			t.Fatal("a second tier with priority 250 was admitted")
 		}
 		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "already held") {
-			return fmt.Errorf("want the webhook's refusal, got %v", err)
+			return fmt.Errorf("want the webhook's refusal, got %w", err)
 		}
 		return nil
 	})
@@ -125,7 +127,7 @@ func TestProvidedModeRefusesAMissingCertificate(t *testing.T) {
 	cfg.Webhook.CertsProvided = true
 	cfg.Webhook.CertDir = t.TempDir()
 	cfg.SeveralInProcess = true
-	_, err := operator.NewManager(context.Background(), cfg, env.Config)
+	_, err := manager.NewManager(context.Background(), cfg, env.Config)
 	if err == nil || !strings.Contains(err.Error(), "tls.crt") {
 		t.Fatalf("NewManager with an empty provided cert dir: %v, want an error naming tls.crt", err)
 	}

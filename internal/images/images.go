@@ -33,7 +33,7 @@ type Package struct {
 type Image struct {
 	// Name is the repository under Registry.
 	Name string
-	// Commands are weft binaries (built from cmd/<name>, or cmd/operator for weft-operator);
+	// Commands are weft binaries (built from cmd/<name>);
 	// the first is the entrypoint.
 	Commands []string
 	// Packages are installed from Debian; an image without packages is built FROM scratch.
@@ -95,9 +95,4 @@ func (im Image) Programs() []string {
 }
 
 // Source is the Go package a weft binary is built from.
-func Source(command string) string {
-	if command == "weft-operator" {
-		return "./cmd/operator"
-	}
-	return "./cmd/" + command
-}
+func Source(command string) string { return "./cmd/" + command }

@@ -150,8 +150,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// certNames are the DNS names and IPs the webhook certificate covers.
-func (w WebhookConfig) certNames(namespace string) ([]string, []net.IP) {
+// CertNames are the DNS names and IPs the webhook certificate covers.
+func (w WebhookConfig) CertNames(namespace string) ([]string, []net.IP) {
 	svc := w.ServiceName + "." + namespace
 	dns := []string{svc + ".svc", svc + ".svc.cluster.local"}
 	var ips []net.IP

@@ -23,7 +23,7 @@ func TestConfigFlagsAndValidation(t *testing.T) {
 	if cfg.Namespace != "fabric" || cfg.PeerResync != 45*time.Second || !cfg.LeaderElect {
 		t.Errorf("flags not bound: %+v", cfg)
 	}
-	dns, ips := cfg.Webhook.certNames(cfg.Namespace)
+	dns, ips := cfg.Webhook.CertNames(cfg.Namespace)
 	wantDNS := []string{"weft-webhook-service.fabric.svc", "weft-webhook-service.fabric.svc.cluster.local", "op.example.com"}
 	if !slices.Equal(dns, wantDNS) || len(ips) != 1 || !ips[0].Equal(net.ParseIP("127.0.0.1")) {
 		t.Errorf("certificate names = %v %v, want %v [127.0.0.1]", dns, ips, wantDNS)

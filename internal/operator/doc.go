@@ -1,4 +1,4 @@
-// Package operator wires the weft-operator: its configuration, the manager, every controller
-// and webhook, and the webhook certificate. cmd/operator is a thin main around it; tests and
-// the local demo start the same operator in-process.
+// Package operator is the weft-operator's configuration (every flag, its defaults and
+// validation) and the scheme of every type it reads or writes. It imports no controller:
+// the wiring is cmd/weft-operator/manager.
 package operator

@@ -1,7 +1,7 @@
 // Package phases runs a reconciler's steps in order and merges their results, so that a
 // Reconcile function reads like a table of contents.
 //
-// A phase that finds bad input records it in the object's conditions and returns Halt: the
+// A phase that finds bad input records it in the object's conditions and returns ErrHalt: the
 // remaining phases are skipped and no error is returned (a retry would not help). A conflict
 // (the object changed between its read and a write: another writer, or the cache a moment
 // behind) stops the run and asks for another soon, quietly: it is how optimistic
@@ -29,8 +29,8 @@ const ConflictRetry = 100 * time.Millisecond
 // Func is one step of a reconcile.
 type Func[T any] func(ctx context.Context, obj T) (ctrl.Result, error)
 
-// Halt stops a run without an error: the phase has already recorded why in the status.
-var Halt = errors.New("halted: reason recorded in status")
+// ErrHalt stops a run without an error: the phase has already recorded why in the status.
+var ErrHalt = errors.New("halted: reason recorded in status")
 
 // Run calls each phase in order until one fails or halts. The result asks for the earliest
 // requeue any phase asked for.
@@ -39,7 +39,7 @@ func Run[T any](ctx context.Context, obj T, fns ...Func[T]) (ctrl.Result, error)
 	for _, fn := range fns {
 		r, err := fn(ctx, obj)
 		res = Merge(res, r)
-		if errors.Is(err, Halt) {
+		if errors.Is(err, ErrHalt) {
 			return res, nil
 		}
 		if apierrors.IsConflict(err) {

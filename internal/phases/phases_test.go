@@ -25,11 +25,11 @@ func TestRunStopsAtHaltWithoutError(t *testing.T) {
 	}
 	res, err := Run(context.Background(), &ran,
 		step("a", ctrl.Result{RequeueAfter: time.Minute}, nil),
-		step("b", ctrl.Result{RequeueAfter: time.Second}, Halt),
+		step("b", ctrl.Result{RequeueAfter: time.Second}, ErrHalt),
 		step("c", ctrl.Result{}, nil),
 	)
 	if err != nil {
-		t.Fatalf("Run returned %v, want nil after Halt", err)
+		t.Fatalf("Run returned %v, want nil after ErrHalt", err)
 	}
 	if got := len(ran); got != 2 {
 		t.Fatalf("ran %v, want [a b]", ran)

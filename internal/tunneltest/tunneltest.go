@@ -25,8 +25,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/weft-net/weft/gateway/health"
 	"github.com/weft-net/weft/gateway/tunnel"
+	"github.com/weft-net/weft/internal/health"
 	"github.com/weft-net/weft/internal/netnstest"
 )
 

@@ -21,7 +21,7 @@ import (
 	agentpkg "github.com/weft-net/weft/agent"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/netnstest"
-	"github.com/weft-net/weft/test/lab"
+	"github.com/weft-net/weft/lab"
 )
 
 // BGPInput is the input of BGP.
@@ -311,7 +311,7 @@ func BGP(t *testing.T, in BGPInput) {
 		t.Logf("%s withdrawn %v after the node left", victim.block, time.Since(start).Round(time.Millisecond))
 		Eventually(t, 30*time.Second, func() error {
 			if _, err := bgpNode(victim.name); !apierrors.IsNotFound(err) {
-				return fmt.Errorf("BGPNode %s still there (%v)", victim.name, err)
+				return fmt.Errorf("BGPNode %s still there (%w)", victim.name, err)
 			}
 			return nil
 		})

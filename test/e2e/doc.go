@@ -1,4 +1,4 @@
-// Package e2e runs weft's end-to-end specs against a lab (test/lab) that the suite brings up
+// Package e2e runs weft's end-to-end specs against a lab (lab/) that the suite brings up
 // itself under the name "e2e", beside any lab you run by hand. Specs are functions that take
 // an input struct, so later suites reuse them (with weft's CNI, across clusters, ...).
 //

@@ -15,7 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
-	"github.com/weft-net/weft/test/lab"
+	"github.com/weft-net/weft/lab"
 )
 
 // InstallInput is the input of InstallWeft.

@@ -59,14 +59,11 @@ func upLabWith(t testing.TB, clusters, nodes int, datapaths, routers string) *La
 func buildWeft(t testing.TB, root string) string {
 	t.Helper()
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/operator", "./cmd/labtool",
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/weftctl", "./cmd/weft-operator", "./cmd/labtool",
 		"./cmd/weft-agent", "./cmd/weft-cni", "./cmd/weft-ovs", "./cmd/weft-gateway", "./cmd/weft-dns")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if err := os.Rename(filepath.Join(bin, "operator"), filepath.Join(bin, "weft-operator")); err != nil {
-		t.Fatal(err)
 	}
 	return bin
 }

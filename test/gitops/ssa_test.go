@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/weft-net/weft/cmd/weft-operator/manager/managertest"
 	"github.com/weft-net/weft/internal/testenv"
 )
 
@@ -56,7 +57,7 @@ func specOwners(o *unstructured.Unstructured) []string {
 // see no drift.
 func TestSamplesAppliedTwiceShowNoDrift(t *testing.T) {
 	ctx := context.Background()
-	testenv.StartOperator(t, env, nil)
+	managertest.Start(t, env, nil)
 	samples, err := testenv.Kustomize("config/samples")
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/netnstest"
 	"github.com/weft-net/weft/internal/testenv"
-	"github.com/weft-net/weft/test/lab/router"
+	"github.com/weft-net/weft/lab/router"
 )
 
 // TestBGPWithdrawsWhenTheBlockOrTheNodeGoes runs the real agent with spec.bgp against BIRD
