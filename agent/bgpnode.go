@@ -174,7 +174,7 @@ func (b *bgpNode) password(ctx context.Context) func(fabricv1.LocalSecretKeyRef)
 			if apierrors.IsNotFound(err) {
 				return "", fmt.Errorf("password Secret %s/%s not found", ns, ref.Name)
 			}
-			return "", fmt.Errorf("password Secret %s/%s: %v", ns, ref.Name, err)
+			return "", fmt.Errorf("password Secret %s/%s: %w", ns, ref.Name, err)
 		}
 		v, ok := s.Data[ref.Key]
 		if !ok {

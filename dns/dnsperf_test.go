@@ -142,7 +142,7 @@ func serveInBackground(b *testing.B, a *Answerer) netip.AddrPort {
 	ctx, cancel := context.WithCancel(context.Background())
 	addr, done := make(chan net.Addr, 1), make(chan error, 1)
 	go func() { done <- Serve(ctx, "127.0.0.1:0", a, func(u, _ net.Addr) { addr <- u }) }()
-	b.Cleanup(func() { cancel(); <-done })
+	b.Cleanup(func() { cancel(); _ = <-done })
 	select {
 	case u := <-addr:
 		return u.(*net.UDPAddr).AddrPort()

@@ -70,7 +70,7 @@ func startAgent(t *testing.T, pods map[string]*corev1.Pod) *agent {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- (&cniserver.Server{Handler: h, Socket: a.socket}).Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); _ = <-done })
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, err := os.Stat(a.socket); err == nil {

@@ -1,6 +1,6 @@
 // Package datapath is the seam between the weft agent and the code that programs a node's
-// forwarding: one interface, driver-neutral types, and a registry of drivers (ovs now, ebpf
-// later). It says what a driver must do, not how; drivers live in sub-packages.
+// forwarding: one interface, driver-neutral types, and a registry of drivers (ovs and
+// ebpf). It says what a driver must do, not how; drivers live in sub-packages.
 package datapath
 
 import (

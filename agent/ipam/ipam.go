@@ -37,12 +37,11 @@ type Allocation struct {
 
 // Errors callers tell apart.
 var (
-	ErrExhausted  = errors.New("no free address in the node's block")
-	ErrOutside    = errors.New("address is outside the node's blocks")
-	ErrInUse      = errors.New("address is in use")
-	ErrReserved   = errors.New("address is reserved")
-	ErrNoBlocks   = errors.New("the node has no pod block yet")
-	errNotOwnerOf = errors.New("not the owner")
+	ErrExhausted = errors.New("no free address in the node's block")
+	ErrOutside   = errors.New("address is outside the node's blocks")
+	ErrInUse     = errors.New("address is in use")
+	ErrReserved  = errors.New("address is reserved")
+	ErrNoBlocks  = errors.New("the node has no pod block yet")
 )
 
 // Allocator allocates from blocks; safe for concurrent use.

@@ -1,8 +1,10 @@
 // Package v1alpha1 is the fabric.weft.dev/v1alpha1 API: the objects users write to describe
-// this cluster's fabric (ClusterNetwork), its peers (ClusterPeer) and policy tiers (Tier).
+// this cluster's fabric (ClusterNetwork), its peers (ClusterPeer), policy tiers (Tier) and the
+// policies in them (FabricPolicy); and the records weft keeps itself (ExportRecord: a Service
+// this cluster exports, as its peers read it).
 //
-// All kinds are cluster-scoped. The operator writes only their status, never their spec, so
-// GitOps tools see no drift.
+// The kinds users write are cluster-scoped, and the operator writes only their status, never
+// their spec, so GitOps tools see no drift. ExportRecords live in the operator's namespace.
 //
 // +kubebuilder:object:generate=true
 // +groupName=fabric.weft.dev

@@ -176,7 +176,7 @@ func TestPolicyStatusAndTierInUse(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() error {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(tier), &fabricv1.Tier{})
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("tier still there (%v)", err)
+			return fmt.Errorf("tier still there (%w)", err)
 		}
 		return nil
 	})

@@ -1,5 +1,5 @@
 // Package tunnel is the seam between weft-gateway and the tunnels it carries traffic in:
-// one interface, drivers registered by name (wireguard and vxlan; geneve follows), so the
+// one interface, drivers registered by name (wireguard, vxlan, geneve), so the
 // gateway never depends on how a tunnel is made.
 package tunnel
 

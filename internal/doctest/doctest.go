@@ -77,7 +77,7 @@ func Blocks(path, tag string) ([]Block, error) {
 				case strings.HasPrefix(opt, "retry="):
 					d, err := time.ParseDuration(strings.TrimPrefix(opt, "retry="))
 					if err != nil {
-						return nil, fmt.Errorf("%s:%d: %v", path, n, err)
+						return nil, fmt.Errorf("%s:%d: %w", path, n, err)
 					}
 					b.Retry = d
 				default:
@@ -98,17 +98,17 @@ func (b Block) Run(dir string, env []string) error {
 	if b.Lang == "sh" {
 		out, err := shell(dir, env, strings.Join(b.Body, "\n"))
 		if err != nil {
-			return fmt.Errorf("the block failed: %v\n%s", err, out)
+			return fmt.Errorf("the block failed: %w\n%s", err, out)
 		}
 		return nil
 	}
 	for _, c := range consoleCommands(b.Body) {
 		out, err := shell(dir, env, c.command)
 		if b.Fails != (err != nil) {
-			return fmt.Errorf("$ %s: exit %v (the page says it %s)\n%s", c.command, err, map[bool]string{true: "fails", false: "succeeds"}[b.Fails], out)
+			return fmt.Errorf("$ %s: exit %w (the page says it %s)\n%s", c.command, err, map[bool]string{true: "fails", false: "succeeds"}[b.Fails], out)
 		}
 		if err := outputMatches(c.want, out); err != nil {
-			return fmt.Errorf("$ %s: %v\nthe page shows:\n%s\nit printed:\n%s", c.command, err, strings.Join(c.want, "\n"), out)
+			return fmt.Errorf("$ %s: %w\nthe page shows:\n%s\nit printed:\n%s", c.command, err, strings.Join(c.want, "\n"), out)
 		}
 	}
 	return nil

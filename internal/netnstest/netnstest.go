@@ -5,6 +5,7 @@ package netnstest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -99,7 +100,7 @@ func (s *Switch) Plug(t testing.TB, n *Netns, port, addr string) {
 func (n *Netns) Ping(ip string, count int) error {
 	out, err := n.Run("ping", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "2", ip)
 	if err != nil {
-		return fmt.Errorf("ping %s from %s: %v\n%s", ip, n.Name, err, out)
+		return fmt.Errorf("ping %s from %s: %w\n%s", ip, n.Name, err, out)
 	}
 	return nil
 }
@@ -285,7 +286,7 @@ func MeasureTCP(server, client *Netns, addr string, warm, size int64) (float64, 
 				start, atStart = time.Now(), r.n
 			}
 			if err != nil {
-				if err != io.EOF {
+				if !errors.Is(err, io.EOF) {
 					r.err = err
 				}
 				break

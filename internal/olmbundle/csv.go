@@ -10,7 +10,7 @@ import (
 	"github.com/blang/semver/v4"
 	"github.com/operator-framework/api/pkg/lib/version"
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -36,7 +36,7 @@ type installed struct {
 	clusterRole map[string]rbacv1.ClusterRole
 	role        map[string]rbacv1.Role
 	bindings    []*unstructured.Unstructured // ClusterRoleBindings and RoleBindings
-	webhooks    []admissionregistrationv1.ValidatingWebhook
+	webhooks    []admissionv1.ValidatingWebhook
 	extra       []*unstructured.Unstructured // shipped as they are (aggregated ClusterRoles)
 }
 
@@ -83,7 +83,7 @@ func sortInstall(objs []*unstructured.Unstructured) (*installed, error) {
 		case "ClusterRoleBinding", "RoleBinding":
 			in.bindings = append(in.bindings, u)
 		case "ValidatingWebhookConfiguration":
-			w, err := from[admissionregistrationv1.ValidatingWebhookConfiguration](u)
+			w, err := from[admissionv1.ValidatingWebhookConfiguration](u)
 			if err != nil {
 				return nil, err
 			}

@@ -70,7 +70,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 	db := filepath.Join(o.DBDir, "conf.db")
 	if _, err := os.Stat(db); os.IsNotExist(err) {
 		if out, err := exec.Command("ovsdb-tool", "create", db, Schema).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("ovsdb-tool create: %v: %s", err, out)
+			return nil, fmt.Errorf("ovsdb-tool create: %w: %s", err, out)
 		}
 	}
 	// Sockets and pid files of an instance that died must not be mistaken for this one's.
@@ -104,7 +104,7 @@ func Start(ctx context.Context, o Options) (*Instance, error) {
 		"set", "Open_vSwitch", ".", "other_config:userspace-tso-enable="+tso)
 	if out, err := vsctl.CombinedOutput(); err != nil {
 		in.Stop()
-		return nil, fmt.Errorf("ovs-vsctl init: %v: %s", err, out)
+		return nil, fmt.Errorf("ovs-vsctl init: %w: %s", err, out)
 	}
 	in.vsd = o.command("ovs-vswitchd", o.DBSocket(), "--pidfile="+filepath.Join(o.RunDir, "ovs-vswitchd.pid"),
 		"--unixctl="+filepath.Join(o.RunDir, "ovs-vswitchd.ctl"), "--log-file="+filepath.Join(o.LogDir, "ovs-vswitchd.log"))

@@ -2,6 +2,7 @@ package ovsrun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -80,7 +81,7 @@ func GrowPacketSockets(pid, size int, done map[uint64]bool) (int, error) {
 		}
 		ours, err := unix.PidfdGetfd(pidfd, fd, 0)
 		if err != nil {
-			if err == unix.EBADF {
+			if errors.Is(err, unix.EBADF) {
 				continue // closed meanwhile
 			}
 			return grown, fmt.Errorf("pidfd_getfd %d/%d: %w", pid, fd, err)

@@ -239,7 +239,7 @@ func advertisedServer(ctx context.Context, cs kubernetes.Interface, cfg *rest.Co
 			}
 		}
 	}
-	//nolint:staticcheck // Endpoints is the fallback where EndpointSlices are not mirrored.
+
 	eps, err := cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
 	if err == nil && len(eps.Subsets) > 0 && len(eps.Subsets[0].Addresses) > 0 && len(eps.Subsets[0].Ports) > 0 {
 		return "https://" + net.JoinHostPort(eps.Subsets[0].Addresses[0].IP, strconv.Itoa(int(eps.Subsets[0].Ports[0].Port))), nil

@@ -199,7 +199,7 @@ func TestJoin(t *testing.T) {
 		testenv.Eventually(t, 10*time.Second, func() error {
 			err := pc.Get(ctx, client.ObjectKey{Name: "default"}, &fabricv1.ClusterNetwork{})
 			if !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
-				return fmt.Errorf("the old credential still reads the peer (err %v)", err)
+				return fmt.Errorf("the old credential still reads the peer (err %w)", err)
 			}
 			return nil
 		})

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -161,37 +160,4 @@ func Main(m *testing.M, envs ...**Env) {
 	code := m.Run()
 	stop()
 	os.Exit(code)
-}
-
-// StartOperator installs config/dev's webhook configuration pointed at a free port and runs
-// the whole operator in-process against e until the test ends, as `make run` would. tune,
-// when set, adjusts the configuration first.
-func StartOperator(t *testing.T, e *Env, tune func(*operator.Config)) {
-	t.Helper()
-	ctx := context.Background()
-	port := FreePort(t)
-	objs, err := Kustomize("config/dev", "127.0.0.1:10370", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range objs {
-		if o.GetKind() == "ValidatingWebhookConfiguration" {
-			if err := Apply(ctx, e.Client, o); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	cfg := operator.DefaultConfig()
-	cfg.MetricsAddr, cfg.ProbeAddr = "0", "0"
-	cfg.Webhook.Port = port
-	cfg.Webhook.CertDir = t.TempDir()
-	cfg.Webhook.Hosts = []string{"127.0.0.1"}
-	if tune != nil {
-		tune(&cfg)
-	}
-	mgr, err := operator.NewManager(ctx, cfg, e.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	RunManager(t, mgr)
 }

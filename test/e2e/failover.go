@@ -181,7 +181,7 @@ func Failover(t *testing.T, in FailoverInput) {
 		Eventually(t, 30*time.Second, func() error {
 			out, err := exec.Command(l.Weftctl, "status", "--kubeconfig", l.Kubeconfig, "--context", in.From).CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("weftctl status: %v\n%s", err, out)
+				return fmt.Errorf("weftctl status: %w\n%s", err, out)
 			}
 			for _, gw := range gatewayNodes(in.From) {
 				for _, peer := range gatewayNodes(in.To) {

@@ -305,7 +305,7 @@ func BadInput(t *testing.T, in BadInputInput) {
 				return fmt.Errorf("%s: no container status yet", name)
 			}
 			if err := check(p.Status.ContainerStatuses[0]); err != nil {
-				return fmt.Errorf("%s: %v (status %s)", name, err, describeContainers(p))
+				return fmt.Errorf("%s: %w (status %s)", name, err, describeContainers(p))
 			}
 			return nil
 		})

@@ -39,7 +39,7 @@ func BenchmarkCNIAdd(b *testing.B) {
 		call := func(command, cid string) error {
 			out, errOut, err := n.execPlugin(filepath.Join(plugins, "bridge"), command, cid, p, sandbox, conf)
 			if err != nil {
-				return fmt.Errorf("bridge %s: %v: %s %s", command, err, out, errOut)
+				return fmt.Errorf("bridge %s: %w: %s %s", command, err, out, errOut)
 			}
 			return nil
 		}

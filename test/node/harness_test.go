@@ -62,13 +62,13 @@ func run(m *testing.M) (int, error) {
 	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/weft-agent", "./cmd/weft-cni")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("go build: %v\n%s", err, out)
+		return 0, fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	bin = dir
 	if env, err = testenv.Start(); err != nil {
 		return 0, err
 	}
-	defer env.Stop()
+	defer func() { _ = env.Stop() }()
 	cn := &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: fabricv1.ClusterNetworkName},
 		Spec: fabricv1.ClusterNetworkSpec{ClusterID: "east", PodCIDRs: []fabricv1.CIDR{"10.99.0.0/16"},
 			ServiceCIDRs: []fabricv1.CIDR{"10.96.0.0/16"}}}

@@ -229,7 +229,7 @@ func (d *Driver) ensureVXLAN() (netlink.Link, error) {
 	want := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: TunnelDevice, MTU: d.mtu, HardwareAddr: vtepMAC(d.node.IP)},
 		VxlanId: vni, SrcAddr: d.node.IP.AsSlice(), Port: vxlanPort, Learning: false}
 	if l, err := netlink.LinkByName(TunnelDevice); err == nil {
-		if vx, ok := l.(*netlink.Vxlan); ok && vx.VxlanId == vni && net.IP(vx.SrcAddr).Equal(d.node.IP.AsSlice()) && vx.Port == vxlanPort &&
+		if vx, ok := l.(*netlink.Vxlan); ok && vx.VxlanId == vni && vx.SrcAddr.Equal(d.node.IP.AsSlice()) && vx.Port == vxlanPort &&
 			vx.Attrs().HardwareAddr.String() == want.HardwareAddr.String() {
 			if vx.Attrs().MTU != d.mtu {
 				if err := netlink.LinkSetMTU(vx, d.mtu); err != nil {

@@ -187,7 +187,7 @@ func applyFlows(ctx context.Context, ofctl, target string, flows []string) error
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s replace-flows %s: %v: %s", ofctl, target, err, bytes.TrimSpace(out.Bytes()))
+		return fmt.Errorf("%s replace-flows %s: %w: %s", ofctl, target, err, bytes.TrimSpace(out.Bytes()))
 	}
 	return nil
 }
@@ -240,22 +240,7 @@ func applyFlowMods(ctx context.Context, ofctl, target string, mods []string) err
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s add-flows %s: %v: %s", ofctl, target, err, bytes.TrimSpace(out.Bytes()))
+		return fmt.Errorf("%s add-flows %s: %w: %s", ofctl, target, err, bytes.TrimSpace(out.Bytes()))
 	}
 	return nil
-}
-
-// dumpFlows returns the bridge's flows as ovs-ofctl prints them (tests, diagnostics).
-func dumpFlows(ctx context.Context, ofctl, target string) ([]string, error) {
-	out, err := exec.CommandContext(ctx, ofctl, "-O", "OpenFlow13", "dump-flows", "--no-stats", target).Output()
-	if err != nil {
-		return nil, err
-	}
-	var flows []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "OFPST_FLOW") {
-			flows = append(flows, l)
-		}
-	}
-	return flows, nil
 }

@@ -57,7 +57,7 @@ func (d *Driver) revalidate(ctx context.Context) error {
 		cmd.Env = append(os.Environ(), "OVS_RUNDIR="+d.opts.OVSRunDir)
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("ovs-appctl revalidator/wait: %v: %s", err, out)
+		return fmt.Errorf("ovs-appctl revalidator/wait: %w: %s", err, out)
 	}
 	return nil
 }

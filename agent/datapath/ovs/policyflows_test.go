@@ -86,7 +86,9 @@ func TestPolicyFlowsUseConjunctions(t *testing.T) {
 	count := map[int]int{}
 	for _, f := range prog.Flows {
 		var table int
-		fmt.Sscanf(f[strings.Index(f, "table="):], "table=%d", &table)
+		if _, err := fmt.Sscanf(f[strings.Index(f, "table="):], "table=%d", &table); err != nil {
+			t.Fatalf("flow without a table: %q", f)
+		}
 		count[table]++
 	}
 	// The tier's rule: 10 pods + 10 peers + 1 port + the conj_id flow + the miss.

@@ -50,7 +50,7 @@ func payload(b []byte, vni uint32) (int, error) {
 		return 0, errors.New("shorter than a Geneve header")
 	}
 	if v := b[0] >> 6; v != 0 {
-		return 0, fmt.Errorf("Geneve version %d", v)
+		return 0, fmt.Errorf("unsupported geneve version %d", v)
 	}
 	if b[1]&flagCritical != 0 {
 		return 0, errors.New("critical options")

@@ -68,7 +68,6 @@ type Tunnel struct {
 type device struct {
 	name     string
 	remote   netip.AddrPort
-	applied  string
 	tun      tun.Device // userspace only
 	rx, tx   atomic.Int64
 	endpoint atomic.Pointer[netip.AddrPort] // userspace: where the read loop sends
