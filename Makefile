@@ -121,7 +121,7 @@ test-e2e: test-deps ## The two-cluster lab: demo, docs, failover, outages, confo
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/e2e/
 
 .PHONY: bench
-bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (alone and with a cluster's hops around it, vs Debian wireguard-go, raw veth), gateway failure detection over 20 deaths, compiling 10,000 policy rules, pod-to-pod TCP with them enforced (vs none), ovs vs ebpf vs plain routing (throughput, CPU per GB, latency p50/p99), weft-dns vs CoreDNS with dnsperf (QPS, p99), BGP new block to BIRD/FRR p50/p99 and 1,000 prefixes, lab pod-to-pod TCP across clusters (in turns with the bare and routed tunnels and Debian wireguard-go beside the lab), export-to-resolvable p50/p99 over 20 Services and failover gap p50/p99 over 20 gateway failures.
+bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (alone and with a cluster's hops around it, vs Debian wireguard-go, raw veth), gateway failure detection over 20 deaths, compiling 10,000 policy rules, pod-to-pod TCP with them enforced (vs none), ovs vs ebpf vs plain routing (throughput, CPU per GB, latency p50/p99), weft-dns vs CoreDNS with dnsperf (QPS, p99), BGP new block to BIRD/FRR p50/p99 and 1,000 prefixes, BFD detection of a frozen speaker (vs the hold timer), lab pod-to-pod TCP across clusters (in turns with the bare and routed tunnels and Debian wireguard-go beside the lab), export-to-resolvable p50/p99 over 20 Services and failover gap p50/p99 over 20 gateway failures.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 	WEFT_CNI_BIN="$$(hack/lab-deps.sh | sed -n 's/^CNI_BIN=//p')" \
 		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/ ./gateway/tunnel/wireguard/
@@ -130,7 +130,7 @@ bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin)
 	$(GO) test -run '^$$' -bench PolicyThroughput -benchtime 3s -count 1 ./agent/datapath/ovs/
 	$(GO) test -run '^$$' -bench Paths -benchtime 1x -count 1 ./agent/datapath/conformance/
 	hack/apt-install.sh bird2 frr
-	$(GO) test -run '^$$' -bench RouterLearns -benchtime 1x -count 1 ./agent/bgp/
+	$(GO) test -run '^$$' -bench 'RouterLearns|BFDDetection' -benchtime 1x -count 1 ./agent/bgp/
 	hack/apt-install.sh dnsperf
 	COREDNS_BIN="$$(hack/lab-deps.sh | sed -n 's/^COREDNS_BIN=//p')" \
 		$(GO) test -run '^$$' -bench DNSPerf -benchtime 1x -count 1 ./dns/
