@@ -2,43 +2,18 @@ package v1alpha1
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 )
 
-// Annotations weft reads or writes on core objects.
+// Annotations and labels weft reads or writes on core objects.
 const (
-	// AnnotationPodCIDRs on a Node is the pod blocks weft allocated to it, comma-separated
-	// (one per IP family). The operator writes it; the node's agent reads it.
-	AnnotationPodCIDRs = "fabric.weft.dev/pod-cidrs"
 	// AnnotationPodIP on a Pod asks for a fixed address; it must lie in its node's block.
 	AnnotationPodIP = "fabric.weft.dev/ip"
 
 	// LabelGateway marks a gateway's Lease (in the operator's namespace, named
-	// "weft-gateway-<node>"): the gateway renews it to say it is alive.
+	// "weft-gateway-<node>"): the gateway renews it to say it is alive. The Lease carries no
+	// data; what the gateway announces is in its FabricGateway.
 	LabelGateway = "fabric.weft.dev/gateway"
-	// AnnotationGatewayEndpoint on a gateway's Lease is where peers send tunnel traffic
-	// (host:port).
-	AnnotationGatewayEndpoint = "fabric.weft.dev/endpoint"
-	// AnnotationGatewayPublicKey on a gateway's Lease is its WireGuard public key.
-	AnnotationGatewayPublicKey = "fabric.weft.dev/public-key"
-	// AnnotationGatewayTunnel on a gateway's Lease is its tunnel driver.
-	AnnotationGatewayTunnel = "fabric.weft.dev/tunnel"
-	// AnnotationGatewayPeerPorts on a gateway's Lease is the UDP port each peer gateway
-	// must send to, as JSON ({"<cluster ID>/<node>": port}), for tunnels with a device per
-	// peer (WireGuard).
-	AnnotationGatewayPeerPorts = "fabric.weft.dev/peer-ports"
-	// AnnotationGatewayTunnels on a gateway's Lease is its tunnels to peer gateways as a
-	// JSON list of GatewayTunnel, refreshed every few seconds.
-	AnnotationGatewayTunnels = "fabric.weft.dev/tunnels"
-	// AnnotationGatewayNextPublicKey and AnnotationGatewayKeySwitchTime on a gateway's Lease
-	// announce a key rotation: the public key it switches to, and when (RFC 3339).
-	AnnotationGatewayNextPublicKey = "fabric.weft.dev/next-public-key"
-	AnnotationGatewayKeySwitchTime = "fabric.weft.dev/key-switch-time"
-	// AnnotationGatewayRotateKey on a gateway's Lease asks the gateway to rotate its key at
-	// the time it holds (RFC 3339; `weftctl gateway rotate-key` writes it). Each distinct
-	// value is carried out once.
-	AnnotationGatewayRotateKey = "fabric.weft.dev/rotate-key"
 )
 
 // GatewayPeerName names a gateway across the clusterset: "<cluster ID>/<node>".
@@ -65,42 +40,22 @@ const MultipathHashSeed = "2003199604"
 // so that the agents still run, with their permissions, while they clean up.
 const FinalizerNodeCleanup = "fabric.weft.dev/node-cleanup"
 
-// AnnotationNodeCleaned on a Node says its agent removed weft's datapath from it; the value
-// is the UID of the ClusterNetwork whose deletion it cleaned up for.
-const AnnotationNodeCleaned = "fabric.weft.dev/cleaned"
-
-// AnnotationRealizedPolicies on a Node is what its agent's datapath enforces: each
-// FabricPolicy's name and generation, "name=generation" comma-separated in name order. The
-// agent writes it; the operator counts FabricPolicy.status.realizedNodes from it.
-const AnnotationRealizedPolicies = "fabric.weft.dev/realized-policies"
-
-// RealizedPolicies is the value of AnnotationRealizedPolicies for these policies.
-func RealizedPolicies(policies []FabricPolicy) string {
-	parts := make([]string, 0, len(policies))
+// RealizedPoliciesOf is what FabricNode.status.realizedPolicies says of these policies,
+// sorted by name.
+func RealizedPoliciesOf(policies []FabricPolicy) []RealizedPolicy {
+	out := make([]RealizedPolicy, 0, len(policies))
 	for _, p := range policies {
-		parts = append(parts, p.Name+"="+strconv.FormatInt(p.Generation, 10))
+		out = append(out, RealizedPolicy{Name: p.Name, Generation: p.Generation})
 	}
-	slices.Sort(parts)
-	return strings.Join(parts, ",")
-}
-
-// ParseRealizedPolicies reads AnnotationRealizedPolicies: generation by policy name.
-func ParseRealizedPolicies(s string) map[string]int64 {
-	out := map[string]int64{}
-	for _, part := range strings.Split(s, ",") {
-		name, gen, ok := strings.Cut(part, "=")
-		if !ok {
-			continue
-		}
-		if g, err := strconv.ParseInt(gen, 10, 64); err == nil {
-			out[name] = g
-		}
-	}
+	slices.SortFunc(out, func(a, b RealizedPolicy) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-// AnnotationDatapathCapabilities on a Node is what each datapath backend can do there, as
-// JSON ({"ovs": ["geneve", "vxlan"], "ebpf": ["vxlan"]}: encapsulations by backend). The
-// node's agent writes it when it starts; the operator refuses a ClusterNetwork whose backend
-// cannot use its encapsulation on some node.
-const AnnotationDatapathCapabilities = "fabric.weft.dev/datapath-capabilities"
+// RealizedGenerations reads status.realizedPolicies: generation by policy name.
+func (s FabricNodeStatus) RealizedGenerations() map[string]int64 {
+	out := make(map[string]int64, len(s.RealizedPolicies))
+	for _, p := range s.RealizedPolicies {
+		out[p.Name] = p.Generation
+	}
+	return out
+}

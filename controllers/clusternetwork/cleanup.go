@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -39,25 +40,29 @@ func (r *Reconciler) ensureCleanupFinalizer(ctx context.Context, cn *fabricv1.Cl
 }
 
 // cleanNodes holds a deleted ClusterNetwork until every node with a node agent says the
-// agent removed weft from it (AnnotationNodeCleaned = the ClusterNetwork's UID), or until
-// the time limit; then takes the finalizer and the annotations off. The Reconciling
-// condition names the nodes it waits for.
+// agent removed weft from it (its FabricNode's status.cleanup names the ClusterNetwork's
+// UID), or until the time limit; then takes the finalizer off and deletes the FabricNodes.
+// The Reconciling condition names the nodes it waits for.
 func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(cn, fabricv1.FinalizerNodeCleanup) {
 		return ctrl.Result{}, nil
 	}
-	nodes := &corev1.NodeList{}
+	nodes := &fabricv1.FabricNodeList{}
 	if err := r.List(ctx, nodes); err != nil {
 		return ctrl.Result{}, err
+	}
+	cleaned := map[string]bool{}
+	for _, n := range nodes.Items {
+		cleaned[n.Name] = n.Status.Cleanup != nil && n.Status.Cleanup.ClusterNetworkUID == string(cn.UID)
 	}
 	withAgent, err := r.nodesWithAgents(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	var waiting []string
-	for _, n := range nodes.Items {
-		if withAgent[n.Name] && n.Annotations[fabricv1.AnnotationNodeCleaned] != string(cn.UID) {
-			waiting = append(waiting, n.Name)
+	for n := range withAgent {
+		if !cleaned[n] {
+			waiting = append(waiting, n)
 		}
 	}
 	limit := r.NodeCleanupTimeout
@@ -81,20 +86,17 @@ func (r *Reconciler) cleanNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 		log.Info("gave up waiting for node agents to remove weft; their nodes keep what they had", "nodes", waiting, "after", limit)
 	}
 	// The finalizer first: a conflict here (a stale read) brings the next try back to the
-	// same decision only while the annotations are still there.
+	// same decision only while the FabricNodes are still there.
 	base := cn.DeepCopy()
 	controllerutil.RemoveFinalizer(cn, fabricv1.FinalizerNodeCleanup)
 	if err := r.Patch(ctx, cn, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
 		return ctrl.Result{}, err
 	}
+	// weft is gone from the nodes: so are the records of their blocks (a new ClusterNetwork
+	// gives new ones).
 	for _, n := range nodes.Items {
-		if _, ok := n.Annotations[fabricv1.AnnotationNodeCleaned]; ok {
-			base := n.DeepCopy()
-			delete(n.Annotations, fabricv1.AnnotationNodeCleaned)
-			if err := r.Patch(ctx, &n, client.MergeFrom(base)); err != nil {
-				// Harmless if left: it names this ClusterNetwork's UID only.
-				log.Error(err, "removing the cleanup annotation", "node", n.Name)
-			}
+		if err := r.Delete(ctx, &n); err != nil && !apierrors.IsNotFound(err) {
+			log.Error(err, "deleting the FabricNode", "node", n.Name)
 		}
 	}
 	return ctrl.Result{}, nil

@@ -23,8 +23,9 @@ import (
 
 // TestDeletionWaitsForTheNodeAgents: a deleted ClusterNetwork stays, Reconciling with
 // reason CleaningNodes naming the nodes it waits for, until every node with an agent pod
-// says its agent removed weft (the cleaned annotation with the ClusterNetwork's UID); then
-// it goes and the annotations with it. Without the agents' word it goes after the limit.
+// says its agent removed weft (its FabricNode's status.cleanup with the ClusterNetwork's
+// UID); then it goes and the FabricNodes with it. Without the agents' word it goes after the
+// limit.
 func TestDeletionWaitsForTheNodeAgents(t *testing.T) {
 	ctx := context.Background()
 	const limit = 12 * time.Second
@@ -36,6 +37,11 @@ func TestDeletionWaitsForTheNodeAgents(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = env.Client.Delete(ctx, n) })
+		fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := env.Client.Create(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, fn) })
 		if name == "clean-3" {
 			continue // a node without an agent: nothing to wait for
 		}
@@ -70,19 +76,16 @@ func TestDeletionWaitsForTheNodeAgents(t *testing.T) {
 		})
 	}
 	waiting("clean-1", "clean-2")
-	annotate(t, "clean-1", fabricv1.AnnotationNodeCleaned, "some-other-uid") // an earlier ClusterNetwork's
-	annotate(t, "clean-2", fabricv1.AnnotationNodeCleaned, string(cn.UID))
+	cleaned(t, "clean-1", "some-other-uid") // an earlier ClusterNetwork's
+	cleaned(t, "clean-2", string(cn.UID))
 	waiting("clean-1")
-	annotate(t, "clean-1", fabricv1.AnnotationNodeCleaned, string(cn.UID))
+	cleaned(t, "clean-1", string(cn.UID))
 	waitGone(t, 10*time.Second)
-	for _, name := range []string{"clean-1", "clean-2"} {
+	for _, name := range []string{"clean-1", "clean-2", "clean-3"} {
 		testenv.Eventually(t, 5*time.Second, func() error {
-			n := &corev1.Node{}
-			if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
-				return err
-			}
-			if v, ok := n.Annotations[fabricv1.AnnotationNodeCleaned]; ok {
-				return fmt.Errorf("node %s keeps %s=%s", name, fabricv1.AnnotationNodeCleaned, v)
+			err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &fabricv1.FabricNode{})
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("node %s keeps its FabricNode (%v)", name, err)
 			}
 			return nil
 		})
@@ -142,10 +145,11 @@ func waitGone(t *testing.T, limit time.Duration) {
 	})
 }
 
-func annotate(t *testing.T, node, key, value string) {
+// cleaned says, as the node's agent would, that it cleaned up for the ClusterNetwork uid.
+func cleaned(t *testing.T, node, uid string) {
 	t.Helper()
-	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, key, value)
-	if err := env.Client.Patch(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}},
+	patch := fmt.Appendf(nil, `{"status":{"cleanup":{"clusterNetworkUID":%q,"time":%q}}}`, uid, time.Now().UTC().Format(time.RFC3339))
+	if err := env.Client.Status().Patch(context.Background(), &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: node}},
 		client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}

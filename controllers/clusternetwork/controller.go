@@ -2,7 +2,6 @@ package clusternetwork
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -106,7 +106,7 @@ func (r *Reconciler) validate(_ context.Context, cn *fabricv1.ClusterNetwork) (c
 // checkCapabilities refuses a backend and encapsulation that some node's agent says its
 // datapath cannot do (before the agents roll to settings they cannot run).
 func (r *Reconciler) checkCapabilities(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
-	nodes := &corev1.NodeList{}
+	nodes := &fabricv1.FabricNodeList{}
 	if err := r.List(ctx, nodes); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -118,8 +118,9 @@ func (r *Reconciler) checkCapabilities(ctx context.Context, cn *fabricv1.Cluster
 }
 
 // UnsupportedOn says which nodes cannot run the spec's backend with its encapsulation,
-// according to their agents' capability annotations (nodes without one are not judged).
-func UnsupportedOn(spec fabricv1.ClusterNetworkSpec, nodes []corev1.Node) string {
+// according to what their agents report in their FabricNodes (nodes whose agent has not
+// reported yet are not judged).
+func UnsupportedOn(spec fabricv1.ClusterNetworkSpec, nodes []fabricv1.FabricNode) string {
 	backend := spec.Datapath.Backend
 	if backend == "" {
 		backend = fabricv1.DatapathOVS
@@ -131,17 +132,20 @@ func UnsupportedOn(spec fabricv1.ClusterNetworkSpec, nodes []corev1.Node) string
 	var bad []string
 	var can []string
 	for _, n := range nodes {
-		raw := n.Annotations[fabricv1.AnnotationDatapathCapabilities]
-		if raw == "" {
+		if len(n.Status.Capabilities) == 0 {
 			continue
 		}
-		var caps map[string][]string
-		if json.Unmarshal([]byte(raw), &caps) != nil {
-			continue
+		var here []string
+		for _, c := range n.Status.Capabilities {
+			if c.Backend == backend {
+				for _, e := range c.Encapsulations {
+					here = append(here, string(e))
+				}
+			}
 		}
-		if !slices.Contains(caps[string(backend)], string(encap)) {
+		if !slices.Contains(here, string(encap)) {
 			bad = append(bad, n.Name)
-			can = caps[string(backend)]
+			can = here
 		}
 	}
 	if len(bad) == 0 {
@@ -155,7 +159,9 @@ func UnsupportedOn(spec fabricv1.ClusterNetworkSpec, nodes []corev1.Node) string
 // ensureAgents applies the node agents' objects (server-side apply: fields weft does not set
 // are left to others), owned by the ClusterNetwork.
 func (r *Reconciler) ensureAgents(ctx context.Context, cn *fabricv1.ClusterNetwork) (ctrl.Result, error) {
-	objs := render.Agent(r.Namespace, r.Images, cn)
+	// The policy bounding each node's workloads to their own node's objects goes first,
+	// before any of them runs.
+	objs := append(render.NodeIdentity(r.Namespace), render.Agent(r.Namespace, r.Images, cn)...)
 	if r.Images.Gateway != "" {
 		objs = append(objs, render.Gateway(r.Namespace, r.Images, cn)...)
 	}
@@ -180,9 +186,17 @@ func (r *Reconciler) countNodes(ctx context.Context, cn *fabricv1.ClusterNetwork
 	if err := r.List(ctx, nodes); err != nil {
 		return ctrl.Result{}, err
 	}
+	fabricNodes := &fabricv1.FabricNodeList{}
+	if err := r.List(ctx, fabricNodes); err != nil {
+		return ctrl.Result{}, err
+	}
 	counts := &fabricv1.NodeCounts{Total: int32(len(nodes.Items))}
+	exists := map[string]bool{}
 	for _, n := range nodes.Items {
-		if n.Annotations[fabricv1.AnnotationPodCIDRs] != "" {
+		exists[n.Name] = true
+	}
+	for _, n := range fabricNodes.Items {
+		if exists[n.Name] && len(n.Spec.PodCIDRs) > 0 {
 			counts.WithPodBlock++
 		}
 	}
@@ -224,6 +238,11 @@ func join(cidrs []fabricv1.CIDR) string {
 	return strings.Join(s, ",")
 }
 
+// toSingleton maps any event to the ClusterNetwork.
+var toSingleton = handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
+})
+
 // SetupWithManager registers the controller. It watches only the singleton's name.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if len(r.Backends) == 0 {
@@ -239,12 +258,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("clusternetwork").
 		For(&fabricv1.ClusterNetwork{}, builder.WithPredicates(onlyDefault, predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.DaemonSet{}).
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
-		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-			old, cur := e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()
-			return old[fabricv1.AnnotationPodCIDRs] != cur[fabricv1.AnnotationPodCIDRs] ||
-				old[fabricv1.AnnotationNodeCleaned] != cur[fabricv1.AnnotationNodeCleaned]
+		// Nodes come and go; their FabricNodes carry blocks, capabilities and cleanups (not
+		// the policies they realize: that is the fabricpolicy controller's).
+		Watches(&corev1.Node{}, toSingleton, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
+		Watches(&fabricv1.FabricNode{}, toSingleton, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			old, cur := e.ObjectOld.(*fabricv1.FabricNode), e.ObjectNew.(*fabricv1.FabricNode)
+			return !equality.Semantic.DeepEqual(old.Spec, cur.Spec) ||
+				!equality.Semantic.DeepEqual(old.Status.Capabilities, cur.Status.Capabilities) ||
+				!equality.Semantic.DeepEqual(old.Status.Cleanup, cur.Status.Cleanup)
 		}})).
 		Complete(phases.QuietConflicts(r))
 }

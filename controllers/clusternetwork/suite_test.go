@@ -127,12 +127,16 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	}
 
 	t.Log("valid spec: the agents' DaemonSet is applied and the network is Reconciling until it rolls out")
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1",
-		Annotations: map[string]string{fabricv1.AnnotationPodCIDRs: "10.244.0.0/24"}}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	if err := env.Client.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(ctx, node) })
+	fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: fabricv1.FabricNodeSpec{PodCIDRs: []fabricv1.CIDR{"10.244.0.0/24"}}}
+	if err := env.Client.Create(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, fn) })
 	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.Datapath.Backend = fabricv1.DatapathOVS })
 	waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
 		return errors.Join(
@@ -337,10 +341,17 @@ func TestGatewaysFollowTheirLeases(t *testing.T) {
 			return nil
 		}
 	}
+	fg := &fabricv1.FabricGateway{ObjectMeta: metav1.ObjectMeta{Name: "gw-1"}}
+	if err := env.Client.Create(ctx, fg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, fg) })
+	fg.Status = fabricv1.FabricGatewayStatus{Endpoint: "172.30.1.11:51820", PublicKey: "pub-1", Tunnel: fabricv1.TunnelWireGuard}
+	if err := env.Client.Status().Update(ctx, fg); err != nil {
+		t.Fatal(err)
+	}
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: fabricv1.GatewayLeaseName("gw-1"),
-		Labels: map[string]string{fabricv1.LabelGateway: "true"},
-		Annotations: map[string]string{fabricv1.AnnotationGatewayEndpoint: "172.30.1.11:51820",
-			fabricv1.AnnotationGatewayPublicKey: "pub-1", fabricv1.AnnotationGatewayTunnel: "wireguard"}},
+		Labels: map[string]string{fabricv1.LabelGateway: "true"}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("gw-1"), LeaseDurationSeconds: ptr.To(int32(1)),
 			RenewTime: &metav1.MicroTime{Time: time.Now()}}}
 	if err := env.Client.Create(ctx, lease); err != nil {

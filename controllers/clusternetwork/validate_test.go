@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -56,17 +55,16 @@ func TestSummarizeKeepsFirstReasonAndAllMessages(t *testing.T) {
 }
 
 func TestUnsupportedOn(t *testing.T) {
-	node := func(name, caps string) corev1.Node {
-		n := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
-		if caps != "" {
-			n.Annotations = map[string]string{fabricv1.AnnotationDatapathCapabilities: caps}
-		}
-		return n
+	node := func(name string, caps ...fabricv1.DatapathCapability) fabricv1.FabricNode {
+		return fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: fabricv1.FabricNodeStatus{Capabilities: caps}}
 	}
-	nodes := []corev1.Node{
-		node("a", `{"ovs":["geneve","vxlan"],"ebpf":["vxlan"]}`),
-		node("b", `{"ovs":["geneve","vxlan"],"ebpf":["vxlan","geneve"]}`),
-		node("new", ""), // its agent has not said yet
+	encaps := func(e ...fabricv1.Encapsulation) []fabricv1.Encapsulation { return e }
+	nodes := []fabricv1.FabricNode{
+		node("a", fabricv1.DatapathCapability{Backend: fabricv1.DatapathOVS, Encapsulations: encaps("geneve", "vxlan")},
+			fabricv1.DatapathCapability{Backend: fabricv1.DatapathEBPF, Encapsulations: encaps("vxlan")}),
+		node("b", fabricv1.DatapathCapability{Backend: fabricv1.DatapathOVS, Encapsulations: encaps("geneve", "vxlan")},
+			fabricv1.DatapathCapability{Backend: fabricv1.DatapathEBPF, Encapsulations: encaps("vxlan", "geneve")}),
+		node("new"), // its agent has not said yet
 	}
 	spec := fabricv1.ClusterNetworkSpec{Datapath: fabricv1.DatapathSpec{Backend: fabricv1.DatapathEBPF, Encapsulation: fabricv1.EncapsulationGeneve}}
 	if got := UnsupportedOn(spec, nodes); !strings.Contains(got, "cannot use geneve encapsulation on nodes a (there it supports: vxlan)") {

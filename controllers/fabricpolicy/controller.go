@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -42,7 +43,7 @@ type Reconciler struct {
 
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricpolicies/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricnodes,verbs=get;list;watch
 
 // Reconcile: fetch, check the tier, count the nodes, report.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
@@ -83,19 +84,20 @@ func SetTierNotFound(p *fabricv1.FabricPolicy) {
 }
 
 // countNodes counts the nodes that should enforce the policy (those with a weft pod
-// block: they run the agent) and those whose agent reports it enforces this generation.
+// block: they run the agent) and those whose agent reports, in its FabricNode, that it
+// enforces this generation.
 func (r *Reconciler) countNodes(ctx context.Context, p *fabricv1.FabricPolicy) (ctrl.Result, error) {
-	nodes := &corev1.NodeList{}
+	nodes := &fabricv1.FabricNodeList{}
 	if err := r.List(ctx, nodes); err != nil {
 		return ctrl.Result{}, err
 	}
 	var desired, realized int32
 	for _, n := range nodes.Items {
-		if n.Annotations[fabricv1.AnnotationPodCIDRs] == "" {
+		if len(n.Spec.PodCIDRs) == 0 || !n.DeletionTimestamp.IsZero() {
 			continue
 		}
 		desired++
-		if fabricv1.ParseRealizedPolicies(n.Annotations[fabricv1.AnnotationRealizedPolicies])[p.Name] >= p.Generation {
+		if n.Status.RealizedGenerations()[p.Name] >= p.Generation {
 			realized++
 		}
 	}
@@ -137,9 +139,13 @@ func (r *Reconciler) setup(mgr ctrl.Manager) error {
 			return policiesOf(ctx, mgr.GetClient(), o.GetName())
 		})).
 		// A node's agent reporting what it enforces, a node gaining a block or going.
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		Watches(&fabricv1.FabricNode{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 			return allPolicies(ctx, mgr.GetClient())
-		}), builder.WithPredicates(predicate.AnnotationChangedPredicate{})).
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			old, cur := e.ObjectOld.(*fabricv1.FabricNode), e.ObjectNew.(*fabricv1.FabricNode)
+			return !equality.Semantic.DeepEqual(old.Spec.PodCIDRs, cur.Spec.PodCIDRs) ||
+				!equality.Semantic.DeepEqual(old.Status.RealizedPolicies, cur.Status.RealizedPolicies)
+		}})).
 		Named("fabricpolicy").
 		Complete(phases.QuietConflicts(r))
 }

@@ -65,9 +65,9 @@ func waitPolicy(t *testing.T, name string, check func(*fabricv1.FabricPolicy) er
 func TestPolicyStatusAndTierInUse(t *testing.T) {
 	ctx := context.Background()
 	startControllers(t)
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{fabricv1.AnnotationPodCIDRs: "10.244.1.0/24"}}}
+	node := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: fabricv1.FabricNodeSpec{PodCIDRs: []fabricv1.CIDR{"10.244.1.0/24"}}}
 	// A node without a weft block runs no agent: it is not counted.
-	if err := env.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n0"}}); err != nil {
+	if err := env.Client.Create(ctx, &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: "n0"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Client.Create(ctx, node); err != nil {
@@ -99,18 +99,18 @@ func TestPolicyStatusAndTierInUse(t *testing.T) {
 	}
 
 	t.Log("the node's agent reports it enforces this generation: Ready (Current), 1/1")
-	setRealized := func(v string) {
+	setRealized := func(v ...fabricv1.RealizedPolicy) {
 		t.Helper()
-		n := &corev1.Node{}
+		n := &fabricv1.FabricNode{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: "n1"}, n); err != nil {
 			t.Fatal(err)
 		}
-		n.Annotations[fabricv1.AnnotationRealizedPolicies] = v
-		if err := env.Client.Update(ctx, n); err != nil {
+		n.Status.RealizedPolicies = v
+		if err := env.Client.Status().Update(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	setRealized(fmt.Sprintf("other=7,web=%d", got.Generation))
+	setRealized(fabricv1.RealizedPolicy{Name: "other", Generation: 7}, fabricv1.RealizedPolicy{Name: "web", Generation: got.Generation})
 	got = waitPolicy(t, "web", func(p *fabricv1.FabricPolicy) error {
 		if p.Status.RealizedNodes != 1 {
 			return fmt.Errorf("realized %d", p.Status.RealizedNodes)

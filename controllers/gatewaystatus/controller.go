@@ -1,7 +1,8 @@
-// Package gatewaystatus publishes the cluster's gateways in ClusterNetwork.status.gateways:
-// each gateway renews a Lease announcing its endpoint, tunnel and public key, and is healthy
-// while it keeps renewing. It is its own controller so that following Lease expiries (every
-// couple of seconds) costs a cached list and, most of the time, nothing else.
+// Package gatewaystatus publishes the cluster's gateways in ClusterNetwork.status.gateways,
+// which peer clusters read: what each gateway announces in its FabricGateway (endpoint,
+// tunnel, keys, per-peer ports, tunnels), and whether it is healthy — while it keeps renewing
+// its Lease. It is its own controller so that following Lease expiries (every couple of
+// seconds) costs a cached list and, most of the time, nothing else.
 package gatewaystatus
 
 import (
@@ -34,6 +35,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricgateways,verbs=get;list;watch
 
 // Reconcile publishes the gateways and comes back when the next healthy Lease would expire.
 // A renewal alone changes nothing in the status (see keepRenewTimes): gateways renew every
@@ -47,8 +49,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.List(ctx, leases, client.InNamespace(r.Namespace), client.HasLabels{fabricv1.LabelGateway}); err != nil {
 		return ctrl.Result{}, err
 	}
+	fgs := &fabricv1.FabricGatewayList{}
+	if err := r.List(ctx, fgs); err != nil {
+		return ctrl.Result{}, err
+	}
+	announced := make(map[string]*fabricv1.FabricGateway, len(fgs.Items))
+	for i := range fgs.Items {
+		announced[fgs.Items[i].Name] = &fgs.Items[i]
+	}
 	before := cn.DeepCopy()
-	gws, next := gatewaysFromLeases(leases.Items, time.Now())
+	gws, next := gatewaysFromLeases(leases.Items, announced, time.Now())
 	cn.Status.Gateways = keepRenewTimes(cn.Status.Gateways, gws)
 	if err := patch.Status(ctx, r.Client, before, cn, func(c *fabricv1.ClusterNetwork) any { return c.Status.Gateways }); err != nil {
 		return ctrl.Result{}, err
@@ -57,8 +67,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // SetupWithManager registers the controller: the singleton ClusterNetwork when it appears,
-// and gateway Leases that appear, go, change their announcement, or are renewed after they
-// had expired (a Lease renewed in time needs nothing: the requeue at its expiry checks it).
+// gateway Leases that appear, go, or are renewed after they had expired (a Lease renewed in
+// time needs nothing: the requeue at its expiry checks it), and FabricGateways whose status
+// changes.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	singleton := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -73,8 +84,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return singleton
 		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 			old, ok := e.ObjectOld.(*coordinationv1.Lease)
-			return !ok || leaseExpired(old, time.Now()) ||
-				!equality.Semantic.DeepEqual(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
+			return !ok || leaseExpired(old, time.Now())
+		}})).
+		Watches(&fabricv1.FabricGateway{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			return singleton
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			old, okOld := e.ObjectOld.(*fabricv1.FabricGateway)
+			cur, okNew := e.ObjectNew.(*fabricv1.FabricGateway)
+			return !okOld || !okNew || !equality.Semantic.DeepEqual(old.Status, cur.Status)
 		}})).
 		Complete(phases.QuietConflicts(r))
 }

@@ -1,13 +1,13 @@
 package gatewaystatus
 
 import (
-	"encoding/json"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
@@ -15,9 +15,11 @@ import (
 // defaultLeaseDuration applies to a gateway Lease that states none.
 const defaultLeaseDuration = 2 * time.Second
 
-// gatewaysFromLeases turns gateway Leases into status entries, sorted by node, and says how
-// soon the first healthy one expires (0: none healthy).
-func gatewaysFromLeases(leases []coordinationv1.Lease, now time.Time) ([]fabricv1.GatewayStatus, time.Duration) {
+// gatewaysFromLeases turns gateway Leases (liveness) and the gateways' FabricGateways (what
+// they announce, by node) into status entries, sorted by node, and says how soon the first
+// healthy one expires (0: none healthy). A gateway without a FabricGateway yet is listed
+// with its health only.
+func gatewaysFromLeases(leases []coordinationv1.Lease, announced map[string]*fabricv1.FabricGateway, now time.Time) ([]fabricv1.GatewayStatus, time.Duration) {
 	var out []fabricv1.GatewayStatus
 	var next time.Duration
 	for _, l := range leases {
@@ -28,24 +30,18 @@ func gatewaysFromLeases(leases []coordinationv1.Lease, now time.Time) ([]fabricv
 		if node == "" {
 			continue
 		}
-		gw := fabricv1.GatewayStatus{Node: node, Endpoint: l.Annotations[fabricv1.AnnotationGatewayEndpoint],
-			PublicKey: l.Annotations[fabricv1.AnnotationGatewayPublicKey],
-			Tunnel:    fabricv1.TunnelType(l.Annotations[fabricv1.AnnotationGatewayTunnel])}
-		if next := l.Annotations[fabricv1.AnnotationGatewayNextPublicKey]; next != "" {
-			if at, err := time.Parse(time.RFC3339Nano, l.Annotations[fabricv1.AnnotationGatewayKeySwitchTime]); err == nil {
-				gw.NextPublicKey, gw.KeySwitchTime = next, &metav1.MicroTime{Time: at}
+		gw := fabricv1.GatewayStatus{Node: node}
+		if fg := announced[node]; fg != nil {
+			st := fg.Status
+			gw.Endpoint, gw.PublicKey, gw.Tunnel = st.Endpoint, st.PublicKey, st.Tunnel
+			if st.NextPublicKey != "" && st.KeySwitchTime != nil {
+				gw.NextPublicKey, gw.KeySwitchTime = st.NextPublicKey, st.KeySwitchTime.DeepCopy()
 			}
-		}
-		if raw := l.Annotations[fabricv1.AnnotationGatewayPeerPorts]; raw != "" {
-			var ports map[string]int32
-			if err := json.Unmarshal([]byte(raw), &ports); err == nil && len(ports) > 0 {
-				gw.PeerPorts = ports
+			if len(st.PeerPorts) > 0 {
+				gw.PeerPorts = maps.Clone(st.PeerPorts)
 			}
-		}
-		if raw := l.Annotations[fabricv1.AnnotationGatewayTunnels]; raw != "" {
-			var tunnels []fabricv1.GatewayTunnel
-			if err := json.Unmarshal([]byte(raw), &tunnels); err == nil && len(tunnels) > 0 {
-				gw.Tunnels = tunnels
+			if len(st.Tunnels) > 0 {
+				gw.Tunnels = slices.Clone(st.Tunnels)
 			}
 		}
 		if l.Spec.RenewTime != nil {

@@ -13,11 +13,14 @@ import (
 
 func TestGatewaysFromLeases(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	announced := map[string]*fabricv1.FabricGateway{}
 	lease := func(node string, renewedAgo time.Duration, seconds int32) coordinationv1.Lease {
-		l := coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: fabricv1.GatewayLeaseName(node),
-			Annotations: map[string]string{fabricv1.AnnotationGatewayEndpoint: node + ":51820",
-				fabricv1.AnnotationGatewayPublicKey: "key-" + node, fabricv1.AnnotationGatewayTunnel: "wireguard"}},
+		l := coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: fabricv1.GatewayLeaseName(node)},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node)}}
+		if node != "gw-d" { // gw-d has not announced itself yet
+			announced[node] = &fabricv1.FabricGateway{ObjectMeta: metav1.ObjectMeta{Name: node}, Status: fabricv1.FabricGatewayStatus{
+				Endpoint: node + ":51820", PublicKey: "key-" + node, Tunnel: fabricv1.TunnelWireGuard}}
+		}
 		if renewedAgo >= 0 {
 			l.Spec.RenewTime = &metav1.MicroTime{Time: now.Add(-renewedAgo)}
 		}
@@ -28,21 +31,22 @@ func TestGatewaysFromLeases(t *testing.T) {
 	}
 	anonymous := lease("", 0, 2)
 	withPorts := lease("gw-a", 500*time.Millisecond, 2)
-	withPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `{"c2/gw-x":51820,"c2/gw-y":51821}`
+	a := &announced["gw-a"].Status
+	a.PeerPorts = map[string]int32{"c2/gw-x": 51820, "c2/gw-y": 51821}
+	a.Tunnels = []fabricv1.GatewayTunnel{
+		{Peer: "c2/gw-x", Device: "weft-wg1", Endpoint: "10.0.0.1:51820", State: fabricv1.TunnelActive, Answering: true,
+			LastHandshakeTime: &metav1.Time{Time: now.Add(-30 * time.Second)}},
+		{Peer: "c2/gw-y", State: fabricv1.TunnelStandby}}
+	a.NextPublicKey, a.KeySwitchTime = "next-gw-a", &metav1.MicroTime{Time: now.Add(15250 * time.Millisecond)}
 	badPorts := lease("gw-b", 0, 0)
-	badPorts.Annotations[fabricv1.AnnotationGatewayPeerPorts] = `not json`
-	withPorts.Annotations[fabricv1.AnnotationGatewayTunnels] = `[{"peer":"c2/gw-x","device":"weft-wg1","endpoint":"10.0.0.1:51820","state":"Active","answering":true,"lastHandshakeTime":"2026-01-01T11:59:30Z"},{"peer":"c2/gw-y","state":"Standby","answering":false}]`
-	badPorts.Annotations[fabricv1.AnnotationGatewayTunnels] = `{`
-	withPorts.Annotations[fabricv1.AnnotationGatewayNextPublicKey] = "next-gw-a"
-	withPorts.Annotations[fabricv1.AnnotationGatewayKeySwitchTime] = "2026-01-01T12:00:15.25Z"
-	badPorts.Annotations[fabricv1.AnnotationGatewayNextPublicKey] = "next-gw-b" // no time: no rotation
+	announced["gw-b"].Status.NextPublicKey = "next-gw-b" // no time: no rotation
 	gws, next := gatewaysFromLeases([]coordinationv1.Lease{
 		lease("gw-c", 5*time.Second, 2), // expired
 		withPorts,                       // 1.5 s left
 		badPorts,                        // default 2 s left
 		lease("gw-d", -1, 2),            // never renewed
 		anonymous,                       // no holder: ignored
-	}, now)
+	}, announced, now)
 	if len(gws) != 4 {
 		t.Fatalf("got %d gateways, want 4: %+v", len(gws), gws)
 	}
@@ -59,7 +63,10 @@ func TestGatewaysFromLeases(t *testing.T) {
 		t.Errorf("announcement not carried: %+v", gws[0])
 	}
 	if len(gws[0].PeerPorts) != 2 || gws[0].PeerPorts["c2/gw-y"] != 51821 || gws[1].PeerPorts != nil {
-		t.Errorf("peer ports: %v and %v, want gw-a's two and none for gw-b (not JSON)", gws[0].PeerPorts, gws[1].PeerPorts)
+		t.Errorf("peer ports: %v and %v, want gw-a's two and none for gw-b", gws[0].PeerPorts, gws[1].PeerPorts)
+	}
+	if gws[3].Node != "gw-d" || gws[3].Endpoint != "" || gws[3].PublicKey != "" {
+		t.Errorf("gw-d has not announced itself, yet: %+v", gws[3])
 	}
 	if tun := gws[0].Tunnels; len(tun) != 2 || tun[0].Peer != "c2/gw-x" || tun[0].State != fabricv1.TunnelActive || !tun[0].Answering ||
 		tun[0].LastHandshakeTime == nil || !tun[0].LastHandshakeTime.Equal(&metav1.Time{Time: now.Add(-30 * time.Second)}) ||
@@ -73,12 +80,12 @@ func TestGatewaysFromLeases(t *testing.T) {
 		t.Errorf("rotation of gw-b without a switch time: %q at %v, want none", gws[1].NextPublicKey, gws[1].KeySwitchTime)
 	}
 	if gws[1].Tunnels != nil {
-		t.Errorf("tunnels of gw-b (not JSON): %+v, want none", gws[1].Tunnels)
+		t.Errorf("tunnels of gw-b: %+v, want none", gws[1].Tunnels)
 	}
 	if next != 1500*time.Millisecond {
 		t.Errorf("next check in %s, want 1.5s (when gw-a's Lease expires)", next)
 	}
-	if _, next := gatewaysFromLeases([]coordinationv1.Lease{lease("gw-c", 5*time.Second, 2)}, now); next != 0 {
+	if _, next := gatewaysFromLeases([]coordinationv1.Lease{lease("gw-c", 5*time.Second, 2)}, announced, now); next != 0 {
 		t.Errorf("no healthy gateway, yet a check in %s", next)
 	}
 }

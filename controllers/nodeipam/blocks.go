@@ -41,34 +41,6 @@ func nextFree(pool netip.Prefix, bits int, used map[netip.Prefix]bool) (netip.Pr
 	return netip.Prefix{}, fmt.Errorf("all %s blocks of %s are taken", count, pool)
 }
 
-// parseBlocks reads a node's annotation and keeps it only if every block lies in a pool,
-// has the configured size, and no other family repeats.
-func parseBlocks(annotation string, pools []netip.Prefix, maskSize func(netip.Prefix) int) ([]netip.Prefix, bool) {
-	if annotation == "" {
-		return nil, false
-	}
-	var out []netip.Prefix
-	seen := map[bool]bool{}
-	for _, s := range strings.Split(annotation, ",") {
-		b, err := netip.ParsePrefix(strings.TrimSpace(s))
-		if err != nil || b.Masked() != b {
-			return nil, false
-		}
-		ok := false
-		for _, p := range pools {
-			if p.Addr().Is4() == b.Addr().Is4() && p.Contains(b.Addr()) && b.Bits() == maskSize(p) {
-				ok = true
-			}
-		}
-		if !ok || seen[b.Addr().Is4()] {
-			return nil, false
-		}
-		seen[b.Addr().Is4()] = true
-		out = append(out, b)
-	}
-	return out, len(out) == len(pools)
-}
-
 func format(blocks []netip.Prefix) string {
 	s := make([]string, len(blocks))
 	for i, b := range blocks {

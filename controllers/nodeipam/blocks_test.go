@@ -28,27 +28,3 @@ func TestNextFree(t *testing.T) {
 		t.Error("a block larger than its pool was accepted")
 	}
 }
-
-func TestParseBlocks(t *testing.T) {
-	pools := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00::/56")}
-	mask := func(p netip.Prefix) int {
-		if p.Addr().Is4() {
-			return 24
-		}
-		return 80
-	}
-	cases := map[string]bool{
-		"10.244.3.0/24,fd00::/80": true,
-		"10.244.3.0/24":           false, // the IPv6 block is missing
-		"10.245.3.0/24,fd00::/80": false, // outside the pool
-		"10.244.3.0/25,fd00::/80": false, // wrong size
-		"10.244.3.7/24,fd00::/80": false, // not a network address
-		"garbage":                 false,
-		"":                        false,
-	}
-	for in, want := range cases {
-		if _, ok := parseBlocks(in, pools, mask); ok != want {
-			t.Errorf("parseBlocks(%q) ok = %v, want %v", in, ok, want)
-		}
-	}
-}

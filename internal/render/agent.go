@@ -36,7 +36,8 @@ type Images struct {
 
 // The operator holds what it grants the agent:
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricnodes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=tiers;fabricpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=bgpnodes,verbs=get;list;watch;create;update;delete
@@ -55,8 +56,10 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-			// The agent records on its node which policy generations it enforces.
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"patch"}},
+			// Every node's blocks (checked before they are routed to); the agent reports on
+			// its own node's FabricNode (the node identity policy holds it to its own).
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"fabricnodes"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"fabricnodes/status"}, Verbs: []string{"update", "patch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers", "tiers", "fabricpolicies"},
 				Verbs: []string{"get", "list", "watch"}},

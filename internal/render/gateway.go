@@ -21,8 +21,13 @@ const GatewayName = "weft-gateway"
 // annotationTunnelConfig on the gateways' pod template holds the tunnel driver and port.
 const annotationTunnelConfig = "fabric.weft.dev/tunnel-config"
 
+// The operator holds what it grants the gateways:
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricgateways,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricgateways/status,verbs=get;update;patch
+
 // Gateway renders what runs on gateway nodes (those spec.gateways.nodeSelector picks).
-// A gateway reads the ClusterNetwork, the ClusterPeers and its Node, and renews its Lease.
+// A gateway reads the ClusterNetwork, the ClusterPeers and its Node, reports itself in its
+// FabricGateway and renews its Lease.
 func Gateway(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
 	labels := workloadLabels(GatewayName)
 	sa := &corev1.ServiceAccount{
@@ -36,6 +41,10 @@ func Gateway(namespace string, images Images, cn *fabricv1.ClusterNetwork) []cli
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers"}, Verbs: []string{"get", "list", "watch"}},
+			// Its own FabricGateway (the node identity policy holds it to its own): created
+			// once, then its status; the spec (a key rotation request) is the administrator's.
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"fabricgateways"}, Verbs: []string{"get", "list", "watch", "create"}},
+			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"fabricgateways/status"}, Verbs: []string{"update", "patch"}},
 			// Events on ClusterPeers when a peer's gateway fails or comes back; events about
 			// cluster-scoped objects live in the default namespace.
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
