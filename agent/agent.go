@@ -6,7 +6,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"reflect"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +51,7 @@ import (
 	"github.com/weft-net/weft/agent/policysync"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/health"
+	"github.com/weft-net/weft/internal/podblocks"
 	"github.com/weft-net/weft/internal/restcfg"
 )
 
@@ -110,7 +109,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	a := &agentState{cfg: cfg, cs: cs, c: c, restCfg: restCfg, log: log, metrics: prometheus.NewRegistry()}
+	a := &agentState{cfg: cfg, cs: cs, c: c, restCfg: restCfg, log: log, metrics: prometheus.NewRegistry(),
+		report: newNodeReport(c, cfg.NodeName)}
 	bgpMetrics := bgp.NewMetrics()
 	a.metrics.MustRegister(bgpMetrics)
 	a.notReady.Store("starting")
@@ -146,11 +146,11 @@ func uninstalling(cn *fabricv1.ClusterNetwork) bool {
 
 // run serves the node until the context ends or the ClusterNetwork is being deleted.
 func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in inputs, bgpMetrics *bgp.Metrics) error {
-	cfg, log, cs, restCfg := a.cfg, a.log, a.cs, a.restCfg
+	cfg, log, cs := a.cfg, a.log, a.cs
 	// Everything run starts ends with it (an uninstall follows on the parent context).
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	if err := a.publishCapabilities(ctx, registry); err != nil {
+	if err := a.publishCapabilities(ctx, registry, in.backend); err != nil {
 		log.Error(err, "publishing the datapath capabilities of this node")
 	}
 	plog := newPolicyLog(cfg.PolicyLog, log)
@@ -176,24 +176,25 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 	}
 	defer store.Close()
 	store.SetBlocks(in.node.PodCIDRs)
+	a.blocks = in.node.PodCIDRs
 
+	// One informer cache feeds every part of the agent: nodes and their FabricNodes (remote
+	// nodes, BGP), the ClusterNetwork and ClusterPeers (peer routes), and the policy's inputs.
+	// The pods of this node come from an informer of their own, filtered by the API server.
+	nodesChanged := make(chan struct{}, 1)
+	shared, err := a.startCache(ctx, func() { poke(nodesChanged) })
+	if err != nil {
+		return err
+	}
+	defer func() { a.cached = nil }() // the cache stops with run's context
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 		}))
 	pods := factory.Core().V1().Pods()
 	_ = pods.Informer() // register before Start, or it never runs
-	nodeFactory := informers.NewSharedInformerFactory(cs, 10*time.Minute)
-	nodes := nodeFactory.Core().V1().Nodes()
-	nodesChanged := make(chan struct{}, 1)
-	_, _ = nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { poke(nodesChanged) },
-		UpdateFunc: func(any, any) { poke(nodesChanged) },
-		DeleteFunc: func(any) { poke(nodesChanged) },
-	})
 	factory.Start(ctx.Done())
-	nodeFactory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced, nodes.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
 		return ctx.Err()
 	}
 
@@ -204,11 +205,10 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 		log.Error(err, "reconciling addresses and wiring with the pods on this node")
 	}
 	// Policy: until the first sync the datapath enforces the policy it saved last time.
-	syncer, err := a.startPolicy(ctx, restCfg, dp)
+	syncer, err := a.startPolicy(ctx, shared, dp)
 	if err != nil {
 		return err
 	}
-	defer func() { a.cached = nil }() // the cache stops with run's context
 	policies.Store(syncer)
 	h.Wired = func(ctx context.Context) error {
 		// A datapath that enforces no policy starts pods anyway; the node does not report
@@ -218,7 +218,7 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 		}
 		return nil
 	}
-	if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
+	if err := a.syncRemotes(ctx, dp); err != nil {
 		log.Error(err, "programming remote nodes")
 	}
 
@@ -240,6 +240,9 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 	defer a.removeConf()
 	a.notReady.Store("")
 	log.Info("weft-agent is ready", "datapath", dp.Capabilities().Mode, "blocks", in.node.PodCIDRs, "encapsulation", in.node.Encapsulation)
+	if err := a.report.ready(ctx, metav1.ConditionTrue, "Serving", fmt.Sprintf("the %s datapath serves %v", in.backend, in.node.PodCIDRs)); err != nil {
+		log.Error(err, "reporting the node ready")
+	}
 
 	// Gateways are probed directly (every 50 ms): a dead one leaves the routes in well under
 	// a second, without waiting for its Lease to expire.
@@ -294,7 +297,7 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 	defer speaker.stopForRestart()
 	syncBGP := func() {
 		if read != nil {
-			speaker.sync(ctx, read.cn, nodes.Lister().List)
+			speaker.sync(ctx, read.cn, a.listNodes)
 		}
 	}
 	for {
@@ -315,7 +318,7 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 		case err := <-serveErr:
 			return fmt.Errorf("CNI server: %w", err)
 		case <-nodesChanged:
-			if err := a.syncRemotes(ctx, dp, nodes.Lister().List); err != nil {
+			if err := a.syncRemotes(ctx, dp); err != nil {
 				log.Error(err, "programming remote nodes")
 			}
 			syncBGP()
@@ -331,11 +334,17 @@ type agentState struct {
 	log      klog.Logger
 	notReady atomic.Value // string: why not ready; "" when ready
 	metrics  *prometheus.Registry
-	// remotes are the remote nodes last given to the datapath (remotesSet: once given).
+	report   *nodeReport // the node's FabricNode status
+	// blocks are this node's pod blocks (blocksChanged: its FabricNode now names others).
+	blocks        []netip.Prefix
+	blocksChanged bool
+	// remotes are the remote nodes last given to the datapath (remotesSet: once given);
+	// refused, the other nodes' blocks last refused.
 	remotes    []datapath.RemoteNode
 	remotesSet bool
-	// cached reads from the informer cache the policy syncer starts (nil before): what the
-	// agent reads every second — the ClusterNetwork, ClusterPeers, Services and
+	refused    []fabricv1.RefusedBlock
+	// cached reads from the agent's informer cache while run runs (nil before): what the
+	// agent reads every second — the ClusterNetwork, ClusterPeers, nodes, Services and
 	// ServiceImports — comes from watches, not from a request each to the API server.
 	cached client.Reader
 }
@@ -405,12 +414,16 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 	if err != nil {
 		return inputs{}, fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
 	}
+	fn := &fabricv1.FabricNode{}
+	if err := a.c.Get(ctx, client.ObjectKey{Name: a.cfg.NodeName}, fn); err != nil && !apierrors.IsNotFound(err) {
+		return inputs{}, fmt.Errorf("FabricNode %s: %w", a.cfg.NodeName, err)
+	}
 	backend := cn.Spec.Datapath.Backend
 	if backend == "" {
 		backend = fabricv1.DatapathOVS
 	}
+	blocks, valid := podblocks.Of(cn).Own(fn.Spec.PodCIDRs)
 	if uninstalling(cn) {
-		blocks, _ := PodCIDRs(node)
 		return inputs{backend: backend, uninstalling: true, cnUID: cn.UID,
 			node: datapath.Node{Name: a.cfg.NodeName, IP: internalIP(node), PodCIDRs: blocks}}, nil
 	}
@@ -418,9 +431,12 @@ func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
 	if !ip.IsValid() {
 		return inputs{}, fmt.Errorf("node %s has no InternalIP yet", a.cfg.NodeName)
 	}
-	blocks, err := PodCIDRs(node)
-	if err != nil || len(blocks) == 0 {
-		return inputs{}, fmt.Errorf("a pod block for node %s from the operator (annotation %s)", a.cfg.NodeName, fabricv1.AnnotationPodCIDRs)
+	if !valid {
+		if len(fn.Spec.PodCIDRs) > 0 {
+			return inputs{}, fmt.Errorf("valid pod blocks for node %s: its FabricNode claims %v, not from the cluster's podCIDRs %v (the operator replaces it)",
+				a.cfg.NodeName, fn.Spec.PodCIDRs, cn.Spec.PodCIDRs)
+		}
+		return inputs{}, fmt.Errorf("a pod block for node %s from the operator (FabricNode %s)", a.cfg.NodeName, a.cfg.NodeName)
 	}
 	encap := string(cn.Spec.Datapath.Encapsulation)
 	if encap == "" {
@@ -476,10 +492,10 @@ func (a *agentState) removeFromNode(ctx context.Context, dp datapath.Datapath, i
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("the node's BGPNode: %w", err)
 	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		fabricv1.AnnotationNodeCleaned: string(in.cnUID)}}})
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName}}
-	return a.c.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch))
+	if err := a.report.ready(ctx, metav1.ConditionFalse, "Uninstalled", "weft was removed from this node"); err != nil {
+		return err
+	}
+	return a.report.set(ctx, "cleanup", fabricv1.FabricNodeCleanup{ClusterNetworkUID: string(in.cnUID), Time: metav1.Now()})
 }
 
 // datapathOptions are the datapath driver's options from the agent's configuration.
@@ -572,23 +588,6 @@ func ActivePeerRoutes(r datapath.PeerRoutes, nodeIP netip.Addr, maxActive int, a
 	return r
 }
 
-// PodCIDRs parses a node's pod-block annotation.
-func PodCIDRs(n *corev1.Node) ([]netip.Prefix, error) {
-	v := n.Annotations[fabricv1.AnnotationPodCIDRs]
-	if v == "" {
-		return nil, nil
-	}
-	var out []netip.Prefix
-	for _, s := range strings.Split(v, ",") {
-		p, err := netip.ParsePrefix(strings.TrimSpace(s))
-		if err != nil {
-			return nil, fmt.Errorf("annotation %s=%q: %w", fabricv1.AnnotationPodCIDRs, v, err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
 func internalIP(n *corev1.Node) netip.Addr {
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
@@ -626,36 +625,6 @@ func (a *agentState) initDatapath(ctx context.Context, dp datapath.Datapath, nod
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
-}
-
-// syncRemotes gives the datapath every other node that has a pod block.
-func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath, list func(labels.Selector) ([]*corev1.Node, error)) error {
-	nodes, err := list(labels.Everything())
-	if err != nil {
-		return err
-	}
-	var remotes []datapath.RemoteNode
-	for _, n := range nodes {
-		if n.Name == a.cfg.NodeName {
-			continue
-		}
-		blocks, err := PodCIDRs(n)
-		ip := internalIP(n)
-		if err != nil || len(blocks) == 0 || !ip.IsValid() {
-			continue
-		}
-		remotes = append(remotes, datapath.RemoteNode{Name: n.Name, IP: ip, PodCIDRs: blocks})
-	}
-	// Nodes change often for other reasons (status, the agents' policy annotations).
-	sort.Slice(remotes, func(i, j int) bool { return remotes[i].Name < remotes[j].Name })
-	if a.remotesSet && reflect.DeepEqual(a.remotes, remotes) {
-		return nil
-	}
-	if err := dp.SetRemoteNodes(ctx, remotes); err != nil {
-		return err
-	}
-	a.remotes, a.remotesSet = remotes, true
-	return nil
 }
 
 // installPlugin copies weft-cni (shipped next to the agent binary) into the CNI directory,
@@ -746,32 +715,68 @@ func derefPods(ps []*corev1.Pod) []corev1.Pod {
 	return out
 }
 
-// startPolicy starts the policy syncer: an informer cache of its inputs, a first sync once
-// the cache has them, then a sync on every change.
-func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp datapath.Datapath) (*policysync.Syncer, error) {
+// startCache starts the agent's informer cache: nodes and FabricNodes (a change calls
+// nodesChanged), and the policy syncer's inputs (it adds its own handlers, policyWatch).
+// It returns once the cache has its first lists; it stops with ctx.
+func (a *agentState) startCache(ctx context.Context, nodesChanged func()) (crcache.Cache, error) {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, fabricv1.AddToScheme, mcsv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			return nil, err
 		}
 	}
-	c, err := crcache.New(restCfg, crcache.Options{Scheme: scheme, DefaultTransform: crcache.TransformStripManagedFields()})
+	c, err := crcache.New(a.restCfg, crcache.Options{Scheme: scheme, DefaultTransform: crcache.TransformStripManagedFields()})
 	if err != nil {
 		return nil, err
 	}
-	s := &policysync.Syncer{Node: a.cfg.NodeName, Datapath: dp, Reader: c, Client: a.c, Log: a.log.WithName("policy")}
-	if err := s.Watch(ctx, c); err != nil {
-		return nil, err
+	for _, o := range []client.Object{&corev1.Node{}, &fabricv1.FabricNode{}} {
+		inf, err := c.GetInformer(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { nodesChanged() }, UpdateFunc: func(any, any) { nodesChanged() }, DeleteFunc: func(any) { nodesChanged() },
+		}); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range policysync.Objects() {
+		if _, err := c.GetInformer(ctx, o); err != nil {
+			return nil, err
+		}
 	}
 	go func() {
 		if err := c.Start(ctx); err != nil {
-			a.log.Error(err, "policy input cache stopped")
+			a.log.Error(err, "the agent's informer cache stopped")
 		}
 	}()
 	if !c.WaitForCacheSync(ctx) {
-		return nil, fmt.Errorf("policy inputs: the cache did not sync: %w", ctx.Err())
+		return nil, fmt.Errorf("the agent's informer cache did not sync: %w", ctx.Err())
 	}
 	a.cached = c
+	return c, nil
+}
+
+// listNodes lists the nodes from the cache (BGP's input).
+func (a *agentState) listNodes(labels.Selector) ([]*corev1.Node, error) {
+	nodes := &corev1.NodeList{}
+	if err := a.reader().List(context.Background(), nodes); err != nil {
+		return nil, err
+	}
+	out := make([]*corev1.Node, len(nodes.Items))
+	for i := range nodes.Items {
+		out[i] = &nodes.Items[i]
+	}
+	return out, nil
+}
+
+// startPolicy starts the policy syncer on the agent's cache: a first sync, then a sync on
+// every change.
+func (a *agentState) startPolicy(ctx context.Context, c crcache.Cache, dp datapath.Datapath) (*policysync.Syncer, error) {
+	s := &policysync.Syncer{Node: a.cfg.NodeName, Datapath: dp, Reader: c, Report: a.report.realizedPolicies, Log: a.log.WithName("policy")}
+	if err := s.Watch(ctx, c); err != nil {
+		return nil, err
+	}
 	if err := s.Sync(ctx); err != nil {
 		a.log.Error(err, "first policy sync; the saved policy stays enforced")
 	}
@@ -779,23 +784,21 @@ func (a *agentState) startPolicy(ctx context.Context, restCfg *rest.Config, dp d
 	return s, nil
 }
 
-// publishCapabilities records on the node what each datapath backend can do here.
-func (a *agentState) publishCapabilities(ctx context.Context, registry *datapath.Registry) error {
-	caps := map[string][]string{}
+// publishCapabilities reports in the node's FabricNode the backend it runs and what each
+// datapath backend can do there.
+func (a *agentState) publishCapabilities(ctx context.Context, registry *datapath.Registry, backend fabricv1.DatapathBackend) error {
+	var caps []fabricv1.DatapathCapability
 	for _, name := range registry.Names() {
 		dp, err := registry.New(name, datapath.Options{})
 		if err != nil {
 			return err
 		}
-		caps[name] = dp.Capabilities().Encapsulations
+		c := fabricv1.DatapathCapability{Backend: fabricv1.DatapathBackend(name)}
+		for _, e := range dp.Capabilities().Encapsulations {
+			c.Encapsulations = append(c.Encapsulations, fabricv1.Encapsulation(e))
+		}
+		caps = append(caps, c)
 	}
-	b, err := json.Marshal(caps)
-	if err != nil {
-		return err
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		fabricv1.AnnotationDatapathCapabilities: string(b)}}})
-	node := &corev1.Node{}
-	node.Name = a.cfg.NodeName
-	return a.c.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch))
+	sort.Slice(caps, func(i, j int) bool { return caps[i].Backend < caps[j].Backend })
+	return errors.Join(a.report.set(ctx, "datapath", backend), a.report.set(ctx, "capabilities", caps))
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/weft-net/weft/agent/bgp"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/podblocks"
 )
 
 // bgpNode runs the node's BGP speaker from the ClusterNetwork's spec.bgp and reports it in
@@ -80,7 +81,12 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 		}
 		return
 	}
-	blocks, _ := PodCIDRs(self)
+	// The blocks the node's FabricNode gives it now (none while it has none: withdrawn).
+	var blocks []netip.Prefix
+	fn := &fabricv1.FabricNode{}
+	if err := b.a.reader().Get(ctx, client.ObjectKey{Name: self.Name}, fn); err == nil {
+		blocks, _ = podblocks.Of(cn).Own(fn.Spec.PodCIDRs)
+	}
 	in := bgp.Inputs{Spec: spec, Node: self, NodeIP: ips[self.Name], Blocks: blocks, Nodes: all, NodeIPs: ips,
 		Restarting: b.restarting, Password: b.password(ctx)}
 	for _, c := range cn.Spec.ServiceCIDRs {

@@ -1,12 +1,13 @@
 // Package gateway holds weft-gateway: the process on each gateway node that carries traffic
-// to peer clusters. It brings its tunnel up, announces itself (endpoint, public key) with a
-// Lease the operator publishes in ClusterNetwork status, and keeps the tunnel's peers equal
-// to the healthy gateways the ClusterPeers report, each peer cluster's ranges routed into it.
+// to peer clusters. It brings its tunnel up, announces itself (endpoint, keys, per-peer
+// ports, tunnels) in its node's FabricGateway, renews a Lease to say it is alive (the
+// operator publishes both in ClusterNetwork status, which peers read), and keeps the
+// tunnel's peers equal to the healthy gateways the ClusterPeers report, each peer cluster's
+// ranges routed into it.
 package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -22,10 +24,13 @@ import (
 	"github.com/vishvananda/netlink"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -88,9 +93,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	// ClusterPeers come from a watch: the gateway reads them every Interval.
+	// ClusterPeers, and the gateway's own FabricGateway (a key rotation request), come from
+	// a watch: the gateway reads them every Interval.
 	peersCache, err := crcache.New(restCfg, crcache.Options{Scheme: scheme, DefaultTransform: crcache.TransformStripManagedFields(),
-		ByObject: map[client.Object]crcache.ByObject{&fabricv1.ClusterPeer{}: {}}})
+		ByObject: map[client.Object]crcache.ByObject{&fabricv1.ClusterPeer{}: {},
+			&fabricv1.FabricGateway{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.NodeName)}}})
 	if err != nil {
 		return err
 	}
@@ -101,6 +108,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	_, err = peersCache.GetInformer(syncCtx, &fabricv1.ClusterPeer{})
+	if err == nil {
+		_, err = peersCache.GetInformer(syncCtx, &fabricv1.FabricGateway{})
+	}
 	if err == nil && !peersCache.WaitForCacheSync(syncCtx) { // the cache started, its first list in
 		err = syncCtx.Err()
 	}
@@ -192,8 +202,8 @@ const (
 	lateKeyLead = 15 * time.Second
 )
 
-// rotateKey stages the rotation a Lease asks for (once per request), and says whether the
-// request is done, so that it can be removed.
+// rotateKey stages the rotation the FabricGateway asks for (once per request), and says
+// whether the request is done (carried out, or dropped with err saying why).
 func (g *gw) rotateKey(request string, now time.Time) (done bool, err error) {
 	rot, ok := g.tun.(tunnel.KeyRotator)
 	if request == "" {
@@ -278,17 +288,18 @@ type gw struct {
 	self      string                 // "<cluster ID>/<node>"
 	peers     []fabricv1.ClusterPeer // the last read
 	read      bool                   // peers holds a read
-	// tunnels is what the Lease reports of the tunnels, refreshed every tunnelsEvery.
-	tunnels   string
-	report    []fabricv1.GatewayTunnel // tunnels, decoded
+	// report is what the FabricGateway says of the tunnels, refreshed every tunnelsEvery.
+	report    []fabricv1.GatewayTunnel
 	tunnelsAt time.Time
-	switched  time.Time             // when this gateway last switched keys
-	lease     *coordinationv1.Lease // as last written
-	health    map[netip.Addr]bool   // peer gateways answering, as last recorded (events)
-	ready     bool                  // the tunnel carried a peer (or there is none to carry)
+	switched  time.Time                     // when this gateway last switched keys
+	lease     *coordinationv1.Lease         // as last written
+	reported  *fabricv1.FabricGatewayStatus // the FabricGateway's status as last written
+	nodeUID   types.UID                     // the node's, for the FabricGateway's owner
+	health    map[netip.Addr]bool           // peer gateways answering, as last recorded (events)
+	ready     bool                          // the tunnel carried a peer (or there is none to carry)
 }
 
-// tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for the Lease.
+// tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for its report.
 const tunnelsEvery = 5 * time.Second
 
 // start waits for the ClusterNetwork and the node's address, and brings the tunnel up.
@@ -364,7 +375,7 @@ func (g *gw) tryStart(ctx context.Context) error {
 		_ = tun.Close()
 		return err
 	}
-	g.tun, g.endpoint, g.self = tun, netip.AddrPortFrom(ip, uint16(port)), self
+	g.tun, g.endpoint, g.self, g.nodeUID = tun, netip.AddrPortFrom(ip, uint16(port)), self, node.UID
 	return nil
 }
 
@@ -435,7 +446,8 @@ table inet weft-gateway {
 }
 
 // sync makes the tunnel's peers what the ClusterPeers say and the prober sees; with reread
-// it reads the ClusterPeers again first, and renews the Lease after.
+// it reads the ClusterPeers again first, and afterwards reports in the FabricGateway (when
+// something changed) and renews the Lease.
 func (g *gw) sync(ctx context.Context, reread bool) error {
 	var errs []error
 	if err := g.commitKey(ctx, time.Now()); err != nil {
@@ -456,13 +468,14 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 	if g.read {
 		errs = append(errs, g.syncPeers(ctx))
 	}
+	// The report never holds the renewal back: a gateway that cannot report is still alive.
+	errs = append(errs, g.reportStatus(ctx))
 	return errors.Join(append(errs, g.renew(ctx))...)
 }
 
-// renew writes the gateway's Lease: its renewal and what it announces. It starts from the
-// Lease it last wrote, so a renewal is one request; when someone else changed the Lease
-// meanwhile (weftctl asking for a key rotation) the write conflicts, and it reads the Lease
-// and writes again.
+// renew renews the gateway's Lease: its liveness, nothing else. It starts from the Lease it
+// last wrote, so a renewal is one request; when the write conflicts (someone else changed
+// the Lease) it reads the Lease and writes again.
 func (g *gw) renew(ctx context.Context) error {
 	err := g.writeLease(ctx)
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
@@ -485,49 +498,7 @@ func (g *gw) writeLease(ctx context.Context) error {
 	if lease.Labels == nil {
 		lease.Labels = map[string]string{}
 	}
-	if lease.Annotations == nil {
-		lease.Annotations = map[string]string{}
-	}
 	lease.Labels[fabricv1.LabelGateway] = "true"
-	lease.Annotations[fabricv1.AnnotationGatewayEndpoint] = g.endpoint.String()
-	lease.Annotations[fabricv1.AnnotationGatewayPublicKey] = g.tun.PublicKey()
-	lease.Annotations[fabricv1.AnnotationGatewayTunnel] = string(g.tunType)
-	var rotateErr error
-	if done, err := g.rotateKey(lease.Annotations[fabricv1.AnnotationGatewayRotateKey], time.Now()); done {
-		delete(lease.Annotations, fabricv1.AnnotationGatewayRotateKey)
-		rotateErr = err
-	} else if err != nil {
-		rotateErr = err
-	}
-	delete(lease.Annotations, fabricv1.AnnotationGatewayNextPublicKey)
-	delete(lease.Annotations, fabricv1.AnnotationGatewayKeySwitchTime)
-	if rot, ok := g.tun.(tunnel.KeyRotator); ok {
-		if st, staged := rot.Staged(); staged {
-			lease.Annotations[fabricv1.AnnotationGatewayNextPublicKey] = st.PublicKey
-			lease.Annotations[fabricv1.AnnotationGatewayKeySwitchTime] = st.At.UTC().Format(time.RFC3339Nano)
-		}
-	}
-	if ports := g.tun.PeerPorts(); ports != nil {
-		data, err := json.Marshal(ports)
-		if err != nil {
-			return err
-		}
-		lease.Annotations[fabricv1.AnnotationGatewayPeerPorts] = string(data)
-	}
-	if time.Since(g.tunnelsAt) >= tunnelsEvery {
-		// A report that cannot be read must not stop the renewal (the gateway would be
-		// taken for dead): the Lease keeps the previous one.
-		if st, err := g.tun.Status(ctx); err != nil {
-			g.log.Error(err, "tunnel status")
-		} else {
-			report := QuietReport(g.report, TunnelReport(g.applied, st, g.answering()), g.switched)
-			if data, err := json.Marshal(report); err == nil {
-				g.tunnels, g.report = string(data), report
-			}
-		}
-		g.tunnelsAt = time.Now()
-	}
-	lease.Annotations[fabricv1.AnnotationGatewayTunnels] = g.tunnels
 	lease.Spec.HolderIdentity = ptr.To(g.cfg.NodeName)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32((g.cfg.LeaseDuration + time.Second - 1) / time.Second))
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
@@ -540,7 +511,83 @@ func (g *gw) writeLease(ctx context.Context) error {
 	if err == nil {
 		g.lease = lease
 	}
-	return errors.Join(rotateErr, err)
+	return err
+}
+
+// reportStatus carries out a key rotation the FabricGateway asks for and writes its status —
+// endpoint, keys, per-peer ports, tunnels, readiness — when it differs from what was last
+// written. The FabricGateway is created, owned by the node, if it is not there.
+func (g *gw) reportStatus(ctx context.Context) error {
+	fg := &fabricv1.FabricGateway{}
+	err := g.peersFrom.Get(ctx, client.ObjectKey{Name: g.cfg.NodeName}, fg)
+	if apierrors.IsNotFound(err) {
+		fg = &fabricv1.FabricGateway{ObjectMeta: metav1.ObjectMeta{Name: g.cfg.NodeName,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: g.cfg.NodeName, UID: g.nodeUID}}}}
+		if err := g.c.Create(ctx, fg); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating FabricGateway %s: %w", g.cfg.NodeName, err)
+		}
+		g.reported = nil
+	} else if err != nil {
+		return err
+	}
+	st := fabricv1.FabricGatewayStatus{Endpoint: g.endpoint.String(), PublicKey: g.tun.PublicKey(), Tunnel: g.tunType,
+		LastKeyRotation: fg.Status.LastKeyRotation, Conditions: slices.Clone(fg.Status.Conditions)}
+	if g.reported != nil {
+		st.LastKeyRotation, st.Conditions = g.reported.LastKeyRotation, slices.Clone(g.reported.Conditions)
+	}
+	var rotateErr error
+	if req := fg.Spec.RotateKeyAt; req != "" && req != st.LastKeyRotation {
+		if done, err := g.rotateKey(req, time.Now()); done {
+			st.LastKeyRotation, rotateErr = req, err
+		} else if err != nil {
+			rotateErr = err
+		}
+	}
+	if rot, ok := g.tun.(tunnel.KeyRotator); ok {
+		if staged, ok := rot.Staged(); ok {
+			st.NextPublicKey, st.KeySwitchTime = staged.PublicKey, &metav1.MicroTime{Time: staged.At.UTC()}
+		}
+	}
+	if ports := g.tun.PeerPorts(); len(ports) > 0 {
+		st.PeerPorts = map[string]int32{}
+		for k, v := range ports {
+			st.PeerPorts[k] = int32(v)
+		}
+	}
+	if time.Since(g.tunnelsAt) >= tunnelsEvery {
+		// A report that cannot be read keeps the previous one.
+		if ts, err := g.tun.Status(ctx); err != nil {
+			g.log.Error(err, "tunnel status")
+		} else {
+			g.report = QuietReport(g.report, TunnelReport(g.applied, ts, g.answering()), g.switched)
+		}
+		g.tunnelsAt = time.Now()
+	}
+	st.Tunnels = g.report
+	for _, t := range st.Tunnels {
+		if t.State == fabricv1.TunnelActive {
+			st.ActiveTunnels++
+		} else {
+			st.StandbyTunnels++
+		}
+	}
+	if g.ready {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fabricv1.ConditionReady, Status: metav1.ConditionTrue,
+			Reason: "TunnelUp", Message: fmt.Sprintf("the %s tunnel carries traffic to %d peer gateways", g.tunType, len(g.applied))})
+	} else {
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fabricv1.ConditionReady, Status: metav1.ConditionFalse,
+			Reason: "Starting", Message: "no tunnel to a peer gateway carries traffic yet"})
+	}
+	if g.reported != nil && equality.Semantic.DeepEqual(*g.reported, st) {
+		return rotateErr
+	}
+	fg.Status = st
+	if err := g.c.Status().Update(ctx, fg); err != nil {
+		g.reported = nil // read again next time
+		return errors.Join(rotateErr, fmt.Errorf("reporting in FabricGateway %s: %w", g.cfg.NodeName, err))
+	}
+	g.reported = st.DeepCopy()
+	return rotateErr
 }
 
 func (g *gw) syncPeers(ctx context.Context) error {

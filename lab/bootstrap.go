@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,13 +71,18 @@ func ApplyYAML(ctx context.Context, kubeconfig, manifests string) error {
 
 // waitReady waits for every node to be Ready and cluster DNS to answer.
 func (l *Lab) waitReady(ctx context.Context, c ClusterLayout) error {
-	cs, err := clientFor(fmt.Sprintf("%s/admin.kubeconfig", c.Dir))
+	kubeconfig := fmt.Sprintf("%s/admin.kubeconfig", c.Dir)
+	cs, err := clientFor(kubeconfig)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamicFor(kubeconfig)
 	if err != nil {
 		return err
 	}
 	var why error
 	for {
-		why = readiness(ctx, cs, len(c.Nodes), l.opts.CNI == "weft")
+		why = readiness(ctx, cs, dyn, len(c.Nodes), l.opts.CNI == "weft")
 		if why == nil {
 			return nil
 		}
@@ -88,17 +94,27 @@ func (l *Lab) waitReady(ctx context.Context, c ClusterLayout) error {
 	}
 }
 
-func readiness(ctx context.Context, cs kubernetes.Interface, wantNodes int, weft bool) error {
+func readiness(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, wantNodes int, weft bool) error {
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
+	}
+	weftBlocks := map[string]string{}
+	if weft {
+		list, err := dyn.Resource(fabricNodesGVR).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("FabricNodes: %w", err)
+		}
+		for i := range list.Items {
+			weftBlocks[list.Items[i].GetName()] = fabricNodeBlocks(&list.Items[i])
+		}
 	}
 	ready := 0
 	for _, n := range nodes.Items {
 		for _, cond := range n.Status.Conditions {
 			hasBlock := n.Spec.PodCIDR != ""
 			if weft {
-				hasBlock = n.Annotations[podCIDRsAnnotation] != ""
+				hasBlock = weftBlocks[n.Name] != ""
 			}
 			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue && hasBlock {
 				ready++

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -411,9 +412,23 @@ func (l *Lab) startCluster(ctx context.Context, c ClusterLayout) error {
 		if err := l.installWeft(ctx, c, p); err != nil {
 			return fmt.Errorf("installing weft: %w", err)
 		}
-		go l.weftNetwork(l.runCtx, c, cs)
+		dyn, err := dynamicFor(p.hostKubeconfig)
+		if err != nil {
+			return err
+		}
+		go l.weftNetwork(l.runCtx, c, dyn)
 	}
 	return nil
+}
+
+// dynamicFor is a dynamic client for the cluster of kubeconfig (weft's objects,
+// unstructured). It sets no client timeout: that would cut its watches short.
+func dynamicFor(kubeconfig string) (dynamic.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return dynamic.NewForConfig(cfg)
 }
 
 func clientFor(kubeconfig string) (*kubernetes.Clientset, error) {

@@ -11,8 +11,11 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 
@@ -141,8 +144,8 @@ spec:
 
 // weftNetwork routes each node's weft pod block from the control-plane namespace (which runs
 // no agent) to that node, so the API servers reach pods (webhooks, exec through pods). It
-// follows the Nodes through a watch: the lab sends its API servers nothing at rest.
-func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.Interface) {
+// follows the FabricNodes through a watch: the lab sends its API servers nothing at rest.
+func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, dyn dynamic.Interface) {
 	hosts := map[string]Host{}
 	for _, n := range c.Nodes {
 		hosts[n.Name] = n
@@ -154,11 +157,11 @@ func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.In
 		default:
 		}
 	}
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	nodes := factory.Core().V1().Nodes()
-	if _, err := nodes.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	fabricNodes := factory.ForResource(fabricNodesGVR)
+	if _, err := fabricNodes.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { kick() }, UpdateFunc: func(any, any) { kick() }}); err != nil {
-		l.log.Error(err, "watching nodes")
+		l.log.Error(err, "watching FabricNodes")
 		return
 	}
 	factory.Start(ctx.Done())
@@ -170,14 +173,18 @@ func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.In
 			return
 		case <-changed:
 		}
-		list, err := nodes.Lister().List(labels.Everything())
+		list, err := fabricNodes.Lister().List(labels.Everything())
 		if err != nil {
 			continue
 		}
-		for _, n := range list {
-			h, ok := hosts[n.Name]
-			blocks := n.Annotations[podCIDRsAnnotation]
-			if !ok || blocks == "" || routed[n.Name] == blocks {
+		for _, o := range list {
+			n, ok := o.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			h, ok := hosts[n.GetName()]
+			blocks := fabricNodeBlocks(n)
+			if !ok || blocks == "" || routed[n.GetName()] == blocks {
 				continue
 			}
 			ok = true
@@ -186,12 +193,12 @@ func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.In
 					continue // IPv4 underlay only
 				}
 				if err := netlab.IP("-n", c.ControlPlane.Netns, "route", "replace", b, "via", h.IP.String()); err != nil {
-					l.log.Error(err, "routing a weft pod block", "node", n.Name)
+					l.log.Error(err, "routing a weft pod block", "node", n.GetName())
 					ok = false
 				}
 			}
 			if ok {
-				routed[n.Name] = blocks
+				routed[n.GetName()] = blocks
 			} else {
 				go func() { time.Sleep(time.Second); kick() }() // try again
 			}
@@ -199,6 +206,12 @@ func (l *Lab) weftNetwork(ctx context.Context, c ClusterLayout, cs kubernetes.In
 	}
 }
 
-// podCIDRsAnnotation is weft's node pod-block annotation (fabricv1.AnnotationPodCIDRs); the
-// lab names it here rather than import the API.
-const podCIDRsAnnotation = "fabric.weft.dev/pod-cidrs"
+// fabricNodesGVR names weft's FabricNodes, which carry each node's pod blocks; the lab reads
+// them as unstructured objects rather than import the API (it installs weft as a user would).
+var fabricNodesGVR = schema.GroupVersionResource{Group: "fabric.weft.dev", Version: "v1alpha1", Resource: "fabricnodes"}
+
+// fabricNodeBlocks is a FabricNode's spec.podCIDRs, comma-separated ("" for none).
+func fabricNodeBlocks(n *unstructured.Unstructured) string {
+	blocks, _, _ := unstructured.NestedStringSlice(n.Object, "spec", "podCIDRs")
+	return strings.Join(blocks, ",")
+}

@@ -2,7 +2,6 @@ package policysync
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -31,14 +29,16 @@ type Syncer struct {
 	Datapath datapath.Datapath
 	// Reader reads the inputs (an informer cache, see Watch).
 	Reader client.Reader
-	// Client writes the node's annotation.
-	Client client.Client
+	// Report tells the operator which policy generations the node enforces (the agent writes
+	// them in its FabricNode's status); nil: nobody is told.
+	Report func(context.Context, []fabricv1.RealizedPolicy) error
 	Log    klog.Logger
 
 	mu        sync.Mutex
 	last      *datapath.Policy
 	policies  []fabricv1.FabricPolicy // of the last successful sync
-	published *string
+	published []fabricv1.RealizedPolicy
+	reported  bool // published holds a report
 	changed   chan struct{}
 
 	fqdnMu     sync.Mutex
@@ -180,24 +180,21 @@ func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, error) {
 	return in, svc, nil
 }
 
-// publish records on the node which policy generations it enforces.
+// publish reports which policy generations the node enforces, when that changed.
 func (s *Syncer) publish(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.last == nil {
+	if s.last == nil || s.Report == nil {
 		return nil
 	}
-	val := fabricv1.RealizedPolicies(s.policies)
-	if s.published != nil && val == *s.published || s.Client == nil {
+	val := fabricv1.RealizedPoliciesOf(s.policies)
+	if s.reported && reflect.DeepEqual(val, s.published) {
 		return nil
 	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{fabricv1.AnnotationRealizedPolicies: val}}})
-	node := &corev1.Node{}
-	node.Name = s.Node
-	if err := s.Client.Patch(ctx, node, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return fmt.Errorf("recording the enforced policies on node %s: %w", s.Node, err)
+	if err := s.Report(ctx, val); err != nil {
+		return fmt.Errorf("reporting the enforced policies of node %s: %w", s.Node, err)
 	}
-	s.published = &val
+	s.published, s.reported = val, true
 	return nil
 }
 

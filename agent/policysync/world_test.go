@@ -65,11 +65,12 @@ func TestWorld(t *testing.T) {
 
 func TestRealizedPoliciesRoundTrip(t *testing.T) {
 	ps := []fabricv1.FabricPolicy{{ObjectMeta: metav1.ObjectMeta{Name: "b", Generation: 3}}, {ObjectMeta: metav1.ObjectMeta{Name: "a", Generation: 12}}}
-	s := fabricv1.RealizedPolicies(ps)
-	if s != "a=12,b=3" {
-		t.Errorf("RealizedPolicies = %q", s)
+	s := fabricv1.RealizedPoliciesOf(ps)
+	if len(s) != 2 || s[0] != (fabricv1.RealizedPolicy{Name: "a", Generation: 12}) || s[1] != (fabricv1.RealizedPolicy{Name: "b", Generation: 3}) {
+		t.Errorf("RealizedPoliciesOf = %v, want a=12 then b=3", s)
 	}
-	if m := fabricv1.ParseRealizedPolicies(s); m["a"] != 12 || m["b"] != 3 || len(m) != 2 {
-		t.Errorf("ParseRealizedPolicies = %v", m)
+	st := fabricv1.FabricNodeStatus{RealizedPolicies: s}
+	if m := st.RealizedGenerations(); m["a"] != 12 || m["b"] != 3 || len(m) != 2 {
+		t.Errorf("RealizedGenerations = %v", m)
 	}
 }

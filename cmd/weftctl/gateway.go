@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -22,7 +23,7 @@ func gatewayCommand() *cobra.Command {
 }
 
 func rotateKeyCommand() *cobra.Command {
-	var kubeconfig, kctx, namespace string
+	var kubeconfig, kctx string
 	var lead, timeout time.Duration
 	var wait bool
 	cmd := &cobra.Command{
@@ -47,40 +48,35 @@ command waits for the switch and reports the handshakes made with the new key.`,
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), lead+timeout)
 			defer cancel()
-			return rotateKey(ctx, os.Stdout, cl.Client, namespace, args[0], time.Now().Add(lead), wait)
+			return rotateKey(ctx, os.Stdout, cl.Client, args[0], time.Now().Add(lead), wait)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: $KUBECONFIG or ~/.kube/config)")
 	f.StringVar(&kctx, "context", "", "context of the cluster (default: the current context)")
-	f.StringVar(&namespace, "namespace", "weft-system", "weft's namespace (where gateway Leases live)")
 	f.DurationVar(&lead, "lead", 15*time.Second, "how long before the switch the new key is announced")
 	f.BoolVar(&wait, "wait", true, "wait for the switch and report the handshakes with the new key")
 	f.DurationVar(&timeout, "timeout", time.Minute, "how long to wait beyond --lead")
 	return cmd
 }
 
-// rotateKey writes the rotation request on the gateway's Lease and, with wait, follows the
-// gateway in ClusterNetwork status until it switched and its tunnels handshook anew.
-func rotateKey(ctx context.Context, out io.Writer, c client.Client, namespace, node string, at time.Time, wait bool) error {
-	cn := &fabricv1.ClusterNetwork{}
-	if err := c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
-		return fmt.Errorf("ClusterNetwork %s: %w", fabricv1.ClusterNetworkName, err)
+// rotateKey writes the rotation request in the gateway's FabricGateway (spec.rotateKeyAt)
+// and, with wait, follows its status until it switched and its tunnels handshook anew.
+func rotateKey(ctx context.Context, out io.Writer, c client.Client, node string, at time.Time, wait bool) error {
+	fg := &fabricv1.FabricGateway{}
+	if err := c.Get(ctx, client.ObjectKey{Name: node}, fg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("no gateway on node %s (kubectl get fabricgateways lists them; see weftctl status)", node)
+		}
+		return fmt.Errorf("FabricGateway %s: %w", node, err)
 	}
-	before, ok := gatewayOf(cn, node)
-	if !ok {
-		return fmt.Errorf("no gateway on node %s (ClusterNetwork status lists the gateways; see weftctl status)", node)
-	}
+	before := fg.Status
 	if before.Tunnel != "" && before.Tunnel != fabricv1.TunnelWireGuard {
 		return fmt.Errorf("the gateway on %s runs a %s tunnel, which has no keys", node, before.Tunnel)
 	}
-	lease := &coordinationv1.Lease{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: fabricv1.GatewayLeaseName(node)}, lease); err != nil {
-		return fmt.Errorf("the gateway's Lease: %w", err)
-	}
 	request := at.UTC().Format(time.RFC3339Nano)
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{fabricv1.AnnotationGatewayRotateKey: request}}})
-	if err := c.Patch(ctx, lease, client.RawPatch("application/merge-patch+json", patch)); err != nil {
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]string{"rotateKeyAt": request}})
+	if err := c.Patch(ctx, fg, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("asking the gateway for a new key: %w", err)
 	}
 	fmt.Fprintf(out, "gateway %s: rotation requested, switch at %s (current key %s)\n", node, at.Format(time.RFC3339), before.PublicKey)
@@ -90,16 +86,19 @@ func rotateKey(ctx context.Context, out io.Writer, c client.Client, namespace, n
 	var announced string
 	var switchAt time.Time
 	for {
-		if err := c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Name: node}, fg); err != nil {
 			return err
 		}
-		gw, _ := gatewayOf(cn, node)
-		if gw.NextPublicKey != "" && announced == "" {
-			announced, switchAt = gw.NextPublicKey, gw.KeySwitchTime.Time
-			fmt.Fprintf(out, "gateway %s: next key %s announced, switch at %s\n", node, announced, gw.KeySwitchTime.Time.Format(time.RFC3339))
+		st := fg.Status
+		if st.NextPublicKey != "" && st.KeySwitchTime != nil && announced == "" {
+			announced, switchAt = st.NextPublicKey, st.KeySwitchTime.Time
+			fmt.Fprintf(out, "gateway %s: next key %s announced, switch at %s\n", node, announced, switchAt.Format(time.RFC3339))
 		}
-		if announced != "" && gw.PublicKey == announced && gw.NextPublicKey == "" {
+		if announced != "" && st.PublicKey == announced && st.NextPublicKey == "" {
 			return reportHandshakes(ctx, out, c, node, announced, switchAt)
+		}
+		if announced == "" && st.LastKeyRotation == request && st.PublicKey == before.PublicKey {
+			return fmt.Errorf("gateway %s dropped the request (see its events and log)", node)
 		}
 		select {
 		case <-ctx.Done():
@@ -117,13 +116,12 @@ func reportHandshakes(ctx context.Context, out io.Writer, c client.Client, node,
 	switched := switchAt.Truncate(time.Second)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		cn := &fabricv1.ClusterNetwork{}
-		if err := c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		fg := &fabricv1.FabricGateway{}
+		if err := c.Get(ctx, client.ObjectKey{Name: node}, fg); err != nil {
 			return err
 		}
-		gw, _ := gatewayOf(cn, node)
 		fresh, active := 0, 0
-		for _, t := range gw.Tunnels {
+		for _, t := range fg.Status.Tunnels {
 			if t.State != fabricv1.TunnelActive {
 				continue
 			}
@@ -145,13 +143,4 @@ func reportHandshakes(ctx context.Context, out io.Writer, c client.Client, node,
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-func gatewayOf(cn *fabricv1.ClusterNetwork, node string) (fabricv1.GatewayStatus, bool) {
-	for _, g := range cn.Status.Gateways {
-		if g.Node == node {
-			return g, true
-		}
-	}
-	return fabricv1.GatewayStatus{}, false
 }

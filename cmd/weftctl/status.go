@@ -22,10 +22,12 @@ func statusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "This cluster's fabric: gateways, their tunnels to peer gateways (state, health, handshake age) and the peer clusters",
-		Long: `status reads the ClusterNetwork and the ClusterPeers of one cluster and shows its gateways
+		Long: `status reads the ClusterNetwork, the ClusterPeers and the FabricNodes of one cluster and shows its gateways
 (endpoint, health, when a stopped one last renewed its Lease), every gateway's tunnels to peer gateways (Active or Standby,
 whether the peer answers health probes, the age of the last WireGuard handshake) and each peer
-cluster (condition, reason, its gateways). Gateways report their tunnels every few seconds.`,
+cluster (condition, reason, its gateways), then every node's pod blocks, datapath and
+readiness as its FabricNode says, with the other nodes' blocks its agent refused to route
+to. Gateways report their tunnels every few seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cl, err := contextCluster(kubeconfig, kctx)
@@ -50,7 +52,14 @@ cluster (condition, reason, its gateways). Gateways report their tunnels every f
 				}
 				bgpNodes = list.Items
 			}
+			fabricNodes := &fabricv1.FabricNodeList{}
+			if err := cl.Client.List(ctx, fabricNodes); err != nil {
+				return fmt.Errorf("FabricNodes: %w", err)
+			}
 			if err := writeStatus(os.Stdout, cn, peers.Items, time.Now()); err != nil {
+				return err
+			}
+			if err := writeNodes(os.Stdout, fabricNodes.Items); err != nil {
 				return err
 			}
 			return writeBGP(os.Stdout, cn, bgpNodes, time.Now())
@@ -132,6 +141,33 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 	}
 	if len(peers) == 0 {
 		fmt.Fprintln(tw, "(none: connect a cluster with weftctl peer join)")
+	}
+	return tw.Flush()
+}
+
+// writeNodes prints every node's FabricNode: blocks, datapath, readiness and what its agent
+// refused.
+func writeNodes(w io.Writer, nodes []fabricv1.FabricNode) error {
+	fmt.Fprintln(w, "\nNODES")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tBLOCKS\tDATAPATH\tREADY\tREFUSED")
+	for _, n := range nodes {
+		ready := "-"
+		if c := meta.FindStatusCondition(n.Status.Conditions, fabricv1.ConditionReady); c != nil {
+			ready = string(c.Status)
+			if c.Status != metav1.ConditionTrue {
+				ready += " " + c.Reason
+			}
+		}
+		var refused []string
+		for _, r := range n.Status.RefusedBlocks {
+			refused = append(refused, fmt.Sprintf("%s of %s (%s)", r.CIDR, r.Node, r.Reason))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, orDash(joinCIDRs(n.Spec.PodCIDRs)), orDash(string(n.Status.Datapath)), ready,
+			orDash(strings.Join(refused, ", ")))
+	}
+	if len(nodes) == 0 {
+		fmt.Fprintln(tw, "(none: the operator gives each node a FabricNode with its blocks once a ClusterNetwork exists)")
 	}
 	return tw.Flush()
 }

@@ -107,6 +107,28 @@ func TestWriteBGP(t *testing.T) {
 	}
 }
 
+func TestWriteNodes(t *testing.T) {
+	nodes := []fabricv1.FabricNode{
+		{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: fabricv1.FabricNodeSpec{PodCIDRs: []fabricv1.CIDR{"10.244.1.0/24"}},
+			Status: fabricv1.FabricNodeStatus{Datapath: fabricv1.DatapathOVS,
+				Conditions:    []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Serving"}},
+				RefusedBlocks: []fabricv1.RefusedBlock{{Node: "n3", CIDR: "0.0.0.0/0", Reason: fabricv1.BlockOutsidePodCIDRs}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n2"}},
+	}
+	var out bytes.Buffer
+	if err := writeNodes(&out, nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		`^n1 +10.244.1.0/24 +ovs +True +0.0.0.0/0 of n3 \(OutsidePodCIDRs\)$`,
+		`^n2 +- +- +- +-$`,
+	} {
+		if !regexp.MustCompile("(?m)" + line).MatchString(out.String()) {
+			t.Errorf("no line matching %q in:\n%s", line, out.String())
+		}
+	}
+}
+
 func TestAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		-time.Second: "0s", 123 * time.Millisecond: "120ms", 42 * time.Second: "42s",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -86,20 +87,21 @@ func TestBGPWithdrawsWhenTheBlockOrTheNodeGoes(t *testing.T) {
 	}
 }
 
+// setBlock gives the node its FabricNode with block, or takes it away ("").
 func setBlock(t *testing.T, node, block string) {
 	t.Helper()
-	n := nodeObj(node)
-	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(n), n); err != nil {
+	fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: node}}
+	if err := env.Client.Delete(context.Background(), fn); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
 	if block == "" {
-		delete(n.Annotations, fabricv1.AnnotationPodCIDRs)
-	} else {
-		n.Annotations[fabricv1.AnnotationPodCIDRs] = block
+		return
 	}
-	if err := env.Client.Update(context.Background(), n); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: node},
+			Spec: fabricv1.FabricNodeSpec{PodCIDRs: []fabricv1.CIDR{fabricv1.CIDR(block)}}}
+		return env.Client.Create(context.Background(), fn) // until the deletion is through
+	})
 }
 
 func nodeObj(name string) *corev1.Node {

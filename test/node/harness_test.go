@@ -110,12 +110,17 @@ func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string, agentAr
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
 	ctx := context.Background()
 
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
-		Annotations: map[string]string{fabricv1.AnnotationPodCIDRs: block}}}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := env.Client.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), node) })
+	// What the operator's nodeipam gives the node (no operator runs here).
+	fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fabricv1.FabricNodeSpec{PodCIDRs: []fabricv1.CIDR{fabricv1.CIDR(block)}}}
+	if err := env.Client.Create(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), fn) })
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
 	if err := env.Client.Status().Update(ctx, node); err != nil {
 		t.Fatal(err)
