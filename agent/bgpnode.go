@@ -38,6 +38,12 @@ type bgpNode struct {
 	cleared    bool // no BGPNode of this node is left
 	imported   bgp.KernelRoutes
 	metrics    *bgp.Metrics
+	followed   *followed // what refresh follows: the last sync that configured the speaker
+}
+
+type followed struct {
+	cn  *fabricv1.ClusterNetwork
+	cfg bgp.Config
 }
 
 // speakerMark is the file that says a speaker ran on this node.
@@ -49,10 +55,11 @@ func newBGPNode(a *agentState, m *bgp.Metrics) *bgpNode {
 }
 
 // sync makes the speaker follow the ClusterNetwork, the node and the cluster's Services;
-// called every second and when nodes change.
+// called when one of them changes.
 func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes func(labels.Selector) ([]*corev1.Node, error)) {
 	log := b.a.log.WithName("bgp")
 	spec := cn.Spec.BGP
+	b.followed = nil
 	if spec == nil {
 		b.off(ctx, "spec.bgp is not set")
 		return
@@ -127,7 +134,15 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 			_ = os.WriteFile(filepath.Join(b.a.cfg.StateDir, speakerMark), nil, 0o600)
 		}
 	}
-	if spec.Import {
+	b.follow(ctx, cn, cfg)
+}
+
+// follow installs the routes BGP peers announce (spec.bgp.import) and reports the speaker's
+// sessions; sync calls it, and refresh between syncs.
+func (b *bgpNode) follow(ctx context.Context, cn *fabricv1.ClusterNetwork, cfg bgp.Config) {
+	b.followed = &followed{cn: cn, cfg: cfg}
+	log := b.a.log.WithName("bgp")
+	if cn.Spec.BGP.Import {
 		received, err := b.speaker.Received()
 		if err == nil {
 			var local []netip.Prefix
@@ -149,6 +164,14 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 		log.Error(err, "reading the BGP sessions")
 	}
 	b.report(ctx, cn, peers, cfg)
+}
+
+// refresh follows the running speaker's sessions and received routes between syncs (the
+// speaker is local: no request to the API server unless the status changed).
+func (b *bgpNode) refresh(ctx context.Context) {
+	if b.running && b.applied != nil && b.followed != nil {
+		b.follow(ctx, b.followed.cn, b.followed.cfg)
+	}
 }
 
 // off stops the speaker politely (peers withdraw the routes at once) and removes the
@@ -314,5 +337,92 @@ func (b *bgpNode) stopForRestart() {
 	if b.running {
 		b.speaker.Stop(false)
 		klog.Background().Info("BGP speaker left for the next agent (graceful restart)")
+	}
+}
+
+// bgpSpeaker is the BGP subsystem: it runs the node's speaker (bgpNode) from the shared
+// cache — the ClusterNetwork, nodes and their FabricNodes, and the Services or
+// ServiceImports it advertises — and follows its sessions every second.
+type bgpSpeaker struct {
+	node     *bgpNode
+	withdraw chan chan struct{}
+}
+
+func (s *bgpSpeaker) start(ctx context.Context, f *fabric) error {
+	a := s.node.a
+	s.withdraw = make(chan chan struct{})
+	changed := make(chan struct{}, 1)
+	wake := func() { poke(changed) }
+	if err := f.watch(ctx, wake, &corev1.Node{}, &fabricv1.FabricNode{}, &fabricv1.ClusterNetwork{}); err != nil {
+		return err
+	}
+	f.onStop(s.node.stopForRestart)
+	f.spawn(func() {
+		status := time.NewTicker(time.Second)
+		defer status.Stop()
+		watched := map[string]bool{} // the kinds only advertising needs, watched once needed
+		withdrawn := false
+		var last *fabricv1.ClusterNetwork
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case done := <-s.withdraw:
+				// Polite: the BGP peers withdraw the node's routes at once.
+				s.node.off(ctx, "weft is being uninstalled")
+				withdrawn = true
+				close(done)
+			case <-status.C:
+				switch {
+				case withdrawn:
+				case s.node.applyErr != "" && last != nil:
+					// A failed configuration (a password Secret not there yet) is retried.
+					s.node.sync(ctx, last, a.listNodes)
+				default:
+					s.node.refresh(ctx)
+				}
+			case <-changed:
+				if withdrawn {
+					continue
+				}
+				cn := &fabricv1.ClusterNetwork{}
+				if err := f.cache.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+					a.log.Error(err, "reading the ClusterNetwork for BGP")
+					continue
+				}
+				if spec := cn.Spec.BGP; spec != nil {
+					for kind, obj := range map[string]client.Object{"imports": &mcsv1.ServiceImport{}, "services": &corev1.Service{}} {
+						need := (kind == "imports" && spec.Advertise.ServiceImportVIPs) || (kind == "services" && spec.Advertise.LoadBalancerIPs)
+						if need && !watched[kind] {
+							if err := f.watch(ctx, wake, obj); err != nil {
+								a.log.Error(err, "watching for BGP", "kind", kind)
+								continue
+							}
+							watched[kind] = true
+						}
+					}
+				}
+				last = cn
+				s.node.sync(ctx, cn, a.listNodes)
+			}
+		}
+	})
+	return nil
+}
+
+// withdrawAll stops the speaker politely, waiting (at most 10 s) until it did.
+func (s *bgpSpeaker) withdrawAll(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case s.withdraw <- done:
+	case <-ctx.Done():
+		return
+	case <-time.After(10 * time.Second):
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/weft-net/weft/internal/phases"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,12 +33,15 @@ type nodeReport struct {
 	node string
 
 	mu         sync.Mutex
-	sent       map[string]string // field → JSON last sent ("null": removed)
+	sent       map[string]string          // field → JSON last sent ("null": removed)
+	pending    map[string]json.RawMessage // field → JSON whose sending failed (flush retries)
+	failed     chan struct{}              // a send failed: the node network retries (flush)
 	conditions []metav1.Condition
 }
 
 func newNodeReport(c client.Client, node string) *nodeReport {
-	return &nodeReport{c: c, node: node, sent: map[string]string{}}
+	return &nodeReport{c: c, node: node, sent: map[string]string{}, pending: map[string]json.RawMessage{},
+		failed: make(chan struct{}, 1)}
 }
 
 // set sends status.<field> = value (nil removes it) unless that was the last sent.
@@ -60,10 +65,24 @@ func (r *nodeReport) setLocked(ctx context.Context, field string, value any) err
 	}
 	fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: r.node}}
 	if err := r.c.Status().Patch(ctx, fn, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		r.pending[field] = raw
+		poke(r.failed)
 		return fmt.Errorf("reporting %s in FabricNode %s: %w", field, r.node, err)
 	}
+	delete(r.pending, field)
 	r.sent[field] = string(raw)
 	return nil
+}
+
+// flush sends again what failed to be sent (the latest value of each field).
+func (r *nodeReport) flush(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for field, raw := range r.pending {
+		errs = append(errs, r.setLocked(ctx, field, raw))
+	}
+	return errors.Join(errs...)
 }
 
 // repair sends again every field whose value in the FabricNode as read (from the agent's
@@ -151,7 +170,7 @@ func remoteNodes(self string, own []netip.Prefix, pools podblocks.Pools, fabricN
 }
 
 // syncRemotes gives the datapath every other node whose blocks pass the checks, and reports
-// (and logs, when it changes) what was refused.
+// (and logs, when it changes) what was refused; it sends again what failed to be reported.
 func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath) error {
 	fns := &fabricv1.FabricNodeList{}
 	if err := a.reader().List(ctx, fns); err != nil {
@@ -166,10 +185,11 @@ func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath) erro
 		return err
 	}
 	pools := podblocks.Of(cn)
+	var reportErrs []error
 	for i := range fns.Items {
 		if own := &fns.Items[i]; own.Name == a.cfg.NodeName {
 			if err := a.report.repair(ctx, own); err != nil {
-				a.log.Error(err, "repairing the node's FabricNode status")
+				reportErrs = append(reportErrs, err)
 			}
 			if blocks, _ := pools.Own(own.Spec.PodCIDRs); !reflect.DeepEqual(blocks, a.blocks) && !a.blocksChanged {
 				a.blocksChanged = true
@@ -189,16 +209,23 @@ func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath) erro
 		}
 		a.refused = refused
 	}
-	if err := a.report.refused(ctx, refused); err != nil {
-		a.log.Error(err, "reporting refused blocks")
-	}
+	reportErrs = append(reportErrs, a.report.refused(ctx, refused), a.report.flush(ctx))
 	// Nodes and FabricNodes change often for other reasons (status, realized policies).
-	if a.remotesSet && reflect.DeepEqual(a.remotes, remotes) {
-		return nil
+	if !a.remotesSet || !reflect.DeepEqual(a.remotes, remotes) {
+		if err := dp.SetRemoteNodes(ctx, remotes); err != nil {
+			return errors.Join(append(reportErrs, err)...)
+		}
+		a.remotes, a.remotesSet = remotes, true
 	}
-	if err := dp.SetRemoteNodes(ctx, remotes); err != nil {
-		return err
+	return errors.Join(reportErrs...)
+}
+
+// reportFailed logs a failed report, which the node network sends again (flush): as
+// information while the API server connection is merely broken.
+func (a *agentState) reportFailed(err error, what string) {
+	if phases.Transient(err) {
+		a.log.Info("the API server connection broke; the node network sends it again", "doing", what, "reason", err.Error())
+		return
 	}
-	a.remotes, a.remotesSet = remotes, true
-	return nil
+	a.log.Error(err, what+"; the node network sends it again")
 }

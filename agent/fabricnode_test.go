@@ -1,9 +1,17 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,5 +63,49 @@ func TestRemoteNodesRouteOnlyValidBlocks(t *testing.T) {
 		if got[n] != r {
 			t.Errorf("%s refused for %q, want %q", n, got[n], r)
 		}
+	}
+}
+
+// A report that fails (the API server connection broke) is kept, signalled and sent by the
+// next flush; one that was sent is not sent again.
+func TestNodeReportKeepsWhatFailedUntilFlushed(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := fabricv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	broken, patches := true, 0
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&fabricv1.FabricNode{}).
+		WithObjects(&fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}).
+		WithInterceptorFuncs(interceptor.Funcs{SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			patches++
+			if broken {
+				return syscall.ECONNRESET
+			}
+			return c.SubResource(sub).Patch(ctx, obj, p, opts...)
+		}}).Build()
+	r := newNodeReport(c, "n1")
+	ctx := context.Background()
+	if err := r.set(ctx, "datapath", fabricv1.DatapathEBPF); err == nil {
+		t.Fatal("the broken connection was not reported")
+	}
+	select {
+	case <-r.failed:
+	default:
+		t.Fatal("a failed report was not signalled")
+	}
+	broken = false
+	if err := r.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := &fabricv1.FabricNode{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "n1"}, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Datapath != fabricv1.DatapathEBPF {
+		t.Errorf("status.datapath %q after the flush, want ebpf", got.Status.Datapath)
+	}
+	before := patches
+	if err := errors.Join(r.flush(ctx), r.set(ctx, "datapath", fabricv1.DatapathEBPF)); err != nil || patches != before {
+		t.Errorf("%d more patches (%v): nothing was left to send", patches-before, err)
 	}
 }

@@ -52,7 +52,8 @@ func Objects() []client.Object {
 		&corev1.Namespace{}, &fabricv1.ClusterPeer{}, &fabricv1.ClusterNetwork{}}
 }
 
-// Watch registers change handlers on the cache's informers (before the cache starts).
+// Watch registers change handlers on the cache's informers (before or after it started:
+// a handler added later gets what the cache holds as adds).
 func (s *Syncer) Watch(ctx context.Context, c cache.Cache) error {
 	s.changed = make(chan struct{}, 1)
 	poke := func() {

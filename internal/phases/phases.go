@@ -87,7 +87,7 @@ func QuietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
 		case apierrors.IsConflict(err):
 			ctrl.LoggerFrom(ctx).V(1).Info("the object changed meanwhile; reconciling again", "reason", err.Error())
 			return Merge(res, ctrl.Result{RequeueAfter: ConflictRetry}), nil
-		case transient(err):
+		case Transient(err):
 			since, _ := first.LoadOrStore(req, time.Now())
 			if time.Since(since.(time.Time)) < TransientGrace {
 				ctrl.LoggerFrom(ctx).Info("the API server connection broke; retrying", "reason", err.Error())
@@ -107,8 +107,8 @@ const (
 	TransientRetry = time.Second
 )
 
-// transient says whether err is a connection to the API server that broke, not an answer.
-func transient(err error) bool {
+// Transient says whether err is a connection to the API server that broke, not an answer.
+func Transient(err error) bool {
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) {
 		return true

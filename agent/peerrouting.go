@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"sort"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weft-net/weft/agent/datapath"
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/health"
+)
+
+// peerRouting programs the routes to peer clusters: their ranges (Ready ClusterPeers) through
+// this cluster's active gateways. Gateways are probed directly (every 50 ms): a dead one
+// leaves the routes in well under a second, from the last read of the cache, without
+// waiting for its Lease to expire or for any API server.
+type peerRouting struct {
+	a          *agentState
+	programmed *datapath.PeerRoutes
+	read       *peerInputs // the last read of the ClusterNetwork and ClusterPeers
+}
+
+func (p *peerRouting) start(ctx context.Context, f *fabric) error {
+	a := p.a
+	probeConn, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return fmt.Errorf("gateway health probes: %w", err)
+	}
+	gwChanged, inputsChanged := make(chan struct{}, 1), make(chan struct{}, 1)
+	prober := health.NewProber(probeConn, health.Options{OnChange: func(gw health.Target, up bool) {
+		a.log.Info("gateway health", "gateway", gw, "up", up)
+		poke(gwChanged)
+	}})
+	f.spawn(func() {
+		if err := prober.Run(ctx); err != nil {
+			a.log.Error(err, "gateway health probes stopped")
+		}
+	})
+	if err := f.watch(ctx, func() { poke(inputsChanged) }, &fabricv1.ClusterNetwork{}, &fabricv1.ClusterPeer{}); err != nil {
+		return err
+	}
+	f.spawn(func() {
+		// A failed read or write is retried a second later (the cache is local: this is
+		// no request to the API server).
+		var retry <-chan time.Time
+		for {
+			reread := false
+			select {
+			case <-ctx.Done():
+				return
+			case <-inputsChanged:
+				reread = true
+			case <-retry:
+				reread = true
+			case <-gwChanged:
+			}
+			retry = nil
+			if !p.sync(ctx, f.datapath, f.in.node, prober, reread) {
+				retry = time.After(time.Second)
+			}
+		}
+	})
+	return nil
+}
+
+// sync programs the routes to peer clusters; reread says whether to read the cache first or
+// to reuse the last read (on a health change). It says whether it succeeded.
+func (p *peerRouting) sync(ctx context.Context, dp datapath.Datapath, node datapath.Node, prober *health.Prober, reread bool) bool {
+	log := p.a.log
+	if reread || p.read == nil {
+		got, err := p.a.readPeerInputs(ctx)
+		if err != nil {
+			log.Error(err, "reading peer clusters and gateways")
+			return false
+		}
+		p.read = &got
+	}
+	want := p.read.routes(node.Name, node.IP, prober)
+	if p.programmed != nil && reflect.DeepEqual(*p.programmed, want) {
+		return true
+	}
+	start := time.Now()
+	if err := dp.SetPeerRoutes(ctx, want); err != nil {
+		log.Error(err, "programming routes to peer clusters")
+		return false
+	}
+	log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway,
+		"took", time.Since(start).Round(time.Millisecond))
+	p.programmed = &want
+	return true
+}
+
+// peerInputs are what routes to peer clusters are computed from.
+type peerInputs struct {
+	cn    *fabricv1.ClusterNetwork
+	peers []fabricv1.ClusterPeer
+}
+
+func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
+	// A cache's first read of a kind waits for its watch to sync: never longer than this
+	// (the loop that calls it also fails over).
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	cn := &fabricv1.ClusterNetwork{}
+	if err := a.reader().Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+		return peerInputs{}, err
+	}
+	peers := &fabricv1.ClusterPeerList{}
+	if err := a.reader().List(ctx, peers); err != nil {
+		return peerInputs{}, err
+	}
+	return peerInputs{cn: cn, peers: peers.Items}, nil
+}
+
+// routes are the ranges of the connected peer clusters and this cluster's active gateway
+// nodes (their endpoint addresses are their node addresses): healthy, answering the
+// prober, at most maxActive.
+func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
+	r := PeerRoutes(node, p.cn, p.peers)
+	targets := make([]health.Target, 0, len(r.Gateways))
+	for _, g := range r.Gateways {
+		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})
+	}
+	prober.SetTargets(targets)
+	up := prober.Answering()
+	return ActivePeerRoutes(r, nodeIP, int(p.cn.Spec.Gateways.MaxActive), func(g netip.Addr) bool { return up[g] })
+}
+
+// PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service
+// ranges (Ready peers only) and this cluster's healthy gateways, sorted.
+func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer) datapath.PeerRoutes {
+	var r datapath.PeerRoutes
+	for _, gw := range cn.Status.Gateways {
+		if !gw.Healthy {
+			continue
+		}
+		if gw.Node == node {
+			r.LocalGateway = true
+		}
+		if ep, err := netip.ParseAddrPort(gw.Endpoint); err == nil {
+			r.Gateways = append(r.Gateways, ep.Addr())
+		}
+	}
+	for _, p := range peers {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
+			continue
+		}
+		r.Prefixes = append(r.Prefixes, p.Status.Prefixes()...)
+	}
+	sort.Slice(r.Gateways, func(i, j int) bool { return r.Gateways[i].Less(r.Gateways[j]) })
+	sort.Slice(r.Prefixes, func(i, j int) bool { return r.Prefixes[i].String() < r.Prefixes[j].String() })
+	return r
+}
+
+// ActivePeerRoutes narrows the gateways (sorted by address) to the active ones: the first
+// maxActive (0: no cap) that answer. Flows are spread across them (active-active); each
+// gateway reaches every gateway of the peer clusters, so no pairing is needed. This node
+// hands peer traffic to its own kernel only while it is one of the active gateways; a
+// standby gateway node sends its traffic to the active ones like any other node.
+func ActivePeerRoutes(r datapath.PeerRoutes, nodeIP netip.Addr, maxActive int, answers func(netip.Addr) bool) datapath.PeerRoutes {
+	var active []netip.Addr
+	local := false
+	for _, g := range r.Gateways {
+		if maxActive > 0 && len(active) == maxActive {
+			break
+		}
+		if answers(g) {
+			active = append(active, g)
+			local = local || g == nodeIP
+		}
+	}
+	r.Gateways = active
+	r.LocalGateway = local
+	return r
+}
