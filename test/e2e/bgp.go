@@ -18,7 +18,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	agentpkg "github.com/weft-net/weft/agent"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/netnstest"
 	"github.com/weft-net/weft/lab"
@@ -61,9 +60,22 @@ func BGP(t *testing.T, in BGPInput) {
 		if err != nil {
 			return err
 		}
+		fns := &fabricv1.FabricNodeList{}
+		if err := c.List(ctx, fns); err != nil {
+			return err
+		}
+		blocksOf := map[string][]fabricv1.CIDR{}
+		for _, fn := range fns.Items {
+			blocksOf[fn.Name] = fn.Spec.PodCIDRs
+		}
 		nodes = nil
 		for _, n := range list.Items {
-			blocks, _ := agentpkg.PodCIDRs(&n)
+			var blocks []netip.Prefix
+			for _, b := range blocksOf[n.Name] {
+				if p, err := netip.ParsePrefix(string(b)); err == nil {
+					blocks = append(blocks, p)
+				}
+			}
 			var ip netip.Addr
 			for _, a := range n.Status.Addresses {
 				if a.Type == corev1.NodeInternalIP {

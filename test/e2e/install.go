@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/lab"
 )
 
@@ -94,7 +93,7 @@ func PeerJoin(t testing.TB, in PeerInput) {
 
 // nodeClean checks that the node's agent removed weft from its node before it went: no
 // weft device, no route of weft's datapaths or its BGP speaker, no pin, no CNI
-// configuration, no cleanup annotation left behind.
+// configuration, no weft annotation left behind.
 func nodeClean(t testing.TB, l *Lab, cluster string, n corev1.Node, netns string) {
 	t.Helper()
 	out, err := exec.Command("ip", "-n", netns, "-o", "link", "show").CombinedOutput()
@@ -119,8 +118,10 @@ func nodeClean(t testing.TB, l *Lab, cluster string, n corev1.Node, netns string
 	if _, err := os.Stat(conf); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node %s: %s is left (%v)", n.Name, conf, err)
 	}
-	if v, ok := n.Annotations[fabricv1.AnnotationNodeCleaned]; ok {
-		t.Errorf("node %s keeps the annotation %s=%s", n.Name, fabricv1.AnnotationNodeCleaned, v)
+	for k := range n.Annotations {
+		if strings.HasPrefix(k, "fabric.weft.dev/") {
+			t.Errorf("node %s keeps weft's annotation %s", n.Name, k)
+		}
 	}
 }
 
@@ -194,6 +195,7 @@ func Uninstall(t testing.TB, in UninstallInput) {
 		{"CRDs", "get crd -o name"},
 		{"cluster roles", "get clusterroles,clusterrolebindings -o name"},
 		{"webhook configurations", "get validatingwebhookconfigurations -o name"},
+		{"admission policies", "get validatingadmissionpolicies,validatingadmissionpolicybindings -o name"},
 	} {
 		out, code := in.Lab.KubectlRun(in.Cluster, "", strings.Fields(q.args)...)
 		if code != 0 {

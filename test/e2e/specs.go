@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,16 +36,25 @@ type NodesInput struct {
 // InternalIP and a kubelet endpoint.
 func NodesReady(t testing.TB, in NodesInput) {
 	for _, cluster := range in.Lab.Clusters {
-		cs := in.Lab.Client(t, cluster)
+		cs, c := in.Lab.Client(t, cluster), in.Lab.CRClient(t, cluster)
 		Eventually(t, 2*time.Minute, func() error {
 			nodes, err := cs.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 			if err != nil {
 				return err
 			}
+			// With weft as the CNI, the blocks are in the nodes' FabricNodes.
+			fns := &fabricv1.FabricNodeList{}
+			if err := c.List(context.Background(), fns); err != nil && !meta.IsNoMatchError(err) {
+				return err
+			}
+			weftBlock := map[string]bool{}
+			for _, fn := range fns.Items {
+				weftBlock[fn.Name] = len(fn.Spec.PodCIDRs) > 0
+			}
 			ready := 0
 			for _, n := range nodes.Items {
 				// A pod block from kube-controller-manager or, with weft as the CNI, from weft.
-				hasBlock := n.Spec.PodCIDR != "" || n.Annotations["fabric.weft.dev/pod-cidrs"] != ""
+				hasBlock := n.Spec.PodCIDR != "" || weftBlock[n.Name]
 				ok := hasBlock && n.Status.DaemonEndpoints.KubeletEndpoint.Port == 10250
 				hasIP := false
 				for _, a := range n.Status.Addresses {
