@@ -10,7 +10,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/weft-net/weft/internal/phases"
+	"github.com/weft-net/weft/internal/apiretry"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -223,7 +223,7 @@ func (a *agentState) syncRemotes(ctx context.Context, dp datapath.Datapath) erro
 // reportFailed logs a failed report, which the node network sends again (flush): as
 // information while the API server connection is merely broken.
 func (a *agentState) reportFailed(err error, what string) {
-	if phases.Transient(err) {
+	if apiretry.Transient(err) {
 		a.log.Info("the API server connection broke; the node network sends it again", "doing", what, "reason", err.Error())
 		return
 	}

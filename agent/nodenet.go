@@ -6,7 +6,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/weft-net/weft/internal/phases"
+	"github.com/weft-net/weft/internal/apiretry"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -52,7 +52,7 @@ func (n *nodeNetwork) start(ctx context.Context, f *fabric) error {
 		if failingSince.IsZero() {
 			failingSince = time.Now()
 		}
-		if phases.Transient(err) && time.Since(failingSince) < phases.TransientGrace {
+		if apiretry.Transient(err) && time.Since(failingSince) < apiretry.Grace {
 			a.log.Info("the API server connection broke; retrying", "reason", err.Error())
 		} else {
 			a.log.Error(err, "programming remote nodes and reporting on them; retrying")
@@ -68,7 +68,7 @@ func (n *nodeNetwork) start(ctx context.Context, f *fabric) error {
 		for {
 			var again <-chan time.Time
 			if retry {
-				again = time.After(phases.TransientRetry)
+				again = time.After(apiretry.Retry)
 			}
 			select {
 			case <-ctx.Done():

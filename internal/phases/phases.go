@@ -12,11 +12,10 @@ package phases
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/weft-net/weft/internal/apiretry"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -87,7 +86,7 @@ func QuietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
 		case apierrors.IsConflict(err):
 			ctrl.LoggerFrom(ctx).V(1).Info("the object changed meanwhile; reconciling again", "reason", err.Error())
 			return Merge(res, ctrl.Result{RequeueAfter: ConflictRetry}), nil
-		case Transient(err):
+		case apiretry.Transient(err):
 			since, _ := first.LoadOrStore(req, time.Now())
 			if time.Since(since.(time.Time)) < TransientGrace {
 				ctrl.LoggerFrom(ctx).Info("the API server connection broke; retrying", "reason", err.Error())
@@ -101,18 +100,8 @@ func QuietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
 }
 
 // TransientGrace is how long broken connections are retried quietly; TransientRetry how
-// soon.
+// soon (internal/apiretry).
 const (
-	TransientGrace = 30 * time.Second
-	TransientRetry = time.Second
+	TransientGrace = apiretry.Grace
+	TransientRetry = apiretry.Retry
 )
-
-// Transient says whether err is a connection to the API server that broke, not an answer.
-func Transient(err error) bool {
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}

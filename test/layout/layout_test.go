@@ -138,3 +138,17 @@ func under(p, prefix string) bool {
 	}
 	return p == prefix || strings.HasPrefix(p, prefix+"/")
 }
+
+// TestDaemonsOwnTheirFlags: controller-runtime's client/config registers a --kubeconfig flag
+// when imported, and the agent and gateway define their own: the binary would panic at
+// start ("flag redefined"), as the agent once did through internal/phases.
+func TestDaemonsOwnTheirFlags(t *testing.T) {
+	const registers = "sigs.k8s.io/controller-runtime/pkg/client/config"
+	for _, cmd := range []string{"./cmd/weft-agent", "./cmd/weft-gateway", "./cmd/weft-dns", "./cmd/weft-cni"} {
+		for _, d := range goList(t, "-deps", "-f", "{{.ImportPath}}", cmd) {
+			if d == registers {
+				t.Errorf("%s imports %s, which registers a --kubeconfig flag of its own", cmd, registers)
+			}
+		}
+	}
+}
