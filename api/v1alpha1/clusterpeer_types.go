@@ -22,6 +22,17 @@ type ClusterPeerSpec struct {
 	// and file references are refused.
 	// +required
 	KubeconfigSecretRef SecretKeyRef `json:"kubeconfigSecretRef"`
+
+	// ServeStaleFor bounds how long the state last read from the peer (its ranges and
+	// gateways, hence tunnels, routes and imports) keeps being served while its API server
+	// cannot be read — stopped, restarting, partitioned from this cluster, its credential
+	// expired. The data plane does not depend on the peer's control plane: its gateways'
+	// health probes decide which paths carry traffic. After this long the peer is dropped
+	// (Ready=False). A peer whose identity check fails, that no longer runs weft, or that is
+	// deleted is dropped at once.
+	// +optional
+	// +kubebuilder:default="24h"
+	ServeStaleFor *metav1.Duration `json:"serveStaleFor,omitempty"`
 }
 
 // SecretKeyRef selects one key of a Secret.
@@ -49,15 +60,23 @@ type ClusterPeerStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Connected, Ready, Reconciling, Stalled.
+	// Conditions: Connected, Ready, Degraded, Reconciling, Stalled. While the peer's API
+	// server cannot be read and its last state is served, Connected is False (why), Ready
+	// stays True with reason ServingLastKnownState and Degraded is True.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// LastSyncTime is when the operator last read the peer successfully.
+	// LastSyncTime is when the operator last read the peer successfully (refreshed every
+	// few minutes while nothing read changes).
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+
+	// StaleSince is when the peer's API server stopped answering while its last state is
+	// served (unset while it answers).
+	// +optional
+	StaleSince *metav1.Time `json:"staleSince,omitempty"`
 
 	// KubernetesVersion is the peer API server's version.
 	// +optional
@@ -107,6 +126,7 @@ func (s *ClusterPeerStatus) Prefixes() []netip.Prefix {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Last Sync",type=date,JSONPath=`.status.lastSyncTime`
+// +kubebuilder:printcolumn:name="Stale Since",type=date,JSONPath=`.status.staleSince`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterPeer struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -14,6 +14,9 @@ const (
 	// ConditionConnected is True when the operator can read the peer cluster's API server
 	// (ClusterPeer only).
 	ConditionConnected = "Connected"
+	// ConditionDegraded is True while a peer is served from its last known state: traffic
+	// flows, but what the peer says now cannot be read.
+	ConditionDegraded = "Degraded"
 )
 
 // Reasons used in conditions. Each is a CamelCase word that tells what to fix.
@@ -47,6 +50,15 @@ const (
 
 	// ClusterPeer
 	ReasonConnected          = "Connected"
+	// ReasonServingLastKnownState: the peer's API server cannot be read; its last state is
+	// served (ClusterPeer spec.serveStaleFor).
+	ReasonServingLastKnownState = "ServingLastKnownState"
+	// ReasonStaleTooLong: the peer's API server could not be read for longer than
+	// spec.serveStaleFor; it is dropped.
+	ReasonStaleTooLong = "StaleTooLong"
+	// ReasonInvalidAdvertisement: what the peer advertises (gateways, ranges) is malformed or
+	// beyond the per-peer limits; the peer is held back, the others keep working.
+	ReasonInvalidAdvertisement = "InvalidAdvertisement"
 	ReasonSecretNotFound     = "SecretNotFound"
 	ReasonSecretKeyNotFound  = "SecretKeyNotFound"
 	ReasonInvalidKubeconfig  = "InvalidKubeconfig"

@@ -3,6 +3,8 @@
 --   no status or an old observedGeneration -> Progressing (the operator has not seen it yet)
 --   Stalled=True                           -> Degraded (needs the user; the reason says why)
 --   Reconciling=True                       -> Progressing
+--   Degraded=True (Ready=True)             -> Degraded (served from its last known state:
+--                                             traffic flows; the message says since when)
 --   Ready=True                             -> Healthy
 --   Ready=False                            -> Degraded
 local hs = {status = "Progressing", message = "Waiting for the weft operator to observe this object"}
@@ -32,6 +34,9 @@ if found.Stalled ~= nil and found.Stalled.status == "True" then
 elseif found.Reconciling ~= nil and found.Reconciling.status == "True" then
   hs.status = "Progressing"
   hs.message = describe(found.Reconciling)
+elseif found.Degraded ~= nil and found.Degraded.status == "True" and found.Ready ~= nil and found.Ready.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(found.Ready)
 elseif found.Ready ~= nil and found.Ready.status == "True" then
   hs.status = "Healthy"
   hs.message = describe(found.Ready)

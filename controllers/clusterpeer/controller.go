@@ -71,6 +71,9 @@ type Reconciler struct {
 	backoff *backoff
 	mu      sync.Mutex
 	configs map[string]*peerConfig // by ClusterPeer name
+	// lastRead is when each peer was last read successfully (lastSyncTime is refreshed
+	// only every SyncRefresh; after a restart it is all there is).
+	lastRead map[string]time.Time
 }
 
 // peerConfig is a peer's client configuration, made from its Secret's version.
@@ -127,6 +130,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		r.loadCredentials,
 		r.probe,
 		r.checkIdentity,
+		r.checkAdvertisement,
 		r.checkRanges,
 		r.markReady,
 	)
@@ -199,6 +203,20 @@ func (r *Reconciler) checkIdentity(ctx context.Context, s *peerState) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
+// checkAdvertisement holds back a peer whose advertisement is malformed or beyond the
+// per-peer limits (advertisement.go): what it says would become tunnels, routes and probes
+// on every node.
+func (r *Reconciler) checkAdvertisement(ctx context.Context, s *peerState) (ctrl.Result, error) {
+	own := &fabricv1.ClusterNetwork{}
+	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	if why := checkAdvertisement(s.info, ownPrefixes(own)); why != "" {
+		return r.fail(s, stalled(fabricv1.ReasonInvalidAdvertisement, "peer %s is held back: %s", s.peer.Spec.ClusterID, why))
+	}
+	return ctrl.Result{}, nil
+}
+
 // checkRanges refuses a peer whose pod or service ranges overlap this cluster's, or those of
 // a peer that was there first: traffic to such addresses would be ambiguous. Only this peer
 // is held back; the others keep working.
@@ -236,7 +254,15 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	r.backoff.reset(p.Name)
+	r.mu.Lock()
+	if r.lastRead == nil {
+		r.lastRead = map[string]time.Time{}
+	}
+	r.lastRead[p.Name] = time.Now()
+	r.mu.Unlock()
 	before := p.Status.DeepCopy()
+	p.Status.StaleSince = nil
+	meta.RemoveStatusCondition(&p.Status.Conditions, fabricv1.ConditionDegraded)
 	p.Status.KubernetesVersion = s.info.KubernetesVersion
 	p.Status.PodCIDRs = s.info.PodCIDRs
 	p.Status.ServiceCIDRs = s.info.ServiceCIDRs
@@ -255,13 +281,77 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	return ctrl.Result{RequeueAfter: r.Resync}, nil
 }
 
-// fail records a classified failure and halts the run; it retries after a backoff.
+// DefaultServeStaleFor is how long a peer's last state is served while its API server
+// cannot be read, when its spec does not say: a day covers a managed control plane's
+// upgrade, a long API-server restart or a credential left to expire over a weekend night,
+// while a peer gone for good is dropped by the next day.
+const DefaultServeStaleFor = 24 * time.Hour
+
+// staleRetry is how often an unreadable peer served from its last state is tried again:
+// once its API server is back, the peer is current again within this.
+const staleRetry = 2 * time.Second
+
+// servedStale says whether a failure leaves the peer's last state served: a failure to
+// reach its API server or to be let in (not what it answered), after a successful read,
+// for at most spec.serveStaleFor since that read.
+func (r *Reconciler) servedStale(p *fabricv1.ClusterPeer, pe *peerError) (last time.Time, limit time.Duration, ok bool) {
+	if !readFailure(pe.Reason) || !conditions.IsReady(p.Status.Conditions) || p.Status.LastSyncTime == nil {
+		return time.Time{}, 0, false
+	}
+	r.mu.Lock()
+	last = r.lastRead[p.Name]
+	r.mu.Unlock()
+	if last.IsZero() {
+		last = p.Status.LastSyncTime.Time
+	}
+	limit = DefaultServeStaleFor
+	if d := p.Spec.ServeStaleFor; d != nil {
+		limit = d.Duration
+	}
+	return last, limit, time.Since(last) < limit
+}
+
+// readFailure says whether a failure reason is about reaching the peer's API server or being
+// let in, not about what it answered.
+func readFailure(reason string) bool {
+	switch reason {
+	case fabricv1.ReasonUnreachable, fabricv1.ReasonUnauthorized, fabricv1.ReasonForbidden, fabricv1.ReasonUnexpectedResponse:
+		return true
+	}
+	return false
+}
+
+// fail records a classified failure and halts the run; it retries after a backoff. A peer
+// that cannot be read but was (servedStale) keeps its last state: Ready with reason
+// ServingLastKnownState, Degraded, Connected=False with the failure.
 func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 	p := s.peer
+	if last, limit, ok := r.servedStale(p, pe); ok {
+		if p.Status.StaleSince == nil {
+			now := metav1.Now()
+			p.Status.StaleSince = &now
+		}
+		setConnected(p, metav1.ConditionFalse, pe.Reason, pe.Message)
+		msg := fmt.Sprintf("the peer's API server cannot be read since %s (%s); serving the state read at %s until %s (spec.serveStaleFor %s); its gateways' health probes decide the paths",
+			p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Reason, last.UTC().Format(time.RFC3339),
+			last.Add(limit).UTC().Format(time.RFC3339), limit)
+		conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonServingLastKnownState, msg)
+		meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: fabricv1.ConditionDegraded, Status: metav1.ConditionTrue,
+			Reason: pe.Reason, Message: pe.Message, ObservedGeneration: p.Generation})
+		wait := min(r.backoff.next(p.Name), staleRetry, time.Until(last.Add(limit))+time.Second)
+		return ctrl.Result{RequeueAfter: wait}, phases.ErrHalt
+	}
+	if p.Status.StaleSince != nil && readFailure(pe.Reason) && conditions.IsReady(p.Status.Conditions) {
+		pe = &peerError{Reason: fabricv1.ReasonStaleTooLong, Stalled: pe.Stalled,
+			Message: fmt.Sprintf("its last state was served since %s, for as long as spec.serveStaleFor allows: %s",
+				p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Message)}
+	}
+	p.Status.StaleSince = nil
+	meta.RemoveStatusCondition(&p.Status.Conditions, fabricv1.ConditionDegraded)
 	connected := metav1.ConditionFalse
 	switch pe.Reason {
 	case fabricv1.ReasonPeerNotConfigured, fabricv1.ReasonClusterIDMismatch, fabricv1.ReasonPeerIsThisCluster,
-		fabricv1.ReasonOverlappingCIDR:
+		fabricv1.ReasonOverlappingCIDR, fabricv1.ReasonInvalidAdvertisement:
 		connected = metav1.ConditionTrue // the API server answered; what it said is the problem
 		p.Status.KubernetesVersion = s.info.KubernetesVersion
 		if pe.Reason == fabricv1.ReasonOverlappingCIDR {

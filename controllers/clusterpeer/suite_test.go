@@ -182,13 +182,102 @@ func TestClusterPeer(t *testing.T) {
 		})
 	})
 
+	t.Run("a peer that cannot be read keeps its last state, Degraded, for spec.serveStaleFor", func(t *testing.T) {
+		setSecret := func(kc []byte) {
+			t.Helper()
+			s := &corev1.Secret{}
+			if err := local.Client.Get(ctx, client.ObjectKey{Namespace: "weft-system", Name: "peer-stale"}, s); err != nil {
+				t.Fatal(err)
+			}
+			s.Data = map[string][]byte{"kubeconfig": kc}
+			if err := local.Client.Update(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustCreate(t, local.Client, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "peer-stale"},
+			Data: map[string][]byte{"kubeconfig": reader}})
+		mustCreate(t, local.Client, peer("peer-stale", "remote", "peer-stale", ""))
+		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+		})
+
+		// The API server goes away (as a stopped or partitioned one does): the last state stays.
+		setSecret(withServer(t, reader, "https://127.0.0.1:1"))
+		got := waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState),
+				testenv.CheckCondition(p.Status.Conditions, "Degraded", metav1.ConditionTrue, fabricv1.ReasonUnreachable),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionFalse, fabricv1.ReasonUnreachable),
+				testenv.CheckAbsent(p.Status.Conditions, "Reconciling"),
+				testenv.CheckHealthAs(local.Client, p, kstatus.CurrentStatus, "Degraded"))
+		})
+		if got.Status.StaleSince == nil || !slices.Equal(got.Status.PodCIDRs, []string{"10.245.0.0/16"}) {
+			t.Errorf("the last state is not served with its staleness: %+v", got.Status)
+		}
+
+		// An expired credential is the same: the last state stays.
+		setSecret(withToken(t, reader, "expired"))
+		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionFalse, fabricv1.ReasonUnauthorized))
+		})
+
+		// Beyond spec.serveStaleFor the peer is dropped.
+		p := &fabricv1.ClusterPeer{}
+		if err := local.Client.Get(ctx, client.ObjectKey{Name: "peer-stale"}, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.ServeStaleFor = &metav1.Duration{Duration: time.Second}
+		if err := local.Client.Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonStaleTooLong),
+				testenv.CheckAbsent(p.Status.Conditions, "Degraded"))
+		})
+
+		// Back: current again, nothing stale left.
+		if err := local.Client.Get(ctx, client.ObjectKey{Name: "peer-stale"}, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.ServeStaleFor = &metav1.Duration{Duration: time.Hour}
+		if err := local.Client.Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		setSecret(reader)
+		got = waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, fabricv1.ReasonConnected),
+				testenv.CheckAbsent(p.Status.Conditions, "Degraded"))
+		})
+		if got.Status.StaleSince != nil {
+			t.Errorf("staleSince %v left on a current peer", got.Status.StaleSince)
+		}
+
+		// A failed identity check drops a stale peer at once.
+		setSecret(withServer(t, reader, "https://127.0.0.1:1"))
+		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState)
+		})
+		setSecret(self)
+		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonClusterIDMismatch),
+				testenv.CheckAbsent(p.Status.Conditions, "Degraded"))
+		})
+	})
+
 	t.Run("the gateways a peer publishes are mirrored", func(t *testing.T) {
 		cn := &fabricv1.ClusterNetwork{}
 		if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
 			t.Fatal(err)
 		}
 		cn.Status.Gateways = []fabricv1.GatewayStatus{{Node: "gw-1", Endpoint: "172.30.2.11:51820",
-			Tunnel: fabricv1.TunnelWireGuard, PublicKey: "pub-1", Healthy: true, PeerPorts: map[string]int32{"c1/gw-9": 51821}}}
+			Tunnel: fabricv1.TunnelWireGuard, PublicKey: "cHViLTEtcHViLTEtcHViLTEtcHViLTEtcHViLTEtcHU=", Healthy: true,
+			PeerPorts: map[string]int32{"c1/gw-9": 51821}}}
 		if err := remote.Client.Status().Update(ctx, cn); err != nil {
 			t.Fatal(err)
 		}
@@ -200,6 +289,32 @@ func TestClusterPeer(t *testing.T) {
 				return fmt.Errorf("status.maxActive %d, want the peer's %d", p.Status.MaxActive, want)
 			}
 			return nil
+		})
+
+		// A gateway pointed at this cluster's own pod range holds the peer back, saying why.
+		good := cn.Status.Gateways
+		cn.Status.Gateways = append([]fabricv1.GatewayStatus{}, good...)
+		cn.Status.Gateways[0].Endpoint = "10.244.0.10:51820"
+		if err := remote.Client.Status().Update(ctx, cn); err != nil {
+			t.Fatal(err)
+		}
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonInvalidAdvertisement),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, ""),
+				func() error {
+					if msg := testenv.Describe(p.Status.Conditions); !strings.Contains(msg, "lies in this cluster's range 10.244.0.0/16") {
+						return fmt.Errorf("the condition does not say why: %s", msg)
+					}
+					return nil
+				}())
+		})
+		cn.Status.Gateways = good
+		if err := remote.Client.Status().Update(ctx, cn); err != nil {
+			t.Fatal(err)
+		}
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
 		})
 	})
 }
