@@ -202,7 +202,7 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 	have := &corev1.Service{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(want), have)
 	if apierrors.IsNotFound(err) {
-		return want, r.Create(ctx, want)
+		return want, r.createKeepingVIP(ctx, want, si)
 	}
 	if err != nil {
 		return nil, err
@@ -227,6 +227,28 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 		return have, nil
 	}
 	return have, r.Patch(ctx, have, client.MergeFrom(before))
+}
+
+// createKeepingVIP creates the derived Service. When its import exists with a VIP (the
+// Service was deleted, by someone or with an operator restart in between), it asks for that
+// address again: clients and DNS caches holding it keep working. Only if the address was
+// taken meanwhile does the Service get a new one (and the import follows).
+func (r *ImportReconciler) createKeepingVIP(ctx context.Context, svc *corev1.Service, si *mcsv1.ServiceImport) error {
+	if si == nil || si.Spec.Type != mcsv1.ClusterSetIP || len(si.Spec.IPs) == 0 || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return r.Create(ctx, svc)
+	}
+	keep := svc.DeepCopy()
+	keep.Spec.ClusterIP, keep.Spec.ClusterIPs = si.Spec.IPs[0], append([]string(nil), si.Spec.IPs...)
+	if len(si.Spec.IPFamilies) == len(si.Spec.IPs) {
+		keep.Spec.IPFamilies = append([]corev1.IPFamily(nil), si.Spec.IPFamilies...)
+	}
+	err := r.Create(ctx, keep)
+	if err == nil || !apierrors.IsInvalid(err) {
+		keep.DeepCopyInto(svc)
+		return err
+	}
+	ctrl.LoggerFrom(ctx).Info("the import's VIP is taken; the derived Service gets a new one", "vip", si.Spec.IPs, "reason", err.Error())
+	return r.Create(ctx, svc)
 }
 
 // importedSlices gives the derived Service every cluster's endpoints (this one's too).

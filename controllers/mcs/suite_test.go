@@ -235,6 +235,39 @@ func TestMultiClusterServices(t *testing.T) {
 		}
 	})
 
+	t.Run("a derived Service made again keeps its import's VIP", func(t *testing.T) {
+		si, _ := imported(t, east, "shop", "web", "west")
+		vip := strings.Join(si.Spec.IPs, ",")
+		key := client.ObjectKey{Namespace: "shop", Name: mcs.DerivedName(mcs.Key{Namespace: "shop", Name: "web"})}
+		old := &corev1.Service{}
+		if err := east.Client.Get(ctx, key, old); err != nil {
+			t.Fatal(err)
+		}
+		if err := east.Client.Delete(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, func() error {
+			svc := &corev1.Service{}
+			if err := east.Client.Get(ctx, key, svc); err != nil {
+				return err
+			}
+			if svc.UID == old.UID {
+				return errors.New("the derived Service is not made again yet")
+			}
+			if got := strings.Join(svc.Spec.ClusterIPs, ","); got != vip {
+				return fmt.Errorf("the derived Service came back with %s, want the import's VIP %s", got, vip)
+			}
+			now := &mcsv1.ServiceImport{}
+			if err := east.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, now); err != nil {
+				return err
+			}
+			if got := strings.Join(now.Spec.IPs, ","); got != vip {
+				return fmt.Errorf("the import's VIP moved from %s to %s", vip, got)
+			}
+			return nil
+		})
+	})
+
 	t.Run("a second, younger export that differs conflicts; ports are the union, the oldest wins the rest", func(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond) // creation times have a second's resolution
 		svc := service("shop", "web", http, corev1.ServicePort{Name: "metrics", Port: 9090, Protocol: corev1.ProtocolTCP})
