@@ -100,3 +100,26 @@ func TestHostPath(t *testing.T) {
 		}
 	}
 }
+
+// The node lifecycle controller's "not Ready" (written while the API server could not hear
+// from the node) differs from the kubelet's view: the kubelet reports its own again.
+func TestStatusAgreesOnlyOnWhatOthersActOn(t *testing.T) {
+	ready := func(s corev1.ConditionStatus) corev1.PodStatus {
+		return corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.5", Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReady, Status: s}, {Type: corev1.ContainersReady, Status: corev1.ConditionTrue}}}
+	}
+	mine, theirs := ready(corev1.ConditionTrue), ready(corev1.ConditionFalse)
+	if statusAgrees(&theirs, &mine) {
+		t.Error("a pod marked not Ready by someone else agrees with the kubelet's Ready")
+	}
+	same := ready(corev1.ConditionTrue)
+	same.Conditions[0].LastTransitionTime = metav1.Now() // times are not compared
+	if !statusAgrees(&same, &mine) {
+		t.Error("the same status disagrees")
+	}
+	moved := ready(corev1.ConditionTrue)
+	moved.PodIP = "10.244.1.6"
+	if statusAgrees(&moved, &mine) {
+		t.Error("another address agrees")
+	}
+}

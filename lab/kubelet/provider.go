@@ -41,6 +41,7 @@ type Provider struct {
 	cms      corev1listers.ConfigMapLister
 	secrets  corev1listers.SecretLister
 	services corev1listers.ServiceLister
+	pods     corev1listers.PodLister // this node's pods as the API server has them
 	images   *images.Table
 	recorder record.EventRecorder
 	self     string
@@ -355,4 +356,66 @@ func (p *Provider) inHostMounts(args ...string) error {
 		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// statusResync is how often the kubelet compares the pods' status in the API server with its
+// own.
+const statusResync = 10 * time.Second
+
+// resyncStatuses reports a pod's status again when the API server's copy differs from the
+// kubelet's: someone else wrote it — the node lifecycle controller marks the pods of a node
+// it lost touch with not Ready, as it does after an API-server outage — and a real kubelet
+// would put it right on its next status sync.
+func (p *Provider) resyncStatuses(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.pods == nil {
+			continue
+		}
+		p.mu.Lock()
+		rs := make([]*podRunner, 0, len(p.runners))
+		for _, r := range p.runners {
+			rs = append(rs, r)
+		}
+		p.mu.Unlock()
+		for _, r := range rs {
+			mine := r.podWithStatus()
+			theirs, err := p.pods.Pods(mine.Namespace).Get(mine.Name)
+			if err != nil || statusAgrees(&theirs.Status, &mine.Status) {
+				continue
+			}
+			p.log.Info("the API server's status of a pod differs from the kubelet's; reporting it again",
+				"pod", key(mine.Namespace, mine.Name), "phase", theirs.Status.Phase)
+			p.notifyPod(mine)
+		}
+	}
+}
+
+// statusAgrees compares what others act on: the phase, the addresses and the Ready and
+// ContainersReady conditions.
+func statusAgrees(api, kubelet *corev1.PodStatus) bool {
+	if api.Phase != kubelet.Phase || api.PodIP != kubelet.PodIP {
+		return false
+	}
+	for _, typ := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+		if conditionStatus(api, typ) != conditionStatus(kubelet, typ) {
+			return false
+		}
+	}
+	return true
+}
+
+func conditionStatus(st *corev1.PodStatus, typ corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range st.Conditions {
+		if c.Type == typ {
+			return c.Status
+		}
+	}
+	return ""
 }

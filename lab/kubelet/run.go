@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(cfg.NodeName,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
-			p.cms, p.secrets, p.services = pc.ConfigMaps, pc.Secrets, pc.Services
+			p.cms, p.secrets, p.services, p.pods = pc.ConfigMaps, pc.Secrets, pc.Services, pc.Pods
 			return p, nil, nil
 		},
 		nodeutil.WithClient(cs),
@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("lab kubelet starting", "ip", cfg.NodeIP, "cni", cfg.CNIConfDir())
+	go p.resyncStatuses(ctx, statusResync)
 	err = n.Run(ctx)
 	p.shutdown()
 	if ctx.Err() != nil {
