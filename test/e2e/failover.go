@@ -164,6 +164,68 @@ func Failover(t *testing.T, in FailoverInput) {
 		})
 	})
 
+	t.Run("the peer's API server stopping interrupts no stream", func(t *testing.T) {
+		// Frozen (SIGSTOP), as a managed control plane's upgrade or a partition looks from
+		// here: in.From serves in.To's last known state — its ClusterPeer says so — and the
+		// data plane, which never depended on that API server, carries every flow.
+		pid := l.nodeProcess(t, in.To+"-cp", "kube-apiserver")
+		if pid == 0 {
+			t.Fatalf("no kube-apiserver of %s", in.To)
+		}
+		var stale time.Duration
+		gap, err := streamsDuring(t, client, server, echo, func() (string, time.Time) {
+			start := time.Now()
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+			// The operator reads a peer every 30 s, each request bounded by 10 s.
+			Eventually(t, 90*time.Second, func() error {
+				out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+					`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Degraded")].status}`)
+				if strings.TrimSpace(out) != "ServingLastKnownState True" {
+					return fmt.Errorf("%s's ClusterPeer %s: Ready reason and Degraded %q, want ServingLastKnownState True", in.From, in.To, out)
+				}
+				return nil
+			})
+			stale = time.Since(start)
+			return in.To + "'s API server frozen", start
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		t.Logf("%s's API server frozen for %v (until %s served its last state): longest probe gap %v (of 8 flows every 10 ms)",
+			in.To, stale.Round(time.Second), in.From, gap.Round(time.Millisecond))
+		if gap >= time.Second {
+			t.Errorf("the peer's API server stopping interrupted probes for %v", gap)
+		}
+		// Back: current again.
+		Eventually(t, time.Minute, func() error {
+			out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+				`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
+			if strings.TrimSpace(out) != "Connected True" {
+				return fmt.Errorf("%s's ClusterPeer %s: %q, want Connected True", in.From, in.To, out)
+			}
+			return nil
+		})
+		// And in.To's pods are Ready again (the node lifecycle controller may have marked
+		// them not Ready while it could not hear from the kubelets; they report again).
+		Eventually(t, time.Minute, func() error {
+			out, _ := l.KubectlRun(in.To, "", "get", "pods", "-A", "-o",
+				`jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}:{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+			var notReady []string
+			for _, line := range strings.Fields(out) {
+				if strings.Contains(line, "=Running:") && !strings.HasSuffix(line, ":True") {
+					notReady = append(notReady, line)
+				}
+			}
+			if len(notReady) > 0 {
+				return fmt.Errorf("%s's pods not Ready after the outage: %v", in.To, notReady)
+			}
+			return nil
+		})
+	})
+
 	t.Run("the failover shows in events and weftctl status", func(t *testing.T) {
 		// The cable of one of in.To's gateways was pulled and put back: in.From's gateways
 		// recorded it on their ClusterPeer for in.To.
