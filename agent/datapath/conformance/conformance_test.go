@@ -532,3 +532,64 @@ func TestAGatewaysNextHopIgnoresTheHashAPacketBrings(t *testing.T) {
 		})
 	}
 }
+
+// A peer cluster's packet may enter through one gateway node and its pod's reply leave
+// through another (the peer's gateways hash on their own); the next packet of the flow then
+// crosses the overlay from the gateway it entered by to the pod's node, whose kernel routes
+// the peer's range into its own tunnels. Reverse-path filtering, in the loose mode the
+// gateway sets, must let it in: here a peer pod sends into n2's tunnel and gets its answers
+// out of n1's, as both nodes are gateways.
+func TestAPeersPacketReachesAPodThroughTheOtherGateway(t *testing.T) {
+	netnstest.RequireRoot(t)
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) {
+			n1, n2 := twoNodes(t, d)
+			p1, _ := n1.addPod(t, "p1", "10.99.1.5/24")
+			peerRange := netip.MustParsePrefix("10.200.0.0/16")
+			peer := netnstest.New(t, "peer")
+			peer.MustIP(t, "link", "set", "lo", "up")
+			for i, n := range []*node{n1, n2} {
+				// The gateway's tunnel, simulated by a veth whose far end is in the peer.
+				dev, far := fmt.Sprintf("wgsim%d", i), fmt.Sprintf("wgpeer%d", i)
+				n.ns.MustIP(t, "link", "add", dev, "type", "veth", "peer", "name", far)
+				n.ns.MustIP(t, "link", "set", far, "netns", peer.Name)
+				n.ns.MustIP(t, "link", "set", dev, "up")
+				n.ns.MustIP(t, "addr", "add", n.ip.String()+"/32", "dev", dev) // as weft-gateway's devices have
+				n.ns.MustIP(t, "route", "add", peerRange.String(), "dev", dev, "proto", "87")
+				peer.MustIP(t, "link", "set", far, "up")
+				if out, err := n.ns.Run("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=2"); err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+				n.do(t, func() error {
+					return n.dp.SetPeerRoutes(context.Background(), datapath.PeerRoutes{Prefixes: []netip.Prefix{peerRange},
+						Gateways: []netip.Addr{n1.ip, n2.ip}, LocalGateway: true})
+				})
+			}
+			// The peer pod sends through n2's tunnel and receives on either.
+			peer.MustIP(t, "addr", "add", "10.200.0.5/32", "dev", "lo")
+			peer.MustIP(t, "route", "add", "10.99.0.0/16", "dev", "wgpeer1", "src", "10.200.0.5")
+			// A tunnel has no ARP: n2 takes the peer's packets for the pod as its tunnel would.
+			link, err := n2.ns.Run("ip", "-br", "link", "show", "dev", "wgsim1")
+			if f := strings.Fields(link); err != nil || len(f) < 3 {
+				t.Fatalf("wgsim1 of n2: %v: %s", err, link)
+			}
+			peer.MustIP(t, "neigh", "add", "10.99.1.5", "lladdr", strings.Fields(link)[2], "dev", "wgpeer1", "nud", "permanent")
+			if out, err := peer.Run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			for _, dev := range []string{"wgpeer0", "wgpeer1"} {
+				_, _ = peer.Run("sysctl", "-qw", "net.ipv4.conf."+dev+".rp_filter=0")
+			}
+			if err := peer.PingUntil("10.99.1.5", 5*time.Second); err != nil {
+				out, _ := n1.ns.Run("nstat", "-az", "TcpExtIPReversePathFilter")
+				n1.diagnose(t)
+				t.Fatalf("the peer pod's ping through n2 to a pod of n1 (answered through n1): %v\nn1: %s", err, out)
+			}
+			// And the pod's own ping the other way round: out through n1's tunnel, the replies
+			// in through n2's and across the overlay.
+			if err := p1.PingUntil("10.200.0.5", 5*time.Second); err != nil {
+				t.Errorf("the pod's ping to the peer pod (out through n1, answered through n2): %v", err)
+			}
+		})
+	}
+}

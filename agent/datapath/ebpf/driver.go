@@ -226,6 +226,23 @@ func vtepMAC(ip netip.Addr) net.HardwareAddr {
 }
 
 func (d *Driver) ensureVXLAN() (netlink.Link, error) {
+	l, err := d.ensureVXLANLink()
+	if err != nil {
+		return nil, err
+	}
+	// Reverse-path filtering in loose mode (what the gateway sets) drops whatever arrives on
+	// a device without an address unless its source is routed through that very device: a
+	// peer cluster's reply that came in through the other gateway node and crosses the
+	// overlay to this one would be lost. The node's address, host-scoped (never picked as a
+	// source), gives the device one.
+	addr := &netlink.Addr{IPNet: veth.IPNet(netip.PrefixFrom(d.node.IP, 32)), Scope: int(netlink.SCOPE_HOST)}
+	if err := netlink.AddrReplace(l, addr); err != nil {
+		return nil, fmt.Errorf("the address of %s: %w", TunnelDevice, err)
+	}
+	return l, nil
+}
+
+func (d *Driver) ensureVXLANLink() (netlink.Link, error) {
 	want := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: TunnelDevice, MTU: d.mtu, HardwareAddr: vtepMAC(d.node.IP)},
 		VxlanId: vni, SrcAddr: d.node.IP.AsSlice(), Port: vxlanPort, Learning: false}
 	if l, err := netlink.LinkByName(TunnelDevice); err == nil {
