@@ -58,7 +58,10 @@ func (p *podNetwork) start(ctx context.Context, f *fabric) error {
 	f.spawn(func() {
 		err := (&cniserver.Server{Handler: h, Socket: a.cfg.CNISocket}).Serve(ctx)
 		if ctx.Err() == nil {
-			f.fail(fmt.Errorf("CNI server: %v", err))
+			if err == nil {
+				err = errors.New("it stopped")
+			}
+			f.fail(fmt.Errorf("CNI server: %w", err))
 		}
 	})
 	if err := a.installPlugin(); err != nil {

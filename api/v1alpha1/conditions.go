@@ -49,7 +49,7 @@ const (
 	ReasonDuplicatePriority = "DuplicatePriority"
 
 	// ClusterPeer
-	ReasonConnected          = "Connected"
+	ReasonConnected = "Connected"
 	// ReasonServingLastKnownState: the peer's API server cannot be read; its last state is
 	// served (ClusterPeer spec.serveStaleFor).
 	ReasonServingLastKnownState = "ServingLastKnownState"
@@ -59,14 +59,14 @@ const (
 	// ReasonInvalidAdvertisement: what the peer advertises (gateways, ranges) is malformed or
 	// beyond the per-peer limits; the peer is held back, the others keep working.
 	ReasonInvalidAdvertisement = "InvalidAdvertisement"
-	ReasonSecretNotFound     = "SecretNotFound"
-	ReasonSecretKeyNotFound  = "SecretKeyNotFound"
-	ReasonInvalidKubeconfig  = "InvalidKubeconfig"
-	ReasonUnreachable        = "Unreachable"
-	ReasonUnauthorized       = "Unauthorized"
-	ReasonForbidden          = "Forbidden"
-	ReasonPeerNotConfigured  = "PeerNotConfigured"
-	ReasonClusterIDMismatch  = "ClusterIDMismatch"
-	ReasonPeerIsThisCluster  = "PeerIsThisCluster"
-	ReasonUnexpectedResponse = "UnexpectedResponse"
+	ReasonSecretNotFound       = "SecretNotFound"
+	ReasonSecretKeyNotFound    = "SecretKeyNotFound"
+	ReasonInvalidKubeconfig    = "InvalidKubeconfig"
+	ReasonUnreachable          = "Unreachable"
+	ReasonUnauthorized         = "Unauthorized"
+	ReasonForbidden            = "Forbidden"
+	ReasonPeerNotConfigured    = "PeerNotConfigured"
+	ReasonClusterIDMismatch    = "ClusterIDMismatch"
+	ReasonPeerIsThisCluster    = "PeerIsThisCluster"
+	ReasonUnexpectedResponse   = "UnexpectedResponse"
 )

@@ -85,7 +85,7 @@ func TestDeletionWaitsForTheNodeAgents(t *testing.T) {
 		testenv.Eventually(t, 5*time.Second, func() error {
 			err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &fabricv1.FabricNode{})
 			if !apierrors.IsNotFound(err) {
-				return fmt.Errorf("node %s keeps its FabricNode (%v)", name, err)
+				return fmt.Errorf("node %s keeps its FabricNode (%w)", name, err)
 			}
 			return nil
 		})

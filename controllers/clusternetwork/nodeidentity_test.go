@@ -69,7 +69,7 @@ func TestNodeWorkloadsWriteOnlyTheirOwnNode(t *testing.T) {
 			return errors.New("allowed")
 		}
 		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), want) {
-			return fmt.Errorf("refused with %v, want a refusal saying %q", err, want)
+			return fmt.Errorf("refused with %w, want a refusal saying %q", err, want)
 		}
 		return nil
 	}

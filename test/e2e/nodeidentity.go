@@ -60,7 +60,7 @@ func NodeIdentity(t *testing.T, in NodeIdentityInput) {
 		}
 		for _, w := range wants {
 			if !strings.Contains(err.Error(), w) {
-				return fmt.Errorf("refused with %q, which does not say %q", err, w)
+				return fmt.Errorf("refused with %q, which does not say %q", err.Error(), w)
 			}
 		}
 		return nil
