@@ -39,7 +39,7 @@ func (p *policyEngine) start(ctx context.Context, f *fabric) error {
 	// The node network started first: the datapath is there.
 	dp := f.datapath
 	s := &policysync.Syncer{Node: p.a.cfg.NodeName, Datapath: dp, Reader: f.cache, Report: p.a.report.realizedPolicies, Log: p.a.log.WithName("policy")}
-	if err := s.Watch(ctx, f.cache); err != nil {
+	if err := f.watch(ctx, s.Changed, policysync.Objects()...); err != nil {
 		return err
 	}
 	if err := s.Sync(ctx); err != nil {

@@ -11,9 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weft-net/weft/agent/datapath"
@@ -27,19 +25,20 @@ import (
 type Syncer struct {
 	Node     string
 	Datapath datapath.Datapath
-	// Reader reads the inputs (an informer cache, see Watch).
+	// Reader reads the inputs (an informer cache holding Objects; its handlers call Changed).
 	Reader client.Reader
 	// Report tells the operator which policy generations the node enforces (the agent writes
 	// them in its FabricNode's status); nil: nobody is told.
 	Report func(context.Context, []fabricv1.RealizedPolicy) error
 	Log    klog.Logger
 
-	mu        sync.Mutex
-	last      *datapath.Policy
-	policies  []fabricv1.FabricPolicy // of the last successful sync
-	published []fabricv1.RealizedPolicy
-	reported  bool // published holds a report
-	changed   chan struct{}
+	mu          sync.Mutex
+	last        *datapath.Policy
+	policies    []fabricv1.FabricPolicy // of the last successful sync
+	published   []fabricv1.RealizedPolicy
+	reported    bool          // published holds a report
+	changed     chan struct{} // see changes
+	changedOnce sync.Once
 
 	fqdnMu     sync.Mutex
 	fqdn       fqdnCache
@@ -52,28 +51,18 @@ func Objects() []client.Object {
 		&corev1.Namespace{}, &fabricv1.ClusterPeer{}, &fabricv1.ClusterNetwork{}}
 }
 
-// Watch registers change handlers on the cache's informers (before or after it started:
-// a handler added later gets what the cache holds as adds).
-func (s *Syncer) Watch(ctx context.Context, c cache.Cache) error {
-	s.changed = make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case s.changed <- struct{}{}:
-		default:
-		}
+// Changed tells the syncer an input changed (the caller's cache handlers call it): Run
+// syncs after a 50 ms pause that batches what comes with it.
+func (s *Syncer) Changed() {
+	select {
+	case s.changes() <- struct{}{}:
+	default:
 	}
-	for _, o := range Objects() {
-		inf, err := c.GetInformer(ctx, o)
-		if err != nil {
-			return err
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { poke() }, UpdateFunc: func(any, any) { poke() }, DeleteFunc: func(any) { poke() },
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
+}
+
+func (s *Syncer) changes() chan struct{} {
+	s.changedOnce.Do(func() { s.changed = make(chan struct{}, 1) })
+	return s.changed
 }
 
 // Run applies the policy on every change until ctx ends, batching changes that come
@@ -84,15 +73,13 @@ func (s *Syncer) Run(ctx context.Context) {
 	failed := false
 	expiry := time.NewTimer(time.Hour)
 	defer expiry.Stop()
-	select { // a first round, to report what the node enforces
-	case s.changed <- struct{}{}:
-	default:
-	}
+	s.Changed() // a first round, to report what the node enforces
+	changed := s.changes()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.changed:
+		case <-changed:
 			select {
 			case <-ctx.Done():
 				return

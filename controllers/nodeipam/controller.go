@@ -83,7 +83,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.APIReader.List(ctx, all); err != nil {
 		return ctrl.Result{}, err
 	}
-	kept, whole := keep(pools, fn.Spec.PodCIDRs)
+	kept, whole := pools.Valid(fn.Spec.PodCIDRs) // whole: the FabricNode may stay
 	if exists && (!whole || overlapsOlder(pools, fn.Name, all.Items)) {
 		// Blocks the operator would never have given (outside the range, of another size, not
 		// network addresses, another node's) cannot be edited away (they are immutable): the
@@ -158,21 +158,6 @@ func overlapsOlder(pools podblocks.Pools, node string, all []fabricv1.FabricNode
 		}
 	}
 	return false
-}
-
-// keep returns the blocks of a FabricNode the operator keeps: each valid on its own, one per
-// family; whole is false when any block is not (the FabricNode must go).
-func keep(pools podblocks.Pools, cidrs []fabricv1.CIDR) (kept []netip.Prefix, whole bool) {
-	seen := map[bool]bool{}
-	for _, c := range cidrs {
-		b, reason, _ := pools.CheckOne(c)
-		if reason != "" || seen[b.Addr().Is4()] {
-			return nil, false
-		}
-		seen[b.Addr().Is4()] = true
-		kept = append(kept, b)
-	}
-	return kept, true
 }
 
 // SetupWithManager registers the controller: a new node, a FabricNode's change and a

@@ -78,7 +78,16 @@ func (p Pools) CheckOne(c fabricv1.CIDR) (netip.Prefix, string, string) {
 // Own reads a node's blocks as the operator gave them: valid only if every one passes
 // CheckOne, no family repeats, and every pool has its block.
 func (p Pools) Own(cidrs []fabricv1.CIDR) ([]netip.Prefix, bool) {
-	var out []netip.Prefix
+	out, ok := p.Valid(cidrs)
+	if !ok {
+		return nil, false
+	}
+	return out, len(out) > 0 && len(out) == len(p.CIDRs)
+}
+
+// Valid reads blocks that may still lack a family: each passes CheckOne and no family
+// repeats; ok is false (and the blocks nil) when one does not.
+func (p Pools) Valid(cidrs []fabricv1.CIDR) (blocks []netip.Prefix, ok bool) {
 	seen := map[bool]bool{}
 	for _, c := range cidrs {
 		b, reason, _ := p.CheckOne(c)
@@ -86,9 +95,9 @@ func (p Pools) Own(cidrs []fabricv1.CIDR) ([]netip.Prefix, bool) {
 			return nil, false
 		}
 		seen[b.Addr().Is4()] = true
-		out = append(out, b)
+		blocks = append(blocks, b)
 	}
-	return out, len(out) > 0 && len(out) == len(p.CIDRs)
+	return blocks, true
 }
 
 // Claim is what a FabricNode says about its node's blocks.

@@ -170,17 +170,23 @@ func (p *Provider) GetPodStatus(ctx context.Context, ns, name string) (*corev1.P
 
 // GetPods returns every pod on the node.
 func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
-	p.mu.Lock()
-	rs := make([]*podRunner, 0, len(p.runners))
-	for _, r := range p.runners {
-		rs = append(rs, r)
-	}
-	p.mu.Unlock()
+	rs := p.allRunners()
 	out := make([]*corev1.Pod, 0, len(rs))
 	for _, r := range rs {
 		out = append(out, r.podWithStatus())
 	}
 	return out, nil
+}
+
+// allRunners is a snapshot of the pods' runners (taken under the lock, used without it).
+func (p *Provider) allRunners() []*podRunner {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rs := make([]*podRunner, 0, len(p.runners))
+	for _, r := range p.runners {
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // NotifyPods registers the callback for status changes.
@@ -378,13 +384,7 @@ func (p *Provider) resyncStatuses(ctx context.Context, every time.Duration) {
 		if p.pods == nil {
 			continue
 		}
-		p.mu.Lock()
-		rs := make([]*podRunner, 0, len(p.runners))
-		for _, r := range p.runners {
-			rs = append(rs, r)
-		}
-		p.mu.Unlock()
-		for _, r := range rs {
+		for _, r := range p.allRunners() {
 			mine := r.podWithStatus()
 			theirs, err := p.pods.Pods(mine.Namespace).Get(mine.Name)
 			if err != nil || statusAgrees(&theirs.Status, &mine.Status) {

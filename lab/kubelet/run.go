@@ -118,13 +118,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 // shutdown stops every pod's processes (they cannot outlive the kubelet in the lab).
 func (p *Provider) shutdown() {
-	p.mu.Lock()
-	rs := make([]*podRunner, 0, len(p.runners))
-	for _, r := range p.runners {
-		rs = append(rs, r)
-	}
-	p.mu.Unlock()
-	for _, r := range rs {
+	for _, r := range p.allRunners() {
 		for _, c := range append(append([]*containerRunner{}, r.init...), r.containers...) {
 			c.stop(0)
 		}
