@@ -453,8 +453,8 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 	return d, nil
 }
 
-// configure gives a peer's device its key, port and peer (keeping the peer's session when
-// only its ranges or endpoint change), then its MTU and address, and brings it up. A device
+// configure brings a peer's device up with its MTU and address, then gives it its key, port
+// and peer (keeping the peer's session when only its ranges or endpoint change). A device
 // whose configuration is unchanged is left alone: setting the port again makes the
 // userspace device reopen its socket, dropping what is in flight.
 func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgtypes.Key, port int) (int, error) {
@@ -487,6 +487,11 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 	if rekeyed && d.peer == key {
 		cfg.Peers = append(cfg.Peers, kick(key)...)
 	}
+	// Up before the peer is given: a peer's packets may come at once, and the userspace
+	// device cannot hand them to a TUN device that is down (EIO, logged as an error).
+	if err := tunnel.SetUpLink(d.name, t.cfg.MTU, t.cfg.Address); err != nil {
+		return 0, fmt.Errorf("wireguard: %w", err)
+	}
 	if err := c.ConfigureDevice(d.name, cfg); err != nil {
 		return 0, fmt.Errorf("wireguard: configuring %s for peer %s: %w", d.name, p.Name, err)
 	}
@@ -497,9 +502,6 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 			return 0, fmt.Errorf("wireguard: reading %s: %w", d.name, err)
 		}
 		port = got.ListenPort
-	}
-	if err := tunnel.SetUpLink(d.name, t.cfg.MTU, t.cfg.Address); err != nil {
-		return 0, fmt.Errorf("wireguard: %w", err)
 	}
 	d.port, d.applied = port, fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
 	return port, nil
