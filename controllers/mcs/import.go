@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,7 +41,19 @@ import (
 type ImportReconciler struct {
 	client.Client
 	View *View
+
+	// releasing is when each import's VIP was first found still allocated while its derived
+	// Service was being made again (see createKeepingVIP).
+	releasing sync.Map // mcs.Key -> time.Time
 }
+
+// vipReleaseWait bounds how long a derived Service made again waits for the API server to
+// release its import's VIP: the old Service's delete is seen before its address is freed.
+const vipReleaseWait = 10 * time.Second
+
+// errVIPReleasing says the import's VIP is still held by the Service just deleted: the
+// derived Service is made again, with that address, in a moment.
+var errVIPReleasing = errors.New("the import's VIP is still being released")
 
 // cacheBehind is how soon a Service is reconciled again when the cache has not yet seen an
 // object this controller just made.
@@ -58,6 +72,7 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, err
 	}
 	if len(recs) == 0 {
+		r.releasing.Delete(k)
 		return ctrl.Result{}, r.remove(ctx, k)
 	}
 	ns := &corev1.Namespace{}
@@ -101,8 +116,9 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if derivedErr == nil {
 		derivedErr = r.importedSlices(ctx, k, si, merged, recs)
 	}
-	if apierrors.IsAlreadyExists(derivedErr) {
-		return ctrl.Result{RequeueAfter: cacheBehind}, nil // made a moment ago: the cache will have it
+	if apierrors.IsAlreadyExists(derivedErr) || errors.Is(derivedErr, errVIPReleasing) {
+		// Made a moment ago (the cache will have it), or its VIP is about to be free.
+		return ctrl.Result{RequeueAfter: cacheBehind}, nil
 	}
 
 	want := si.DeepCopy()
@@ -202,7 +218,7 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 	have := &corev1.Service{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(want), have)
 	if apierrors.IsNotFound(err) {
-		return want, r.createKeepingVIP(ctx, want, si)
+		return want, r.createKeepingVIP(ctx, k, want, si)
 	}
 	if err != nil {
 		return nil, err
@@ -231,9 +247,11 @@ func (r *ImportReconciler) derivedService(ctx context.Context, k mcs.Key, si *mc
 
 // createKeepingVIP creates the derived Service. When its import exists with a VIP (the
 // Service was deleted, by someone or with an operator restart in between), it asks for that
-// address again: clients and DNS caches holding it keep working. Only if the address was
-// taken meanwhile does the Service get a new one (and the import follows).
-func (r *ImportReconciler) createKeepingVIP(ctx context.Context, svc *corev1.Service, si *mcsv1.ServiceImport) error {
+// address again: clients and DNS caches holding it keep working. The API server frees a
+// deleted Service's address only after the delete is seen, so while no other Service holds
+// it this waits (errVIPReleasing, at most vipReleaseWait). Only if the address was taken
+// meanwhile does the Service get a new one (and the import follows).
+func (r *ImportReconciler) createKeepingVIP(ctx context.Context, k mcs.Key, svc *corev1.Service, si *mcsv1.ServiceImport) error {
 	if si == nil || si.Spec.Type != mcsv1.ClusterSetIP || len(si.Spec.IPs) == 0 || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		return r.Create(ctx, svc)
 	}
@@ -244,11 +262,34 @@ func (r *ImportReconciler) createKeepingVIP(ctx context.Context, svc *corev1.Ser
 	}
 	err := r.Create(ctx, keep)
 	if err == nil || !apierrors.IsInvalid(err) {
+		r.releasing.Delete(k)
 		keep.DeepCopyInto(svc)
 		return err
 	}
-	ctrl.LoggerFrom(ctx).Info("the import's VIP is taken; the derived Service gets a new one", "vip", si.Spec.IPs, "reason", err.Error())
+	first, _ := r.releasing.LoadOrStore(k, time.Now())
+	holder, lerr := r.holderOf(ctx, si.Spec.IPs)
+	if lerr == nil && holder == "" && time.Since(first.(time.Time)) < vipReleaseWait {
+		return errVIPReleasing
+	}
+	r.releasing.Delete(k)
+	ctrl.LoggerFrom(ctx).Info("the import's VIP is taken; the derived Service gets a new one", "vip", si.Spec.IPs, "holder", holder, "reason", err.Error())
 	return r.Create(ctx, svc)
+}
+
+// holderOf names the Service (from the cache) that has one of ips as its ClusterIP, or "".
+func (r *ImportReconciler) holderOf(ctx context.Context, ips []string) (string, error) {
+	list := &corev1.ServiceList{}
+	if err := r.List(ctx, list); err != nil {
+		return "", err
+	}
+	for i := range list.Items {
+		for _, ip := range vipsOf(&list.Items[i]) {
+			if slices.Contains(ips, ip) {
+				return list.Items[i].Namespace + "/" + list.Items[i].Name, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // importedSlices gives the derived Service every cluster's endpoints (this one's too).
