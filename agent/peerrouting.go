@@ -123,7 +123,7 @@ func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
 // nodes (their endpoint addresses are their node addresses): healthy, answering the
 // prober, at most maxActive.
 func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
-	r := PeerRoutes(node, p.cn, p.peers)
+	r := PeerRoutes(node, p.cn, p.peers, time.Now())
 	targets := make([]health.Target, 0, len(r.Gateways))
 	for _, g := range r.Gateways {
 		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})
@@ -134,11 +134,13 @@ func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober
 }
 
 // PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service
-// ranges (Ready peers only) and this cluster's healthy gateways, sorted.
-func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer) datapath.PeerRoutes {
+// ranges (Ready peers only) and this cluster's candidate gateways at now (GatewayStatus.Probed:
+// a Lease renewed late is not a failure, the prober decides), sorted.
+func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer, now time.Time) datapath.PeerRoutes {
 	var r datapath.PeerRoutes
-	for _, gw := range cn.Status.Gateways {
-		if !gw.Healthy {
+	for i := range cn.Status.Gateways {
+		gw := &cn.Status.Gateways[i]
+		if !gw.Probed(now) {
 			continue
 		}
 		if gw.Node == node {

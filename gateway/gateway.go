@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -145,10 +146,16 @@ func Run(ctx context.Context, cfg Config) error {
 	defer switchKey.Stop()
 	reread := true
 	started, responding := time.Now(), false
+	// The Lease and the FabricGateway are written from a goroutine of their own: this
+	// loop, which fails over, never waits for the API server (stopped, it would hold a
+	// write for as long as it stays stopped).
+	published := make(chan struct{})
+	go func() { defer close(published); g.publish(ctx) }()
+	defer func() { <-published }() // before the tunnel closes
 	for {
-		// Every Interval: renew the Lease and reread the peers. On a health change or at a
-		// key switch: only recompute the peers from the last read (failover must not wait
-		// for the API server, and a key switch must happen at its moment).
+		// Every Interval: reread the peers (from the cache). On a health change or at a key
+		// switch: only recompute the peers from the last read (a key switch must happen at
+		// its moment).
 		if err := g.sync(ctx, reread); err != nil && ctx.Err() == nil {
 			log.Error(err, "sync")
 		}
@@ -156,7 +163,10 @@ func Run(ctx context.Context, cfg Config) error {
 		// hundred milliseconds that it is gone, and to send to it again once it is back: it
 		// answers only once its tunnel carries traffic to a peer (or after readyWithin), so
 		// that a restarted gateway takes no flow it would drop.
-		if !responding && (g.ready || time.Since(started) > readyWithin) {
+		g.mu.Lock()
+		ready, at := g.ready, g.nextKeySwitch(time.Now())
+		g.mu.Unlock()
+		if !responding && (ready || time.Since(started) > readyWithin) {
 			probes, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", health.DefaultPort))
 			if err != nil {
 				return fmt.Errorf("health responder: %w", err)
@@ -165,7 +175,7 @@ func Run(ctx context.Context, cfg Config) error {
 			responding = true
 			log.Info("answering health probes", "after", time.Since(started).Round(time.Millisecond))
 		}
-		if at := g.nextKeySwitch(time.Now()); !at.IsZero() {
+		if !at.IsZero() {
 			switchKey.Reset(time.Until(at))
 		}
 		select {
@@ -275,6 +285,10 @@ func (g *gw) nextKeySwitch(now time.Time) time.Time {
 }
 
 type gw struct {
+	// mu guards what the failover loop (sync) and the publisher (reportStatus) share: the
+	// tunnel, the peers, what was applied and the report. The publisher's API calls are
+	// made without it.
+	mu        sync.Mutex
 	cfg       Config
 	c         client.Client
 	peersFrom client.Reader // an informer cache: ClusterPeers are read every Interval
@@ -446,31 +460,50 @@ table inet weft-gateway {
 }
 
 // sync makes the tunnel's peers what the ClusterPeers say and the prober sees; with reread
-// it reads the ClusterPeers again first, and afterwards reports in the FabricGateway (when
-// something changed) and renews the Lease.
+// it reads the ClusterPeers again (from the cache) first. It never calls the API server.
 func (g *gw) sync(ctx context.Context, reread bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	var errs []error
 	if err := g.commitKey(ctx, time.Now()); err != nil {
 		errs = append(errs, fmt.Errorf("key rotation: %w", err))
 	}
-	if !reread && g.read {
-		return errors.Join(append(errs, g.syncPeers(ctx))...)
-	}
-	peers := &fabricv1.ClusterPeerList{}
-	// The cache's first read waits for its watch: not past the Lease's renewal.
-	lctx, cancel := context.WithTimeout(ctx, g.cfg.Interval)
-	defer cancel()
-	if err := g.peersFrom.List(lctx, peers); err != nil {
-		errs = append(errs, err)
-	} else {
-		g.peers, g.read = peers.Items, true
+	if reread || !g.read {
+		peers := &fabricv1.ClusterPeerList{}
+		// The cache's first read waits for its watch: not past the next round.
+		lctx, cancel := context.WithTimeout(ctx, g.cfg.Interval)
+		defer cancel()
+		if err := g.peersFrom.List(lctx, peers); err != nil {
+			errs = append(errs, err)
+		} else {
+			g.peers, g.read = peers.Items, true
+		}
 	}
 	if g.read {
 		errs = append(errs, g.syncPeers(ctx))
 	}
-	// The report never holds the renewal back: a gateway that cannot report is still alive.
-	errs = append(errs, g.reportStatus(ctx))
-	return errors.Join(append(errs, g.renew(ctx))...)
+	return errors.Join(errs...)
+}
+
+// publish reports in the FabricGateway (when something changed) and renews the Lease every
+// Interval, until ctx ends. Each round's writes are bounded by the Lease's duration: a round
+// against a stopped API server gives up, and the next tries again.
+func (g *gw) publish(ctx context.Context) {
+	tick := time.NewTicker(g.cfg.Interval)
+	defer tick.Stop()
+	for {
+		wctx, cancel := context.WithTimeout(ctx, max(g.cfg.LeaseDuration, g.cfg.Interval))
+		// The report never holds the renewal back: a gateway that cannot report is still alive.
+		if err := errors.Join(g.reportStatus(wctx), g.renew(wctx)); err != nil && ctx.Err() == nil {
+			g.log.Error(err, "publishing")
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // renew renews the gateway's Lease: its liveness, nothing else. It starts from the Lease it
@@ -518,18 +551,37 @@ func (g *gw) writeLease(ctx context.Context) error {
 // endpoint, keys, per-peer ports, tunnels, readiness — when it differs from what was last
 // written. The FabricGateway is created, owned by the node, if it is not there.
 func (g *gw) reportStatus(ctx context.Context) error {
+	fg, st, rotateErr, err := g.statusToReport(ctx)
+	if err != nil || (g.reported != nil && equality.Semantic.DeepEqual(*g.reported, st)) {
+		return errors.Join(rotateErr, err)
+	}
+	fg.Status = st
+	if err := g.c.Status().Update(ctx, fg); err != nil {
+		g.reported = nil // read again next time
+		return errors.Join(rotateErr, fmt.Errorf("reporting in FabricGateway %s: %w", g.cfg.NodeName, err))
+	}
+	g.reported = st.DeepCopy()
+	return rotateErr
+}
+
+// statusToReport reads the FabricGateway (creating it if it is not there), carries out a key
+// rotation it asks for, and gives the status the gateway has now.
+func (g *gw) statusToReport(ctx context.Context) (*fabricv1.FabricGateway, fabricv1.FabricGatewayStatus, error, error) {
 	fg := &fabricv1.FabricGateway{}
 	err := g.peersFrom.Get(ctx, client.ObjectKey{Name: g.cfg.NodeName}, fg)
 	if apierrors.IsNotFound(err) {
 		fg = &fabricv1.FabricGateway{ObjectMeta: metav1.ObjectMeta{Name: g.cfg.NodeName,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: g.cfg.NodeName, UID: g.nodeUID}}}}
 		if err := g.c.Create(ctx, fg); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating FabricGateway %s: %w", g.cfg.NodeName, err)
+			return nil, fabricv1.FabricGatewayStatus{}, nil, fmt.Errorf("creating FabricGateway %s: %w", g.cfg.NodeName, err)
 		}
 		g.reported = nil
 	} else if err != nil {
-		return err
+		return nil, fabricv1.FabricGatewayStatus{}, nil, err
 	}
+	// What the tunnel and the failover loop hold, read under its lock.
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	st := fabricv1.FabricGatewayStatus{Endpoint: g.endpoint.String(), PublicKey: g.tun.PublicKey(), Tunnel: g.tunType,
 		LastKeyRotation: fg.Status.LastKeyRotation, Conditions: slices.Clone(fg.Status.Conditions)}
 	if g.reported != nil {
@@ -578,16 +630,7 @@ func (g *gw) reportStatus(ctx context.Context) error {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fabricv1.ConditionReady, Status: metav1.ConditionFalse,
 			Reason: "Starting", Message: "no tunnel to a peer gateway carries traffic yet"})
 	}
-	if g.reported != nil && equality.Semantic.DeepEqual(*g.reported, st) {
-		return rotateErr
-	}
-	fg.Status = st
-	if err := g.c.Status().Update(ctx, fg); err != nil {
-		g.reported = nil // read again next time
-		return errors.Join(rotateErr, fmt.Errorf("reporting in FabricGateway %s: %w", g.cfg.NodeName, err))
-	}
-	g.reported = st.DeepCopy()
-	return rotateErr
+	return fg, st, rotateErr, nil
 }
 
 func (g *gw) syncPeers(ctx context.Context) error {
@@ -735,8 +778,8 @@ func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) 
 	return out
 }
 
-// DesiredPeers gives the tunnel every healthy gateway (same tunnel driver) of every connected
-// peer cluster, each carrying the peer's pod and service ranges. Of each peer's gateways, the
+// DesiredPeers gives the tunnel every candidate gateway (same tunnel driver, Probed at now:
+// a Lease renewed late is not a failure) of every connected peer cluster, each carrying the peer's pod and service ranges. Of each peer's gateways, the
 // first maxActive (the peer's, by address) of those that answer carry traffic, the others
 // stand by; flows are spread across the active ones, and any of them may send to this
 // gateway.
@@ -760,7 +803,7 @@ func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers
 		var gws []candidate
 		for _, gw := range p.Status.Gateways {
 			ep, err := netip.ParseAddrPort(gw.Endpoint)
-			if gw.Healthy && gw.Tunnel == tun && err == nil {
+			if gw.Probed(now) && gw.Tunnel == tun && err == nil {
 				gws = append(gws, candidate{gw, ep})
 			}
 		}

@@ -71,6 +71,20 @@ func TestDesiredPeers(t *testing.T) {
 	if one := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, peers, nil, now); one[1].Endpoint != netip.MustParseAddrPort("172.30.2.12:51820") {
 		t.Errorf("without per-peer ports, w2 is reached at %v, want its endpoint", one[1].Endpoint)
 	}
+	// A gateway whose Lease lapsed a minute ago (its API server slow or stopped) is still a
+	// candidate: the probes decide. Past GatewayProbeGrace it is dropped.
+	late := gw("l1", "172.30.6.11:51820", false)
+	late.LastRenewTime = &metav1.MicroTime{Time: now.Add(-time.Minute)}
+	latePeers := []fabricv1.ClusterPeer{peer("late", true, late)}
+	if active, _ := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, latePeers, nil, now)); fmt.Sprint(active) != "[late/l1]" {
+		t.Errorf("a gateway renewed late: active %v, want it still used while it answers", active)
+	}
+	if silent := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, latePeers, func(fabricv1.GatewayStatus) bool { return false }, now); len(silent) != 1 || !silent[0].Standby {
+		t.Errorf("a gateway renewed late that does not answer: %+v, want it standing by", silent)
+	}
+	if gone := gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, false, latePeers, nil, now.Add(fabricv1.GatewayProbeGrace)); len(gone) != 0 {
+		t.Errorf("a gateway whose Lease lapsed GatewayProbeGrace ago: %v, want it dropped", gone)
+	}
 	// A gateway the prober does not hear from stands by, and the next one takes its place.
 	silentW1 := func(gw fabricv1.GatewayStatus) bool { return gw.Node != "w1" }
 	if active, standby := names(gateway.DesiredPeers("here/gw-a", fabricv1.TunnelWireGuard, true, peers, silentW1, now)); fmt.Sprint(active) != "[west/w2 west/w4]" || fmt.Sprint(standby) != "[west/w1]" {

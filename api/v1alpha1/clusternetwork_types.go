@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -255,7 +257,8 @@ type GatewayStatus struct {
 	// address each peer gateway ("<cluster ID>/<node>") sends to.
 	// +optional
 	PeerPorts map[string]int32 `json:"peerPorts,omitempty"`
-	// Healthy is true while the gateway keeps renewing its Lease.
+	// Healthy is true while the gateway keeps renewing its Lease. Readers do not take a
+	// lapsed Lease for a failure: see Probed.
 	Healthy bool `json:"healthy"`
 	// LastRenewTime is when the gateway last renewed its Lease.
 	// +optional
@@ -266,6 +269,18 @@ type GatewayStatus struct {
 	// +listType=map
 	// +listMapKey=peer
 	Tunnels []GatewayTunnel `json:"tunnels,omitempty"`
+}
+
+// GatewayProbeGrace is how long after its Lease lapsed a gateway is still probed, and used
+// while it answers. Liveness is the health probes' call: a Lease renewed late because this
+// cluster's API server is slow, stopped or just back is no reason to move traffic.
+const GatewayProbeGrace = 10 * time.Minute
+
+// Probed says whether the gateway is a candidate to carry traffic at now: healthy, or its
+// Lease lapsed less than GatewayProbeGrace ago. Of the candidates, those that answer health
+// probes carry traffic.
+func (g *GatewayStatus) Probed(now time.Time) bool {
+	return g.Healthy || (g.LastRenewTime != nil && now.Sub(g.LastRenewTime.Time) < GatewayProbeGrace)
 }
 
 // GatewayTunnelState says whether a tunnel carries traffic.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -210,20 +212,62 @@ func Failover(t *testing.T, in FailoverInput) {
 		})
 		// And in.To's pods are Ready again (the node lifecycle controller may have marked
 		// them not Ready while it could not hear from the kubelets; they report again).
-		Eventually(t, time.Minute, func() error {
-			out, _ := l.KubectlRun(in.To, "", "get", "pods", "-A", "-o",
-				`jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}:{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
-			var notReady []string
-			for _, line := range strings.Fields(out) {
-				if strings.Contains(line, "=Running:") && !strings.HasSuffix(line, ":True") {
-					notReady = append(notReady, line)
+		podsReadyAgain(t, l, in.To)
+	})
+
+	t.Run("this cluster's API server stopping while gateways die interrupts no stream", func(t *testing.T) {
+		// in.From's own control plane frozen for a minute: its agents and gateways keep
+		// forwarding from what they last read, and fail over on their health probes alone
+		// when a gateway of each cluster is killed meanwhile. Once it is back, the Leases
+		// that lapsed in the meantime move no traffic either (liveness is the probes' call).
+		pid := l.nodeProcess(t, in.From+"-cp", "kube-apiserver")
+		if pid == 0 {
+			t.Fatalf("no kube-apiserver of %s", in.From)
+		}
+		var victims []string
+		gap, err := streamsDuring(t, client, server, echo, func() (string, time.Time) {
+			start := time.Now()
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			resumed := false
+			defer func() {
+				if !resumed {
+					_ = syscall.Kill(pid, syscall.SIGCONT)
 				}
+			}()
+			time.Sleep(5 * time.Second) // every Lease of in.From has lapsed
+			for _, cluster := range []string{in.To, in.From} {
+				victim := busiestGateway(t, l, cluster)
+				killGateway(t, l)(victim)
+				victims = append(victims, victim)
+				time.Sleep(5 * time.Second)
 			}
-			if len(notReady) > 0 {
-				return fmt.Errorf("%s's pods not Ready after the outage: %v", in.To, notReady)
+			time.Sleep(time.Until(start.Add(time.Minute)))
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Fatal(err)
 			}
-			return nil
+			resumed = true
+			t.Logf("%s's API server resumed after %v", in.From, time.Since(start).Round(time.Second))
+			time.Sleep(10 * time.Second) // the operator sees the lapsed Leases; the gateways renew
+			return in.From + "'s API server frozen, gateways " + strings.Join(victims, " and ") + " killed", start
 		})
+		if err != nil {
+			t.Error(err)
+		}
+		t.Logf("%s's API server frozen for 1m while %v died: longest probe gap %v (of 8 flows every 10 ms)", in.From, victims, gap.Round(time.Millisecond))
+		if gap >= time.Second {
+			t.Errorf("this cluster's API server stopping while gateways died interrupted probes for %v, want < 1s", gap)
+		}
+		// Afterwards every pod of both clusters is Ready again, and cluster DNS answers.
+		for _, c := range []struct {
+			cluster string
+			from    *netnstest.Netns
+		}{{in.From, client}, {in.To, server}} {
+			podsReadyAgain(t, l, c.cluster)
+			clusterDNSAnswers(t, l, c.cluster, c.from)
+		}
+		waitTwoGatewaysEachWay(t, in)
 	})
 
 	t.Run("the failover shows in events and weftctl status", func(t *testing.T) {
@@ -366,26 +410,68 @@ func failover(t testing.TB, l *Lab, client, server *netnstest.Netns, echo netip.
 	act func(victim string) (undo func())) (time.Duration, error) {
 	t.Helper()
 	return streamsDuring(t, client, server, echo, func() (string, time.Time) {
-		// The victim is the gateway of cluster whose tunnel moves the most packets: the
-		// one the transfer goes through.
-		gws := gatewayNodes(cluster)
-		count := func(g string) uint64 { c := l.tunnelCounters(t, g); return c.TxPackets + c.RxPackets }
-		before := map[string]uint64{}
-		for _, g := range gws {
-			before[g] = count(g)
-		}
-		time.Sleep(time.Second)
-		victim, most := "", uint64(0)
-		for _, g := range gws {
-			if d := count(g) - before[g]; d >= most {
-				victim, most = g, d
-			}
-		}
+		victim := busiestGateway(t, l, cluster)
 		start := time.Now()
 		undo := act(victim)
 		time.Sleep(3 * time.Second)
 		undo()
 		return victim + " down", start
+	})
+}
+
+// busiestGateway is the gateway of cluster whose tunnel moved the most packets in the last
+// second: the one a running transfer goes through.
+func busiestGateway(t testing.TB, l *Lab, cluster string) string {
+	gws := gatewayNodes(cluster)
+	count := func(g string) uint64 { c := l.tunnelCounters(t, g); return c.TxPackets + c.RxPackets }
+	before := map[string]uint64{}
+	for _, g := range gws {
+		before[g] = count(g)
+	}
+	time.Sleep(time.Second)
+	victim, most := "", uint64(0)
+	for _, g := range gws {
+		if d := count(g) - before[g]; d >= most {
+			victim, most = g, d
+		}
+	}
+	return victim
+}
+
+// podsReadyAgain waits until every running pod of cluster is Ready (after an API-server
+// outage the node lifecycle controller may have marked them not Ready; kubelets report again).
+func podsReadyAgain(t testing.TB, l *Lab, cluster string) {
+	t.Helper()
+	Eventually(t, time.Minute, func() error {
+		out, _ := l.KubectlRun(cluster, "", "get", "pods", "-A", "-o",
+			`jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={.status.phase}:{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		var notReady []string
+		for _, line := range strings.Fields(out) {
+			if strings.Contains(line, "=Running:") && !strings.HasSuffix(line, ":True") {
+				notReady = append(notReady, line)
+			}
+		}
+		if len(notReady) > 0 {
+			return fmt.Errorf("%s's pods not Ready after the outage: %v", cluster, notReady)
+		}
+		return nil
+	})
+}
+
+// clusterDNSAnswers waits until cluster DNS (the kube-dns Service) answers a pod of cluster
+// (in netns from) for the API server's Service name.
+func clusterDNSAnswers(t testing.TB, l *Lab, cluster string, from *netnstest.Netns) {
+	t.Helper()
+	kubeDNS, err := l.Client(t, cluster).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+	Eventually(t, time.Minute, func() error {
+		if rc, n := askA(from, server, "kubernetes.default.svc.cluster.local."); rc != dns.RcodeSuccess || n == 0 {
+			return fmt.Errorf("%s's cluster DNS %s answers kubernetes.default with rcode %d and %d records", cluster, server, rc, n)
+		}
+		return nil
 	})
 }
 
