@@ -151,7 +151,7 @@ func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clust
 		}
 	}
 	for _, p := range peers {
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) {
 			continue
 		}
 		r.Prefixes = append(r.Prefixes, p.Status.Prefixes()...)

@@ -22,7 +22,7 @@ func TestPeerRoutes(t *testing.T) {
 		{Node: "gw-3", Endpoint: "172.30.1.13:51820", Healthy: false, LastRenewTime: renewed(fabricv1.GatewayProbeGrace)},
 		{Node: "gw-4", Endpoint: "172.30.1.14:51820", Healthy: false},
 	}}}
-	ready := []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}
+	ready := []metav1.Condition{{Type: fabricv1.ConditionAccepted, Status: metav1.ConditionTrue}}
 	peers := []fabricv1.ClusterPeer{
 		{Status: fabricv1.ClusterPeerStatus{Conditions: ready, PodCIDRs: []string{"10.245.0.0/16"}, ServiceCIDRs: []string{"10.97.0.0/16"}}},
 		{Status: fabricv1.ClusterPeerStatus{PodCIDRs: []string{"10.246.0.0/16"}}}, // not Ready

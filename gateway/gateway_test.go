@@ -20,7 +20,7 @@ func peer(id string, ready bool, gws ...fabricv1.GatewayStatus) fabricv1.Cluster
 	}
 	return fabricv1.ClusterPeer{Spec: fabricv1.ClusterPeerSpec{ClusterID: id},
 		Status: fabricv1.ClusterPeerStatus{PodCIDRs: []string{"10.245.0.0/16"}, ServiceCIDRs: []string{"10.97.0.0/16"}, Gateways: gws,
-			Conditions: []metav1.Condition{{Type: "Ready", Status: status}}}}
+			Conditions: []metav1.Condition{{Type: fabricv1.ConditionAccepted, Status: status}}}}
 }
 
 func gw(node, endpoint string, healthy bool) fabricv1.GatewayStatus {

@@ -60,9 +60,11 @@ type ClusterPeerStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Connected, Ready, Degraded, Reconciling, Stalled. While the peer's API
-	// server cannot be read and its last state is served, Connected is False (why), Ready
-	// stays True with reason ServingLastKnownState and Degraded is True.
+	// Conditions: Connected, Accepted, Ready, Degraded, Reconciling, Stalled. Connected: the
+	// peer's API server is read. Accepted: its advertisement is in force (routed, tunnelled).
+	// While the peer's API server cannot be read and its last state is served, Connected is
+	// False (why), Accepted and Ready stay True with reason ServingLastKnownState and
+	// Degraded is True.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -123,6 +125,7 @@ func (s *ClusterPeerStatus) Prefixes() []netip.Prefix {
 // +kubebuilder:resource:scope=Cluster,shortName=cpeer,categories=weft
 // +kubebuilder:printcolumn:name="Cluster ID",type=string,JSONPath=`.spec.clusterID`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Last Sync",type=date,JSONPath=`.status.lastSyncTime`

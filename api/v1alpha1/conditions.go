@@ -14,6 +14,11 @@ const (
 	// ConditionConnected is True when the operator can read the peer cluster's API server
 	// (ClusterPeer only).
 	ConditionConnected = "Connected"
+	// ConditionAccepted is True while the peer's advertisement — its ranges and gateways,
+	// as read now or, while its API server cannot be read, as last read — is in force:
+	// nodes route its ranges and gateways tunnel to it (ClusterPeer only). This is the
+	// condition agents, gateways and the MCS controllers follow.
+	ConditionAccepted = "Accepted"
 	// ConditionDegraded is True while a peer is served from its last known state: traffic
 	// flows, but what the peer says now cannot be read.
 	ConditionDegraded = "Degraded"

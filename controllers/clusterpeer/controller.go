@@ -270,6 +270,7 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	p.Status.MaxActive = s.info.MaxActive
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
 	setConnected(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
+	setAccepted(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonConnected, msg)
 	// The peer is read every Resync; its status is written when what was read changed, and
 	// lastSyncTime is otherwise refreshed only every SyncRefresh, so that a clusterset at
@@ -295,7 +296,7 @@ const staleRetry = 2 * time.Second
 // reach its API server or to be let in (not what it answered), after a successful read,
 // for at most spec.serveStaleFor since that read.
 func (r *Reconciler) servedStale(p *fabricv1.ClusterPeer, pe *peerError) (last time.Time, limit time.Duration, ok bool) {
-	if !readFailure(pe.Reason) || !conditions.IsReady(p.Status.Conditions) || p.Status.LastSyncTime == nil {
+	if !readFailure(pe.Reason) || !meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) || p.Status.LastSyncTime == nil {
 		return time.Time{}, 0, false
 	}
 	r.mu.Lock()
@@ -335,13 +336,14 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 		msg := fmt.Sprintf("the peer's API server cannot be read since %s (%s); serving the state read at %s until %s (spec.serveStaleFor %s); its gateways' health probes decide the paths",
 			p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Reason, last.UTC().Format(time.RFC3339),
 			last.Add(limit).UTC().Format(time.RFC3339), limit)
+		setAccepted(p, metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState, msg)
 		conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonServingLastKnownState, msg)
 		meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: fabricv1.ConditionDegraded, Status: metav1.ConditionTrue,
 			Reason: pe.Reason, Message: pe.Message, ObservedGeneration: p.Generation})
 		wait := min(r.backoff.next(p.Name), staleRetry, time.Until(last.Add(limit))+time.Second)
 		return ctrl.Result{RequeueAfter: wait}, phases.ErrHalt
 	}
-	if p.Status.StaleSince != nil && readFailure(pe.Reason) && conditions.IsReady(p.Status.Conditions) {
+	if p.Status.StaleSince != nil && readFailure(pe.Reason) && meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) {
 		pe = &peerError{Reason: fabricv1.ReasonStaleTooLong, Stalled: pe.Stalled,
 			Message: fmt.Sprintf("its last state was served since %s, for as long as spec.serveStaleFor allows: %s",
 				p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Message)}
@@ -359,6 +361,7 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 		}
 	}
 	setConnected(p, connected, pe.Reason, pe.Message)
+	setAccepted(p, metav1.ConditionFalse, pe.Reason, pe.Message)
 	if pe.Stalled {
 		conditions.MarkStalled(&p.Status.Conditions, p.Generation, pe.Reason, pe.Message)
 	} else {
@@ -370,6 +373,14 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 func setConnected(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
 		Type: fabricv1.ConditionConnected, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: p.Generation,
+	})
+}
+
+// setAccepted says whether the peer's advertisement is in force (see ConditionAccepted).
+func setAccepted(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
+		Type: fabricv1.ConditionAccepted, Status: status, Reason: reason, Message: msg,
 		ObservedGeneration: p.Generation,
 	})
 }

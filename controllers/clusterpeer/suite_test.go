@@ -129,7 +129,8 @@ func TestClusterPeer(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "peer-0"},
 			Data:       map[string][]byte{"kubeconfig": reader}})
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
-			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+			return errors.Join(testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected),
+				testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonConnected))
 		})
 	})
 
@@ -165,6 +166,7 @@ func TestClusterPeer(t *testing.T) {
 			return errors.Join(
 				testenv.CheckCondition(p.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonOverlappingCIDR),
 				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonOverlappingCIDR),
+				testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionFalse, fabricv1.ReasonOverlappingCIDR),
 				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, ""))
 		})
 		msg := got.Status.Conditions[slices.IndexFunc(got.Status.Conditions, func(c metav1.Condition) bool { return c.Type == "Ready" })].Message
@@ -206,6 +208,7 @@ func TestClusterPeer(t *testing.T) {
 		got := waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
 			return errors.Join(
 				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState),
+				testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState),
 				testenv.CheckCondition(p.Status.Conditions, "Degraded", metav1.ConditionTrue, fabricv1.ReasonUnreachable),
 				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionFalse, fabricv1.ReasonUnreachable),
 				testenv.CheckAbsent(p.Status.Conditions, "Reconciling"),
@@ -235,6 +238,7 @@ func TestClusterPeer(t *testing.T) {
 		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
 			return errors.Join(
 				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonStaleTooLong),
+				testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionFalse, fabricv1.ReasonStaleTooLong),
 				testenv.CheckAbsent(p.Status.Conditions, "Degraded"))
 		})
 

@@ -175,7 +175,7 @@ func (v *View) SyncPeers(ctx context.Context) error {
 	var errs []error
 	for i := range peers.Items {
 		p := &peers.Items[i]
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, "Ready") || p.Spec.ClusterID == self || p.DeletionTimestamp != nil {
+		if !meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) || p.Spec.ClusterID == self || p.DeletionTimestamp != nil {
 			continue
 		}
 		wanted[p.Name] = true
