@@ -82,9 +82,12 @@ func healthEvent(t HealthTransition, node string, now time.Time) *corev1.Event {
 }
 
 // recordHealth records the transitions since the last call as Events, in the background:
-// failover never waits for the API server.
+// failover never waits for the API server. A transition is also reported in the
+// FabricGateway's tunnels at the next publishing round, not with the next periodic report:
+// the ClusterPeer's Ready follows it.
 func (g *gw) recordHealth(ctx context.Context, now map[netip.Addr]bool) {
 	for _, t := range HealthTransitions(g.peers, g.health, now) {
+		g.tunnelsAt = time.Time{}
 		ev := healthEvent(t, g.cfg.NodeName, time.Now())
 		g.log.Info("peer gateway health", "peer", t.Peer.Name, "gateway", t.Gateway.Node, "up", t.Up)
 		go func() {

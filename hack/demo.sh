@@ -132,6 +132,12 @@ show kubectl --context weft-2 -n demo get pods -o wide
 say "2. Peering the clusters: no broker, each reads the other with a read-only credential"
 show weftctl peer join --from weft-1 --to weft-2
 show kubectl --context weft-1 get clusterpeers
+note "Connected: weft-1 reads weft-2's API server. Ready: traffic can flow — a tunnel to a weft-2 gateway is handshaken and answers health probes (until then the REASON says what is awaited)"
+t0=$SECONDS
+show kubectl --context weft-1 wait --for=condition=Ready clusterpeer/weft-2 --timeout=180s ||
+  fail "weft-2 did not become Ready for weft-1 within 180 s (kubectl --context weft-1 describe clusterpeer weft-2)"
+note "weft-2 was Ready for weft-1 $((SECONDS - t0)) s after the peering"
+show kubectl --context weft-1 get clusterpeers
 
 # tunnels_up: every gateway of the cluster has its tunnels to both peer gateways, each
 # Active, answering health probes and (WireGuard) handshaken.
@@ -140,8 +146,7 @@ tunnels_up() {
   rows="$(kubectl --context "$1" get clusternetwork default -o jsonpath='{range .status.gateways[*].tunnels[*]}{.state}/{.answering}/{.lastHandshakeTime}{"\n"}{end}')"
   [ "$(grep -c . <<<"$rows")" -ge 4 ] && ! grep -qv '^Active/true/.' <<<"$rows"
 }
-note "waiting for both clusters' tunnels to be Active, answering probes and handshaken"
-t0=$SECONDS
+note "waiting for every tunnel of both clusters to be Active, answering probes and handshaken"
 until_ok 180 tunnels_up weft-1 || fail "weft-1's tunnels to weft-2 did not come up within 180 s (weftctl status --context weft-1)"
 until_ok 180 tunnels_up weft-2 || fail "weft-2's tunnels to weft-1 did not come up within 180 s (weftctl status --context weft-2)"
 note "the tunnels were up $((SECONDS - t0)) s after the peering"

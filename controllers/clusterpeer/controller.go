@@ -74,6 +74,8 @@ type Reconciler struct {
 	// lastRead is when each peer was last read successfully (lastSyncTime is refreshed
 	// only every SyncRefresh; after a restart it is all there is).
 	lastRead map[string]time.Time
+	// lastInfo is each peer's last successful read (see probe).
+	lastInfo map[string]readInfo
 }
 
 // peerConfig is a peer's client configuration, made from its Secret's version.
@@ -96,6 +98,7 @@ func (r *Reconciler) forget(cfg *rest.Config) {
 
 // peerState carries what one reconcile learned from phase to phase.
 type peerState struct {
+	ctx  context.Context
 	peer *fabricv1.ClusterPeer
 	cfg  *rest.Config
 	info peerInfo
@@ -111,6 +114,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 			if c := r.configs[req.Name]; c != nil {
 				r.forget(c.cfg)
 				delete(r.configs, req.Name)
+				delete(r.lastInfo, req.Name)
 			}
 			r.mu.Unlock()
 		}
@@ -126,7 +130,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
 		}
 	}()
-	return phases.Run(ctx, &peerState{peer: peer},
+	return phases.Run(ctx, &peerState{ctx: ctx, peer: peer},
 		r.loadCredentials,
 		r.probe,
 		r.checkIdentity,
@@ -179,12 +183,39 @@ func (r *Reconciler) loadCredentials(ctx context.Context, s *peerState) (ctrl.Re
 }
 
 func (r *Reconciler) probe(ctx context.Context, s *peerState) (ctrl.Result, error) {
+	// A reconcile soon after a read (this cluster's tunnels changed, another peer's ranges
+	// did) judges what was just read again instead of asking the peer: its state is learnt
+	// every Resync anyway.
+	r.mu.Lock()
+	last, ok := r.lastInfo[s.peer.Name]
+	r.mu.Unlock()
+	if ok && last.cfg == s.cfg && time.Since(last.at) < r.Resync/2 {
+		s.info = last.info
+		return ctrl.Result{}, nil
+	}
 	info, err := r.Prober.Probe(ctx, s.cfg)
 	s.info = info
+	r.mu.Lock()
+	if r.lastInfo == nil {
+		r.lastInfo = map[string]readInfo{}
+	}
+	if err == nil {
+		r.lastInfo[s.peer.Name] = readInfo{info: info, cfg: s.cfg, at: time.Now()}
+	} else {
+		delete(r.lastInfo, s.peer.Name)
+	}
+	r.mu.Unlock()
 	if err != nil {
 		return r.fail(s, classify("probing "+s.cfg.Host, err))
 	}
 	return ctrl.Result{}, nil
+}
+
+// readInfo is a successful read of a peer, and when and with which configuration it was made.
+type readInfo struct {
+	info peerInfo
+	cfg  *rest.Config
+	at   time.Time
 }
 
 // checkIdentity makes sure the API server reached is the cluster the spec names, and not
@@ -251,7 +282,7 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 	return ctrl.Result{}, nil
 }
 
-func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, error) {
+func (r *Reconciler) markReady(ctx context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	r.backoff.reset(p.Name)
 	r.mu.Lock()
@@ -271,7 +302,9 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
 	setConnected(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	setAccepted(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
-	conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonConnected, msg)
+	if err := r.markDataPlane(ctx, p, ""); err != nil {
+		return ctrl.Result{}, err
+	}
 	// The peer is read every Resync; its status is written when what was read changed, and
 	// lastSyncTime is otherwise refreshed only every SyncRefresh, so that a clusterset at
 	// rest writes (almost) nothing.
@@ -337,7 +370,9 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 			p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Reason, last.UTC().Format(time.RFC3339),
 			last.Add(limit).UTC().Format(time.RFC3339), limit)
 		setAccepted(p, metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState, msg)
-		conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonServingLastKnownState, msg)
+		if err := r.markDataPlane(s.ctx, p, msg); err != nil {
+			return ctrl.Result{}, err
+		}
 		meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: fabricv1.ConditionDegraded, Status: metav1.ConditionTrue,
 			Reason: pe.Reason, Message: pe.Message, ObservedGeneration: p.Generation})
 		wait := min(r.backoff.next(p.Name), staleRetry, time.Until(last.Add(limit))+time.Second)
@@ -377,6 +412,29 @@ func setConnected(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason
 	})
 }
 
+// markDataPlane sets Ready from the data plane (dataPlane): True only while a tunnel to the
+// peer carries traffic; Reconciling with what is awaited, or Stalled where a user must act.
+// stale, when the peer is served from its last state, is Ready's message and its reason
+// ServingLastKnownState (the paths are up, what the peer says now is not known).
+func (r *Reconciler) markDataPlane(ctx context.Context, p *fabricv1.ClusterPeer, stale string) error {
+	own := &fabricv1.ClusterNetwork{}
+	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	d := dataPlane(own, p)
+	switch {
+	case d.up && stale != "":
+		conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonServingLastKnownState, stale+"; "+d.message)
+	case d.up:
+		conditions.MarkReady(&p.Status.Conditions, p.Generation, d.reason, d.message)
+	case d.stalled:
+		conditions.MarkStalled(&p.Status.Conditions, p.Generation, d.reason, d.message)
+	default:
+		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, d.reason, d.message)
+	}
+	return nil
+}
+
 // setAccepted says whether the peer's advertisement is in force (see ConditionAccepted).
 func setAccepted(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
@@ -407,9 +465,17 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Named("clusterpeer").
 		For(&fabricv1.ClusterPeer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.peersUsingSecret)).
-		// This cluster's ID and ranges (its spec: status changes say nothing to peers).
+		// This cluster's ID and ranges (its spec), and what its gateways report of their
+		// tunnels (Ready follows the data plane).
 		Watches(&fabricv1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.allPeers),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+				UpdateFunc: func(e event.UpdateEvent) bool {
+					return dataPlaneDigest(e.ObjectOld.(*fabricv1.ClusterNetwork)) != dataPlaneDigest(e.ObjectNew.(*fabricv1.ClusterNetwork))
+				},
+			}))).
 		// A peer that goes away, or whose advertised ranges change, may free ranges another
 		// peer was refused for.
 		Watches(&fabricv1.ClusterPeer{}, handler.EnqueueRequestsFromMapFunc(r.allPeers),

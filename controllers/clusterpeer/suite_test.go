@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -39,6 +40,16 @@ func TestClusterPeer(t *testing.T) {
 	mustCreate(t, local.Client, clusterNetwork("local", "10.244.0.0/16", "10.96.0.0/16"))
 	remoteCN := clusterNetwork("remote", "10.245.0.0/16", "10.97.0.0/16")
 	mustCreate(t, remote.Client, remoteCN)
+	// A gateway in each cluster, and the local one's tunnel to the remote one handshaken and
+	// answering (what the gateways would report): the data plane is up, so a peer that can
+	// be read is Ready ("Ready follows the tunnels" below takes them down).
+	remoteGW := fabricv1.GatewayStatus{Node: "gw-1", Endpoint: "172.30.2.11:51820", Tunnel: fabricv1.TunnelWireGuard,
+		PublicKey: "cHViLTEtcHViLTEtcHViLTEtcHViLTEtcHViLTEtcHU=", Healthy: true, PeerPorts: map[string]int32{"c1/gw-9": 51821}}
+	setStatusGateways(t, remote, remoteGW)
+	localTunnel := fabricv1.GatewayTunnel{Peer: "remote/gw-1", Endpoint: "172.30.2.11:51821", State: fabricv1.TunnelActive,
+		Answering: true, LastHandshakeTime: &metav1.Time{Time: time.Now()}}
+	setStatusGateways(t, local, fabricv1.GatewayStatus{Node: "gw-9", Endpoint: "172.30.1.19:51820", Tunnel: fabricv1.TunnelWireGuard,
+		Healthy: true, Tunnels: []fabricv1.GatewayTunnel{localTunnel}})
 
 	// The remote cluster grants "peer-reader" read access to ClusterNetworks, as `weftctl peer
 	// join` will; "nobody" authenticates but has no permissions.
@@ -79,7 +90,7 @@ func TestClusterPeer(t *testing.T) {
 		{"no permission", "remote", map[string][]byte{"kubeconfig": nobody}, "", "False", "False", "Stalled", fabricv1.ReasonForbidden, "lacks permission"},
 		{"wrong cluster", "elsewhere", map[string][]byte{"kubeconfig": reader}, "", "False", "True", "Stalled", fabricv1.ReasonClusterIDMismatch, `belongs to cluster "remote", not "elsewhere"`},
 		{"itself", "local", map[string][]byte{"kubeconfig": self}, "", "False", "True", "Stalled", fabricv1.ReasonPeerIsThisCluster, "does not peer with itself"},
-		{"connected, custom key", "remote", map[string][]byte{"creds": reader}, "creds", "True", "True", "", fabricv1.ReasonConnected, "read cluster remote"},
+		{"connected, custom key", "remote", map[string][]byte{"creds": reader}, "creds", "True", "True", "", clusterpeer.ReasonTunnelsUp, "1 of 1 wireguard tunnels to peer remote's gateways answer"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -94,6 +105,7 @@ func TestClusterPeer(t *testing.T) {
 				errs := []error{
 					testenv.CheckCondition(conds, "Ready", c.ready, c.reason),
 					testenv.CheckCondition(conds, "Connected", c.connected, ""),
+					testenv.CheckCondition(conds, "Accepted", c.ready, ""),
 				}
 				health := map[string]kstatus.Status{"Stalled": kstatus.FailedStatus, "Reconciling": kstatus.InProgressStatus, "": kstatus.CurrentStatus}
 				errs = append(errs, testenv.CheckHealth(local.Client, p, health[c.state]))
@@ -129,7 +141,7 @@ func TestClusterPeer(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "peer-0"},
 			Data:       map[string][]byte{"kubeconfig": reader}})
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
-			return errors.Join(testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected),
+			return errors.Join(testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp),
 				testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonConnected))
 		})
 	})
@@ -144,8 +156,14 @@ func TestClusterPeer(t *testing.T) {
 				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, ""))
 		})
 		mustCreate(t, remote.Client, clusterNetwork("remote", "10.245.0.0/16", "10.97.0.0/16"))
+		// Back, but with no gateway yet: Accepted, and Stalled until one is there.
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
-			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+			return errors.Join(peerState(p, "Stalled", clusterpeer.ReasonNoGateways, "peer remote advertises no gateway"),
+				testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonConnected))
+		})
+		setStatusGateways(t, remote, remoteGW)
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp)
 		})
 	})
 
@@ -160,6 +178,7 @@ func TestClusterPeer(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
+			setStatusGateways(t, remote, remoteGW)
 		}
 		recreate("10.244.128.0/17", "10.97.0.0/16")
 		got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
@@ -179,7 +198,7 @@ func TestClusterPeer(t *testing.T) {
 		recreate("10.245.0.0/16", "10.97.0.0/16")
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			return errors.Join(
-				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected),
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp),
 				testenv.CheckAbsent(p.Status.Conditions, "Stalled"))
 		})
 	})
@@ -200,7 +219,7 @@ func TestClusterPeer(t *testing.T) {
 			Data: map[string][]byte{"kubeconfig": reader}})
 		mustCreate(t, local.Client, peer("peer-stale", "remote", "peer-stale", ""))
 		waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
-			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp)
 		})
 
 		// The API server goes away (as a stopped or partitioned one does): the last state stays.
@@ -253,7 +272,7 @@ func TestClusterPeer(t *testing.T) {
 		setSecret(reader)
 		got = waitPeer(t, "peer-stale", func(p *fabricv1.ClusterPeer) error {
 			return errors.Join(
-				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected),
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp),
 				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionTrue, fabricv1.ReasonConnected),
 				testenv.CheckAbsent(p.Status.Conditions, "Degraded"))
 		})
@@ -279,9 +298,7 @@ func TestClusterPeer(t *testing.T) {
 		if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
 			t.Fatal(err)
 		}
-		cn.Status.Gateways = []fabricv1.GatewayStatus{{Node: "gw-1", Endpoint: "172.30.2.11:51820",
-			Tunnel: fabricv1.TunnelWireGuard, PublicKey: "cHViLTEtcHViLTEtcHViLTEtcHViLTEtcHViLTEtcHU=", Healthy: true,
-			PeerPorts: map[string]int32{"c1/gw-9": 51821}}}
+		cn.Status.Gateways[0].PeerPorts = map[string]int32{"c1/gw-9": 51822}
 		if err := remote.Client.Status().Update(ctx, cn); err != nil {
 			t.Fatal(err)
 		}
@@ -318,9 +335,93 @@ func TestClusterPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
-			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, fabricv1.ReasonConnected)
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp)
 		})
 	})
+
+	t.Run("Ready follows the tunnels, and says what is awaited or wrong", func(t *testing.T) {
+		// What this cluster's gateways report changes; the peer's API server says the same
+		// throughout (peer-0 stays Connected and Accepted).
+		gw := fabricv1.GatewayStatus{Node: "gw-9", Endpoint: "172.30.1.19:51820", Tunnel: fabricv1.TunnelWireGuard, Healthy: true}
+		for _, c := range []struct {
+			name    string
+			tunnel  *fabricv1.GatewayTunnel
+			healthy bool
+			state   string
+			reason  string
+			says    string
+		}{
+			{"right after a join: no port learnt", &fabricv1.GatewayTunnel{Peer: "remote/gw-1", Endpoint: "172.30.2.11:0", State: fabricv1.TunnelActive},
+				true, "Reconciling", clusterpeer.ReasonAwaitingTunnels, "1 wait for the port the peer's gateway listens on"},
+			{"answering but never handshaken", &fabricv1.GatewayTunnel{Peer: "remote/gw-1", Endpoint: "172.30.2.11:51821", State: fabricv1.TunnelActive, Answering: true},
+				true, "Reconciling", clusterpeer.ReasonAwaitingTunnels, "1 have not handshaken"},
+			{"this cluster's gateway gone", &localTunnel, false, "Reconciling", clusterpeer.ReasonAwaitingGateways, "none of this cluster's 1 gateways renews its Lease"},
+			{"up again", &localTunnel, true, "", clusterpeer.ReasonTunnelsUp, "1 of 1 wireguard tunnels"},
+		} {
+			g := gw
+			g.Healthy = c.healthy
+			g.Tunnels = []fabricv1.GatewayTunnel{*c.tunnel}
+			setStatusGateways(t, local, g)
+			waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+				return errors.Join(peerState(p, c.state, c.reason, c.says),
+					testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonConnected))
+			})
+		}
+
+		// Different tunnel drivers: Stalled, naming both; the same again: Ready.
+		setTunnel := func(tun fabricv1.TunnelType) {
+			cn := &fabricv1.ClusterNetwork{}
+			if err := local.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
+				t.Fatal(err)
+			}
+			cn.Spec.Gateways.Tunnel = tun
+			if err := local.Client.Update(ctx, cn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setTunnel(fabricv1.TunnelGeneve)
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return peerState(p, "Stalled", clusterpeer.ReasonTunnelMismatch, "this cluster's gateways use the geneve tunnel, peer remote's use wireguard")
+		})
+		setTunnel(fabricv1.TunnelWireGuard)
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return peerState(p, "", clusterpeer.ReasonTunnelsUp, "answer health probes")
+		})
+	})
+}
+
+// peerState checks a ClusterPeer's kstatus state ("" is Ready) with its reason and message.
+func peerState(p *fabricv1.ClusterPeer, state, reason, says string) error {
+	ready := metav1.ConditionFalse
+	if state == "" {
+		ready = metav1.ConditionTrue
+	}
+	errs := []error{testenv.CheckCondition(p.Status.Conditions, "Ready", ready, reason)}
+	for _, s := range []string{"Stalled", "Reconciling"} {
+		if s == state {
+			errs = append(errs, testenv.CheckCondition(p.Status.Conditions, s, metav1.ConditionTrue, reason))
+		} else {
+			errs = append(errs, testenv.CheckAbsent(p.Status.Conditions, s))
+		}
+	}
+	if c := meta.FindStatusCondition(p.Status.Conditions, "Ready"); c == nil || !strings.Contains(c.Message, says) {
+		errs = append(errs, fmt.Errorf("Ready says %q, want it to say %q", testenv.Describe(p.Status.Conditions), says))
+	}
+	return errors.Join(errs...)
+}
+
+// setStatusGateways writes the ClusterNetwork's status.gateways in env, as the operator
+// would from its gateways' Leases and FabricGateways.
+func setStatusGateways(t *testing.T, env *testenv.Env, gws ...fabricv1.GatewayStatus) {
+	t.Helper()
+	cn := &fabricv1.ClusterNetwork{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "default"}, cn); err != nil {
+		t.Fatal(err)
+	}
+	cn.Status.Gateways = gws
+	if err := env.Client.Status().Update(context.Background(), cn); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func startController(t *testing.T) {

@@ -205,8 +205,8 @@ func Failover(t *testing.T, in FailoverInput) {
 		Eventually(t, time.Minute, func() error {
 			out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
 				`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
-			if strings.TrimSpace(out) != "Connected True" {
-				return fmt.Errorf("%s's ClusterPeer %s: %q, want Connected True", in.From, in.To, out)
+			if strings.TrimSpace(out) != "TunnelsUp True" {
+				return fmt.Errorf("%s's ClusterPeer %s: Ready reason and Connected %q, want TunnelsUp True", in.From, in.To, out)
 			}
 			return nil
 		})

@@ -76,10 +76,28 @@ func CrossCluster(t *testing.T, in CrossClusterInput) {
 // of each cluster announce it and each cluster's ClusterPeer shows the other's doing so.
 func switchTunnel(t *testing.T, in CrossClusterInput, tun string) {
 	t.Helper()
+	peerTun, _ := in.Lab.KubectlRun(in.To, "", "get", "clusternetwork", "default", "-o", "jsonpath={.spec.gateways.tunnel}")
+	start := time.Now()
 	for _, c := range []string{in.From, in.To} {
 		in.Lab.MustKubectl(t, c, "", "patch", "clusternetwork", "default", "--type", "merge", "-p", `{"spec":{"gateways":{"tunnel":"`+tun+`"}}}`)
+		if c != in.From || strings.TrimSpace(peerTun) == tun {
+			continue
+		}
+		// One side switched, the other not yet: no traffic can flow, and in.From's
+		// ClusterPeer says so, naming both drivers (issue 36: Ready means traffic flows).
+		Eventually(t, 10*time.Second, func() error {
+			out, _ := in.Lab.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+				`jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Stalled")].reason}: {.status.conditions[?(@.type=="Stalled")].message}`)
+			want := "use the " + tun + " tunnel, peer " + in.To + "'s use " + strings.TrimSpace(peerTun)
+			if !strings.HasPrefix(out, "False TunnelMismatch: ") || !strings.Contains(out, want) {
+				return fmt.Errorf("%s's ClusterPeer %s with %s here and %s there: %q, want Ready False, Stalled TunnelMismatch saying %q",
+					in.From, in.To, tun, strings.TrimSpace(peerTun), out, want)
+			}
+			return nil
+		})
+		t.Logf("%s on %s, %s on %s: %s's ClusterPeer was Stalled (TunnelMismatch) after %s", tun, in.From,
+			strings.TrimSpace(peerTun), in.To, in.From, time.Since(start).Round(100*time.Millisecond))
 	}
-	start := time.Now()
 	for _, c := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
 		Eventually(t, 2*time.Minute, func() error {
 			own, _ := in.Lab.KubectlRun(c[0], "", "get", "clusternetwork", "default", "-o", "jsonpath={.status.gateways[?(@.healthy==true)].tunnel}")
@@ -93,7 +111,12 @@ func switchTunnel(t *testing.T, in CrossClusterInput, tun string) {
 			return nil
 		})
 	}
-	t.Logf("both clusters' gateways run %s after %s", tun, time.Since(start).Round(100*time.Millisecond))
+	// Ready again on both sides (the tunnels are handshaken and answer) — and traffic flows
+	// (crossClusterPaths, right after).
+	for _, c := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
+		in.Lab.MustKubectl(t, c[0], "", "wait", "--for=condition=Ready", "--timeout=60s", "clusterpeer/"+c[1])
+	}
+	t.Logf("both clusters' gateways run %s, their ClusterPeers Ready, after %s", tun, time.Since(start).Round(100*time.Millisecond))
 }
 
 // allAre says whether a space-separated list has items, all equal to want.

@@ -83,7 +83,8 @@ func PeerJoin(t testing.TB, in PeerInput) {
 	}
 	for _, side := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
 		in.Lab.MustKubectl(t, side[0], "", "wait", "--for=condition=Connected", "--timeout=60s", "clusterpeer/"+side[1])
-		in.Lab.MustKubectl(t, side[0], "", "wait", "--for=condition=Ready", "--timeout=60s", "clusterpeer/"+side[1])
+		// Ready: a tunnel to the peer is handshaken and answers (the gateways start first).
+		in.Lab.MustKubectl(t, side[0], "", "wait", "--for=condition=Ready", "--timeout=180s", "clusterpeer/"+side[1])
 	}
 	got := in.Lab.MustKubectl(t, in.From, "", "get", "clusterpeer", in.To, "-o", "jsonpath={.status.podCIDRs[0]}")
 	if got != in.ToPodCIDR {
