@@ -17,7 +17,7 @@ import (
 	"github.com/weft-net/weft/internal/health"
 )
 
-// peerRouting programs the routes to peer clusters: their ranges (Ready ClusterPeers) through
+// peerRouting programs the routes to peer clusters: their ranges (Accepted ClusterPeers) through
 // this cluster's active gateways. Gateways are probed directly (every 50 ms): a dead one
 // leaves the routes in well under a second, from the last read of the cache, without
 // waiting for its Lease to expire or for any API server.
@@ -134,7 +134,7 @@ func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober
 }
 
 // PeerRoutes computes what the datapath needs to reach peer clusters: their pod and service
-// ranges (Ready peers only) and this cluster's candidate gateways at now (GatewayStatus.Probed:
+// ranges (Accepted peers only) and this cluster's candidate gateways at now (GatewayStatus.Probed:
 // a Lease renewed late is not a failure, the prober decides), sorted.
 func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer, now time.Time) datapath.PeerRoutes {
 	var r datapath.PeerRoutes

@@ -779,10 +779,10 @@ func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) 
 }
 
 // DesiredPeers gives the tunnel every candidate gateway (same tunnel driver, Probed at now:
-// a Lease renewed late is not a failure) of every connected peer cluster, each carrying the peer's pod and service ranges. Of each peer's gateways, the
-// first maxActive (the peer's, by address) of those that answer carry traffic, the others
-// stand by; flows are spread across the active ones, and any of them may send to this
-// gateway.
+// a Lease renewed late is not a failure) of every Accepted peer cluster, each carrying the
+// peer's pod and service ranges. Of each peer's gateways, the first maxActive (the peer's,
+// by address) of those that answer carry traffic, the others stand by; flows are spread
+// across the active ones, and any of them may send to this gateway.
 //
 // self names this gateway ("<cluster ID>/<node>"). With perPeerPorts (WireGuard: a device
 // per peer), a peer gateway is reached on the port it published for self, and with none yet

@@ -30,7 +30,7 @@ type ClusterRecord struct {
 }
 
 // View is what this cluster knows of every cluster's exports: its own records (in the
-// manager's cache) and those of each Ready peer (an informer on the records in the peer's
+// manager's cache) and those of each Accepted peer (an informer on the records in the peer's
 // operator namespace, one per peer). Reading it makes no API call, so reconcilers read it
 // as often as they like. SyncPeers follows the ClusterPeers: it starts a peer's informer when
 // the peer becomes Ready or is given a new credential, and stops it when the peer goes. The
@@ -85,7 +85,7 @@ func (v *View) ClusterID(ctx context.Context) (string, error) {
 }
 
 // Exports returns every cluster's record of the Service k: this cluster's first, then its
-// Ready peers'.
+// Accepted peers'.
 func (v *View) Exports(ctx context.Context, k mcs.Key) ([]ClusterRecord, error) {
 	self, err := v.ClusterID(ctx)
 	if err != nil {
@@ -148,7 +148,7 @@ func (v *View) readers() []*peerReader {
 }
 
 // SyncPeers reads the ClusterPeers and this cluster's ID and makes the peers' informers
-// follow: one per Ready peer, made again when its Secret changed. Only SyncPeers' caller
+// follow: one per Accepted peer, made again when its Secret changed. Only SyncPeers' caller
 // (one worker) runs it.
 func (v *View) SyncPeers(ctx context.Context) error {
 	self, err := v.ClusterID(ctx)
