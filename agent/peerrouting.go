@@ -9,7 +9,6 @@ import (
 	"sort"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weft-net/weft/agent/datapath"
@@ -151,7 +150,7 @@ func PeerRoutes(node string, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clust
 		}
 	}
 	for _, p := range peers {
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) {
+		if !p.Status.InForce() {
 			continue
 		}
 		r.Prefixes = append(r.Prefixes, p.Status.Prefixes()...)

@@ -793,7 +793,7 @@ func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) 
 func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers []fabricv1.ClusterPeer, answering func(fabricv1.GatewayStatus) bool, now time.Time) []tunnel.Peer {
 	var out []tunnel.Peer
 	for _, p := range peers {
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) {
+		if !p.Status.InForce() {
 			continue
 		}
 		type candidate struct {

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"net/netip"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -103,6 +104,17 @@ type ClusterPeerStatus struct {
 	// spec.gateways.maxActive); this cluster's gateways send to as many.
 	// +optional
 	MaxActive int32 `json:"maxActive,omitempty"`
+}
+
+// InForce says whether the peer's advertisement is to be routed, tunnelled and imported: its
+// Accepted condition. A status without one was written by an operator from before Accepted
+// existed, when Ready meant the same: it is read that way, so that agents and gateways
+// upgraded before the operator has looked at the peer again keep their paths.
+func (s *ClusterPeerStatus) InForce() bool {
+	if c := meta.FindStatusCondition(s.Conditions, ConditionAccepted); c != nil {
+		return c.Status == metav1.ConditionTrue
+	}
+	return meta.IsStatusConditionTrue(s.Conditions, ConditionReady)
 }
 
 // Prefixes are the peer's advertised pod and service ranges, parsed and masked; entries that

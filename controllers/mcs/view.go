@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -175,7 +174,7 @@ func (v *View) SyncPeers(ctx context.Context) error {
 	var errs []error
 	for i := range peers.Items {
 		p := &peers.Items[i]
-		if !meta.IsStatusConditionTrue(p.Status.Conditions, fabricv1.ConditionAccepted) || p.Spec.ClusterID == self || p.DeletionTimestamp != nil {
+		if !p.Status.InForce() || p.Spec.ClusterID == self || p.DeletionTimestamp != nil {
 			continue
 		}
 		wanted[p.Name] = true
