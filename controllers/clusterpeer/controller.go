@@ -300,8 +300,8 @@ func (r *Reconciler) markReady(ctx context.Context, s *peerState) (ctrl.Result, 
 	p.Status.Gateways = s.info.Gateways
 	p.Status.MaxActive = s.info.MaxActive
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
-	setConnected(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
-	setAccepted(p, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
+	setCondition(p, fabricv1.ConditionConnected, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
+	setCondition(p, fabricv1.ConditionAccepted, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	if err := r.markDataPlane(ctx, p, ""); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -365,16 +365,15 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 			now := metav1.Now()
 			p.Status.StaleSince = &now
 		}
-		setConnected(p, metav1.ConditionFalse, pe.Reason, pe.Message)
+		setCondition(p, fabricv1.ConditionConnected, metav1.ConditionFalse, pe.Reason, pe.Message)
 		msg := fmt.Sprintf("the peer's API server cannot be read since %s (%s); serving the state read at %s until %s (spec.serveStaleFor %s); its gateways' health probes decide the paths",
 			p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Reason, last.UTC().Format(time.RFC3339),
 			last.Add(limit).UTC().Format(time.RFC3339), limit)
-		setAccepted(p, metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState, msg)
+		setCondition(p, fabricv1.ConditionAccepted, metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState, msg)
 		if err := r.markDataPlane(s.ctx, p, msg); err != nil {
 			return ctrl.Result{}, err
 		}
-		meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: fabricv1.ConditionDegraded, Status: metav1.ConditionTrue,
-			Reason: pe.Reason, Message: pe.Message, ObservedGeneration: p.Generation})
+		setCondition(p, fabricv1.ConditionDegraded, metav1.ConditionTrue, pe.Reason, pe.Message)
 		wait := min(r.backoff.next(p.Name), staleRetry, time.Until(last.Add(limit))+time.Second)
 		return ctrl.Result{RequeueAfter: wait}, phases.ErrHalt
 	}
@@ -395,8 +394,8 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 			p.Status.PodCIDRs, p.Status.ServiceCIDRs = s.info.PodCIDRs, s.info.ServiceCIDRs
 		}
 	}
-	setConnected(p, connected, pe.Reason, pe.Message)
-	setAccepted(p, metav1.ConditionFalse, pe.Reason, pe.Message)
+	setCondition(p, fabricv1.ConditionConnected, connected, pe.Reason, pe.Message)
+	setCondition(p, fabricv1.ConditionAccepted, metav1.ConditionFalse, pe.Reason, pe.Message)
 	if pe.Stalled {
 		conditions.MarkStalled(&p.Status.Conditions, p.Generation, pe.Reason, pe.Message)
 	} else {
@@ -405,10 +404,11 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 	return ctrl.Result{RequeueAfter: r.backoff.next(p.Name)}, phases.ErrHalt
 }
 
-func setConnected(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {
+// setCondition sets one of the ClusterPeer's own conditions (Connected, Accepted, Degraded);
+// Ready, Reconciling and Stalled go through internal/conditions.
+func setCondition(p *fabricv1.ClusterPeer, typ string, status metav1.ConditionStatus, reason, msg string) {
 	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type: fabricv1.ConditionConnected, Status: status, Reason: reason, Message: msg,
-		ObservedGeneration: p.Generation,
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: p.Generation,
 	})
 }
 
@@ -433,14 +433,6 @@ func (r *Reconciler) markDataPlane(ctx context.Context, p *fabricv1.ClusterPeer,
 		conditions.MarkReconciling(&p.Status.Conditions, p.Generation, d.reason, d.message)
 	}
 	return nil
-}
-
-// setAccepted says whether the peer's advertisement is in force (see ConditionAccepted).
-func setAccepted(p *fabricv1.ClusterPeer, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type: fabricv1.ConditionAccepted, Status: status, Reason: reason, Message: msg,
-		ObservedGeneration: p.Generation,
-	})
 }
 
 // SetupWithManager registers the controller. Changes to a peer's Secret (in the operator's

@@ -139,11 +139,7 @@ func (v *View) Keys(ctx context.Context, ns string) []mcs.Key {
 func (v *View) readers() []*peerReader {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	out := make([]*peerReader, 0, len(v.peers))
-	for _, pr := range v.peers {
-		out = append(out, pr)
-	}
-	return out
+	return slices.Collect(maps.Values(v.peers))
 }
 
 // SyncPeers reads the ClusterPeers and this cluster's ID and makes the peers' informers

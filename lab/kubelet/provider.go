@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -182,11 +184,7 @@ func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 func (p *Provider) allRunners() []*podRunner {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	rs := make([]*podRunner, 0, len(p.runners))
-	for _, r := range p.runners {
-		rs = append(rs, r)
-	}
-	return rs
+	return slices.Collect(maps.Values(p.runners))
 }
 
 // NotifyPods registers the callback for status changes.
