@@ -98,10 +98,13 @@ func (r *Reconciler) forget(cfg *rest.Config) {
 
 // peerState carries what one reconcile learned from phase to phase.
 type peerState struct {
-	ctx  context.Context
 	peer *fabricv1.ClusterPeer
-	cfg  *rest.Config
-	info peerInfo
+	// own is this cluster's ClusterNetwork, read once from the cache (empty when there is
+	// none); ownErr a failure to read it other than NotFound.
+	own    *fabricv1.ClusterNetwork
+	ownErr error
+	cfg    *rest.Config
+	info   peerInfo
 }
 
 // Reconcile reads the peer's credential, probes its API server and reports the result.
@@ -130,7 +133,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
 		}
 	}()
-	return phases.Run(ctx, &peerState{ctx: ctx, peer: peer},
+	s := &peerState{peer: peer, own: &fabricv1.ClusterNetwork{}}
+	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, s.own); err != nil {
+		s.own = &fabricv1.ClusterNetwork{}
+		if !apierrors.IsNotFound(err) {
+			s.ownErr = err
+		}
+	}
+	return phases.Run(ctx, s,
 		r.loadCredentials,
 		r.probe,
 		r.checkIdentity,
@@ -220,14 +230,12 @@ type readInfo struct {
 
 // checkIdentity makes sure the API server reached is the cluster the spec names, and not
 // this cluster itself.
-func (r *Reconciler) checkIdentity(ctx context.Context, s *peerState) (ctrl.Result, error) {
+func (r *Reconciler) checkIdentity(_ context.Context, s *peerState) (ctrl.Result, error) {
 	if s.info.ClusterID != s.peer.Spec.ClusterID {
 		return r.fail(s, stalled(fabricv1.ReasonClusterIDMismatch,
 			"the API server at %s belongs to cluster %q, not %q", s.cfg.Host, s.info.ClusterID, s.peer.Spec.ClusterID))
 	}
-	own := &fabricv1.ClusterNetwork{}
-	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err == nil &&
-		own.Spec.ClusterID == s.peer.Spec.ClusterID {
+	if s.ownErr == nil && s.own.Spec.ClusterID == s.peer.Spec.ClusterID {
 		return r.fail(s, stalled(fabricv1.ReasonPeerIsThisCluster,
 			"cluster %q is this cluster; a cluster does not peer with itself", s.peer.Spec.ClusterID))
 	}
@@ -237,12 +245,11 @@ func (r *Reconciler) checkIdentity(ctx context.Context, s *peerState) (ctrl.Resu
 // checkAdvertisement holds back a peer whose advertisement is malformed or beyond the
 // per-peer limits (advertisement.go): what it says would become tunnels, routes and probes
 // on every node.
-func (r *Reconciler) checkAdvertisement(ctx context.Context, s *peerState) (ctrl.Result, error) {
-	own := &fabricv1.ClusterNetwork{}
-	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err != nil && !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, err
+func (r *Reconciler) checkAdvertisement(_ context.Context, s *peerState) (ctrl.Result, error) {
+	if s.ownErr != nil {
+		return ctrl.Result{}, s.ownErr
 	}
-	if why := checkAdvertisement(s.info, ownPrefixes(own)); why != "" {
+	if why := checkAdvertisement(s.info, ownPrefixes(s.own)); why != "" {
 		return r.fail(s, stalled(fabricv1.ReasonInvalidAdvertisement, "peer %s is held back: %s", s.peer.Spec.ClusterID, why))
 	}
 	return ctrl.Result{}, nil
@@ -256,13 +263,11 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 	who := "peer " + p.Spec.ClusterID
 	theirs := append(ranges(who, "pod", s.info.PodCIDRs), ranges(who, "service", s.info.ServiceCIDRs)...)
 	var taken []namedRange
-	own := &fabricv1.ClusterNetwork{}
-	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err == nil {
-		taken = append(ranges("this cluster", "pod", cidrStrings(own.Spec.PodCIDRs)),
-			ranges("this cluster", "service", cidrStrings(own.Spec.ServiceCIDRs))...)
-	} else if !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, err
+	if s.ownErr != nil {
+		return ctrl.Result{}, s.ownErr
 	}
+	taken = append(ranges("this cluster", "pod", cidrStrings(s.own.Spec.PodCIDRs)),
+		ranges("this cluster", "service", cidrStrings(s.own.Spec.ServiceCIDRs))...)
 	peers := &fabricv1.ClusterPeerList{}
 	if err := r.List(ctx, peers); err != nil {
 		return ctrl.Result{}, err
@@ -282,7 +287,7 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 	return ctrl.Result{}, nil
 }
 
-func (r *Reconciler) markReady(ctx context.Context, s *peerState) (ctrl.Result, error) {
+func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	r.backoff.reset(p.Name)
 	r.mu.Lock()
@@ -302,7 +307,7 @@ func (r *Reconciler) markReady(ctx context.Context, s *peerState) (ctrl.Result, 
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
 	setCondition(p, fabricv1.ConditionConnected, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	setCondition(p, fabricv1.ConditionAccepted, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
-	if err := r.markDataPlane(ctx, p, ""); err != nil {
+	if err := markDataPlane(s, ""); err != nil {
 		return ctrl.Result{}, err
 	}
 	// The peer is read every Resync; its status is written when what was read changed, and
@@ -370,7 +375,7 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 			p.Status.StaleSince.UTC().Format(time.RFC3339), pe.Reason, last.UTC().Format(time.RFC3339),
 			last.Add(limit).UTC().Format(time.RFC3339), limit)
 		setCondition(p, fabricv1.ConditionAccepted, metav1.ConditionTrue, fabricv1.ReasonServingLastKnownState, msg)
-		if err := r.markDataPlane(s.ctx, p, msg); err != nil {
+		if err := markDataPlane(s, msg); err != nil {
 			return ctrl.Result{}, err
 		}
 		setCondition(p, fabricv1.ConditionDegraded, metav1.ConditionTrue, pe.Reason, pe.Message)
@@ -416,12 +421,12 @@ func setCondition(p *fabricv1.ClusterPeer, typ string, status metav1.ConditionSt
 // peer carries traffic; Reconciling with what is awaited, or Stalled where a user must act.
 // stale, when the peer is served from its last state, is Ready's message and its reason
 // ServingLastKnownState (the paths are up, what the peer says now is not known).
-func (r *Reconciler) markDataPlane(ctx context.Context, p *fabricv1.ClusterPeer, stale string) error {
-	own := &fabricv1.ClusterNetwork{}
-	if err := r.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err != nil && !apierrors.IsNotFound(err) {
-		return err
+func markDataPlane(s *peerState, stale string) error {
+	if s.ownErr != nil {
+		return s.ownErr
 	}
-	d := dataPlane(own, p)
+	p := s.peer
+	d := dataPlane(s.own, p)
 	switch {
 	case d.up && stale != "":
 		conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonServingLastKnownState, stale+"; "+d.message)
