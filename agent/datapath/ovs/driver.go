@@ -23,8 +23,10 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
 
 	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/agent/datapath/ovs/openflow"
 	"github.com/weft-net/weft/agent/datapath/ovs/vswitch"
 	"github.com/weft-net/weft/agent/datapath/veth"
 )
@@ -83,6 +85,11 @@ type Driver struct {
 	stopController context.CancelFunc
 	// applied is the flow table as last applied, by flowKey (nil: unknown; replace it all).
 	applied map[string]string
+	// flowWriter is the OpenFlow connection flow mods of known shapes go through (nil: not
+	// connected yet, or broken).
+	flowWriter *openflow.Conn
+	// ofctlOnly sends every change through ovs-ofctl (the benchmark's baseline).
+	ofctlOnly bool
 	// nl is a netlink handle in the node's network namespace, opened by Init, for work done
 	// on other goroutines (their threads may be in another namespace).
 	nl *netlink.Handle
@@ -254,6 +261,10 @@ func (d *Driver) Close() error {
 	if d.stopController != nil {
 		d.stopController()
 		d.stopController = nil
+	}
+	if d.flowWriter != nil {
+		d.flowWriter.Close()
+		d.flowWriter = nil
 	}
 	if d.db != nil {
 		d.db.close()
@@ -631,6 +642,14 @@ func (d *Driver) applyFlows(ctx context.Context, flows []string) error {
 	if len(mods) == 0 {
 		return nil
 	}
+	if native, ok := nativeFlowMods(mods, d.ofport); ok && !d.ofctlOnly {
+		err := d.applyNative(native)
+		if err == nil {
+			d.applied = want
+			return nil
+		}
+		klog.FromContext(ctx).V(2).Info("flow mods through the OpenFlow connection failed; using ovs-ofctl", "err", err)
+	}
 	if err := applyFlowMods(ctx, d.ofctl, d.ofTarget(), mods); err != nil {
 		// Such as a delete naming a port whose device vanished: replace the whole table.
 		d.applied = nil
@@ -640,6 +659,33 @@ func (d *Driver) applyFlows(ctx context.Context, flows []string) error {
 	}
 	d.applied = want
 	return nil
+}
+
+// applyNative applies flow mods in one bundle through the driver's OpenFlow connection,
+// (re)connecting first if needed.
+func (d *Driver) applyNative(mods []openflow.FlowMod) error {
+	if d.flowWriter == nil {
+		c, err := openflow.DialWriter(d.ofTarget(), time.Second)
+		if err != nil {
+			return err
+		}
+		d.flowWriter = c
+	}
+	if err := d.flowWriter.ApplyFlowMods(mods, 2*time.Second); err != nil {
+		d.flowWriter.Close()
+		d.flowWriter = nil
+		return err
+	}
+	return nil
+}
+
+// ofport is the OpenFlow port number of an interface, from the database's cache.
+func (d *Driver) ofport(name string) (uint32, bool) {
+	rec := d.podInterfaceRecord(name)
+	if rec == nil || rec.Ofport == nil || *rec.Ofport <= 0 {
+		return 0, false
+	}
+	return uint32(*rec.Ofport), true
 }
 
 // syncRoutes routes every remote pod block (and, on nodes that are not gateways, every peer

@@ -1,6 +1,7 @@
 // Package openflow is the small part of OpenFlow 1.3 the OVS driver speaks itself: a
 // connection to a bridge's management socket that receives packet-ins (packets flows send
-// to the controller) and sends packet-outs. Flow tables are still written with ovs-ofctl.
+// to the controller) and sends packet-outs, and one that changes flow tables in atomic
+// bundles (flow mods of a few shapes: what gateway failover changes).
 package openflow
 
 import (
@@ -54,11 +55,17 @@ type Conn struct {
 	r   *bufio.Reader
 	wmu sync.Mutex
 	xid uint32
+	// bundle numbers the bundles ApplyFlowMods opens.
+	bundle uint32
 }
 
 // Dial connects to a bridge's management socket ("unix:/path" or a path) and asks for
 // packet-ins; the bridge sends none to management connections that did not ask.
 func Dial(target string, timeout time.Duration) (*Conn, error) {
+	return dial(target, timeout, true)
+}
+
+func dial(target string, timeout time.Duration, packetIns bool) (*Conn, error) {
 	path := target
 	if len(path) > 5 && path[:5] == "unix:" {
 		path = path[5:]
@@ -83,6 +90,9 @@ func Dial(target string, timeout time.Duration) (*Conn, error) {
 		return nil, fmt.Errorf("OpenFlow: expected hello, got message type %d (%x)", t, body)
 	}
 	_ = nc.SetReadDeadline(time.Time{})
+	if !packetIns {
+		return c, nil
+	}
 	cfg := make([]byte, 4)
 	binary.BigEndian.PutUint16(cfg[2:], noBufferLen)
 	if err := c.send(typeSetConfig, cfg); err != nil {
