@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -118,6 +119,35 @@ func BenchmarkGateways(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 	})
 
+	benchFailover(b, lab, in, client, server, echo, rounds)
+}
+
+// BenchmarkFailoverOVS is BenchmarkGateways' failover gap on two clusters of the ovs
+// datapath (overlay, two gateways each): WEFT_FAILOVER_ROUNDS (default 20) failures of the
+// gateway carrying a stream, alternating a killed process and a pulled cable; p50, p99 and
+// the longest gap printed. BenchmarkGateways prints the same for two ebpf clusters.
+func BenchmarkFailoverOVS(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Fatal("the failover benchmark needs root: it brings a lab up")
+	}
+	rounds := 20
+	if v, err := strconv.Atoi(os.Getenv("WEFT_FAILOVER_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	lab := upLab(b, 2, 3, "ovs,ovs")
+	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
+	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
+	PeerJoin(b, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
+	in := FailoverInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "bench-failover-ovs",
+		FromPodCIDR: "10.244.0.0/16", ToPodCIDR: "10.245.0.0/16"}
+	client, server, echo := failoverSetup(b, in)
+	Eventually(b, time.Minute, func() error { return spread(b, lab, in.From, client, echo) })
+	benchFailover(b, lab, in, client, server, echo, rounds)
+}
+
+// benchFailover fails the gateway carrying a stream rounds times, alternating a killed
+// process (in.From) and a pulled cable (in.To), and reports the gaps' p50, p99 and maximum.
+func benchFailover(b *testing.B, lab *Lab, in FailoverInput, client, server *netnstest.Netns, echo netip.AddrPort, rounds int) {
 	b.Run(fmt.Sprintf("failover-%d", rounds), func(bb *testing.B) {
 		b := printing{bb}
 		var gaps []time.Duration
