@@ -35,6 +35,17 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println("weft-ovs: Open vSwitch is running; database", o.DBSocket())
+	// Killed without SIGTERM, this container left the node's addresses on a bridge port that
+	// died with it: put them back at once, without waiting for the agent.
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if n, err := ovs.RestoreUplink(rctx, o.DBSocket()); err != nil {
+			fmt.Fprintln(os.Stderr, "weft-ovs: restoring the node's addresses on", ovs.ExternalBridge+":", err)
+		} else if n > 0 {
+			fmt.Println("weft-ovs: restored", n, "of the node's addresses and routes on", ovs.ExternalBridge)
+		}
+	}()
 	exited := make(chan struct{})
 	go func() { in.Wait(); close(exited) }()
 	select {

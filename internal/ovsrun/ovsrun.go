@@ -164,6 +164,25 @@ func (in *Instance) OwnsDatabase() bool {
 	return strings.TrimSpace(string(data)) == strconv.Itoa(in.db.Process.Pid)
 }
 
+// Kill kills both daemons (SIGKILL: as a container runtime does when a container dies) and
+// waits for them; they clean nothing up.
+func (in *Instance) Kill() {
+	for _, c := range []*exec.Cmd{in.vsd, in.db} {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Kill()
+		}
+	}
+	if in.watched {
+		<-in.waitDone
+		return
+	}
+	for _, c := range []*exec.Cmd{in.vsd, in.db} {
+		if c != nil && c.Process != nil {
+			_ = c.Wait()
+		}
+	}
+}
+
 // Stop terminates both daemons (ovs-vswitchd first) and waits for them; SIGKILL after 5 s.
 func (in *Instance) Stop() {
 	for _, c := range []*exec.Cmd{in.vsd, in.db} {

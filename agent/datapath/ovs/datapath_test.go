@@ -645,3 +645,96 @@ func TestReleaseUplinkGivesTheNodeItsNetworkBack(t *testing.T) {
 		t.Errorf("a new agent did not adopt the uplink again:\n%s", on(ovs.ExternalBridge))
 	}
 }
+
+// Open vSwitch killed (SIGKILL: the ovs container dying, so the uplink is not given back)
+// cuts the node off until it runs again; when it does, the node has its network back by
+// itself, and pods reach other nodes' pods — with the agent running (its OpenFlow
+// connection restores the flows) or not. Should the bridge port that held the node's
+// addresses be gone meanwhile (Open vSwitch then makes a new one, without them), weft-ovs
+// starting (RestoreUplink) or the running agent puts them back.
+func TestNodeNetworkComesBackAfterOVSIsKilled(t *testing.T) {
+	netnstest.RequireRoot(t)
+	ctx := context.Background()
+	sw := netnstest.NewSwitch(t)
+	n1 := newNode(t, sw, "n1", "172.29.0.11", "10.99.1.0/24", "geneve", func(ns *netnstest.Netns) {
+		ns.MustIP(t, "route", "add", "default", "via", "172.29.0.1")
+	})
+	n2 := newNode(t, sw, "n2", "172.29.0.12", "10.99.2.0/24", "geneve")
+	for _, n := range []*node{n1, n2} {
+		n.do(t, func() error { return n.dp.SetRemoteNodes(ctx, []datapath.RemoteNode{n1.remote(), n2.remote()}) })
+	}
+	a, _ := n1.addPod(t, "a", "10.99.1.5/24")
+	n2.addPod(t, "b", "10.99.2.5/24")
+	if err := a.PingUntil("10.99.2.5", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	on := func(dev string) string { out, _ := n1.ns.Run("ip", "-4", "addr", "show", "dev", dev); return out }
+	// restart kills Open vSwitch and starts it again; portLost deletes the bridge port that
+	// held the node's addresses in between.
+	restart := func(portLost bool) {
+		t.Helper()
+		n1.ovs.Kill()
+		if portLost {
+			n1.ns.MustIP(t, "link", "del", ovs.ExternalBridge)
+		}
+		inst, err := ovsrun.Start(ctx, n1.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n1.ovs = inst
+		t.Cleanup(inst.Stop)
+	}
+	back := func(what string) {
+		t.Helper()
+		if err := n1.ns.PingUntil("172.29.0.12", 15*time.Second); err != nil {
+			n1.diagnose(t)
+			t.Fatalf("%s: the node cannot reach its neighbour: %v", what, err)
+		}
+		if got, _ := n1.ns.Run("ip", "route", "show", "default"); !strings.Contains(got, "dev "+ovs.ExternalBridge) {
+			t.Errorf("%s: the default route is %q, want it on %s", what, got, ovs.ExternalBridge)
+		}
+		if got := on("eth0"); strings.Contains(got, "172.29.0.11") {
+			t.Errorf("%s: the address is on the uplink too:\n%s", what, got)
+		}
+		if err := a.PingUntil("10.99.2.5", 15*time.Second); err != nil {
+			n1.diagnose(t)
+			t.Fatalf("%s: pod to pod: %v", what, err)
+		}
+	}
+	restoreUplink := func() int {
+		var got int
+		n1.do(t, func() (err error) {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			got, err = ovs.RestoreUplink(rctx, n1.opts.DBSocket())
+			return err
+		})
+		return got
+	}
+
+	// With the agent running.
+	restart(false)
+	back("killed and started again, the agent running")
+	restart(true)
+	back("killed, its port lost, started again, the agent running")
+
+	// With no agent running: weft-ovs starting restores what is missing.
+	_ = n1.dp.Close()
+	restart(false)
+	if got := restoreUplink(); got != 0 {
+		t.Errorf("RestoreUplink restored %d addresses and routes, want none (the port kept them)", got)
+	}
+	n1.restartDriver(t)
+	back("killed and started again, then the agent")
+	_ = n1.dp.Close()
+	restart(true)
+	if got := restoreUplink(); got != 2 {
+		t.Errorf("RestoreUplink restored %d addresses and routes, want 2 (the node address, the default route)", got)
+	}
+	if err := n1.ns.PingUntil("172.29.0.12", 15*time.Second); err != nil {
+		n1.diagnose(t)
+		t.Fatalf("after RestoreUplink, with no agent, the node cannot reach its neighbour: %v", err)
+	}
+	n1.restartDriver(t)
+	back("killed, its port lost, started again, then the agent")
+}

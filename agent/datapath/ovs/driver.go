@@ -77,6 +77,7 @@ type Driver struct {
 	// uplinkRoutes are the routes moved from the uplink to the external bridge (netdev),
 	// kept there by keepUplinkRoutes from the first Init on.
 	uplinkRoutes []uplinkRoute
+	uplinkAddrs  []string
 	keeping      bool
 	stopKeeping  context.CancelFunc
 	// policy is the enforced policy's tables (nil: none set or saved).
@@ -201,7 +202,7 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	if err := d.db.waitOFPort(ctx, TunnelPort); err != nil {
 		return err
 	}
-	if err := waitPath(ctx, strings.TrimPrefix(d.ofTarget(), "unix:"), 10*time.Second); err != nil {
+	if err := waitSocket(ctx, strings.TrimPrefix(d.ofTarget(), "unix:"), 10*time.Second); err != nil {
 		return fmt.Errorf("bridge %s has no OpenFlow management socket: %w", d.intBridge, err)
 	}
 	d.remotes = d.savedRemotes()
@@ -277,13 +278,16 @@ func (d *Driver) Close() error {
 	return nil
 }
 
-// waitPath waits until a file (vswitchd's sockets, created once it has read the database)
-// exists.
-func waitPath(ctx context.Context, path string, limit time.Duration) error {
+// waitSocket waits until a Unix socket (vswitchd's, made once it has read the database)
+// accepts connections: the file alone may be left from a vswitchd that was killed.
+func waitSocket(ctx context.Context, path string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		_, err := os.Stat(path)
-		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
 			return err
 		}
 		select {

@@ -24,6 +24,15 @@ import (
 // port (OVS's userspace tunnels send through there). Done once; later calls find the
 // address on the bridge and only make sure the uplink is still its port.
 func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
+	// Open vSwitch killed (no SIGTERM, so the uplink was not given back) and started again
+	// makes a new bridge port without the node's addresses: put them back first.
+	if br, err := netlink.LinkByName(d.extBridge); err == nil {
+		if addrs := d.savedUplinkAddrs(); len(addrs) > 0 {
+			if _, err := restoreUplink(&netlink.Handle{} /* this thread's namespace */, br, addrs, d.savedUplinkRoutes()); err != nil {
+				return err
+			}
+		}
+	}
 	link, err := veth.LinkWithAddr(nodeIP)
 	if err != nil {
 		return err
@@ -39,6 +48,16 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 			}
 			d.uplinkRoutes = gatewayRoutes(routes)
 			if err := d.db.setExternalID(ctx, d.extBridge, idUplinkRoutes, d.uplinkRoutes); err != nil {
+				return err
+			}
+		}
+		d.uplinkAddrs = d.savedUplinkAddrs()
+		if len(d.uplinkAddrs) == 0 {
+			addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+			if err != nil {
+				return err
+			}
+			if err := d.recordUplinkAddrs(ctx, addrs); err != nil {
 				return err
 			}
 		}
@@ -89,6 +108,9 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 		return err
 	}
 	d.uplinkRoutes = moved
+	if err := d.recordUplinkAddrs(ctx, addrs); err != nil {
+		return err
+	}
 	for _, r := range routes {
 		if !throughGateway(r) {
 			continue
@@ -106,8 +128,111 @@ func (d *Driver) adoptUplink(ctx context.Context, nodeIP netip.Addr) error {
 	return nil
 }
 
-// idUplinkRoutes records, on the external bridge, the routes taken from the uplink.
-const idUplinkRoutes = "weft-uplink-routes"
+// idUplinkRoutes records, on the external bridge, the routes taken from the uplink;
+// idUplinkAddrs the addresses (CIDR notation).
+const (
+	idUplinkRoutes = "weft-uplink-routes"
+	idUplinkAddrs  = "weft-uplink-addrs"
+)
+
+// recordUplinkAddrs records the node's global addresses (those moved to the bridge).
+func (d *Driver) recordUplinkAddrs(ctx context.Context, addrs []netlink.Addr) error {
+	var out []string
+	for _, a := range addrs {
+		if a.Scope == int(netlink.SCOPE_UNIVERSE) {
+			out = append(out, a.IPNet.String())
+		}
+	}
+	if err := d.db.setExternalID(ctx, d.extBridge, idUplinkAddrs, out); err != nil {
+		return err
+	}
+	d.uplinkAddrs = out
+	return nil
+}
+
+func (d *Driver) savedUplinkAddrs() []string {
+	var out []string
+	if br, err := d.db.bridge(d.extBridge); err == nil {
+		_ = json.Unmarshal([]byte(br.ExternalIDs[idUplinkAddrs]), &out)
+	}
+	return out
+}
+
+// restoreUplink makes the bridge's port what adopting the uplink made it — up, with the
+// node's addresses and routes — if it lacks any of that (Open vSwitch killed and started
+// again, without giving the uplink back, makes a new port with none). It returns how many
+// addresses and routes it put back.
+func restoreUplink(h *netlink.Handle, br netlink.Link, addrs []string, routes []uplinkRoute) (int, error) {
+	if len(addrs) == 0 {
+		return restoreRoutes(h, br, routes)
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(br); err != nil {
+			return 0, err
+		}
+	}
+	// Every link's: an address another link holds (the uplink, given back) is not taken.
+	have, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0, err
+	}
+	restored := 0
+	for _, a := range addrs {
+		ipn, err := netlink.ParseIPNet(a)
+		if err != nil {
+			continue
+		}
+		found := false
+		for _, cur := range have {
+			found = found || cur.IPNet.String() == ipn.String()
+		}
+		if found {
+			continue
+		}
+		if err := h.AddrReplace(br, &netlink.Addr{IPNet: ipn}); err != nil {
+			return restored, fmt.Errorf("restoring %s on %s: %w", a, br.Attrs().Name, err)
+		}
+		restored++
+	}
+	n, err := restoreRoutes(h, br, routes)
+	return restored + n, err
+}
+
+// RestoreUplink is restoreUplink for weft-ovs starting: from what the database records
+// (nothing to do when it records no adopted uplink), once the bridge's port exists — up
+// to ctx's end.
+func RestoreUplink(ctx context.Context, endpoint string) (int, error) {
+	db, err := connectOVSDB(ctx, endpoint)
+	if err != nil {
+		return 0, err
+	}
+	defer db.close()
+	br, err := db.bridge(ExternalBridge)
+	if err != nil {
+		if errors.Is(err, client.ErrNotFound) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	var addrs []string
+	var routes []uplinkRoute
+	_ = json.Unmarshal([]byte(br.ExternalIDs[idUplinkAddrs]), &addrs)
+	_ = json.Unmarshal([]byte(br.ExternalIDs[idUplinkRoutes]), &routes)
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	for {
+		link, err := netlink.LinkByName(ExternalBridge)
+		if err == nil {
+			return restoreUplink(&netlink.Handle{} /* this thread's namespace */, link, addrs, routes)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("waiting for %s: %w", ExternalBridge, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 // uplinkRoute is a route (through a gateway) the node had on its uplink.
 type uplinkRoute struct {
@@ -187,7 +312,7 @@ func restoreRoutes(h *netlink.Handle, br netlink.Link, routes []uplinkRoute) (in
 	return restored, nil
 }
 
-// keepUplinkRoutes restores the uplink's routes on the bridge whenever they go missing,
+// keepUplinkRoutes restores the uplink's addresses and routes on the bridge whenever they go missing,
 // until ctx ends, through h (opened in the node's network namespace).
 func (d *Driver) keepUplinkRoutes(ctx context.Context, h *netlink.Handle) {
 	defer h.Close()
@@ -205,12 +330,13 @@ func (d *Driver) keepUplinkRoutes(ctx context.Context, h *netlink.Handle) {
 			continue
 		}
 		d.mu.Lock()
-		routes := d.uplinkRoutes
+		addrs, routes := d.uplinkAddrs, d.uplinkRoutes
 		d.mu.Unlock()
-		if n, err := restoreRoutes(h, br, routes); err != nil {
-			log.Error(err, "keeping the node's routes on the external bridge")
+		if n, err := restoreUplink(h, br, addrs, routes); err != nil {
+			log.Error(err, "keeping the node's addresses and routes on the external bridge")
 		} else if n > 0 {
-			log.Info("restored the node's routes on the external bridge (its port went down and up)", "bridge", d.extBridge, "routes", n)
+			log.Info("restored the node's addresses and routes on the external bridge (its port went down and up, or Open vSwitch restarted)",
+				"bridge", d.extBridge, "restored", n)
 		}
 	}
 }
@@ -278,6 +404,10 @@ func ReleaseUplink(ctx context.Context, endpoint string) (string, error) {
 	// Out of the bridge first, so the userspace datapath lets go of the device.
 	if err := db.deletePort(ctx, ExternalBridge, uplink); err != nil {
 		return uplink, fmt.Errorf("taking %s out of %s: %w", uplink, ExternalBridge, err)
+	}
+	// The bridge no longer holds the node's addresses: nothing restores them there.
+	if err := db.setExternalID(ctx, ExternalBridge, idUplinkAddrs, []string{}); err != nil {
+		return uplink, err
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return uplink, err
