@@ -328,7 +328,7 @@ const DefaultServeStaleFor = 24 * time.Hour
 
 // staleRetry is how often an unreadable peer served from its last state is tried again:
 // once its API server is back, the peer is current again within this.
-const staleRetry = 2 * time.Second
+const staleRetry = time.Second
 
 // servedStale says whether a failure leaves the peer's last state served: a failure to
 // reach its API server or to be let in (not what it answered), after a successful read,

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,21 +167,35 @@ func Failover(t *testing.T, in FailoverInput) {
 		})
 	})
 
-	t.Run("the peer's API server stopping interrupts no stream", func(t *testing.T) {
-		// Frozen (SIGSTOP), as a managed control plane's upgrade or a partition looks from
-		// here: in.From serves in.To's last known state — its ClusterPeer says so — and the
-		// data plane, which never depended on that API server, carries every flow.
+	t.Run("the peer's API server stopping for two minutes interrupts no stream and keeps the import", func(t *testing.T) {
+		// Frozen (SIGSTOP) for two minutes, as a managed control plane's upgrade or a
+		// partition looks from here: in.From serves in.To's last known state — its
+		// ClusterPeer says so — and the data plane, which never depended on that API server,
+		// carries every flow, to the pod and through the imported Service's VIP; the VIP and
+		// the clusterset name's answer stay the same.
+		vip, name := exportServer(t, in, client)
+		kubeDNS, err := l.Client(t, in.From).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dnsServer := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
 		pid := l.nodeProcess(t, in.To+"-cp", "kube-apiserver")
 		if pid == 0 {
 			t.Fatalf("no kube-apiserver of %s", in.To)
 		}
-		var stale time.Duration
-		gap, err := streamsDuring(t, client, server, echo, func() (string, time.Time) {
+		const frozen = 2 * time.Minute
+		var stale, recovered time.Duration
+		gap, err := streamsTo(t, client, server, []netip.AddrPort{echo, vip}, func() (string, time.Time) {
 			start := time.Now()
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
-			defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+			thawed := false
+			defer func() {
+				if !thawed {
+					_ = syscall.Kill(pid, syscall.SIGCONT)
+				}
+			}()
 			// The operator reads a peer every 30 s, each request bounded by 10 s.
 			Eventually(t, 90*time.Second, func() error {
 				out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
@@ -191,17 +206,85 @@ func Failover(t *testing.T, in FailoverInput) {
 				return nil
 			})
 			stale = time.Since(start)
+			for time.Since(start) < frozen {
+				if err := answersVIP(client, dnsServer, name, vip.Addr()); err != nil {
+					t.Errorf("%v into the outage: %v", time.Since(start).Round(time.Second), err)
+				}
+				time.Sleep(5 * time.Second)
+			}
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			thawed = true
+			resumed := time.Now()
+			Eventually(t, time.Minute, func() error {
+				out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+					`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
+				if strings.TrimSpace(out) != "TunnelsUp True" {
+					return fmt.Errorf("%s's ClusterPeer %s: Ready reason and Connected %q, want TunnelsUp True", in.From, in.To, out)
+				}
+				return nil
+			})
+			recovered = time.Since(resumed)
 			return in.To + "'s API server frozen", start
 		})
 		if err != nil {
 			t.Error(err)
 		}
-		t.Logf("%s's API server frozen for %v (until %s served its last state): longest probe gap %v (of 8 flows every 10 ms)",
-			in.To, stale.Round(time.Second), in.From, gap.Round(time.Millisecond))
+		t.Logf("%s's API server frozen for %v (%s served its last state after %v), current again %v after the resume: longest probe gap %v (8 flows every 10 ms, to the pod and through the VIP)",
+			in.To, frozen, in.From, stale.Round(time.Second), recovered.Round(100*time.Millisecond), gap.Round(time.Millisecond))
 		if gap >= time.Second {
 			t.Errorf("the peer's API server stopping interrupted probes for %v", gap)
 		}
-		// Back: current again.
+		// The ClusterPeer reads current within 5 s of the resume: stale peers are retried every
+		// second (the resumed API server's backlog, a status write and kubectl's polling on top).
+		if recovered > 5*time.Second {
+			t.Errorf("%s's ClusterPeer %s read current %v after the resume, want within 5 s", in.From, in.To, recovered)
+		}
+		if got := importVIP(t, l, in.From, in.Namespace, "server"); got != vip.Addr().String() {
+			t.Errorf("the import's VIP changed across the outage: %s, was %s", got, vip.Addr())
+		}
+		if err := answersVIP(client, dnsServer, name, vip.Addr()); err != nil {
+			t.Errorf("after the outage: %v", err)
+		}
+		// And in.To's pods are Ready again (the node lifecycle controller may have marked
+		// them not Ready while it could not hear from the kubelets; they report again).
+		podsReadyAgain(t, l, in.To)
+	})
+
+	t.Run("the peer's API server killed and restarted interrupts no stream", func(t *testing.T) {
+		vip, _ := exportServer(t, in, client)
+		pid := l.nodeProcess(t, in.To+"-cp", "kube-apiserver")
+		if pid == 0 {
+			t.Fatalf("no kube-apiserver of %s", in.To)
+		}
+		var back time.Duration
+		gap, err := streamsTo(t, client, server, []netip.AddrPort{echo, vip}, func() (string, time.Time) {
+			start := time.Now()
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			// The lab starts it again; then it answers, and in.From reads in.To again.
+			Eventually(t, 2*time.Minute, func() error {
+				if now := l.nodeProcess(t, in.To+"-cp", "kube-apiserver"); now == 0 || now == pid {
+					return fmt.Errorf("%s's kube-apiserver has not been started again", in.To)
+				}
+				if out, code := l.KubectlRun(in.To, "", "get", "--raw", "/readyz"); code != 0 {
+					return fmt.Errorf("%s's API server is not ready: %s", in.To, out)
+				}
+				return nil
+			})
+			back = time.Since(start)
+			return in.To + "'s API server killed", start
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		t.Logf("%s's API server killed, ready again after %v: longest probe gap %v (8 flows every 10 ms, to the pod and through the VIP)",
+			in.To, back.Round(100*time.Millisecond), gap.Round(time.Millisecond))
+		if gap >= time.Second {
+			t.Errorf("the peer's API server restarting interrupted probes for %v", gap)
+		}
 		Eventually(t, time.Minute, func() error {
 			out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
 				`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
@@ -210,8 +293,9 @@ func Failover(t *testing.T, in FailoverInput) {
 			}
 			return nil
 		})
-		// And in.To's pods are Ready again (the node lifecycle controller may have marked
-		// them not Ready while it could not hear from the kubelets; they report again).
+		if got := importVIP(t, l, in.From, in.Namespace, "server"); got != vip.Addr().String() {
+			t.Errorf("the import's VIP changed across the restart: %s, was %s", got, vip.Addr())
+		}
 		podsReadyAgain(t, l, in.To)
 	})
 
@@ -305,6 +389,93 @@ func Failover(t *testing.T, in FailoverInput) {
 	})
 }
 
+// exportServer exports the server pod's UDP echo port from in.To as Service "server" and
+// waits until in.From imports it and its clusterset name answers client; it returns the VIP's
+// echo address and the name.
+func exportServer(t testing.TB, in FailoverInput, client *netnstest.Netns) (netip.AddrPort, string) {
+	t.Helper()
+	l := in.Lab
+	l.MustKubectl(t, in.To, `apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: `+in.Namespace+`}
+spec:
+  selector: {app: server}
+  ports: [{name: echo, protocol: UDP, port: 8081}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: server, namespace: `+in.Namespace+`}
+`, "apply", "-f", "-")
+	var vip string
+	Eventually(t, 2*time.Minute, func() error {
+		vip = importVIP(t, l, in.From, in.Namespace, "server")
+		if vip == "" {
+			return fmt.Errorf("%s has no VIP for the import of %s/server", in.From, in.Namespace)
+		}
+		return nil
+	})
+	name := "server." + in.Namespace + ".svc.clusterset.local"
+	kubeDNS, err := l.Client(t, in.From).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsServer := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+	Eventually(t, 2*time.Minute, func() error { return answersVIP(client, dnsServer, name, netip.MustParseAddr(vip)) })
+	// And the VIP answers (kube-proxy may program it after the name resolves).
+	addr := netip.AddrPortFrom(netip.MustParseAddr(vip), 8081)
+	Eventually(t, time.Minute, func() error { return udpEcho(client, addr) })
+	return addr, name
+}
+
+// answersVIP asks the cluster DNS (server), from ns, for name: it must answer with the VIP
+// alone. A query left unanswered (the lab's two cores are busy) is asked again, up to three
+// times; a wrong answer is not.
+func answersVIP(ns *netnstest.Netns, server, name string, vip netip.Addr) error {
+	for range 3 {
+		rc, addrs := resolveA(ns, server, name+".", time.Second)
+		if rc == -1 {
+			continue
+		}
+		if rc != dns.RcodeSuccess || !slices.Equal(addrs, []string{vip.String()}) {
+			return fmt.Errorf("%s answered rcode %d %v, want %s", name, rc, addrs, vip)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: no answer from %s to three queries of a second each", name, server)
+}
+
+// udpEcho sends one datagram from ns to an agnhost netexec UDP port and waits (half a
+// second at most) for its answer.
+func udpEcho(ns *netnstest.Netns, addr netip.AddrPort) error {
+	return ns.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := c.Write([]byte("echo ready")); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("UDP echo through %s: %w", addr, err)
+		}
+		if got := strings.TrimSpace(string(buf[:n])); got != "ready" {
+			return fmt.Errorf("UDP echo through %s answered %q", addr, got)
+		}
+		return nil
+	})
+}
+
+// importVIP is the first IP of a ServiceImport ("" if none).
+func importVIP(t testing.TB, l *Lab, cluster, namespace, name string) string {
+	t.Helper()
+	out, _ := l.KubectlRun(cluster, "", "-n", namespace, "get", "serviceimport", name, "-o", "jsonpath={.spec.ips[0]}")
+	return strings.TrimSpace(out)
+}
+
 // killGateway kills the victim's weft-gateway process (SIGKILL); its pod restarts it.
 func killGateway(t testing.TB, l *Lab) func(victim string) func() {
 	return func(victim string) func() {
@@ -342,7 +513,7 @@ func failoverSetup(t testing.TB, in FailoverInput) (client, server *netnstest.Ne
 	for _, c := range []struct{ cluster, name string }{{in.From, "client"}, {in.To, "server"}} {
 		cs := l.Client(t, c.cluster)
 		namespace(t, cs, in.Namespace)
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.name, Namespace: in.Namespace},
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: c.name, Namespace: in.Namespace, Labels: map[string]string{"app": c.name}},
 			Spec: corev1.PodSpec{NodeName: c.cluster + "-node-2", TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
 				{Name: "echo", Image: agnhost, Args: []string{"netexec", "--http-port=8080", "--udp-port=8081"}}}}}
 		if _, err := cs.CoreV1().Pods(in.Namespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
@@ -481,6 +652,14 @@ func clusterDNSAnswers(t testing.TB, l *Lab, cluster string, from *netnstest.Net
 // (a probe stream, the transfer).
 func streamsDuring(t testing.TB, client, server *netnstest.Netns, echo netip.AddrPort, during func() (what string, start time.Time)) (time.Duration, error) {
 	t.Helper()
+	return streamsTo(t, client, server, []netip.AddrPort{echo}, during)
+}
+
+// streamsTo is streamsDuring with the eight probe streams spread over targets (the server's
+// echo address first: the TCP transfer goes to it) — a Service's VIP, say, beside the pod.
+func streamsTo(t testing.TB, client, server *netnstest.Netns, targets []netip.AddrPort, during func() (what string, start time.Time)) (time.Duration, error) {
+	t.Helper()
+	echo := targets[0]
 	stop := make(chan struct{})
 	type probeOut struct {
 		r   ProbeResult
@@ -489,7 +668,7 @@ func streamsDuring(t testing.TB, client, server *netnstest.Netns, echo netip.Add
 	probes := make(chan probeOut, 8)
 	for i := 0; i < 8; i++ {
 		go func() {
-			r, err := probeStream(client, echo, 10*time.Millisecond, stop)
+			r, err := probeStream(client, targets[i%len(targets)], 10*time.Millisecond, stop)
 			probes <- probeOut{r, err}
 		}()
 	}

@@ -202,6 +202,15 @@ func firstLargePackets(t *testing.T, in CrossClusterInput, src, dstIP string) {
 	}
 	if out, code := exec("ping", "-c", "1", "-W", "3", "-s", "1400", dstIP); code != 0 {
 		t.Errorf("the first 1400-byte ping of a fresh pod in %s to %s was lost: exit %d: %s", src, dstIP, code, out)
+		// What the next packets do tells a path that was not ready from one too narrow.
+		for _, args := range [][]string{
+			{"ping", "-c", "1", "-W", "3", "-s", "1400", dstIP},
+			{"ping", "-c", "1", "-W", "3", dstIP},
+			{"ip", "route", "get", dstIP},
+		} {
+			out, code := exec(args...)
+			t.Logf("then %v: exit %d: %s", args, code, out)
+		}
 	}
 	msg := strings.Repeat("x", 1395)
 	if out, code := exec("sh", "-c", "echo 'echo "+msg+"' | socat -t 3 - UDP:"+dstIP+":8081"); code != 0 || strings.TrimSpace(out) != msg {

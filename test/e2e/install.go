@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +13,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
+	"github.com/weft-net/weft/internal/netnstest"
 	"github.com/weft-net/weft/lab"
 )
 
@@ -72,11 +76,29 @@ type PeerInput struct {
 	From, To string
 	// ToPodCIDR is what From's ClusterPeer must report the peer advertises.
 	ToPodCIDR string
+	// Namespace, when set, gets a pod in each cluster before the join; right after both
+	// ClusterPeers read Ready, each pod calls the other once, without retrying: Ready means
+	// traffic flows.
+	Namespace string
 }
 
 // PeerJoin peers two clusters with `weftctl peer join` and checks that each operator reads
 // the other's API server (across the lab's underlay) with the issued credential.
 func PeerJoin(t testing.TB, in PeerInput) {
+	ips := map[string]string{}
+	if in.Namespace != "" {
+		for _, c := range []string{in.From, in.To} {
+			cs := in.Lab.Client(t, c)
+			namespace(t, cs, in.Namespace)
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "caller", Namespace: in.Namespace},
+				Spec: corev1.PodSpec{NodeName: c + "-node-2", TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{
+					{Name: "echo", Image: agnhost, Args: []string{"netexec", "--http-port=8080"}}}}}
+			if _, err := cs.CoreV1().Pods(in.Namespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			ips[c] = WaitPodReady(t, cs, in.Namespace, "caller", 2*time.Minute).Status.PodIP
+		}
+	}
 	out, err := exec.Command(in.Lab.Weftctl, "peer", "join", "--kubeconfig", in.Lab.Kubeconfig, "--from", in.From, "--to", in.To).CombinedOutput()
 	if err != nil {
 		t.Fatalf("weftctl peer join: %v\n%s", err, out)
@@ -86,10 +108,39 @@ func PeerJoin(t testing.TB, in PeerInput) {
 		// Ready: a tunnel to the peer is handshaken and answers (the gateways start first).
 		in.Lab.MustKubectl(t, side[0], "", "wait", "--for=condition=Ready", "--timeout=180s", "clusterpeer/"+side[1])
 	}
+	if in.Namespace != "" {
+		for _, side := range [][2]string{{in.From, in.To}, {in.To, in.From}} {
+			if err := httpHostname(in.Lab.podNetns(t, ips[side[0]]), ips[side[1]]+":8080", "caller"); err != nil {
+				t.Errorf("right after both ClusterPeers read Ready, a pod in %s called one in %s: %v", side[0], side[1], err)
+			}
+		}
+	}
 	got := in.Lab.MustKubectl(t, in.From, "", "get", "clusterpeer", in.To, "-o", "jsonpath={.status.podCIDRs[0]}")
 	if got != in.ToPodCIDR {
 		t.Errorf("%s sees %s advertise pod CIDR %q, want %q", in.From, in.To, got, in.ToPodCIDR)
 	}
+}
+
+// httpHostname asks an agnhost netexec server at addr, from ns, for its hostname, once
+// (3 s at most), and checks it is want.
+func httpHostname(ns *netnstest.Netns, addr, want string) error {
+	c, err := ns.Dial(addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("GET /hostname HTTP/1.0\r\n\r\n")); err != nil {
+		return err
+	}
+	body, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if _, got, _ := strings.Cut(string(body), "\r\n\r\n"); strings.TrimSpace(got) != want {
+		return fmt.Errorf("GET http://%s/hostname answered %q, want %s", addr, body, want)
+	}
+	return nil
 }
 
 // nodeClean checks that the node's agent removed weft from its node before it went: no

@@ -135,7 +135,7 @@ func TestLab(t *testing.T) {
 		if lab.Weftctl == "" {
 			t.Skip("needs the suite's own weftctl build")
 		}
-		PeerJoin(t, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
+		PeerJoin(t, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16", Namespace: "e2e-join"})
 	})
 	t.Run("pods reach pods in the peer cluster through the gateways", func(t *testing.T) {
 		if lab.Weftctl == "" {

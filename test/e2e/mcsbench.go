@@ -126,17 +126,29 @@ func exportState(t testing.TB, l *Lab, from, to, ns, name string, asker *netnste
 // askA asks server for name's A records from inside ns: the rcode (-1 when nothing came
 // back within 300 ms) and the number of answers.
 func askA(ns *netnstest.Netns, server, name string) (rcode, answers int) {
+	rcode, addrs := resolveA(ns, server, name, 300*time.Millisecond)
+	return rcode, len(addrs)
+}
+
+// resolveA asks server, from ns, for name's A records; rcode is -1 without an answer within
+// timeout.
+func resolveA(ns *netnstest.Netns, server, name string, timeout time.Duration) (rcode int, addrs []string) {
 	q := new(dns.Msg)
 	q.SetQuestion(name, dns.TypeA)
 	rcode = -1
 	_ = ns.Do(func() error {
-		c := &dns.Client{Timeout: 300 * time.Millisecond}
+		c := &dns.Client{Timeout: timeout}
 		if m, _, err := c.Exchange(q, server); err == nil {
-			rcode, answers = m.Rcode, len(m.Answer)
+			rcode = m.Rcode
+			for _, rr := range m.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					addrs = append(addrs, a.A.String())
+				}
+			}
 		}
 		return nil
 	})
-	return rcode, answers
+	return rcode, addrs
 }
 
 // latencyPercentiles sorts d (in place) and returns its p50 and p99.
