@@ -70,7 +70,9 @@ const (
 )
 
 // InPort matches the OpenFlow port a packet entered on.
-func InPort(p uint32) Field { return Field{Header: oxmInPort, Value: binary.BigEndian.AppendUint32(nil, p)} }
+func InPort(p uint32) Field {
+	return Field{Header: oxmInPort, Value: binary.BigEndian.AppendUint32(nil, p)}
+}
 
 // EthType matches an Ethernet type (0x0800: IPv4).
 func EthType(t uint16) Field {
@@ -104,7 +106,9 @@ func EthDst(mac net.HardwareAddr) Field { return Field{Header: oxmEthDst, Value:
 func EthSrc(mac net.HardwareAddr) Field { return Field{Header: oxmEthSrc, Value: mac} }
 
 // TunnelID is the tunnel key (Geneve VNI, VXLAN VNI).
-func TunnelID(v uint64) Field { return Field{Header: oxmTunnelID, Value: binary.BigEndian.AppendUint64(nil, v)} }
+func TunnelID(v uint64) Field {
+	return Field{Header: oxmTunnelID, Value: binary.BigEndian.AppendUint64(nil, v)}
+}
 
 // TunIPv4Dst is the outer destination of a flow-based tunnel port.
 func TunIPv4Dst(a netip.Addr) Field {
