@@ -34,6 +34,16 @@ type ClusterPeerSpec struct {
 	// +optional
 	// +kubebuilder:default="24h"
 	ServeStaleFor *metav1.Duration `json:"serveStaleFor,omitempty"`
+
+	// AllowedCIDRs caps what the peer may claim: each pod and service range it advertises
+	// must lie within one of these, or it is refused (not routed, not tunnelled; the peer's
+	// other ranges stay in force). Unset: any range that passes the built-in rules — never a
+	// default route; never one covering loopback, link-local (the cloud metadata address),
+	// multicast or reserved addresses, this cluster's node addresses or its API server's.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	AllowedCIDRs []CIDR `json:"allowedCIDRs,omitempty"`
 }
 
 // SecretKeyRef selects one key of a Secret.

@@ -64,14 +64,18 @@ const (
 	// ReasonInvalidAdvertisement: what the peer advertises (gateways, ranges) is malformed or
 	// beyond the per-peer limits; the peer is held back, the others keep working.
 	ReasonInvalidAdvertisement = "InvalidAdvertisement"
-	ReasonSecretNotFound       = "SecretNotFound"
-	ReasonSecretKeyNotFound    = "SecretKeyNotFound"
-	ReasonInvalidKubeconfig    = "InvalidKubeconfig"
-	ReasonUnreachable          = "Unreachable"
-	ReasonUnauthorized         = "Unauthorized"
-	ReasonForbidden            = "Forbidden"
-	ReasonPeerNotConfigured    = "PeerNotConfigured"
-	ReasonClusterIDMismatch    = "ClusterIDMismatch"
-	ReasonPeerIsThisCluster    = "PeerIsThisCluster"
-	ReasonUnexpectedResponse   = "UnexpectedResponse"
+	// ReasonRefusedRange: some of the ranges the peer advertises are beyond what it may
+	// claim (the built-in rules, spec.allowedCIDRs); they are not routed, the peer's other
+	// ranges are.
+	ReasonRefusedRange       = "RefusedRange"
+	ReasonSecretNotFound     = "SecretNotFound"
+	ReasonSecretKeyNotFound  = "SecretKeyNotFound"
+	ReasonInvalidKubeconfig  = "InvalidKubeconfig"
+	ReasonUnreachable        = "Unreachable"
+	ReasonUnauthorized       = "Unauthorized"
+	ReasonForbidden          = "Forbidden"
+	ReasonPeerNotConfigured  = "PeerNotConfigured"
+	ReasonClusterIDMismatch  = "ClusterIDMismatch"
+	ReasonPeerIsThisCluster  = "PeerIsThisCluster"
+	ReasonUnexpectedResponse = "UnexpectedResponse"
 )

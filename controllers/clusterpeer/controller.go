@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,6 +93,8 @@ func (r *Reconciler) forget(cfg *rest.Config) {
 }
 
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusterpeers,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusterpeers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=secrets,verbs=get;list;watch
@@ -105,6 +108,8 @@ type peerState struct {
 	ownErr error
 	cfg    *rest.Config
 	info   peerInfo
+	// refused are the peer's ranges checkRanges left out, each with why.
+	refused []string
 }
 
 // Reconcile reads the peer's credential, probes its API server and reports the result.
@@ -261,12 +266,20 @@ func (r *Reconciler) checkAdvertisement(_ context.Context, s *peerState) (ctrl.R
 func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	who := "peer " + p.Spec.ClusterID
-	theirs := append(ranges(who, "pod", s.info.PodCIDRs), ranges(who, "service", s.info.ServiceCIDRs)...)
-	var taken []namedRange
 	if s.ownErr != nil {
 		return ctrl.Result{}, s.ownErr
 	}
-	taken = append(ranges("this cluster", "pod", cidrStrings(s.own.Spec.PodCIDRs)),
+	// Ranges the peer may not claim are left out (never routed); the rest stay in force.
+	local, err := r.localAddrs(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var refusedServices []string
+	s.info.PodCIDRs, s.refused = boundRanges("pod", s.info.PodCIDRs, local, p.Spec.AllowedCIDRs)
+	s.info.ServiceCIDRs, refusedServices = boundRanges("service", s.info.ServiceCIDRs, local, p.Spec.AllowedCIDRs)
+	s.refused = append(s.refused, refusedServices...)
+	theirs := append(ranges(who, "pod", s.info.PodCIDRs), ranges(who, "service", s.info.ServiceCIDRs)...)
+	taken := append(ranges("this cluster", "pod", cidrStrings(s.own.Spec.PodCIDRs)),
 		ranges("this cluster", "service", cidrStrings(s.own.Spec.ServiceCIDRs))...)
 	peers := &fabricv1.ClusterPeerList{}
 	if err := r.List(ctx, peers); err != nil {
@@ -309,6 +322,11 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	setCondition(p, fabricv1.ConditionAccepted, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
 	if err := markDataPlane(s, ""); err != nil {
 		return ctrl.Result{}, err
+	}
+	if len(s.refused) > 0 {
+		// Someone must look: the peer claims what it may not. What it may claim is in force.
+		conditions.MarkStalled(&p.Status.Conditions, p.Generation, fabricv1.ReasonRefusedRange,
+			fmt.Sprintf("refused, not routed: %s; the peer's other ranges are in force", strings.Join(s.refused, "; ")))
 	}
 	// The peer is read every Resync; its status is written when what was read changed, and
 	// lastSyncTime is otherwise refreshed only every SyncRefresh, so that a clusterset at

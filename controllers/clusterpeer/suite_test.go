@@ -189,6 +189,72 @@ func TestClusterPeer(t *testing.T) {
 		})
 	})
 
+	t.Run("ranges a peer may not claim are refused, and its other ranges stay in force", func(t *testing.T) {
+		recreate := func(pods, services string) {
+			t.Helper()
+			cn := &fabricv1.ClusterNetwork{}
+			if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Client.Delete(ctx, cn); err != nil {
+				t.Fatal(err)
+			}
+			mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
+			setStatusGateways(t, remote, remoteGW)
+		}
+		refused := func(says string, pods, services []string) {
+			t.Helper()
+			got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+				return errors.Join(peerState(p, "Stalled", fabricv1.ReasonRefusedRange, says),
+					testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonConnected))
+			})
+			if !slices.Equal(got.Status.PodCIDRs, pods) || !slices.Equal(got.Status.ServiceCIDRs, services) {
+				t.Errorf("status ranges pods %v services %v, want only what may be claimed: %v %v (%s)",
+					got.Status.PodCIDRs, got.Status.ServiceCIDRs, pods, services, testenv.Describe(got.Status.Conditions))
+			}
+		}
+		// The cloud metadata address.
+		recreate("10.245.0.0/16", "169.254.0.0/16")
+		refused("service range 169.254.0.0/16 covers link-local 169.254.0.0/16 (the cloud metadata address)", []string{"10.245.0.0/16"}, nil)
+		// A node of this cluster.
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bounds-node"},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.98.0.7"}}}}
+		mustCreate(t, local.Client, node)
+		t.Cleanup(func() { _ = local.Client.Delete(ctx, node) })
+		recreate("10.245.0.0/16", "10.98.0.0/16")
+		refused("service range 10.98.0.0/16 covers node bounds-node's address 10.98.0.7", []string{"10.245.0.0/16"}, nil)
+		// Half the Internet (and loopback with it).
+		recreate("0.0.0.0/1", "10.97.0.0/16")
+		refused("pod range 0.0.0.0/1 covers the unspecified network 0.0.0.0/8", nil, []string{"10.97.0.0/16"})
+		// What the administrator allows this peer.
+		recreate("10.245.0.0/16", "10.97.0.0/16")
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp)
+		})
+		allow := func(cidrs ...fabricv1.CIDR) {
+			t.Helper()
+			testenv.Eventually(t, 10*time.Second, func() error { // (the operator writes its status meanwhile)
+				cp := &fabricv1.ClusterPeer{}
+				if err := local.Client.Get(ctx, client.ObjectKey{Name: "peer-0"}, cp); err != nil {
+					return err
+				}
+				cp.Spec.AllowedCIDRs = cidrs
+				return local.Client.Update(ctx, cp)
+			})
+		}
+		allow("10.245.0.0/16")
+		refused("service range 10.97.0.0/16 lies outside spec.allowedCIDRs", []string{"10.245.0.0/16"}, nil)
+		allow("10.245.0.0/16", "10.96.0.0/12")
+		got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp),
+				testenv.CheckAbsent(p.Status.Conditions, "Stalled"))
+		})
+		if !slices.Equal(got.Status.ServiceCIDRs, []string{"10.97.0.0/16"}) {
+			t.Errorf("status.serviceCIDRs %v, want 10.97.0.0/16 once allowed", got.Status.ServiceCIDRs)
+		}
+		allow()
+	})
+
 	t.Run("a peer that cannot be read keeps its last state, Degraded, for spec.serveStaleFor", func(t *testing.T) {
 		setSecret := func(kc []byte) {
 			t.Helper()
