@@ -46,7 +46,7 @@ func Setup(mgr ctrl.Manager, v *View) error {
 	if err := (&ExportReconciler{Client: mgr.GetClient(), View: v}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("serviceexport controller: %w", err)
 	}
-	if err := (&ImportReconciler{Client: mgr.GetClient(), View: v}).SetupWithManager(mgr); err != nil {
+	if err := (&ImportReconciler{Client: mgr.GetClient(), View: v, Recorder: mgr.GetEventRecorderFor("weft-operator")}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("serviceimport controller: %w", err)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +42,8 @@ import (
 type ImportReconciler struct {
 	client.Client
 	View *View
+	// Recorder reports endpoints a peer named outside its ranges (nil: not reported).
+	Recorder record.EventRecorder
 
 	// releasing is when each import's VIP was first found still allocated while its derived
 	// Service was being made again (see createKeepingVIP).
@@ -58,6 +61,10 @@ var errVIPReleasing = errors.New("the import's VIP is still being released")
 // cacheBehind is how soon a Service is reconciled again when the cache has not yet seen an
 // object this controller just made.
 const cacheBehind = 200 * time.Millisecond
+
+// ReasonEndpointsOutsidePeerRanges is the reason of the ServiceImport's event when a peer's
+// record names endpoint addresses outside the pod ranges that peer may claim.
+const ReasonEndpointsOutsidePeerRanges = "EndpointsOutsidePeerRanges"
 
 // ReasonDerivedObjectsFailed is the ServiceImport's Ready reason when its derived Service
 // or EndpointSlices could not be written: the message says why.
@@ -296,6 +303,11 @@ func (r *ImportReconciler) holderOf(ctx context.Context, ips []string) (string, 
 func (r *ImportReconciler) importedSlices(ctx context.Context, k mcs.Key, si *mcsv1.ServiceImport, merged mcs.Merged, recs []ClusterRecord) error {
 	keep := map[string]bool{}
 	for _, rec := range recs {
+		if len(rec.Dropped) > 0 && r.Recorder != nil {
+			r.Recorder.Eventf(si, corev1.EventTypeWarning, ReasonEndpointsOutsidePeerRanges,
+				"cluster %s exports %d endpoint address(es) outside the pod ranges it may claim (such as %s): not imported",
+				rec.Export.Cluster, len(rec.Dropped), rec.Dropped[0])
+		}
 		served := mcs.ServedPorts(merged, rec.Export)
 		for i := range rec.Endpoints {
 			want := mcs.ImportedSlice(k, rec.Export.Cluster, &rec.Endpoints[i], served)

@@ -235,6 +235,30 @@ func TestMultiClusterServices(t *testing.T) {
 		}
 	})
 
+	t.Run("a peer's endpoints outside the pod ranges it may claim are not imported", func(t *testing.T) {
+		eps := endpoints("shop", "stray", "10.245.1.40", 8080)
+		eps.Endpoints = append(eps.Endpoints, discoveryv1.Endpoint{Addresses: []string{"192.168.77.7"},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+		mustCreate(t, west, service("shop", "stray", http), eps, export("shop", "stray"))
+		si, addrs := imported(t, east, "shop", "stray", "west")
+		if strings.Join(addrs["west"], ",") != "10.245.1.40" {
+			t.Errorf("east imported west's endpoints %v, want only 10.245.1.40 (192.168.77.7 is outside west's pod range)", addrs["west"])
+		}
+		testenv.Eventually(t, 30*time.Second, func() error {
+			events := &corev1.EventList{}
+			if err := east.Client.List(ctx, events, client.InNamespace("shop")); err != nil {
+				return err
+			}
+			for _, e := range events.Items {
+				if e.InvolvedObject.UID == si.UID && e.Reason == mcsctrl.ReasonEndpointsOutsidePeerRanges &&
+					strings.Contains(e.Message, "192.168.77.7") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s event on east's ServiceImport shop/stray", mcsctrl.ReasonEndpointsOutsidePeerRanges)
+		})
+	})
+
 	t.Run("a derived Service made again keeps its import's VIP", func(t *testing.T) {
 		si, _ := imported(t, east, "shop", "web", "west")
 		vip := strings.Join(si.Spec.IPs, ",")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -21,11 +22,15 @@ import (
 	"github.com/weft-net/weft/internal/mcs"
 )
 
-// ClusterRecord is one cluster's export of one Service, as its record says.
+// ClusterRecord is one cluster's export of one Service, as its record says — a peer's
+// endpoints only where they lie in the pod ranges that peer may claim.
 type ClusterRecord struct {
 	Key       mcs.Key
 	Export    mcs.Export
 	Endpoints []fabricv1.RecordEndpoints
+	// Dropped are the addresses of a peer's record that lie outside its accepted pod
+	// ranges: not imported.
+	Dropped []string
 }
 
 // View is what this cluster knows of every cluster's exports: its own records (in the
@@ -48,6 +53,9 @@ type View struct {
 	base  context.Context        // the peers' informers live as long as this
 	self  string                 // this cluster's ID, as SyncPeers last read it
 	peers map[string]*peerReader // by ClusterPeer name
+	// ranges are the pod ranges each peer (by cluster ID) may claim, as its ClusterPeer's
+	// status says (what the clusterpeer controller accepted); its endpoints must lie there.
+	ranges map[string][]netip.Prefix
 }
 
 type peerReader struct {
@@ -103,9 +111,56 @@ func (v *View) Exports(ctx context.Context, k mcs.Key) ([]ClusterRecord, error) 
 		if err != nil {
 			return nil, fmt.Errorf("the records of peer %s: %w", pr.clusterID, err)
 		}
+		v.mu.Lock()
+		ranges := v.ranges[pr.clusterID]
+		v.mu.Unlock()
+		for i := range recs {
+			recs[i].Endpoints, recs[i].Dropped = withinRanges(recs[i].Endpoints, ranges)
+		}
 		out = append(out, recs...)
 	}
 	return out, nil
+}
+
+// withinRanges is eps (a peer's record's endpoints; not changed: they are its informer's)
+// with only the addresses inside ranges, and the addresses left out. An endpoint left with
+// no address goes.
+func withinRanges(eps []fabricv1.RecordEndpoints, ranges []netip.Prefix) (kept []fabricv1.RecordEndpoints, dropped []string) {
+	inside := func(a string) bool {
+		ip, err := netip.ParseAddr(a)
+		return err == nil && slices.ContainsFunc(ranges, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) })
+	}
+	for _, e := range eps {
+		out := e
+		out.Endpoints = nil
+		for _, ep := range e.Endpoints {
+			var addrs []string
+			for _, a := range ep.Addresses {
+				if inside(a) {
+					addrs = append(addrs, a)
+				} else {
+					dropped = append(dropped, a)
+				}
+			}
+			if len(addrs) > 0 {
+				ep.Addresses = addrs
+				out.Endpoints = append(out.Endpoints, ep)
+			}
+		}
+		kept = append(kept, out)
+	}
+	return kept, dropped
+}
+
+// acceptedRanges are a peer's pod ranges as its ClusterPeer's status says.
+func acceptedRanges(p *fabricv1.ClusterPeer) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range p.Status.PodCIDRs {
+		if pr, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, pr.Masked())
+		}
+	}
+	return out
 }
 
 // Keys returns every Service some cluster exports, in namespace ns ("" for all).
@@ -174,6 +229,18 @@ func (v *View) SyncPeers(ctx context.Context) error {
 			continue
 		}
 		wanted[p.Name] = true
+		// The ranges its endpoints must lie in; when they change, its imports are judged again.
+		ranges := acceptedRanges(p)
+		v.mu.Lock()
+		if v.ranges == nil {
+			v.ranges = map[string][]netip.Prefix{}
+		}
+		changed := !slices.Equal(v.ranges[p.Spec.ClusterID], ranges)
+		v.ranges[p.Spec.ClusterID] = ranges
+		v.mu.Unlock()
+		if old := current[p.Name]; changed && old != nil {
+			v.notify(keysOf(ctx, old, v.Namespace))
+		}
 		secret, err := v.secret(ctx, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
