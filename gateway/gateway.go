@@ -385,12 +385,66 @@ func (g *gw) tryStart(ctx context.Context) error {
 		_ = tun.Close()
 		return err
 	}
-	if err := prepareKernel(devices[g.tunType]); err != nil {
+	var own []netip.Prefix
+	for _, c := range append(slices.Clone(cn.Spec.PodCIDRs), cn.Spec.ServiceCIDRs...) {
+		if p, err := netip.ParsePrefix(string(c)); err == nil {
+			own = append(own, p.Masked())
+		}
+	}
+	if err := prepareKernel(devices[g.tunType], own); err != nil {
 		_ = tun.Close()
 		return err
 	}
 	g.tun, g.endpoint, g.self, g.nodeUID = tun, netip.AddrPortFrom(ip, uint16(port)), self, node.UID
 	return nil
+}
+
+// nftRules is prepareKernel's nftables table.
+func nftRules(ifname string, own []netip.Prefix) string {
+	var v4, v6 []string
+	for _, p := range own {
+		if p.Addr().Is4() {
+			v4 = append(v4, p.String())
+		} else {
+			v6 = append(v6, p.String())
+		}
+	}
+	set := func(name, typ string, elems []string) string {
+		s := fmt.Sprintf("\tset %s {\n\t\ttype %s; flags interval;\n", name, typ)
+		if len(elems) > 0 {
+			s += "\t\telements = { " + strings.Join(elems, ", ") + " }\n"
+		}
+		return s + "\t}\n"
+	}
+	return fmt.Sprintf(`table inet weft-gateway
+delete table inet weft-gateway
+table inet weft-gateway {
+%s%s	chain forward {
+		type filter hook forward priority mangle; policy accept;
+		oifname %[3]q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+	}
+	chain output {
+		type filter hook output priority mangle; policy accept;
+		oifname %[3]q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+	}
+	chain from_tunnel {
+		type filter hook forward priority filter; policy accept;
+		iifname %[3]q meta nfproto ipv4 ip daddr @own4 accept
+		iifname %[3]q meta nfproto ipv6 ip6 daddr @own6 accept
+		iifname %[3]q ct state established,related accept comment "replies to host-network clients"
+		iifname %[3]q counter drop comment "out of a tunnel to what the fabric does not carry"
+	}
+	chain to_node {
+		type filter hook input priority filter; policy accept;
+		iifname != %[3]q accept
+		meta nfproto ipv4 ip daddr @own4 accept
+		meta nfproto ipv6 ip6 daddr @own6 accept
+		udp dport %[4]d accept comment "peer gateways' health probes"
+		ct state established,related accept
+		counter drop comment "out of a tunnel to this node"
+	}
+}
+`, set("own4", "ipv4_addr", v4), set("own6", "ipv6_addr", v6), ifname, health.DefaultPort)
 }
 
 // uplinkMTU is the MTU of the link holding the node's address.
@@ -416,21 +470,14 @@ func uplinkMTU(ip netip.Addr) (int, error) {
 // a peer's gateways by addresses and ports (multipath hash policy 1), and clamps the MSS of
 // TCP connections entering the tunnel (devices matching the nft pattern ifname) to its MTU,
 // so large transfers never depend on ICMP "fragmentation needed" making it back (no PMTU
-// black hole).
-func prepareKernel(ifname string) error {
-	rules := fmt.Sprintf(`table inet weft-gateway
-delete table inet weft-gateway
-table inet weft-gateway {
-	chain forward {
-		type filter hook forward priority mangle; policy accept;
-		oifname %q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
-	}
-	chain output {
-		type filter hook output priority mangle; policy accept;
-		oifname %q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
-	}
-}
-`, ifname, ifname)
+// black hole). And what comes out of the tunnel reaches only what the fabric carries:
+// own (this cluster's pod and service ranges) — never the node's addresses, other nodes',
+// host services or the metadata address — but for the replies of connections made from
+// this side (a host-network client's). To the node itself only peer gateways' health
+// probes pass, and replies to what the node sent (its own probes). What is dropped is
+// counted (nft list table inet weft-gateway).
+func prepareKernel(ifname string, own []netip.Prefix) error {
+	rules := nftRules(ifname, own)
 	nft, err := exec.LookPath("nft")
 	if err != nil {
 		nft = "/usr/sbin/nft" // not on every container's PATH
@@ -438,7 +485,7 @@ table inet weft-gateway {
 	cmd := exec.Command(nft, "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft (MSS clamping): %w: %s", err, out)
+		return fmt.Errorf("nft (MSS clamping, tunnel filter): %w: %s", err, out)
 	}
 	// Reverse-path filtering uses the larger of "all" and the device's setting: 2 (loose)
 	// on "all" covers every tunnel device, present and future.

@@ -1,0 +1,4 @@
+package gateway
+
+// PrepareKernel is prepareKernel (tunnel filter tests).
+var PrepareKernel = prepareKernel

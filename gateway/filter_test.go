@@ -1,0 +1,175 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/gateway"
+	"github.com/weft-net/weft/internal/health"
+	"github.com/weft-net/weft/internal/netnstest"
+)
+
+// A peer's pods reach, through a gateway, only what the fabric carries: this cluster's pods
+// (and Services), never the gateway node's own services, another node or the metadata
+// address; the gateway node answers peer gateways' health probes and gets the answers to
+// its own. The tunnel is a veth named like a WireGuard device; the test first shows that
+// without the filter the node, the other node and the metadata address all answer.
+func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
+	netnstest.RequireRoot(t)
+	gw := netnstest.New(t, "gwf")    // the gateway node
+	peer := netnstest.New(t, "gwpr") // the far end of the tunnel: a peer's pods
+	pod := netnstest.New(t, "gwpod") // a pod of this cluster on the gateway node
+	node := netnstest.New(t, "gwn2") // another node, which also holds the metadata address
+	link := func(a *netnstest.Netns, aName, aAddr string, b *netnstest.Netns, bName, bAddr string) {
+		t.Helper()
+		if out, err := exec.Command("ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name).CombinedOutput(); err != nil {
+			t.Fatalf("veth %s/%s: %v: %s", aName, bName, err, out)
+		}
+		a.MustIP(t, "addr", "add", aAddr, "dev", aName)
+		a.MustIP(t, "link", "set", aName, "up")
+		b.MustIP(t, "addr", "add", bAddr, "dev", bName)
+		b.MustIP(t, "link", "set", bName, "up")
+	}
+	link(gw, "weft-wg-t", "192.0.2.1/30", peer, "t0", "192.0.2.2/30")
+	link(gw, "eth0", "172.31.9.1/24", node, "eth0", "172.31.9.2/24")
+	link(gw, "p0", "10.244.1.1/24", pod, "eth0", "10.244.1.5/24")
+	node.MustIP(t, "addr", "add", "169.254.169.254/32", "dev", "lo")
+	for _, dst := range []string{"10.244.0.0/16", "172.31.9.0/24", "169.254.169.254/32"} {
+		peer.MustIP(t, "route", "add", dst, "via", "192.0.2.1")
+	}
+	gw.MustIP(t, "route", "add", "169.254.169.254/32", "via", "172.31.9.2")
+	node.MustIP(t, "route", "add", "default", "via", "172.31.9.1")
+	pod.MustIP(t, "route", "add", "default", "via", "10.244.1.1")
+	if out, err := gw.Run("sysctl", "-w", "net.ipv4.ip_forward=1"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+
+	serve := func(ns *netnstest.Netns, addr string) {
+		t.Helper()
+		l, err := ns.Listen(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.Close()
+			}
+		}()
+	}
+	serve(pod, "10.244.1.5:8080")
+	serve(gw, "0.0.0.0:10250")        // the gateway node's kubelet
+	serve(node, "172.31.9.2:10250")   // another node's
+	serve(node, "169.254.169.254:80") // the metadata service
+	reach := func(addr string) error {
+		c, err := peer.Dial(addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	}
+	private := []string{"172.31.9.1:10250", "172.31.9.2:10250", "169.254.169.254:80"}
+	for _, a := range append([]string{"10.244.1.5:8080"}, private...) {
+		if err := reach(a); err != nil {
+			t.Fatalf("without the filter the peer cannot reach %s, so the test shows nothing: %v", a, err)
+		}
+	}
+
+	own := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/16")}
+	if err := gw.Do(func() error { return gateway.PrepareKernel("weft-wg*", own) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := reach("10.244.1.5:8080"); err != nil {
+		t.Errorf("through the gateway the peer cannot reach this cluster's pod: %v", err)
+	}
+	for _, a := range private {
+		if err := reach(a); err == nil {
+			t.Errorf("through the gateway the peer reached %s", a)
+		}
+	}
+
+	// Health probes: a peer gateway's to this node, and this node's own (their answers).
+	var responder net.PacketConn
+	if err := gw.Do(func() (err error) {
+		responder, err = net.ListenPacket("udp4", fmt.Sprintf("172.31.9.1:%d", health.DefaultPort))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Close()
+	go echoUDP(responder)
+	if err := udpRoundTrip(peer, fmt.Sprintf("172.31.9.1:%d", health.DefaultPort)); err != nil {
+		t.Errorf("a peer gateway's health probe to the gateway node: %v", err)
+	}
+	var far net.PacketConn
+	if err := peer.Do(func() (err error) { far, err = net.ListenPacket("udp4", "192.0.2.2:7777"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	go echoUDP(far)
+	if err := udpRoundTrip(gw, "192.0.2.2:7777"); err != nil {
+		t.Errorf("the gateway node's own probe through the tunnel got no answer: %v", err)
+	}
+
+	// Another node's host-network client gets its answers (the connection began here).
+	var c net.Conn
+	serve(peer, "192.0.2.2:7778")
+	if err := node.Do(func() (err error) { c, err = net.DialTimeout("tcp", "192.0.2.2:7778", time.Second); return err }); err != nil {
+		t.Errorf("another node's host-network client got no answer from the peer: %v", err)
+	} else {
+		_ = c.Close()
+	}
+
+	out, err := gw.Run("nft", "list", "chain", "inet", "weft-gateway", "from_tunnel")
+	m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("nft list chain: %v: %s", err, out)
+	}
+	if n, _ := strconv.Atoi(m[1]); n == 0 {
+		t.Errorf("no packet counted as dropped out of the tunnel:\n%s", out)
+	}
+}
+
+func echoUDP(c net.PacketConn) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		_, _ = c.WriteTo(buf[:n], from)
+	}
+}
+
+func udpRoundTrip(ns *netnstest.Netns, addr string) error {
+	return ns.Do(func() error {
+		c, err := net.Dial("udp4", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("probe")); err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != "probe" {
+			return fmt.Errorf("answer %q", buf[:n])
+		}
+		return nil
+	})
+}
