@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -38,7 +39,8 @@ const (
 	kindReqVia = 3
 )
 
-// encode lays out a probe: magic, kind, sequence, the sender's clock at sending.
+// encode lays out a probe: magic, kind, sequence (a Prober's is a random nonce), the
+// sender's clock at sending.
 func encode(kind byte, seq uint64, sent int64) []byte {
 	b := make([]byte, msgSize)
 	binary.BigEndian.PutUint32(b[0:], magic)
@@ -128,8 +130,27 @@ type Status struct {
 type target struct {
 	Status
 	streak  int // answers in a row while down
-	seq     uint64
 	ifIndex int // of Via at the last probe (0: not found)
+	// nonces are the last probes' random sequence numbers (a Responder echoes them): only an
+	// answer naming one counts, once. Anyone able to send from the target's address could
+	// otherwise keep a dead gateway up.
+	nonces [nonceWindow]uint64
+	next   int
+}
+
+// nonceWindow is how many recent probes of a target an answer may be for: more than a
+// round trip under load (FailAfter intervals) needs.
+const nonceWindow = 16
+
+// take reports whether n is one of t's outstanding probes, and forgets it.
+func (t *target) take(n uint64) bool {
+	for i, v := range t.nonces {
+		if v == n && n != 0 {
+			t.nonces[i] = 0
+			return true
+		}
+	}
+	return false
 }
 
 // Prober probes a set of targets from one UDP socket.
@@ -289,16 +310,18 @@ func (p *Prober) sendAll() {
 	now := time.Now()
 	silence := time.Duration(p.opts.FailAfter) * p.opts.Interval
 	for tg, t := range p.targets {
-		t.seq++
+		nonce := rand.Uint64() | 1 // (never 0: an empty slot)
+		t.nonces[t.next] = nonce
+		t.next = (t.next + 1) % nonceWindow
 		t.Sent++
 		to := net.UDPAddrFromAddrPort(tg.Addr)
 		if tg.Via == "" {
-			_, _ = p.conn.WriteTo(encode(kindReq, t.seq, p.now()), to)
+			_, _ = p.conn.WriteTo(encode(kindReq, nonce, p.now()), to)
 		} else if index, err := p.ifIndex(tg.Via); err != nil {
 			t.ifIndex = 0 // no device, no probe: the target goes silent
 		} else {
 			t.ifIndex = index
-			_, _ = p.pc.WriteTo(encode(kindReqVia, t.seq, p.now()), &ipv4.ControlMessage{IfIndex: index, Src: p.src}, to)
+			_, _ = p.pc.WriteTo(encode(kindReqVia, nonce, p.now()), &ipv4.ControlMessage{IfIndex: index, Src: p.src}, to)
 		}
 		switch {
 		case t.Up && now.Sub(t.LastReply) > silence:
@@ -320,7 +343,7 @@ func (p *Prober) receive() error {
 			}
 			return err
 		}
-		kind, _, sent, ok := decode(buf[:n])
+		kind, nonce, sent, ok := decode(buf[:n])
 		if !ok || kind != kindRep {
 			continue
 		}
@@ -336,7 +359,7 @@ func (p *Prober) receive() error {
 		}
 		rtt := time.Duration(p.now() - sent)
 		p.mu.Lock()
-		if t := p.answered(addr, ifIndex); t != nil {
+		if t := p.answered(addr, ifIndex); t != nil && t.take(nonce) {
 			t.Received++
 			t.LastReply = time.Now()
 			if t.RTT == 0 {

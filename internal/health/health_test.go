@@ -2,6 +2,7 @@ package health_test
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"sort"
@@ -259,4 +260,53 @@ func TestProbesThroughADevice(t *testing.T) {
 		n.MustIP(t, "link", "set", "tun0", "up")
 	}
 	waitFor("the tunnel made again", true, true)
+}
+
+// An answer counts only if it names one of the prober's recent probes (a random nonce the
+// responder echoes): a forger sending answers from the target's address — here in place
+// of the responder, answering every probe with another sequence number, and replaying a
+// stale answer — never makes the target up.
+func TestForgedAnswersAreIgnored(t *testing.T) {
+	forger, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	var first []byte
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := forger.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n != 21 {
+				continue
+			}
+			ans := append([]byte(nil), buf[:n]...)
+			ans[4] = 2 // an answer
+			if first == nil {
+				first = append([]byte(nil), ans...)
+			}
+			// Another sequence number, and the first answer again (a replay).
+			binary.BigEndian.PutUint64(ans[5:], binary.BigEndian.Uint64(ans[5:])+1)
+			_, _ = forger.WriteTo(ans, from)
+			_, _ = forger.WriteTo(first, from)
+		}
+	}()
+	client, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	p := health.NewProber(client, health.Options{Interval: 10 * time.Millisecond})
+	p.SetTargets([]health.Target{{Addr: forger.LocalAddr().(*net.UDPAddr).AddrPort()}})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); len(st) != 1 || st[0].Up || st[0].Received > 1 {
+		t.Errorf("status %+v: forged answers made the target up (or were counted)", st)
+	}
 }
