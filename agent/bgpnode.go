@@ -42,8 +42,9 @@ type bgpNode struct {
 }
 
 type followed struct {
-	cn  *fabricv1.ClusterNetwork
-	cfg bgp.Config
+	cn     *fabricv1.ClusterNetwork
+	cfg    bgp.Config
+	filter bgp.ImportFilter
 }
 
 // speakerMark is the file that says a speaker ran on this node.
@@ -134,24 +135,45 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 			_ = os.WriteFile(filepath.Join(b.a.cfg.StateDir, speakerMark), nil, 0o600)
 		}
 	}
-	b.follow(ctx, cn, cfg)
+	b.follow(ctx, cn, cfg, importFilter(cn, in, cfg))
+}
+
+// importFilter is what the node imports of the routes its peers announce.
+func importFilter(cn *fabricv1.ClusterNetwork, in bgp.Inputs, cfg bgp.Config) bgp.ImportFilter {
+	f := bgp.ImportFilter{Services: in.ServiceCIDRs, MaxPrefixes: map[netip.Addr]int{}}
+	for _, c := range cn.Spec.PodCIDRs {
+		if p, err := netip.ParsePrefix(string(c)); err == nil {
+			f.Own = append(f.Own, p.Masked())
+		}
+	}
+	for _, c := range cn.Spec.BGP.ImportAllow {
+		if p, err := netip.ParsePrefix(string(c)); err == nil {
+			f.Allow = append(f.Allow, p.Masked())
+		}
+	}
+	for _, ip := range in.NodeIPs {
+		if ip.IsValid() {
+			f.Nodes = append(f.Nodes, ip)
+		}
+	}
+	for _, p := range cfg.Peers {
+		f.MaxPrefixes[p.Address] = p.MaxPrefixes
+	}
+	return f
 }
 
 // follow installs the routes BGP peers announce (spec.bgp.import) and reports the speaker's
 // sessions; sync calls it, and refresh between syncs.
-func (b *bgpNode) follow(ctx context.Context, cn *fabricv1.ClusterNetwork, cfg bgp.Config) {
-	b.followed = &followed{cn: cn, cfg: cfg}
+func (b *bgpNode) follow(ctx context.Context, cn *fabricv1.ClusterNetwork, cfg bgp.Config, filter bgp.ImportFilter) {
+	b.followed = &followed{cn: cn, cfg: cfg, filter: filter}
 	log := b.a.log.WithName("bgp")
+	var refused map[netip.Addr]string
 	if cn.Spec.BGP.Import {
 		received, err := b.speaker.Received()
 		if err == nil {
-			var local []netip.Prefix
-			for _, c := range cn.Spec.PodCIDRs {
-				if p, err := netip.ParsePrefix(string(c)); err == nil {
-					local = append(local, p)
-				}
-			}
-			err = b.imported.Sync(received, local)
+			var kept []bgp.Route
+			kept, refused = filter.Filter(received)
+			err = b.imported.Sync(kept, nil) // (filtered)
 		}
 		if err != nil {
 			log.Error(err, "installing the routes BGP peers announced")
@@ -163,6 +185,9 @@ func (b *bgpNode) follow(ctx context.Context, cn *fabricv1.ClusterNetwork, cfg b
 	if err != nil {
 		log.Error(err, "reading the BGP sessions")
 	}
+	for i := range peers {
+		peers[i].ImportRefused = refused[peers[i].Address]
+	}
 	b.report(ctx, cn, peers, cfg)
 }
 
@@ -170,7 +195,7 @@ func (b *bgpNode) follow(ctx context.Context, cn *fabricv1.ClusterNetwork, cfg b
 // speaker is local: no request to the API server unless the status changed).
 func (b *bgpNode) refresh(ctx context.Context) {
 	if b.running && b.applied != nil && b.followed != nil {
-		b.follow(ctx, b.followed.cn, b.followed.cfg)
+		b.follow(ctx, b.followed.cn, b.followed.cfg, b.followed.filter)
 	}
 }
 
@@ -270,7 +295,7 @@ func (b *bgpNode) report(ctx context.Context, cn *fabricv1.ClusterNetwork, peers
 	for _, p := range peers {
 		ps := fabricv1.BGPPeerStatus{Name: p.Name, Address: p.Address.String(), ASN: int64(p.ASN),
 			State: fabricv1.BGPSessionState(p.State), BFD: p.BFD, PrefixesSent: int64(p.PrefixesSent),
-			PrefixesReceived: int64(p.PrefixesReceived), LastError: p.LastError}
+			PrefixesReceived: int64(p.PrefixesReceived), LastError: p.LastError, ImportRefused: p.ImportRefused}
 		if !p.Since.IsZero() {
 			t := metav1.NewTime(p.Since.Truncate(time.Second))
 			ps.Since = &t

@@ -73,7 +73,7 @@ func Desired(in Inputs) (Config, error) {
 		return Config{}, fmt.Errorf("no IPv4 router ID from %s (routerIDSource %q)", in.Node.Name, spec.RouterIDSource)
 	}
 	for _, p := range spec.Peers {
-		base := Peer{Name: p.Name, ASN: uint32(p.ASN), Port: uint16(p.Port), Passive: p.Passive,
+		base := Peer{Name: p.Name, ASN: uint32(p.ASN), Port: uint16(p.Port), Passive: p.Passive, MaxPrefixes: int(p.MaxPrefixes),
 			HoldTime: uint64(p.HoldTimeSeconds), Keepalive: uint64(p.KeepaliveSeconds)}
 		if base.Port == 0 {
 			base.Port = 179

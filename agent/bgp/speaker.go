@@ -60,6 +60,8 @@ type Peer struct {
 	// Error is a configuration problem (a missing password Secret): the peer is not
 	// configured and its status says why.
 	Error string
+	// MaxPrefixes bounds the routes imported from it (ImportFilter; 0: the default).
+	MaxPrefixes int
 }
 
 // BFD timers.
@@ -79,6 +81,8 @@ type PeerStatus struct {
 	PrefixesSent     uint64
 	PrefixesReceived uint64
 	LastError        string
+	// ImportRefused says which of its routes the node does not import (ImportFilter).
+	ImportRefused string
 }
 
 // Route is a route a peer announced (best path per prefix).

@@ -53,10 +53,22 @@ type BGPSpec struct {
 	// +kubebuilder:validation:items:Pattern=`^[0-9]{1,10}:[0-9]{1,10}(:[0-9]{1,10})?$`
 	Communities []string `json:"communities,omitempty"`
 
-	// Import installs the routes peers announce into each speaker's node routing table
-	// (routes to prefixes inside this cluster's pod ranges are never imported).
+	// Import installs the routes peers announce into each speaker's node routing table.
+	// Never imported: prefixes inside this cluster's pod ranges; unless ImportAllow lets
+	// them in: a default route, prefixes covering the pod ranges, overlapping the service
+	// ranges, covering a node's address, loopback, link-local (the cloud metadata address),
+	// multicast or reserved addresses. A peer announcing more than its maxPrefixes has none of its routes
+	// imported (its status says why).
 	// +optional
 	Import bool `json:"import,omitempty"`
+
+	// ImportAllow lets in received prefixes that are equal to or inside one of these though a
+	// built-in rule refuses them (a default route from the router, say). This cluster's pod
+	// ranges are never imported.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	ImportAllow []CIDR `json:"importAllow,omitempty"`
 
 	// GracefulRestart keeps a restarting agent's routes in the peers' tables (RFC 4724):
 	// peers hold them as stale for RestartTimeSeconds while the speaker comes back.
@@ -136,6 +148,13 @@ type BGPPeer struct {
 	// session's TCP MD5 password (RFC 2385).
 	// +optional
 	PasswordSecretRef *LocalSecretKeyRef `json:"passwordSecretRef,omitempty"`
+	// MaxPrefixes bounds how many prefixes this peer may announce for import: beyond it none
+	// of its routes are installed, and its session's status says why.
+	// +optional
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxPrefixes int32 `json:"maxPrefixes,omitempty"`
 	// HoldTimeSeconds: the session fails after this long without a message (RFC 4271: 0,
 	// never, or at least 3).
 	// +optional
@@ -246,6 +265,9 @@ type BGPPeerStatus struct {
 	// connection refused, a missing password Secret).
 	// +optional
 	LastError string `json:"lastError,omitempty"`
+	// ImportRefused says which of the peer's routes are not imported and why (spec.bgp.import).
+	// +optional
+	ImportRefused string `json:"importRefused,omitempty"`
 }
 
 // BGPNode is one node's BGP speaker as the node's agent reports it. The agent creates it,

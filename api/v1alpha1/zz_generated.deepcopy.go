@@ -222,6 +222,11 @@ func (in *BGPSpec) DeepCopyInto(out *BGPSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.ImportAllow != nil {
+		in, out := &in.ImportAllow, &out.ImportAllow
+		*out = make([]CIDR, len(*in))
+		copy(*out, *in)
+	}
 	out.GracefulRestart = in.GracefulRestart
 }
 

@@ -11,26 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/netguard"
 )
-
-// What a peer may never claim: its ranges become routes on every node and gateway here and
-// WireGuard's allowed IPs, so a range covering any of these would send this cluster's own
-// traffic — to itself, to its cloud's metadata service, to its nodes — into the tunnel.
-var specialRanges = []struct {
-	prefix netip.Prefix
-	what   string
-}{
-	{netip.MustParsePrefix("0.0.0.0/8"), "the unspecified network 0.0.0.0/8"},
-	{netip.MustParsePrefix("127.0.0.0/8"), "loopback 127.0.0.0/8"},
-	{netip.MustParsePrefix("169.254.0.0/16"), "link-local 169.254.0.0/16 (the cloud metadata address)"},
-	{netip.MustParsePrefix("224.0.0.0/4"), "multicast 224.0.0.0/4"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved 240.0.0.0/4 (broadcast)"},
-	{netip.MustParsePrefix("::/128"), "the unspecified address ::"},
-	{netip.MustParsePrefix("::1/128"), "loopback ::1"},
-	{netip.MustParsePrefix("fe80::/10"), "link-local fe80::/10"},
-	{netip.MustParsePrefix("ff00::/8"), "multicast ff00::/8"},
-	{netip.MustParsePrefix("fd00:ec2::254/128"), "the cloud metadata address fd00:ec2::254"},
-}
 
 // hostAddr is an address of this cluster a peer's range must not cover.
 type hostAddr struct {
@@ -75,13 +57,10 @@ func (r *Reconciler) localAddrs(ctx context.Context) ([]hostAddr, error) {
 // refuseReason says why a peer may not claim p ("" if it may): a default route, a range
 // covering a special or local address, or one outside the peer's spec.allowedCIDRs.
 func refuseReason(p netip.Prefix, local []hostAddr, allowed []fabricv1.CIDR) string {
-	if p.Bits() == 0 {
-		return "is a default route"
-	}
-	for _, s := range specialRanges {
-		if p.Overlaps(s.prefix) {
-			return "covers " + s.what
-		}
+	// Its ranges become routes on every node and gateway here and WireGuard's allowed IPs:
+	// a range covering any of these would send this cluster's own traffic into the tunnel.
+	if why := netguard.Refuse(p); why != "" {
+		return why
 	}
 	for _, a := range local {
 		if p.Contains(a.addr) {
