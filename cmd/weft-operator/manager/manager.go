@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -44,6 +45,12 @@ var Backends = []fabricv1.DatapathBackend{fabricv1.DatapathOVS, fabricv1.Datapat
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=secrets,verbs=create;update
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
 
+// /metrics is served over TLS to those the API server authenticates and authorizes (get on
+// the non-resource URL /metrics: ClusterRole weft-metrics-reader), never to anyone who
+// reaches the port.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // NewManager builds the manager with every controller and webhook registered.
 func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) (ctrl.Manager, error) {
 	if err := cfg.Validate(); err != nil {
@@ -51,8 +58,9 @@ func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) 
 	}
 	scheme := operator.NewScheme()
 	opts := ctrl.Options{
-		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		Scheme: scheme,
+		Metrics: metricsserver.Options{BindAddress: cfg.MetricsAddr, SecureServing: true,
+			FilterProvider: filters.WithAuthenticationAndAuthorization},
 		HealthProbeBindAddress:  cfg.ProbeAddr,
 		LeaderElection:          cfg.LeaderElect,
 		LeaderElectionID:        "weft-operator.fabric.weft.dev",
