@@ -90,6 +90,7 @@ func (g *gw) recordHealth(ctx context.Context, now map[netip.Addr]bool) {
 		g.tunnelsAt = time.Time{}
 		ev := healthEvent(t, g.cfg.NodeName, time.Now())
 		g.log.Info("peer gateway health", "peer", t.Peer.Name, "gateway", t.Gateway.Node, "up", t.Up)
+		g.metrics.transition(t.Peer.Name, t.Gateway.Node, t.Up)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()

@@ -2,3 +2,6 @@ package gateway
 
 // PrepareKernel is prepareKernel (tunnel filter tests).
 var PrepareKernel = prepareKernel
+
+// DroppedByTunnelFilter is droppedByTunnelFilter (the metrics' reading of nft's counters).
+var DroppedByTunnelFilter = droppedByTunnelFilter

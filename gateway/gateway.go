@@ -56,12 +56,15 @@ type Config struct {
 	// Interval between syncs and Lease renewals; the Lease lasts LeaseDuration.
 	Interval      time.Duration
 	LeaseDuration time.Duration
+	// MetricsAddr serves /metrics (Metrics); "" or "0" disables. Loopback by default: the
+	// node's own scraper, or a proxy that authenticates, reads it.
+	MetricsAddr string
 }
 
 // DefaultConfig is the gateway's configuration on a node.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), StateDir: "/var/lib/weft/gateway",
-		Interval: 500 * time.Millisecond, LeaseDuration: 2 * time.Second}
+		Interval: 500 * time.Millisecond, LeaseDuration: 2 * time.Second, MetricsAddr: "127.0.0.1:10391"}
 }
 
 // Interface names of the gateway's tunnel device per driver (WireGuard: the stem of its
@@ -139,6 +142,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}})
 	go func() { _ = g.prober.Run(ctx) }()
+	if cfg.MetricsAddr != "" && cfg.MetricsAddr != "0" {
+		g.metrics = NewMetrics()
+		g.metrics.source = g.metricsView
+		if err := serveMetrics(ctx, cfg.MetricsAddr, g.metrics); err != nil {
+			return err
+		}
+	}
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
@@ -297,6 +307,7 @@ type gw struct {
 	tun       tunnel.Tunnel
 	endpoint  netip.AddrPort
 	prober    *health.Prober
+	metrics   *Metrics // nil: not served
 	applied   []tunnel.Peer
 	appliedAt time.Time              // when SetPeers last ran
 	self      string                 // "<cluster ID>/<node>"
@@ -478,11 +489,7 @@ func uplinkMTU(ip netip.Addr) (int, error) {
 // counted (nft list table inet weft-gateway).
 func prepareKernel(ifname string, own []netip.Prefix) error {
 	rules := nftRules(ifname, own)
-	nft, err := exec.LookPath("nft")
-	if err != nil {
-		nft = "/usr/sbin/nft" // not on every container's PATH
-	}
-	cmd := exec.Command(nft, "-f", "-")
+	cmd := exec.Command(nftPath(), "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nft (MSS clamping, tunnel filter): %w: %s", err, out)

@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "where the gateway keeps its private key")
 	flag.DurationVar(&cfg.Interval, "interval", cfg.Interval, "how often the Lease is renewed and peers are synced")
 	flag.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "how long the Lease lasts without renewal")
+	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of /metrics (per peer gateway: probes, tunnel bytes, handshakes, failovers; tunnel filter drops); 0 disables")
 	klog.InitFlags(nil)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

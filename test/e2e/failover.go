@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -19,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/weft-net/weft/controllers/clusterpeer"
 	"github.com/weft-net/weft/gateway"
 	"github.com/weft-net/weft/internal/netnstest"
 )
@@ -367,6 +370,27 @@ func Failover(t *testing.T, in FailoverInput) {
 				return nil
 			})
 		}
+		// And in the metrics of the gateway that saw it (weft-gateway serves them on the node's
+		// loopback): each peer gateway answering, and the failovers counted.
+		Eventually(t, 30*time.Second, func() error {
+			var downs int
+			for _, gw := range gatewayNodes(in.From) {
+				body, err := gatewayMetrics(l, gw)
+				if err != nil {
+					return err
+				}
+				for _, peer := range gatewayNodes(in.To) {
+					if !strings.Contains(body, `weft_gateway_peer_up{gateway="`+peer+`",peer="`+in.To+`"} 1`) {
+						return fmt.Errorf("%s's metrics do not show %s/%s up:\n%s", gw, in.To, peer, body)
+					}
+				}
+				downs += strings.Count(body, `weft_gateway_peer_transitions_total{direction="down"`)
+			}
+			if downs == 0 {
+				return fmt.Errorf("no gateway of %s counted a peer gateway going down", in.From)
+			}
+			return nil
+		})
 		// Every gateway of in.From lists a tunnel to each gateway of in.To, handshaken.
 		Eventually(t, 30*time.Second, func() error {
 			out, err := exec.Command(l.Weftctl, "status", "--kubeconfig", l.Kubeconfig, "--context", in.From).CombinedOutput()
@@ -387,6 +411,69 @@ func Failover(t *testing.T, in FailoverInput) {
 			return nil
 		})
 	})
+
+	t.Run("the peer's gateways stopped: its ClusterPeer is not Ready, and Ready when they run", func(t *testing.T) {
+		// Ready says traffic can flow: with every gateway of in.To frozen (SIGSTOP) nothing
+		// answers through the tunnels, whatever the API servers say.
+		var pids []int
+		for _, g := range gatewayNodes(in.To) {
+			pid := l.gatewayPID(t, g)
+			if pid == 0 {
+				t.Fatalf("no weft-gateway process on %s", g)
+			}
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, pid)
+		}
+		resume := func() {
+			for _, pid := range pids {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}
+		defer resume()
+		stopped := time.Now()
+		var why string
+		Eventually(t, time.Minute, func() error {
+			out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+				`jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].message}`)
+			why = strings.TrimSpace(out)
+			// Not answering through the tunnels (or, once their Leases lapse, no gateway).
+			if !strings.HasPrefix(why, "False ") {
+				return fmt.Errorf("%s's ClusterPeer %s: Ready %q, want False", in.From, in.To, out)
+			}
+			return nil
+		})
+		notReady := time.Since(stopped)
+		resume()
+		resumed := time.Now()
+		Eventually(t, 2*time.Minute, func() error {
+			out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+				`jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].reason}`)
+			if strings.TrimSpace(out) != "True "+clusterpeer.ReasonTunnelsUp {
+				return fmt.Errorf("%s's ClusterPeer %s: Ready %q, want True %s", in.From, in.To, out, clusterpeer.ReasonTunnelsUp)
+			}
+			return nil
+		})
+		t.Logf("%s's gateways frozen: %s's ClusterPeer not Ready after %v (%s), Ready again %v after they ran",
+			in.To, in.From, notReady.Round(100*time.Millisecond), why, time.Since(resumed).Round(100*time.Millisecond))
+		waitTwoGatewaysEachWay(t, in)
+	})
+}
+
+// gatewayMetrics reads the /metrics weft-gateway serves on node's loopback.
+func gatewayMetrics(l *Lab, node string) (string, error) {
+	ns := l.nodeNetns(node)
+	// (Dialled inside the node's namespace: the transport dials on goroutines of its own.)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }}}
+	resp, err := c.Get("http://127.0.0.1:10391/metrics")
+	if err != nil {
+		return "", fmt.Errorf("%s's gateway metrics: %w", node, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // exportServer exports the server pod's UDP echo port from in.To as Service "server" and
