@@ -154,18 +154,7 @@ func TestClusterPeer(t *testing.T) {
 	})
 
 	t.Run("a peer whose ranges overlap this cluster's is Stalled, and Ready once they don't", func(t *testing.T) {
-		recreate := func(pods, services string) {
-			t.Helper()
-			cn := &fabricv1.ClusterNetwork{}
-			if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
-				t.Fatal(err)
-			}
-			if err := remote.Client.Delete(ctx, cn); err != nil {
-				t.Fatal(err)
-			}
-			mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
-			setStatusGateways(t, remote, remoteGW)
-		}
+		recreate := func(pods, services string) { t.Helper(); recreateRemote(t, pods, services, remoteGW) }
 		recreate("10.244.128.0/17", "10.97.0.0/16")
 		got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			return errors.Join(
@@ -190,18 +179,7 @@ func TestClusterPeer(t *testing.T) {
 	})
 
 	t.Run("ranges a peer may not claim are refused, and its other ranges stay in force", func(t *testing.T) {
-		recreate := func(pods, services string) {
-			t.Helper()
-			cn := &fabricv1.ClusterNetwork{}
-			if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
-				t.Fatal(err)
-			}
-			if err := remote.Client.Delete(ctx, cn); err != nil {
-				t.Fatal(err)
-			}
-			mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
-			setStatusGateways(t, remote, remoteGW)
-		}
+		recreate := func(pods, services string) { t.Helper(); recreateRemote(t, pods, services, remoteGW) }
 		refused := func(says string, pods, services []string) {
 			t.Helper()
 			got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
@@ -460,6 +438,22 @@ func peerState(p *fabricv1.ClusterPeer, state, reason, says string) error {
 		errs = append(errs, fmt.Errorf("Ready says %q, want it to say %q", testenv.Describe(p.Status.Conditions), says))
 	}
 	return errors.Join(errs...)
+}
+
+// recreateRemote makes the remote cluster's ClusterNetwork again with other ranges (they
+// are immutable), with gws as its gateways.
+func recreateRemote(t *testing.T, pods, services string, gws ...fabricv1.GatewayStatus) {
+	t.Helper()
+	ctx := context.Background()
+	cn := &fabricv1.ClusterNetwork{}
+	if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Client.Delete(ctx, cn); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
+	setStatusGateways(t, remote, gws...)
 }
 
 // setStatusGateways writes the ClusterNetwork's status.gateways in env, as the operator

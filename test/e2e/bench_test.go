@@ -28,27 +28,11 @@ func BenchmarkGateways(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("the gateway benchmarks need root: they bring a lab up")
 	}
-	rounds, mcsRounds, tcpRounds := 20, 20, 5
-	if v, err := strconv.Atoi(os.Getenv("WEFT_FAILOVER_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("WEFT_TCP_ROUNDS")); err == nil && v > 0 {
-		tcpRounds = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("WEFT_MCS_ROUNDS")); err == nil && v > 0 {
-		mcsRounds = v
-	}
+	rounds, mcsRounds, tcpRounds := envRounds("WEFT_FAILOVER_ROUNDS", 20), envRounds("WEFT_MCS_ROUNDS", 20), envRounds("WEFT_TCP_ROUNDS", 5)
 	// Both clusters on the ebpf datapath without encapsulation (each with its BGP router):
 	// the datapath whose throughput through the gateways can come near the bare tunnel's
 	// (userspace OVS, without its kernel module here, carries 0.05–0.1 Gbit/s across).
-	lab := upLab(b, 2, 3, "ebpf,ebpf")
-	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
-	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
-	PeerJoin(b, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
-	in := FailoverInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "bench-gateways",
-		FromPodCIDR: "10.244.0.0/16", ToPodCIDR: "10.245.0.0/16"}
-	client, server, echo := failoverSetup(b, in)
-	Eventually(b, time.Minute, func() error { return spread(b, lab, in.From, client, echo) })
+	lab, in, client, server, echo := peeredLab(b, "ebpf,ebpf", "bench-gateways")
 
 	b.Run("cross-cluster-tcp", func(b *testing.B) {
 		netnstest.BenchTCP(b, server, client, echo.Addr().String()+":7100")
@@ -130,19 +114,24 @@ func BenchmarkFailoverOVS(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("the failover benchmark needs root: it brings a lab up")
 	}
-	rounds := 20
-	if v, err := strconv.Atoi(os.Getenv("WEFT_FAILOVER_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
-	lab := upLab(b, 2, 3, "ovs,ovs")
+	rounds := envRounds("WEFT_FAILOVER_ROUNDS", 20)
+	lab, in, client, server, echo := peeredLab(b, "ovs,ovs", "bench-failover-ovs")
+	benchFailover(b, lab, in, client, server, echo, rounds)
+}
+
+// peeredLab brings up two peered three-node clusters on datapaths, with two gateways each,
+// a client pod in weft-1 and a server pod in weft-2 (in namespace), and waits until flows
+// are spread over both gateways.
+func peeredLab(b *testing.B, datapaths, namespace string) (*Lab, FailoverInput, *netnstest.Netns, *netnstest.Netns, netip.AddrPort) {
+	lab := upLab(b, 2, 3, datapaths)
 	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
 	InstallWeft(b, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
 	PeerJoin(b, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
-	in := FailoverInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: "bench-failover-ovs",
+	in := FailoverInput{Lab: lab, From: "weft-1", To: "weft-2", Namespace: namespace,
 		FromPodCIDR: "10.244.0.0/16", ToPodCIDR: "10.245.0.0/16"}
 	client, server, echo := failoverSetup(b, in)
 	Eventually(b, time.Minute, func() error { return spread(b, lab, in.From, client, echo) })
-	benchFailover(b, lab, in, client, server, echo, rounds)
+	return lab, in, client, server, echo
 }
 
 // benchFailover fails the gateway carrying a stream rounds times, alternating a killed
@@ -171,6 +160,14 @@ func benchFailover(b *testing.B, lab *Lab, in FailoverInput, client, server *net
 		b.ReportMetric(float64(gaps[len(gaps)-1].Milliseconds()), "max-gap-ms")
 		b.ReportMetric(0, "ns/op")
 	})
+}
+
+// envRounds is the positive count the environment variable name says, else def.
+func envRounds(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // median is the middle of xs (the mean of the two middle ones for an even count).

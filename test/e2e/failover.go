@@ -220,14 +220,7 @@ func Failover(t *testing.T, in FailoverInput) {
 			}
 			thawed = true
 			resumed := time.Now()
-			Eventually(t, time.Minute, func() error {
-				out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
-					`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
-				if strings.TrimSpace(out) != "TunnelsUp True" {
-					return fmt.Errorf("%s's ClusterPeer %s: Ready reason and Connected %q, want TunnelsUp True", in.From, in.To, out)
-				}
-				return nil
-			})
+			peerCurrent(t, in)
 			recovered = time.Since(resumed)
 			return in.To + "'s API server frozen", start
 		})
@@ -288,14 +281,7 @@ func Failover(t *testing.T, in FailoverInput) {
 		if gap >= time.Second {
 			t.Errorf("the peer's API server restarting interrupted probes for %v", gap)
 		}
-		Eventually(t, time.Minute, func() error {
-			out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
-				`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
-			if strings.TrimSpace(out) != "TunnelsUp True" {
-				return fmt.Errorf("%s's ClusterPeer %s: Ready reason and Connected %q, want TunnelsUp True", in.From, in.To, out)
-			}
-			return nil
-		})
+		peerCurrent(t, in)
 		if got := importVIP(t, l, in.From, in.Namespace, "server"); got != vip.Addr().String() {
 			t.Errorf("the import's VIP changed across the restart: %s, was %s", got, vip.Addr())
 		}
@@ -458,6 +444,20 @@ func Failover(t *testing.T, in FailoverInput) {
 		t.Logf("%s's gateways frozen: %s's ClusterPeer not Ready after %v (%s), Ready again %v after they ran",
 			in.To, in.From, notReady.Round(100*time.Millisecond), why, time.Since(resumed).Round(100*time.Millisecond))
 		waitTwoGatewaysEachWay(t, in)
+	})
+}
+
+// peerCurrent waits (a minute at most) until in.From reads in.To's API server again and its
+// tunnels are up.
+func peerCurrent(t testing.TB, in FailoverInput) {
+	t.Helper()
+	Eventually(t, time.Minute, func() error {
+		out, _ := in.Lab.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o",
+			`jsonpath={.status.conditions[?(@.type=="Ready")].reason} {.status.conditions[?(@.type=="Connected")].status}`)
+		if strings.TrimSpace(out) != "TunnelsUp True" {
+			return fmt.Errorf("%s's ClusterPeer %s: Ready reason and Connected %q, want TunnelsUp True", in.From, in.To, out)
+		}
+		return nil
 	})
 }
 
