@@ -737,4 +737,27 @@ func TestNodeNetworkComesBackAfterOVSIsKilled(t *testing.T) {
 	}
 	n1.restartDriver(t)
 	back("killed, its port lost, started again, then the agent")
+
+	// The node set up again (a reboot, a lab brought up again) while the database remembers
+	// the adoption: the address is back on the uplink. Nothing is restored onto the bridge;
+	// the agent adopts the uplink again.
+	_ = n1.dp.Close()
+	n1.ovs.Kill()
+	n1.ns.MustIP(t, "link", "del", ovs.ExternalBridge)
+	n1.ns.MustIP(t, "addr", "add", "172.29.0.11/24", "dev", "eth0")
+	n1.ns.MustIP(t, "route", "add", "default", "via", "172.29.0.1")
+	inst, err := ovsrun.Start(ctx, n1.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1.ovs = inst
+	t.Cleanup(inst.Stop)
+	if got := restoreUplink(); got != 0 {
+		t.Errorf("RestoreUplink restored %d onto the bridge while the uplink holds the node's address", got)
+	}
+	n1.restartDriver(t)
+	back("the node's network set up again, then Open vSwitch and the agent")
+	if !strings.Contains(on(ovs.ExternalBridge), "172.29.0.11/24") {
+		t.Errorf("the agent did not adopt the uplink again:\n%s", on(ovs.ExternalBridge))
+	}
 }

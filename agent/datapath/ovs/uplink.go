@@ -166,17 +166,14 @@ func restoreUplink(h *netlink.Handle, br netlink.Link, addrs []string, routes []
 	if len(addrs) == 0 {
 		return restoreRoutes(h, br, routes)
 	}
-	if br.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(br); err != nil {
-			return 0, err
-		}
-	}
-	// Every link's: an address another link holds (the uplink, given back) is not taken.
+	// Every link's addresses: where another link holds the node's addresses (the uplink,
+	// given back; a node whose network was set up again) the bridge is not where they live,
+	// and nothing is restored.
 	have, err := h.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return 0, err
 	}
-	restored := 0
+	var missing []*net.IPNet
 	for _, a := range addrs {
 		ipn, err := netlink.ParseIPNet(a)
 		if err != nil {
@@ -184,13 +181,26 @@ func restoreUplink(h *netlink.Handle, br netlink.Link, addrs []string, routes []
 		}
 		found := false
 		for _, cur := range have {
-			found = found || cur.IPNet.String() == ipn.String()
+			if cur.IPNet.String() == ipn.String() {
+				if cur.LinkIndex != br.Attrs().Index {
+					return 0, nil
+				}
+				found = true
+			}
 		}
-		if found {
-			continue
+		if !found {
+			missing = append(missing, ipn)
 		}
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(br); err != nil {
+			return 0, err
+		}
+	}
+	restored := 0
+	for _, ipn := range missing {
 		if err := h.AddrReplace(br, &netlink.Addr{IPNet: ipn}); err != nil {
-			return restored, fmt.Errorf("restoring %s on %s: %w", a, br.Attrs().Name, err)
+			return restored, fmt.Errorf("restoring %s on %s: %w", ipn, br.Attrs().Name, err)
 		}
 		restored++
 	}
