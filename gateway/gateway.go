@@ -146,7 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.metrics = NewMetrics()
 		g.metrics.source = g.metricsView
 		if err := serveMetrics(ctx, cfg.MetricsAddr, g.metrics); err != nil {
-			return err
+			log.Error(err, "not serving metrics") // the tunnels do not wait for them
 		}
 	}
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
