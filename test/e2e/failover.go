@@ -496,8 +496,8 @@ metadata: {name: server, namespace: `+in.Namespace+`}
 	var vip string
 	Eventually(t, 2*time.Minute, func() error {
 		vip = importVIP(t, l, in.From, in.Namespace, "server")
-		if vip == "" {
-			return fmt.Errorf("%s has no VIP for the import of %s/server", in.From, in.Namespace)
+		if _, err := netip.ParseAddr(vip); err != nil {
+			return fmt.Errorf("%s has no VIP for the import of %s/server (%q)", in.From, in.Namespace, vip)
 		}
 		return nil
 	})
@@ -559,7 +559,10 @@ func udpEcho(ns *netnstest.Netns, addr netip.AddrPort) error {
 // importVIP is the first IP of a ServiceImport ("" if none).
 func importVIP(t testing.TB, l *Lab, cluster, namespace, name string) string {
 	t.Helper()
-	out, _ := l.KubectlRun(cluster, "", "-n", namespace, "get", "serviceimport", name, "-o", "jsonpath={.spec.ips[0]}")
+	out, code := l.KubectlRun(cluster, "", "-n", namespace, "get", "serviceimport", name, "-o", "jsonpath={.spec.ips[0]}")
+	if code != 0 {
+		return "" // (not imported yet: out is kubectl's error)
+	}
 	return strings.TrimSpace(out)
 }
 
