@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"testing"
@@ -49,33 +48,17 @@ func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 
-	serve := func(ns *netnstest.Netns, addr string) {
-		t.Helper()
-		l, err := ns.Listen(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				_ = c.Close()
-			}
-		}()
-	}
-	serve(pod, "10.244.1.5:8080")
-	serve(gw, "0.0.0.0:10250")        // the gateway node's kubelet
-	serve(node, "172.31.9.2:10250")   // another node's
-	serve(node, "169.254.169.254:80") // the metadata service
+	ip := netip.MustParseAddr
+	pod.ServeEcho(t, ip("10.244.1.5"), []int{8080}, nil)
+	gw.ServeEcho(t, ip("172.31.9.1"), []int{10250}, []int{health.DefaultPort}) // its kubelet; its health responder
+	node.ServeEcho(t, ip("172.31.9.2"), []int{10250}, nil)                     // another node's kubelet
+	node.ServeEcho(t, ip("169.254.169.254"), []int{80}, nil)                   // the metadata service
+	peer.ServeEcho(t, ip("192.0.2.2"), []int{7778}, []int{7777})               // a peer's pod, its gateway
 	reach := func(addr string) error {
-		c, err := peer.Dial(addr, time.Second)
-		if err == nil {
-			_ = c.Close()
+		if o := peer.Probe("tcp", netip.MustParseAddrPort(addr), time.Second); o != netnstest.Connected {
+			return fmt.Errorf("%s: %s", addr, o)
 		}
-		return err
+		return nil
 	}
 	private := []string{"172.31.9.1:10250", "172.31.9.2:10250", "169.254.169.254:80"}
 	for _, a := range append([]string{"10.244.1.5:8080"}, private...) {
@@ -98,35 +81,15 @@ func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
 	}
 
 	// Health probes: a peer gateway's to this node, and this node's own (their answers).
-	var responder net.PacketConn
-	if err := gw.Do(func() (err error) {
-		responder, err = net.ListenPacket("udp4", fmt.Sprintf("172.31.9.1:%d", health.DefaultPort))
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	if o := peer.Probe("udp", netip.AddrPortFrom(ip("172.31.9.1"), health.DefaultPort), time.Second); o != netnstest.Connected {
+		t.Errorf("a peer gateway's health probe to the gateway node: %s", o)
 	}
-	defer responder.Close()
-	go echoUDP(responder)
-	if err := udpRoundTrip(peer, fmt.Sprintf("172.31.9.1:%d", health.DefaultPort)); err != nil {
-		t.Errorf("a peer gateway's health probe to the gateway node: %v", err)
+	if o := gw.Probe("udp", netip.MustParseAddrPort("192.0.2.2:7777"), time.Second); o != netnstest.Connected {
+		t.Errorf("the gateway node's own probe through the tunnel got no answer: %s", o)
 	}
-	var far net.PacketConn
-	if err := peer.Do(func() (err error) { far, err = net.ListenPacket("udp4", "192.0.2.2:7777"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer far.Close()
-	go echoUDP(far)
-	if err := udpRoundTrip(gw, "192.0.2.2:7777"); err != nil {
-		t.Errorf("the gateway node's own probe through the tunnel got no answer: %v", err)
-	}
-
 	// Another node's host-network client gets its answers (the connection began here).
-	var c net.Conn
-	serve(peer, "192.0.2.2:7778")
-	if err := node.Do(func() (err error) { c, err = net.DialTimeout("tcp", "192.0.2.2:7778", time.Second); return err }); err != nil {
-		t.Errorf("another node's host-network client got no answer from the peer: %v", err)
-	} else {
-		_ = c.Close()
+	if o := node.Probe("tcp", netip.MustParseAddrPort("192.0.2.2:7778"), time.Second); o != netnstest.Connected {
+		t.Errorf("another node's host-network client got no answer from the peer: %s", o)
 	}
 
 	// The drops are counted, and the gateway's metrics read the counters.
@@ -136,38 +99,4 @@ func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
 		out, _ := gw.Run("nft", "list", "table", "inet", "weft-gateway")
 		t.Errorf("dropped out of the tunnel, as the metrics read it: %v; nft says:\n%s", dropped, out)
 	}
-}
-
-func echoUDP(c net.PacketConn) {
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		_, _ = c.WriteTo(buf[:n], from)
-	}
-}
-
-func udpRoundTrip(ns *netnstest.Netns, addr string) error {
-	return ns.Do(func() error {
-		c, err := net.Dial("udp4", addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write([]byte("probe")); err != nil {
-			return err
-		}
-		buf := make([]byte, 16)
-		n, err := c.Read(buf)
-		if err != nil {
-			return err
-		}
-		if string(buf[:n]) != "probe" {
-			return fmt.Errorf("answer %q", buf[:n])
-		}
-		return nil
-	})
 }
