@@ -31,6 +31,9 @@ type dataPlaneState struct {
 	stalled bool // waiting cannot help: a user must change something
 	reason  string
 	message string
+	// tunnelsUp of tunnels count this cluster's live gateways' tunnels to the peer's
+	// gateways, and those of them that carry traffic (answer probes; handshaken).
+	tunnelsUp, tunnels int
 }
 
 // dataPlane judges, from this cluster's side, whether traffic can flow to the peer: what its
@@ -91,7 +94,7 @@ func dataPlane(own *fabricv1.ClusterNetwork, p *fabricv1.ClusterPeer) dataPlaneS
 		return dataPlaneState{reason: ReasonAwaitingGateways,
 			message: fmt.Sprintf("none of this cluster's %d gateways renews its Lease", len(own.Status.Gateways))}
 	case up > 0:
-		return dataPlaneState{up: true, reason: ReasonTunnelsUp,
+		return dataPlaneState{up: true, reason: ReasonTunnelsUp, tunnelsUp: up, tunnels: total,
 			message: fmt.Sprintf("%d of %d %s tunnels to peer %s's gateways answer health probes", up, total, tun, id)}
 	case total == 0:
 		return dataPlaneState{reason: ReasonAwaitingTunnels,
@@ -107,7 +110,7 @@ func dataPlane(own *fabricv1.ClusterNetwork, p *fabricv1.ClusterPeer) dataPlaneS
 	if silent > 0 {
 		what = append(what, fmt.Sprintf("%d get no answer to health probes", silent))
 	}
-	return dataPlaneState{reason: ReasonAwaitingTunnels,
+	return dataPlaneState{reason: ReasonAwaitingTunnels, tunnels: total,
 		message: fmt.Sprintf("no tunnel to peer %s carries traffic yet: of %d, %s", id, total, strings.Join(what, ", "))}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -266,6 +267,15 @@ func TestClusterPeer(t *testing.T) {
 		if got.Status.StaleSince == nil || !slices.Equal(got.Status.PodCIDRs, []string{"10.245.0.0/16"}) {
 			t.Errorf("the last state is not served with its staleness: %+v", got.Status)
 		}
+		// The metrics show it too: Degraded, not Connected, stale for as long as staleSince says.
+		if got.Status.StaleSince != nil {
+			m := peerMetrics(t, "peer-stale")
+			since := time.Since(got.Status.StaleSince.Time).Seconds()
+			if m["weft_clusterpeer_condition/Degraded"] != 1 || m["weft_clusterpeer_condition/Connected"] != 0 || m["weft_clusterpeer_condition/Ready"] != 1 ||
+				m["weft_clusterpeer_stale_seconds"] <= 0 || m["weft_clusterpeer_stale_seconds"] > since+1 {
+				t.Errorf("a stale peer's metrics: %v (stale since %v)", m, got.Status.StaleSince)
+			}
+		}
 
 		// An expired credential is the same: the last state stays.
 		setSecret(withToken(t, reader, "expired"))
@@ -396,6 +406,23 @@ func TestClusterPeer(t *testing.T) {
 				return errors.Join(peerState(p, c.state, c.reason, c.says),
 					testenv.CheckCondition(p.Status.Conditions, "Accepted", metav1.ConditionTrue, fabricv1.ReasonConnected))
 			})
+			// The operator's metrics say the same: tunnels up (what Ready follows), of how many.
+			up, total, ready := 0.0, 1.0, 0.0
+			switch {
+			case c.state == "":
+				up, ready = 1, 1
+			case !c.healthy:
+				total = 0 // a dead gateway's tunnels do not count
+			}
+			m := peerMetrics(t, "peer-0")
+			want := map[string]float64{"weft_clusterpeer_tunnels_up": up, "weft_clusterpeer_tunnels": total,
+				"weft_clusterpeer_condition/Ready": ready, "weft_clusterpeer_condition/Connected": 1, "weft_clusterpeer_stale_seconds": 0,
+				"weft_clusterpeer_gateways": 1}
+			for k, v := range want {
+				if got, ok := m[k]; !ok || got != v {
+					t.Errorf("%s: metric %s of peer-0 is %v (present %t), want %v", c.name, k, got, ok, v)
+				}
+			}
 		}
 
 		// Different tunnel drivers: Stalled, naming both; the same again: Ready.
@@ -413,11 +440,45 @@ func TestClusterPeer(t *testing.T) {
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			return peerState(p, "Stalled", clusterpeer.ReasonTunnelMismatch, "this cluster's gateways use the geneve tunnel, peer remote's use wireguard")
 		})
+		if m := peerMetrics(t, "peer-0"); m["weft_clusterpeer_condition/Stalled"] != 1 || m["weft_clusterpeer_tunnels_up"] != 0 {
+			t.Errorf("with different drivers the metrics say Stalled=%v and %v tunnels up, want 1 and 0", m["weft_clusterpeer_condition/Stalled"], m["weft_clusterpeer_tunnels_up"])
+		}
 		setTunnel(fabricv1.TunnelWireGuard)
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			return peerState(p, "", clusterpeer.ReasonTunnelsUp, "answer health probes")
 		})
 	})
+}
+
+// peerMetrics gathers the operator's ClusterPeer metrics (read from local's API server, as
+// the manager's cache would give them) of one peer: by metric name, conditions as
+// "weft_clusterpeer_condition/<type>".
+func peerMetrics(t *testing.T, peer string) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(clusterpeer.NewMetrics(local.Client))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["peer"] != peer {
+				continue
+			}
+			key := f.GetName()
+			if typ, ok := labels["type"]; ok {
+				key += "/" + typ
+			}
+			out[key] = m.GetGauge().GetValue()
+		}
+	}
+	return out
 }
 
 // peerState checks a ClusterPeer's kstatus state ("" is Ready) with its reason and message.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -112,6 +114,7 @@ func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) 
 		Options: clusterpeer.Options{Resync: cfg.PeerResync, Namespace: cfg.Namespace}}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("clusterpeer controller: %w", err)
 	}
+	registerPeerMetrics(clusterpeer.NewMetrics(mgr.GetClient()))
 	view := &mcs.View{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
 	if err := mcs.Setup(mgr, view); err != nil {
 		return nil, err
@@ -165,4 +168,21 @@ func ownCertificate(ctx context.Context, cfg operator.Config, restCfg *rest.Conf
 		return err
 	}
 	return mgr.Add(&webhookcert.Rotator{Client: direct, Options: certOpts})
+}
+
+// peerMetrics is the ClusterPeer collector registered with controller-runtime's registry,
+// which is the process's: a manager made again in the same process (tests) replaces it.
+var (
+	peerMetricsMu sync.Mutex
+	peerMetrics   *clusterpeer.Metrics
+)
+
+func registerPeerMetrics(m *clusterpeer.Metrics) {
+	peerMetricsMu.Lock()
+	defer peerMetricsMu.Unlock()
+	if peerMetrics != nil {
+		metrics.Registry.Unregister(peerMetrics)
+	}
+	metrics.Registry.MustRegister(m)
+	peerMetrics = m
 }
