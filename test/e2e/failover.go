@@ -299,8 +299,9 @@ func Failover(t *testing.T, in FailoverInput) {
 		if pid == 0 {
 			t.Fatalf("no kube-apiserver of %s", in.From)
 		}
+		vip, _ := exportServer(t, in, client)
 		var victims []string
-		gap, err := streamsDuring(t, client, server, echo, func() (string, time.Time) {
+		gap, err := streamsTo(t, client, server, []netip.AddrPort{echo, vip}, func() (string, time.Time) {
 			start := time.Now()
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
@@ -330,7 +331,7 @@ func Failover(t *testing.T, in FailoverInput) {
 		if err != nil {
 			t.Error(err)
 		}
-		t.Logf("%s's API server frozen for 1m while %v died: longest probe gap %v (of 8 flows every 10 ms)", in.From, victims, gap.Round(time.Millisecond))
+		t.Logf("%s's API server frozen for 1m while %v died: longest probe gap %v (8 flows every 10 ms, to the pod and through the VIP)", in.From, victims, gap.Round(time.Millisecond))
 		if gap >= time.Second {
 			t.Errorf("this cluster's API server stopping while gateways died interrupted probes for %v, want < 1s", gap)
 		}
@@ -489,7 +490,7 @@ kind: Service
 metadata: {name: server, namespace: `+in.Namespace+`}
 spec:
   selector: {app: server}
-  ports: [{name: echo, protocol: UDP, port: 8081}]
+  ports: [{name: echo, protocol: UDP, port: 8081}, {name: http, protocol: TCP, port: 8080}]
 ---
 apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceExport
@@ -738,17 +739,23 @@ func clusterDNSAnswers(t testing.TB, l *Lab, cluster string, from *netnstest.Net
 	})
 }
 
-// streamsDuring runs eight probe streams (every 10 ms) and a TCP transfer from client to
-// server, runs during once they flow (it says what it did, and when it began, for the log),
-// keeps them a second more, and returns the longest probe gap; the error says what broke
-// (a probe stream, the transfer).
+// streamsDuring runs eight probe streams (every 10 ms), a TCP transfer and HTTP calls (every
+// 250 ms) from client to server, runs during once they flow (it says what it did, and when it
+// began, for the log), keeps them a second more, and returns the longest probe gap; the error
+// says what broke (a probe stream, the transfer, a lost call).
 func streamsDuring(t testing.TB, client, server *netnstest.Netns, echo netip.AddrPort, during func() (what string, start time.Time)) (time.Duration, error) {
 	t.Helper()
 	return streamsTo(t, client, server, []netip.AddrPort{echo}, during)
 }
 
-// streamsTo is streamsDuring with the eight probe streams spread over targets (the server's
-// echo address first: the TCP transfer goes to it) — a Service's VIP, say, beside the pod.
+// callLimit is how long an HTTP call of the streams may take before it counts as lost: long
+// enough for a connection whose first SYN fell into a sub-second failover gap to retransmit
+// (after 1 s) and be answered, far shorter than any client's patience.
+const callLimit = 5 * time.Second
+
+// streamsTo is streamsDuring with the eight probe streams and the HTTP calls spread over
+// targets (the server's echo address first: the TCP transfer goes to it) — a Service's VIP,
+// say, beside the pod.
 func streamsTo(t testing.TB, client, server *netnstest.Netns, targets []netip.AddrPort, during func() (what string, start time.Time)) (time.Duration, error) {
 	t.Helper()
 	echo := targets[0]
@@ -769,6 +776,14 @@ func streamsTo(t testing.TB, client, server *netnstest.Netns, targets []netip.Ad
 		_, err := tcpStream(client, server, netip.AddrPortFrom(echo.Addr(), 7000), 2<<20, stop)
 		tcp <- err
 	}()
+	// And HTTP calls every 250 ms, each on a new connection, to netexec's HTTP port at each
+	// target: a call not answered within callLimit is lost.
+	var web []netip.AddrPort
+	for _, to := range targets {
+		web = append(web, netip.AddrPortFrom(to.Addr(), 8080))
+	}
+	calls := make(chan CallResult, 1)
+	go func() { calls <- callStream(client, web, 250*time.Millisecond, callLimit, stop) }()
 	time.Sleep(1500 * time.Millisecond)
 	what, start := during()
 	time.Sleep(time.Second)
@@ -789,6 +804,11 @@ func streamsTo(t testing.TB, client, server *netnstest.Netns, targets []netip.Ad
 	t.Logf("%s: longest gap of each probe flow (and when it began): %s", what, strings.Join(gaps, " "))
 	if err := <-tcp; err != nil {
 		errs = append(errs, fmt.Errorf("the TCP transfer did not survive (%s): %w", what, err))
+	}
+	c := <-calls
+	t.Logf("%s: %d HTTP calls, %d lost, the slowest answered after %v", what, c.Calls, len(c.Failed), c.Slowest.Round(time.Millisecond))
+	if len(c.Failed) > 0 {
+		errs = append(errs, fmt.Errorf("%d of %d HTTP calls lost (%s):\n%s", len(c.Failed), c.Calls, what, strings.Join(c.Failed, "\n")))
 	}
 	return worst, errors.Join(errs...)
 }

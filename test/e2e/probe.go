@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -279,4 +281,76 @@ loop:
 	case <-time.After(30 * time.Second):
 		return sent, fmt.Errorf("the receiver did not finish within 30 s of the sender (%d bytes sent)", sent)
 	}
+}
+
+// CallResult is a call stream's outcome.
+type CallResult struct {
+	Calls int
+	// Failed lists the calls that got no good answer within their time limit: when each
+	// began, to what, and why.
+	Failed []string
+	// Slowest is the longest a successful call took.
+	Slowest time.Duration
+}
+
+// callStream makes an HTTP call (GET /hostname on a new connection, as a client without
+// keep-alive would) from inside the namespace every interval, to each target in turn, until
+// stop closes; a call that has no answer within limit is lost. Calls overlap: a slow one does
+// not hold back the next.
+func callStream(ns *netnstest.Netns, targets []netip.AddrPort, interval, limit time.Duration, stop <-chan struct{}) CallResult {
+	client := &http.Client{
+		Timeout: limit,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+				return ns.Dial(addr, limit)
+			},
+		},
+	}
+	var mu sync.Mutex
+	var r CallResult
+	var wg sync.WaitGroup
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			wg.Wait()
+			return r
+		case <-tick.C:
+		}
+		to := targets[i%len(targets)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			began := time.Now()
+			err := call(client, "http://"+to.String()+"/hostname")
+			took := time.Since(began)
+			mu.Lock()
+			defer mu.Unlock()
+			r.Calls++
+			if err != nil {
+				r.Failed = append(r.Failed, fmt.Sprintf("%s to %s: %v", began.Format("15:04:05.000"), to, err))
+			} else {
+				r.Slowest = max(r.Slowest, took)
+			}
+		}()
+	}
+}
+
+// call is one GET that must answer 200 with a body.
+func call(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || len(body) == 0 {
+		return fmt.Errorf("%s: %q", resp.Status, body)
+	}
+	return nil
 }
