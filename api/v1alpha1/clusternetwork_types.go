@@ -16,6 +16,11 @@ const ClusterNetworkName = "default"
 // +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must be a network address: its host bits must be zero"
 type CIDR string
 
+// IPAddress is an IPv4 or IPv6 address, such as 10.96.0.10 or fd00:10:96::a.
+// +kubebuilder:validation:MaxLength=45
+// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IP address such as 10.96.0.10"
+type IPAddress string
+
 // DatapathBackend selects the driver that programs each node's datapath.
 // +kubebuilder:validation:Enum=ovs;ebpf
 type DatapathBackend string
@@ -207,7 +212,24 @@ type DNSSpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Domain string `json:"domain,omitempty"`
+
+	// Resolvers are the DNS servers whose answers FQDN policy rules learn from: the
+	// addresses pods send their queries to. An answer counts only if it comes from one of
+	// them and answers a query the pod sent it; anything else from port 53 is policed like
+	// any packet and teaches nothing. Empty: the cluster DNS Service's cluster IPs (Service
+	// kube-dns in kube-system, as kubeadm and most distributions name it).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	Resolvers []IPAddress `json:"resolvers,omitempty"`
 }
+
+// ClusterDNSNamespace and ClusterDNSService name the cluster DNS Service whose cluster IPs are
+// the trusted resolvers unless spec.dns.resolvers names others.
+const (
+	ClusterDNSNamespace = "kube-system"
+	ClusterDNSService   = "kube-dns"
+)
 
 // ClusterNetworkStatus is what the operator observed and realized.
 type ClusterNetworkStatus struct {
@@ -224,6 +246,13 @@ type ClusterNetworkStatus struct {
 	// Nodes counts the cluster's nodes, those with a pod block, and the ready agents.
 	// +optional
 	Nodes *NodeCounts `json:"nodes,omitempty"`
+
+	// DNSResolvers are the resolvers FQDN policy rules learn from, as the agents use them:
+	// spec.dns.resolvers, or the cluster DNS Service's cluster IPs (none until it has one:
+	// FQDN rules then allow nothing).
+	// +optional
+	// +listType=atomic
+	DNSResolvers []string `json:"dnsResolvers,omitempty"`
 
 	// Gateways are this cluster's gateways as they announce themselves (each renews a Lease);
 	// peers read them from here.

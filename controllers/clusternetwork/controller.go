@@ -87,6 +87,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		r.ensureAgents,
 		r.ensureClusterDNS,
 		r.ensureClusterProperties,
+		r.observeDNSResolvers,
 		r.countNodes,
 		r.markReady,
 	)
@@ -261,6 +262,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Nodes come and go; their FabricNodes carry blocks, capabilities and cleanups (not
 		// the policies they realize: that is the fabricpolicy controller's).
 		Watches(&corev1.Node{}, toSingleton, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
+		// The cluster DNS Service: its cluster IPs are the resolvers FQDN rules trust.
+		Watches(&corev1.Service{}, toSingleton, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == fabricv1.ClusterDNSNamespace && o.GetName() == fabricv1.ClusterDNSService
+		}))).
 		Watches(&fabricv1.FabricNode{}, toSingleton, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 			old, cur := e.ObjectOld.(*fabricv1.FabricNode), e.ObjectNew.(*fabricv1.FabricNode)
 			return !equality.Semantic.DeepEqual(old.Spec, cur.Spec) ||

@@ -195,6 +195,39 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 	})
 	// KEP-2149's cluster properties: the cluster ID and the clusterset (defaulted).
 	checkProperties(t, map[string]string{aboutv1.ClusterIDProperty: "east", aboutv1.ClusterSetProperty: "default"})
+
+	t.Log("the resolvers FQDN rules trust: none without a cluster DNS Service, then its cluster IP, then those the spec names")
+	if got := waitFor(t, func(*fabricv1.ClusterNetwork) error { return nil }); len(got.Status.DNSResolvers) != 0 {
+		t.Errorf("status.dnsResolvers %v without a cluster DNS Service, want none", got.Status.DNSResolvers)
+	}
+	kubeDNS := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-dns"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53}}}}
+	if err := env.Client.Create(ctx, kubeDNS); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, kubeDNS) })
+	resolvers := func(want ...string) {
+		t.Helper()
+		waitFor(t, func(cn *fabricv1.ClusterNetwork) error {
+			if !slices.Equal(cn.Status.DNSResolvers, want) {
+				return fmt.Errorf("status.dnsResolvers %v, want %v", cn.Status.DNSResolvers, want)
+			}
+			return nil
+		})
+	}
+	resolvers(kubeDNS.Spec.ClusterIP) // as the API server allocated it
+	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.DNS.Resolvers = []fabricv1.IPAddress{"10.96.0.53", "192.0.2.53"} })
+	resolvers("10.96.0.53", "192.0.2.53")
+	bad := cn.DeepCopy()
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cn), bad); err != nil {
+		t.Fatal(err)
+	}
+	bad.Spec.DNS.Resolvers = []fabricv1.IPAddress{"dns.example.com"}
+	if err := env.Client.Update(ctx, bad); err == nil || !strings.Contains(err.Error(), "must be an IP address") {
+		t.Errorf("a resolver that is no address: %v, want refused saying it must be an IP address", err)
+	}
+	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.DNS.Resolvers = nil })
+	resolvers(kubeDNS.Spec.ClusterIP)
 	for _, o := range []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: render.AgentName}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: render.GatewayName}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: render.AgentName}},
