@@ -211,6 +211,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dns_pods SEC(".maps");
 
+// dns_servers: the resolvers whose answers FQDN rules learn from (ClusterNetwork
+// status.dnsResolvers): an answer from anywhere else is policed like any packet.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} dns_servers SEC(".maps");
+
 // conns: the allowed connections of policed pods, by their first packet's 5-tuple.
 struct tuple {
 	__u32 saddr, daddr;
@@ -221,6 +231,19 @@ struct tuple {
 struct conn {
 	__u64 seen; // ns, bpf_ktime_get_ns
 };
+
+// dns_queries: the queries dns_pods sent to dns_servers, by 5-tuple as sent; only an answer
+// to one of them is held for the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tuple);
+	__type(value, struct conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} dns_queries SEC(".maps");
+
+// A query is answered within this long, or its answer is not held.
+#define DNS_QUERY_TIMEOUT_NS (30ULL * 1000000000ULL)
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
@@ -479,11 +502,28 @@ static __always_inline int is_service(__u32 addr)
 	return bpf_map_lookup_elem(&svc_cidrs, &k) != 0;
 }
 
+// note_dns_query remembers a query a pod with FQDN rules sends to a trusted resolver.
+static __always_inline void note_dns_query(struct tuple *t)
+{
+	if (t->proto != IPPROTO_UDP || t->dport != bpf_htons(53) || !bpf_map_lookup_elem(&dns_pods, &t->saddr) ||
+	    !bpf_map_lookup_elem(&dns_servers, &t->daddr))
+		return;
+	struct conn c = {.seen = bpf_ktime_get_ns()};
+	bpf_map_update_elem(&dns_queries, t, &c, BPF_ANY);
+}
+
 // hold_dns hands a DNS answer to a pod with FQDN rules to the agent, which learns the
-// addresses, enforces them and sends the answer on (marked). 1: held.
+// addresses, enforces them and sends the answer on (marked) — only an answer from a trusted
+// resolver to a query the pod sent it (the reply of a tracked query, so neither policy nor
+// tracking is skipped). Anything else from port 53 goes on through policy. 1: held.
 static __always_inline int hold_dns(struct __sk_buff *skb, struct tuple *t)
 {
-	if (t->proto != IPPROTO_UDP || t->sport != bpf_htons(53) || !bpf_map_lookup_elem(&dns_pods, &t->daddr))
+	if (t->proto != IPPROTO_UDP || t->sport != bpf_htons(53) || !bpf_map_lookup_elem(&dns_pods, &t->daddr) ||
+	    !bpf_map_lookup_elem(&dns_servers, &t->saddr))
+		return 0;
+	struct tuple q = {.saddr = t->daddr, .daddr = t->saddr, .sport = t->dport, .dport = t->sport, .proto = t->proto};
+	struct conn *c = bpf_map_lookup_elem(&dns_queries, &q);
+	if (!c || bpf_ktime_get_ns() - c->seen > DNS_QUERY_TIMEOUT_NS)
 		return 0;
 	report(skb, EVENT_DNS, t->daddr, 0, DIR_INGRESS, -1, ACTION_ALLOW);
 	return 1;
@@ -547,6 +587,7 @@ int from_pod(struct __sk_buff *skb)
 	struct tuple t = {};
 	if (parse_tuple(skb, ip, &t) < 0)
 		return count(STAT_DROPPED, TC_ACT_SHOT);
+	note_dns_query(&t);
 	if (is_service(t.daddr)) {
 		// Decided after the kernel's DNAT (to_pod, to_tunnel); the replies, which the
 		// kernel gives the Service's address back, are known.

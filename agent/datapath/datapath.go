@@ -83,9 +83,13 @@ type Policy struct {
 	// ServiceCIDRs are decided after the node's kernel has translated them to pod addresses
 	// (kube-proxy), not on the way there.
 	ServiceCIDRs []netip.Prefix
-	// DNSPods are the node's pods whose DNS answers (UDP from port 53) the datapath hands
-	// to Options.OnDNSAnswer before delivering them: pods with FQDN rules.
+	// DNSPods are the node's pods whose DNS answers the datapath hands to
+	// Options.OnDNSAnswer before delivering them: pods with FQDN rules.
 	DNSPods []netip.Addr
+	// DNSServers are the resolvers trusted to answer them. Only an answer from one of them
+	// to a query the pod sent it (UDP from port 53, the reply of a tracked query) is held
+	// and handed over; any other packet from port 53 is policed like the rest.
+	DNSServers []netip.Addr
 }
 
 // DNSAnswer is what a DNS answer to a pod said: addresses by name (every name of a CNAME
@@ -240,8 +244,9 @@ type Options struct {
 	// OnPolicyEvent is called for each new connection a logged rule matches and each one a
 	// Reject rule answers (nil: not reported).
 	OnPolicyEvent func(PolicyEvent)
-	// OnDNSAnswer is called with each DNS answer to a Policy.DNSPods pod, which is held
-	// until it returns: a policy updated by then applies to the pod's next connection.
+	// OnDNSAnswer is called with each DNS answer a Policy.DNSServers resolver gives a
+	// Policy.DNSPods pod's query; the answer is held until it returns: a policy updated by
+	// then applies to the pod's next connection.
 	OnDNSAnswer func(DNSAnswer)
 }
 

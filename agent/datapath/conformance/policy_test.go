@@ -2,8 +2,10 @@ package conformance_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -218,12 +220,54 @@ func policyMatrix(t *testing.T, d driver) {
 
 // TestPolicyLearnsFQDNAddressesFromDNSAnswers: an FQDN rule allows the addresses DNS answers
 // give its names, from the moment the pod reads the answer — every driver holds answers to
-// pods with FQDN rules until the agent has applied the policy with the new addresses.
+// pods with FQDN rules until the agent has applied the policy with the new addresses. Only
+// answers from a trusted resolver to a query the pod sent it are held: a packet from port 53
+// is otherwise policed like any other, and teaches nothing.
 func TestPolicyLearnsFQDNAddressesFromDNSAnswers(t *testing.T) {
 	netnstest.RequireRoot(t)
 	for _, d := range drivers {
 		t.Run(d.name, func(t *testing.T) { learnsFQDN(t, d) })
 	}
+}
+
+// serveDNS answers every A question in ns at addr:53 with to, and returns its socket (which
+// can send from port 53 too).
+func serveDNS(t *testing.T, ns *netnstest.Netns, addr string, to netip.Addr) net.PacketConn {
+	t.Helper()
+	pc, err := ns.ListenUDP(addr + ":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		_ = w.WriteMsg(answerTo(q, q.Question[0].Name, to))
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc
+}
+
+// answerTo is a DNS answer giving name the address a (q nil: an answer to no query).
+func answerTo(q *dns.Msg, name string, a netip.Addr) *dns.Msg {
+	if q == nil {
+		q = new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+	}
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: a.AsSlice()})
+	return m
+}
+
+// resolve asks server for name from ns.
+func resolve(ns *netnstest.Netns, server, name string) (*dns.Msg, error) {
+	var answer *dns.Msg
+	err := ns.Do(func() (err error) {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		answer, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(q, server+":53")
+		return err
+	})
+	return answer, err
 }
 
 func learnsFQDN(t *testing.T, d driver) {
@@ -232,26 +276,16 @@ func learnsFQDN(t *testing.T, d driver) {
 	clientNS, _ := n1.addPod(t, "a", "10.99.1.5/24")
 	dnsNS, _ := n2.addPod(t, "dnsd", "10.99.2.5/24")
 	targetNS, _ := n2.addPod(t, "target", "10.99.2.7/24")
-	target := netip.MustParseAddr("10.99.2.7")
+	evilNS, _ := n2.addPod(t, "evil", "10.99.2.8/24")
+	target, evil := netip.MustParseAddr("10.99.2.7"), netip.MustParseAddr("10.99.2.8")
 	targetNS.ServeEcho(t, target, []int{80, 443}, nil)
+	evilNS.ServeEcho(t, evil, []int{443}, nil)
 
-	// The DNS server: api.example.test is the target.
-	pc, err := dnsNS.ListenUDP("10.99.2.5:53")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		if q.Question[0].Name == "api.example.test." {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "api.example.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-				A: target.AsSlice()})
-		}
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	for _, ip := range []string{"10.99.2.5", "10.99.2.7"} {
+	// The trusted resolver says *.example.test is the target; a resolver in the target pod,
+	// which the pod may ask but which is not trusted, says it is the evil pod.
+	trusted := serveDNS(t, dnsNS, "10.99.2.5", target)
+	untrusted := serveDNS(t, targetNS, "10.99.2.7", evil)
+	for _, ip := range []string{"10.99.2.5", "10.99.2.7", "10.99.2.8"} {
 		if err := clientNS.PingUntil(ip, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -265,24 +299,36 @@ func learnsFQDN(t *testing.T, d driver) {
 				{Name: "dns", Action: fabricv1.ActionAllow, Ports: []fabricv1.PolicyPort{policytest.UDPPort(53)}},
 				{Name: "example", Action: fabricv1.ActionAllow, To: []fabricv1.PolicyPeer{{FQDN: "*.example.test"}}, Ports: []fabricv1.PolicyPort{policytest.TCPPort(443)}},
 				{Name: "rest", Action: fabricv1.ActionDrop},
-			}}}},
-		Resolved: map[string][]netip.Addr{}}
+			},
+			// Nothing comes in but replies.
+			Ingress: []fabricv1.PolicyRule{{Name: "none", Action: fabricv1.ActionDrop}},
+		}}},
+		Resolved: map[netip.Addr]map[string][]netip.Addr{}}
 	var mu sync.Mutex
-	learnt := 0
+	var learnt []datapath.DNSAnswer
 	apply := func() error {
-		return n1.dp.SetPolicy(ctx, datapath.Policy{Pipeline: policy.Compile(w, w.Pods).Pipeline(), DNSPods: []netip.Addr{w.Pods[0].IP}})
+		return n1.dp.SetPolicy(ctx, datapath.Policy{Pipeline: policy.Compile(w, w.Pods).Pipeline(),
+			DNSPods: []netip.Addr{w.Pods[0].IP}, DNSServers: []netip.Addr{netip.MustParseAddr("10.99.2.5")}})
 	}
 	// What the agent's policy sync does with an answer, reduced: learn, recompile, apply.
 	n1.opts.OnDNSAnswer = func(ans datapath.DNSAnswer) {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, r := range ans.Records {
-			w.Resolved[r.Name] = append(w.Resolved[r.Name], r.Addr)
+		if w.Resolved[ans.Pod] == nil {
+			w.Resolved[ans.Pod] = map[string][]netip.Addr{}
 		}
-		learnt++
+		for _, r := range ans.Records {
+			w.Resolved[ans.Pod][r.Name] = append(w.Resolved[ans.Pod][r.Name], r.Addr)
+		}
+		learnt = append(learnt, ans)
 		if err := n1.ns.Do(apply); err != nil {
 			t.Error(err)
 		}
+	}
+	learntNow := func() []datapath.DNSAnswer {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(learnt)
 	}
 	n1.restart(t)
 	n1.do(t, apply)
@@ -291,26 +337,72 @@ func learnsFQDN(t *testing.T, d driver) {
 	if got := policytest.Probe(a, target, corev1.ProtocolTCP, 443); got != fabricv1.ActionDrop {
 		t.Fatalf("before resolving: a → target:443 %s, want Drop", got)
 	}
-	// Resolve from the pod, then connect at once.
-	var answer *dns.Msg
-	err = clientNS.Do(func() (err error) {
-		q := new(dns.Msg)
-		q.SetQuestion("api.example.test.", dns.TypeA)
-		answer, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(q, "10.99.2.5:53")
-		return err
+
+	// Answers that must teach nothing, and packets from port 53 the ingress policy drops.
+	listener, err := clientNS.ListenUDP("10.99.1.5:5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	client := &net.UDPAddr{IP: net.IPv4(10, 99, 1, 5), Port: 5353}
+	forge := func(from net.PacketConn, name string, to netip.Addr) {
+		b, err := answerTo(nil, name, to).Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := from.WriteTo(b, client); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("an answer from a pod that is no trusted resolver is dropped, and teaches nothing", func(t *testing.T) {
+		forge(untrusted, "forged.example.test.", evil)
+		if got := netnstest.ReceiveUDP(listener, 1, time.Second); len(got) != 0 {
+			t.Errorf("a packet from port 53 reached the pod past its ingress policy (from %v)", got)
+		}
 	})
+	t.Run("an answer from the trusted resolver to no query is dropped, and teaches nothing", func(t *testing.T) {
+		forge(trusted, "unasked.example.test.", evil)
+		if got := netnstest.ReceiveUDP(listener, 1, time.Second); len(got) != 0 {
+			t.Errorf("an unsolicited answer reached the pod past its ingress policy (from %v)", got)
+		}
+	})
+	t.Run("an untrusted resolver the pod asks answers it, and teaches nothing", func(t *testing.T) {
+		answer, err := resolve(clientNS, "10.99.2.7", "api.example.test.")
+		if err != nil || len(answer.Answer) != 1 {
+			t.Fatalf("asking the untrusted resolver: %v %v", err, answer)
+		}
+	})
+	t.Run("a burst of 10,000 forged answers teaches nothing", func(t *testing.T) {
+		for i := range 10000 {
+			forge(untrusted, fmt.Sprintf("n%d.example.test.", i), evil)
+		}
+	})
+	if got := learntNow(); len(got) != 0 {
+		t.Errorf("learnt from %d answers no trusted resolver gave to a query, the first %v", len(got), got[0])
+	}
+	if got := policytest.Probe(a, evil, corev1.ProtocolTCP, 443); got != fabricv1.ActionDrop {
+		t.Errorf("after the forged answers: a → evil:443 %s, want Drop", got)
+	}
+
+	// Resolve from the pod through the trusted resolver, then connect at once.
+	start := time.Now()
+	answer, err := resolve(clientNS, "10.99.2.5", "api.example.test.")
 	if err != nil || len(answer.Answer) != 1 {
 		t.Fatalf("resolving api.example.test: %v %v", err, answer)
 	}
+	t.Logf("the trusted answer arrived %v after the question (held while the policy was applied)", time.Since(start).Round(time.Millisecond))
 	if got := policytest.Probe(a, target, corev1.ProtocolTCP, 443); got != fabricv1.ActionAllow {
 		t.Errorf("right after the answer: a → target:443 %s, want Allow", got)
 	}
 	if got := policytest.Probe(a, target, corev1.ProtocolTCP, 80); got != fabricv1.ActionDrop {
 		t.Errorf("a → target:80 %s, want Drop (the FQDN rule allows 443)", got)
 	}
+	if got := policytest.Probe(a, evil, corev1.ProtocolTCP, 443); got != fabricv1.ActionDrop {
+		t.Errorf("a → evil:443 %s, want Drop (no trusted answer named it)", got)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if learnt != 1 || len(w.Resolved["api.example.test"]) != 1 {
-		t.Errorf("answers learnt %d, resolved %v", learnt, w.Resolved)
+	if len(learnt) != 1 || len(w.Resolved[w.Pods[0].IP]["api.example.test"]) != 1 {
+		t.Errorf("answers learnt %v, resolved %v", learnt, w.Resolved)
 	}
 }

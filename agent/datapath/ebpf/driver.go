@@ -46,7 +46,8 @@ const routeProtocol = netlink.RouteProtocol(0x58)
 
 // Driver is the eBPF datapath of one node.
 type Driver struct {
-	opts datapath.Options
+	opts      datapath.Options
+	dnsHolder *datapath.DNSHolder
 
 	mu      sync.Mutex
 	node    datapath.Node
@@ -79,7 +80,7 @@ func New(o datapath.Options) *Driver {
 	if o.BPFFS == "" {
 		o.BPFFS = "/sys/fs/bpf"
 	}
-	return &Driver{opts: o}
+	return &Driver{opts: o, dnsHolder: datapath.NewDNSHolder(o.OnDNSAnswer)}
 }
 
 // Capabilities: VXLAN through the kernel's device, or none (other nodes' pod blocks routed

@@ -136,28 +136,26 @@ func (d *Driver) handleEvent(e event, fd int, log klog.Logger) {
 // learnDNS hands a DNS answer to the agent, then delivers it: by the time the pod reads the
 // answer, the policy allows the addresses its FQDN rules matched.
 func (d *Driver) learnDNS(e event, fd int, log klog.Logger) {
-	if d.opts.OnDNSAnswer != nil {
-		recs, err := packet.DNSAnswer(e.data)
-		if err == nil && len(recs) > 0 {
-			ans := datapath.DNSAnswer{Pod: e.pod}
-			for _, r := range recs {
-				ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
-			}
-			d.opts.OnDNSAnswer(ans)
+	ans := datapath.DNSAnswer{Pod: e.pod}
+	if recs, err := packet.DNSAnswer(e.data); err == nil {
+		for _, r := range recs {
+			ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
 		}
 	}
-	// The sender may have left the UDP checksum to the NIC (only the pseudo-header's sum
-	// is there): no checksum is a valid choice over IPv4.
-	if len(e.data) < 14 {
-		return
-	}
-	if ip := e.data[14:]; len(ip) >= 20 && len(ip) >= int(ip[0]&0x0f)*4+8 {
-		udp := ip[int(ip[0]&0x0f)*4:]
-		udp[6], udp[7] = 0, 0
-	}
-	if err := inject(fd, e.data); err != nil {
-		log.Error(err, "delivering a DNS answer")
-	}
+	d.dnsHolder.Hold(ans, func() {
+		// The sender may have left the UDP checksum to the NIC (only the pseudo-header's
+		// sum is there): no checksum is a valid choice over IPv4.
+		if len(e.data) < 14 {
+			return
+		}
+		if ip := e.data[14:]; len(ip) >= 20 && len(ip) >= int(ip[0]&0x0f)*4+8 {
+			udp := ip[int(ip[0]&0x0f)*4:]
+			udp[6], udp[7] = 0, 0
+		}
+		if err := inject(fd, e.data); err != nil {
+			log.Error(err, "delivering a DNS answer")
+		}
+	})
 }
 
 // inject sends an Ethernet frame's IPv4 packet through the node's kernel, which routes it to

@@ -198,6 +198,15 @@ func (d *Driver) setPolicy(p datapath.Policy) error {
 	if err := syncSet(d.objs.DnsPods, dnsPods); err != nil {
 		return fmt.Errorf("DNS pods: %w", err)
 	}
+	var dnsServers []uint32
+	for _, a := range p.DNSServers {
+		if a.Is4() {
+			dnsServers = append(dnsServers, be32(a))
+		}
+	}
+	if err := syncSet(d.objs.DnsServers, dnsServers); err != nil {
+		return fmt.Errorf("DNS servers: %w", err)
+	}
 	// The record first: events of the new generation may come as soon as it is enforced.
 	d.record(rec)
 	if err := d.savePolicyRecord(rec); err != nil {

@@ -100,6 +100,8 @@ type weftTuple struct {
 const (
 	weftMapConns          = "conns"
 	weftMapDnsPods        = "dns_pods"
+	weftMapDnsQueries     = "dns_queries"
+	weftMapDnsServers     = "dns_servers"
 	weftMapEndpoints      = "endpoints"
 	weftMapEvents         = "events"
 	weftMapPolPeers       = "pol_peers"
@@ -170,16 +172,18 @@ type weftProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftMapSpecs struct {
-	Conns     *ebpf.MapSpec `ebpf:"conns"`
-	DnsPods   *ebpf.MapSpec `ebpf:"dns_pods"`
-	Endpoints *ebpf.MapSpec `ebpf:"endpoints"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	PolPeers  *ebpf.MapSpec `ebpf:"pol_peers"`
-	PolPorts  *ebpf.MapSpec `ebpf:"pol_ports"`
-	PolSides  *ebpf.MapSpec `ebpf:"pol_sides"`
-	PolState  *ebpf.MapSpec `ebpf:"pol_state"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	SvcCidrs  *ebpf.MapSpec `ebpf:"svc_cidrs"`
+	Conns      *ebpf.MapSpec `ebpf:"conns"`
+	DnsPods    *ebpf.MapSpec `ebpf:"dns_pods"`
+	DnsQueries *ebpf.MapSpec `ebpf:"dns_queries"`
+	DnsServers *ebpf.MapSpec `ebpf:"dns_servers"`
+	Endpoints  *ebpf.MapSpec `ebpf:"endpoints"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	PolPeers   *ebpf.MapSpec `ebpf:"pol_peers"`
+	PolPorts   *ebpf.MapSpec `ebpf:"pol_ports"`
+	PolSides   *ebpf.MapSpec `ebpf:"pol_sides"`
+	PolState   *ebpf.MapSpec `ebpf:"pol_state"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	SvcCidrs   *ebpf.MapSpec `ebpf:"svc_cidrs"`
 }
 
 // weftVariableSpecs contains global variables before they are loaded into the kernel.
@@ -210,22 +214,26 @@ func (o *weftObjects) Close() error {
 //
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftMaps struct {
-	Conns     *ebpf.Map `ebpf:"conns"`
-	DnsPods   *ebpf.Map `ebpf:"dns_pods"`
-	Endpoints *ebpf.Map `ebpf:"endpoints"`
-	Events    *ebpf.Map `ebpf:"events"`
-	PolPeers  *ebpf.Map `ebpf:"pol_peers"`
-	PolPorts  *ebpf.Map `ebpf:"pol_ports"`
-	PolSides  *ebpf.Map `ebpf:"pol_sides"`
-	PolState  *ebpf.Map `ebpf:"pol_state"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	SvcCidrs  *ebpf.Map `ebpf:"svc_cidrs"`
+	Conns      *ebpf.Map `ebpf:"conns"`
+	DnsPods    *ebpf.Map `ebpf:"dns_pods"`
+	DnsQueries *ebpf.Map `ebpf:"dns_queries"`
+	DnsServers *ebpf.Map `ebpf:"dns_servers"`
+	Endpoints  *ebpf.Map `ebpf:"endpoints"`
+	Events     *ebpf.Map `ebpf:"events"`
+	PolPeers   *ebpf.Map `ebpf:"pol_peers"`
+	PolPorts   *ebpf.Map `ebpf:"pol_ports"`
+	PolSides   *ebpf.Map `ebpf:"pol_sides"`
+	PolState   *ebpf.Map `ebpf:"pol_state"`
+	Stats      *ebpf.Map `ebpf:"stats"`
+	SvcCidrs   *ebpf.Map `ebpf:"svc_cidrs"`
 }
 
 func (m *weftMaps) Close() error {
 	return _WeftClose(
 		m.Conns,
 		m.DnsPods,
+		m.DnsQueries,
+		m.DnsServers,
 		m.Endpoints,
 		m.Events,
 		m.PolPeers,

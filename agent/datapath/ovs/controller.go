@@ -100,20 +100,20 @@ func (d *Driver) handlePacketIn(c *openflow.Conn, pi openflow.PacketIn, log klog
 // learnDNS hands a DNS answer to the agent, then delivers it: by the time the pod reads the
 // answer, the policy allows the addresses its FQDN rules matched.
 func (d *Driver) learnDNS(c *openflow.Conn, pi openflow.PacketIn, log klog.Logger) {
-	if d.opts.OnDNSAnswer != nil {
-		in, err := packet.Parse(pi.Data)
-		recs, derr := packet.DNSAnswer(pi.Data)
-		if err == nil && derr == nil && len(recs) > 0 {
-			ans := datapath.DNSAnswer{Pod: in.Dst}
-			for _, r := range recs {
-				ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
-			}
-			d.opts.OnDNSAnswer(ans)
+	var ans datapath.DNSAnswer
+	in, err := packet.Parse(pi.Data)
+	recs, derr := packet.DNSAnswer(pi.Data)
+	if err == nil && derr == nil {
+		ans.Pod = in.Dst
+		for _, r := range recs {
+			ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
 		}
 	}
-	if err := c.Inject(pi.Data, 5, reg5Injected); err != nil {
-		log.Error(err, "delivering a DNS answer")
-	}
+	d.dnsHolder.Hold(ans, func() {
+		if err := c.Inject(pi.Data, 5, reg5Injected); err != nil {
+			log.Error(err, "delivering a DNS answer")
+		}
+	})
 }
 
 // resync replaces the whole flow table (after the switch may have restarted), again while

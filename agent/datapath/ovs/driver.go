@@ -60,6 +60,7 @@ const encapOverhead = 50
 // Driver is the OVS datapath of one node.
 type Driver struct {
 	opts         datapath.Options
+	dnsHolder    *datapath.DNSHolder
 	ofctl        string
 	intBridge    string
 	extBridge    string
@@ -115,7 +116,8 @@ func New(o datapath.Options) *Driver {
 	if _, err := os.Stat("/sys/module/openvswitch"); err == nil {
 		dt = "system"
 	}
-	return &Driver{opts: o, ofctl: "ovs-ofctl", intBridge: IntegrationBridge, extBridge: ExternalBridge, datapathType: dt}
+	return &Driver{opts: o, ofctl: "ovs-ofctl", intBridge: IntegrationBridge, extBridge: ExternalBridge, datapathType: dt,
+		dnsHolder: datapath.NewDNSHolder(o.OnDNSAnswer)}
 }
 
 // Capabilities: both tunnels on either datapath; no native routing yet.

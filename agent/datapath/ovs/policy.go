@@ -25,7 +25,7 @@ func (d *Driver) SetPolicy(ctx context.Context, p datapath.Policy) error {
 	if !d.gwIP.IsValid() {
 		return errors.New("the datapath is not initialized")
 	}
-	prog, err := policyFlows(p.Pipeline, p.ServiceCIDRs, d.gwIP, p.DNSPods)
+	prog, err := policyFlows(p.Pipeline, p.ServiceCIDRs, d.gwIP, p.DNSPods, p.DNSServers)
 	if err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func (d *Driver) policyProgramOrDefault() (policyProgram, error) {
 	if d.policy != nil {
 		return *d.policy, nil
 	}
-	return policyFlows(nil, nil, d.gwIP, nil)
+	return policyFlows(nil, nil, d.gwIP, nil, nil)
 }
 
 func (d *Driver) savePolicy() error {

@@ -99,9 +99,11 @@ func (s *flowSet) flows() []string {
 // decided then. nodeIP is the node's address in its pod block: the node reaches its pods
 // whatever the policy (probes).
 //
-// DNS answers to dnsPods go to the agent first, which learns FQDN rules' addresses from them
-// and sends them on.
-func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, dnsPods []netip.Addr) (policyProgram, error) {
+// DNS answers to dnsPods from dnsServers go to the agent first, which learns FQDN rules'
+// addresses from them and sends them on — only replies of queries the pod sent (its
+// connection is tracked: the pod has egress rules, so it is committed); anything else from
+// port 53 goes through the policy like any packet.
+func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, dnsPods, dnsServers []netip.Addr) (policyProgram, error) {
 	fs := newFlowSet()
 	prog := policyProgram{Rules: map[uint32]datapath.RuleInfo{}}
 	var egress, ingress []policy.Stage
@@ -116,9 +118,11 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 	// Packets of known connections skip the stages; so do the node's own and those the
 	// kernel decides after a Service rewrite. The rest start at the first stage.
 	for _, pod := range dnsPods {
-		if pod.Is4() {
-			fs.add(fmt.Sprintf("table=%d,priority=400,udp,nw_dst=%s,tp_src=53", tablePolicyEntry, pod), cookieBase|cookieDNS,
-				"controller(max_len=65535)")
+		for _, server := range dnsServers {
+			if pod.Is4() && server.Is4() {
+				fs.add(fmt.Sprintf("table=%d,priority=400,ct_state=+trk+est+rpl,udp,nw_src=%s,nw_dst=%s,tp_src=53", tablePolicyEntry, server, pod),
+					cookieBase|cookieDNS, "controller(max_len=65535)")
+			}
 		}
 	}
 	fs.add(fmt.Sprintf("table=%d,priority=300,ct_state=+trk+est", tablePolicyEntry), 0, fmt.Sprintf("goto_table:%d", tableDispatch))

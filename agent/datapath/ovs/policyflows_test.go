@@ -79,7 +79,7 @@ func TestPolicyFlowsUseConjunctions(t *testing.T) {
 	}
 	np := policy.Stage{Rules: []policy.PipelineRule{rule(80), rule(443)}, Isolated: pods}
 	pl := &policy.Pipeline{Ingress: []policy.Stage{{Tier: "application", Rules: []policy.PipelineRule{rule(8080)}}, np}}
-	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"), nil)
+	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestNetworkPolicyStageKeepsPlainAndConjunctiveRules(t *testing.T) {
 		Peers: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, AnyPort: true}}
 	for _, rules := range [][]policy.PipelineRule{{any, some}, {some, any}} {
 		pl := &policy.Pipeline{Ingress: []policy.Stage{{Rules: rules, Isolated: []netip.Addr{pod}}}}
-		prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.1"), nil)
+		prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.1"), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
