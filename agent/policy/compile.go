@@ -11,6 +11,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +38,9 @@ type Rule struct {
 	// rank orders the rule among all rules of its tier (or of the NetworkPolicy layer) for
 	// every pod alike: the source policy's place, the rule's index, the expansion's index.
 	rank [3]int
+	// ownPeers: the peers are what this pod was told (FQDN answers), so the same rule of
+	// another pod may name others.
+	ownPeers bool
 }
 
 // PortRange is an inclusive range of ports of one protocol.
@@ -119,11 +123,13 @@ type compiler struct {
 	polRank map[string]int
 }
 
-// peerKey names a FabricPolicy rule's peer list.
+// peerKey names a FabricPolicy rule's peer list; pod is set where the list names FQDN peers
+// (what they match is what that pod was told).
 type peerKey struct {
 	policy string
 	dir    networkingv1.PolicyType
 	rule   int
+	pod    netip.Addr
 }
 
 // selects is oracle.Selects with each selector parsed once.
@@ -160,15 +166,18 @@ func (c *compiler) segment(t fabricv1.Tier, pod oracle.Pod, dir networkingv1.Pol
 		for i, r := range oracle.Rules(p, dir) {
 			peers := oracle.Peers(r, dir)
 			meta := Rule{Policy: p.Name, Name: oracle.RuleName(r, dir, i), Action: r.Action, Logged: r.EnableLogging,
-				rank: [3]int{c.polRank[p.Name], i}}
+				rank: [3]int{c.polRank[p.Name], i}, ownPeers: hasFQDN(peers)}
 			var ports []portSpec
 			for _, pp := range r.Ports {
 				ports = append(ports, portSpec{pp.Protocol, pp.Port, pp.EndPort})
 			}
-			key := peerKey{p.Name, dir, i}
+			key := peerKey{p.Name, dir, i, netip.Addr{}}
+			if meta.ownPeers {
+				key.pod = pod.IP
+			}
 			set, ok := c.peerSets[key]
 			if !ok {
-				set = c.fabricPeers(peers)
+				set = c.fabricPeers(peers, pod)
 				c.peerSets[key] = set
 			}
 			seg.Rules = append(seg.Rules, c.expand(meta, len(peers) == 0, set, ports, pod, dir)...)
@@ -179,7 +188,12 @@ func (c *compiler) segment(t fabricv1.Tier, pod oracle.Pod, dir networkingv1.Pol
 
 func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
-func (c *compiler) fabricPeers(peers []fabricv1.PolicyPeer) []netip.Prefix {
+func hasFQDN(peers []fabricv1.PolicyPeer) bool {
+	return slices.ContainsFunc(peers, func(p fabricv1.PolicyPeer) bool { return p.FQDN != "" })
+}
+
+// fabricPeers are the addresses of a rule's peers, for pod (FQDN peers: what it was told).
+func (c *compiler) fabricPeers(peers []fabricv1.PolicyPeer, pod oracle.Pod) []netip.Prefix {
 	var out []netip.Prefix
 	for i := range peers {
 		p := &peers[i]
@@ -187,7 +201,7 @@ func (c *compiler) fabricPeers(peers []fabricv1.PolicyPeer) []netip.Prefix {
 		case p.IPBlock != nil:
 			out = append(out, blockMinus(p.IPBlock.CIDR, p.IPBlock.Except)...)
 		case p.FQDN != "":
-			for name, addrs := range c.w.Resolved {
+			for name, addrs := range c.w.Resolved[pod.IP] {
 				if oracle.FQDNMatches(p.FQDN, name) {
 					for _, a := range addrs {
 						out = append(out, host(a))

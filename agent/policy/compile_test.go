@@ -101,8 +101,7 @@ func (g gen) rules(ingress bool) []fabricv1.PolicyRule {
 
 func (g gen) world(seed int) *oracle.World {
 	w := &oracle.World{Tiers: tiers, Namespaces: map[string]map[string]string{"prod": {"env": "prod"}, "dev": {"env": "dev"}},
-		Resolved: map[string][]netip.Addr{"api.example.com": {netip.MustParseAddr("192.0.2.20")}, "example.com": {netip.MustParseAddr("192.0.2.30")},
-			"www.example.com": {netip.MustParseAddr("10.0.0.2")}},
+		Resolved: map[netip.Addr]map[string][]netip.Addr{},
 		Clusters: map[string][]netip.Prefix{"west": {netip.MustParsePrefix("10.245.0.0/16")}}}
 	for i := range 6 {
 		ns := envs[i%2]
@@ -115,6 +114,13 @@ func (g gen) world(seed int) *oracle.World {
 			p.Ports = append(p.Ports, oracle.NamedPort{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53})
 		}
 		w.Pods = append(w.Pods, p)
+		// Each pod was told its own answers: some the same, some not.
+		switch g.pick(3) {
+		case 0:
+			w.Resolved[p.IP] = map[string][]netip.Addr{"api.example.com": {netip.MustParseAddr("192.0.2.20")}, "example.com": {netip.MustParseAddr("192.0.2.30")}}
+		case 1:
+			w.Resolved[p.IP] = map[string][]netip.Addr{"www.example.com": {netip.MustParseAddr("10.0.0.2")}, "api.example.com": {netip.MustParseAddr("192.0.2.21")}}
+		}
 	}
 	for i := range g.pick(6) {
 		w.Policies = append(w.Policies, fabricv1.FabricPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("fp%d", i)},
@@ -159,7 +165,7 @@ func (g gen) world(seed int) *oracle.World {
 // random worlds (selectors, named ports, ranges, ipBlock exceptions, FQDNs, clusters, Pass,
 // NetworkPolicy isolation) and every pair of endpoints, port and protocol.
 func TestCompiledProgramAgreesWithTheOracle(t *testing.T) {
-	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.20"), netip.MustParseAddr("192.0.2.30"), netip.MustParseAddr("10.245.1.1"), netip.MustParseAddr("10.0.1.200")}
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.20"), netip.MustParseAddr("192.0.2.30"), netip.MustParseAddr("192.0.2.21"), netip.MustParseAddr("10.245.1.1"), netip.MustParseAddr("10.0.1.200")}
 	checked, denied := 0, 0
 	for seed := range 300 {
 		g := gen{rand.New(rand.NewPCG(uint64(seed), 7))}

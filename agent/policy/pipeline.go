@@ -96,8 +96,12 @@ type group struct {
 }
 
 func (g *group) add(r Rule, pod netip.Addr) {
-	// Rules of equal rank are equal but for ports that a named port resolved on the pod.
+	// Rules of equal rank are equal but for ports that a named port resolved on the pod,
+	// and peers that are the pod's own (FQDN answers).
 	key := fmt.Sprintf("%v|%v", r.rank, r.Ports)
+	if r.ownPeers {
+		key += fmt.Sprintf("|%v", r.Peers)
+	}
 	pr, ok := g.rules[key]
 	if !ok {
 		pr = &PipelineRule{Rule: r}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,9 +41,12 @@ type Syncer struct {
 	changed     chan struct{} // see changes
 	changedOnce sync.Once
 
-	fqdnMu     sync.Mutex
-	fqdn       fqdnCache
-	nextExpiry time.Time // of the learnt addresses in the last sync
+	fqdnMu       sync.Mutex
+	fqdn         fqdnCache
+	fqdnPatterns map[netip.Addr][]string // the node's pods' FQDN rules' patterns, of the last sync
+	nextExpiry   time.Time               // of the learnt addresses in the last sync
+	learnWaiters []chan struct{}         // answers held until a sync applies what they taught
+	learnt       chan struct{}           // an answer taught something (LearnDNS)
 }
 
 // Objects are the kinds the syncer reads; the cache must hold them.
@@ -61,8 +65,12 @@ func (s *Syncer) Changed() {
 }
 
 func (s *Syncer) changes() chan struct{} {
-	s.changedOnce.Do(func() { s.changed = make(chan struct{}, 1) })
+	s.changedOnce.Do(s.makeChannels)
 	return s.changed
+}
+
+func (s *Syncer) makeChannels() {
+	s.changed, s.learnt = make(chan struct{}, 1), make(chan struct{}, 1)
 }
 
 // Run applies the policy on every change until ctx ends, batching changes that come
@@ -74,7 +82,7 @@ func (s *Syncer) Run(ctx context.Context) {
 	expiry := time.NewTimer(time.Hour)
 	defer expiry.Stop()
 	s.Changed() // a first round, to report what the node enforces
-	changed := s.changes()
+	changed, learnt := s.changes(), s.learntCh()
 	for {
 		select {
 		case <-ctx.Done():
@@ -85,15 +93,22 @@ func (s *Syncer) Run(ctx context.Context) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
+		case <-learnt: // at once: answers are held until it is applied
 		case <-retry.C:
 			if !failed {
 				continue
 			}
 		case <-expiry.C: // a learnt address expires
 		}
+		// Every answer learnt before this sync reads the cache is in it: all are released
+		// together once it is applied.
+		waiting := s.takeLearnWaiters()
 		// A datapath that cannot enforce the policy gets it again on the next change, not
 		// every few seconds.
 		err := s.Sync(ctx)
+		for _, w := range waiting {
+			close(w)
+		}
 		failed = err != nil && !errors.Is(err, datapath.ErrPolicyUnsupported)
 		s.fqdnMu.Lock()
 		next := s.nextExpiry
@@ -114,15 +129,16 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
-	in, svc, err := s.read(ctx)
+	in, svc, resolvers, err := s.read(ctx)
 	if err != nil {
 		s.Log.Error(err, "reading the policy's inputs")
 		return err
 	}
-	in.Resolved = s.resolvedNow()
 	w, local := World(in)
+	patterns := fqdnPatterns(w, local)
+	w.Resolved = s.resolvedNow(patterns)
 	prog := policy.Compile(w, local)
-	want := datapath.Policy{Pipeline: prog.Pipeline(), ServiceCIDRs: svc, DNSPods: dnsPods(w, local)}
+	want := datapath.Policy{Pipeline: prog.Pipeline(), ServiceCIDRs: svc, DNSPods: sortedKeys(patterns), DNSServers: resolvers}
 	compiled := time.Since(start)
 	if s.last == nil || !reflect.DeepEqual(*s.last, want) {
 		if err := s.Datapath.SetPolicy(ctx, want); err != nil {
@@ -137,7 +153,9 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, error) {
+// read lists the policy's inputs, this cluster's Service ranges and the DNS resolvers FQDN
+// rules trust (the ClusterNetwork's status.dnsResolvers, which the operator fills).
+func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, []netip.Addr, error) {
 	var in Inputs
 	tiers := &fabricv1.TierList{}
 	fps := &fabricv1.FabricPolicyList{}
@@ -148,24 +166,30 @@ func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, error) {
 	cns := &fabricv1.ClusterNetworkList{}
 	for _, l := range []client.ObjectList{tiers, fps, nps, pods, nss, peers, cns} {
 		if err := s.Reader.List(ctx, l); err != nil {
-			return in, nil, err
+			return in, nil, nil, err
 		}
 	}
 	local, err := s.Datapath.Pods(ctx)
 	if err != nil {
-		return in, nil, err
+		return in, nil, nil, err
 	}
 	in = Inputs{Tiers: tiers.Items, Policies: fps.Items, NetworkPolicies: nps.Items, Pods: pods.Items,
 		Namespaces: nss.Items, Peers: peers.Items, Local: local}
 	var svc []netip.Prefix
+	var resolvers []netip.Addr
 	for _, cn := range cns.Items {
 		for _, c := range cn.Spec.ServiceCIDRs {
 			if p, err := netip.ParsePrefix(string(c)); err == nil {
 				svc = append(svc, p.Masked())
 			}
 		}
+		for _, r := range cn.Status.DNSResolvers {
+			if a, err := netip.ParseAddr(r); err == nil {
+				resolvers = append(resolvers, a.Unmap())
+			}
+		}
 	}
-	return in, svc, nil
+	return in, svc, resolvers, nil
 }
 
 // publish reports which policy generations the node enforces, when that changed.
@@ -186,17 +210,33 @@ func (s *Syncer) publish(ctx context.Context) error {
 	return nil
 }
 
-// dnsPods are the node's pods a FabricPolicy with an FQDN peer applies to.
-func dnsPods(w *oracle.World, local []oracle.Pod) []netip.Addr {
-	var out []netip.Addr
+// fqdnPatterns are, for each of the node's pods some FabricPolicy with FQDN peers applies
+// to, those peers' patterns: the names its DNS answers are learnt for.
+func fqdnPatterns(w *oracle.World, local []oracle.Pod) map[netip.Addr][]string {
+	out := map[netip.Addr][]string{}
 	for _, pod := range local {
 		for _, p := range w.Policies {
-			if hasFQDN(p) && w.AppliesTo(p, pod) {
-				out = append(out, pod.IP)
-				break
+			if !hasFQDN(p) || !w.AppliesTo(p, pod) {
+				continue
+			}
+			for _, r := range p.Spec.Egress {
+				for _, peer := range r.To {
+					if peer.FQDN != "" && !slices.Contains(out[pod.IP], peer.FQDN) {
+						out[pod.IP] = append(out[pod.IP], peer.FQDN)
+					}
+				}
 			}
 		}
 	}
+	return out
+}
+
+func sortedKeys(m map[netip.Addr][]string) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
 

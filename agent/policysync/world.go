@@ -27,8 +27,8 @@ type Inputs struct {
 	// Local are the pods wired on this node, as the datapath holds them: their addresses
 	// are known before the API shows them.
 	Local []datapath.Pod
-	// Resolved are DNS answers pods received (FQDN peers).
-	Resolved map[string][]netip.Addr
+	// Resolved are the DNS answers each pod received from a trusted resolver (FQDN peers).
+	Resolved map[netip.Addr]map[string][]netip.Addr
 }
 
 // World builds the evaluator's snapshot and returns it with the node's pods. Pods on the

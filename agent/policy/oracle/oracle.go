@@ -57,8 +57,10 @@ type World struct {
 	// Namespaces' labels by name.
 	Namespaces map[string]map[string]string
 	Pods       []Pod
-	// Resolved holds, per DNS name, the addresses the pods received for it (FQDN peers).
-	Resolved map[string][]netip.Addr
+	// Resolved holds, per pod (by address) and per DNS name, the addresses that pod received
+	// for the name from a trusted resolver: an FQDN peer of a rule matches, for each pod the
+	// rule applies to, what that pod itself was told.
+	Resolved map[netip.Addr]map[string][]netip.Addr
 	// Clusters holds each peer cluster's ranges (cluster peers).
 	Clusters map[string][]netip.Prefix
 }
@@ -150,7 +152,7 @@ func (w *World) tier(t fabricv1.Tier, pod Pod, dir networkingv1.PolicyType, remo
 	pols := PoliciesIn(w.Policies, t.Name, func(p *fabricv1.FabricPolicy) bool { return w.AppliesTo(*p, pod) })
 	for _, p := range pols {
 		for i, r := range Rules(p, dir) {
-			if !w.fabricPeersMatch(Peers(r, dir), remote) || !portsMatch(r.Ports, c, w.portOwner(pod, dir, remote)) {
+			if !w.fabricPeersMatch(Peers(r, dir), pod, remote) || !portsMatch(r.Ports, c, w.portOwner(pod, dir, remote)) {
 				continue
 			}
 			if r.Action == fabricv1.ActionPass {
@@ -251,7 +253,7 @@ func Selects(sel *metav1.LabelSelector, l map[string]string) bool {
 	return s.Matches(labels.Set(l))
 }
 
-func (w *World) fabricPeersMatch(peers []fabricv1.PolicyPeer, remote netip.Addr) bool {
+func (w *World) fabricPeersMatch(peers []fabricv1.PolicyPeer, pod Pod, remote netip.Addr) bool {
 	if len(peers) == 0 {
 		return true
 	}
@@ -262,7 +264,7 @@ func (w *World) fabricPeersMatch(peers []fabricv1.PolicyPeer, remote netip.Addr)
 				return true
 			}
 		case p.FQDN != "":
-			for name, addrs := range w.Resolved {
+			for name, addrs := range w.Resolved[pod.IP] {
 				if FQDNMatches(p.FQDN, name) && slices.Contains(addrs, remote) {
 					return true
 				}

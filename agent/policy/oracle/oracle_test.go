@@ -68,8 +68,9 @@ func world(pols []fabricv1.FabricPolicy, nps ...networkingv1.NetworkPolicy) *Wor
 		Tiers: builtinTiers, Policies: pols, NetworkPolicies: nps,
 		Namespaces: map[string]map[string]string{"prod": {"env": "prod"}, "dev": {"env": "dev"}},
 		Pods:       []Pod{web, db, client},
-		Resolved:   map[string][]netip.Addr{"api.example.com": {netip.MustParseAddr("192.0.2.20")}, "example.com": {netip.MustParseAddr("192.0.2.30")}},
-		Clusters:   map[string][]netip.Prefix{"west": {netip.MustParsePrefix("10.245.0.0/16")}},
+		// What client was told; web asked for nothing.
+		Resolved: map[netip.Addr]map[string][]netip.Addr{client.IP: {"api.example.com": {netip.MustParseAddr("192.0.2.20")}, "example.com": {netip.MustParseAddr("192.0.2.30")}}},
+		Clusters: map[string][]netip.Prefix{"west": {netip.MustParsePrefix("10.245.0.0/16")}},
 	}
 }
 
@@ -181,6 +182,9 @@ func TestEvaluate(t *testing.T) {
 		{"fqdn pattern matches a subdomain's resolved address", world([]fabricv1.FabricPolicy{policy("p", "application", 1, clientSel, nil,
 			[]fabricv1.PolicyRule{egressRule("example", fabricv1.ActionReject, []fabricv1.PolicyPeer{{FQDN: "*.example.com"}})})}),
 			conn(client.IP, netip.MustParseAddr("192.0.2.20"), 443), want{fabricv1.ActionReject, LayerFabricPolicy, "p", "example"}},
+		{"fqdn: what another pod was told does not count", world([]fabricv1.FabricPolicy{policy("p", "application", 1, webSel, nil,
+			[]fabricv1.PolicyRule{egressRule("example", fabricv1.ActionReject, []fabricv1.PolicyPeer{{FQDN: "*.example.com"}})})}),
+			conn(web.IP, netip.MustParseAddr("192.0.2.20"), 443), want{fabricv1.ActionAllow, LayerDefault, "", ""}},
 		{"fqdn pattern does not match the bare suffix", world([]fabricv1.FabricPolicy{policy("p", "application", 1, clientSel, nil,
 			[]fabricv1.PolicyRule{egressRule("example", fabricv1.ActionReject, []fabricv1.PolicyPeer{{FQDN: "*.example.com"}})})}),
 			conn(client.IP, netip.MustParseAddr("192.0.2.30"), 443), want{fabricv1.ActionAllow, LayerDefault, "", ""}},
