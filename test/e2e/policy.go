@@ -341,21 +341,43 @@ func fqdnPolicy(t *testing.T, in PolicyInput, pods []*policyPod) {
 	if got := c.netns.Probe("tcp", netip.AddrPortFrom(b.ip, 80), time.Second); got != netnstest.NoAnswer {
 		t.Fatalf("before resolving: c → b:80 %s, want no answer", got)
 	}
-	var answer *dns.Msg
-	err = c.netns.Do(func() (err error) {
-		q := new(dns.Msg)
-		q.SetQuestion("db.weft-e2e.test.", dns.TypeA)
-		answer, _, err = (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, netip.AddrPortFrom(dnsIP, 53).String())
-		return err
+	resolve := func() {
+		t.Helper()
+		var answer *dns.Msg
+		err := c.netns.Do(func() (err error) {
+			q := new(dns.Msg)
+			q.SetQuestion("db.weft-e2e.test.", dns.TypeA)
+			answer, _, err = (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, netip.AddrPortFrom(dnsIP, 53).String())
+			return err
+		})
+		if err != nil || len(answer.Answer) != 1 {
+			t.Fatalf("c resolving db.weft-e2e.test: %v %v", err, answer)
+		}
+	}
+	// The DNS pod is no resolver the cluster trusts: c gets its answer, which teaches nothing.
+	resolve()
+	if got := c.netns.Probe("tcp", netip.AddrPortFrom(b.ip, 80), time.Second); got != netnstest.NoAnswer {
+		t.Errorf("after an untrusted resolver's answer: c → b:80 %s, want no answer", got)
+	}
+	// Trusted (beside the cluster DNS): its answers are learnt.
+	kubeDNS, err := cs.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Lab.MustKubectl(t, in.Cluster, "", "patch", "clusternetwork", "default", "--type=merge", "-p",
+		fmt.Sprintf(`{"spec":{"dns":{"resolvers":[%q,%q]}}}`, kubeDNS.Spec.ClusterIP, dnsIP))
+	t.Cleanup(func() {
+		_, _ = in.Lab.KubectlRun(in.Cluster, "", "patch", "clusternetwork", "default", "--type=merge", "-p", `{"spec":{"dns":{"resolvers":null}}}`)
 	})
-	if err != nil || len(answer.Answer) != 1 {
-		t.Fatalf("c resolving db.weft-e2e.test: %v %v", err, answer)
-	}
-	if got := c.netns.Probe("tcp", netip.AddrPortFrom(b.ip, 80), time.Second); got != netnstest.Connected {
-		t.Errorf("right after the answer: c → b:80 %s, want connected", got)
-	}
+	Eventually(t, time.Minute, func() error {
+		resolve()
+		if got := c.netns.Probe("tcp", netip.AddrPortFrom(b.ip, 80), time.Second); got != netnstest.Connected {
+			return fmt.Errorf("right after a trusted answer: c → b:80 %s, want connected", got)
+		}
+		return nil
+	})
 	w := policyOracle(t, in)
-	w.Resolved = map[string][]netip.Addr{"db.weft-e2e.test": {b.ip}}
+	w.Resolved = map[netip.Addr]map[string][]netip.Addr{c.ip: {"db.weft-e2e.test": {b.ip}}}
 	probes, denied := agreeEventually(t, w, pods)
 	t.Logf("with the learnt name: %d probes agree with the reference evaluator (%d denied)", probes, denied)
 }
