@@ -64,7 +64,7 @@ type Config struct {
 // DefaultConfig suits the DaemonSet the operator installs.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), CNISocket: "/var/run/weft/cni.sock", CNIConfDir: "/etc/cni/net.d",
-		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: ":10380",
+		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: "127.0.0.1:10380",
 		PolicyLog: "/var/lib/weft/policy.log", Namespace: os.Getenv("POD_NAMESPACE"), BPFFS: "/sys/fs/bpf"}
 }
 

@@ -22,7 +22,7 @@ import (
 // AgentName names the agent's DaemonSet, ServiceAccount and RBAC.
 const AgentName = "weft-agent"
 
-// AgentHealthPort serves the agent's /healthz and /readyz on the node.
+// AgentHealthPort serves the agent's /healthz, /readyz and /metrics on the node's loopback.
 const AgentHealthPort = 10380
 
 // Images of the node workloads.
@@ -136,7 +136,9 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 						{
 							Name:  "agent",
 							Image: images.Agent,
-							Args:  []string{fmt.Sprintf("--health-addr=:%d", AgentHealthPort)},
+							// Probes and metrics on the node's loopback only: nothing else on
+							// the node's network reaches them.
+							Args: []string{fmt.Sprintf("--health-addr=127.0.0.1:%d", AgentHealthPort)},
 							Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
 								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 								{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
@@ -146,9 +148,9 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 								mount("weft-run", "/var/run/weft"), mount("weft-lib", "/var/lib/weft"), mount("ovs-run", "/var/run/openvswitch"),
 								{Name: "netns", MountPath: "/var/run/netns", MountPropagation: ptr.To(corev1.MountPropagationHostToContainer)}},
 							ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-								Path: "/readyz", Port: intstr.FromInt32(AgentHealthPort)}}, PeriodSeconds: 2},
+								Host: "127.0.0.1", Path: "/readyz", Port: intstr.FromInt32(AgentHealthPort)}}, PeriodSeconds: 2},
 							LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-								Path: "/healthz", Port: intstr.FromInt32(AgentHealthPort)}}, PeriodSeconds: 10, FailureThreshold: 6},
+								Host: "127.0.0.1", Path: "/healthz", Port: intstr.FromInt32(AgentHealthPort)}}, PeriodSeconds: 10, FailureThreshold: 6},
 							Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 								corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
 						},
