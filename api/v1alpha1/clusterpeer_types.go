@@ -48,7 +48,9 @@ type ClusterPeerSpec struct {
 
 // SecretKeyRef selects one key of a Secret.
 type SecretKeyRef struct {
-	// Namespace of the Secret.
+	// Namespace of the Secret: the operator's (weft-system unless installed elsewhere), the
+	// only namespace where it reads Secrets; a Secret elsewhere is refused
+	// (SecretNamespaceRefused).
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63

@@ -69,6 +69,9 @@ const (
 	// ranges are.
 	ReasonRefusedRange       = "RefusedRange"
 	ReasonSecretNotFound     = "SecretNotFound"
+	// ReasonSecretNamespaceRefused: the kubeconfig Secret is outside the operator's
+	// namespace, the only one where the operator reads Secrets.
+	ReasonSecretNamespaceRefused = "SecretNamespaceRefused"
 	ReasonSecretKeyNotFound  = "SecretKeyNotFound"
 	ReasonInvalidKubeconfig  = "InvalidKubeconfig"
 	ReasonUnreachable        = "Unreachable"

@@ -216,7 +216,9 @@ func TestClusterNetworkLifecycle(t *testing.T) {
 		})
 	}
 	resolvers(kubeDNS.Spec.ClusterIP) // as the API server allocated it
-	update(t, func(cn *fabricv1.ClusterNetwork) { cn.Spec.DNS.Resolvers = []fabricv1.IPAddress{"10.96.0.53", "192.0.2.53"} })
+	update(t, func(cn *fabricv1.ClusterNetwork) {
+		cn.Spec.DNS.Resolvers = []fabricv1.IPAddress{"10.96.0.53", "192.0.2.53"}
+	})
 	resolvers("10.96.0.53", "192.0.2.53")
 	bad := cn.DeepCopy()
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cn), bad); err != nil {

@@ -65,8 +65,6 @@ func (o *Options) defaults() {
 // Reconciler connects to peers and reports their state.
 type Reconciler struct {
 	client.Client
-	// APIReader reads Secrets directly: the cache holds only the operator's own namespace.
-	APIReader client.Reader
 	Options
 
 	backoff *backoff
@@ -96,7 +94,6 @@ func (r *Reconciler) forget(cfg *rest.Config) {
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusterpeers/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=secrets,verbs=get;list;watch
 
 // peerState carries what one reconcile learned from phase to phase.
@@ -163,12 +160,14 @@ func (r *Reconciler) loadCredentials(ctx context.Context, s *peerState) (ctrl.Re
 	if key == "" {
 		key = "kubeconfig"
 	}
-	secret := &corev1.Secret{}
-	var reader = r.APIReader
-	if ref.Namespace == r.Namespace {
-		reader = r.Client // the manager watches Secrets in the operator's namespace
+	if ref.Namespace != r.Namespace {
+		return r.fail(s, stalled(fabricv1.ReasonSecretNamespaceRefused,
+			"the kubeconfig Secret must be in the operator's namespace %s, the only one where it reads Secrets: move Secret %s/%s there",
+			r.Namespace, ref.Namespace, ref.Name))
 	}
-	if err := reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+	secret := &corev1.Secret{}
+	// The manager watches Secrets in the operator's namespace.
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return r.fail(s, stalled(fabricv1.ReasonSecretNotFound, "Secret %s/%s not found", ref.Namespace, ref.Name))
 		}
@@ -461,15 +460,15 @@ func markDataPlane(s *peerState, stale string) error {
 // SetupWithManager registers the controller. Changes to a peer's Secret (in the operator's
 // namespace, which the cache watches) reconcile that peer at once.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Namespace == "" {
+		return errors.New("clusterpeer: Options.Namespace (the operator's, where peers' Secrets are) is required")
+	}
 	r.defaults()
 	r.backoff = newBackoff(r.RetryBase, r.RetryMax)
 	if r.Prober == nil {
 		r.Prober = &apiProber{scheme: mgr.GetScheme()}
 	}
 	r.configs = map[string]*peerConfig{}
-	if r.APIReader == nil {
-		r.APIReader = mgr.GetAPIReader()
-	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &fabricv1.ClusterPeer{}, indexSecret, func(o client.Object) []string {
 		ref := o.(*fabricv1.ClusterPeer).Spec.KubeconfigSecretRef
 		return []string{ref.Namespace + "/" + ref.Name}

@@ -122,6 +122,23 @@ func TestClusterPeer(t *testing.T) {
 		t.Errorf("the operator ran the peer kubeconfig's exec plugin")
 	}
 
+	t.Run("a Secret outside the operator's namespace is refused", func(t *testing.T) {
+		// The operator may read Secrets only in its own namespace: a ClusterPeer cannot make
+		// it read (or use) a Secret of another namespace, however valid.
+		mustCreate(t, local.Client, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "peer-elsewhere"},
+			Data: map[string][]byte{"kubeconfig": reader}})
+		p := peer("peer-elsewhere", "remote", "peer-elsewhere", "")
+		p.Spec.KubeconfigSecretRef.Namespace = "default"
+		mustCreate(t, local.Client, p)
+		waitPeer(t, "peer-elsewhere", func(p *fabricv1.ClusterPeer) error {
+			return errors.Join(peerState(p, "Stalled", fabricv1.ReasonSecretNamespaceRefused, "must be in the operator's namespace weft-system"),
+				testenv.CheckCondition(p.Status.Conditions, "Connected", metav1.ConditionFalse, ""))
+		})
+		if err := local.Client.Delete(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("fixing the Secret reconnects without waiting for the backoff", func(t *testing.T) {
 		// peer-0 has no Secret and its backoff has grown; creating the Secret reconnects it.
 		mustCreate(t, local.Client, &corev1.Secret{
@@ -544,8 +561,8 @@ func startController(t *testing.T) {
 	}
 	// Short resync and backoff keep the test quick; a long RetryMax proves that fixing the
 	// Secret is noticed through the watch, not by waiting.
-	r := &clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Options: clusterpeer.Options{Resync: 2 * time.Second, RetryBase: 200 * time.Millisecond, RetryMax: time.Hour}}
+	r := &clusterpeer.Reconciler{Client: mgr.GetClient(),
+		Options: clusterpeer.Options{Namespace: "weft-system", Resync: 2 * time.Second, RetryBase: 200 * time.Millisecond, RetryMax: time.Hour}}
 	if err := r.SetupWithManager(context.Background(), mgr); err != nil {
 		t.Fatal(err)
 	}

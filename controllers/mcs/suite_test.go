@@ -486,7 +486,7 @@ func TestMultiClusterServices(t *testing.T) {
 		}
 		for _, e := range []*testenv.Env{east, west} {
 			c, writes := countingClient(t, e)
-			view := &mcsctrl.View{Client: c, Reader: c, Namespace: "weft-system", Scheme: c.Scheme()}
+			view := &mcsctrl.View{Client: c, Namespace: "weft-system", Scheme: c.Scheme()}
 			if err := view.SyncPeers(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -42,7 +42,6 @@ type ClusterRecord struct {
 // peer came or went (all its Services), this cluster got its ID (all Services).
 type View struct {
 	Client    client.Client // this cluster, through the manager's cache
-	Reader    client.Reader // uncached: a peer's Secret outside the operator's namespace
 	Namespace string
 	Scheme    *runtime.Scheme
 
@@ -277,16 +276,15 @@ func (v *View) SyncPeers(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// secret reads a peer's kubeconfig Secret: from the cache in the operator's namespace (the
-// manager watches Secrets there), else from the API server.
+// secret reads a peer's kubeconfig Secret from the cache: it must be in the operator's
+// namespace, the only one where the operator reads Secrets (the ClusterPeer says so).
 func (v *View) secret(ctx context.Context, p *fabricv1.ClusterPeer) (*corev1.Secret, error) {
 	ref := p.Spec.KubeconfigSecretRef
-	secret := &corev1.Secret{}
-	var r client.Reader = v.Client
 	if ref.Namespace != v.Namespace {
-		r = v.Reader
+		return nil, fmt.Errorf("kubeconfig Secret %s/%s is outside the operator's namespace %s", ref.Namespace, ref.Name, v.Namespace)
 	}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+	secret := &corev1.Secret{}
+	if err := v.Client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
 		return nil, err
 	}
 	return secret, nil

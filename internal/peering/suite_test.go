@@ -136,7 +136,7 @@ func TestJoin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(ctx, mgr); err != nil {
+		if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), Options: clusterpeer.Options{Namespace: "weft-system"}}).SetupWithManager(ctx, mgr); err != nil {
 			t.Fatal(err)
 		}
 		testenv.RunManager(t, mgr)

@@ -17,7 +17,8 @@ const NodeIdentityName = "weft-node-identity"
 const NodeNameClaim = "authentication.kubernetes.io/node-name"
 
 // The operator installs the policy (OLM bundles cannot carry one), so it holds:
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingadmissionpolicies;validatingadmissionpolicybindings,verbs=update;patch;delete,resourceNames=weft-node-identity
 
 // NodeIdentity renders a ValidatingAdmissionPolicy and its binding that let the node agents'
 // and gateways' service accounts write only the objects of the node their token is bound to

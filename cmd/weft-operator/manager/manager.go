@@ -45,7 +45,10 @@ var Backends = []fabricv1.DatapathBackend{fabricv1.DatapathOVS, fabricv1.Datapat
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",namespace=weft-system,resources=secrets,verbs=create;update
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// The operator manages the caBundle of its own webhook configuration only (the default name:
+// with --webhook-configuration-name, grant update/patch of that name instead).
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=update;patch,resourceNames=weft-validating-webhook-configuration
 
 // /metrics is served over TLS to those the API server authenticates and authorizes (get on
 // the non-resource URL /metrics: ClusterRole weft-metrics-reader), never to anyone who
@@ -110,12 +113,12 @@ func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) 
 	if err := fabricpolicy.Setup(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("fabricpolicy controllers: %w", err)
 	}
-	if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+	if err := (&clusterpeer.Reconciler{Client: mgr.GetClient(),
 		Options: clusterpeer.Options{Resync: cfg.PeerResync, Namespace: cfg.Namespace}}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("clusterpeer controller: %w", err)
 	}
 	registerPeerMetrics(clusterpeer.NewMetrics(mgr.GetClient()))
-	view := &mcs.View{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
+	view := &mcs.View{Client: mgr.GetClient(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
 	if err := mcs.Setup(mgr, view); err != nil {
 		return nil, err
 	}
