@@ -5,3 +5,6 @@ var PrepareKernel = prepareKernel
 
 // DroppedByTunnelFilter is droppedByTunnelFilter (the metrics' reading of nft's counters).
 var DroppedByTunnelFilter = droppedByTunnelFilter
+
+// SetPeerGateways is setPeerGateways (tunnel filter tests).
+var SetPeerGateways = setPeerGateways

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"testing"
@@ -68,7 +69,7 @@ func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
 	}
 
 	own := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/16")}
-	if err := gw.Do(func() error { return gateway.PrepareKernel("weft-wg*", own) }); err != nil {
+	if err := gw.Do(func() error { return gateway.PrepareKernel("weft-wg*", own, 4800) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := reach("10.244.1.5:8080"); err != nil {
@@ -92,11 +93,59 @@ func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
 		t.Errorf("another node's host-network client got no answer from the peer: %s", o)
 	}
 
+	// A tunnel without authentication of its own (Geneve, VXLAN: here on port 4800) takes
+	// packets from the peers' gateways only.
+	encap, err := gw.ListenUDP("172.31.9.1:4800")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer encap.Close()
+	sendEncap := func() []netip.AddrPort {
+		t.Helper()
+		err := node.Do(func() error {
+			c, err := net.Dial("udp", "172.31.9.1:4800")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("encapsulated"))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return netnstest.ReceiveUDP(encap, 1, 500*time.Millisecond)
+	}
+	if got := sendEncap(); len(got) != 0 {
+		t.Errorf("before any peer gateway is known, a packet to the tunnel port from %v was taken", got)
+	}
+	for _, c := range []struct {
+		peers []netip.Addr
+		taken bool
+	}{{[]netip.Addr{ip("172.31.9.2"), ip("2001:db8::2")}, true}, {[]netip.Addr{ip("172.31.9.99")}, false}} {
+		if err := gw.Do(func() error { return gateway.SetPeerGateways(c.peers) }); err != nil {
+			t.Fatal(err)
+		}
+		if got := sendEncap(); (len(got) == 1) != c.taken {
+			t.Errorf("peer gateways %v: a packet to the tunnel port from 172.31.9.2 taken: %v, want %v", c.peers, got, c.taken)
+		}
+	}
 	// The drops are counted, and the gateway's metrics read the counters.
 	var dropped map[string]float64
 	_ = gw.Do(func() error { dropped = gateway.DroppedByTunnelFilter(context.Background()); return nil })
-	if dropped["from_tunnel"] == 0 {
+	if dropped["from_tunnel"] == 0 || dropped["encap"] < 2 {
 		out, _ := gw.Run("nft", "list", "table", "inet", "weft-gateway")
 		t.Errorf("dropped out of the tunnel, as the metrics read it: %v; nft says:\n%s", dropped, out)
+	}
+	// A restarted gateway sets its table up again and keeps the peer gateways it had until
+	// it has read the peers.
+	if err := gw.Do(func() error { return gateway.SetPeerGateways([]netip.Addr{ip("172.31.9.2")}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Do(func() error { return gateway.PrepareKernel("weft-wg*", own, 4800) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := sendEncap(); len(got) != 1 {
+		t.Error("after the gateway set its table up again, a known peer gateway's packet to the tunnel port was not taken")
 	}
 }

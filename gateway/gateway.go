@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -304,6 +305,11 @@ type gw struct {
 	peersFrom client.Reader // an informer cache: ClusterPeers are read every Interval
 	log       klog.Logger
 	tunType   fabricv1.TunnelType
+	// encapPort is the port of a tunnel that does not authenticate its packets (0:
+	// WireGuard); encapPeers the peer gateway addresses last allowed to it (nil: none yet).
+	encapPort  int
+	encapPeers []netip.Addr
+
 	tun       tunnel.Tunnel
 	endpoint  netip.AddrPort
 	prober    *health.Prober
@@ -402,16 +408,23 @@ func (g *gw) tryStart(ctx context.Context) error {
 			own = append(own, p.Masked())
 		}
 	}
-	if err := prepareKernel(devices[g.tunType], own); err != nil {
+	encapPort := 0
+	if g.tunType != fabricv1.TunnelWireGuard { // WireGuard authenticates every packet itself
+		encapPort = port
+	}
+	if err := prepareKernel(devices[g.tunType], own, encapPort); err != nil {
 		_ = tun.Close()
 		return err
 	}
 	g.tun, g.endpoint, g.self, g.nodeUID = tun, netip.AddrPortFrom(ip, uint16(port)), self, node.UID
+	g.encapPort, g.encapPeers = encapPort, nil
 	return nil
 }
 
-// nftRules is prepareKernel's nftables table.
-func nftRules(ifname string, own []netip.Prefix) string {
+// nftRules is prepareKernel's nftables table. encapPort, when not 0, is the UDP port of a
+// tunnel without authentication of its own (Geneve, VXLAN): only peer gateways (sets peers4
+// and peers6, which setPeerGateways fills) may send to it.
+func nftRules(ifname string, own []netip.Prefix, encapPort int, senders []netip.Addr) string {
 	var v4, v6 []string
 	for _, p := range own {
 		if p.Addr().Is4() {
@@ -427,35 +440,97 @@ func nftRules(ifname string, own []netip.Prefix) string {
 		}
 		return s + "\t}\n"
 	}
+	encap := ""
+	if encapPort != 0 {
+		var s4, s6 []string
+		for _, a := range senders {
+			if a.Unmap().Is4() {
+				s4 = append(s4, a.Unmap().String())
+			} else {
+				s6 = append(s6, a.String())
+			}
+		}
+		encap = set("peers4", "ipv4_addr", s4) + set("peers6", "ipv6_addr", s6) + fmt.Sprintf(`	chain encap {
+		type filter hook input priority filter - 1; policy accept;
+		meta nfproto ipv4 udp dport %[1]d ip saddr != @peers4 counter drop comment "tunnel packets from no peer gateway"
+		meta nfproto ipv6 udp dport %[1]d ip6 saddr != @peers6 drop
+	}
+`, encapPort)
+	}
 	return fmt.Sprintf(`table inet weft-gateway
 delete table inet weft-gateway
 table inet weft-gateway {
-%s%s	chain forward {
+%s%s%s	chain forward {
 		type filter hook forward priority mangle; policy accept;
-		oifname %[3]q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+		oifname %[4]q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
 	}
 	chain output {
 		type filter hook output priority mangle; policy accept;
-		oifname %[3]q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
+		oifname %[4]q tcp flags syn / syn,rst tcp option maxseg size set rt mtu
 	}
 	chain from_tunnel {
 		type filter hook forward priority filter; policy accept;
-		iifname %[3]q meta nfproto ipv4 ip daddr @own4 accept
-		iifname %[3]q meta nfproto ipv6 ip6 daddr @own6 accept
-		iifname %[3]q ct state established,related accept comment "replies to host-network clients"
-		iifname %[3]q counter drop comment "out of a tunnel to what the fabric does not carry"
+		iifname %[4]q meta nfproto ipv4 ip daddr @own4 accept
+		iifname %[4]q meta nfproto ipv6 ip6 daddr @own6 accept
+		iifname %[4]q ct state established,related accept comment "replies to host-network clients"
+		iifname %[4]q counter drop comment "out of a tunnel to what the fabric does not carry"
 	}
 	chain to_node {
 		type filter hook input priority filter; policy accept;
-		iifname != %[3]q accept
+		iifname != %[4]q accept
 		meta nfproto ipv4 ip daddr @own4 accept
 		meta nfproto ipv6 ip6 daddr @own6 accept
-		udp dport %[4]d accept comment "peer gateways' health probes"
+		udp dport %[5]d accept comment "peer gateways' health probes"
 		ct state established,related accept
 		counter drop comment "out of a tunnel to this node"
 	}
 }
-`, set("own4", "ipv4_addr", v4), set("own6", "ipv6_addr", v6), ifname, health.DefaultPort)
+`, set("own4", "ipv4_addr", v4), set("own6", "ipv6_addr", v6), encap, ifname, health.DefaultPort)
+}
+
+// peerGatewaysNow reads the addresses the table in place lets reach the tunnel port (none
+// without one): a restarted gateway keeps them while it reads the peers again.
+func peerGatewaysNow() []netip.Addr {
+	var out []netip.Addr
+	for _, set := range []string{"peers4", "peers6"} {
+		listing, err := exec.Command(nftPath(), "list", "set", "inet", "weft-gateway", set).Output()
+		if err != nil {
+			continue
+		}
+		m := nftElements.FindSubmatch(listing)
+		if m == nil {
+			continue
+		}
+		for _, e := range strings.Split(string(m[1]), ",") {
+			if a, err := netip.ParseAddr(strings.TrimSpace(e)); err == nil {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+var nftElements = regexp.MustCompile(`elements = \{([^}]*)\}`)
+
+// setPeerGateways makes the addresses peer gateways send tunnel packets from those that
+// may reach an unauthenticated tunnel's port (nftRules' peers4 and peers6), in one nft
+// transaction.
+func setPeerGateways(addrs []netip.Addr) error {
+	var b strings.Builder
+	b.WriteString("flush set inet weft-gateway peers4\nflush set inet weft-gateway peers6\n")
+	for _, a := range addrs {
+		set := "peers4"
+		if a.Is6() && !a.Is4In6() {
+			set = "peers6"
+		}
+		fmt.Fprintf(&b, "add element inet weft-gateway %s { %s }\n", set, a.Unmap())
+	}
+	cmd := exec.Command(nftPath(), "-f", "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft (peer gateways allowed to the tunnel port): %w: %s", err, out)
+	}
+	return nil
 }
 
 // uplinkMTU is the MTU of the link holding the node's address.
@@ -487,8 +562,8 @@ func uplinkMTU(ip netip.Addr) (int, error) {
 // this side (a host-network client's). To the node itself only peer gateways' health
 // probes pass, and replies to what the node sent (its own probes). What is dropped is
 // counted (nft list table inet weft-gateway).
-func prepareKernel(ifname string, own []netip.Prefix) error {
-	rules := nftRules(ifname, own)
+func prepareKernel(ifname string, own []netip.Prefix, encapPort int) error {
+	rules := nftRules(ifname, own, encapPort, peerGatewaysNow())
 	cmd := exec.Command(nftPath(), "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -693,9 +768,11 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	// on standby); send only to those that answer.
 	devs, _ := g.tun.(tunnel.PerPeerDevices)
 	var targets []health.Target
+	var senders []netip.Addr
 	for _, p := range g.peers {
 		for _, gw := range p.Status.Gateways {
 			if ep, err := netip.ParseAddrPort(gw.Endpoint); err == nil {
+				senders = append(senders, ep.Addr())
 				tg := health.Target{Addr: netip.AddrPortFrom(ep.Addr(), health.DefaultPort)}
 				if devs != nil {
 					tg.Via = devs.PeerDevice(fabricv1.GatewayPeerName(p.Spec.ClusterID, gw.Node))
@@ -705,6 +782,9 @@ func (g *gw) syncPeers(ctx context.Context) error {
 		}
 	}
 	g.prober.SetTargets(targets)
+	if err := g.allowSenders(senders); err != nil {
+		return err
+	}
 	up := KeySwitchGrace(g.prober.Answering(), g.health, g.peers, time.Now())
 	g.recordHealth(ctx, up)
 	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
@@ -734,6 +814,24 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	g.log.Info("tunnel peers", "peers", len(want), "active", active)
 	g.applied = want
 	g.tunnelsAt = time.Time{} // report the change with the next renewal
+	return nil
+}
+
+// allowSenders lets the peers' gateways, and only them, reach an unauthenticated tunnel's
+// port, when that changed.
+func (g *gw) allowSenders(addrs []netip.Addr) error {
+	if g.encapPort == 0 {
+		return nil
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	if g.encapPeers != nil && slices.Equal(addrs, g.encapPeers) {
+		return nil
+	}
+	if err := setPeerGateways(addrs); err != nil {
+		return err
+	}
+	g.encapPeers = append([]netip.Addr{}, addrs...)
 	return nil
 }
 

@@ -67,18 +67,18 @@ const (
 	// ReasonRefusedRange: some of the ranges the peer advertises are beyond what it may
 	// claim (the built-in rules, spec.allowedCIDRs); they are not routed, the peer's other
 	// ranges are.
-	ReasonRefusedRange       = "RefusedRange"
-	ReasonSecretNotFound     = "SecretNotFound"
+	ReasonRefusedRange   = "RefusedRange"
+	ReasonSecretNotFound = "SecretNotFound"
 	// ReasonSecretNamespaceRefused: the kubeconfig Secret is outside the operator's
 	// namespace, the only one where the operator reads Secrets.
 	ReasonSecretNamespaceRefused = "SecretNamespaceRefused"
-	ReasonSecretKeyNotFound  = "SecretKeyNotFound"
-	ReasonInvalidKubeconfig  = "InvalidKubeconfig"
-	ReasonUnreachable        = "Unreachable"
-	ReasonUnauthorized       = "Unauthorized"
-	ReasonForbidden          = "Forbidden"
-	ReasonPeerNotConfigured  = "PeerNotConfigured"
-	ReasonClusterIDMismatch  = "ClusterIDMismatch"
-	ReasonPeerIsThisCluster  = "PeerIsThisCluster"
-	ReasonUnexpectedResponse = "UnexpectedResponse"
+	ReasonSecretKeyNotFound      = "SecretKeyNotFound"
+	ReasonInvalidKubeconfig      = "InvalidKubeconfig"
+	ReasonUnreachable            = "Unreachable"
+	ReasonUnauthorized           = "Unauthorized"
+	ReasonForbidden              = "Forbidden"
+	ReasonPeerNotConfigured      = "PeerNotConfigured"
+	ReasonClusterIDMismatch      = "ClusterIDMismatch"
+	ReasonPeerIsThisCluster      = "PeerIsThisCluster"
+	ReasonUnexpectedResponse     = "UnexpectedResponse"
 )
