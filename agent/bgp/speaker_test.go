@@ -39,11 +39,13 @@ type request struct {
 	Apply    *bgp.Config `json:"apply,omitempty"`
 	Status   bool        `json:"status,omitempty"`
 	Withdraw bool        `json:"withdraw,omitempty"`
+	Received bool        `json:"received,omitempty"`
 }
 
 type response struct {
 	Error  string           `json:"error,omitempty"`
 	Status []bgp.PeerStatus `json:"status,omitempty"`
+	Routes []bgp.Route      `json:"routes,omitempty"`
 }
 
 func runHelper() {
@@ -63,6 +65,12 @@ func runHelper() {
 			}
 		case req.Withdraw:
 			if err := s.Withdraw(); err != nil {
+				resp.Error = err.Error()
+			}
+		case req.Received:
+			routes, err := s.Received()
+			resp.Routes = routes
+			if err != nil {
 				resp.Error = err.Error()
 			}
 		case req.Status:
@@ -203,12 +211,15 @@ const (
 
 var routerIP = netip.MustParseAddr("10.99.0.1")
 
-func newLab(t testing.TB, kind string, bfd time.Duration) *lab {
+func newLab(t testing.TB, kind string, bfd time.Duration, mut ...func(*router.Config)) *lab {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	rc := &router.Config{Kind: kind, ASN: routerASN, RouterID: routerIP, Neighbors: netip.MustParsePrefix("10.99.0.0/24"),
 		NeighborASN: nodeASN, Password: password, BFD: bfd,
 		Peers: []netip.Addr{netip.MustParseAddr("10.99.0.11"), netip.MustParseAddr("10.99.0.12")}}
+	for _, m := range mut {
+		m(rc)
+	}
 	if err := rc.Validate(); err != nil {
 		t.Fatalf("%v (make test-deps installs BIRD and FRR)", err)
 	}
@@ -508,6 +519,51 @@ func TestBadPeersAreReportedAndOthersKeepWorking(t *testing.T) {
 		bad.apply(l.config(0))
 		if err := l.router.WaitRoute(ctx, block(0), l.ips[:1], 20*time.Second); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestImportFilterRefusesWhatRoutersMustNotSend: BIRD and FRR announce a default route, the
+// metadata address, this cluster's service range and one prefix of their own; of what the
+// node's speaker receives, the import filter keeps only the last (the agent installs only
+// what it keeps) and says why, for the session's status (importRefused); past the peer's
+// maxPrefixes it keeps nothing and says so.
+func TestImportFilterRefusesWhatRoutersMustNotSend(t *testing.T) {
+	forEachRouter(t, func(t *testing.T, kind string) {
+		legit := netip.MustParsePrefix("198.51.100.0/24")
+		hostile := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("169.254.169.254/32"), serviceCIDR}
+		l := newLab(t, kind, 0, func(rc *router.Config) { rc.Originate = append([]netip.Prefix{legit}, hostile...) })
+		s := startSpeaker(t, l.nodes[0])
+		// (The node announces only its block here: it would prefer its own route to the
+		// service range over the router's.)
+		s.apply(l.config(0, func(c *bgp.Config) { c.Prefixes = []netip.Prefix{block(0)} }))
+		var routes []bgp.Route
+		deadline := time.Now().Add(30 * time.Second)
+		for len(routes) < 1+len(hostile) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the speaker received %v from %s, want %d routes", routes, kind, 1+len(hostile))
+			}
+			time.Sleep(200 * time.Millisecond)
+			r := s.call(request{Received: true})
+			if r.Error != "" {
+				t.Fatal(r.Error)
+			}
+			routes = r.Routes
+		}
+		f := bgp.ImportFilter{Own: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, Services: []netip.Prefix{serviceCIDR}, Nodes: l.ips}
+		kept, refused := f.Filter(routes)
+		if len(kept) != 1 || kept[0].Prefix != legit || kept[0].NextHop != routerIP {
+			t.Errorf("kept %v, want only %s via %s", kept, legit, routerIP)
+		}
+		if want := fmt.Sprintf("%d prefixes not imported, such as 0.0.0.0/0 is a default route", len(hostile)); refused[routerIP] != want {
+			t.Errorf("the session says %q, want %q", refused[routerIP], want)
+		}
+		t.Logf("%s: %s", kind, refused[routerIP])
+
+		f.MaxPrefixes = map[netip.Addr]int{routerIP: len(hostile)}
+		kept, refused = f.Filter(routes)
+		if len(kept) != 0 || !strings.Contains(refused[routerIP], "more than maxPrefixes 3: none imported") {
+			t.Errorf("past maxPrefixes: kept %v, said %q", kept, refused[routerIP])
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,10 @@ type Config struct {
 	// Announce are prefixes the router announces to the nodes (its own segments: the
 	// external host's).
 	Announce []netip.Prefix
+	// Originate are IPv4 prefixes the router announces without a route of its own (BIRD: a
+	// static blackhole, kept out of its kernel table; FRR: a network without the import
+	// check): what a misconfigured or hostile router may send.
+	Originate []netip.Prefix
 	// Peers, when set, are FRR's neighbours one by one instead of the range: FRR's BFD
 	// for a range's dynamic neighbours comes up only after their BGP session and
 	// restarts it on the way, which GoBGP takes for a failure, so BFD needs them.
@@ -137,16 +142,34 @@ func (c Config) birdConf() string {
 		ms := c.BFD.Milliseconds()
 		fmt.Fprintf(&b, "protocol bfd { interface \"*\" { min rx interval %d ms; min tx interval %d ms; multiplier 3; }; }\n", ms, ms)
 	}
+	if len(c.Originate) > 0 {
+		b.WriteString("protocol static originated {\n  ipv4;\n")
+		for _, p := range c.Originate {
+			fmt.Fprintf(&b, "  route %s blackhole;\n", p)
+		}
+		b.WriteString("}\n")
+	}
 	fmt.Fprintf(&b, "protocol bgp node {\n  local as %d;\n  neighbor range %s as %d;\n  dynamic name \"node\";\n", c.ASN, c.Neighbors, c.NeighborASN)
 	// eBGP in BIRD 2 needs explicit filters: the nodes' routes in, the router's own
 	// segments out.
 	export := "none"
+	var exports []string
 	if len(c.Announce) > 0 {
 		var nets []string
 		for _, p := range c.Announce {
 			nets = append(nets, p.String())
 		}
-		export = fmt.Sprintf("where source = RTS_DEVICE && net ~ [ %s ]", strings.Join(nets, ", "))
+		exports = append(exports, fmt.Sprintf("(source = RTS_DEVICE && net ~ [ %s ])", strings.Join(nets, ", ")))
+	}
+	if len(c.Originate) > 0 {
+		var nets []string
+		for _, p := range c.Originate {
+			nets = append(nets, p.String())
+		}
+		exports = append(exports, fmt.Sprintf("(source = RTS_STATIC && net ~ [ %s ])", strings.Join(nets, ", ")))
+	}
+	if len(exports) > 0 {
+		export = "where " + strings.Join(exports, " || ")
 	}
 	fmt.Fprintf(&b, "  ipv4 { import all; export %s; };\n  ipv6 { import all; export %s; };\n  graceful restart on;\n", export, export)
 	// After a failed session BIRD waits a minute (by default) before it takes the
@@ -169,6 +192,9 @@ func (c Config) frrHeader() string {
 func (c Config) bgpdConf() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n bgp graceful-restart\n", c.ASN, c.RouterID)
+	if len(c.Originate) > 0 {
+		b.WriteString(" no bgp network import-check\n")
+	}
 	fmt.Fprintf(&b, " neighbor nodes peer-group\n neighbor nodes remote-as %d\n", c.NeighborASN)
 	if c.Password != "" {
 		fmt.Fprintf(&b, " neighbor nodes password %s\n", c.Password)
@@ -186,7 +212,7 @@ func (c Config) bgpdConf() string {
 		fmt.Fprintf(&b, " bgp listen range %s peer-group nodes\n", c.Neighbors)
 	}
 	b.WriteString(" address-family ipv4 unicast\n  neighbor nodes activate\n")
-	for _, p := range c.Announce {
+	for _, p := range append(slices.Clone(c.Announce), c.Originate...) {
 		if p.Addr().Is4() {
 			fmt.Fprintf(&b, "  network %s\n", p)
 		}
