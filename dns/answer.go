@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -20,6 +21,7 @@ type Answerer struct {
 	ttl    uint32
 	labels int // labels of zone
 	cur    atomic.Pointer[snapshot]
+	stats  atomic.Pointer[Stats] // nil: not counted
 }
 
 // snapshot is a zone with the answers packed from it so far; Set replaces both at once,
@@ -27,6 +29,7 @@ type Answerer struct {
 type snapshot struct {
 	zone    *Zone
 	answers *answerCache
+	built   time.Time // when Set
 }
 
 // NewAnswerer answers for domain (e.g. "clusterset.local") with records of the given TTL.
@@ -36,7 +39,9 @@ func NewAnswerer(domain string, ttl uint32) *Answerer {
 }
 
 // Set makes z the snapshot answered from.
-func (a *Answerer) Set(z *Zone) { a.cur.Store(&snapshot{zone: z, answers: newAnswerCache()}) }
+func (a *Answerer) Set(z *Zone) {
+	a.cur.Store(&snapshot{zone: z, answers: newAnswerCache(), built: time.Now()})
+}
 
 // Zone is the current snapshot.
 func (a *Answerer) Zone() *Zone { return a.snap().zone }
@@ -52,9 +57,17 @@ func (a *Answerer) snap() *snapshot {
 // ServeDNS answers a query (miekg/dns Handler), truncating UDP answers to what the client
 // accepts.
 func (a *Answerer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	start := time.Now()
 	resp := a.Answer(req)
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		resp.Truncate(udpSize(req))
+	}
+	if s := a.stats.Load(); s != nil {
+		var qtype uint16
+		if len(req.Question) > 0 {
+			qtype = req.Question[0].Qtype
+		}
+		s.observe(qtype, resp.Rcode, start)
 	}
 	_ = w.WriteMsg(resp)
 }

@@ -134,6 +134,7 @@ func perfZone() (*Answerer, []dns.Question) {
 	}
 	a := NewAnswerer("clusterset.local", 5)
 	a.Set(NewZone(svcs))
+	NewStats(a) // counted, as weft-dns serves
 	return a, qs
 }
 

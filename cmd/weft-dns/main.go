@@ -23,6 +23,7 @@ func main() {
 	flag.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to answer on (UDP and TCP)")
 	flag.StringVar(&cfg.Domain, "domain", cfg.Domain, "the clusterset zone")
 	flag.UintVar(&ttl, "ttl", ttl, "TTL of the answers, in seconds")
+	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of /metrics; 0 disables")
 	klog.InitFlags(nil)
 	flag.Parse()
 	cfg.TTL = uint32(ttl)

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,11 +32,32 @@ type Config struct {
 	Listen     string // host:port for UDP and TCP
 	Domain     string // the clusterset zone
 	TTL        uint32
+	// MetricsAddr serves /metrics ("" or "0": not served); by default on the pod's
+	// loopback only.
+	MetricsAddr string
 }
 
-// DefaultConfig serves clusterset.local on port 53 with a 5 s TTL.
+// DefaultConfig serves clusterset.local on port 53 with a 5 s TTL, and its metrics on
+// 127.0.0.1:9153.
 func DefaultConfig() Config {
-	return Config{Listen: ":53", Domain: "clusterset.local", TTL: 5}
+	return Config{Listen: ":53", Domain: "clusterset.local", TTL: 5, MetricsAddr: "127.0.0.1:9153"}
+}
+
+// serveMetrics serves stats on addr until ctx ends; a port it cannot have is logged, not
+// fatal: answering matters more.
+func serveMetrics(ctx context.Context, addr string, stats *dns.Stats) {
+	if addr == "" || addr == "0" {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(stats)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		klog.FromContext(ctx).Error(err, "serving metrics", "addr", addr)
+	}
 }
 
 // Run watches the cluster's ServiceImports and imported EndpointSlices and answers from
@@ -76,6 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	go func() { _ = c.Start(ctx) }()
 	a := dns.NewAnswerer(cfg.Domain, cfg.TTL)
+	go serveMetrics(ctx, cfg.MetricsAddr, dns.NewStats(a))
 	served := make(chan error, 1)
 	go func() {
 		served <- dns.Serve(ctx, cfg.Listen, a, func(udp, tcp net.Addr) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -466,13 +467,22 @@ func peerCurrent(t testing.TB, in FailoverInput) {
 
 // gatewayMetrics reads the /metrics weft-gateway serves on node's loopback.
 func gatewayMetrics(l *Lab, node string) (string, error) {
-	ns := l.nodeNetns(node)
-	// (Dialled inside the node's namespace: the transport dials on goroutines of its own.)
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }}}
-	resp, err := c.Get("http://127.0.0.1:10391/metrics")
+	out, err := loopbackMetrics(l.nodeNetns(node), 10391)
 	if err != nil {
 		return "", fmt.Errorf("%s's gateway metrics: %w", node, err)
+	}
+	return out, nil
+}
+
+// loopbackMetrics reads the /metrics a component serves on the loopback of namespace ns
+// (a node's, a pod's), at port.
+func loopbackMetrics(ns *netnstest.Netns, port int) (string, error) {
+	// (Dialled inside the namespace: the transport dials on goroutines of its own.)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }}}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -811,4 +821,17 @@ func streamsTo(t testing.TB, client, server *netnstest.Netns, targets []netip.Ad
 		errs = append(errs, fmt.Errorf("%d of %d HTTP calls lost (%s):\n%s", len(c.Failed), c.Calls, what, strings.Join(c.Failed, "\n")))
 	}
 	return worst, errors.Join(errs...)
+}
+
+// metricValue is the value of the sample series (a metric name with its labels, as the text
+// format prints them) in a /metrics body; 0 when absent.
+func metricValue(body, series string) float64 {
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
 }

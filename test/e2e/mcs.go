@@ -136,6 +136,34 @@ func MultiClusterServices(t *testing.T, in MCSInput) {
 		})
 	})
 
+	t.Run("weft-dns counts what it answers, names not imported included", func(t *testing.T) {
+		missing := "missing." + in.Namespace + ".svc.clusterset.local."
+		if out, code := l.KubectlRun(in.From, "", "-n", in.Namespace, "exec", "client", "--", "nslookup", missing); code == 0 {
+			t.Errorf("nslookup %s answered: %s", missing, out)
+		}
+		// Summed over weft-dns's pods (the cluster DNS may ask any), read on each pod's
+		// loopback.
+		Eventually(t, 30*time.Second, func() error {
+			ips, _ := l.KubectlRun(in.From, "", "-n", "weft-system", "get", "pods", "-l", "app.kubernetes.io/name=weft-dns",
+				"-o", "jsonpath={.items[*].status.podIP}")
+			counts := map[string]float64{}
+			for _, ip := range strings.Fields(ips) {
+				out, err := loopbackMetrics(l.podNetns(t, ip), 9153)
+				if err != nil {
+					return fmt.Errorf("weft-dns %s: %w", ip, err)
+				}
+				for _, rcode := range []string{"NOERROR", "NXDOMAIN"} {
+					counts[rcode] += metricValue(out, `weft_dns_queries_total{rcode="`+rcode+`",type="A"}`)
+				}
+			}
+			if counts["NOERROR"] < 1 || counts["NXDOMAIN"] < 1 {
+				return fmt.Errorf("weft-dns in %s counted A queries %v, want NOERROR and NXDOMAIN", in.From, counts)
+			}
+			t.Logf("weft-dns in %s: A queries by response code %v", in.From, counts)
+			return nil
+		})
+	})
+
 	t.Run("unexporting removes the import", func(t *testing.T) {
 		l.MustKubectl(t, in.To, "", "-n", in.Namespace, "delete", "serviceexport", "hello")
 		Eventually(t, time.Minute, func() error {
