@@ -100,6 +100,8 @@ func Run(ctx context.Context, cfg Config) error {
 		report: newNodeReport(c, cfg.NodeName)}
 	bgpMetrics := bgp.NewMetrics()
 	a.metrics.MustRegister(bgpMetrics)
+	a.own = newAgentMetrics()
+	a.metrics.MustRegister(a.own)
 	a.notReady.Store("starting")
 	go a.serveHealth(ctx)
 
@@ -130,7 +132,8 @@ type agentState struct {
 	log      klog.Logger
 	notReady atomic.Value // string: why not ready; "" when ready
 	metrics  *prometheus.Registry
-	report   *nodeReport // the node's FabricNode status
+	own      *agentMetrics // registered in metrics
+	report   *nodeReport   // the node's FabricNode status
 	// blocks are this node's pod blocks (blocksChanged: its FabricNode now names others).
 	blocks        []netip.Prefix
 	blocksChanged bool

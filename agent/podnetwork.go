@@ -49,6 +49,7 @@ func (p *podNetwork) start(ctx context.Context, f *fabric) error {
 	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
 		return ctx.Err()
 	}
+	a.own.sources.Store(&metricSources{dp: f.datapath, policy: p.policy})
 	h := &podnet.Handler{IPAM: store, Datapath: f.datapath, Ready: a.ready, Wired: p.policy.sync,
 		Pod: func(_ context.Context, ns, name string) (*corev1.Pod, error) { return pods.Lister().Pods(ns).Get(name) }}
 	live, _ := pods.Lister().List(labels.Everything())
@@ -56,7 +57,7 @@ func (p *podNetwork) start(ctx context.Context, f *fabric) error {
 		a.log.Error(err, "reconciling addresses and wiring with the pods on this node")
 	}
 	f.spawn(func() {
-		err := (&cniserver.Server{Handler: h, Socket: a.cfg.CNISocket}).Serve(ctx)
+		err := (&cniserver.Server{Handler: a.own.timed(h), Socket: a.cfg.CNISocket}).Serve(ctx)
 		if ctx.Err() == nil {
 			if err == nil {
 				err = errors.New("it stopped")

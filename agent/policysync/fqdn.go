@@ -186,3 +186,22 @@ func poke(ch chan struct{}) {
 	default:
 	}
 }
+
+// Enforced reports how many policy rules the datapath enforces (the last applied policy's)
+// and how many addresses the node's pods learnt from DNS answers (live or not yet expired
+// at the last sync).
+func (s *Syncer) Enforced() (rules, learnt int) {
+	s.mu.Lock()
+	if s.last != nil && s.last.Pipeline != nil {
+		rules = s.last.Pipeline.Rules()
+	}
+	s.mu.Unlock()
+	s.fqdnMu.Lock()
+	defer s.fqdnMu.Unlock()
+	for _, names := range s.fqdn {
+		for _, addrs := range names {
+			learnt += len(addrs)
+		}
+	}
+	return rules, learnt
+}

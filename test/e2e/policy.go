@@ -380,6 +380,19 @@ func fqdnPolicy(t *testing.T, in PolicyInput, pods []*policyPod) {
 	w.Resolved = map[netip.Addr]map[string][]netip.Addr{c.ip: {"db.weft-e2e.test": {b.ip}}}
 	probes, denied := agreeEventually(t, w, pods)
 	t.Logf("with the learnt name: %d probes agree with the reference evaluator (%d denied)", probes, denied)
+
+	// c's node's agent says so on its loopback: the address learnt, rules enforced, pods
+	// wired (their CNI ADDs timed).
+	body, err := loopbackMetrics(in.Lab.nodeNetns(c.node), 10380)
+	if err != nil {
+		t.Fatalf("%s's agent metrics: %v", c.node, err)
+	}
+	for _, series := range []string{"weft_agent_fqdn_addresses", "weft_agent_policy_rules", "weft_agent_pods",
+		`weft_agent_cni_duration_seconds_count{command="ADD",result="ok"}`} {
+		if v := metricValue(body, series); v < 1 {
+			t.Errorf("%s's agent metrics: %s = %v, want at least 1", c.node, series, v)
+		}
+	}
 }
 
 // agentReady reports whether the weft-agent pod of a node is Ready.

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weft-net/weft/agent/cniserver"
+	"github.com/weft-net/weft/agent/datapath"
+	fakedp "github.com/weft-net/weft/agent/datapath/fake"
+)
+
+type stubHandler struct{ delErr error }
+
+func (stubHandler) Add(context.Context, cniserver.Call) (*current.Result, error) {
+	return &current.Result{}, nil
+}
+func (h stubHandler) Del(context.Context, cniserver.Call) error    { return h.delErr }
+func (stubHandler) Check(context.Context, cniserver.Call) error    { return nil }
+func (stubHandler) Status(context.Context) error                   { return nil }
+func (stubHandler) GC(context.Context, []types.GCAttachment) error { return nil }
+
+// The agent's metrics time CNI calls by command and result, and count the node's pods when
+// scraped.
+func TestAgentMetrics(t *testing.T) {
+	ctx := context.Background()
+	m := newAgentMetrics()
+	h := m.timed(stubHandler{delErr: errors.New("no such pod")})
+	if _, err := h.Add(ctx, cniserver.Call{}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = h.Add(ctx, cniserver.Call{})
+	if err := h.Del(ctx, cniserver.Call{}); err == nil {
+		t.Fatal("the wrapped handler's error is lost")
+	}
+	dp := fakedp.New()
+	if _, err := dp.AddPod(ctx, datapath.Pod{Key: datapath.PodKey{ContainerID: "c1", IfName: "eth0"}, Namespace: "prod", Name: "a",
+		Netns: "/run/netns/a", IPs: []netip.Prefix{netip.MustParsePrefix("10.244.1.5/32")}}); err != nil {
+		t.Fatal(err)
+	}
+	m.sources.Store(&metricSources{dp: dp, policy: &policyEngine{}})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range s.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case s.GetHistogram() != nil:
+				got[key] = float64(s.GetHistogram().GetSampleCount())
+			case s.GetGauge() != nil:
+				got[key] = s.GetGauge().GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"weft_agent_cni_duration_seconds command=ADD result=ok":    2,
+		"weft_agent_cni_duration_seconds command=DEL result=error": 1,
+		"weft_agent_pods": 1,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v (all: %v)", key, got[key], want, got)
+		}
+	}
+}
