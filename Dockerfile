@@ -31,7 +31,7 @@ ENTRYPOINT ["/usr/local/bin/weft-operator"]
 # weft-agent: the node agent (DaemonSet on every node): datapath, CNI server; installs weft-cni
 FROM docker.io/library/debian:12.11-slim AS weft-agent
 RUN apt-get update && \
-    apt-get install -y --no-install-recommends openvswitch-common=3.1.0-2+deb12u1 && \
+    apt-get install -y --no-install-recommends openvswitch-common=3.1.0-2+deb12u1 nftables=1.0.6-2+deb12u2 && \
     rm -rf /var/lib/apt/lists/*
 LABEL org.opencontainers.image.source="https://github.com/weft-net/weft" \
       org.opencontainers.image.title="weft-agent" \

@@ -58,7 +58,7 @@ var All = []Image{
 	{Name: "weft-operator", Commands: []string{"weft-operator"},
 		Description: "the operator (Deployment): CRDs' controllers, node IPAM, peering, MCS, webhook"},
 	{Name: "weft-agent", Commands: []string{"weft-agent", "weft-cni"}, Privileged: true,
-		Packages:    []Package{openvswitchCommon},
+		Packages:    []Package{openvswitchCommon, nftables},
 		Description: "the node agent (DaemonSet on every node): datapath, CNI server; installs weft-cni"},
 	{Name: "weft-ovs", Commands: []string{"weft-ovs"}, Privileged: true,
 		Packages:    []Package{openvswitchCommon, openvswitchSwitch},

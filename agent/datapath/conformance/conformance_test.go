@@ -81,6 +81,7 @@ type node struct {
 	make  func(datapath.Options) datapath.Datapath
 	// opts are the options of the next restart (event callbacks).
 	opts datapath.Options
+	sw   *netnstest.Switch // the underlay it is plugged into
 }
 
 func newNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
@@ -93,7 +94,7 @@ func newNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block strin
 // bareNode is a node whose driver has not been initialized yet.
 func bareNode(t testing.TB, d driver, sw *netnstest.Switch, name, ip, block string) *node {
 	t.Helper()
-	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip), dir: t.TempDir()}
+	n := &node{name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip), dir: t.TempDir(), sw: sw}
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
 	n.make = d.open(t, n.ns, n.dir)
 	n.bpffs = filepath.Join(n.dir, "bpffs")

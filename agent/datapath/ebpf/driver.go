@@ -48,6 +48,8 @@ const routeProtocol = netlink.RouteProtocol(0x58)
 type Driver struct {
 	opts      datapath.Options
 	dnsHolder *datapath.DNSHolder
+	// overlayNodes are the addresses the VXLAN port was last opened to (nil: not yet).
+	overlayNodes []netip.Addr
 
 	mu      sync.Mutex
 	node    datapath.Node

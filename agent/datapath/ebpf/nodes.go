@@ -69,6 +69,9 @@ func (d *Driver) syncRoutes() error {
 	if d.node.Encapsulation == "none" {
 		return d.syncNativeRoutes()
 	}
+	if err := d.syncOverlayFilter(); err != nil {
+		return err
+	}
 	vx, err := netlink.LinkByName(TunnelDevice)
 	if err != nil {
 		return err

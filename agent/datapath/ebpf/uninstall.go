@@ -46,6 +46,7 @@ func (d *Driver) Uninstall(_ context.Context, node datapath.Node) error {
 			errs = append(errs, fmt.Errorf("%s: %w", TunnelDevice, err))
 		}
 	}
+	errs = append(errs, removeOverlayFilter())
 	// The pod block's unreachable route names the block whose gateway address is on lo
 	// (the node's blocks may be gone from its Node already).
 	blocks := append([]netip.Prefix(nil), node.PodCIDRs...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -69,15 +70,38 @@ type remoteFlow struct {
 	nodeIP netip.Addr
 }
 
+// tunSrc is the match field of a tunnel packet's outer source address.
+func tunSrc(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		return "tun_ipv6_src"
+	}
+	return "tun_src"
+}
+
+// remoteNodeIPs are the other nodes' addresses, each once, in order.
+func (s flowState) remoteNodeIPs() []netip.Addr {
+	var out []netip.Addr
+	for _, r := range s.remotes {
+		out = append(out, r.nodeIP)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
 // flows returns the complete flow table, sorted so equal states give equal text.
 func (s flowState) flows() []string {
 	var f []string
 	add := func(format string, args ...any) { f = append(f, fmt.Sprintf(format, args...)) }
 
-	// Classify; IP packets pass through conntrack on the way.
+	// Classify; IP packets pass through conntrack on the way. The tunnel takes packets from
+	// the cluster's other nodes only (the flow-based tunnel port would take them from
+	// anyone who can reach it): by their outer source address.
 	if s.tunnelPort != "" {
-		add("table=%d,priority=200,in_port=%s,ip,actions=ct(table=%d,zone=%d)", tableClassify, s.tunnelPort, tableTunConntrack, ctZone)
-		add("table=%d,priority=190,in_port=%s,actions=goto_table:%d", tableClassify, s.tunnelPort, tableFromTunnel)
+		for _, node := range s.remoteNodeIPs() {
+			add("table=%d,priority=200,in_port=%s,%s=%s,ip,actions=ct(table=%d,zone=%d)", tableClassify, s.tunnelPort, tunSrc(node), node, tableTunConntrack, ctZone)
+			add("table=%d,priority=190,in_port=%s,%s=%s,actions=goto_table:%d", tableClassify, s.tunnelPort, tunSrc(node), node, tableFromTunnel)
+		}
+		add("table=%d,priority=180,in_port=%s,actions=drop", tableClassify, s.tunnelPort)
 	}
 	add("table=%d,priority=160,in_port=%s,ip,actions=ct(table=%d,zone=%d)", tableClassify, s.gatewayPort, tableGatewayCommit, ctZone)
 	add("table=%d,priority=150,in_port=%s,actions=goto_table:%d", tableClassify, s.gatewayPort, tableForward)
@@ -94,9 +118,11 @@ func (s flowState) flows() []string {
 	// directly, the reply would come from the wrong address. The kernel passes everything
 	// back through the gateway port, where the connection is tracked and policed.
 	if s.tunnelPort != "" && s.peers.localGateway {
-		for _, p := range s.peers.prefixes {
-			add("table=%d,priority=210,in_port=%s,ip,nw_src=%s,actions=set_field:%s->eth_dst,output:%s",
-				tableClassify, s.tunnelPort, p, s.gatewayMAC, s.gatewayPort)
+		for _, node := range s.remoteNodeIPs() {
+			for _, p := range s.peers.prefixes {
+				add("table=%d,priority=210,in_port=%s,%s=%s,ip,nw_src=%s,actions=set_field:%s->eth_dst,output:%s",
+					tableClassify, s.tunnelPort, tunSrc(node), node, p, s.gatewayMAC, s.gatewayPort)
+			}
 		}
 	}
 

@@ -27,7 +27,10 @@ func TestFlowsAreDeterministicAndComplete(t *testing.T) {
 	}
 	all := strings.Join(a, "\n")
 	for _, want := range []string{
-		"table=0,priority=200,in_port=weft-tun0,ip,actions=ct(table=3,zone=4065)",
+		// The tunnel takes packets from the other nodes only.
+		"table=0,priority=200,in_port=weft-tun0,tun_src=172.30.1.12,ip,actions=ct(table=3,zone=4065)",
+		"table=0,priority=190,in_port=weft-tun0,tun_src=172.30.1.12,actions=goto_table:20",
+		"table=0,priority=180,in_port=weft-tun0,actions=drop",
 		"table=0,priority=100,in_port=w01,dl_src=0a:58:0a:f4:01:05,ip,nw_src=10.244.1.5,actions=ct(table=2,zone=4065)",
 		"table=1,priority=100,ip,actions=set_field:0x2->reg4,goto_table:40",
 		"table=250,priority=100,ip,ct_state=+trk+new,reg4=0x2/0x2,actions=ct(commit,zone=4065,exec(set_field:1->ct_mark)),goto_table:251",
@@ -54,7 +57,7 @@ func TestFlowsAreDeterministicAndComplete(t *testing.T) {
 // kernel first (which undoes kube-proxy's rewrite of replies to Services); on other nodes it
 // is delivered as any traffic from the overlay.
 func TestPeerClusterTrafficFromOtherNodesEntersAGatewayNodesKernel(t *testing.T) {
-	want := "table=0,priority=210,in_port=weft-tun0,ip,nw_src=10.245.0.0/16,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0"
+	want := "table=0,priority=210,in_port=weft-tun0,tun_src=172.30.1.12,ip,nw_src=10.245.0.0/16,actions=set_field:0a:58:0a:f4:01:01->eth_dst,output:weft-gw0"
 	s := state()
 	s.peers = peerFlows{prefixes: []netip.Prefix{netip.MustParsePrefix("10.245.0.0/16")}, localGateway: true}
 	if flows := s.flows(); !slices.Contains(flows, want) {

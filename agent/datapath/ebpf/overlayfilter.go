@@ -1,0 +1,81 @@
+package ebpf
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// overlayTable is the nftables table that keeps the VXLAN port to the cluster's nodes.
+const overlayTable = "weft-overlay"
+
+// overlayRules replaces the overlay filter: the kernel's VXLAN device takes packets from
+// anyone who can reach its port, and would hand their inner packets to the pods; only the
+// other nodes' addresses may send to it. What else arrives there is dropped and counted
+// (nft list table inet weft-overlay). One nft transaction: never half applied.
+func overlayRules(nodes []netip.Addr) string {
+	var v4, v6 []string
+	for _, a := range nodes {
+		if a = a.Unmap(); a.Is4() {
+			v4 = append(v4, a.String())
+		} else {
+			v6 = append(v6, a.String())
+		}
+	}
+	set := func(name, typ string, elems []string) string {
+		s := fmt.Sprintf("\tset %s {\n\t\ttype %s;\n", name, typ)
+		if len(elems) > 0 {
+			s += "\t\telements = { " + strings.Join(elems, ", ") + " }\n"
+		}
+		return s + "\t}\n"
+	}
+	return fmt.Sprintf(`table inet %[1]s
+delete table inet %[1]s
+table inet %[1]s {
+%[2]s%[3]s	chain input {
+		type filter hook input priority filter - 1; policy accept;
+		meta nfproto ipv4 udp dport %[4]d ip saddr != @nodes4 counter drop comment "VXLAN from no node of the cluster"
+		meta nfproto ipv6 udp dport %[4]d ip6 saddr != @nodes6 drop
+	}
+}
+`, overlayTable, set("nodes4", "ipv4_addr", v4), set("nodes6", "ipv6_addr", v6), vxlanPort)
+}
+
+// syncOverlayFilter lets the remote nodes, and only them, reach the VXLAN port, when that
+// changed.
+func (d *Driver) syncOverlayFilter() error {
+	var nodes []netip.Addr
+	for _, r := range d.remotes {
+		nodes = append(nodes, r.IP)
+	}
+	slices.SortFunc(nodes, netip.Addr.Compare)
+	nodes = slices.Compact(nodes)
+	if d.overlayNodes != nil && slices.Equal(nodes, d.overlayNodes) {
+		return nil
+	}
+	cmd := exec.Command(nftPath(), "-f", "-")
+	cmd.Stdin = strings.NewReader(overlayRules(nodes))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft (the VXLAN port kept to the cluster's nodes): %w: %s", err, out)
+	}
+	d.overlayNodes = append([]netip.Addr{}, nodes...)
+	return nil
+}
+
+// removeOverlayFilter deletes the table (uninstall).
+func removeOverlayFilter() error {
+	out, err := exec.Command(nftPath(), "delete", "table", "inet", overlayTable).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "No such file") {
+		return fmt.Errorf("nft delete table inet %s: %w: %s", overlayTable, err, out)
+	}
+	return nil
+}
+
+func nftPath() string {
+	if p, err := exec.LookPath("nft"); err == nil {
+		return p
+	}
+	return "/usr/sbin/nft" // not on every container's PATH
+}
