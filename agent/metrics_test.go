@@ -8,11 +8,11 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weft-net/weft/agent/cniserver"
 	"github.com/weft-net/weft/agent/datapath"
 	fakedp "github.com/weft-net/weft/agent/datapath/fake"
+	"github.com/weft-net/weft/internal/metricstest"
 )
 
 type stubHandler struct{ delErr error }
@@ -44,30 +44,10 @@ func TestAgentMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.sources.Store(&metricSources{dp: dp, policy: &policyEngine{}})
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(m)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range families {
-		for _, s := range f.GetMetric() {
-			key := f.GetName()
-			for _, l := range s.GetLabel() {
-				key += " " + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case s.GetHistogram() != nil:
-				got[key] = float64(s.GetHistogram().GetSampleCount())
-			case s.GetGauge() != nil:
-				got[key] = s.GetGauge().GetValue()
-			}
-		}
-	}
+	got := metricstest.Values(t, m)
 	for key, want := range map[string]float64{
-		"weft_agent_cni_duration_seconds command=ADD result=ok":    2,
-		"weft_agent_cni_duration_seconds command=DEL result=error": 1,
+		`weft_agent_cni_duration_seconds_count{command="ADD",result="ok"}`:    2,
+		`weft_agent_cni_duration_seconds_count{command="DEL",result="error"}`: 1,
 		"weft_agent_pods": 1,
 	} {
 		if got[key] != want {

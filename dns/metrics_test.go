@@ -1,14 +1,14 @@
 package dns
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weft-net/weft/internal/metricstest"
 )
 
 // The server counts every answer by query type and response code, over UDP (the fast path,
@@ -17,24 +17,8 @@ func TestStatsCountAnswers(t *testing.T) {
 	a := NewAnswerer("clusterset.local", 5)
 	a.Set(NewZone([]Service{{Namespace: "shop", Name: "web", Type: ClusterSetIP, IPs: []netip.Addr{mustAddr("10.96.0.20")}},
 		{Namespace: "shop", Name: "db", Type: ClusterSetIP, IPs: []netip.Addr{mustAddr("10.96.0.21")}}}))
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewStats(a))
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan [2]net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, "127.0.0.1:0", a, func(u, tc net.Addr) { addrs <- [2]net.Addr{u, tc} }) }()
-	var ad [2]net.Addr
-	select {
-	case ad = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	stats := NewStats(a)
+	ad := serveOnLoopback(t, a)
 	ask := func(network string, addr net.Addr, name string, qtype uint16) int {
 		t.Helper()
 		q := new(dns.Msg)
@@ -52,35 +36,15 @@ func TestStatsCountAnswers(t *testing.T) {
 	ask("tcp", ad[1], "web.shop.svc.clusterset.local.", dns.TypeSRV)
 	ask("udp", ad[0], "web.shop.svc.clusterset.local.", dns.TypeMX)
 
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			key := f.GetName()
-			for _, l := range m.GetLabel() {
-				key += " " + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case m.GetCounter() != nil:
-				got[key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				got[key] = m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				got[key+" count"] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
+	got := metricstest.Values(t, stats)
 	for key, want := range map[string]float64{
-		"weft_dns_queries_total rcode=NOERROR type=A":     2,
-		"weft_dns_queries_total rcode=NXDOMAIN type=A":    1,
-		"weft_dns_queries_total rcode=REFUSED type=A":     1,
-		"weft_dns_queries_total rcode=NOERROR type=SRV":   1,
-		"weft_dns_queries_total rcode=NOERROR type=other": 1,
-		"weft_dns_request_duration_seconds count":         6,
-		"weft_dns_services":                               2,
+		`weft_dns_queries_total{rcode="NOERROR",type="A"}`:     2,
+		`weft_dns_queries_total{rcode="NXDOMAIN",type="A"}`:    1,
+		`weft_dns_queries_total{rcode="REFUSED",type="A"}`:     1,
+		`weft_dns_queries_total{rcode="NOERROR",type="SRV"}`:   1,
+		`weft_dns_queries_total{rcode="NOERROR",type="other"}`: 1,
+		"weft_dns_request_duration_seconds_count":              6,
+		"weft_dns_services": 2,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v (all: %v)", key, got[key], want, got)

@@ -23,22 +23,7 @@ func TestServeUDPAndTCP(t *testing.T) {
 	}
 	a.Set(NewZone([]Service{{Namespace: "shop", Name: "big", Type: Headless, Endpoints: eps},
 		{Namespace: "shop", Name: "web", Type: ClusterSetIP, IPs: []netip.Addr{mustAddr("10.96.0.20")}}}))
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan [2]net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, "127.0.0.1:0", a, func(u, tc net.Addr) { addrs <- [2]net.Addr{u, tc} }) }()
-	var ad [2]net.Addr
-	select {
-	case ad = <-addrs:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	ad := serveOnLoopback(t, a)
 	query := func(net, addr, name string) *dns.Msg {
 		t.Helper()
 		c := &dns.Client{Net: net, Timeout: 2 * time.Second}
@@ -68,3 +53,26 @@ func TestServeUDPAndTCP(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// serveOnLoopback serves a on a loopback port until the test ends and returns its UDP and
+// TCP addresses.
+func serveOnLoopback(t *testing.T, a *Answerer) [2]net.Addr {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan [2]net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, "127.0.0.1:0", a, func(u, tc net.Addr) { addrs <- [2]net.Addr{u, tc} }) }()
+	var ad [2]net.Addr
+	select {
+	case ad = <-addrs:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ad
+}

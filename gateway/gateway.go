@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-net/weft/internal/nft"
+
 	"github.com/vishvananda/netlink"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -433,13 +435,6 @@ func nftRules(ifname string, own []netip.Prefix, encapPort int, senders []netip.
 			v6 = append(v6, p.String())
 		}
 	}
-	set := func(name, typ string, elems []string) string {
-		s := fmt.Sprintf("\tset %s {\n\t\ttype %s; flags interval;\n", name, typ)
-		if len(elems) > 0 {
-			s += "\t\telements = { " + strings.Join(elems, ", ") + " }\n"
-		}
-		return s + "\t}\n"
-	}
 	encap := ""
 	if encapPort != 0 {
 		var s4, s6 []string
@@ -450,7 +445,7 @@ func nftRules(ifname string, own []netip.Prefix, encapPort int, senders []netip.
 				s6 = append(s6, a.String())
 			}
 		}
-		encap = set("peers4", "ipv4_addr", s4) + set("peers6", "ipv6_addr", s6) + fmt.Sprintf(`	chain encap {
+		encap = nft.Set("peers4", "ipv4_addr", true, s4) + nft.Set("peers6", "ipv6_addr", true, s6) + fmt.Sprintf(`	chain encap {
 		type filter hook input priority filter - 1; policy accept;
 		meta nfproto ipv4 udp dport %[1]d ip saddr != @peers4 counter drop comment "tunnel packets from no peer gateway"
 		meta nfproto ipv6 udp dport %[1]d ip6 saddr != @peers6 drop
@@ -485,7 +480,7 @@ table inet weft-gateway {
 		counter drop comment "out of a tunnel to this node"
 	}
 }
-`, set("own4", "ipv4_addr", v4), set("own6", "ipv6_addr", v6), encap, ifname, health.DefaultPort)
+`, nft.Set("own4", "ipv4_addr", true, v4), nft.Set("own6", "ipv6_addr", true, v6), encap, ifname, health.DefaultPort)
 }
 
 // peerGatewaysNow reads the addresses the table in place lets reach the tunnel port (none
@@ -493,7 +488,7 @@ table inet weft-gateway {
 func peerGatewaysNow() []netip.Addr {
 	var out []netip.Addr
 	for _, set := range []string{"peers4", "peers6"} {
-		listing, err := exec.Command(nftPath(), "list", "set", "inet", "weft-gateway", set).Output()
+		listing, err := exec.Command(nft.Path(), "list", "set", "inet", "weft-gateway", set).Output()
 		if err != nil {
 			continue
 		}
@@ -525,10 +520,8 @@ func setPeerGateways(addrs []netip.Addr) error {
 		}
 		fmt.Fprintf(&b, "add element inet weft-gateway %s { %s }\n", set, a.Unmap())
 	}
-	cmd := exec.Command(nftPath(), "-f", "-")
-	cmd.Stdin = strings.NewReader(b.String())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft (peer gateways allowed to the tunnel port): %w: %s", err, out)
+	if err := nft.Apply(b.String()); err != nil {
+		return fmt.Errorf("nft (peer gateways allowed to the tunnel port): %w", err)
 	}
 	return nil
 }
@@ -563,11 +556,8 @@ func uplinkMTU(ip netip.Addr) (int, error) {
 // probes pass, and replies to what the node sent (its own probes). What is dropped is
 // counted (nft list table inet weft-gateway).
 func prepareKernel(ifname string, own []netip.Prefix, encapPort int) error {
-	rules := nftRules(ifname, own, encapPort, peerGatewaysNow())
-	cmd := exec.Command(nftPath(), "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft (MSS clamping, tunnel filter): %w: %s", err, out)
+	if err := nft.Apply(nftRules(ifname, own, encapPort, peerGatewaysNow())); err != nil {
+		return fmt.Errorf("nft (MSS clamping, tunnel filter): %w", err)
 	}
 	// Reverse-path filtering uses the larger of "all" and the device's setting: 2 (loose)
 	// on "all" covers every tunnel device, present and future.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-net/weft/internal/nft"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -180,7 +182,7 @@ var nftCounter = regexp.MustCompile(`(?m)^\s*chain (\S+) \{[^}]*?counter packets
 
 // droppedByTunnelFilter reads the tunnel filter's drop counters (nft list table).
 func droppedByTunnelFilter(ctx context.Context) map[string]float64 {
-	out, err := exec.CommandContext(ctx, nftPath(), "list", "table", "inet", "weft-gateway").Output()
+	out, err := exec.CommandContext(ctx, nft.Path(), "list", "table", "inet", "weft-gateway").Output()
 	if err != nil {
 		return nil
 	}
@@ -197,11 +199,4 @@ func parseDropCounters(listing string) map[string]float64 {
 		}
 	}
 	return got
-}
-
-func nftPath() string {
-	if p, err := exec.LookPath("nft"); err == nil {
-		return p
-	}
-	return "/usr/sbin/nft" // not on every container's PATH
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -27,6 +26,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusterpeer"
+	"github.com/weft-net/weft/internal/metricstest"
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/testenv"
 )
@@ -472,28 +472,16 @@ func TestClusterPeer(t *testing.T) {
 // "weft_clusterpeer_condition/<type>".
 func peerMetrics(t *testing.T, peer string) map[string]float64 {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(clusterpeer.NewMetrics(local.Client))
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["peer"] != peer {
-				continue
-			}
-			key := f.GetName()
-			if typ, ok := labels["type"]; ok {
-				key += "/" + typ
-			}
-			out[key] = m.GetGauge().GetValue()
+	for _, s := range metricstest.Gather(t, clusterpeer.NewMetrics(local.Client)) {
+		if s.Labels["peer"] != peer {
+			continue
 		}
+		key := s.Name
+		if typ, ok := s.Labels["type"]; ok {
+			key += "/" + typ
+		}
+		out[key] = s.Value
 	}
 	return out
 }

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/weft-net/weft/internal/nft"
 )
 
 // overlayTable is the nftables table that keeps the VXLAN port to the cluster's nodes.
@@ -24,13 +26,6 @@ func overlayRules(nodes []netip.Addr) string {
 			v6 = append(v6, a.String())
 		}
 	}
-	set := func(name, typ string, elems []string) string {
-		s := fmt.Sprintf("\tset %s {\n\t\ttype %s;\n", name, typ)
-		if len(elems) > 0 {
-			s += "\t\telements = { " + strings.Join(elems, ", ") + " }\n"
-		}
-		return s + "\t}\n"
-	}
 	return fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
@@ -40,7 +35,7 @@ table inet %[1]s {
 		meta nfproto ipv6 udp dport %[4]d ip6 saddr != @nodes6 drop
 	}
 }
-`, overlayTable, set("nodes4", "ipv4_addr", v4), set("nodes6", "ipv6_addr", v6), vxlanPort)
+`, overlayTable, nft.Set("nodes4", "ipv4_addr", false, v4), nft.Set("nodes6", "ipv6_addr", false, v6), vxlanPort)
 }
 
 // syncOverlayFilter lets the remote nodes, and only them, reach the VXLAN port, when that
@@ -55,10 +50,8 @@ func (d *Driver) syncOverlayFilter() error {
 	if d.overlayNodes != nil && slices.Equal(nodes, d.overlayNodes) {
 		return nil
 	}
-	cmd := exec.Command(nftPath(), "-f", "-")
-	cmd.Stdin = strings.NewReader(overlayRules(nodes))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft (the VXLAN port kept to the cluster's nodes): %w: %s", err, out)
+	if err := nft.Apply(overlayRules(nodes)); err != nil {
+		return fmt.Errorf("nft (the VXLAN port kept to the cluster's nodes): %w", err)
 	}
 	d.overlayNodes = append([]netip.Addr{}, nodes...)
 	return nil
@@ -66,16 +59,9 @@ func (d *Driver) syncOverlayFilter() error {
 
 // removeOverlayFilter deletes the table (uninstall).
 func removeOverlayFilter() error {
-	out, err := exec.Command(nftPath(), "delete", "table", "inet", overlayTable).CombinedOutput()
+	out, err := exec.Command(nft.Path(), "delete", "table", "inet", overlayTable).CombinedOutput()
 	if err != nil && !strings.Contains(string(out), "No such file") {
 		return fmt.Errorf("nft delete table inet %s: %w: %s", overlayTable, err, out)
 	}
 	return nil
-}
-
-func nftPath() string {
-	if p, err := exec.LookPath("nft"); err == nil {
-		return p
-	}
-	return "/usr/sbin/nft" // not on every container's PATH
 }

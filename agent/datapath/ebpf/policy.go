@@ -189,22 +189,10 @@ func (d *Driver) setPolicy(p datapath.Policy) error {
 	if err := syncSet(d.objs.SvcCidrs, serviceKeys(p.ServiceCIDRs)); err != nil {
 		return fmt.Errorf("service ranges: %w", err)
 	}
-	var dnsPods []uint32
-	for _, a := range p.DNSPods {
-		if a.Is4() {
-			dnsPods = append(dnsPods, be32(a))
-		}
-	}
-	if err := syncSet(d.objs.DnsPods, dnsPods); err != nil {
+	if err := syncSet(d.objs.DnsPods, v4Keys(p.DNSPods)); err != nil {
 		return fmt.Errorf("DNS pods: %w", err)
 	}
-	var dnsServers []uint32
-	for _, a := range p.DNSServers {
-		if a.Is4() {
-			dnsServers = append(dnsServers, be32(a))
-		}
-	}
-	if err := syncSet(d.objs.DnsServers, dnsServers); err != nil {
+	if err := syncSet(d.objs.DnsServers, v4Keys(p.DNSServers)); err != nil {
 		return fmt.Errorf("DNS servers: %w", err)
 	}
 	// The record first: events of the new generation may come as soon as it is enforced.
@@ -216,6 +204,17 @@ func (d *Driver) setPolicy(p datapath.Policy) error {
 		return fmt.Errorf("switching to the new policy: %w", err)
 	}
 	return d.deleteVersion(1 - ver)
+}
+
+// v4Keys are the IPv4 addresses among addrs, as the maps key them.
+func v4Keys(addrs []netip.Addr) []uint32 {
+	var out []uint32
+	for _, a := range addrs {
+		if a.Is4() {
+			out = append(out, be32(a))
+		}
+	}
+	return out
 }
 
 func serviceKeys(cidrs []netip.Prefix) []weftAddrKey {
