@@ -23,8 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weft-net/weft/internal/nft"
-
 	"github.com/vishvananda/netlink"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +45,7 @@ import (
 	"github.com/weft-net/weft/gateway/tunnel/vxlan"
 	"github.com/weft-net/weft/gateway/tunnel/wireguard"
 	"github.com/weft-net/weft/internal/health"
+	"github.com/weft-net/weft/internal/nft"
 	"github.com/weft-net/weft/internal/restcfg"
 )
 

@@ -13,14 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weft-net/weft/internal/nft"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/gateway/tunnel"
 	"github.com/weft-net/weft/internal/health"
+	"github.com/weft-net/weft/internal/nft"
 )
 
 // Metrics exports, per peer gateway (a bounded set: a peer advertises at most 64), whether
