@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,9 +23,15 @@ const (
 // Transient says whether err is a connection to the API server that broke, not an answer.
 func Transient(err error) bool {
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) {
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) {
 		return true
 	}
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// HTTP/2 closes a connection whose health-check ping went unanswered (or that it was told
+	// to close) under the requests on it; its errors are not exported values.
+	return strings.Contains(err.Error(), "http2: client connection force closed") ||
+		strings.Contains(err.Error(), "http2: client connection lost")
 }
