@@ -382,13 +382,13 @@ func fqdnPolicy(t *testing.T, in PolicyInput, pods []*policyPod) {
 	t.Logf("with the learnt name: %d probes agree with the reference evaluator (%d denied)", probes, denied)
 
 	// c's node's agent says so on its loopback: the address learnt, rules enforced, pods
-	// wired (their CNI ADDs timed).
+	// wired. (Not its CNI timings: an earlier spec restarted the agent, and no pod has been
+	// added on that node since; the unit test covers them.)
 	body, err := loopbackMetrics(in.Lab.nodeNetns(c.node), 10380)
 	if err != nil {
 		t.Fatalf("%s's agent metrics: %v", c.node, err)
 	}
-	for _, series := range []string{"weft_agent_fqdn_addresses", "weft_agent_policy_rules", "weft_agent_pods",
-		`weft_agent_cni_duration_seconds_count{command="ADD",result="ok"}`} {
+	for _, series := range []string{"weft_agent_fqdn_addresses", "weft_agent_policy_rules", "weft_agent_pods"} {
 		if v := metricValue(body, series); v < 1 {
 			t.Errorf("%s's agent metrics: %s = %v, want at least 1", c.node, series, v)
 		}
