@@ -57,12 +57,7 @@ func Objects() []client.Object {
 
 // Changed tells the syncer an input changed (the caller's cache handlers call it): Run
 // syncs after a 50 ms pause that batches what comes with it.
-func (s *Syncer) Changed() {
-	select {
-	case s.changes() <- struct{}{}:
-	default:
-	}
-}
+func (s *Syncer) Changed() { poke(s.changes()) }
 
 func (s *Syncer) changes() chan struct{} {
 	s.changedOnce.Do(s.makeChannels)

@@ -27,16 +27,15 @@ type Inputs struct {
 	// Local are the pods wired on this node, as the datapath holds them: their addresses
 	// are known before the API shows them.
 	Local []datapath.Pod
-	// Resolved are the DNS answers each pod received from a trusted resolver (FQDN peers).
-	Resolved map[netip.Addr]map[string][]netip.Addr
 }
 
 // World builds the evaluator's snapshot and returns it with the node's pods. Pods on the
 // host's network, pods that are done, and pods without an address are no policy's
-// endpoints. Tiers and policies being deleted still count until they are gone.
+// endpoints. Tiers and policies being deleted still count until they are gone. What the
+// pods learnt from DNS answers (Resolved) is the syncer's to add: it depends on the pods.
 func World(in Inputs) (*oracle.World, []oracle.Pod) {
 	w := &oracle.World{Tiers: in.Tiers, Policies: in.Policies, NetworkPolicies: in.NetworkPolicies,
-		Namespaces: map[string]map[string]string{}, Resolved: in.Resolved, Clusters: map[string][]netip.Prefix{}}
+		Namespaces: map[string]map[string]string{}, Clusters: map[string][]netip.Prefix{}}
 	for _, ns := range in.Namespaces {
 		w.Namespaces[ns.Name] = ns.Labels
 	}
