@@ -136,13 +136,7 @@ func (d *Driver) handleEvent(e event, fd int, log klog.Logger) {
 // learnDNS hands a DNS answer to the agent, then delivers it: by the time the pod reads the
 // answer, the policy allows the addresses its FQDN rules matched.
 func (d *Driver) learnDNS(e event, fd int, log klog.Logger) {
-	ans := datapath.DNSAnswer{Pod: e.pod}
-	if recs, err := packet.DNSAnswer(e.data); err == nil {
-		for _, r := range recs {
-			ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
-		}
-	}
-	d.dnsHolder.Hold(ans, func() {
+	d.dnsHolder.Hold(e.pod, e.data, func() {
 		// The sender may have left the UDP checksum to the NIC (only the pseudo-header's
 		// sum is there): no checksum is a valid choice over IPv4.
 		if len(e.data) < 14 {

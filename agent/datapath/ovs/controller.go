@@ -2,6 +2,7 @@ package ovs
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -100,16 +101,11 @@ func (d *Driver) handlePacketIn(c *openflow.Conn, pi openflow.PacketIn, log klog
 // learnDNS hands a DNS answer to the agent, then delivers it: by the time the pod reads the
 // answer, the policy allows the addresses its FQDN rules matched.
 func (d *Driver) learnDNS(c *openflow.Conn, pi openflow.PacketIn, log klog.Logger) {
-	var ans datapath.DNSAnswer
-	in, err := packet.Parse(pi.Data)
-	recs, derr := packet.DNSAnswer(pi.Data)
-	if err == nil && derr == nil {
-		ans.Pod = in.Dst
-		for _, r := range recs {
-			ans.Records = append(ans.Records, datapath.DNSRecord{Name: r.Name, Addr: r.Addr, TTL: r.TTL})
-		}
+	var pod netip.Addr // the answer's destination
+	if in, err := packet.Parse(pi.Data); err == nil {
+		pod = in.Dst
 	}
-	d.dnsHolder.Hold(ans, func() {
+	d.dnsHolder.Hold(pod, pi.Data, func() {
 		if err := c.Inject(pi.Data, 5, reg5Injected); err != nil {
 			log.Error(err, "delivering a DNS answer")
 		}
