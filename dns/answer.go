@@ -62,13 +62,11 @@ func (a *Answerer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		resp.Truncate(udpSize(req))
 	}
-	if s := a.stats.Load(); s != nil {
-		var qtype uint16
-		if len(req.Question) > 0 {
-			qtype = req.Question[0].Qtype
-		}
-		s.observe(qtype, resp.Rcode, start)
+	var qtype uint16
+	if len(req.Question) > 0 {
+		qtype = req.Question[0].Qtype
 	}
+	a.count(qtype, resp.Rcode, start)
 	_ = w.WriteMsg(resp)
 }
 

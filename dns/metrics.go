@@ -58,8 +58,12 @@ func rcodeIndex(r int) int {
 	return len(metricRcodes)
 }
 
-// observe counts one answer.
-func (s *Stats) observe(qtype uint16, rcode int, since time.Time) {
+// count counts one answer, when the answers are counted (NewStats).
+func (a *Answerer) count(qtype uint16, rcode int, since time.Time) {
+	s := a.stats.Load()
+	if s == nil {
+		return
+	}
 	s.queries[typeIndex(qtype)][rcodeIndex(rcode)].Add(1)
 	s.latency.Observe(time.Since(since).Seconds())
 }

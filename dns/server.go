@@ -117,9 +117,7 @@ func readUDP(c *net.UDPConn, a *Answerer) error {
 		}
 		start := time.Now()
 		if resp := a.answerUDP(buf[:n], s); resp != nil {
-			if st := a.stats.Load(); st != nil {
-				st.observe(questionType(buf[:n]), int(resp[3]&0x0f), start)
-			}
+			a.count(questionType(buf[:n]), int(resp[3]&0x0f), start)
 			_, _ = c.WriteToUDPAddrPort(resp, from)
 		}
 	}

@@ -2,7 +2,6 @@ package clusternetwork
 
 import (
 	"context"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,9 +33,7 @@ func (r *Reconciler) observeDNSResolvers(ctx context.Context, cn *fabricv1.Clust
 			want = clusterIPs(svc)
 		}
 	}
-	if !slices.Equal(cn.Status.DNSResolvers, want) {
-		cn.Status.DNSResolvers = want
-	}
+	cn.Status.DNSResolvers = want // the status is patched only if it differs
 	return ctrl.Result{}, nil
 }
 

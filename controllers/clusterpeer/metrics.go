@@ -19,7 +19,6 @@ import (
 // per peer.
 type Metrics struct {
 	reader client.Reader
-	now    func() time.Time
 
 	tunnelsUp, tunnels, condition, stale, lastSync, gateways *prometheus.Desc
 }
@@ -32,7 +31,7 @@ var metricConditions = []string{fabricv1.ConditionConnected, fabricv1.ConditionA
 func NewMetrics(reader client.Reader) *Metrics {
 	peer := []string{"peer"}
 	return &Metrics{
-		reader: reader, now: time.Now,
+		reader: reader,
 		tunnelsUp: prometheus.NewDesc("weft_clusterpeer_tunnels_up",
 			"Tunnels from this cluster's live gateways to the peer's gateways that carry traffic (answer health probes; handshaken, for WireGuard). Ready is True while it is above 0.", peer, nil),
 		tunnels: prometheus.NewDesc("weft_clusterpeer_tunnels",
@@ -69,7 +68,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if err := m.reader.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, own); err != nil {
 		own = &fabricv1.ClusterNetwork{}
 	}
-	now := m.now()
+	now := time.Now()
 	for i := range peers.Items {
 		p := &peers.Items[i]
 		d := dataPlane(own, p)
