@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -178,11 +177,7 @@ func Failover(t *testing.T, in FailoverInput) {
 		// carries every flow, to the pod and through the imported Service's VIP; the VIP and
 		// the clusterset name's answer stay the same.
 		vip, name := exportServer(t, in, client)
-		kubeDNS, err := l.Client(t, in.From).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dnsServer := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+		dnsServer := net.JoinHostPort(l.clusterDNS(t, in.From), "53")
 		pid := l.nodeProcess(t, in.To+"-cp", "kube-apiserver")
 		if pid == 0 {
 			t.Fatalf("no kube-apiserver of %s", in.To)
@@ -474,13 +469,20 @@ func gatewayMetrics(l *Lab, node string) (string, error) {
 	return out, nil
 }
 
+// clusterDNS is the cluster DNS Service's address in cluster.
+func (l *Lab) clusterDNS(t testing.TB, cluster string) string {
+	t.Helper()
+	svc, err := l.Client(t, cluster).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
+}
+
 // loopbackMetrics reads the /metrics a component serves on the loopback of namespace ns
 // (a node's, a pod's), at port.
 func loopbackMetrics(ns *netnstest.Netns, port int) (string, error) {
-	// (Dialled inside the namespace: the transport dials on goroutines of its own.)
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }}}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	resp, err := netnsHTTP(ns, 5*time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		return "", err
 	}
@@ -515,11 +517,7 @@ metadata: {name: server, namespace: `+in.Namespace+`}
 		return nil
 	})
 	name := "server." + in.Namespace + ".svc.clusterset.local"
-	kubeDNS, err := l.Client(t, in.From).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dnsServer := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+	dnsServer := net.JoinHostPort(l.clusterDNS(t, in.From), "53")
 	Eventually(t, 2*time.Minute, func() error { return answersVIP(client, dnsServer, name, netip.MustParseAddr(vip)) })
 	// And the VIP answers (kube-proxy may program it after the name resolves).
 	addr := netip.AddrPortFrom(netip.MustParseAddr(vip), 8081)
@@ -736,11 +734,7 @@ func podsReadyAgain(t testing.TB, l *Lab, cluster string) {
 // (in netns from) for the API server's Service name.
 func clusterDNSAnswers(t testing.TB, l *Lab, cluster string, from *netnstest.Netns) {
 	t.Helper()
-	kubeDNS, err := l.Client(t, cluster).CoreV1().Services("kube-system").Get(context.Background(), "kube-dns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+	server := net.JoinHostPort(l.clusterDNS(t, cluster), "53")
 	Eventually(t, time.Minute, func() error {
 		if rc, n := askA(from, server, "kubernetes.default.svc.cluster.local."); rc != dns.RcodeSuccess || n == 0 {
 			return fmt.Errorf("%s's cluster DNS %s answers kubernetes.default with rcode %d and %d records", cluster, server, rc, n)

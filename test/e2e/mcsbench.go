@@ -52,11 +52,7 @@ func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []Exp
 		t.Fatal(err)
 	}
 	asker := l.podNetns(t, WaitPodReady(t, fromCS, ns, "asker", 2*time.Minute).Status.PodIP)
-	kubeDNS, err := fromCS.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := net.JoinHostPort(kubeDNS.Spec.ClusterIP, "53")
+	server := net.JoinHostPort(l.clusterDNS(t, from), "53")
 	exports := l.CRClient(t, to)
 
 	var out []ExportLatency

@@ -360,12 +360,8 @@ func fqdnPolicy(t *testing.T, in PolicyInput, pods []*policyPod) {
 		t.Errorf("after an untrusted resolver's answer: c → b:80 %s, want no answer", got)
 	}
 	// Trusted (beside the cluster DNS): its answers are learnt.
-	kubeDNS, err := cs.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	in.Lab.MustKubectl(t, in.Cluster, "", "patch", "clusternetwork", "default", "--type=merge", "-p",
-		fmt.Sprintf(`{"spec":{"dns":{"resolvers":[%q,%q]}}}`, kubeDNS.Spec.ClusterIP, dnsIP))
+		fmt.Sprintf(`{"spec":{"dns":{"resolvers":[%q,%q]}}}`, in.Lab.clusterDNS(t, in.Cluster), dnsIP))
 	t.Cleanup(func() {
 		_, _ = in.Lab.KubectlRun(in.Cluster, "", "patch", "clusternetwork", "default", "--type=merge", "-p", `{"spec":{"dns":{"resolvers":null}}}`)
 	})

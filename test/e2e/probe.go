@@ -298,15 +298,7 @@ type CallResult struct {
 // stop closes; a call that has no answer within limit is lost. Calls overlap: a slow one does
 // not hold back the next.
 func callStream(ns *netnstest.Netns, targets []netip.AddrPort, interval, limit time.Duration, stop <-chan struct{}) CallResult {
-	client := &http.Client{
-		Timeout: limit,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
-				return ns.Dial(addr, limit)
-			},
-		},
-	}
+	client := netnsHTTP(ns, limit)
 	var mu sync.Mutex
 	var r CallResult
 	var wg sync.WaitGroup
@@ -336,6 +328,16 @@ func callStream(ns *netnstest.Netns, targets []netip.AddrPort, interval, limit t
 			}
 		}()
 	}
+}
+
+// netnsHTTP is an HTTP client whose connections are made inside namespace ns (dialled
+// there: the transport dials on goroutines of its own), one per request, each request
+// bounded by limit.
+func netnsHTTP(ns *netnstest.Netns, limit time.Duration) *http.Client {
+	return &http.Client{Timeout: limit, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, limit) },
+	}}
 }
 
 // call is one GET that must answer 200 with a body.
