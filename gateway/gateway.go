@@ -436,14 +436,7 @@ func nftRules(ifname string, own []netip.Prefix, encapPort int, senders []netip.
 	}
 	encap := ""
 	if encapPort != 0 {
-		var s4, s6 []string
-		for _, a := range senders {
-			if a.Unmap().Is4() {
-				s4 = append(s4, a.Unmap().String())
-			} else {
-				s6 = append(s6, a.String())
-			}
-		}
+		s4, s6 := nft.ByFamily(senders)
 		encap = nft.Set("peers4", "ipv4_addr", true, s4) + nft.Set("peers6", "ipv6_addr", true, s6) + fmt.Sprintf(`	chain encap {
 		type filter hook input priority filter - 1; policy accept;
 		meta nfproto ipv4 udp dport %[1]d ip saddr != @peers4 counter drop comment "tunnel packets from no peer gateway"

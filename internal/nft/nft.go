@@ -5,6 +5,7 @@ package nft
 
 import (
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 )
@@ -39,4 +40,16 @@ func Set(name, typ string, interval bool, elems []string) string {
 		s += "\t\telements = { " + strings.Join(elems, ", ") + " }\n"
 	}
 	return s + "\t}\n"
+}
+
+// ByFamily splits addrs into the elements of an ipv4_addr and an ipv6_addr set.
+func ByFamily(addrs []netip.Addr) (v4, v6 []string) {
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is4() {
+			v4 = append(v4, a.String())
+		} else {
+			v6 = append(v6, a.String())
+		}
+	}
+	return v4, v6
 }

@@ -18,14 +18,7 @@ const overlayTable = "weft-overlay"
 // other nodes' addresses may send to it. What else arrives there is dropped and counted
 // (nft list table inet weft-overlay). One nft transaction: never half applied.
 func overlayRules(nodes []netip.Addr) string {
-	var v4, v6 []string
-	for _, a := range nodes {
-		if a = a.Unmap(); a.Is4() {
-			v4 = append(v4, a.String())
-		} else {
-			v6 = append(v6, a.String())
-		}
-	}
+	v4, v6 := nft.ByFamily(nodes)
 	return fmt.Sprintf(`table inet %[1]s
 delete table inet %[1]s
 table inet %[1]s {
