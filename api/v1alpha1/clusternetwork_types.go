@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"net/netip"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -129,6 +130,13 @@ type ClusterNetworkSpec struct {
 	// +kubebuilder:default={}
 	DNS DNSSpec `json:"dns,omitzero"`
 
+	// Overlap says what becomes of a peer whose pod or service ranges overlap this
+	// cluster's or an earlier peer's: by default it is given aliases (how this cluster sees
+	// it, one address per address) from spec.overlap.aliasPool.
+	// +optional
+	// +kubebuilder:default={}
+	Overlap OverlapSpec `json:"overlap,omitzero"`
+
 	// BGP makes nodes announce pod blocks (and, if asked, Service ranges and addresses) to
 	// routers with an embedded BGP speaker. With encapsulation none the routers carry pod
 	// traffic between nodes and from outside the cluster.
@@ -204,6 +212,97 @@ type GatewaysSpec struct {
 	Port int32 `json:"port,omitempty"`
 }
 
+// OverlapPolicy is what becomes of a peer's range that overlaps a range already taken.
+// +kubebuilder:validation:Enum=Alias;Refuse
+type OverlapPolicy string
+
+const (
+	// OverlapAlias gives the range an alias of the same size from the alias pool: this
+	// cluster reaches the peer's address i at the alias's address i, and the peer's gateways
+	// translate both ways, so every remote pod keeps one address of its own here.
+	OverlapAlias OverlapPolicy = "Alias"
+	// OverlapRefuse holds the peer back (Stalled, OverlappingCIDR), as before aliases.
+	OverlapRefuse OverlapPolicy = "Refuse"
+)
+
+// DefaultAliasPool is where aliases come from unless spec.overlap.aliasPool says otherwise:
+// RFC 6598's shared address space, which no cluster made with common defaults uses for pods
+// or Services. Carrier-grade NAT, some VPN meshes (Tailscale) and some clouds' secondary
+// ranges use it too: a cluster whose nodes or peers live there names another pool.
+const DefaultAliasPool = "100.64.0.0/10"
+
+// OverlapSpec configures overlapping peers.
+type OverlapSpec struct {
+	// Policy: Alias (the default) joins an overlapping peer through aliases; Refuse holds it
+	// back with reason OverlappingCIDR.
+	// +optional
+	// +kubebuilder:default=Alias
+	Policy OverlapPolicy `json:"policy,omitempty"`
+
+	// AliasPool are the ranges aliases are taken from, at most one per IP family; each
+	// alias is a block of the aliased range's size. They must not overlap this cluster's
+	// pod or service ranges; a peer range inside them is aliased too. Empty: 100.64.0.0/10
+	// (IPv4 only: an overlapping IPv6 range needs an IPv6 pool).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 4).size() <= 1 && self.filter(c, isCIDR(c) && cidr(c).ip().family() == 6).size() <= 1",message="at most one CIDR per IP family"
+	AliasPool []CIDR `json:"aliasPool,omitempty"`
+}
+
+// Pool is the alias pool in force (spec, or DefaultAliasPool).
+func (o OverlapSpec) Pool() []netip.Prefix {
+	cidrs := o.AliasPool
+	if len(cidrs) == 0 {
+		cidrs = []CIDR{DefaultAliasPool}
+	}
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(string(c)); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// CIDRAlias is one range as its own cluster numbers it and as another cluster sees it:
+// address i of CIDR is address i of Alias. It is only ever written by operators (status),
+// and read back through Prefixes, which checks it: no CEL rules (their cost in nested
+// status lists exceeds the API server's budget).
+type CIDRAlias struct {
+	// CIDR is the range as its cluster numbers it.
+	// +required
+	// +kubebuilder:validation:MaxLength=43
+	CIDR string `json:"cidr"`
+	// Alias is the range as the other cluster sees it: a range of the same size.
+	// +required
+	// +kubebuilder:validation:MaxLength=43
+	Alias string `json:"alias"`
+}
+
+// Prefixes parses the pair; ok is false unless both are CIDRs of one family and size.
+func (a CIDRAlias) Prefixes() (from, to netip.Prefix, ok bool) {
+	from, err1 := netip.ParsePrefix(a.CIDR)
+	to, err2 := netip.ParsePrefix(a.Alias)
+	if err1 != nil || err2 != nil || from.Bits() != to.Bits() || from.Addr().Is4() != to.Addr().Is4() {
+		return netip.Prefix{}, netip.Prefix{}, false
+	}
+	return from.Masked(), to.Masked(), true
+}
+
+// PeerAliases is how this cluster sees one peer whose ranges it aliases.
+type PeerAliases struct {
+	// ClusterID is the peer's.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	ClusterID string `json:"clusterID"`
+	// Aliases: each of the peer's aliased ranges and its alias here.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Aliases []CIDRAlias `json:"aliases,omitempty"`
+}
+
 // DNSSpec configures multi-cluster service discovery.
 type DNSSpec struct {
 	// Domain is the zone that multi-cluster services are published in.
@@ -253,6 +352,15 @@ type ClusterNetworkStatus struct {
 	// +optional
 	// +listType=atomic
 	DNSResolvers []string `json:"dnsResolvers,omitempty"`
+
+	// PeerAliases is how this cluster sees each peer it gives aliases to (from the
+	// ClusterPeers' status.aliases): peers read it to learn how this cluster sees them, and
+	// their gateways translate what they send here into that view.
+	// +optional
+	// +listType=map
+	// +listMapKey=clusterID
+	// +kubebuilder:validation:MaxItems=1024
+	PeerAliases []PeerAliases `json:"peerAliases,omitempty"`
 
 	// Gateways are this cluster's gateways as they announce themselves (each renews a Lease);
 	// peers read them from here.

@@ -112,6 +112,23 @@ type ClusterPeerStatus struct {
 	// +listType=atomic
 	Gateways []GatewayStatus `json:"gateways,omitempty"`
 
+	// Aliases is how this cluster sees the peer where its ranges overlap this cluster's or
+	// an earlier peer's (spec.overlap of the ClusterNetwork): each aliased range and its
+	// alias here, one address per address. Routes, policy, imports and DNS use the alias;
+	// the gateways translate. Kept for as long as the peer advertises the range.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Aliases []CIDRAlias `json:"aliases,omitempty"`
+
+	// SeenAs is how the peer sees this cluster, as it publishes (its ClusterNetwork's
+	// status.peerAliases): each of this cluster's ranges it aliases, and the alias there.
+	// What this cluster's gateways send the peer from those ranges is translated into it.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	SeenAs []CIDRAlias `json:"seenAs,omitempty"`
+
 	// MaxActive is how many of its gateways the peer sends through (its
 	// spec.gateways.maxActive); this cluster's gateways send to as many.
 	// +optional
@@ -129,14 +146,79 @@ func (s *ClusterPeerStatus) InForce() bool {
 	return meta.IsStatusConditionTrue(s.Conditions, ConditionReady)
 }
 
-// Prefixes are the peer's advertised pod and service ranges, parsed and masked; entries that
-// are not CIDRs are skipped.
+// Prefixes are the peer's advertised pod and service ranges as this cluster sees them: each
+// replaced by its alias where it has one (status.aliases). Entries that are not CIDRs are
+// skipped.
 func (s *ClusterPeerStatus) Prefixes() []netip.Prefix {
 	var out []netip.Prefix
-	for _, c := range append(append([]string{}, s.PodCIDRs...), s.ServiceCIDRs...) {
-		if p, err := netip.ParsePrefix(c); err == nil {
-			out = append(out, p.Masked())
+	for _, m := range append(s.PodRanges(), s.ServiceRanges()...) {
+		out = append(out, m.Local)
+	}
+	return out
+}
+
+// RangeMap is one of a peer's ranges as the peer numbers it (Remote) and as this cluster
+// sees it (Local: its alias, or the same range when it has none).
+// +kubebuilder:object:generate=false
+type RangeMap struct {
+	Remote, Local netip.Prefix
+}
+
+// Aliased says whether the range has an alias.
+func (m RangeMap) Aliased() bool { return m.Remote != m.Local }
+
+// Translate gives the address a of Remote as this cluster sees it; ok is false when a is
+// not in Remote.
+func (m RangeMap) Translate(a netip.Addr) (netip.Addr, bool) {
+	a = a.Unmap()
+	if !m.Remote.Contains(a) {
+		return netip.Addr{}, false
+	}
+	if !m.Aliased() {
+		return a, true
+	}
+	return Rebase(a, m.Remote, m.Local), true
+}
+
+// Rebase gives the address of to at the offset a has in from (same size, same family).
+func Rebase(a netip.Addr, from, to netip.Prefix) netip.Addr {
+	src, base := a.AsSlice(), to.Masked().Addr().AsSlice()
+	bits := from.Bits()
+	for i := range src {
+		keep := byte(0) // the bits of the network part come from to
+		switch {
+		case bits >= 8*(i+1):
+		case bits <= 8*i:
+			keep = 0xff
+		default:
+			keep = 0xff >> (bits - 8*i)
 		}
+		src[i] = base[i]&^keep | src[i]&keep
+	}
+	out, _ := netip.AddrFromSlice(src)
+	return out
+}
+
+// PodRanges are the peer's pod ranges, each with how this cluster sees it.
+func (s *ClusterPeerStatus) PodRanges() []RangeMap { return s.rangeMaps(s.PodCIDRs) }
+
+// ServiceRanges are the peer's service ranges, each with how this cluster sees it.
+func (s *ClusterPeerStatus) ServiceRanges() []RangeMap { return s.rangeMaps(s.ServiceCIDRs) }
+
+func (s *ClusterPeerStatus) rangeMaps(cidrs []string) []RangeMap {
+	var out []RangeMap
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			continue
+		}
+		m := RangeMap{Remote: p.Masked(), Local: p.Masked()}
+		for _, a := range s.Aliases {
+			if from, to, ok := a.Prefixes(); ok && from == m.Remote {
+				m.Local = to
+			}
+		}
+		out = append(out, m)
 	}
 	return out
 }

@@ -30,7 +30,10 @@ const (
 	ReasonProgressing = "Progressing"
 
 	// ClusterNetwork
-	ReasonOverlappingCIDR    = "OverlappingCIDR"
+	ReasonOverlappingCIDR = "OverlappingCIDR"
+	// ReasonAliasPoolExhausted: an overlapping peer range finds no free block of its size in
+	// spec.overlap.aliasPool.
+	ReasonAliasPoolExhausted = "AliasPoolExhausted"
 	ReasonInvalidCIDR        = "InvalidCIDR"
 	ReasonUnsupportedBackend = "UnsupportedBackend"
 	// ReasonUnsupportedEncapsulation: the datapath backend cannot use the encapsulation on

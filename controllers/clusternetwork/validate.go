@@ -34,6 +34,20 @@ func Validate(spec fabricv1.ClusterNetworkSpec, backends []fabricv1.DatapathBack
 		}
 	}
 
+	pool, p := parseCIDRs("overlap.aliasPool", spec.Overlap.AliasPool)
+	problems = append(problems, p...)
+	if len(spec.Overlap.AliasPool) == 0 {
+		pool = spec.Overlap.Pool()
+	}
+	for _, a := range pool {
+		for _, b := range append(slices.Clone(pods), svcs...) {
+			if a.Overlaps(b) {
+				problems = append(problems, Problem{fabricv1.ReasonOverlappingCIDR,
+					fmt.Sprintf("the alias pool %s overlaps %s, a range of this cluster: name another in spec.overlap.aliasPool", a, b)})
+			}
+		}
+	}
+
 	backend := spec.Datapath.Backend
 	if backend == "" {
 		backend = fabricv1.DatapathOVS

@@ -34,6 +34,13 @@ func TestValidate(t *testing.T) {
 			[]Problem{{fabricv1.ReasonInvalidCIDR, "podCIDRs: 10.244.1.0/16 has host bits set (did you mean 10.244.0.0/16?)"}}},
 		{"garbage", spec([]fabricv1.CIDR{"10.244.0.0/16"}, []fabricv1.CIDR{"nope"}, "ovs"),
 			[]Problem{{fabricv1.ReasonInvalidCIDR, `serviceCIDRs: "nope" is not a CIDR`}}},
+		{"pods in the default alias pool", spec([]fabricv1.CIDR{"100.64.0.0/16"}, []fabricv1.CIDR{"10.96.0.0/16"}, "ovs"),
+			[]Problem{{fabricv1.ReasonOverlappingCIDR, "the alias pool 100.64.0.0/10 overlaps 100.64.0.0/16, a range of this cluster: name another in spec.overlap.aliasPool"}}},
+		{"pods in the default alias pool, another pool named", func() fabricv1.ClusterNetworkSpec {
+			s := spec([]fabricv1.CIDR{"100.64.0.0/16"}, []fabricv1.CIDR{"10.96.0.0/16"}, "ovs")
+			s.Overlap.AliasPool = []fabricv1.CIDR{"198.18.0.0/15"}
+			return s
+		}(), nil},
 		{"ebpf not built", spec([]fabricv1.CIDR{"10.244.0.0/16"}, []fabricv1.CIDR{"10.96.0.0/16"}, "ebpf"),
 			[]Problem{{fabricv1.ReasonUnsupportedBackend, `datapath backend "ebpf" is not available in this weft build (available: ovs)`}}},
 	}
