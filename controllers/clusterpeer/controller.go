@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -75,6 +76,10 @@ type Reconciler struct {
 	lastRead map[string]time.Time
 	// lastInfo is each peer's last successful read (see probe).
 	lastInfo map[string]readInfo
+	// aliasMu makes alias allocations one at a time; aliasHeld are the aliases each peer
+	// (by name) was given, until its status says so.
+	aliasMu   sync.Mutex
+	aliasHeld map[string][]netip.Prefix
 }
 
 // peerConfig is a peer's client configuration, made from its Secret's version.
@@ -107,6 +112,9 @@ type peerState struct {
 	info   peerInfo
 	// refused are the peer's ranges checkRanges left out, each with why.
 	refused []string
+	// aliases are how this cluster sees the peer's overlapping ranges; seenAs how the peer
+	// sees this cluster's (checkRanges).
+	aliases, seenAs []fabricv1.CIDRAlias
 }
 
 // Reconcile reads the peer's credential, probes its API server and reports the result.
@@ -122,6 +130,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 				delete(r.lastInfo, req.Name)
 			}
 			r.mu.Unlock()
+			r.aliasMu.Lock()
+			delete(r.aliasHeld, req.Name)
+			r.aliasMu.Unlock()
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -259,9 +270,11 @@ func (r *Reconciler) checkAdvertisement(_ context.Context, s *peerState) (ctrl.R
 	return ctrl.Result{}, nil
 }
 
-// checkRanges refuses a peer whose pod or service ranges overlap this cluster's, or those of
-// a peer that was there first: traffic to such addresses would be ambiguous. Only this peer
-// is held back; the others keep working.
+// checkRanges gives aliases to the peer's pod and service ranges that overlap this
+// cluster's, the alias pool or those of a peer that was there first (or, with
+// spec.overlap.policy Refuse, holds the peer back): traffic to such addresses would be
+// ambiguous. It also takes in how the peer sees this cluster. Only this peer is held back
+// when something is wrong; the others keep working.
 func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result, error) {
 	p := s.peer
 	who := "peer " + p.Spec.ClusterID
@@ -278,23 +291,72 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 	s.info.ServiceCIDRs, refusedServices = boundRanges("service", s.info.ServiceCIDRs, local, p.Spec.AllowedCIDRs)
 	s.refused = append(s.refused, refusedServices...)
 	theirs := append(ranges(who, "pod", s.info.PodCIDRs), ranges(who, "service", s.info.ServiceCIDRs)...)
+	ownRanges := ownPrefixes(s.own)
 	taken := append(ranges("this cluster", "pod", cidrStrings(s.own.Spec.PodCIDRs)),
 		ranges("this cluster", "service", cidrStrings(s.own.Spec.ServiceCIDRs))...)
 	peers := &fabricv1.ClusterPeerList{}
 	if err := r.List(ctx, peers); err != nil {
 		return ctrl.Result{}, err
 	}
+	var othersAliases []netip.Prefix
 	for i := range peers.Items {
 		q := &peers.Items[i]
-		if q.Name == p.Name || q.Spec.ClusterID == p.Spec.ClusterID || !precedes(q, p) {
+		if q.Name == p.Name || q.Spec.ClusterID == p.Spec.ClusterID {
 			continue
 		}
-		other := "peer " + q.Spec.ClusterID
-		taken = append(taken, append(ranges(other, "pod", q.Status.PodCIDRs), ranges(other, "service", q.Status.ServiceCIDRs)...)...)
+		for _, m := range append(q.Status.PodRanges(), q.Status.ServiceRanges()...) {
+			if m.Aliased() {
+				othersAliases = append(othersAliases, m.Local)
+			}
+		}
+		if !precedes(q, p) {
+			continue
+		}
+		for _, m := range q.Status.PodRanges() {
+			taken = append(taken, namedRange{owner: "peer " + q.Spec.ClusterID, kind: "pod", prefix: m.Local})
+		}
+		for _, m := range q.Status.ServiceRanges() {
+			taken = append(taken, namedRange{owner: "peer " + q.Spec.ClusterID, kind: "service", prefix: m.Local})
+		}
 	}
-	if mine, other, ok := firstOverlap(theirs, taken); ok {
-		return r.fail(s, stalled(fabricv1.ReasonOverlappingCIDR,
-			"%s overlaps %s; peers' pod and service ranges must be disjoint from this cluster's and from each other's", mine, other))
+	var why []string
+	s.seenAs, why = seenAs(s.info.PeerAliases, s.own.Spec.ClusterID, ownRanges)
+	if len(why) > 0 {
+		return r.fail(s, stalled(fabricv1.ReasonInvalidAdvertisement, "peer %s is held back: how it says it sees this cluster: %s",
+			p.Spec.ClusterID, strings.Join(why, "; ")))
+	}
+	if s.own.Spec.Overlap.Policy == fabricv1.OverlapRefuse {
+		if mine, other, ok := firstOverlap(theirs, taken); ok {
+			return r.fail(s, stalled(fabricv1.ReasonOverlappingCIDR,
+				"%s overlaps %s; with spec.overlap.policy Refuse, peers' pod and service ranges must be disjoint from this cluster's and from each other's", mine, other))
+		}
+		return ctrl.Result{}, nil
+	}
+	pool := s.own.Spec.Overlap.Pool()
+	takenPrefixes := slices.Clone(pool)
+	for _, t := range taken {
+		takenPrefixes = append(takenPrefixes, t.prefix)
+	}
+	// One allocation at a time: two peers reconciled at once must not take one block.
+	r.aliasMu.Lock()
+	defer r.aliasMu.Unlock()
+	for name, held := range r.aliasHeld {
+		if name != p.Name {
+			othersAliases = append(othersAliases, held...)
+		}
+	}
+	s.aliases, err = assignAliases(theirs, takenPrefixes, pool, p.Status.Aliases, othersAliases)
+	if err != nil {
+		return r.fail(s, stalled(fabricv1.ReasonAliasPoolExhausted, "%v: widen spec.overlap.aliasPool", err))
+	}
+	if r.aliasHeld == nil {
+		r.aliasHeld = map[string][]netip.Prefix{}
+	}
+	r.aliasHeld[p.Name] = nil
+	for _, a := range s.aliases {
+		if _, to, ok := a.Prefixes(); ok {
+			r.aliasHeld[p.Name] = append(r.aliasHeld[p.Name], to)
+		}
 	}
 	return ctrl.Result{}, nil
 }
@@ -315,6 +377,7 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	p.Status.PodCIDRs = s.info.PodCIDRs
 	p.Status.ServiceCIDRs = s.info.ServiceCIDRs
 	p.Status.Gateways = s.info.Gateways
+	p.Status.Aliases, p.Status.SeenAs = s.aliases, s.seenAs
 	p.Status.MaxActive = s.info.MaxActive
 	msg := fmt.Sprintf("read cluster %s at %s (Kubernetes %s)", s.info.ClusterID, s.cfg.Host, s.info.KubernetesVersion)
 	setCondition(p, fabricv1.ConditionConnected, metav1.ConditionTrue, fabricv1.ReasonConnected, msg)
@@ -490,8 +553,8 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 					return dataPlaneDigest(e.ObjectOld.(*fabricv1.ClusterNetwork)) != dataPlaneDigest(e.ObjectNew.(*fabricv1.ClusterNetwork))
 				},
 			}))).
-		// A peer that goes away, or whose advertised ranges change, may free ranges another
-		// peer was refused for.
+		// A peer that goes away, or whose advertised ranges or aliases change, may free
+		// ranges or aliases another peer was refused, or needs.
 		Watches(&fabricv1.ClusterPeer{}, handler.EnqueueRequestsFromMapFunc(r.allPeers),
 			builder.WithPredicates(predicate.Funcs{
 				CreateFunc:  func(event.CreateEvent) bool { return false },
@@ -499,7 +562,8 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 				GenericFunc: func(event.GenericEvent) bool { return false },
 				UpdateFunc: func(e event.UpdateEvent) bool {
 					o, n := e.ObjectOld.(*fabricv1.ClusterPeer), e.ObjectNew.(*fabricv1.ClusterPeer)
-					return !slices.Equal(o.Status.PodCIDRs, n.Status.PodCIDRs) || !slices.Equal(o.Status.ServiceCIDRs, n.Status.ServiceCIDRs)
+					return !slices.Equal(o.Status.PodCIDRs, n.Status.PodCIDRs) || !slices.Equal(o.Status.ServiceCIDRs, n.Status.ServiceCIDRs) ||
+						!slices.Equal(o.Status.Aliases, n.Status.Aliases)
 				},
 			})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).

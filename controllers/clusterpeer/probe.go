@@ -25,6 +25,9 @@ type peerInfo struct {
 	ServiceCIDRs      []string
 	Gateways          []fabricv1.GatewayStatus
 	MaxActive         int32
+	// PeerAliases is how the peer sees its peers (its status.peerAliases), this cluster
+	// among them.
+	PeerAliases []fabricv1.PeerAliases
 }
 
 // peerError is a classified failure to read a peer. Stalled failures need the user to change
@@ -108,7 +111,7 @@ func (p *apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, erro
 		return peerInfo{KubernetesVersion: v.GitVersion}, classify("reading the peer's ClusterNetwork", err)
 	}
 	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID, Gateways: cn.Status.Gateways,
-		MaxActive: cn.Spec.Gateways.MaxActive}
+		MaxActive: cn.Spec.Gateways.MaxActive, PeerAliases: cn.Status.PeerAliases}
 	for _, c := range cn.Spec.PodCIDRs {
 		info.PodCIDRs = append(info.PodCIDRs, string(c))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -171,10 +172,54 @@ func TestClusterPeer(t *testing.T) {
 		})
 	})
 
-	t.Run("a peer whose ranges overlap this cluster's is Stalled, and Ready once they don't", func(t *testing.T) {
+	t.Run("a peer whose ranges overlap this cluster's gets aliases, or is Stalled with policy Refuse", func(t *testing.T) {
 		recreate := func(pods, services string) { t.Helper(); recreateRemote(t, pods, services, remoteGW) }
+		// The remote cluster says how it sees this one, as its operator would publish.
+		setPeerAliases := func(aliases ...fabricv1.CIDRAlias) {
+			t.Helper()
+			cn := &fabricv1.ClusterNetwork{}
+			if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, cn); err != nil {
+				t.Fatal(err)
+			}
+			cn.Status.PeerAliases = []fabricv1.PeerAliases{{ClusterID: "local", Aliases: aliases}}
+			if err := remote.Client.Status().Update(ctx, cn); err != nil {
+				t.Fatal(err)
+			}
+		}
 		recreate("10.244.128.0/17", "10.97.0.0/16")
+		setPeerAliases(fabricv1.CIDRAlias{CIDR: "10.244.0.0/16", Alias: "100.64.0.0/16"})
 		got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			if len(p.Status.SeenAs) == 0 {
+				return errors.New("no status.seenAs yet")
+			}
+			return errors.Join(
+				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp),
+				testenv.CheckAbsent(p.Status.Conditions, "Stalled"))
+		})
+		// Other peers of this suite at the same remote may hold the first block.
+		if a := got.Status.Aliases; len(a) != 1 || a[0].CIDR != "10.244.128.0/17" ||
+			!netip.MustParsePrefix(fabricv1.DefaultAliasPool).Contains(netip.MustParsePrefix(a[0].Alias).Addr()) ||
+			!strings.HasSuffix(a[0].Alias, "/17") {
+			t.Errorf("status.aliases = %v, want the pod range aliased by a /17 of %s (the service range overlaps nothing: no alias)",
+				a, fabricv1.DefaultAliasPool)
+		}
+		if want := []fabricv1.CIDRAlias{{CIDR: "10.244.0.0/16", Alias: "100.64.0.0/16"}}; !slices.Equal(got.Status.SeenAs, want) {
+			t.Errorf("status.seenAs = %v, want %v", got.Status.SeenAs, want)
+		}
+		if ps := got.Status.Prefixes(); len(got.Status.Aliases) == 1 && fmt.Sprint(ps) != "["+got.Status.Aliases[0].Alias+" 10.97.0.0/16]" {
+			t.Errorf("the peer is seen at %v", ps)
+		}
+
+		t.Log("how the peer says it sees this cluster is checked: a range that is not this cluster's holds it back")
+		setPeerAliases(fabricv1.CIDRAlias{CIDR: "10.1.0.0/16", Alias: "100.64.0.0/16"})
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return peerState(p, "Stalled", fabricv1.ReasonInvalidAdvertisement, "10.1.0.0/16, which it says it aliases, is not a range of this cluster")
+		})
+		setPeerAliases()
+
+		t.Log("spec.overlap.policy Refuse: Stalled, naming both ranges")
+		setOverlap(t, fabricv1.OverlapSpec{Policy: fabricv1.OverlapRefuse})
+		got = waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			return errors.Join(
 				testenv.CheckCondition(p.Status.Conditions, "Stalled", metav1.ConditionTrue, fabricv1.ReasonOverlappingCIDR),
 				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionFalse, fabricv1.ReasonOverlappingCIDR),
@@ -188,8 +233,18 @@ func TestClusterPeer(t *testing.T) {
 		if !slices.Equal(got.Status.PodCIDRs, []string{"10.244.128.0/17"}) {
 			t.Errorf("status.podCIDRs = %v: the refused ranges should be shown", got.Status.PodCIDRs)
 		}
+
+		t.Log("an alias pool too small for the range: Stalled, AliasPoolExhausted")
+		setOverlap(t, fabricv1.OverlapSpec{AliasPool: []fabricv1.CIDR{"198.18.0.0/18"}})
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return peerState(p, "Stalled", fabricv1.ReasonAliasPoolExhausted, "has no free /17")
+		})
+		setOverlap(t, fabricv1.OverlapSpec{})
 		recreate("10.245.0.0/16", "10.97.0.0/16")
 		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			if !slices.Equal(p.Status.PodCIDRs, []string{"10.245.0.0/16"}) || len(p.Status.Aliases) != 0 {
+				return fmt.Errorf("status.podCIDRs %v, aliases %v", p.Status.PodCIDRs, p.Status.Aliases)
+			}
 			return errors.Join(
 				testenv.CheckCondition(p.Status.Conditions, "Ready", metav1.ConditionTrue, clusterpeer.ReasonTunnelsUp),
 				testenv.CheckAbsent(p.Status.Conditions, "Stalled"))
@@ -520,6 +575,19 @@ func recreateRemote(t *testing.T, pods, services string, gws ...fabricv1.Gateway
 	}
 	mustCreate(t, remote.Client, clusterNetwork("remote", pods, services))
 	setStatusGateways(t, remote, gws...)
+}
+
+// setOverlap sets this cluster's spec.overlap.
+func setOverlap(t *testing.T, o fabricv1.OverlapSpec) {
+	t.Helper()
+	cn := &fabricv1.ClusterNetwork{}
+	if err := local.Client.Get(context.Background(), client.ObjectKey{Name: "default"}, cn); err != nil {
+		t.Fatal(err)
+	}
+	cn.Spec.Overlap = o
+	if err := local.Client.Update(context.Background(), cn); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // setStatusGateways writes the ClusterNetwork's status.gateways in env, as the operator

@@ -33,6 +33,7 @@ import (
 	"github.com/weft-net/weft/controllers/gatewaystatus"
 	"github.com/weft-net/weft/controllers/mcs"
 	"github.com/weft-net/weft/controllers/nodeipam"
+	"github.com/weft-net/weft/controllers/peeraliases"
 	"github.com/weft-net/weft/controllers/tier"
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/render"
@@ -103,6 +104,9 @@ func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) 
 	}
 	if err := (&gatewaystatus.Reconciler{Client: mgr.GetClient(), Namespace: cfg.Namespace}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("gateway status controller: %w", err)
+	}
+	if err := (&peeraliases.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("peer aliases controller: %w", err)
 	}
 	if err := (&nodeipam.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("node IPAM controller: %w", err)
