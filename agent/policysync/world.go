@@ -6,7 +6,6 @@ package policysync
 
 import (
 	"net/netip"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -72,11 +71,9 @@ func World(in Inputs) (*oracle.World, []oracle.Pod) {
 		}
 	}
 	for _, peer := range in.Peers {
-		for _, c := range append(slices.Clone(peer.Status.PodCIDRs), peer.Status.ServiceCIDRs...) {
-			if pfx, err := netip.ParsePrefix(c); err == nil {
-				w.Clusters[peer.Spec.ClusterID] = append(w.Clusters[peer.Spec.ClusterID], pfx.Masked())
-			}
-		}
+		// As this cluster sees the peer: its aliases where it has some (what its pods'
+		// packets carry here once its gateways translated them).
+		w.Clusters[peer.Spec.ClusterID] = append(w.Clusters[peer.Spec.ClusterID], peer.Status.Prefixes()...)
 	}
 	return w, local
 }

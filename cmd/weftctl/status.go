@@ -137,12 +137,25 @@ func writeStatus(w io.Writer, cn *fabricv1.ClusterNetwork, peers []fabricv1.Clus
 			since = age(now.Sub(c.LastTransitionTime.Time))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d healthy\t%s\t%s\t%s\n", p.Name, orDash(p.Spec.ClusterID), health(p.Status.Conditions, p.Generation, p.Status.ObservedGeneration),
-			healthy, len(p.Status.Gateways), orDash(strings.Join(p.Status.PodCIDRs, ",")), orDash(strings.Join(p.Status.ServiceCIDRs, ",")), since)
+			healthy, len(p.Status.Gateways), orDash(viewed(p.Status.PodRanges())), orDash(viewed(p.Status.ServiceRanges())), since)
 	}
 	if len(peers) == 0 {
 		fmt.Fprintln(tw, "(none: connect a cluster with weftctl peer join)")
 	}
 	return tw.Flush()
+}
+
+// viewed lists a peer's ranges, each aliased one as "<its range> as <alias here>".
+func viewed(ranges []fabricv1.RangeMap) string {
+	var out []string
+	for _, m := range ranges {
+		if m.Aliased() {
+			out = append(out, m.Remote.String()+" as "+m.Local.String())
+		} else {
+			out = append(out, m.Remote.String())
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // writeNodes prints every node's FabricNode: blocks, datapath, readiness and what its agent

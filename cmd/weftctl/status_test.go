@@ -44,6 +44,10 @@ func TestWriteStatus(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "c3", Generation: 2}, Spec: fabricv1.ClusterPeerSpec{ClusterID: "c3"},
 			Status: fabricv1.ClusterPeerStatus{ObservedGeneration: 2,
 				Conditions: []metav1.Condition{{Type: "Stalled", Status: metav1.ConditionTrue, Reason: "OverlappingCIDR", Message: "pods overlap c2"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "c4", Generation: 1}, Spec: fabricv1.ClusterPeerSpec{ClusterID: "c4"},
+			Status: fabricv1.ClusterPeerStatus{ObservedGeneration: 1, PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.96.0.0/16"},
+				Aliases:    []fabricv1.CIDRAlias{{CIDR: "10.244.0.0/16", Alias: "100.64.0.0/16"}},
+				Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Connected", LastTransitionTime: metav1.Time{Time: now.Add(-time.Minute)}}}}},
 	}
 	var out bytes.Buffer
 	if err := writeStatus(&out, cn, peers, now); err != nil {
@@ -59,6 +63,7 @@ func TestWriteStatus(t *testing.T) {
 		`^n1 +c2/m2 +Standby +no +none +- +-$`,
 		`^c2 +c2 +Ready +1/2 healthy +10.245.0.0/16 +- +5m$`,
 		`^c3 +c3 +Stalled OverlappingCIDR: pods overlap c2 +0/0 healthy +- +- +-$`,
+		`^c4 +c4 +Ready +0/0 healthy +10.244.0.0/16 as 100.64.0.0/16 +10.96.0.0/16 +1m$`,
 	} {
 		if !regexp.MustCompile("(?m)" + line).MatchString(got) {
 			t.Errorf("no line matching %q in:\n%s", line, got)

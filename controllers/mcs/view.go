@@ -23,7 +23,8 @@ import (
 )
 
 // ClusterRecord is one cluster's export of one Service, as its record says — a peer's
-// endpoints only where they lie in the pod ranges that peer may claim.
+// endpoints only where they lie in the pod ranges that peer may claim, and as this cluster
+// sees them (their aliases, where the peer's ranges have some).
 type ClusterRecord struct {
 	Key       mcs.Key
 	Export    mcs.Export
@@ -53,8 +54,9 @@ type View struct {
 	self  string                 // this cluster's ID, as SyncPeers last read it
 	peers map[string]*peerReader // by ClusterPeer name
 	// ranges are the pod ranges each peer (by cluster ID) may claim, as its ClusterPeer's
-	// status says (what the clusterpeer controller accepted); its endpoints must lie there.
-	ranges map[string][]netip.Prefix
+	// status says (what the clusterpeer controller accepted), each with how this cluster
+	// sees it; its endpoints must lie there.
+	ranges map[string][]fabricv1.RangeMap
 }
 
 type peerReader struct {
@@ -122,12 +124,20 @@ func (v *View) Exports(ctx context.Context, k mcs.Key) ([]ClusterRecord, error) 
 }
 
 // withinRanges is eps (a peer's record's endpoints; not changed: they are its informer's)
-// with only the addresses inside ranges, and the addresses left out. An endpoint left with
-// no address goes.
-func withinRanges(eps []fabricv1.RecordEndpoints, ranges []netip.Prefix) (kept []fabricv1.RecordEndpoints, dropped []string) {
-	inside := func(a string) bool {
+// with only the addresses inside ranges, each as this cluster sees it (its alias), and the
+// addresses left out. An endpoint left with no address goes.
+func withinRanges(eps []fabricv1.RecordEndpoints, ranges []fabricv1.RangeMap) (kept []fabricv1.RecordEndpoints, dropped []string) {
+	seen := func(a string) (string, bool) {
 		ip, err := netip.ParseAddr(a)
-		return err == nil && slices.ContainsFunc(ranges, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) })
+		if err != nil {
+			return "", false
+		}
+		for _, m := range ranges {
+			if local, ok := m.Translate(ip); ok {
+				return local.String(), true
+			}
+		}
+		return "", false
 	}
 	for _, e := range eps {
 		out := e
@@ -135,8 +145,8 @@ func withinRanges(eps []fabricv1.RecordEndpoints, ranges []netip.Prefix) (kept [
 		for _, ep := range e.Endpoints {
 			var addrs []string
 			for _, a := range ep.Addresses {
-				if inside(a) {
-					addrs = append(addrs, a)
+				if local, ok := seen(a); ok {
+					addrs = append(addrs, local)
 				} else {
 					dropped = append(dropped, a)
 				}
@@ -151,16 +161,9 @@ func withinRanges(eps []fabricv1.RecordEndpoints, ranges []netip.Prefix) (kept [
 	return kept, dropped
 }
 
-// acceptedRanges are a peer's pod ranges as its ClusterPeer's status says.
-func acceptedRanges(p *fabricv1.ClusterPeer) []netip.Prefix {
-	var out []netip.Prefix
-	for _, c := range p.Status.PodCIDRs {
-		if pr, err := netip.ParsePrefix(c); err == nil {
-			out = append(out, pr.Masked())
-		}
-	}
-	return out
-}
+// acceptedRanges are a peer's pod ranges as its ClusterPeer's status says, each with how
+// this cluster sees it.
+func acceptedRanges(p *fabricv1.ClusterPeer) []fabricv1.RangeMap { return p.Status.PodRanges() }
 
 // Keys returns every Service some cluster exports, in namespace ns ("" for all).
 func (v *View) Keys(ctx context.Context, ns string) []mcs.Key {
@@ -232,7 +235,7 @@ func (v *View) SyncPeers(ctx context.Context) error {
 		ranges := acceptedRanges(p)
 		v.mu.Lock()
 		if v.ranges == nil {
-			v.ranges = map[string][]netip.Prefix{}
+			v.ranges = map[string][]fabricv1.RangeMap{}
 		}
 		changed := !slices.Equal(v.ranges[p.Spec.ClusterID], ranges)
 		v.ranges[p.Spec.ClusterID] = ranges
