@@ -8,3 +8,6 @@ var DroppedByTunnelFilter = droppedByTunnelFilter
 
 // SetPeerGateways is setPeerGateways (tunnel filter tests).
 var SetPeerGateways = setPeerGateways
+
+// SetTranslation is setTranslation (translation tests).
+var SetTranslation = setTranslation

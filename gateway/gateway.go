@@ -328,7 +328,9 @@ type gw struct {
 	reported  *fabricv1.FabricGatewayStatus // the FabricGateway's status as last written
 	nodeUID   types.UID                     // the node's, for the FabricGateway's owner
 	health    map[netip.Addr]bool           // peer gateways answering, as last recorded (events)
-	ready     bool                          // the tunnel carried a peer (or there is none to carry)
+	// translated is the translation table last applied (translate.go); "" none since start.
+	translated string
+	ready      bool // the tunnel carried a peer (or there is none to carry)
 }
 
 // tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for its report.
@@ -457,6 +459,8 @@ table inet weft-gateway {
 	}
 	chain from_tunnel {
 		type filter hook forward priority filter; policy accept;
+		iifname %[4]q meta nfproto ipv4 ip saddr @own4 counter drop comment "from a tunnel with this cluster's own addresses"
+		iifname %[4]q meta nfproto ipv6 ip6 saddr @own6 counter drop
 		iifname %[4]q meta nfproto ipv4 ip daddr @own4 accept
 		iifname %[4]q meta nfproto ipv6 ip6 daddr @own6 accept
 		iifname %[4]q ct state established,related accept comment "replies to host-network clients"
@@ -769,6 +773,12 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	}
 	up := KeySwitchGrace(g.prober.Answering(), g.health, g.peers, time.Now())
 	g.recordHealth(ctx, up)
+	if script := translateTable(devices[g.tunType], Translations(g.peers)); script != g.translated {
+		if err := setTranslation(devices[g.tunType], Translations(g.peers)); err != nil {
+			return err
+		}
+		g.translated = script
+	}
 	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
 	active := 0
 	for _, p := range want {
@@ -912,6 +922,18 @@ func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) 
 	return out
 }
 
+// unrouted are the real ranges behind the peer's aliases: what packets to it carry once
+// translated (translate.go), after routing.
+func unrouted(p fabricv1.ClusterPeer) []netip.Prefix {
+	var out []netip.Prefix
+	for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
+		if m.Aliased() {
+			out = append(out, m.Remote)
+		}
+	}
+	return out
+}
+
 // DesiredPeers gives the tunnel every candidate gateway (same tunnel driver, Probed at now:
 // a Lease renewed late is not a failure) of every Accepted peer cluster, each carrying the
 // peer's pod and service ranges. Of each peer's gateways, the first maxActive (the peer's,
@@ -945,7 +967,7 @@ func DesiredPeers(self string, tun fabricv1.TunnelType, perPeerPorts bool, peers
 		active := 0
 		for _, c := range gws {
 			tp := tunnel.Peer{Name: fabricv1.GatewayPeerName(p.Spec.ClusterID, c.gw.Node), PublicKey: c.gw.PublicKey,
-				Endpoint: c.ep, Prefixes: p.Status.Prefixes()}
+				Endpoint: c.ep, Prefixes: p.Status.Prefixes(), Unrouted: unrouted(p)}
 			if c.gw.NextPublicKey != "" && c.gw.KeySwitchTime != nil && !now.Before(c.gw.KeySwitchTime.Add(-PeerKeyLead)) {
 				tp.PublicKey = c.gw.NextPublicKey
 			}

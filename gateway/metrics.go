@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,7 +178,10 @@ func gatewaysByAddr(peers []fabricv1.ClusterPeer) map[netip.Addr]peerGateway {
 	return out
 }
 
-var nftCounter = regexp.MustCompile(`(?m)^\s*chain (\S+) \{[^}]*?counter packets (\d+)`)
+var (
+	nftChain   = regexp.MustCompile(`^\s*chain (\S+) \{`)
+	nftCounter = regexp.MustCompile(`counter packets (\d+)`)
+)
 
 // droppedByTunnelFilter reads the tunnel filter's drop counters (nft list table).
 func droppedByTunnelFilter(ctx context.Context) map[string]float64 {
@@ -188,13 +192,20 @@ func droppedByTunnelFilter(ctx context.Context) map[string]float64 {
 	return parseDropCounters(string(out))
 }
 
-// parseDropCounters takes, from nft's listing of the gateway's table, the packet counter of
-// each chain that has one.
+// parseDropCounters takes, from nft's listing of the gateway's table, the sum of the packet
+// counters of each chain that has some (every counted rule of the filter drops).
 func parseDropCounters(listing string) map[string]float64 {
 	got := map[string]float64{}
-	for _, m := range nftCounter.FindAllStringSubmatch(listing, -1) {
-		if n, err := strconv.ParseFloat(m[2], 64); err == nil {
-			got[m[1]] = n
+	chain := ""
+	for _, line := range strings.Split(listing, "\n") {
+		if m := nftChain.FindStringSubmatch(line); m != nil {
+			chain = m[1]
+			continue
+		}
+		if m := nftCounter.FindStringSubmatch(line); m != nil && chain != "" {
+			if n, err := strconv.ParseFloat(m[1], 64); err == nil {
+				got[chain] += n
+			}
 		}
 	}
 	return got

@@ -65,6 +65,11 @@ type Peer struct {
 	// one cluster): flows to it are then spread across them by a hash of addresses and
 	// ports.
 	Prefixes []netip.Prefix
+	// Unrouted are ranges packets to and from the peer carry in the tunnel without being
+	// routed into it here: the peer's real ranges behind this cluster's aliases for them
+	// (the gateway rewrites the destination after routing). Drivers that check addresses
+	// in the tunnel (WireGuard's allowed IPs) accept them.
+	Unrouted []netip.Prefix
 	// Standby peers stay configured, and what they send is accepted, but nothing is routed
 	// to them (a gateway that does not answer probes, or beyond the peer's maxActive).
 	Standby bool

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -458,7 +459,7 @@ func (t *Tunnel) ensureDevice(peer string) (*wgDevice, error) {
 // whose configuration is unchanged is left alone: setting the port again makes the
 // userspace device reopen its socket, dropping what is in flight.
 func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgtypes.Key, port int) (int, error) {
-	if d.applied != "" && d.key == t.key && d.applied == fmt.Sprint(port, key, p.Endpoint, p.Prefixes) {
+	if d.applied != "" && d.key == t.key && d.applied == fmt.Sprint(port, key, p.Endpoint, p.Prefixes, p.Unrouted) {
 		return port, nil
 	}
 	cfg := wgtypes.Config{}
@@ -473,7 +474,7 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 	if p.Endpoint.IsValid() && p.Endpoint.Port() != 0 {
 		pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
 	}
-	for _, pre := range p.Prefixes {
+	for _, pre := range append(slices.Clone(p.Prefixes), p.Unrouted...) {
 		pc.AllowedIPs = append(pc.AllowedIPs, *tunnel.IPNet(pre.Masked()))
 	}
 	if a := p.Endpoint.Addr().Unmap(); a.IsValid() {
@@ -503,7 +504,7 @@ func (t *Tunnel) configure(c *wgctrl.Client, d *wgDevice, p tunnel.Peer, key wgt
 		}
 		port = got.ListenPort
 	}
-	d.port, d.applied = port, fmt.Sprint(port, key, p.Endpoint, p.Prefixes)
+	d.port, d.applied = port, fmt.Sprint(port, key, p.Endpoint, p.Prefixes, p.Unrouted)
 	return port, nil
 }
 

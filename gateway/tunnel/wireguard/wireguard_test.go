@@ -75,6 +75,30 @@ func TestTunnelCarriesTrafficBothWays(t *testing.T) {
 		}
 	})
 
+	t.Run("unrouted ranges pass the tunnel without being routed", func(t *testing.T) {
+		// What a gateway sends an overlapping peer carries the peer's real addresses, put
+		// there after routing (gateway/translate.go): WireGuard must let them through, and
+		// nothing may route them into the tunnel.
+		b.NS.MustIP(t, "addr", "add", "10.210.0.5/32", "dev", "lo")
+		defer b.NS.MustIP(t, "addr", "del", "10.210.0.5/32", "dev", "lo")
+		dev := a.Status()[0].Device
+		a.NS.MustIP(t, "route", "add", "10.210.0.0/24", "dev", dev) // where a translation would have sent it
+		defer a.NS.MustIP(t, "route", "del", "10.210.0.0/24", "dev", dev)
+		if err := a.NS.Ping("10.210.0.5", 1); err == nil {
+			t.Fatal("WireGuard carried a packet to an address outside its peer's ranges: the test shows nothing")
+		}
+		p := b.Peer("10.200.2.0/24")
+		p.Unrouted = []netip.Prefix{netip.MustParsePrefix("10.210.0.0/24")}
+		a.SetPeers(p)
+		if err := a.NS.PingUntil("10.210.0.5", 5*time.Second); err != nil {
+			t.Errorf("to an unrouted range of the peer: %v", err)
+		}
+		if got := a.Routes(); strings.Contains(got, "10.210.0.0/24") {
+			t.Errorf("the unrouted range was routed into the tunnel: %q", got)
+		}
+		a.SetPeers(b.Peer("10.200.2.0/24"))
+	})
+
 	t.Run("a peer with the wrong key gets nothing through", func(t *testing.T) {
 		wrong, _ := wgtypes.GeneratePrivateKey()
 		p := a.Peer("10.200.1.0/24")
