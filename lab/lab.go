@@ -45,7 +45,10 @@ type Options struct {
 	// last repeats, empty means none. A cluster with a router gets spec.bgp (its nodes
 	// announce their pod blocks to the router; an ebpf cluster runs without
 	// encapsulation) and an external host behind the router.
-	Routers     []string
+	Routers []string
+	// Overlap gives the last cluster the first one's pod and service ranges, as two
+	// clusters made with the same installer defaults have (docs/overlap.md).
+	Overlap     bool
 	StateDir    string
 	APIPortBase int
 	// KubeBin holds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy
@@ -97,6 +100,9 @@ func (o Options) Validate() error {
 	}
 	if o.Clusters < 1 || o.Clusters > 9 || o.Nodes < 1 || o.Nodes > 9 {
 		errs = append(errs, fmt.Errorf("--clusters %d --nodes %d: each between 1 and 9", o.Clusters, o.Nodes))
+	}
+	if o.Overlap && o.Clusters < 2 {
+		errs = append(errs, fmt.Errorf("--overlap gives the last cluster the first one's ranges: it needs --clusters 2 or more"))
 	}
 	if !contains(CNIs, o.CNI) {
 		errs = append(errs, fmt.Errorf("--cni %q: the lab knows %s", o.CNI, strings.Join(CNIs, ", ")))
@@ -172,6 +178,9 @@ func New(opts Options, log klog.Logger) (*Lab, error) {
 	layout, err := NewLayout(opts.Name, opts.StateDir, opts.Clusters, opts.Nodes, opts.APIPortBase)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Overlap {
+		layout.OverlapLast()
 	}
 	return &Lab{opts: opts, layout: layout, sup: proc.New(), log: log}, nil
 }

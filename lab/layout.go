@@ -83,6 +83,14 @@ func NewLayout(name, stateDir string, clusters, nodes, apiPortBase int) (*Layout
 	return l, nil
 }
 
+// OverlapLast gives the last cluster the first one's pod and service ranges (lab up
+// --overlap), as two clusters made with the same installer defaults have.
+func (l *Layout) OverlapLast() {
+	if n := len(l.Clusters); n > 1 {
+		l.Clusters[n-1].PodCIDR, l.Clusters[n-1].ServiceCIDR = l.Clusters[0].PodCIDR, l.Clusters[0].ServiceCIDR
+	}
+}
+
 // ServiceIP returns the n-th address of the service range (1: the kubernetes Service,
 // 10: cluster DNS).
 func (c ClusterLayout) ServiceIP(n int) netip.Addr {

@@ -28,3 +28,18 @@ func TestLayout(t *testing.T) {
 		t.Error("12 nodes accepted")
 	}
 }
+
+func TestLayoutOverlap(t *testing.T) {
+	l, err := NewLayout("lab", "/s", 3, 1, 16443)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.OverlapLast()
+	c1, c2, c3 := l.Clusters[0], l.Clusters[1], l.Clusters[2]
+	if c3.PodCIDR != c1.PodCIDR || c3.ServiceCIDR != c1.ServiceCIDR || c2.PodCIDR == c1.PodCIDR {
+		t.Errorf("--overlap: weft-3 has pods %s services %s, weft-1 %s %s, weft-2 %s", c3.PodCIDR, c3.ServiceCIDR, c1.PodCIDR, c1.ServiceCIDR, c2.PodCIDR)
+	}
+	if c3.ControlPlane.IP == c1.ControlPlane.IP || c3.Nodes[0].IP == c1.Nodes[0].IP {
+		t.Error("--overlap changed the underlay addresses")
+	}
+}

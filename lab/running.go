@@ -41,6 +41,9 @@ func Open(stateDir string) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Overlap {
+		layout.OverlapLast()
+	}
 	return &Running{Options: opts, Layout: layout}, nil
 }
 

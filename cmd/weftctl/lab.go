@@ -66,6 +66,7 @@ func labCommand() *cobra.Command {
 		f.StringVar(&opts.CNI, "cni", opts.CNI, "CNI plugin for pods: "+strings.Join(lab.CNIs, ", "))
 		f.StringSliceVar(&opts.Datapaths, "datapath", nil, "weft datapath backend by cluster (--cni weft): "+strings.Join(lab.DatapathBackends, ", ")+"; cluster i gets the i-th, the last repeats (default ovs)")
 		f.StringSliceVar(&opts.Routers, "router", nil, "a BGP router per cluster (--cni weft): "+strings.Join(router.Kinds, ", ")+" or none; cluster i gets the i-th, the last repeats. With one, the cluster's nodes announce their pod blocks to it over BGP, an ebpf cluster runs without encapsulation, and an external host sits behind the router")
+		f.BoolVar(&opts.Overlap, "overlap", false, "give the last cluster the first one's pod and service ranges, as clusters made with the same installer defaults have (weft joins them through aliases: docs/overlap.md)")
 		f.StringVar(&opts.WeftManifests, "weft-manifests", opts.WeftManifests, "kustomization that installs weft (--cni weft)")
 		f.IntVar(&opts.APIPortBase, "api-port", opts.APIPortBase, "host port of the first cluster's API server (127.0.0.1)")
 		f.StringVar(&opts.KubeBin, "kube-bin", opts.KubeBin, "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubectl")
@@ -300,6 +301,9 @@ func labUp(ctx context.Context, opts lab.Options) error {
 		"--timeout", opts.Timeout.String()}
 	if len(opts.Datapaths) > 0 {
 		args = append(args, "--datapath", strings.Join(opts.Datapaths, ","))
+	}
+	if opts.Overlap {
+		args = append(args, "--overlap")
 	}
 	if len(opts.Routers) > 0 {
 		args = append(args, "--router", strings.Join(opts.Routers, ","))

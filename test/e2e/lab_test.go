@@ -21,17 +21,23 @@ func upLab(t testing.TB, clusters, nodes int, datapaths string) *Lab {
 
 // upLabWith is upLab with the routers by cluster ("none" for none).
 func upLabWith(t testing.TB, clusters, nodes int, datapaths, routers string) *Lab {
+	return upNamedLab(t, "e2e", 26443, clusters, nodes, datapaths, routers)
+}
+
+// upNamedLab is upLabWith for a lab of another name (its state in weft-<name>-lab, its API
+// servers from apiPort), with more flags for weftctl lab up.
+func upNamedLab(t testing.TB, name string, apiPort, clusters, nodes int, datapaths, routers string, flags ...string) *Lab {
 	t.Helper()
 	root := repoRoot(t)
 	deps := labDeps(t, root)
 	bin := buildWeft(t, root)
-	state := filepath.Join(os.TempDir(), "weft-e2e-lab")
-	l := &Lab{Name: "e2e", State: state, Kubeconfig: filepath.Join(state, "kubeconfig"),
+	state := filepath.Join(os.TempDir(), "weft-"+name+"-lab")
+	l := &Lab{Name: name, State: state, Kubeconfig: filepath.Join(state, "kubeconfig"),
 		Kubectl: filepath.Join(deps["KUBE_BIN"], "kubectl"), Weftctl: filepath.Join(bin, "weftctl")}
 	for i := 1; i <= clusters; i++ {
 		l.Clusters = append(l.Clusters, "weft-"+strconv.Itoa(i))
 	}
-	l.upArgs = []string{"lab", "up", "--name", l.Name, "--state", state, "--api-port", "26443",
+	l.upArgs = []string{"lab", "up", "--name", l.Name, "--state", state, "--api-port", strconv.Itoa(apiPort),
 		"--clusters", strconv.Itoa(clusters), "--nodes", strconv.Itoa(nodes),
 		"--kube-bin", deps["KUBE_BIN"], "--coredns", filepath.Join(deps["COREDNS_BIN"], "coredns"),
 		"--cni-bin", deps["CNI_BIN"], "--weft-bin", bin, "--labtool", filepath.Join(bin, "labtool"),
@@ -42,6 +48,7 @@ func upLabWith(t testing.TB, clusters, nodes int, datapaths, routers string) *La
 		// Each cluster's nodes speak BGP with a router of its own: BIRD for weft-1, FRR for
 		// weft-2 (an ebpf cluster then runs without encapsulation).
 		"--router", routers}
+	l.upArgs = append(l.upArgs, flags...)
 	// A lab of this name left by an earlier, interrupted run is taken down first.
 	_ = exec.Command(l.Weftctl, "lab", "down", "--name", l.Name, "--state", state).Run()
 	l.linksBefore = hostLinks(t)

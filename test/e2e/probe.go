@@ -199,11 +199,13 @@ loop:
 	return r, nil
 }
 
-// tcpStream sends a counted byte pattern from one pod namespace to a listener in another at
+// tcpStream sends a counted byte pattern from one pod namespace to a listener in another (at
+// addr's port) at
 // about rate bytes per second until stop closes, then checks that the receiver got every
 // byte in order. A transfer that survives failover ends with err == nil.
 func tcpStream(client, server *netnstest.Netns, addr netip.AddrPort, rate int, stop <-chan struct{}) (int64, error) {
-	l, err := server.Listen(addr.String())
+	// On every address of the server's namespace: the client may dial an alias of it.
+	l, err := server.Listen(netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port()).String())
 	if err != nil {
 		return 0, err
 	}
