@@ -117,7 +117,7 @@ test-fuzz: ## Fuzz the parsers and the DNS answerer briefly with new inputs (the
 	$(GO) test -run '^$$' -fuzz '^FuzzPayload$$' -fuzztime $(FUZZ_TIME) ./gateway/tunnel/geneve/
 
 .PHONY: test-e2e
-test-e2e: test-deps ## The two-cluster lab: demo, docs, failover, outages, conformance across clusters.
+test-e2e: test-deps ## The labs: demo, docs, failover, outages, conformance across clusters, overlapping clusters.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/e2e/
 
 .PHONY: bench
@@ -130,6 +130,7 @@ bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin)
 	$(GO) test -run '^$$' -bench PolicyThroughput -benchtime 3s -count 1 ./agent/datapath/ovs/
 	$(GO) test -run '^$$' -bench GatewayFailoverFlows -benchtime 1x -count 1 ./agent/datapath/ovs/
 	$(GO) test -run '^$$' -bench Paths -benchtime 1x -count 1 ./agent/datapath/conformance/
+	$(GO) test -run '^$$' -bench TranslatedPath -benchtime 1x -count 1 ./gateway/
 	hack/apt-install.sh bird2 frr
 	$(GO) test -run '^$$' -bench 'RouterLearns|BFDDetection' -benchtime 1x -count 1 ./agent/bgp/
 	hack/apt-install.sh dnsperf

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,35 +37,7 @@ func overlappingPeer(id, alias, seenAs string) fabricv1.ClusterPeer {
 // with this cluster's own addresses, which an untranslated packet would carry).
 func TestOverlappingClustersReachEachOtherThroughAliases(t *testing.T) {
 	netnstest.RequireRoot(t)
-	apod, agw := netnstest.New(t, "ovapod"), netnstest.New(t, "ovagw")
-	cgw, cpod := netnstest.New(t, "ovcgw"), netnstest.New(t, "ovcpod")
-	link := func(a *netnstest.Netns, aName, aAddr string, b *netnstest.Netns, bName, bAddr string) {
-		t.Helper()
-		if out, err := exec.Command("ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name).CombinedOutput(); err != nil {
-			t.Fatalf("veth %s/%s: %v: %s", aName, bName, err, out)
-		}
-		a.MustIP(t, "addr", "add", aAddr, "dev", aName)
-		a.MustIP(t, "link", "set", aName, "up")
-		b.MustIP(t, "addr", "add", bAddr, "dev", bName)
-		b.MustIP(t, "link", "set", bName, "up")
-	}
-	link(apod, "eth0", "10.244.1.5/24", agw, "p0", "10.244.1.1/24")
-	link(agw, "weft-wg-c", "192.0.2.1/30", cgw, "weft-wg-a", "192.0.2.2/30")
-	link(cpod, "eth0", "10.244.1.5/24", cgw, "p0", "10.244.1.1/24")
-	for _, pod := range []*netnstest.Netns{apod, cpod} {
-		pod.MustIP(t, "route", "add", "default", "via", "10.244.1.1")
-	}
-	agw.MustIP(t, "route", "add", "100.64.0.0/16", "via", "192.0.2.2", "dev", "weft-wg-c")
-	cgw.MustIP(t, "route", "add", "100.65.0.0/16", "via", "192.0.2.1", "dev", "weft-wg-a")
-	own := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
-	for _, gw := range []*netnstest.Netns{agw, cgw} {
-		if out, err := gw.Run("sysctl", "-w", "net.ipv4.ip_forward=1"); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-		if err := gw.Do(func() error { return gateway.PrepareKernel("weft-wg*", own, 0) }); err != nil {
-			t.Fatal(err)
-		}
-	}
+	apod, agw, cgw, cpod := twoClusters(t, "ov", "10.244")
 	cpod.ServeEcho(t, netip.MustParseAddr("10.244.1.5"), nil, []int{9000})
 	if o := apod.Probe("udp", netip.MustParseAddrPort("100.64.1.5:9000"), 500*time.Millisecond); o == netnstest.Connected {
 		t.Fatal("without translation a pod reached the other cluster's pod at its alias: the test shows nothing")
@@ -117,6 +90,97 @@ func TestOverlappingClustersReachEachOtherThroughAliases(t *testing.T) {
 		strings.Contains(out, "packets 0 bytes 0 drop comment \"from a tunnel with this cluster's own addresses\"") {
 		t.Errorf("the tunnel filter counted no packet with this cluster's own source:\n%s", out)
 	}
+}
+
+// twoClusters makes two clusters' pod and gateway namespaces (prefix names them): A's pod at
+// 10.244.1.5 behind its gateway, C's pod at <cPods>.1.5 behind its, the gateways joined by a
+// veth named like WireGuard devices (with their tunnel filter); A routes 100.64.0.0/16 (C as A
+// sees it when C overlaps) and C 100.65.0.0/16 into the tunnel, and, when C's pods are
+// elsewhere, each routes the other's real range there too.
+func twoClusters(t testing.TB, prefix, cPods string) (apod, agw, cgw, cpod *netnstest.Netns) {
+	apod, agw = netnstest.New(t, prefix+"apod"), netnstest.New(t, prefix+"agw")
+	cgw, cpod = netnstest.New(t, prefix+"cgw"), netnstest.New(t, prefix+"cpod")
+	link := func(a *netnstest.Netns, aName, aAddr string, b *netnstest.Netns, bName, bAddr string) {
+		t.Helper()
+		if out, err := exec.Command("ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name).CombinedOutput(); err != nil {
+			t.Fatalf("veth %s/%s: %v: %s", aName, bName, err, out)
+		}
+		a.MustIP(t, "addr", "add", aAddr, "dev", aName)
+		a.MustIP(t, "link", "set", aName, "up")
+		b.MustIP(t, "addr", "add", bAddr, "dev", bName)
+		b.MustIP(t, "link", "set", bName, "up")
+	}
+	link(apod, "eth0", "10.244.1.5/24", agw, "p0", "10.244.1.1/24")
+	link(agw, "weft-wg-c", "192.0.2.1/30", cgw, "weft-wg-a", "192.0.2.2/30")
+	link(cpod, "eth0", cPods+".1.5/24", cgw, "p0", cPods+".1.1/24")
+	apod.MustIP(t, "route", "add", "default", "via", "10.244.1.1")
+	cpod.MustIP(t, "route", "add", "default", "via", cPods+".1.1")
+	agw.MustIP(t, "route", "add", "100.64.0.0/16", "via", "192.0.2.2", "dev", "weft-wg-c")
+	cgw.MustIP(t, "route", "add", "100.65.0.0/16", "via", "192.0.2.1", "dev", "weft-wg-a")
+	if cPods != "10.244" {
+		agw.MustIP(t, "route", "add", cPods+".0.0/16", "via", "192.0.2.2", "dev", "weft-wg-c")
+		cgw.MustIP(t, "route", "add", "10.244.0.0/16", "via", "192.0.2.1", "dev", "weft-wg-a")
+	}
+	for _, c := range []struct {
+		gw  *netnstest.Netns
+		own string
+	}{{agw, "10.244.0.0/16"}, {cgw, cPods + ".0.0/16"}} {
+		if out, err := c.gw.Run("sysctl", "-w", "net.ipv4.ip_forward=1"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if err := c.gw.Do(func() error {
+			return gateway.PrepareKernel("weft-wg*", []netip.Prefix{netip.MustParsePrefix(c.own)}, 0)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return apod, agw, cgw, cpod
+}
+
+// BenchmarkTranslatedPath measures TCP from a pod to a pod of another cluster through both
+// gateways: once between overlapping clusters, through the translation (both gateways
+// rewrite), once between clusters whose ranges differ, with no translation, on the same
+// shape of path in the same run. The tunnel is a veth, so that what translation costs is not
+// hidden behind encryption (a WireGuard tunnel costs far more than either).
+func BenchmarkTranslatedPath(b *testing.B) {
+	netnstest.RequireRoot(b)
+	const size, rounds = 512 << 20, 5
+	type path struct {
+		client, server *netnstest.Netns
+		listen, dial   string
+		gbits          []float64
+	}
+	apod, _, _, cpod := twoClusters(b, "bp", "10.245")
+	plain := &path{client: apod, server: cpod, listen: "10.245.1.5:5201", dial: "10.245.1.5:5201"}
+	apod, agw, cgw, cpod := twoClusters(b, "bt", "10.244")
+	for _, c := range []struct {
+		gw   *netnstest.Netns
+		peer fabricv1.ClusterPeer
+	}{{agw, overlappingPeer("c", "100.64.0.0/16", "100.65.0.0/16")}, {cgw, overlappingPeer("a", "100.65.0.0/16", "100.64.0.0/16")}} {
+		if err := c.gw.Do(func() error {
+			return gateway.SetTranslation("weft-wg*", gateway.Translations([]fabricv1.ClusterPeer{c.peer}))
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	translated := &path{client: apod, server: cpod, listen: "10.244.1.5:5201", dial: "100.64.1.5:5201"}
+	// Interleaved, the median of each: the two cores' other work hits both alike.
+	for range rounds {
+		for _, p := range []*path{plain, translated} {
+			g, err := netnstest.MeasureTCPVia(p.server, p.client, p.listen, p.dial, netnstest.WarmTCP, size)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.gbits = append(p.gbits, g)
+		}
+	}
+	median := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+	t, pl := median(translated.gbits), median(plain.gbits)
+	b.ReportMetric(t, "translated-Gbit/s")
+	b.ReportMetric(pl, "plain-Gbit/s")
+	b.ReportMetric(t/pl, "ratio")
+	b.Logf("TCP pod to pod across two gateways, median of %d interleaved runs: through the overlap translation %.2f Gbit/s, between non-overlapping clusters %.2f Gbit/s (%.2f×)",
+		rounds, t, pl, t/pl)
 }
 
 // peerAddress connects from client to dial, where a server in srv tells the address it

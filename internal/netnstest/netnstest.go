@@ -253,7 +253,13 @@ const WarmTCP = 64 << 20
 // size bytes in Gbit/s, timed where they arrive (as iperf3's --omit leaves out a
 // transfer's first seconds).
 func MeasureTCP(server, client *Netns, addr string, warm, size int64) (float64, error) {
-	l, err := server.Listen(addr)
+	return MeasureTCPVia(server, client, addr, addr, warm, size)
+}
+
+// MeasureTCPVia is MeasureTCP with the client dialling dial (a translated address) while the
+// server listens on listen.
+func MeasureTCPVia(server, client *Netns, listen, dial string, warm, size int64) (float64, error) {
+	l, err := server.Listen(listen)
 	if err != nil {
 		return 0, err
 	}
@@ -295,7 +301,7 @@ func MeasureTCP(server, client *Netns, addr string, warm, size int64) (float64, 
 		r.timed, r.took = r.n-atStart, time.Since(start)
 		received <- r
 	}()
-	c, err := client.Dial(addr, 5*time.Second)
+	c, err := client.Dial(dial, 5*time.Second)
 	if err != nil {
 		return 0, err
 	}

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -104,18 +106,27 @@ func Overlap(t *testing.T, in OverlapInput) {
 	for _, c := range []string{in.A, in.B, in.C} {
 		namespace(t, l.Client(t, c), in.Namespace)
 	}
-	twinA := overlapPod(t, l, in.A, in.Namespace, "twin-a", in.A+"-node-2", "")
-	x := twinA.Status.PodIP
-	twinC := overlapPod(t, l, in.C, in.Namespace, "twin-c", nodeWithBlock(t, l, in.C, netip.MustParseAddr(x)), x)
-	if twinC.Status.PodIP != x {
-		t.Fatalf("twin-c has %s, want %s (fabric.weft.dev/ip)", twinC.Status.PodIP, x)
+	// The same address in both, high in a block of A's second node (free in both: the
+	// allocator hands out the lowest free addresses), on the node of C with that block.
+	x := blockOf(t, l, in.A, in.A+"-node-2").Addr()
+	for range 200 {
+		x = x.Next()
+	}
+	twinA := overlapPod(t, l, in.A, in.Namespace, "twin-a", in.A+"-node-2", x.String())
+	twinC := overlapPod(t, l, in.C, in.Namespace, "twin-c", nodeWithBlock(t, l, in.C, x), x.String())
+	for _, p := range []*corev1.Pod{twinA, twinC} {
+		if p.Status.PodIP != x.String() {
+			t.Fatalf("%s has %s, want %s (fabric.weft.dev/ip)", p.Name, p.Status.PodIP, x)
+		}
 	}
 	podB := overlapPod(t, l, in.B, in.Namespace, "pod-b", in.B+"-node-2", "")
 	nsA, nsB, nsC := l.netnsOf(twinA), l.netnsOf(podB), l.netnsOf(twinC)
-	ip := netip.MustParseAddr(x)
+	ip := x
 	t.Logf("twin-a in %s and twin-c in %s both at %s; pod-b in %s at %s", in.A, in.C, x, in.B, podB.Status.PodIP)
 
-	t.Run("the pods at one address reach each other, each seen at its cluster's alias", func(t *testing.T) {
+	// paths checks that the pods reach each other by the addresses their clusters see them at,
+	// and that each sees its caller at its own cluster's view of the caller.
+	paths := func(t *testing.T) {
 		for _, c := range []struct {
 			from          *netnstest.Netns
 			fromName      string
@@ -143,7 +154,8 @@ func Overlap(t *testing.T, in OverlapInput) {
 				return nil
 			})
 		}
-	})
+	}
+	t.Run("the pods at one address reach each other, each seen at its cluster's alias", paths)
 
 	t.Run("UDP, a 1400-byte ping and 20 MB each way through the mapping", func(t *testing.T) {
 		for _, c := range []struct {
@@ -179,7 +191,7 @@ func Overlap(t *testing.T, in OverlapInput) {
 			viewer string
 			want   map[string]string // source cluster -> endpoint address
 		}{
-			{in.B, map[string]string{in.A: x, in.C: view(in.B, in.C, ip).String()}},
+			{in.B, map[string]string{in.A: x.String(), in.C: view(in.B, in.C, ip).String()}},
 			{in.A, map[string]string{in.C: view(in.A, in.C, ip).String()}},
 			{in.C, map[string]string{in.A: view(in.C, in.A, ip).String()}},
 		} {
@@ -225,6 +237,29 @@ func Overlap(t *testing.T, in OverlapInput) {
 			}
 			return nil
 		})
+
+		// Headless: the clusterset name answers every pod, each at the address B sees it at.
+		for _, c := range []string{in.A, in.C} {
+			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "twin-h", Namespace: in.Namespace},
+				Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "twin"},
+					Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}}}
+			if _, err := l.Client(t, c).CoreV1().Services(in.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			l.MustKubectl(t, c, "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: twin-h, namespace: "+in.Namespace+"}\n",
+				"apply", "-f", "-")
+		}
+		headless := "twin-h." + in.Namespace + ".svc.clusterset.local."
+		want := []string{x.String(), view(in.B, in.C, ip).String()}
+		slices.Sort(want)
+		Eventually(t, 90*time.Second, func() error {
+			rc, addrs := resolveA(nsB, server, headless, time.Second)
+			slices.Sort(addrs)
+			if rc != dns.RcodeSuccess || !slices.Equal(addrs, want) {
+				return fmt.Errorf("%s from %s: rcode %d %v, want %v (weft-1's pod, and weft-3's at its alias)", headless, in.B, rc, addrs, want)
+			}
+			return nil
+		})
 	})
 
 	t.Run("a FabricPolicy in A dropping what comes from C drops it, and leaves B's", func(t *testing.T) {
@@ -254,6 +289,14 @@ spec:
 			t.Errorf("pod-b, in %s, no longer reaches twin-a: %v", in.B, err)
 		}
 	})
+
+	for _, tun := range []string{"geneve", "vxlan"} {
+		t.Run("over "+tun+" tunnels as well", func(t *testing.T) {
+			switchAll(t, l, []string{in.A, in.B, in.C}, tun)
+			paths(t)
+		})
+	}
+	switchAll(t, l, []string{in.A, in.B, in.C}, "wireguard")
 
 	if in.BeforeFailover != nil {
 		in.BeforeFailover(t)
@@ -307,6 +350,40 @@ spec:
 
 }
 
+// switchAll sets every cluster's gateways to a tunnel driver and waits until each cluster's
+// healthy gateways run it and every ClusterPeer is Ready again.
+func switchAll(t *testing.T, l *Lab, clusters []string, tun string) {
+	t.Helper()
+	start := time.Now()
+	for _, c := range clusters {
+		l.MustKubectl(t, c, "", "patch", "clusternetwork", "default", "--type", "merge", "-p", `{"spec":{"gateways":{"tunnel":"`+tun+`"}}}`)
+	}
+	for _, c := range clusters {
+		Eventually(t, 2*time.Minute, func() error {
+			own, _ := l.KubectlRun(c, "", "get", "clusternetwork", "default", "-o", "jsonpath={.status.gateways[?(@.healthy==true)].tunnel}")
+			if !allAre(own, tun) {
+				return fmt.Errorf("%s's healthy gateways run %q, want %s", c, own, tun)
+			}
+			return nil
+		})
+	}
+	for _, c := range clusters {
+		for _, p := range clusters {
+			if c != p {
+				Eventually(t, 2*time.Minute, func() error {
+					peer, _ := l.KubectlRun(c, "", "get", "clusterpeer", p, "-o", "jsonpath={.status.gateways[?(@.healthy==true)].tunnel}")
+					if !allAre(peer, tun) {
+						return fmt.Errorf("%s sees %s's healthy gateways run %q, want %s", c, p, peer, tun)
+					}
+					return nil
+				})
+				l.MustKubectl(t, c, "", "wait", "--for=condition=Ready", "--timeout=60s", "clusterpeer/"+p)
+			}
+		}
+	}
+	t.Logf("the three clusters run %s, every ClusterPeer Ready, after %s", tun, time.Since(start).Round(100*time.Millisecond))
+}
+
 // overlapPod runs agnhost netexec (HTTP 8080, UDP 8081, label app=twin) on node, at a fixed
 // address when ip is set, and returns it ready.
 func overlapPod(t *testing.T, l *Lab, cluster, ns, name, node, ip string) *corev1.Pod {
@@ -325,6 +402,19 @@ func overlapPod(t *testing.T, l *Lab, cluster, ns, name, node, ip string) *corev
 		t.Fatal(err)
 	}
 	return WaitPodReady(t, cs, ns, name, 2*time.Minute)
+}
+
+// blockOf is the pod block of a node of cluster.
+func blockOf(t *testing.T, l *Lab, cluster, node string) netip.Prefix {
+	t.Helper()
+	var block netip.Prefix
+	Eventually(t, 30*time.Second, func() error {
+		out, _ := l.KubectlRun(cluster, "", "get", "fabricnode", node, "-o", "jsonpath={.spec.podCIDRs[0]}")
+		p, err := netip.ParsePrefix(strings.TrimSpace(out))
+		block = p
+		return err
+	})
+	return block
 }
 
 // nodeWithBlock is the node of cluster whose pod block holds a.
