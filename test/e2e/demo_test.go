@@ -72,7 +72,7 @@ func TestDemo(t *testing.T) {
 
 // DemoPages are the docs pages whose walk-throughs run in make demo's lab, in reading order.
 var DemoPages = []string{"docs/lab.md", "docs/getting-started.md", "docs/multicluster-services.md",
-	"docs/gateways.md", "docs/policy.md", "docs/datapaths.md", "docs/install.md"}
+	"docs/gateways.md", "docs/policy.md", "docs/datapaths.md", "docs/install.md", "docs/troubleshooting.md"}
 
 // TestDocs runs the docs' walk-throughs against a lab that is up (WEFT_DOCS_STATE=<its
 // state dir>, WEFT_DOCS_TAG=demo or routers; bin/ built): to work on a page without a new

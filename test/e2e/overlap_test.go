@@ -36,4 +36,7 @@ func TestOverlapLab(t *testing.T) {
 				Docs(t, DocsInput{Lab: lab, Bin: filepath.Dir(lab.Weftctl), Tag: "overlap", Pages: []string{"docs/overlap.md"}})
 			})
 		}})
+	t.Run("weftctl diagnose passes, and names a stopped gateway and a missing DNS block", func(t *testing.T) {
+		Diagnose(t, DiagnoseInput{Lab: lab, Cluster: "weft-2"})
+	})
 }
