@@ -385,6 +385,15 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	if err := markDataPlane(s, ""); err != nil {
 		return ctrl.Result{}, err
 	}
+	retry := r.Resync
+	if c := meta.FindStatusCondition(p.Status.Conditions, fabricv1.ConditionReady); c != nil && c.Reason == ReasonAwaitingPeerView {
+		// The peer publishes its view soon after it reads this cluster: read it again soon,
+		// not from the last read.
+		retry = peerViewRetry
+		r.mu.Lock()
+		delete(r.lastInfo, p.Name)
+		r.mu.Unlock()
+	}
 	if len(s.refused) > 0 {
 		// Someone must look: the peer claims what it may not. What it may claim is in force.
 		conditions.MarkStalled(&p.Status.Conditions, p.Generation, fabricv1.ReasonRefusedRange,
@@ -397,8 +406,12 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 		now.Sub(p.Status.LastSyncTime.Time) >= SyncRefresh {
 		p.Status.LastSyncTime = &now
 	}
-	return ctrl.Result{RequeueAfter: r.Resync}, nil
+	return ctrl.Result{RequeueAfter: retry}, nil
 }
+
+// peerViewRetry is how often a peer whose view of this cluster's overlapping ranges is
+// awaited (ReasonAwaitingPeerView) is read again.
+const peerViewRetry = 2 * time.Second
 
 // DefaultServeStaleFor is how long a peer's last state is served while its API server
 // cannot be read, when its spec does not say: a day covers a managed control plane's
@@ -507,6 +520,11 @@ func markDataPlane(s *peerState, stale string) error {
 	}
 	p := s.peer
 	d := dataPlane(s.own, p)
+	if missing := unseen(s.own, p); d.up && len(missing) > 0 {
+		d = dataPlaneState{reason: ReasonAwaitingPeerView, tunnelsUp: d.tunnelsUp, tunnels: d.tunnels,
+			message: fmt.Sprintf("the tunnels are up, but peer %s has not published how it sees this cluster's %s, which overlap its ranges: until it does, traffic between them cannot be translated",
+				p.Spec.ClusterID, strings.Join(missing, ", "))}
+	}
 	switch {
 	case d.up && stale != "":
 		conditions.MarkReady(&p.Status.Conditions, p.Generation, fabricv1.ReasonServingLastKnownState, stale+"; "+d.message)

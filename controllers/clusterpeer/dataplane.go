@@ -23,7 +23,37 @@ const (
 	ReasonNoGateways = "NoGateways"
 	// ReasonTunnelMismatch: the two clusters' gateways use different tunnel drivers.
 	ReasonTunnelMismatch = "TunnelMismatch"
+	// ReasonAwaitingPeerView: this cluster's ranges overlap the peer's, and the peer has not
+	// published how it sees them yet: what its gateways would send here, and what this
+	// cluster's would send there, would carry addresses the other side cannot tell apart.
+	ReasonAwaitingPeerView = "AwaitingPeerView"
 )
+
+// unseen are this cluster's ranges that overlap one of the peer's and that the peer does not
+// say how it sees (status.seenAs): until it does, traffic between the overlapping ranges
+// cannot be translated.
+func unseen(own *fabricv1.ClusterNetwork, p *fabricv1.ClusterPeer) []string {
+	var theirs []netip.Prefix
+	for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
+		theirs = append(theirs, m.Remote)
+	}
+	var out []string
+	for _, o := range ownPrefixes(own) {
+		seen := false
+		for _, a := range p.Status.SeenAs {
+			if from, _, ok := a.Prefixes(); ok && from == o {
+				seen = true
+			}
+		}
+		for _, t := range theirs {
+			if !seen && t.Overlaps(o) {
+				out = append(out, o.String())
+				break
+			}
+		}
+	}
+	return out
+}
 
 // dataPlaneState is what Ready says of the paths to a peer.
 type dataPlaneState struct {

@@ -187,6 +187,11 @@ func TestClusterPeer(t *testing.T) {
 			}
 		}
 		recreate("10.244.128.0/17", "10.97.0.0/16")
+		// Until the peer says how it sees this cluster's overlapping pod range, traffic
+		// between them cannot be translated: not Ready.
+		waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
+			return peerState(p, "Reconciling", clusterpeer.ReasonAwaitingPeerView, "has not published how it sees this cluster's 10.244.0.0/16")
+		})
 		setPeerAliases(fabricv1.CIDRAlias{CIDR: "10.244.0.0/16", Alias: "100.64.0.0/16"})
 		got := waitPeer(t, "peer-0", func(p *fabricv1.ClusterPeer) error {
 			if len(p.Status.SeenAs) == 0 {
