@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -25,19 +24,9 @@ func TestTunnelTrafficReachesOnlyTheFabric(t *testing.T) {
 	peer := netnstest.New(t, "gwpr") // the far end of the tunnel: a peer's pods
 	pod := netnstest.New(t, "gwpod") // a pod of this cluster on the gateway node
 	node := netnstest.New(t, "gwn2") // another node, which also holds the metadata address
-	link := func(a *netnstest.Netns, aName, aAddr string, b *netnstest.Netns, bName, bAddr string) {
-		t.Helper()
-		if out, err := exec.Command("ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name).CombinedOutput(); err != nil {
-			t.Fatalf("veth %s/%s: %v: %s", aName, bName, err, out)
-		}
-		a.MustIP(t, "addr", "add", aAddr, "dev", aName)
-		a.MustIP(t, "link", "set", aName, "up")
-		b.MustIP(t, "addr", "add", bAddr, "dev", bName)
-		b.MustIP(t, "link", "set", bName, "up")
-	}
-	link(gw, "weft-wg-t", "192.0.2.1/30", peer, "t0", "192.0.2.2/30")
-	link(gw, "eth0", "172.31.9.1/24", node, "eth0", "172.31.9.2/24")
-	link(gw, "p0", "10.244.1.1/24", pod, "eth0", "10.244.1.5/24")
+	netnstest.Link(t, gw, "weft-wg-t", "192.0.2.1/30", peer, "t0", "192.0.2.2/30")
+	netnstest.Link(t, gw, "eth0", "172.31.9.1/24", node, "eth0", "172.31.9.2/24")
+	netnstest.Link(t, gw, "p0", "10.244.1.1/24", pod, "eth0", "10.244.1.5/24")
 	node.MustIP(t, "addr", "add", "169.254.169.254/32", "dev", "lo")
 	for _, dst := range []string{"10.244.0.0/16", "172.31.9.0/24", "169.254.169.254/32"} {
 		peer.MustIP(t, "route", "add", dst, "via", "192.0.2.1")

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -100,19 +99,9 @@ func TestOverlappingClustersReachEachOtherThroughAliases(t *testing.T) {
 func twoClusters(t testing.TB, prefix, cPods string) (apod, agw, cgw, cpod *netnstest.Netns) {
 	apod, agw = netnstest.New(t, prefix+"apod"), netnstest.New(t, prefix+"agw")
 	cgw, cpod = netnstest.New(t, prefix+"cgw"), netnstest.New(t, prefix+"cpod")
-	link := func(a *netnstest.Netns, aName, aAddr string, b *netnstest.Netns, bName, bAddr string) {
-		t.Helper()
-		if out, err := exec.Command("ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name).CombinedOutput(); err != nil {
-			t.Fatalf("veth %s/%s: %v: %s", aName, bName, err, out)
-		}
-		a.MustIP(t, "addr", "add", aAddr, "dev", aName)
-		a.MustIP(t, "link", "set", aName, "up")
-		b.MustIP(t, "addr", "add", bAddr, "dev", bName)
-		b.MustIP(t, "link", "set", bName, "up")
-	}
-	link(apod, "eth0", "10.244.1.5/24", agw, "p0", "10.244.1.1/24")
-	link(agw, "weft-wg-c", "192.0.2.1/30", cgw, "weft-wg-a", "192.0.2.2/30")
-	link(cpod, "eth0", cPods+".1.5/24", cgw, "p0", cPods+".1.1/24")
+	netnstest.Link(t, apod, "eth0", "10.244.1.5/24", agw, "p0", "10.244.1.1/24")
+	netnstest.Link(t, agw, "weft-wg-c", "192.0.2.1/30", cgw, "weft-wg-a", "192.0.2.2/30")
+	netnstest.Link(t, cpod, "eth0", cPods+".1.5/24", cgw, "p0", cPods+".1.1/24")
 	apod.MustIP(t, "route", "add", "default", "via", "10.244.1.1")
 	cpod.MustIP(t, "route", "add", "default", "via", cPods+".1.1")
 	agw.MustIP(t, "route", "add", "100.64.0.0/16", "via", "192.0.2.2", "dev", "weft-wg-c")

@@ -327,6 +327,19 @@ func MeasureTCPVia(server, client *Netns, listen, dial string, warm, size int64)
 	return float64(r.timed) * 8 / 1e9 / r.took.Seconds(), nil
 }
 
+// Link joins namespaces a and b with a veth pair (aName in a, bName in b), gives each end
+// its address (a CIDR) and brings both up.
+func Link(t testing.TB, a *Netns, aName, aAddr string, b *Netns, bName, bAddr string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "link", "add", aName, "netns", a.Name, "type", "veth", "peer", "name", bName, "netns", b.Name).CombinedOutput(); err != nil {
+		t.Fatalf("veth %s/%s: %v: %s", aName, bName, err, out)
+	}
+	a.MustIP(t, "addr", "add", aAddr, "dev", aName)
+	a.MustIP(t, "link", "set", aName, "up")
+	b.MustIP(t, "addr", "add", bAddr, "dev", bName)
+	b.MustIP(t, "link", "set", bName, "up")
+}
+
 // VethPair joins two new namespaces with a bare veth pair (10.97.0.1/24 and 10.97.0.2/24)
 // at the given MTU: the reference throughput benchmarks compare against.
 func VethPair(t testing.TB, mtu int) (client, server *Netns) {
