@@ -15,7 +15,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(labCommand(), peerCommand(), statusCommand(), diagnoseCommand(), gatewayCommand(), versionCommand())
+	root.AddCommand(labCommand(), peerCommand(), statusCommand(), diagnoseCommand(), clustersetCommand(), gatewayCommand(), versionCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "weftctl:", err)
 		os.Exit(1)

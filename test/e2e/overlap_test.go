@@ -22,10 +22,8 @@ func TestOverlapLab(t *testing.T) {
 		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
 		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-3", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
 	})
-	t.Run("the clusters peer pairwise, the overlapping ones too", func(t *testing.T) {
-		PeerJoin(t, PeerInput{Lab: lab, From: "weft-1", To: "weft-2", ToPodCIDR: "10.245.0.0/16"})
-		PeerJoin(t, PeerInput{Lab: lab, From: "weft-1", To: "weft-3", ToPodCIDR: "10.244.0.0/16"})
-		PeerJoin(t, PeerInput{Lab: lab, From: "weft-2", To: "weft-3", ToPodCIDR: "10.244.0.0/16"})
+	t.Run("weftctl clusterset join peers the three, the overlapping ones too", func(t *testing.T) {
+		ClustersetJoin(t, ClustersetInput{Lab: lab, Clusters: []string{"weft-1", "weft-2", "weft-3"}})
 	})
 	if t.Failed() {
 		t.FailNow()
