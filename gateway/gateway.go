@@ -773,11 +773,8 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	}
 	up := KeySwitchGrace(g.prober.Answering(), g.health, g.peers, time.Now())
 	g.recordHealth(ctx, up)
-	if script := translateTable(devices[g.tunType], Translations(g.peers)); script != g.translated {
-		if err := setTranslation(devices[g.tunType], Translations(g.peers)); err != nil {
-			return err
-		}
-		g.translated = script
+	if err := g.translate(); err != nil {
+		return err
 	}
 	want := DesiredPeers(g.self, g.tunType, g.tun.PeerPorts() != nil, g.peers, answeringIn(up), time.Now())
 	active := 0
@@ -920,6 +917,20 @@ func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) 
 		out[i].LastHandshakeTime = old
 	}
 	return out
+}
+
+// translate applies the translation for the peers (translate.go) when it changed.
+func (g *gw) translate() error {
+	ts := Translations(g.peers)
+	script := translateTable(devices[g.tunType], ts)
+	if script == g.translated {
+		return nil
+	}
+	if err := setTranslation(devices[g.tunType], ts); err != nil {
+		return err
+	}
+	g.translated = script
+	return nil
 }
 
 // unrouted are the real ranges behind the peer's aliases: what packets to it carry once

@@ -304,9 +304,11 @@ func (r *Reconciler) checkRanges(ctx context.Context, s *peerState) (ctrl.Result
 		if q.Name == p.Name || q.Spec.ClusterID == p.Spec.ClusterID {
 			continue
 		}
-		for _, m := range append(q.Status.PodRanges(), q.Status.ServiceRanges()...) {
-			if m.Aliased() {
-				othersAliases = append(othersAliases, m.Local)
+		// Every block it holds, one it was given with its own addresses too (a range of
+		// its inside the pool).
+		for _, a := range q.Status.Aliases {
+			if _, to, ok := a.Prefixes(); ok {
+				othersAliases = append(othersAliases, to)
 			}
 		}
 		if !precedes(q, p) {
