@@ -265,15 +265,20 @@ func diagnosePeer(p *fabricv1.ClusterPeer, cn *fabricv1.ClusterNetwork, in diagn
 		add(true, "its ranges overlap this cluster's or another peer's: seen at aliases", strings.Join(aliased, ", "), "")
 	}
 
-	// Tunnels: every gateway of this cluster to every gateway of the peer.
+	// Tunnels: every live gateway of this cluster to every live gateway of the peer (a peer
+	// gateway that stopped is the peer's to diagnose: its own diagnose names it).
 	var up, down []string
 	wg := cn.Spec.Gateways.Tunnel == "" || cn.Spec.Gateways.Tunnel == fabricv1.TunnelWireGuard
+	live := map[string]bool{}
+	for _, g := range p.Status.Gateways {
+		live[fabricv1.GatewayPeerName(p.Spec.ClusterID, g.Node)] = g.Healthy
+	}
 	for _, g := range cn.Status.Gateways {
 		if !g.Healthy {
 			continue
 		}
 		for _, t := range g.Tunnels {
-			if !strings.HasPrefix(t.Peer, p.Spec.ClusterID+"/") {
+			if !strings.HasPrefix(t.Peer, p.Spec.ClusterID+"/") || !live[t.Peer] {
 				continue
 			}
 			hop := g.Node + " → " + t.Peer

@@ -22,14 +22,18 @@ func TestDiagnose(t *testing.T) {
 				{Node: "n1", Healthy: true, Tunnels: []fabricv1.GatewayTunnel{
 					{Peer: "c2/m1", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(time.Minute)},
 					{Peer: "c3/k1", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(time.Minute)},
+					// To a peer gateway that stopped: the peer's to diagnose, not a failure here.
+					{Peer: "c2/stopped", State: fabricv1.TunnelStandby},
 				}},
 			}}}
 		peer := func(name string) fabricv1.ClusterPeer {
 			return fabricv1.ClusterPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fabricv1.ClusterPeerSpec{ClusterID: name},
-				Status: fabricv1.ClusterPeerStatus{KubernetesVersion: "v1.36.1", PodCIDRs: []string{"10.244.0.0/16"}, Conditions: []metav1.Condition{
-					{Type: "Connected", Status: metav1.ConditionTrue, Reason: "Connected"},
-					{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Connected"},
-					{Type: "Ready", Status: metav1.ConditionTrue, Reason: "TunnelsUp"}}}}
+				Status: fabricv1.ClusterPeerStatus{KubernetesVersion: "v1.36.1", PodCIDRs: []string{"10.244.0.0/16"},
+					Gateways: []fabricv1.GatewayStatus{{Node: map[string]string{"c2": "m1", "c3": "k1"}[name], Healthy: true}, {Node: "stopped"}},
+					Conditions: []metav1.Condition{
+						{Type: "Connected", Status: metav1.ConditionTrue, Reason: "Connected"},
+						{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Connected"},
+						{Type: "Ready", Status: metav1.ConditionTrue, Reason: "TunnelsUp"}}}}
 		}
 		c3 := peer("c3")
 		c3.Status.Aliases = []fabricv1.CIDRAlias{{CIDR: "10.244.0.0/16", Alias: "100.64.0.0/16"}}
