@@ -921,12 +921,11 @@ func QuietReport(published, fresh []fabricv1.GatewayTunnel, switched time.Time) 
 
 // translate applies the translation for the peers (translate.go) when it changed.
 func (g *gw) translate() error {
-	ts := Translations(g.peers)
-	script := translateTable(devices[g.tunType], ts)
+	script := translateTable(devices[g.tunType], Translations(g.peers))
 	if script == g.translated {
 		return nil
 	}
-	if err := setTranslation(devices[g.tunType], ts); err != nil {
+	if err := applyTranslation(script); err != nil {
 		return err
 	}
 	g.translated = script
@@ -937,10 +936,8 @@ func (g *gw) translate() error {
 // translated (translate.go), after routing.
 func unrouted(p fabricv1.ClusterPeer) []netip.Prefix {
 	var out []netip.Prefix
-	for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
-		if m.Aliased() {
-			out = append(out, m.Remote)
-		}
+	for _, m := range p.Status.AliasedRanges() {
+		out = append(out, m.Remote)
 	}
 	return out
 }

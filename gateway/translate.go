@@ -42,12 +42,7 @@ func Translations(peers []fabricv1.ClusterPeer) []Translation {
 		if !p.Status.InForce() {
 			continue
 		}
-		t := Translation{Peer: p.Spec.ClusterID, To: p.Status.Prefixes()}
-		for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
-			if m.Aliased() {
-				t.Destination = append(t.Destination, m)
-			}
-		}
+		t := Translation{Peer: p.Spec.ClusterID, To: p.Status.Prefixes(), Destination: p.Status.AliasedRanges()}
 		for _, a := range p.Status.SeenAs {
 			if own, alias, ok := a.Prefixes(); ok && own != alias {
 				t.Source = append(t.Source, fabricv1.RangeMap{Local: own, Remote: alias})
@@ -114,7 +109,12 @@ func hostMask(p netip.Prefix) netip.Addr {
 
 // setTranslation applies translateTable.
 func setTranslation(ifname string, ts []Translation) error {
-	if err := nft.Apply(translateTable(ifname, ts)); err != nil {
+	return applyTranslation(translateTable(ifname, ts))
+}
+
+// applyTranslation applies a translateTable script.
+func applyTranslation(script string) error {
+	if err := nft.Apply(script); err != nil {
 		return fmt.Errorf("nft (translation for overlapping peers): %w", err)
 	}
 	return nil

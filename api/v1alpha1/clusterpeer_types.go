@@ -151,8 +151,22 @@ func (s *ClusterPeerStatus) InForce() bool {
 // skipped.
 func (s *ClusterPeerStatus) Prefixes() []netip.Prefix {
 	var out []netip.Prefix
-	for _, m := range append(s.PodRanges(), s.ServiceRanges()...) {
+	for _, m := range s.Ranges() {
 		out = append(out, m.Local)
+	}
+	return out
+}
+
+// Ranges are the peer's pod and service ranges, each with how this cluster sees it.
+func (s *ClusterPeerStatus) Ranges() []RangeMap { return append(s.PodRanges(), s.ServiceRanges()...) }
+
+// AliasedRanges are the peer's ranges that have an alias here.
+func (s *ClusterPeerStatus) AliasedRanges() []RangeMap {
+	var out []RangeMap
+	for _, m := range s.Ranges() {
+		if m.Aliased() {
+			out = append(out, m)
+		}
 	}
 	return out
 }

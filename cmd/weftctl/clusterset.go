@@ -200,14 +200,8 @@ func writeMesh(w io.Writer, views []clusterView, now time.Time) (int, error) {
 			if p.Status.StaleSince != nil {
 				stale = age(now.Sub(p.Status.StaleSince.Time)) + " ago"
 			}
-			var aliases []string
-			for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
-				if m.Aliased() {
-					aliases = append(aliases, m.Remote.String()+" as "+m.Local.String())
-				}
-			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d answering\t%s\t%s\t%s\n", from.Context, to.Context,
-				health(p.Status.Conditions, p.Generation, p.Status.ObservedGeneration), up, total, sync, stale, orDash(strings.Join(aliases, ",")))
+				health(p.Status.Conditions, p.Generation, p.Status.ObservedGeneration), up, total, sync, stale, orDash(viewed(p.Status.AliasedRanges())))
 		}
 	}
 	return missing, tw.Flush()

@@ -255,14 +255,8 @@ func diagnosePeer(p *fabricv1.ClusterPeer, cn *fabricv1.ClusterNetwork, in diagn
 		add(false, "its state is current", "served from its last state since "+age(in.Now.Sub(p.Status.StaleSince.Time))+" ago (traffic still flows)",
 			peerFix(connected))
 	}
-	var aliased []string
-	for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
-		if m.Aliased() {
-			aliased = append(aliased, m.Remote.String()+" as "+m.Local.String())
-		}
-	}
-	if len(aliased) > 0 {
-		add(true, "its ranges overlap this cluster's or another peer's: seen at aliases", strings.Join(aliased, ", "), "")
+	if aliased := p.Status.AliasedRanges(); len(aliased) > 0 {
+		add(true, "its ranges overlap this cluster's or another peer's: seen at aliases", viewed(aliased), "")
 	}
 
 	// Tunnels: every live gateway of this cluster to every live gateway of the peer (a peer

@@ -34,7 +34,7 @@ const (
 // cannot be translated.
 func unseen(own *fabricv1.ClusterNetwork, p *fabricv1.ClusterPeer) []string {
 	var theirs []netip.Prefix
-	for _, m := range append(p.Status.PodRanges(), p.Status.ServiceRanges()...) {
+	for _, m := range p.Status.Ranges() {
 		theirs = append(theirs, m.Remote)
 	}
 	var out []string

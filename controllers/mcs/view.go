@@ -161,10 +161,6 @@ func withinRanges(eps []fabricv1.RecordEndpoints, ranges []fabricv1.RangeMap) (k
 	return kept, dropped
 }
 
-// acceptedRanges are a peer's pod ranges as its ClusterPeer's status says, each with how
-// this cluster sees it.
-func acceptedRanges(p *fabricv1.ClusterPeer) []fabricv1.RangeMap { return p.Status.PodRanges() }
-
 // Keys returns every Service some cluster exports, in namespace ns ("" for all).
 func (v *View) Keys(ctx context.Context, ns string) []mcs.Key {
 	self, _ := v.ClusterID(ctx)
@@ -232,7 +228,7 @@ func (v *View) SyncPeers(ctx context.Context) error {
 		}
 		wanted[p.Name] = true
 		// The ranges its endpoints must lie in; when they change, its imports are judged again.
-		ranges := acceptedRanges(p)
+		ranges := p.Status.PodRanges()
 		v.mu.Lock()
 		if v.ranges == nil {
 			v.ranges = map[string][]fabricv1.RangeMap{}
