@@ -381,6 +381,11 @@ func TestGatewaysFollowTheirLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(ctx, fg) })
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gw-1", Labels: map[string]string{fabricv1.LabelGateway: "true"}}}
+	if err := env.Client.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, node) })
 	fg.Status = fabricv1.FabricGatewayStatus{Endpoint: "172.30.1.11:51820", PublicKey: "pub-1", Tunnel: fabricv1.TunnelWireGuard}
 	if err := env.Client.Status().Update(ctx, fg); err != nil {
 		t.Fatal(err)
@@ -406,6 +411,25 @@ func TestGatewaysFollowTheirLeases(t *testing.T) {
 		return env.Client.Update(ctx, lease)
 	})
 	gateways(healthy(true))
+	t.Log("its node is taken out of the gateways and it stops: no longer listed (not a failure)")
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lease), lease); err != nil {
+			return err
+		}
+		lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-time.Minute)}
+		lease.Spec.LeaseDurationSeconds = ptr.To(int32(1))
+		return env.Client.Update(ctx, lease)
+	})
+	node.Labels = nil
+	if err := env.Client.Update(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	gateways(func(gws []fabricv1.GatewayStatus) error {
+		if len(gws) != 0 {
+			return fmt.Errorf("gateways %+v, want none: gw-1's node is no gateway any more", gws)
+		}
+		return nil
+	})
 	t.Log("its Lease is deleted: no longer listed")
 	if err := env.Client.Delete(ctx, lease); err != nil {
 		t.Fatal(err)

@@ -7,9 +7,11 @@ package gatewaystatus
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,6 +38,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=clusternetworks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=weft-system,resources=leases,verbs=get;list;watch
 // +kubebuilder:rbac:groups=fabric.weft.dev,resources=fabricgateways,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 
 // Reconcile publishes the gateways and comes back when the next healthy Lease would expire.
 // A renewal alone changes nothing in the status (see keepRenewTimes): gateways renew every
@@ -57,8 +60,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for i := range fgs.Items {
 		announced[fgs.Items[i].Name] = &fgs.Items[i]
 	}
+	nodes := &corev1.NodeList{}
+	if err := r.List(ctx, nodes); err != nil {
+		return ctrl.Result{}, err
+	}
+	labels := make(map[string]map[string]string, len(nodes.Items))
+	for _, n := range nodes.Items {
+		labels[n.Name] = n.Labels
+	}
 	before := cn.DeepCopy()
 	gws, next := gatewaysFromLeases(leases.Items, announced, time.Now())
+	gws = withoutRetired(gws, labels, cn.Spec.Gateways.NodeSelector)
 	cn.Status.Gateways = keepRenewTimes(cn.Status.Gateways, gws)
 	if err := patch.Status(ctx, r.Client, before, cn, func(c *fabricv1.ClusterNetwork) any { return c.Status.Gateways }); err != nil {
 		return ctrl.Result{}, err
@@ -68,8 +80,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // SetupWithManager registers the controller: the singleton ClusterNetwork when it appears,
 // gateway Leases that appear, go, or are renewed after they had expired (a Lease renewed in
-// time needs nothing: the requeue at its expiry checks it), and FabricGateways whose status
-// changes.
+// time needs nothing: the requeue at its expiry checks it), FabricGateways whose status
+// changes, and Nodes whose labels change or that go.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	singleton := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: fabricv1.ClusterNetworkName}}}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -86,6 +98,16 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			old, ok := e.ObjectOld.(*coordinationv1.Lease)
 			return !ok || leaseExpired(old, time.Now())
 		}})).
+		// A node taken out of the gateways (its stopped gateway is then dropped), or gone.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			return singleton
+		}), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels())
+			},
+			DeleteFunc: func(event.DeleteEvent) bool { return true },
+		})).
 		Watches(&fabricv1.FabricGateway{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 			return singleton
 		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {

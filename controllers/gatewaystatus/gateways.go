@@ -74,6 +74,31 @@ func leaseLeft(l *coordinationv1.Lease, now time.Time) time.Duration {
 
 func leaseExpired(l *coordinationv1.Lease, now time.Time) bool { return leaseLeft(l, now) <= 0 }
 
+// withoutRetired drops the gateways that stopped renewing their Lease and whose node is gone
+// or no longer selected for gateways (labels, the nodes' by name; selector, the
+// ClusterNetwork's spec.gateways.nodeSelector or its default): a node taken out of the
+// gateways is not a gateway that stopped. A stopped gateway on a node still selected stays,
+// not healthy: that one is a failure.
+func withoutRetired(gws []fabricv1.GatewayStatus, labels map[string]map[string]string, selector map[string]string) []fabricv1.GatewayStatus {
+	if len(selector) == 0 {
+		selector = map[string]string{fabricv1.LabelGateway: "true"}
+	}
+	var out []fabricv1.GatewayStatus
+	for _, g := range gws {
+		l, exists := labels[g.Node]
+		selected := exists
+		for k, v := range selector {
+			if l[k] != v {
+				selected = false
+			}
+		}
+		if g.Healthy || selected {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // keepRenewTimes gives the gateways in fresh whose entry differs from the published one
 // only by the renewal time the published renewal time: lastRenewTime is refreshed when an
 // entry changes for another reason (health, endpoint, keys, tunnels), not at every renewal.

@@ -1,6 +1,7 @@
 package gatewaystatus
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -108,5 +109,33 @@ func TestKeepRenewTimes(t *testing.T) {
 		if !got[i].LastRenewTime.Time.Equal(want.Time) {
 			t.Errorf("%s: lastRenewTime %v, want %v", got[i].Node, got[i].LastRenewTime.Time, want.Time)
 		}
+	}
+}
+
+func TestWithoutRetired(t *testing.T) {
+	gws := []fabricv1.GatewayStatus{
+		{Node: "up", Healthy: true},
+		{Node: "stopped"},                          // still a gateway node: a failure, kept
+		{Node: "unlabelled"},                       // taken out of the gateways: dropped
+		{Node: "unlabelled-but-up", Healthy: true}, // still renewing: kept until it stops
+		{Node: "gone"},                             // node deleted: dropped
+	}
+	labels := map[string]map[string]string{
+		"up": {fabricv1.LabelGateway: "true"}, "stopped": {fabricv1.LabelGateway: "true"},
+		"unlabelled": {}, "unlabelled-but-up": {},
+	}
+	var got []string
+	for _, g := range withoutRetired(gws, labels, nil) {
+		got = append(got, g.Node)
+	}
+	if want := "[up stopped unlabelled-but-up]"; fmt.Sprint(got) != want {
+		t.Errorf("kept %v, want %s", got, want)
+	}
+	got = nil
+	for _, g := range withoutRetired(gws, map[string]map[string]string{"stopped": {"edge": "yes"}}, map[string]string{"edge": "yes"}) {
+		got = append(got, g.Node)
+	}
+	if want := "[up stopped unlabelled-but-up]"; fmt.Sprint(got) != want {
+		t.Errorf("with spec.gateways.nodeSelector: kept %v, want %s", got, want)
 	}
 }
