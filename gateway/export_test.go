@@ -1,5 +1,7 @@
 package gateway
 
+import "net/netip"
+
 // PrepareKernel is prepareKernel (tunnel filter tests).
 var PrepareKernel = prepareKernel
 
@@ -11,3 +13,16 @@ var SetPeerGateways = setPeerGateways
 
 // SetTranslation is setTranslation (translation tests).
 var SetTranslation = setTranslation
+
+// Answers is whether a gateway, ready or not, with these peer gateways answers a health
+// probe from the address.
+func Answers(ready bool, peerGateways []netip.Addr, from netip.Addr) bool {
+	g := &gw{}
+	g.ready.Store(ready)
+	m := map[netip.Addr]bool{}
+	for _, a := range peerGateways {
+		m[a] = true
+	}
+	g.peerGateways.Store(&m)
+	return g.answers(from)
+}

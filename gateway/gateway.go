@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -151,13 +152,24 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error(err, "not serving metrics") // the tunnels do not wait for them
 		}
 	}
+	// Agents and peer gateways probe this gateway's health port to know within a few
+	// hundred milliseconds that it is gone, and to send to it again once it is back. Peer
+	// gateways are answered at once (their probes are how both ends learn that a tunnel
+	// carries traffic); this cluster's agents only while a tunnel of this gateway carries
+	// traffic to a peer, or while there is none to carry: a restarted gateway takes no flow
+	// it would drop, and one whose every tunnel failed gives its flows to the others.
+	probes, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", health.DefaultPort))
+	if err != nil {
+		return fmt.Errorf("health responder: %w", err)
+	}
+	go func() { _ = health.Respond(ctx, probes, g.answers) }()
 	log.Info("gateway up", "tunnel", g.tun.Mode(), "endpoint", g.endpoint, "publicKey", g.tun.PublicKey())
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	switchKey := time.NewTimer(time.Hour)
 	defer switchKey.Stop()
 	reread := true
-	started, responding := time.Now(), false
+	started, wasReady := time.Now(), false
 	// The Lease and the FabricGateway are written from a goroutine of their own: this
 	// loop, which fails over, never waits for the API server (stopped, it would hold a
 	// write for as long as it stays stopped).
@@ -171,21 +183,12 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := g.sync(ctx, reread); err != nil && ctx.Err() == nil {
 			log.Error(err, "sync")
 		}
-		// Agents and peer gateways probe this gateway's health port to know within a few
-		// hundred milliseconds that it is gone, and to send to it again once it is back: it
-		// answers only once its tunnel carries traffic to a peer (or after readyWithin), so
-		// that a restarted gateway takes no flow it would drop.
 		g.mu.Lock()
-		ready, at := g.ready, g.nextKeySwitch(time.Now())
+		at := g.nextKeySwitch(time.Now())
 		g.mu.Unlock()
-		if !responding && (ready || time.Since(started) > readyWithin) {
-			probes, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", health.DefaultPort))
-			if err != nil {
-				return fmt.Errorf("health responder: %w", err)
-			}
-			go func() { _ = health.Respond(ctx, probes) }()
-			responding = true
-			log.Info("answering health probes", "after", time.Since(started).Round(time.Millisecond))
+		if ready := g.ready.Load(); ready != wasReady {
+			log.Info("answering this cluster's health probes", "answering", ready, "since start", time.Since(started).Round(time.Millisecond))
+			wasReady = ready
 		}
 		if !at.IsZero() {
 			switchKey.Reset(time.Until(at))
@@ -213,9 +216,6 @@ const PeerKeyLead = 200 * time.Millisecond
 
 // ReassertEvery is how often a gateway applies its unchanged tunnel peers again.
 const ReassertEvery = 5 * time.Second
-
-// readyWithin bounds how long a gateway with no active tunnel keeps silent to health probes.
-const readyWithin = 3 * time.Second
 
 // Key rotations: a request's time closer than minKeyLead (or past: the gateway was down when
 // it came) is moved to lateKeyLead from now, so that the peers learn the next key first.
@@ -330,7 +330,21 @@ type gw struct {
 	health    map[netip.Addr]bool           // peer gateways answering, as last recorded (events)
 	// translated is the translation table last applied (translate.go); "" none since start.
 	translated string
-	ready      bool // the tunnel carried a peer (or there is none to carry)
+	// ready: a tunnel carries traffic to a peer gateway, or there is none to carry; then
+	// this cluster's agents' health probes are answered. peerGateways are the addresses of
+	// the peer gateways, whose probes are always answered. Both are read by the responder.
+	ready        atomic.Bool
+	peerGateways atomic.Pointer[map[netip.Addr]bool]
+}
+
+// answers says whether a health probe from the address is answered: always a peer
+// gateway's, this cluster's agents' only while the gateway is ready.
+func (g *gw) answers(from netip.Addr) bool {
+	if g.ready.Load() {
+		return true
+	}
+	peers := g.peerGateways.Load()
+	return peers != nil && (*peers)[from]
 }
 
 // tunnelsEvery is how often the gateway reads its tunnels' state (handshakes) for its report.
@@ -738,12 +752,12 @@ func (g *gw) statusToReport(ctx context.Context) (*fabricv1.FabricGateway, fabri
 			st.StandbyTunnels++
 		}
 	}
-	if g.ready {
+	if g.ready.Load() {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fabricv1.ConditionReady, Status: metav1.ConditionTrue,
 			Reason: "TunnelUp", Message: fmt.Sprintf("the %s tunnel carries traffic to %d peer gateways", g.tunType, len(g.applied))})
 	} else {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: fabricv1.ConditionReady, Status: metav1.ConditionFalse,
-			Reason: "Starting", Message: "no tunnel to a peer gateway carries traffic yet"})
+			Reason: "NoActiveTunnel", Message: "no tunnel to a peer gateway carries traffic: this cluster's nodes send through the other gateways"})
 	}
 	return fg, st, rotateErr, nil
 }
@@ -768,6 +782,11 @@ func (g *gw) syncPeers(ctx context.Context) error {
 		}
 	}
 	g.prober.SetTargets(targets)
+	peerGateways := make(map[netip.Addr]bool, len(senders))
+	for _, a := range senders {
+		peerGateways[a] = true
+	}
+	g.peerGateways.Store(&peerGateways)
 	if err := g.allowSenders(senders); err != nil {
 		return err
 	}
@@ -783,9 +802,9 @@ func (g *gw) syncPeers(ctx context.Context) error {
 			active++
 		}
 	}
-	if len(want) == 0 {
-		g.ready = true
-	}
+	// Ready follows the tunnels: with none active to a peer that has candidates, this
+	// cluster's agents send elsewhere (Standby peers carry nothing).
+	g.ready.Store(Ready(want))
 	same := reflect.DeepEqual(want, g.applied)
 	if same && time.Since(g.appliedAt) < ReassertEvery {
 		return nil
@@ -799,11 +818,22 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	if same {
 		return nil
 	}
-	g.ready = g.ready || active > 0 || len(want) == 0
 	g.log.Info("tunnel peers", "peers", len(want), "active", active)
 	g.applied = want
 	g.tunnelsAt = time.Time{} // report the change with the next renewal
 	return nil
+}
+
+// Ready says whether a gateway with these tunnel peers can carry its cluster's traffic: one
+// of them is active, or there is none (nothing to carry, or only peers without a candidate
+// gateway: their traffic has nowhere to go from any gateway).
+func Ready(peers []tunnel.Peer) bool {
+	for _, p := range peers {
+		if !p.Standby {
+			return true
+		}
+	}
+	return len(peers) == 0
 }
 
 // allowSenders lets the peers' gateways, and only them, reach an unauthenticated tunnel's

@@ -222,3 +222,28 @@ func TestKeySwitchGrace(t *testing.T) {
 		t.Errorf("a silent gateway without a key switch was kept: %v", got)
 	}
 }
+
+// A gateway answers its cluster's agents only while one of its tunnels is active (or it has
+// none to carry); peer gateways always, since their probes through the tunnel are how a
+// tunnel comes to be active on both ends.
+func TestReadiness(t *testing.T) {
+	active, standby := tunnel.Peer{Name: "west/w1"}, tunnel.Peer{Name: "west/w2", Standby: true}
+	for _, c := range []struct {
+		peers []tunnel.Peer
+		want  bool
+	}{{nil, true}, {[]tunnel.Peer{standby}, false}, {[]tunnel.Peer{standby, active}, true}} {
+		if got := gateway.Ready(c.peers); got != c.want {
+			t.Errorf("Ready(%v) = %v, want %v", c.peers, got, c.want)
+		}
+	}
+	peerGW, agent := netip.MustParseAddr("172.30.2.11"), netip.MustParseAddr("172.30.1.12")
+	for _, c := range []struct {
+		ready bool
+		from  netip.Addr
+		want  bool
+	}{{false, peerGW, true}, {false, agent, false}, {true, agent, true}, {true, peerGW, true}} {
+		if got := gateway.Answers(c.ready, []netip.Addr{peerGW}, c.from); got != c.want {
+			t.Errorf("ready=%v: a probe from %s answered %v, want %v", c.ready, c.from, got, c.want)
+		}
+	}
+}

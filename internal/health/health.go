@@ -59,8 +59,11 @@ func decode(b []byte) (kind byte, seq uint64, sent int64, ok bool) {
 
 // Respond echoes every probe received on conn until ctx ends or conn fails. A probe that
 // came through a tunnel device (sent to a Via target) is answered through the same device,
-// from the address it was sent to; conn must then be an IPv4 UDP socket.
-func Respond(ctx context.Context, conn net.PacketConn) error {
+// from the address it was sent to; conn must then be an IPv4 UDP socket. With answer set,
+// only the probes from the addresses it accepts, when they come, are answered (nil: all):
+// a gateway answers its peer gateways at once but its own cluster's agents only while it
+// can carry their traffic.
+func Respond(ctx context.Context, conn net.PacketConn, answer func(from netip.Addr) bool) error {
 	go func() { <-ctx.Done(); _ = conn.Close() }()
 	pc := ipv4.NewPacketConn(conn)
 	// Without control messages (not IPv4) probes through tunnels are answered by the route.
@@ -77,6 +80,11 @@ func Respond(ctx context.Context, conn net.PacketConn) error {
 		kind, seq, sent, ok := decode(buf[:n])
 		if !ok || (kind != kindReq && kind != kindReqVia) {
 			continue
+		}
+		if answer != nil {
+			if ua, ok := from.(*net.UDPAddr); !ok || !answer(ua.AddrPort().Addr().Unmap()) {
+				continue
+			}
 		}
 		var out *ipv4.ControlMessage
 		if kind == kindReqVia && cm != nil && cm.IfIndex != 0 {

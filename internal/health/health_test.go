@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func (x *pair) startResponder(tb testing.TB) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = health.Respond(ctx, conn); close(done) }()
+	go func() { _ = health.Respond(ctx, conn, nil); close(done) }()
 	x.stopResponder = func() { cancel(); <-done }
 	tb.Cleanup(x.stopResponder)
 }
@@ -125,7 +126,7 @@ func TestResponderIgnoresGarbage(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = health.Respond(ctx, server) }()
+	go func() { _ = health.Respond(ctx, server, nil) }()
 	client, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +150,48 @@ func TestResponderIgnoresGarbage(t *testing.T) {
 	}
 	if st := p.Status(); len(st) != 1 || !st[0].Up {
 		t.Errorf("status %+v: the responder did not answer real probes", st)
+	}
+}
+
+// A responder with a filter answers only the probes from addresses it accepts, as it
+// accepts them now: a gateway answers its peer gateways at once and its own cluster's
+// agents only once it can carry their traffic.
+func TestResponderAnswersOnlyWhomItAccepts(t *testing.T) {
+	server, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agentsToo atomic.Bool
+	peer, agent := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = health.Respond(ctx, server, func(from netip.Addr) bool { return from == peer || agentsToo.Load() })
+	}()
+	answered := func(from netip.Addr) bool {
+		t.Helper()
+		conn, err := net.ListenPacket("udp4", netip.AddrPortFrom(from, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := health.NewProber(conn, health.Options{Interval: 20 * time.Millisecond})
+		p.SetTargets([]health.Target{{Addr: server.LocalAddr().(*net.UDPAddr).AddrPort()}})
+		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer pcancel()
+		if err := p.Run(pctx); err != nil {
+			t.Fatal(err)
+		}
+		return p.Answering()[server.LocalAddr().(*net.UDPAddr).AddrPort().Addr()]
+	}
+	if !answered(peer) {
+		t.Error("a probe from an accepted address went unanswered")
+	}
+	if answered(agent) {
+		t.Error("a probe from an address the filter refuses was answered")
+	}
+	agentsToo.Store(true)
+	if !answered(agent) {
+		t.Error("once the filter accepts the address, its probes still go unanswered")
 	}
 }
 

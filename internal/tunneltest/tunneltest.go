@@ -92,7 +92,7 @@ func helper(driver string, register func(*tunnel.Registry) error, cfgJSON string
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = health.Respond(ctx, rconn) }()
+	go func() { _ = health.Respond(ctx, rconn, nil) }()
 	if err := enc.Encode(Reply{PublicKey: t.PublicKey(), Mode: t.Mode()}); err != nil {
 		return err
 	}
