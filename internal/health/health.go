@@ -171,10 +171,12 @@ type Prober struct {
 	// that is missing or comes back with another index is followed.
 	ifIndex func(name string) (int, error)
 
-	mu      sync.Mutex
-	targets map[Target]*target
-	start   time.Time
-	events  chan Status // changes, queued in order under mu
+	mu        sync.Mutex
+	lastRound time.Time // when sendAll last ran
+	resumed   time.Time // when it ran after a stall
+	targets   map[Target]*target
+	start     time.Time
+	events    chan Status // changes, queued in order under mu
 }
 
 // NewProber probes from conn (bound where probes must leave from).
@@ -317,6 +319,15 @@ func (p *Prober) sendAll() {
 	defer p.mu.Unlock()
 	now := time.Now()
 	silence := time.Duration(p.opts.FailAfter) * p.opts.Interval
+	// A round that comes two intervals late follows a stall of the prober itself (its
+	// process starved of CPU, stopped, paused): it sent nothing meanwhile, and the answers
+	// it got may still wait in its socket. Its silence is its own, not its targets': for an
+	// interval the rounds only send, then they decide again.
+	if !p.lastRound.IsZero() && now.Sub(p.lastRound) > 2*p.opts.Interval {
+		p.resumed = now
+	}
+	p.lastRound = now
+	stalled := now.Sub(p.resumed) < p.opts.Interval
 	for tg, t := range p.targets {
 		nonce := rand.Uint64() | 1 // (never 0: an empty slot)
 		t.nonces[t.next] = nonce
@@ -332,7 +343,7 @@ func (p *Prober) sendAll() {
 			_, _ = p.pc.WriteTo(encode(kindReqVia, nonce, p.now()), &ipv4.ControlMessage{IfIndex: index, Src: p.src}, to)
 		}
 		switch {
-		case t.Up && now.Sub(t.LastReply) > silence:
+		case t.Up && !stalled && now.Sub(t.LastReply) > silence:
 			t.Up, t.streak = false, 0
 			p.events <- t.Status
 		case !t.Up && now.Sub(t.LastReply) > p.opts.Interval*3/2:

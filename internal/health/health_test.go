@@ -119,6 +119,27 @@ func TestProberSeesDeathAndReturn(t *testing.T) {
 	}
 }
 
+// A prober that did not run for a while (its process starved of CPU or stopped) does not
+// take its own stall for its targets' death: it decides on the probes it sent.
+func TestAStalledProberKeepsItsTargetsUp(t *testing.T) {
+	netnstest.RequireRoot(t)
+	x := newPair(t)
+	x.wait(t, true, 5*time.Second)
+	for i := 0; i < 5; i++ {
+		x.p.Stall(time.Second) // five times the silence that makes a target down
+		select {
+		case e := <-x.events:
+			t.Fatalf("stall %d: %s went up=%v, though it answered all along", i+1, e.target, e.up)
+		case <-time.After(400 * time.Millisecond):
+		}
+	}
+	t.Log("a target that dies during a stall is still found dead after it")
+	go x.p.Stall(time.Second)
+	time.Sleep(10 * time.Millisecond)
+	x.stopResponder()
+	x.wait(t, false, 5*time.Second)
+}
+
 func TestResponderIgnoresGarbage(t *testing.T) {
 	server, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
