@@ -113,7 +113,18 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error(err, "ClusterPeer cache stopped")
 		}
 	}()
-	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// A gateway that kept what it last read starts from it when the API server does not
+	// answer soon (LastKnown); one that has nothing waits for it longer, then exits.
+	known, err := LoadLastKnown(cfg.StateDir)
+	if err != nil {
+		log.Error(err, "the state last read is unusable: starting from the API server")
+	}
+	g := &gw{cfg: cfg, c: c, peersFrom: peersCache, log: log, health: map[netip.Addr]bool{}, known: known}
+	wait := 30 * time.Second
+	if known != nil {
+		wait = startTimeout
+	}
+	syncCtx, cancel := context.WithTimeout(ctx, wait)
 	_, err = peersCache.GetInformer(syncCtx, &fabricv1.ClusterPeer{})
 	if err == nil {
 		_, err = peersCache.GetInformer(syncCtx, &fabricv1.FabricGateway{})
@@ -122,10 +133,24 @@ func Run(ctx context.Context, cfg Config) error {
 		err = syncCtx.Err()
 	}
 	cancel()
-	if err != nil {
+	switch {
+	case err == nil:
+		g.synced.Store(true)
+	case known == nil:
 		return fmt.Errorf("watching ClusterPeers: %w", err)
+	default:
+		log.Info("the API server does not answer: the ClusterPeers last read, kept on the node, are used until it does",
+			"reason", err.Error(), "peers", len(known.Peers), "savedAt", known.SavedAt)
+		g.peers, g.read = known.Peers, true
+		go func() {
+			_, _ = peersCache.GetInformer(ctx, &fabricv1.ClusterPeer{})
+			_, _ = peersCache.GetInformer(ctx, &fabricv1.FabricGateway{})
+			if peersCache.WaitForCacheSync(ctx) {
+				g.synced.Store(true)
+				log.Info("the API server answers again: reading the ClusterPeers from it")
+			}
+		}()
 	}
-	g := &gw{cfg: cfg, c: c, peersFrom: peersCache, log: log, health: map[netip.Addr]bool{}}
 	if err := g.start(ctx); err != nil {
 		return err
 	}
@@ -335,6 +360,30 @@ type gw struct {
 	// the peer gateways, whose probes are always answered. Both are read by the responder.
 	ready        atomic.Bool
 	peerGateways atomic.Pointer[map[netip.Addr]bool]
+	// known is the state last read, kept on the node (nil: none yet); synced says the
+	// ClusterPeer cache has synced (until then the peers come from known); keptPeers is
+	// peersVersion of the peers kept.
+	known     *LastKnown
+	synced    atomic.Bool
+	keptPeers string
+}
+
+// keepPeers keeps the peers last read on the node when they changed (with the rest of the
+// state read at start).
+func (g *gw) keepPeers() {
+	if g.known == nil {
+		return
+	}
+	v := peersVersion(g.peers)
+	if v == g.keptPeers {
+		return
+	}
+	g.known.Peers = g.peers
+	if err := g.known.Save(g.cfg.StateDir); err != nil {
+		g.log.Error(err, "keeping the ClusterPeers read on the node")
+		return
+	}
+	g.keptPeers = v
 }
 
 // answers says whether a health probe from the address is answered: always a peer
@@ -366,14 +415,47 @@ func (g *gw) start(ctx context.Context) error {
 	}
 }
 
+// tryStart reads what the tunnel needs from the API server — or, when it does not answer
+// within startTimeout, from the state last read — and brings the tunnel up.
 func (g *gw) tryStart(ctx context.Context) error {
+	var k LastKnown
+	var err error
+	if g.known != nil && !g.synced.Load() {
+		err = errors.New("the API server did not answer the ClusterPeer watch")
+	} else {
+		k, err = g.readStart(ctx)
+	}
+	switch {
+	case err == nil:
+		k.Peers = nil
+		if g.known != nil {
+			k.Peers = g.known.Peers
+		}
+		if err := k.Save(g.cfg.StateDir); err != nil {
+			g.log.Error(err, "keeping the state read on the node")
+		}
+		g.known = &k
+	case g.known != nil:
+		g.log.Info("starting from the state last read, kept on the node", "reason", err.Error(), "savedAt", g.known.SavedAt)
+		k = *g.known
+	default:
+		return err
+	}
+	return g.bringUp(ctx, &k.ClusterNetwork, k.NodeIP, k.NodeUID)
+}
+
+// readStart reads the ClusterNetwork and the node's address from the API server, within
+// startTimeout.
+func (g *gw) readStart(ctx context.Context) (LastKnown, error) {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
 	cn := &fabricv1.ClusterNetwork{}
 	if err := g.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
-		return fmt.Errorf("the ClusterNetwork: %w", err)
+		return LastKnown{}, fmt.Errorf("the ClusterNetwork: %w", err)
 	}
 	node := &corev1.Node{}
 	if err := g.c.Get(ctx, client.ObjectKey{Name: g.cfg.NodeName}, node); err != nil {
-		return fmt.Errorf("node %s: %w", g.cfg.NodeName, err)
+		return LastKnown{}, fmt.Errorf("node %s: %w", g.cfg.NodeName, err)
 	}
 	var ip netip.Addr
 	for _, a := range node.Status.Addresses {
@@ -382,8 +464,13 @@ func (g *gw) tryStart(ctx context.Context) error {
 		}
 	}
 	if !ip.IsValid() {
-		return fmt.Errorf("node %s has no InternalIP", g.cfg.NodeName)
+		return LastKnown{}, fmt.Errorf("node %s has no InternalIP", g.cfg.NodeName)
 	}
+	return LastKnown{ClusterNetwork: keptNetwork(cn), NodeIP: ip, NodeUID: node.UID}, nil
+}
+
+// bringUp brings the tunnel up for the ClusterNetwork on the node's address.
+func (g *gw) bringUp(ctx context.Context, cn *fabricv1.ClusterNetwork, ip netip.Addr, nodeUID types.UID) error {
 	g.tunType = cn.Spec.Gateways.Tunnel
 	if g.tunType == "" {
 		g.tunType = fabricv1.TunnelWireGuard
@@ -433,7 +520,7 @@ func (g *gw) tryStart(ctx context.Context) error {
 		_ = tun.Close()
 		return err
 	}
-	g.tun, g.endpoint, g.self, g.nodeUID = tun, netip.AddrPortFrom(ip, uint16(port)), self, node.UID
+	g.tun, g.endpoint, g.self, g.nodeUID = tun, netip.AddrPortFrom(ip, uint16(port)), self, nodeUID
 	g.encapPort, g.encapPeers = encapPort, nil
 	return nil
 }
@@ -597,7 +684,9 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 	if err := g.commitKey(ctx, time.Now()); err != nil {
 		errs = append(errs, fmt.Errorf("key rotation: %w", err))
 	}
-	if reread || !g.read {
+	// Until the cache has synced (a gateway started from the state it kept, the API server
+	// away), the peers last read stay.
+	if (reread || !g.read) && g.synced.Load() {
 		peers := &fabricv1.ClusterPeerList{}
 		// The cache's first read waits for its watch: not past the next round.
 		lctx, cancel := context.WithTimeout(ctx, g.cfg.Interval)
@@ -606,6 +695,7 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 			errs = append(errs, err)
 		} else {
 			g.peers, g.read = peers.Items, true
+			g.keepPeers()
 		}
 	}
 	if g.read {

@@ -315,6 +315,24 @@ func Failover(t *testing.T, in FailoverInput) {
 				victims = append(victims, victim)
 				time.Sleep(5 * time.Second)
 			}
+			// in.From's gateway, restarted by its node while the API server is away, starts
+			// from the state it kept on the node: before the API server is back its tunnels
+			// to in.To's gateways carry traffic again (its metrics, served on the node, say so).
+			restarted := victims[len(victims)-1]
+			Eventually(t, time.Until(start.Add(55*time.Second)), func() error {
+				body, err := gatewayMetrics(l, restarted)
+				if err != nil {
+					return err
+				}
+				for _, peer := range gatewayNodes(in.To) {
+					if !strings.Contains(body, `weft_gateway_peer_up{gateway="`+peer+`",peer="`+in.To+`"} 1`) {
+						return fmt.Errorf("%s, restarted while %s's API server is stopped, does not reach %s/%s yet", restarted, in.From, in.To, peer)
+					}
+				}
+				return nil
+			})
+			t.Logf("%s, restarted while %s's API server was stopped, reached every gateway of %s %v after the stop",
+				restarted, in.From, in.To, time.Since(start).Round(time.Second))
 			time.Sleep(time.Until(start.Add(time.Minute)))
 			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 				t.Fatal(err)

@@ -1,0 +1,101 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+)
+
+// LastKnown is what a gateway last read from its cluster's API server, kept on its node
+// (StateDir/last-known.json) so that a gateway restarted while that API server cannot be
+// read — stopped, restarting, partitioned — starts from it instead of waiting: the
+// ClusterNetwork's spec (tunnel driver and port, ranges, datapath), the node's address and
+// UID, and the ClusterPeers. It is used only until the API server answers; stale peer
+// gateways in it cost nothing, since only those that answer health probes through their
+// tunnel carry traffic.
+type LastKnown struct {
+	ClusterNetwork fabricv1.ClusterNetwork `json:"clusterNetwork"`
+	NodeIP         netip.Addr              `json:"nodeIP"`
+	NodeUID        types.UID               `json:"nodeUID"`
+	Peers          []fabricv1.ClusterPeer  `json:"peers,omitempty"`
+	SavedAt        time.Time               `json:"savedAt"`
+}
+
+// lastKnownFile is the file in the state directory.
+const lastKnownFile = "last-known.json"
+
+// startTimeout bounds how long a starting gateway waits for its cluster's API server
+// before it starts from the state it last read (when it has one).
+const startTimeout = 5 * time.Second
+
+// LoadLastKnown reads the state kept in dir; nil (and no error) when there is none.
+func LoadLastKnown(dir string) (*LastKnown, error) {
+	b, err := os.ReadFile(filepath.Join(dir, lastKnownFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var k LastKnown
+	if err := json.Unmarshal(b, &k); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, lastKnownFile), err)
+	}
+	if !k.NodeIP.IsValid() || k.ClusterNetwork.UID == "" {
+		return nil, fmt.Errorf("%s: no node address or ClusterNetwork", filepath.Join(dir, lastKnownFile))
+	}
+	return &k, nil
+}
+
+// Save writes the state to dir in one step (a crash leaves the old file or the new one).
+func (k *LastKnown) Save(dir string) error {
+	k.SavedAt = time.Now().UTC().Truncate(time.Second)
+	b, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, lastKnownFile+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), filepath.Join(dir, lastKnownFile))
+}
+
+// keptNetwork is the part of a ClusterNetwork kept: what a gateway starts from.
+func keptNetwork(cn *fabricv1.ClusterNetwork) fabricv1.ClusterNetwork {
+	return fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: cn.Name, UID: cn.UID}, Spec: *cn.Spec.DeepCopy()}
+}
+
+// peersVersion names a read of the ClusterPeers by their names and resource versions: the
+// kept peers are written again only when it changes.
+func peersVersion(peers []fabricv1.ClusterPeer) string {
+	v := make([]string, 0, len(peers))
+	for _, p := range peers {
+		v = append(v, p.Name+"@"+p.ResourceVersion)
+	}
+	sort.Strings(v)
+	return strings.Join(v, ",")
+}
