@@ -26,3 +26,6 @@ func Answers(ready bool, peerGateways []netip.Addr, from netip.Addr) bool {
 	g.peerGateways.Store(&m)
 	return g.answers(from)
 }
+
+// StaticMapper is staticMapper (the gateway's clients without discovery).
+var StaticMapper = staticMapper

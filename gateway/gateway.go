@@ -96,13 +96,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := errors.Join(clientgoscheme.AddToScheme(scheme), fabricv1.AddToScheme(scheme)); err != nil {
 		return err
 	}
-	c, err := client.New(restCfg, client.Options{Scheme: scheme})
+	// The kinds the gateway reads and writes are mapped here, not discovered: a gateway that
+	// starts while the API server does not answer must not need it to build its clients.
+	mapper := staticMapper()
+	c, err := client.New(restCfg, client.Options{Scheme: scheme, Mapper: mapper})
 	if err != nil {
 		return err
 	}
 	// ClusterPeers, and the gateway's own FabricGateway (a key rotation request), come from
 	// a watch: the gateway reads them every Interval.
-	peersCache, err := crcache.New(restCfg, crcache.Options{Scheme: scheme, DefaultTransform: crcache.TransformStripManagedFields(),
+	peersCache, err := crcache.New(restCfg, crcache.Options{Scheme: scheme, Mapper: mapper, DefaultTransform: crcache.TransformStripManagedFields(),
 		ByObject: map[client.Object]crcache.ByObject{&fabricv1.ClusterPeer{}: {},
 			&fabricv1.FabricGateway{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.NodeName)}}})
 	if err != nil {

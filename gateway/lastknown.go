@@ -12,7 +12,11 @@ import (
 	"strings"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -82,6 +86,27 @@ func (k *LastKnown) Save(dir string) error {
 		return err
 	}
 	return os.Rename(f.Name(), filepath.Join(dir, lastKnownFile))
+}
+
+// staticMapper maps the kinds the gateway reads and writes to their resources and scopes,
+// without asking the API server (discovery would fail while it is away).
+func staticMapper() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper(nil)
+	for _, k := range []struct {
+		gvk      schema.GroupVersionKind
+		resource string
+		scope    meta.RESTScope
+	}{
+		{fabricv1.GroupVersion.WithKind("ClusterNetwork"), "clusternetworks", meta.RESTScopeRoot},
+		{fabricv1.GroupVersion.WithKind("ClusterPeer"), "clusterpeers", meta.RESTScopeRoot},
+		{fabricv1.GroupVersion.WithKind("FabricGateway"), "fabricgateways", meta.RESTScopeRoot},
+		{corev1.SchemeGroupVersion.WithKind("Node"), "nodes", meta.RESTScopeRoot},
+		{coordinationv1.SchemeGroupVersion.WithKind("Lease"), "leases", meta.RESTScopeNamespace},
+	} {
+		gv := k.gvk.GroupVersion()
+		m.AddSpecific(k.gvk, gv.WithResource(k.resource), gv.WithResource(strings.ToLower(k.gvk.Kind)), k.scope)
+	}
+	return m
 }
 
 // keptNetwork is the part of a ClusterNetwork kept: what a gateway starts from.

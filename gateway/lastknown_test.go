@@ -1,10 +1,23 @@
 package gateway_test
 
 import (
+	"errors"
 	"net/netip"
+	"time"
+
 	"os"
 	"path/filepath"
 	"testing"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -44,5 +57,35 @@ func TestLastKnownIsKept(t *testing.T) {
 	}
 	if k, err := gateway.LoadLastKnown(dir); k != nil || err == nil {
 		t.Errorf("a damaged file: got %+v, %v; want an error", k, err)
+	}
+}
+
+// The gateway's clients are built without the API server: its kinds are mapped statically,
+// to the resources the API server serves them as.
+func TestClientsNeedNoAPIServer(t *testing.T) {
+	m := gateway.StaticMapper()
+	for kind, want := range map[schema.GroupVersionKind]string{
+		fabricv1.GroupVersion.WithKind("ClusterNetwork"):    "clusternetworks",
+		fabricv1.GroupVersion.WithKind("ClusterPeer"):       "clusterpeers",
+		fabricv1.GroupVersion.WithKind("FabricGateway"):     "fabricgateways",
+		corev1.SchemeGroupVersion.WithKind("Node"):          "nodes",
+		coordinationv1.SchemeGroupVersion.WithKind("Lease"): "leases",
+	} {
+		got, err := m.RESTMapping(kind.GroupKind(), kind.Version)
+		if err != nil || got.Resource.Resource != want {
+			t.Errorf("%s: %v, %v; want resource %s", kind, got, err, want)
+		}
+	}
+	scheme := runtime.NewScheme()
+	if err := errors.Join(clientgoscheme.AddToScheme(scheme), fabricv1.AddToScheme(scheme)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second} // nothing listens there
+	if _, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: m}); err != nil {
+		t.Errorf("client: %v", err)
+	}
+	if _, err := crcache.New(cfg, crcache.Options{Scheme: scheme, Mapper: m, ByObject: map[client.Object]crcache.ByObject{
+		&fabricv1.ClusterPeer{}: {}, &fabricv1.FabricGateway{}: {Field: fields.OneTermEqualSelector("metadata.name", "n1")}}}); err != nil {
+		t.Errorf("cache: %v", err)
 	}
 }
