@@ -9,3 +9,11 @@ func (p *Prober) Stall(d time.Duration) {
 	time.Sleep(d)
 	p.mu.Unlock()
 }
+
+// PauseReceiver keeps the prober from reading answers for d while it goes on probing, as a
+// receiver that lags under load: answers meanwhile wait in its socket.
+func (p *Prober) PauseReceiver(d time.Duration) {
+	p.recvMu.Lock()
+	time.Sleep(d)
+	p.recvMu.Unlock()
+}

@@ -170,13 +170,19 @@ type Prober struct {
 	// ifIndex finds a Via device at every probe, in conn's network namespace: a device
 	// that is missing or comes back with another index is followed.
 	ifIndex func(name string) (int, error)
+	// pending says whether answers wait in conn's socket, unread.
+	pending func() bool
+	// recvMu is held while the receiver handles an answer (tests pause it with it).
+	recvMu sync.Mutex
 
 	mu        sync.Mutex
 	lastRound time.Time // when sendAll last ran
 	resumed   time.Time // when it ran after a stall
-	targets   map[Target]*target
-	start     time.Time
-	events    chan Status // changes, queued in order under mu
+	// backlogSince is when answers were first found waiting unread (zero: none now).
+	backlogSince time.Time
+	targets      map[Target]*target
+	start        time.Time
+	events       chan Status // changes, queued in order under mu
 }
 
 // NewProber probes from conn (bound where probes must leave from).
@@ -198,7 +204,25 @@ func NewProber(conn net.PacketConn, opts Options) *Prober {
 		src = a.IP // a control message's source would replace the bound one
 	}
 	return &Prober{opts: opts, conn: conn, pc: pc, src: src, targets: map[Target]*target{}, start: time.Now(),
-		events: make(chan Status, 1024), ifIndex: socketIfIndex(conn)}
+		events: make(chan Status, 1024), ifIndex: socketIfIndex(conn), pending: socketPending(conn)}
+}
+
+// socketPending says whether a datagram waits in conn's socket, unread (SIOCINQ): answers
+// the receiver has not got to yet.
+func socketPending(conn net.PacketConn) func() bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return func() bool { return false }
+	}
+	raw, err := sc.SyscallConn()
+	return func() bool {
+		if err != nil {
+			return false
+		}
+		n := 0
+		_ = raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return n > 0
+	}
 }
 
 // socketIfIndex finds a device's index by an ioctl on conn's socket, so in conn's network
@@ -327,7 +351,16 @@ func (p *Prober) sendAll() {
 		p.resumed = now
 	}
 	p.lastRound = now
-	stalled := now.Sub(p.resumed) < p.opts.Interval
+	// Answers waiting in the socket, unread, are the receiver's delay, not the targets'
+	// silence: no decision until it has read them — for at most twice the silence that
+	// makes a target down (a flood of datagrams must not keep a dead target up).
+	if !p.pending() {
+		p.backlogSince = time.Time{}
+	} else if p.backlogSince.IsZero() {
+		p.backlogSince = now
+	}
+	backlog := !p.backlogSince.IsZero() && now.Sub(p.backlogSince) < 2*silence
+	stalled := now.Sub(p.resumed) < p.opts.Interval || backlog
 	for tg, t := range p.targets {
 		nonce := rand.Uint64() | 1 // (never 0: an empty slot)
 		t.nonces[t.next] = nonce
@@ -377,6 +410,7 @@ func (p *Prober) receive() error {
 			ifIndex = cm.IfIndex
 		}
 		rtt := time.Duration(p.now() - sent)
+		p.recvMu.Lock()
 		p.mu.Lock()
 		if t := p.answered(addr, ifIndex); t != nil && t.take(nonce) {
 			t.Received++
@@ -395,6 +429,7 @@ func (p *Prober) receive() error {
 			}
 		}
 		p.mu.Unlock()
+		p.recvMu.Unlock()
 	}
 }
 

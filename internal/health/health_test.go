@@ -133,6 +133,15 @@ func TestAStalledProberKeepsItsTargetsUp(t *testing.T) {
 		case <-time.After(400 * time.Millisecond):
 		}
 	}
+	t.Log("nor its receiver's lag: answers waiting unread in its socket are no silence")
+	for i := 0; i < 3; i++ {
+		go x.p.PauseReceiver(300 * time.Millisecond) // the silence that makes a target down is 200 ms
+		select {
+		case e := <-x.events:
+			t.Fatalf("receiver paused %d: %s went up=%v, though it answered all along", i+1, e.target, e.up)
+		case <-time.After(400 * time.Millisecond):
+		}
+	}
 	t.Log("a target that dies during a stall is still found dead after it")
 	go x.p.Stall(time.Second)
 	time.Sleep(10 * time.Millisecond)
