@@ -218,6 +218,13 @@ func Failover(t *testing.T, in FailoverInput) {
 			resumed := time.Now()
 			peerCurrent(t, in)
 			recovered = time.Since(resumed)
+			// When the operator's read that made it current was made (lastSyncTime, to the
+			// second): the rest is its status write and kubectl's polling.
+			if out, _ := l.KubectlRun(in.From, "", "get", "clusterpeer", in.To, "-o", "jsonpath={.status.lastSyncTime}"); out != "" {
+				if synced, err := time.Parse(time.RFC3339, strings.TrimSpace(out)); err == nil {
+					t.Logf("%s read %s again %v after the resume (lastSyncTime, to the second)", in.From, in.To, synced.Sub(resumed.Truncate(time.Second)))
+				}
+			}
 			return in.To + "'s API server frozen", start
 		})
 		if err != nil {
