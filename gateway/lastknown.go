@@ -88,8 +88,10 @@ func (k *LastKnown) Save(dir string) error {
 	return os.Rename(f.Name(), filepath.Join(dir, lastKnownFile))
 }
 
-// staticMapper maps the kinds the gateway reads and writes to their resources and scopes,
-// without asking the API server (discovery would fail while it is away).
+// staticMapper maps the kinds the gateway reads and writes (and the Events it records) to
+// their resources and scopes, without asking the API server (discovery would fail while it
+// is away). A kind missing here fails with "no matches for kind": TestClientsNeedNoAPIServer
+// lists every kind the gateway uses.
 func staticMapper() meta.RESTMapper {
 	m := meta.NewDefaultRESTMapper(nil)
 	for _, k := range []struct {
@@ -102,6 +104,7 @@ func staticMapper() meta.RESTMapper {
 		{fabricv1.GroupVersion.WithKind("FabricGateway"), "fabricgateways", meta.RESTScopeRoot},
 		{corev1.SchemeGroupVersion.WithKind("Node"), "nodes", meta.RESTScopeRoot},
 		{coordinationv1.SchemeGroupVersion.WithKind("Lease"), "leases", meta.RESTScopeNamespace},
+		{corev1.SchemeGroupVersion.WithKind("Event"), "events", meta.RESTScopeNamespace},
 	} {
 		gv := k.gvk.GroupVersion()
 		m.AddSpecific(k.gvk, gv.WithResource(k.resource), gv.WithResource(strings.ToLower(k.gvk.Kind)), k.scope)

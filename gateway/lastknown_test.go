@@ -70,6 +70,7 @@ func TestClientsNeedNoAPIServer(t *testing.T) {
 		fabricv1.GroupVersion.WithKind("FabricGateway"):     "fabricgateways",
 		corev1.SchemeGroupVersion.WithKind("Node"):          "nodes",
 		coordinationv1.SchemeGroupVersion.WithKind("Lease"): "leases",
+		corev1.SchemeGroupVersion.WithKind("Event"):         "events",
 	} {
 		got, err := m.RESTMapping(kind.GroupKind(), kind.Version)
 		if err != nil || got.Resource.Resource != want {
