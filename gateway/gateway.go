@@ -362,6 +362,7 @@ type gw struct {
 	// this cluster's agents' health probes are answered. peerGateways are the addresses of
 	// the peer gateways, whose probes are always answered. Both are read by the responder.
 	ready        atomic.Bool
+	activeAt     time.Time // when a tunnel was last seen active (or there was none to carry)
 	peerGateways atomic.Pointer[map[netip.Addr]bool]
 	// known is the state last read, kept on the node (nil: none yet); synced says the
 	// ClusterPeer cache has synced (until then the peers come from known); keptPeers is
@@ -895,9 +896,13 @@ func (g *gw) syncPeers(ctx context.Context) error {
 			active++
 		}
 	}
-	// Ready follows the tunnels: with none active to a peer that has candidates, this
-	// cluster's agents send elsewhere (Standby peers carry nothing).
-	g.ready.Store(Ready(want))
+	// Ready follows the tunnels: with none active to a peer that has candidates for
+	// unreadyAfter, this cluster's agents send elsewhere (Standby peers carry nothing).
+	now := time.Now()
+	if Ready(want) {
+		g.activeAt = now
+	}
+	g.ready.Store(StillReady(want, g.activeAt, now))
 	same := reflect.DeepEqual(want, g.applied)
 	if same && time.Since(g.appliedAt) < ReassertEvery {
 		return nil
@@ -915,6 +920,18 @@ func (g *gw) syncPeers(ctx context.Context) error {
 	g.applied = want
 	g.tunnelsAt = time.Time{} // report the change with the next renewal
 	return nil
+}
+
+// unreadyAfter is how long a gateway that was ready stays ready with no active tunnel: a
+// moment when every peer gateway seems silent at once (this node starved of CPU for a few
+// hundred milliseconds) must not move this cluster's flows twice; a lasting failure of the
+// gateway's path to every peer does.
+const unreadyAfter = 300 * time.Millisecond
+
+// StillReady is Ready with unreadyAfter's hold: a gateway whose last active tunnel was at
+// activeAt (zero: never) is ready at now.
+func StillReady(peers []tunnel.Peer, activeAt, now time.Time) bool {
+	return Ready(peers) || !activeAt.IsZero() && now.Sub(activeAt) < unreadyAfter
 }
 
 // Ready says whether a gateway with these tunnel peers can carry its cluster's traffic: one

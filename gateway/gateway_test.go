@@ -236,6 +236,18 @@ func TestReadiness(t *testing.T) {
 			t.Errorf("Ready(%v) = %v, want %v", c.peers, got, c.want)
 		}
 	}
+	// A gateway that was ready stays so for a moment with no active tunnel (every peer
+	// gateway silent at once for a few hundred milliseconds), not for longer; one that never
+	// was is not.
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		activeAt time.Time
+		want     bool
+	}{{time.Time{}, false}, {now.Add(-100 * time.Millisecond), true}, {now.Add(-time.Second), false}} {
+		if got := gateway.StillReady([]tunnel.Peer{standby}, c.activeAt, now); got != c.want {
+			t.Errorf("StillReady(standby only, last active %v before) = %v, want %v", now.Sub(c.activeAt), got, c.want)
+		}
+	}
 	peerGW, agent := netip.MustParseAddr("172.30.2.11"), netip.MustParseAddr("172.30.1.12")
 	for _, c := range []struct {
 		ready bool
