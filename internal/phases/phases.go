@@ -15,11 +15,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weft-net/weft/internal/apiretry"
-
+	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/weft-net/weft/internal/apiretry"
 )
 
 // ConflictRetry is how soon a run that met a conflict is run again.
@@ -79,6 +80,10 @@ func minPositive(a, b time.Duration) time.Duration {
 func QuietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
 	var first sync.Map // reconcile.Request → time.Time of the first transient failure in a row
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		// client-go reports a response it could not read on the reconcile's logger, at error
+		// level, before the error reaches us: a connection the API server reset is retried
+		// like the rest, and logged as information like the rest.
+		ctx = ctrl.LoggerInto(ctx, QuietTransport(ctrl.LoggerFrom(ctx)))
 		res, err := r.Reconcile(ctx, req)
 		switch {
 		case err == nil:
@@ -105,3 +110,27 @@ const (
 	TransientGrace = apiretry.Grace
 	TransientRetry = apiretry.Retry
 )
+
+// QuietTransport is log with errors that are transient (apiretry.Transient: a connection
+// reset, closed or timed out) logged as information: what is retried is no error to look at.
+func QuietTransport(log logr.Logger) logr.Logger {
+	if log.GetSink() == nil {
+		return log
+	}
+	return logr.New(quietSink{log.GetSink()})
+}
+
+type quietSink struct{ logr.LogSink }
+
+func (q quietSink) Error(err error, msg string, kv ...any) {
+	if err != nil && apiretry.Transient(err) {
+		if q.Enabled(0) {
+			q.LogSink.Info(0, msg, append(kv, "reason", err.Error())...)
+		}
+		return
+	}
+	q.LogSink.Error(err, msg, kv...)
+}
+
+func (q quietSink) WithValues(kv ...any) logr.LogSink { return quietSink{q.LogSink.WithValues(kv...)} }
+func (q quietSink) WithName(name string) logr.LogSink { return quietSink{q.LogSink.WithName(name)} }

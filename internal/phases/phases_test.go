@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -95,5 +98,20 @@ func TestQuietConflictsRetriesBrokenConnectionsForAWhile(t *testing.T) {
 	err = errors.New("boom")
 	if _, got := r.Reconcile(context.Background(), req); got == nil {
 		t.Error("another error was swallowed")
+	}
+}
+
+// A connection the API server reset is retried: the reconcile's logger reports it as
+// information, other errors stay errors.
+func TestQuietTransport(t *testing.T) {
+	var lines []string
+	log := QuietTransport(funcr.New(func(prefix, args string) { lines = append(lines, prefix+" "+args) },
+		funcr.Options{}))
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	log.Error(reset, "Unexpected error when reading response body")
+	log.WithValues("controller", "clusternetwork").Error(errors.New("the spec is wrong"), "reconciling")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"level"=0`) || strings.Contains(lines[0], `"error"`) ||
+		!strings.Contains(lines[0], "connection reset by peer") || !strings.Contains(lines[1], `"error"="the spec is wrong"`) {
+		t.Errorf("logged:\n%s\nwant the reset as information, the other as an error", strings.Join(lines, "\n"))
 	}
 }
