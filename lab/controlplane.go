@@ -74,16 +74,11 @@ func (l *Lab) issue(c ClusterLayout) (*clusterPKI, error) {
 	return p, ca.WriteKubeconfig(p.hostKubeconfig, c.Name, host, p.admin)
 }
 
-// controlPlaneNice is the niceness of each cluster's etcd, API server, controller manager and
-// scheduler (proc.Spec.Nice): when a stopped API server resumes and every client relists at
-// once, the nodes' userspace datapaths still get the CPU they need to forward.
-const controlPlaneNice = 5
-
 func (l *Lab) bin(name string) string { return filepath.Join(l.opts.KubeBin, name) }
 
 func (l *Lab) etcd(c ClusterLayout) proc.Spec {
 	return proc.Spec{
-		Name: c.Name + "/etcd", Nice: controlPlaneNice, Netns: c.ControlPlane.Netns, Path: l.bin("etcd"), LogPath: l.logPath(c, "etcd"), Restart: true,
+		Name: c.Name + "/etcd", Netns: c.ControlPlane.Netns, Path: l.bin("etcd"), LogPath: l.logPath(c, "etcd"), Restart: true,
 		Args: []string{"--name=default", "--data-dir=" + filepath.Join(c.Dir, "etcd"),
 			"--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
 			"--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
@@ -93,7 +88,7 @@ func (l *Lab) etcd(c ClusterLayout) proc.Spec {
 
 func (l *Lab) apiserver(c ClusterLayout, p *clusterPKI) proc.Spec {
 	return proc.Spec{
-		Name: c.Name + "/kube-apiserver", Nice: controlPlaneNice, Netns: c.ControlPlane.Netns, Path: l.bin("kube-apiserver"),
+		Name: c.Name + "/kube-apiserver", Netns: c.ControlPlane.Netns, Path: l.bin("kube-apiserver"),
 		LogPath: l.logPath(c, "kube-apiserver"), Restart: true,
 		Args: []string{
 			"--advertise-address=" + c.ControlPlane.IP.String(), "--bind-address=0.0.0.0", "--secure-port=6443",
@@ -116,7 +111,7 @@ func (l *Lab) apiserver(c ClusterLayout, p *clusterPKI) proc.Spec {
 
 func (l *Lab) controllerManager(c ClusterLayout, p *clusterPKI) proc.Spec {
 	return proc.Spec{
-		Name: c.Name + "/kube-controller-manager", Nice: controlPlaneNice, Netns: c.ControlPlane.Netns, Path: l.bin("kube-controller-manager"),
+		Name: c.Name + "/kube-controller-manager", Netns: c.ControlPlane.Netns, Path: l.bin("kube-controller-manager"),
 		LogPath: l.logPath(c, "kube-controller-manager"), Restart: true,
 		Args: []string{
 			"--kubeconfig=" + filepath.Join(p.kubeconfigDir, "controller-manager.kubeconfig"),
@@ -133,7 +128,7 @@ func (l *Lab) controllerManager(c ClusterLayout, p *clusterPKI) proc.Spec {
 
 func (l *Lab) scheduler(c ClusterLayout, p *clusterPKI) proc.Spec {
 	return proc.Spec{
-		Name: c.Name + "/kube-scheduler", Nice: controlPlaneNice, Netns: c.ControlPlane.Netns, Path: l.bin("kube-scheduler"),
+		Name: c.Name + "/kube-scheduler", Netns: c.ControlPlane.Netns, Path: l.bin("kube-scheduler"),
 		LogPath: l.logPath(c, "kube-scheduler"), Restart: true,
 		Args: []string{"--kubeconfig=" + filepath.Join(p.kubeconfigDir, "scheduler.kubeconfig"),
 			"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10259", "--v=1"},

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -34,11 +33,6 @@ type Spec struct {
 	OwnMounts bool
 	// ExtraFiles become fd 3, 4, ... in the process.
 	ExtraFiles []*os.File
-	// Nice is the process's niceness (0: the supervisor's). The lab's control planes run
-	// at a higher one: in a real cluster they run on machines of their own, and a node's
-	// datapath forwards in the kernel, never waiting for them; on the lab's shared cores
-	// its userspace datapaths (OVS netdev, userspace WireGuard) would.
-	Nice int
 }
 
 // Status is a process's current state.
@@ -101,10 +95,6 @@ func (p *proc) start() (*exec.Cmd, error) {
 	if p.spec.OwnMounts {
 		args = append([]string{"--mount", "--propagation", "slave", "--", path}, args...)
 		path = "unshare"
-	}
-	if p.spec.Nice != 0 {
-		args = append([]string{"-n", strconv.Itoa(p.spec.Nice), "--", path}, args...)
-		path = "nice"
 	}
 	if p.spec.Netns != "" {
 		args = append([]string{"--net=" + netlab.Path(p.spec.Netns), "--", path}, args...)
