@@ -46,7 +46,8 @@ const startTimeout = 5 * time.Second
 
 // LoadLastKnown reads the state kept in dir; nil (and no error) when there is none.
 func LoadLastKnown(dir string) (*LastKnown, error) {
-	b, err := os.ReadFile(filepath.Join(dir, lastKnownFile))
+	path := filepath.Join(dir, lastKnownFile)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -55,10 +56,10 @@ func LoadLastKnown(dir string) (*LastKnown, error) {
 	}
 	var k LastKnown
 	if err := json.Unmarshal(b, &k); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, lastKnownFile), err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if !k.NodeIP.IsValid() || k.ClusterNetwork.UID == "" {
-		return nil, fmt.Errorf("%s: no node address or ClusterNetwork", filepath.Join(dir, lastKnownFile))
+		return nil, fmt.Errorf("%s: no node address or ClusterNetwork", path)
 	}
 	return &k, nil
 }

@@ -203,38 +203,23 @@ func NewProber(conn net.PacketConn, opts Options) *Prober {
 	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && !a.IP.IsUnspecified() {
 		src = a.IP // a control message's source would replace the bound one
 	}
+	ifIndex, pending := socketCalls(conn)
 	return &Prober{opts: opts, conn: conn, pc: pc, src: src, targets: map[Target]*target{}, start: time.Now(),
-		events: make(chan Status, 1024), ifIndex: socketIfIndex(conn), pending: socketPending(conn)}
+		events: make(chan Status, 1024), ifIndex: ifIndex, pending: pending}
 }
 
-// socketPending says whether a datagram waits in conn's socket, unread (SIOCINQ): answers
-// the receiver has not got to yet.
-func socketPending(conn net.PacketConn) func() bool {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return func() bool { return false }
+// socketCalls gives two system calls on conn's socket (so in conn's network namespace):
+// ifIndex finds a device's index by an ioctl — one call and no allocation per probe
+// (net.InterfaceByName dumps every link of the node: a gateway spent a tenth of its CPU
+// there during a transfer) — and pending says whether a datagram waits unread (SIOCINQ):
+// answers the receiver has not got to yet.
+func socketCalls(conn net.PacketConn) (ifIndex func(name string) (int, error), pending func() bool) {
+	var raw syscall.RawConn
+	err := errors.New("health: the probe socket has no file descriptor")
+	if sc, ok := conn.(syscall.Conn); ok {
+		raw, err = sc.SyscallConn()
 	}
-	raw, err := sc.SyscallConn()
-	return func() bool {
-		if err != nil {
-			return false
-		}
-		n := 0
-		_ = raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-		return n > 0
-	}
-}
-
-// socketIfIndex finds a device's index by an ioctl on conn's socket, so in conn's network
-// namespace: one system call and no allocation per probe (net.InterfaceByName dumps every
-// link of the node — a gateway spent a tenth of its CPU there during a transfer).
-func socketIfIndex(conn net.PacketConn) func(name string) (int, error) {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return func(string) (int, error) { return 0, errors.New("health: the probe socket has no file descriptor") }
-	}
-	raw, err := sc.SyscallConn()
-	return func(name string) (int, error) {
+	ifIndex = func(name string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
@@ -251,6 +236,15 @@ func socketIfIndex(conn net.PacketConn) func(name string) (int, error) {
 		}
 		return int(ifr.Uint32()), nil
 	}
+	pending = func() bool {
+		if err != nil {
+			return false
+		}
+		n := 0
+		_ = raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		return n > 0
+	}
+	return ifIndex, pending
 }
 
 // SetTargets makes the probed targets exactly these; new ones start down.
