@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -111,12 +110,18 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	in, err := a.waitForInputs(ctx)
+	// One informer cache for the agent's life: its inputs below, then every subsystem.
+	a.notReady.Store("waiting for the API server (the agent's first lists)")
+	shared, err := a.startCache(ctx)
+	if err != nil {
+		return err
+	}
+	in, err := a.waitForInputs(ctx, shared)
 	if err != nil {
 		return err
 	}
 	if !in.uninstalling {
-		err = a.run(ctx, registry, in, bgpMetrics)
+		err = a.run(ctx, registry, in, shared, bgpMetrics)
 		if !errors.Is(err, errUninstalling) {
 			return err
 		}
@@ -142,9 +147,9 @@ type agentState struct {
 	remotes    []datapath.RemoteNode
 	remotesSet bool
 	refused    []fabricv1.RefusedBlock
-	// cached reads from the agent's informer cache while run runs (nil before): what the
-	// agent reads every second — the ClusterNetwork, ClusterPeers, nodes, Services and
-	// ServiceImports — comes from watches, not from a request each to the API server.
+	// cached reads from the agent's informer cache (set once its first lists are in, before
+	// the agent reads anything): the ClusterNetwork, ClusterPeers, nodes and FabricNodes,
+	// Services and ServiceImports come from watches, not from a request each.
 	cached client.Reader
 }
 
@@ -176,38 +181,45 @@ type inputs struct {
 }
 
 // waitForInputs waits until the ClusterNetwork exists and the operator has given this node a
-// pod block, and reads the node's address.
-func (a *agentState) waitForInputs(ctx context.Context) (inputs, error) {
-	lastLog := time.Time{}
+// pod block, and reads the node's address: from the cache, woken by its watches (nothing is
+// asked of the API server while it waits).
+func (a *agentState) waitForInputs(ctx context.Context, c crcache.Cache) (inputs, error) {
+	changed := make(chan struct{}, 1)
+	unwatch, err := watchKinds(ctx, c, func() { poke(changed) }, &fabricv1.ClusterNetwork{}, &corev1.Node{}, &fabricv1.FabricNode{})
+	defer unwatch()
+	if err != nil {
+		return inputs{}, err
+	}
+	logged := ""
 	for {
-		in, why := a.readInputs(ctx)
+		in, why := a.readInputs(ctx, c)
 		if why == nil {
 			return in, nil
 		}
 		a.notReady.Store(why.Error())
-		if time.Since(lastLog) > 10*time.Second {
+		if why.Error() != logged {
 			a.log.Info("waiting", "for", why.Error())
-			lastLog = time.Now()
+			logged = why.Error()
 		}
 		select {
 		case <-ctx.Done():
 			return inputs{}, ctx.Err()
-		case <-time.After(time.Second):
+		case <-changed:
 		}
 	}
 }
 
-func (a *agentState) readInputs(ctx context.Context) (inputs, error) {
+func (a *agentState) readInputs(ctx context.Context, c client.Reader) (inputs, error) {
 	cn := &fabricv1.ClusterNetwork{}
-	if err := a.c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return inputs{}, fmt.Errorf("the ClusterNetwork: %w", err)
 	}
-	node, err := a.cs.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
-	if err != nil {
+	node := &corev1.Node{}
+	if err := c.Get(ctx, client.ObjectKey{Name: a.cfg.NodeName}, node); err != nil {
 		return inputs{}, fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
 	}
 	fn := &fabricv1.FabricNode{}
-	if err := a.c.Get(ctx, client.ObjectKey{Name: a.cfg.NodeName}, fn); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.Get(ctx, client.ObjectKey{Name: a.cfg.NodeName}, fn); err != nil && !apierrors.IsNotFound(err) {
 		return inputs{}, fmt.Errorf("FabricNode %s: %w", a.cfg.NodeName, err)
 	}
 	backend := cn.Spec.Datapath.Backend

@@ -39,6 +39,7 @@ type bgpNode struct {
 	imported   bgp.KernelRoutes
 	metrics    *bgp.Metrics
 	followed   *followed // what refresh follows: the last sync that configured the speaker
+	passwords  *passwords
 }
 
 type followed struct {
@@ -61,6 +62,7 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 	log := b.a.log.WithName("bgp")
 	spec := cn.Spec.BGP
 	b.followed = nil
+	b.passwords.follow(ctx, spec)
 	if spec == nil {
 		b.off(ctx, "spec.bgp is not set")
 		return
@@ -96,7 +98,7 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 		blocks, _ = podblocks.Of(cn).Own(fn.Spec.PodCIDRs)
 	}
 	in := bgp.Inputs{Spec: spec, Node: self, NodeIP: ips[self.Name], Blocks: blocks, Nodes: all, NodeIPs: ips,
-		Restarting: b.restarting, Password: b.password(ctx)}
+		Restarting: b.restarting, Password: b.passwords.password}
 	for _, c := range cn.Spec.ServiceCIDRs {
 		if p, err := netip.ParsePrefix(string(c)); err == nil {
 			in.ServiceCIDRs = append(in.ServiceCIDRs, p)
@@ -216,25 +218,6 @@ func (b *bgpNode) off(ctx context.Context, why string) {
 		if err == nil || apierrors.IsNotFound(err) {
 			b.reported, b.cleared = nil, true
 		}
-	}
-}
-
-// password reads a peer's password from a Secret in the agent's namespace.
-func (b *bgpNode) password(ctx context.Context) func(fabricv1.LocalSecretKeyRef) (string, error) {
-	return func(ref fabricv1.LocalSecretKeyRef) (string, error) {
-		ns := b.a.cfg.Namespace
-		s := &corev1.Secret{}
-		if err := b.a.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, s); err != nil {
-			if apierrors.IsNotFound(err) {
-				return "", fmt.Errorf("password Secret %s/%s not found", ns, ref.Name)
-			}
-			return "", fmt.Errorf("password Secret %s/%s: %w", ns, ref.Name, err)
-		}
-		v, ok := s.Data[ref.Key]
-		if !ok {
-			return "", fmt.Errorf("password Secret %s/%s has no key %q", ns, ref.Name, ref.Key)
-		}
-		return string(v), nil
 	}
 }
 
@@ -378,6 +361,7 @@ func (s *bgpSpeaker) start(ctx context.Context, f *fabric) error {
 	s.withdraw = make(chan chan struct{})
 	changed := make(chan struct{}, 1)
 	wake := func() { poke(changed) }
+	s.node.passwords = newPasswords(a.cs, a.cfg.Namespace, wake)
 	if err := f.watch(ctx, wake, &corev1.Node{}, &fabricv1.FabricNode{}, &fabricv1.ClusterNetwork{}); err != nil {
 		return err
 	}
@@ -401,7 +385,8 @@ func (s *bgpSpeaker) start(ctx context.Context, f *fabric) error {
 				switch {
 				case withdrawn:
 				case s.node.applyErr != "" && last != nil:
-					// A failed configuration (a password Secret not there yet) is retried.
+					// A failed configuration is retried (from caches: a password Secret
+					// that comes later wakes the loop through its watch anyway).
 					s.node.sync(ctx, last, a.listNodes)
 				default:
 					s.node.refresh(ctx)

@@ -22,7 +22,7 @@ import (
 // run serves the node until ctx ends or the ClusterNetwork is being deleted. It is the
 // agent's table of contents: one informer cache feeds the subsystems below, which start in
 // this order (each may use what those before it set up) and stop together.
-func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in inputs, bgpMetrics *bgp.Metrics) error {
+func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in inputs, shared crcache.Cache, bgpMetrics *bgp.Metrics) error {
 	policy := newPolicyEngine(a)
 	speaker := &bgpSpeaker{node: newBGPNode(a, bgpMetrics)}
 	subsystems := []namedSubsystem{
@@ -39,7 +39,7 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 		// Ends run when the ClusterNetwork is being deleted (uninstall follows).
 		{"uninstall", &uninstallWatch{bgp: speaker}},
 	}
-	return a.runSubsystems(ctx, in, subsystems)
+	return a.runSubsystems(ctx, in, shared, subsystems)
 }
 
 // subsystem is one named part of the agent. start sets it up from the shared cache and
@@ -88,38 +88,47 @@ func (f *fabric) onStop(fn func()) { f.stops = append(f.stops, fn) }
 // watch calls changed on every add, update and delete of the kinds given (from the shared
 // cache; handlers added after its first list get the objects it holds as adds).
 func (f *fabric) watch(ctx context.Context, changed func(), objs ...client.Object) error {
-	for _, o := range objs {
-		inf, err := f.cache.GetInformer(ctx, o)
-		if err != nil {
-			return err
-		}
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { changed() }, UpdateFunc: func(any, any) { changed() }, DeleteFunc: func(any) { changed() },
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := watchKinds(ctx, f.cache, changed, objs...)
+	return err
 }
 
-// runSubsystems starts the shared cache and the subsystems in order, then waits for ctx or a
+// watchKinds calls changed on every add, update and delete of the kinds given in c until
+// the returned func removes the handlers (it may be called after an error too).
+func watchKinds(ctx context.Context, c crcache.Cache, changed func(), objs ...client.Object) (func(), error) {
+	var remove []func()
+	unwatch := func() {
+		for _, r := range remove {
+			r()
+		}
+	}
+	for _, o := range objs {
+		inf, err := c.GetInformer(ctx, o)
+		if err != nil {
+			return unwatch, err
+		}
+		reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { changed() }, UpdateFunc: func(any, any) { changed() }, DeleteFunc: func(any) { changed() },
+		})
+		if err != nil {
+			return unwatch, err
+		}
+		remove = append(remove, func() { _ = inf.RemoveEventHandler(reg) })
+	}
+	return unwatch, nil
+}
+
+// runSubsystems starts the subsystems in order on the shared cache, then waits for ctx or a
 // subsystem's fatal error; on the way out every goroutine ends before anything is released.
-func (a *agentState) runSubsystems(ctx context.Context, in inputs, subsystems []namedSubsystem) error {
+func (a *agentState) runSubsystems(ctx context.Context, in inputs, shared crcache.Cache, subsystems []namedSubsystem) error {
 	ctx, stop := context.WithCancel(ctx)
-	f := &fabric{in: in, errs: make(chan error, 1)}
+	f := &fabric{in: in, cache: shared, errs: make(chan error, 1)}
 	defer func() {
 		stop()
 		f.wg.Wait()
-		a.cached = nil
 		for _, fn := range slices.Backward(f.stops) {
 			fn()
 		}
 	}()
-	shared, err := a.startCache(ctx)
-	if err != nil {
-		return err
-	}
-	f.cache = shared
 	for _, s := range subsystems {
 		start := time.Now()
 		if err := s.start(ctx, f); err != nil {

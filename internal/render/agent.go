@@ -72,7 +72,8 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 			{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"list", "watch"}},
 		},
 	}
-	// The BGP peers' password Secrets, by name, in the operator's namespace.
+	// The BGP peers' password Secrets, by name, in the operator's namespace (list and watch
+	// are allowed by name only with a field selector on it: the agent watches each one).
 	var secrets []string
 	if b := cn.Spec.BGP; b != nil {
 		for _, p := range b.Peers {
@@ -89,7 +90,7 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 	}
 	if len(secrets) > 0 {
 		secretRole.Rules = append(secretRole.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"},
-			ResourceNames: secrets, Verbs: []string{"get"}})
+			ResourceNames: secrets, Verbs: []string{"get", "list", "watch"}})
 	}
 	secretBinding := &rbacv1.RoleBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},

@@ -1,6 +1,7 @@
 package render_test
 
 import (
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -72,6 +73,10 @@ func TestAgentReadsOnlyTheNamedPasswordSecrets(t *testing.T) {
 		if r, ok := o.(*rbacv1.Role); ok {
 			if len(r.Rules) != 1 || len(r.Rules[0].ResourceNames) != 2 || r.Rules[0].ResourceNames[0] != "tor-a" || r.Rules[0].ResourceNames[1] != "tor-b" {
 				t.Errorf("the agent's Secret role: %+v", r.Rules)
+			}
+			// It watches each by name (a list or watch with a field selector on the name).
+			if !slices.Equal(r.Rules[0].Verbs, []string{"get", "list", "watch"}) {
+				t.Errorf("the agent's Secret role allows %v; want get, list and watch", r.Rules[0].Verbs)
 			}
 			return
 		}

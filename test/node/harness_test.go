@@ -90,6 +90,7 @@ type simNode struct {
 	kubeconfig string
 	agent      *exec.Cmd
 	agentExit  chan struct{}
+	launched   time.Time // when the running agent was started
 	restarts   int
 	// agentArgs are more flags for the agent (set before startAgent).
 	agentArgs []string
@@ -102,11 +103,23 @@ func (n *simNode) stateDir() string { return filepath.Join(n.dir, "state") }
 func (n *simNode) logPath() string  { return filepath.Join(n.dir, "agent.log") }
 
 // newNode registers the node with the API server (address, pod block) and starts Open
-// vSwitch and the agent in its namespace.
+// vSwitch and the agent in its namespace, returning once the agent is ready.
 func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string, agentArgs ...string) *simNode {
 	t.Helper()
+	n := newNodeWaiting(t, sw, name, ip, block, agentArgs...)
+	n.waitReady(n.launched)
+	return n
+}
+
+// newNodeWaiting is newNode without waiting for the agent; block "" gives the node no
+// FabricNode (no pod block: its agent waits for one).
+func newNodeWaiting(t testing.TB, sw *netnstest.Switch, name, ip, block string, agentArgs ...string) *simNode {
+	t.Helper()
 	n := &simNode{t: t, name: name, ns: netnstest.New(t, name), ip: netip.MustParseAddr(ip),
-		block: netip.MustParsePrefix(block), dir: t.TempDir(), agentArgs: agentArgs}
+		dir: t.TempDir(), agentArgs: agentArgs}
+	if block != "" {
+		n.block = netip.MustParsePrefix(block)
+	}
 	sw.Plug(t, n.ns, "p"+name, ip+"/24")
 	ctx := context.Background()
 
@@ -116,11 +129,14 @@ func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string, agentAr
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), node) })
 	// What the operator's nodeipam gives the node (no operator runs here).
-	fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fabricv1.FabricNodeSpec{PodCIDRs: []fabricv1.CIDR{fabricv1.CIDR(block)}}}
-	if err := env.Client.Create(ctx, fn); err != nil {
-		t.Fatal(err)
-	}
+	fn := &fabricv1.FabricNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), fn) })
+	if block != "" {
+		fn.Spec.PodCIDRs = []fabricv1.CIDR{fabricv1.CIDR(block)}
+		if err := env.Client.Create(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
 	if err := env.Client.Status().Update(ctx, node); err != nil {
 		t.Fatal(err)
@@ -143,7 +159,7 @@ func newNode(t testing.TB, sw *netnstest.Switch, name, ip, block string, agentAr
 		t.Fatal(err)
 	}
 	n.forwardAPIServer(t)
-	n.startAgent()
+	n.launchAgent()
 	t.Cleanup(func() {
 		n.stopAgent(syscall.SIGTERM)
 		if t.Failed() {
@@ -193,6 +209,13 @@ func (n *simNode) forwardAPIServer(t testing.TB) {
 // CNI configuration (ready).
 func (n *simNode) startAgent() {
 	n.t.Helper()
+	n.launchAgent()
+	n.waitReady(n.launched)
+}
+
+// launchAgent runs weft-agent in the node's namespace.
+func (n *simNode) launchAgent() {
+	n.t.Helper()
 	logf, err := os.OpenFile(n.logPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		n.t.Fatal(err)
@@ -207,12 +230,16 @@ func (n *simNode) startAgent() {
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
-	n.agent, n.agentExit = cmd, make(chan struct{})
+	n.agent, n.agentExit, n.launched = cmd, make(chan struct{}), time.Now()
 	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(cmd, n.agentExit)
-	// A killed agent leaves its configuration behind (as on a real node); the new agent
-	// rewrites it when it is ready.
-	started := time.Now()
-	deadline := started.Add(60 * time.Second)
+}
+
+// waitReady waits until the agent has written the CNI configuration since started (a killed
+// agent leaves its configuration behind, as on a real node; the new agent rewrites it when
+// it is ready).
+func (n *simNode) waitReady(started time.Time) {
+	n.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if fi, err := os.Stat(filepath.Join(n.confDir(), agent.ConfFile)); err == nil && !fi.ModTime().Before(started) {
 			return
