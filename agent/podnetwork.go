@@ -19,6 +19,7 @@ import (
 	"github.com/weft-net/weft/agent/cniserver"
 	"github.com/weft-net/weft/agent/ipam"
 	"github.com/weft-net/weft/agent/podnet"
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // podNetwork wires pods: addresses from the node's blocks (agent/ipam), the CNI server the
@@ -136,14 +137,7 @@ func (a *agentState) writeConf() error {
   ]
 }
 `, a.cfg.CNISocket)
-	if err := os.MkdirAll(a.cfg.CNIConfDir, 0o755); err != nil {
-		return err
-	}
-	tmp := a.confPath() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(conf), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, a.confPath())
+	return statefile.Write(a.confPath(), []byte(conf), 0o644, 0o755)
 }
 
 func (a *agentState) removeConf() { _ = os.Remove(a.confPath()) }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // LastKnown is what a gateway last read from its cluster's API server, kept on its node
@@ -67,26 +68,7 @@ func LoadLastKnown(dir string) (*LastKnown, error) {
 // Save writes the state to dir in one step (a crash leaves the old file or the new one).
 func (k *LastKnown) Save(dir string) error {
 	k.SavedAt = time.Now().UTC().Truncate(time.Second)
-	b, err := json.Marshal(k)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, lastKnownFile+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(dir, lastKnownFile))
+	return statefile.PrivateJSON(filepath.Join(dir, lastKnownFile), k)
 }
 
 // staticMapper maps the kinds the gateway reads and writes (and the Events it records) to

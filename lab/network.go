@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 
+	"github.com/weft-net/weft/internal/statefile"
 	"github.com/weft-net/weft/lab/netlab"
 )
 
@@ -95,15 +95,7 @@ func (l *Lab) referenceConf(c ClusterLayout, h Host, cidr string) error {
 		}},
 	}
 	data, _ := json.MarshalIndent(conf, "", "  ")
-	dir := filepath.Join(root, "etc", "cni", "net.d")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, ".10-weft-lab.conflist")
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "10-weft-lab.conflist"))
+	return statefile.Write(filepath.Join(root, "etc", "cni", "net.d", "10-weft-lab.conflist"), data, 0o644, 0o755)
 }
 
 // installWeft installs weft from its kustomization, as a user would, and gives the cluster

@@ -15,6 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // volumes renders a pod's volumes under its directory and knows where each one lives.
@@ -273,17 +275,7 @@ func writeAtomic(path string, data []byte, m os.FileMode) error {
 	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, data, m); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, m); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return statefile.Write(path, data, m, 0o755)
 }
 
 func containerNamed(pod *corev1.Pod, name string) *corev1.Container {

@@ -31,6 +31,7 @@ import (
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/datapath/veth"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // Names of what the driver creates on a node.
@@ -513,23 +514,7 @@ func (d *Driver) saveState() error {
 		st.Pods = append(st.Pods, p)
 	}
 	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Key.String() < st.Pods[j].Key.String() })
-	return writeJSON(path, st)
-}
-
-// writeJSON replaces a file with v's JSON in one step (write beside, rename).
-func writeJSON(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return statefile.PrivateJSON(path, st)
 }
 
 // Stats are the programs' packet counters since the maps were created.

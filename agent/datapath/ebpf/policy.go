@@ -17,6 +17,7 @@ import (
 	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/policy"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // The programs' constants (bpf/weft.c).
@@ -332,7 +333,7 @@ func (d *Driver) savePolicyRecord(rec policyRecord) error {
 	if path == "" {
 		return nil
 	}
-	return writeJSON(path, rec)
+	return statefile.PrivateJSON(path, rec)
 }
 
 // loadPolicyRecord reads the record of the enforced policy (an earlier run's).

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/weft-net/weft/agent/datapath"
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // policyFile keeps the policy tables in the agent's state directory, so that a restarted
@@ -74,18 +75,7 @@ func (d *Driver) savePolicy() error {
 	if d.opts.StateDir == "" || d.policy == nil {
 		return nil
 	}
-	b, err := json.Marshal(d.policy)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(d.opts.StateDir, 0o700); err != nil {
-		return err
-	}
-	tmp := filepath.Join(d.opts.StateDir, policyFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(d.opts.StateDir, policyFile))
+	return statefile.PrivateJSON(filepath.Join(d.opts.StateDir, policyFile), d.policy)
 }
 
 // loadPolicy reads the policy saved by an earlier run (none: no policy yet).

@@ -37,6 +37,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weft-net/weft/gateway/tunnel"
+	"github.com/weft-net/weft/internal/statefile"
 )
 
 // Name is the driver's registry name.
@@ -145,10 +146,10 @@ func (t *Tunnel) loadRotation(now time.Time) error {
 // then the key file replaced, then the staged file removed; a crash between the steps
 // leaves a staged rotation whose time has passed, which the next start promotes again.
 func (t *Tunnel) promote() error {
-	if err := writeFile(t.rotatedFile(), []byte(t.next.ID+"\n")); err != nil {
+	if err := statefile.Private(t.rotatedFile(), []byte(t.next.ID+"\n")); err != nil {
 		return err
 	}
-	if err := writeFile(t.keyFile(), []byte(t.next.Key.String()+"\n")); err != nil {
+	if err := statefile.Private(t.keyFile(), []byte(t.next.Key.String()+"\n")); err != nil {
 		return err
 	}
 	if err := os.Remove(t.nextFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -177,7 +178,7 @@ func (t *Tunnel) StageKey(id string, at time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(t.nextFile(), data); err != nil {
+	if err := statefile.Private(t.nextFile(), data); err != nil {
 		return err
 	}
 	t.next = next
@@ -262,22 +263,10 @@ func loadOrCreateKey(path string) (wgtypes.Key, error) {
 	if err != nil {
 		return wgtypes.Key{}, err
 	}
-	if err := writeFile(path, []byte(k.String()+"\n")); err != nil {
+	if err := statefile.Private(path, []byte(k.String()+"\n")); err != nil {
 		return wgtypes.Key{}, err
 	}
 	return k, nil
-}
-
-// writeFile writes aside and renames, readable by root only.
-func writeFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func trimSpace(b []byte) []byte {
@@ -357,7 +346,7 @@ func (t *Tunnel) savePorts() error {
 	if err != nil {
 		return err
 	}
-	return writeFile(t.portsFile(), data)
+	return statefile.Private(t.portsFile(), data)
 }
 
 // removeStrays deletes kernel devices that look like this tunnel's but belong to no peer.
