@@ -364,26 +364,31 @@ type gw struct {
 	ready        atomic.Bool
 	activeAt     time.Time // when a tunnel was last seen active (or there was none to carry)
 	peerGateways atomic.Pointer[map[netip.Addr]bool]
-	// known is the state last read, kept on the node (nil: none yet); synced says the
+	// known is the state read at start, kept on the node (nil: none yet); synced says the
 	// ClusterPeer cache has synced (until then the peers come from known); keptPeers is
-	// peersVersion of the peers kept.
+	// peersVersion of the peers kept (publish's own).
 	known     *LastKnown
 	synced    atomic.Bool
 	keptPeers string
 }
 
 // keepPeers keeps the peers last read on the node when they changed (with the rest of the
-// state read at start).
+// state read at start). The publishing goroutine calls it: the disk write stays off the
+// loop that fails over, and out of its lock.
 func (g *gw) keepPeers() {
-	if g.known == nil {
-		return
+	g.mu.Lock()
+	known, peers, read := g.known, g.peers, g.read
+	g.mu.Unlock()
+	if known == nil || !read || !g.synced.Load() {
+		return // nothing read yet, or only what was kept
 	}
-	v := peersVersion(g.peers)
+	v := peersVersion(peers)
 	if v == g.keptPeers {
 		return
 	}
-	g.known.Peers = g.peers
-	if err := g.known.Save(g.cfg.StateDir); err != nil {
+	k := *known
+	k.Peers = peers // replaced whole on each read, never changed in place
+	if err := k.Save(g.cfg.StateDir); err != nil {
 		g.log.Error(err, "keeping the ClusterPeers read on the node")
 		return
 	}
@@ -699,7 +704,6 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 			errs = append(errs, err)
 		} else {
 			g.peers, g.read = peers.Items, true
-			g.keepPeers()
 		}
 	}
 	if g.read {
@@ -708,13 +712,14 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 	return errors.Join(errs...)
 }
 
-// publish reports in the FabricGateway (when something changed) and renews the Lease every
-// Interval, until ctx ends. Each round's writes are bounded by the Lease's duration: a round
+// publish keeps the peers read on the node (when they changed), reports in the FabricGateway
+// (when something changed) and renews the Lease every Interval, until ctx ends. Each round's writes are bounded by the Lease's duration: a round
 // against a stopped API server gives up, and the next tries again.
 func (g *gw) publish(ctx context.Context) {
 	tick := time.NewTicker(g.cfg.Interval)
 	defer tick.Stop()
 	for {
+		g.keepPeers()
 		wctx, cancel := context.WithTimeout(ctx, max(g.cfg.LeaseDuration, g.cfg.Interval))
 		// The report never holds the renewal back: a gateway that cannot report is still alive.
 		if err := errors.Join(g.reportStatus(wctx), g.renew(wctx)); err != nil && ctx.Err() == nil {
