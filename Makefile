@@ -121,7 +121,7 @@ test-e2e: test-deps ## The labs: demo, docs, failover, outages, conformance acro
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./test/e2e/
 
 .PHONY: bench
-bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (alone and with a cluster's hops around it, vs Debian wireguard-go, raw veth), gateway failure detection over 20 deaths, compiling 10,000 policy rules, pod-to-pod TCP with them enforced (vs none), an OVS node's flow change when a peer gateway fails (own OpenFlow connection vs ovs-ofctl), ovs vs ebpf vs plain routing (throughput, CPU per GB, latency p50/p99), weft-dns vs CoreDNS with dnsperf (QPS, p99), BGP new block to BIRD/FRR p50/p99 and 1,000 prefixes, BFD detection of a frozen speaker (vs the hold timer), lab pod-to-pod TCP across clusters (in turns with the bare and routed tunnels and Debian wireguard-go beside the lab), export-to-resolvable p50/p99 over 20 Services and failover gap p50/p99 over 20 gateway failures (two ebpf clusters, and two ovs clusters).
+bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin), pod-to-pod TCP (vs raw veth), WireGuard tunnel TCP (alone and with a cluster's hops around it, vs Debian wireguard-go, raw veth), gateway failure detection over 20 deaths, compiling 10,000 policy rules, pod-to-pod TCP with them enforced (vs none), an OVS node's flow change when a peer gateway fails (own OpenFlow connection vs ovs-ofctl), ovs vs ebpf vs plain routing (throughput, CPU per GB, latency p50/p99), weft-dns vs CoreDNS with dnsperf (QPS, p99), BGP new block to BIRD/FRR p50/p99 and 1,000 prefixes, BFD detection of a frozen speaker (vs the hold timer), lab pod-to-pod TCP across clusters (in turns with the bare and routed tunnels and Debian wireguard-go beside the lab), export-to-resolvable p50/p99 over 20 Services and failover gap p50/p99 over 20 gateway failures (two ebpf clusters, and two ovs clusters), Multi-Cluster Services at rest with 0, 300 and 1,000 imports (each API server's requests/s, the operators' CPU) and in bulk (1,000 exports imported and removed, beside a plain client making the same writes; single exports meanwhile, to a DNS answer).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh | tail -1)" \
 	WEFT_CNI_BIN="$$(hack/lab-deps.sh | sed -n 's/^CNI_BIN=//p')" \
 		$(GO) test -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./test/node/ ./gateway/tunnel/wireguard/
@@ -137,6 +137,7 @@ bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin)
 	COREDNS_BIN="$$(hack/lab-deps.sh | sed -n 's/^COREDNS_BIN=//p')" \
 		$(GO) test -run '^$$' -bench DNSPerf -benchtime 1x -count 1 ./dns/
 	$(GO) test -run '^$$' -bench 'Gateways|FailoverOVS' -benchtime 1x -count 1 -timeout 60m ./test/e2e/
+	$(GO) test -run '^$$' -bench MCSAtScale -benchtime 1x -count 1 -timeout 60m ./test/e2e/
 
 .PHONY: test-deps
 test-deps: ## Install what the tests need (apt packages, Kubernetes, CoreDNS and CNI binaries built from source).

@@ -35,7 +35,12 @@ func exportToResolvable(t testing.TB, l *Lab, from, to string, rounds int) []Exp
 	ctx := context.Background()
 	const ns = "bench-mcs"
 	for _, c := range []string{from, to} {
-		namespace(t, l.Client(t, c), ns)
+		// A second call in the same test finds the namespace the first made (and will delete).
+		if _, err := l.Client(t, c).CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			namespace(t, l.Client(t, c), ns)
+		} else if err != nil {
+			t.Fatal(err)
+		}
 	}
 	toCS, fromCS := l.Client(t, to), l.Client(t, from)
 	for i := range rounds {
