@@ -28,6 +28,13 @@ type Config struct {
 	// PeerResync is how often a connected ClusterPeer is read again.
 	PeerResync time.Duration
 
+	// KubeAPIQPS and KubeAPIBurst limit the requests the operator sends to its cluster's
+	// API server (client-go's token bucket). Sized for bulk: a thousand imports take a few
+	// thousand writes, and the API server's own priority and fairness protects it; at rest
+	// the operator sends almost nothing whatever they are.
+	KubeAPIQPS   float64
+	KubeAPIBurst int
+
 	// AgentImage and OVSImage run on every node (the weft-agent DaemonSet).
 	AgentImage, OVSImage string
 	// GatewayImage runs on gateway nodes (the weft-gateway DaemonSet); empty installs none.
@@ -75,6 +82,8 @@ func DefaultConfig() Config {
 		MetricsAddr:  ":10371",
 		ProbeAddr:    ":10372",
 		PeerResync:   10 * time.Second,
+		KubeAPIQPS:   100,
+		KubeAPIBurst: 200,
 		AgentImage:   images.Ref("weft-agent", version.Version),
 		OVSImage:     images.Ref("weft-ovs", version.Version),
 		GatewayImage: images.Ref("weft-gateway", version.Version),
@@ -96,6 +105,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", c.ProbeAddr, "address of /healthz and /readyz; 0 disables")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "elect a leader among replicas")
 	fs.DurationVar(&c.PeerResync, "peer-resync", c.PeerResync, "how often connected peers are read again")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests per second the operator may send to its API server, on average")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "requests the operator may send to its API server at once, above --kube-api-qps")
 	fs.StringVar(&c.AgentImage, "agent-image", c.AgentImage, "image of the weft-agent container on every node")
 	fs.StringVar(&c.OVSImage, "ovs-image", c.OVSImage, "image of the Open vSwitch container on every node")
 	fs.StringVar(&c.GatewayImage, "gateway-image", c.GatewayImage, "image of weft-gateway on gateway nodes (empty: no gateways)")
@@ -134,6 +145,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PeerResync < time.Second {
 		errs = append(errs, fmt.Errorf("--peer-resync %v is below 1s", c.PeerResync))
+	}
+	if c.KubeAPIQPS <= 0 || float64(c.KubeAPIBurst) < c.KubeAPIQPS {
+		errs = append(errs, fmt.Errorf("--kube-api-qps %v must be above 0 and --kube-api-burst %d at least as much", c.KubeAPIQPS, c.KubeAPIBurst))
 	}
 	if !c.Webhook.Disabled {
 		if c.Webhook.Port <= 0 || c.Webhook.Port > 65535 {

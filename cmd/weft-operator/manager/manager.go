@@ -63,6 +63,8 @@ func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) 
 		return nil, err
 	}
 	scheme := operator.NewScheme()
+	restCfg = rest.CopyConfig(restCfg)
+	restCfg.QPS, restCfg.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
 	opts := ctrl.Options{
 		Scheme: scheme,
 		Metrics: metricsserver.Options{BindAddress: cfg.MetricsAddr, SecureServing: true,
