@@ -19,7 +19,8 @@ import (
 // passwords follows the BGP peers' password Secrets that spec.bgp names, each through a
 // watch of that one Secret (the agent may read those Secrets by name and no other; RBAC
 // allows a list or watch by name only with a field selector on it). A Secret created,
-// changed or deleted wakes the speaker; nothing is read again on a timer.
+// changed or deleted wakes the speaker; nothing is read again on a timer. The watches end
+// with the context they were started with (the speaker's).
 type passwords struct {
 	cs      kubernetes.Interface
 	ns      string
@@ -88,16 +89,6 @@ func (p *passwords) watch(ctx context.Context, name string) *secretWatch {
 	ctx, stop := context.WithCancel(ctx)
 	go ctl.RunWithContext(ctx)
 	return &secretWatch{store: store, synced: ctl.HasSynced, stop: stop}
-}
-
-// stopAll ends every watch.
-func (p *passwords) stopAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for name, w := range p.watches {
-		w.stop()
-		delete(p.watches, name)
-	}
 }
 
 // password reads a peer's password from its Secret as the watch last saw it.
