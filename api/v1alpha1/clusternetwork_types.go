@@ -342,6 +342,11 @@ type ClusterNetworkStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// OperatorVersion is the weft release of the operator that last reconciled it: peers
+	// record it (ClusterPeer status.weftVersion) and `weftctl diagnose` compares the two.
+	// +optional
+	OperatorVersion string `json:"operatorVersion,omitempty"`
+
 	// Nodes counts the cluster's nodes, those with a pod block, and the ready agents.
 	// +optional
 	Nodes *NodeCounts `json:"nodes,omitempty"`

@@ -97,6 +97,11 @@ type ClusterPeerStatus struct {
 	// +optional
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
 
+	// WeftVersion is the weft release the peer's operator runs (its ClusterNetwork's
+	// status.operatorVersion; empty while it publishes none).
+	// +optional
+	WeftVersion string `json:"weftVersion,omitempty"`
+
 	// PodCIDRs the peer advertises in its ClusterNetwork.
 	// +optional
 	// +listType=atomic

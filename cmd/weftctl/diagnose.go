@@ -296,6 +296,10 @@ func diagnosePeer(p *fabricv1.ClusterPeer, cn *fabricv1.ClusterNetwork, in diagn
 			"here "+in.KubernetesVersion+", there "+p.Status.KubernetesVersion,
 			"upgrade the older cluster: MCS and the peer credential are tested one minor version apart")
 	}
+	if here, there := in.CN.Status.OperatorVersion, p.Status.WeftVersion; here != "" && there != "" {
+		add(minorSkew(here, there) <= 1, "weft releases within one minor version", "here "+here+", there "+there,
+			"upgrade weft in the older cluster: peers are supported one minor release apart")
+	}
 	return out
 }
 
@@ -330,24 +334,33 @@ func peerFix(c *metav1.Condition) string {
 // minorSkew is how many minor versions apart two Kubernetes versions (v1.37.2) are; 0 when
 // either cannot be read.
 func minorSkew(a, b string) int {
-	minor := func(v string) (int, bool) {
+	parse := func(v string) (major, minor int, ok bool) {
 		parts := strings.Split(strings.TrimPrefix(v, "v"), ".")
-		if len(parts) < 2 || parts[0] != "1" {
-			return 0, false
+		if len(parts) < 2 {
+			return 0, 0, false
 		}
-		n, err := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
-		return n, err == nil
+		major, err := strconv.Atoi(parts[0])
+		if err != nil {
+			return 0, 0, false
+		}
+		minor, err = strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+		return major, minor, err == nil
 	}
-	x, okA := minor(a)
-	y, okB := minor(b)
-	if !okA || !okB {
+	xa, xi, okA := parse(a)
+	ya, yi, okB := parse(b)
+	switch {
+	case !okA || !okB:
 		return 0
+	case xa != ya:
+		return majorApart
+	case xi > yi:
+		return xi - yi
 	}
-	if x > y {
-		return x - y
-	}
-	return y - x
+	return yi - xi
 }
+
+// majorApart is minorSkew's answer for versions of different major releases.
+const majorApart = 1000
 
 func listed(format string, items []string) string {
 	if len(items) == 0 {

@@ -18,7 +18,7 @@ func TestDiagnose(t *testing.T) {
 	ready := []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Reconciled", Message: "ok"}}
 	healthy := func() diagnosis {
 		cn := &fabricv1.ClusterNetwork{Spec: fabricv1.ClusterNetworkSpec{ClusterID: "c1"},
-			Status: fabricv1.ClusterNetworkStatus{Conditions: ready, Gateways: []fabricv1.GatewayStatus{
+			Status: fabricv1.ClusterNetworkStatus{Conditions: ready, OperatorVersion: "v0.2.0", Gateways: []fabricv1.GatewayStatus{
 				{Node: "n1", Healthy: true, Tunnels: []fabricv1.GatewayTunnel{
 					{Peer: "c2/m1", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(time.Minute)},
 					{Peer: "c3/k1", State: fabricv1.TunnelActive, Answering: true, LastHandshakeTime: at(time.Minute)},
@@ -28,7 +28,7 @@ func TestDiagnose(t *testing.T) {
 			}}}
 		peer := func(name string) fabricv1.ClusterPeer {
 			return fabricv1.ClusterPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: fabricv1.ClusterPeerSpec{ClusterID: name},
-				Status: fabricv1.ClusterPeerStatus{KubernetesVersion: "v1.36.1", PodCIDRs: []string{"10.244.0.0/16"},
+				Status: fabricv1.ClusterPeerStatus{KubernetesVersion: "v1.36.1", WeftVersion: "v0.1.2", PodCIDRs: []string{"10.244.0.0/16"},
 					Gateways: []fabricv1.GatewayStatus{{Node: map[string]string{"c2": "m1", "c3": "k1"}[name], Healthy: true}, {Node: "stopped"}},
 					Conditions: []metav1.Condition{
 						{Type: "Connected", Status: metav1.ConditionTrue, Reason: "Connected"},
@@ -68,6 +68,7 @@ func TestDiagnose(t *testing.T) {
 	broken.Peers[1].Status.StaleSince = at(3 * time.Minute)
 	broken.Policies[0].Status.RealizedNodes = 0
 	broken.Peers[0].Status.KubernetesVersion = "v1.34.0"
+	broken.Peers[1].Status.WeftVersion = "v0.4.1"
 	checks = diagnose(broken)
 	got := map[string]Check{}
 	for _, c := range checks {
@@ -81,14 +82,15 @@ func TestDiagnose(t *testing.T) {
 		"the cluster DNS forwards clusterset.local to weft-dns":                 "lacks weft's server block",
 		"FabricPolicy p is realized on every node":                              "realized on 0 of 1 nodes",
 		"peer c2: Kubernetes versions within one minor version":                 "here v1.37.2, there v1.34.0",
+		"peer c3: weft releases within one minor version":                       "here v0.2.0, there v0.4.1",
 	} {
 		c, ok := got[check]
 		if !ok || c.OK || !strings.Contains(c.Detail, want) || c.Fix == "" {
 			t.Errorf("check %q: %+v, want failed saying %q with a fix", check, c, want)
 		}
 	}
-	if n := failed(checks); n != 7 {
-		t.Errorf("%d checks failed, want 7: %+v", n, checks)
+	if n := failed(checks); n != 8 {
+		t.Errorf("%d checks failed, want 8: %+v", n, checks)
 	}
 	if c := got["peer c3: its API server is read and is cluster c3"]; !strings.Contains(c.Fix, "weftctl peer join") {
 		t.Errorf("an expired credential's fix %q does not say to join again", c.Fix)
@@ -99,7 +101,8 @@ func TestMinorSkew(t *testing.T) {
 	for _, c := range []struct {
 		a, b string
 		want int
-	}{{"v1.37.2", "v1.36.0", 1}, {"v1.34.1", "v1.37.0", 3}, {"v1.37.0-rc.1", "v1.37.2", 0}, {"garbage", "v1.37.0", 0}} {
+	}{{"v1.37.2", "v1.36.0", 1}, {"v1.34.1", "v1.37.0", 3}, {"v1.37.0-rc.1", "v1.37.2", 0}, {"garbage", "v1.37.0", 0},
+		{"v0.1.0", "v0.2.3", 1}, {"v1.0.0", "v0.9.0", 1000}} {
 		if got := minorSkew(c.a, c.b); got != c.want {
 			t.Errorf("minorSkew(%s, %s) = %d, want %d", c.a, c.b, got, c.want)
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/weft-net/weft/internal/patch"
 	"github.com/weft-net/weft/internal/phases"
 	"github.com/weft-net/weft/internal/render"
+	"github.com/weft-net/weft/internal/version"
 )
 
 // Options configures the ClusterNetwork controller.
@@ -79,6 +80,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	before := cn.DeepCopy()
 	defer func() {
 		cn.Status.ObservedGeneration = cn.Generation
+		cn.Status.OperatorVersion = version.Version
 		if err := patch.Status(ctx, r.Client, before, cn, statusOf); err != nil {
 			retErr = errors.Join(retErr, fmt.Errorf("patching status: %w", err))
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/render"
 	"github.com/weft-net/weft/internal/testenv"
+	"github.com/weft-net/weft/internal/version"
 )
 
 var env *testenv.Env
@@ -77,6 +78,9 @@ func waitFor(t *testing.T, check func(cn *fabricv1.ClusterNetwork) error) *fabri
 		}
 		if cn.Status.ObservedGeneration != cn.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", cn.Status.ObservedGeneration, cn.Generation)
+		}
+		if cn.Status.OperatorVersion != version.Version {
+			return fmt.Errorf("status.operatorVersion %q, want the operator's release %s", cn.Status.OperatorVersion, version.Version)
 		}
 		return check(cn)
 	})

@@ -376,6 +376,7 @@ func (r *Reconciler) markReady(_ context.Context, s *peerState) (ctrl.Result, er
 	p.Status.StaleSince = nil
 	meta.RemoveStatusCondition(&p.Status.Conditions, fabricv1.ConditionDegraded)
 	p.Status.KubernetesVersion = s.info.KubernetesVersion
+	p.Status.WeftVersion = s.info.WeftVersion
 	p.Status.PodCIDRs = s.info.PodCIDRs
 	p.Status.ServiceCIDRs = s.info.ServiceCIDRs
 	p.Status.Gateways = s.info.Gateways
@@ -490,6 +491,7 @@ func (r *Reconciler) fail(s *peerState, pe *peerError) (ctrl.Result, error) {
 		fabricv1.ReasonOverlappingCIDR, fabricv1.ReasonInvalidAdvertisement:
 		connected = metav1.ConditionTrue // the API server answered; what it said is the problem
 		p.Status.KubernetesVersion = s.info.KubernetesVersion
+		p.Status.WeftVersion = s.info.WeftVersion
 		if pe.Reason == fabricv1.ReasonOverlappingCIDR {
 			p.Status.PodCIDRs, p.Status.ServiceCIDRs = s.info.PodCIDRs, s.info.ServiceCIDRs
 		}

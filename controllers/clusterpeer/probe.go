@@ -20,6 +20,7 @@ import (
 // peerInfo is what a peer advertises.
 type peerInfo struct {
 	KubernetesVersion string
+	WeftVersion       string
 	ClusterID         string
 	PodCIDRs          []string
 	ServiceCIDRs      []string
@@ -110,7 +111,7 @@ func (p *apiProber) Probe(ctx context.Context, cfg *rest.Config) (peerInfo, erro
 	if err := c.Get(ctx, types.NamespacedName{Name: fabricv1.ClusterNetworkName}, cn); err != nil {
 		return peerInfo{KubernetesVersion: v.GitVersion}, classify("reading the peer's ClusterNetwork", err)
 	}
-	info := peerInfo{KubernetesVersion: v.GitVersion, ClusterID: cn.Spec.ClusterID, Gateways: cn.Status.Gateways,
+	info := peerInfo{KubernetesVersion: v.GitVersion, WeftVersion: cn.Status.OperatorVersion, ClusterID: cn.Spec.ClusterID, Gateways: cn.Status.Gateways,
 		MaxActive: cn.Spec.Gateways.MaxActive, PeerAliases: cn.Status.PeerAliases}
 	for _, c := range cn.Spec.PodCIDRs {
 		info.PodCIDRs = append(info.PodCIDRs, string(c))

@@ -48,6 +48,15 @@ func TestClusterPeer(t *testing.T) {
 	remoteGW := fabricv1.GatewayStatus{Node: "gw-1", Endpoint: "172.30.2.11:51820", Tunnel: fabricv1.TunnelWireGuard,
 		PublicKey: "cHViLTEtcHViLTEtcHViLTEtcHViLTEtcHViLTEtcHU=", Healthy: true, PeerPorts: map[string]int32{"c1/gw-9": 51821}}
 	setStatusGateways(t, remote, remoteGW)
+	// The release the remote operator publishes.
+	remoteCN = &fabricv1.ClusterNetwork{}
+	if err := remote.Client.Get(ctx, client.ObjectKey{Name: "default"}, remoteCN); err != nil {
+		t.Fatal(err)
+	}
+	remoteCN.Status.OperatorVersion = "v0.9.1"
+	if err := remote.Client.Status().Update(ctx, remoteCN); err != nil {
+		t.Fatal(err)
+	}
 	localTunnel := fabricv1.GatewayTunnel{Peer: "remote/gw-1", Endpoint: "172.30.2.11:51821", State: fabricv1.TunnelActive,
 		Answering: true, LastHandshakeTime: &metav1.Time{Time: time.Now()}}
 	setStatusGateways(t, local, fabricv1.GatewayStatus{Node: "gw-9", Endpoint: "172.30.1.19:51820", Tunnel: fabricv1.TunnelWireGuard,
@@ -112,7 +121,7 @@ func TestClusterPeer(t *testing.T) {
 			})
 			if c.ready == "True" {
 				if !slices.Equal(got.Status.PodCIDRs, []string{"10.245.0.0/16"}) || got.Status.LastSyncTime == nil ||
-					!strings.HasPrefix(got.Status.KubernetesVersion, "v1.") {
+					!strings.HasPrefix(got.Status.KubernetesVersion, "v1.") || got.Status.WeftVersion != "v0.9.1" {
 					t.Errorf("advertised state not mirrored: %+v", got.Status)
 				}
 			}
