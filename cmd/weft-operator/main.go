@@ -29,7 +29,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "weft-operator: no Kubernetes configuration:", err)
 		os.Exit(1)
 	}
-	mgr, err := manager.NewManager(ctx, cfg, restCfg)
+	mgr, err := manager.NewManagerWhenReachable(ctx, cfg, restCfg, ctrl.Log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weft-operator:", err)
 		os.Exit(1)

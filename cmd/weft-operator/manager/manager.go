@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -26,6 +27,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/go-logr/logr"
+
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
 	"github.com/weft-net/weft/controllers/clusterpeer"
@@ -35,6 +38,7 @@ import (
 	"github.com/weft-net/weft/controllers/nodeipam"
 	"github.com/weft-net/weft/controllers/peeraliases"
 	"github.com/weft-net/weft/controllers/tier"
+	"github.com/weft-net/weft/internal/apiretry"
 	"github.com/weft-net/weft/internal/operator"
 	"github.com/weft-net/weft/internal/render"
 	"github.com/weft-net/weft/internal/webhookcert"
@@ -56,6 +60,29 @@ var Backends = []fabricv1.DatapathBackend{fabricv1.DatapathOVS, fabricv1.Datapat
 // reaches the port.
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// NewManagerWhenReachable is NewManager, waiting while the API server does not answer
+// (stopped, restarting, unreachable): an operator that exited instead would be restarted by
+// the kubelet with a growing back-off, and could sit in it for minutes after the API server
+// came back. Any other error is returned at once.
+func NewManagerWhenReachable(ctx context.Context, cfg operator.Config, restCfg *rest.Config, log logr.Logger) (ctrl.Manager, error) {
+	backoff := time.Second
+	for {
+		mgr, err := NewManager(ctx, cfg, restCfg)
+		if err == nil || !apiretry.Transient(err) {
+			return mgr, err
+		}
+		log.Info("the API server does not answer yet; waiting for it", "reason", err.Error(), "retryIn", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+		// A failed attempt may have registered some controllers' names in this process.
+		cfg.SeveralInProcess = true
+	}
+}
 
 // NewManager builds the manager with every controller and webhook registered.
 func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) (ctrl.Manager, error) {

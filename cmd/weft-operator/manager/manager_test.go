@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -241,4 +244,71 @@ func TestReplicasElectOneLeaderAndServeProbesAndMetrics(t *testing.T) {
 		return nil
 	})
 	t.Logf("leadership moved %v after the leader stopped", time.Since(stoppedAt).Round(100*time.Millisecond))
+}
+
+// An operator started while its API server does not answer waits for it instead of exiting
+// (the kubelet would restart it with a growing back-off), and serves once it answers.
+func TestOperatorWaitsForTheAPIServer(t *testing.T) {
+	bin, kubeconfig := buildOperator(t)
+	// The operator's kubeconfig names a port where nothing listens yet.
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	for _, c := range cfg.Clusters {
+		c.Server = "https://127.0.0.1:" + strconv.Itoa(port)
+	}
+	away := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, away); err != nil {
+		t.Fatal(err)
+	}
+	r := startReplica(t, bin, away)
+	time.Sleep(4 * time.Second)
+	if err := r.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the operator exited while its API server did not answer: %v", err)
+	}
+	if code, _, err := get("http://" + r.probe + "/readyz"); err == nil && code == http.StatusOK {
+		t.Fatal("the operator says it is ready without an API server")
+	}
+	// The API server answers at that port now.
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", u.Host)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in) }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	opened := time.Now()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		code, body, err := get("http://" + r.probe + "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("readyz: %d %s", code, body)
+		}
+		return nil
+	})
+	t.Logf("ready %v after the API server answered", time.Since(opened).Round(100*time.Millisecond))
 }
