@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -179,30 +177,11 @@ func (n *simNode) forwardAPIServer(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := u.Host
-	l, err := n.ns.Listen(host)
+	l, err := n.ns.Listen(u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.DialTimeout("tcp", host, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { _, _ = io.Copy(out, in); _ = out.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(in, out)
-			}()
-		}
-	}()
+	testenv.Relay(t, l, u.Host)
 }
 
 // startAgent runs weft-agent in the node's namespace and waits until it has written the

@@ -280,25 +280,7 @@ func TestOperatorWaitsForTheAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.Dial("tcp", u.Host)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { _, _ = io.Copy(out, in) }()
-				_, _ = io.Copy(in, out)
-			}()
-		}
-	}()
+	testenv.Relay(t, l, u.Host)
 	opened := time.Now()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		code, body, err := get("http://" + r.probe + "/readyz")
