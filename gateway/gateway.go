@@ -713,8 +713,9 @@ func (g *gw) sync(ctx context.Context, reread bool) error {
 }
 
 // publish keeps the peers read on the node (when they changed), reports in the FabricGateway
-// (when something changed) and renews the Lease every Interval, until ctx ends. Each round's writes are bounded by the Lease's duration: a round
-// against a stopped API server gives up, and the next tries again.
+// (when something changed) and renews the Lease every Interval, until ctx ends. Each round's
+// writes are bounded by the Lease's duration: a round against a stopped API server gives up,
+// and the next tries again.
 func (g *gw) publish(ctx context.Context) {
 	tick := time.NewTicker(g.cfg.Interval)
 	defer tick.Stop()
