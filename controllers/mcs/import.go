@@ -62,6 +62,29 @@ var errVIPReleasing = errors.New("the import's VIP is still being released")
 // object this controller just made.
 const cacheBehind = 200 * time.Millisecond
 
+// unreadRequeue is how soon an import held for a peer whose records are not read yet is
+// looked at again (from caches only).
+const unreadRequeue = 5 * time.Second
+
+// heldForUnreadPeers says whether the import of k names a cluster whose records the view
+// does not read yet.
+func (r *ImportReconciler) heldForUnreadPeers(ctx context.Context, k mcs.Key) (bool, error) {
+	unread, err := r.View.Unread(ctx)
+	if err != nil || len(unread) == 0 {
+		return false, err
+	}
+	si := &mcsv1.ServiceImport{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: k.Namespace, Name: k.Name}, si); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	for _, c := range si.Status.Clusters {
+		if unread[c.Cluster] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // ReasonEndpointsOutsidePeerRanges is the reason of the ServiceImport's event when a peer's
 // record names endpoint addresses outside the pod ranges that peer may claim.
 const ReasonEndpointsOutsidePeerRanges = "EndpointsOutsidePeerRanges"
@@ -77,6 +100,13 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	recs, err := r.View.Exports(ctx, k)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	// An import that has endpoints from a peer whose records are not read yet stays as it
+	// is: removing or shrinking it would cut traffic the data plane still carries (a new
+	// operator leader, or a peer's API server away when the operator starts). The peer's
+	// informer, once synced, queues the Services it exports; the requeue covers the rest.
+	if held, err := r.heldForUnreadPeers(ctx, k); err != nil || held {
+		return ctrl.Result{RequeueAfter: unreadRequeue}, err
 	}
 	if len(recs) == 0 {
 		r.releasing.Delete(k)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -504,6 +505,34 @@ func TestMultiClusterServices(t *testing.T) {
 			if len(*writes) != 0 {
 				t.Errorf("reconciling settled objects wrote: %s", strings.Join(*writes, "; "))
 			}
+		}
+	})
+
+	t.Run("a new leader that has not read a peer's records yet removes none of its imports", func(t *testing.T) {
+		mustCreate(t, west, service("shop", "west-only", http), endpoints("shop", "west-only", "10.245.1.9", 8080), export("shop", "west-only"))
+		before, _ := imported(t, east, "shop", "west-only", "west")
+		// What a new leader's import reconciler has before its peer sync made west's informer.
+		c, writes := countingClient(t, east)
+		view := &mcsctrl.View{Client: c, Namespace: "weft-system", Scheme: c.Scheme()}
+		imports := &mcsctrl.ImportReconciler{Client: c, View: view}
+		req := ctrl.Request{NamespacedName: types.NamespacedName{Namespace: "shop", Name: "west-only"}}
+		res, err := imports.Reconcile(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(*writes) != 0 || res.RequeueAfter == 0 {
+			t.Errorf("west's records unread: the reconcile wrote %q (requeue %v); want nothing written, and a requeue", *writes, res.RequeueAfter)
+		}
+		// Once they are read, the import is judged as ever: unchanged, nothing to write.
+		if err := view.SyncPeers(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := imports.Reconcile(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := imported(t, east, "shop", "west-only", "west")
+		if len(*writes) != 0 || !slices.Equal(after.Spec.IPs, before.Spec.IPs) {
+			t.Errorf("after the sync: wrote %q, VIP %v → %v; want nothing written and the same VIP", *writes, before.Spec.IPs, after.Spec.IPs)
 		}
 	})
 

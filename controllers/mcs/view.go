@@ -195,6 +195,36 @@ func (v *View) readers() []*peerReader {
 	return slices.Collect(maps.Values(v.peers))
 }
 
+// Unread returns the cluster IDs of the peers in force whose records the view does not read
+// yet (their informer not made, or not synced: a new operator leader before SyncPeers ran,
+// or a peer whose API server is away): what they export is unknown, not absent.
+func (v *View) Unread(ctx context.Context) (map[string]bool, error) {
+	self, err := v.ClusterID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	peers := &fabricv1.ClusterPeerList{}
+	if err := v.Client.List(ctx, peers); err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var unread map[string]bool
+	for i := range peers.Items {
+		p := &peers.Items[i]
+		if !p.Status.InForce() || p.Spec.ClusterID == self || p.DeletionTimestamp != nil {
+			continue
+		}
+		if pr := v.peers[p.Name]; pr == nil || pr.clusterID != p.Spec.ClusterID {
+			if unread == nil {
+				unread = map[string]bool{}
+			}
+			unread[p.Spec.ClusterID] = true
+		}
+	}
+	return unread, nil
+}
+
 // SyncPeers reads the ClusterPeers and this cluster's ID and makes the peers' informers
 // follow: one per Accepted peer, made again when its Secret changed. Only SyncPeers' caller
 // (one worker) runs it.
