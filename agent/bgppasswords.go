@@ -82,7 +82,7 @@ func (p *passwords) watch(ctx context.Context, name string) *secretWatch {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
 	}
 	lw := cache.NewFilteredListWatchFromClient(p.cs.CoreV1().RESTClient(), "secrets", p.ns, byName)
-	changed := func() { p.changed() }
+	changed := p.changed
 	store, ctl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: &corev1.Secret{},
 		Handler: cache.ResourceEventHandlerFuncs{AddFunc: func(any) { changed() }, UpdateFunc: func(any, any) { changed() },
 			DeleteFunc: func(any) { changed() }}})

@@ -114,27 +114,3 @@ func RunManager(t testing.TB, mgr Runnable) {
 		}
 	})
 }
-
-// Relay accepts connections on l (closed when the test ends) and relays each to the TCP
-// address to: an API server reached through another address or network namespace.
-func Relay(t testing.TB, l net.Listener, to string) {
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.DialTimeout("tcp", to, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { _, _ = io.Copy(out, in); _ = out.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(in, out)
-			}()
-		}
-	}()
-}

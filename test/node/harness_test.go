@@ -27,6 +27,7 @@ import (
 	"github.com/weft-net/weft/internal/netnstest"
 	"github.com/weft-net/weft/internal/ovsrun"
 	"github.com/weft-net/weft/internal/testenv"
+	"github.com/weft-net/weft/lab/forward"
 )
 
 var (
@@ -181,7 +182,9 @@ func (n *simNode) forwardAPIServer(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.Relay(t, l, u.Host)
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go func() { _ = forward.Forward(ctx, l, u.Host) }()
 }
 
 // startAgent runs weft-agent in the node's namespace and waits until it has written the

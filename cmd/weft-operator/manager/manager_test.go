@@ -30,6 +30,7 @@ import (
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/testenv"
+	"github.com/weft-net/weft/lab/forward"
 )
 
 var env *testenv.Env
@@ -280,7 +281,9 @@ func TestOperatorWaitsForTheAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.Relay(t, l, u.Host)
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go func() { _ = forward.Forward(ctx, l, u.Host) }()
 	opened := time.Now()
 	testenv.Eventually(t, 60*time.Second, func() error {
 		code, body, err := get("http://" + r.probe + "/readyz")
