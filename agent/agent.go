@@ -39,6 +39,7 @@ import (
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/internal/podblocks"
 	"github.com/weft-net/weft/internal/restcfg"
+	"github.com/weft-net/weft/internal/securemetrics"
 )
 
 // Config is the agent's configuration; every field has a flag in cmd/weft-agent.
@@ -50,7 +51,10 @@ type Config struct {
 	CNIBinDir  string
 	StateDir   string
 	OVSRunDir  string
-	HealthAddr string
+	// HealthAddr serves /healthz, /readyz and /metrics in plain HTTP, on the node's loopback
+	// by default; SecureMetricsAddr serves /metrics over TLS to callers the API server
+	// authorizes for it (Prometheus). "" or "0" disables either.
+	HealthAddr, SecureMetricsAddr string
 	// PolicyLog is the file that gets a line per connection a logged policy rule matched
 	// (empty: the agent's log only).
 	PolicyLog string
@@ -63,7 +67,7 @@ type Config struct {
 // DefaultConfig suits the DaemonSet the operator installs.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), CNISocket: "/var/run/weft/cni.sock", CNIConfDir: "/etc/cni/net.d",
-		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: "127.0.0.1:10380",
+		CNIBinDir: "/opt/cni/bin", StateDir: "/var/lib/weft", OVSRunDir: "/var/run/openvswitch", HealthAddr: "127.0.0.1:10380", SecureMetricsAddr: ":10381",
 		PolicyLog: "/var/lib/weft/policy.log", Namespace: os.Getenv("POD_NAMESPACE"), BPFFS: "/sys/fs/bpf"}
 }
 
@@ -103,6 +107,11 @@ func Run(ctx context.Context, cfg Config) error {
 	a.metrics.MustRegister(a.own)
 	a.notReady.Store("starting")
 	go a.serveHealth(ctx)
+	if !securemetrics.Disabled(cfg.SecureMetricsAddr) {
+		if _, err := securemetrics.Serve(ctx, log, cfg.SecureMetricsAddr, a.metrics, restCfg); err != nil {
+			log.Error(err, "not serving metrics") // the node's network does not wait for them
+		}
+	}
 
 	registry := datapath.NewRegistry()
 	for _, register := range []func(*datapath.Registry) error{ovs.Register, ebpf.Register} {

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -48,6 +49,7 @@ import (
 	"github.com/weft-net/weft/internal/health"
 	"github.com/weft-net/weft/internal/nft"
 	"github.com/weft-net/weft/internal/restcfg"
+	"github.com/weft-net/weft/internal/securemetrics"
 )
 
 // Config is what weft-gateway needs from its command line.
@@ -59,15 +61,17 @@ type Config struct {
 	// Interval between syncs and Lease renewals; the Lease lasts LeaseDuration.
 	Interval      time.Duration
 	LeaseDuration time.Duration
-	// MetricsAddr serves /metrics (Metrics); "" or "0" disables. Loopback by default: the
-	// node's own scraper, or a proxy that authenticates, reads it.
-	MetricsAddr string
+	// MetricsAddr serves /metrics (Metrics) in plain HTTP; "" or "0" disables. Loopback by
+	// default: the node's own readers. SecureMetricsAddr serves them over TLS to callers
+	// the API server authorizes for /metrics (Prometheus); "" or "0" disables.
+	MetricsAddr, SecureMetricsAddr string
 }
 
 // DefaultConfig is the gateway's configuration on a node.
 func DefaultConfig() Config {
 	return Config{NodeName: os.Getenv("NODE_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), StateDir: "/var/lib/weft/gateway",
-		Interval: 500 * time.Millisecond, LeaseDuration: 2 * time.Second, MetricsAddr: "127.0.0.1:10391"}
+		Interval: 500 * time.Millisecond, LeaseDuration: 2 * time.Second, MetricsAddr: "127.0.0.1:10391",
+		SecureMetricsAddr: ":10392"}
 }
 
 // Interface names of the gateway's tunnel device per driver (WireGuard: the stem of its
@@ -173,11 +177,21 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}})
 	go func() { _ = g.prober.Run(ctx) }()
-	if cfg.MetricsAddr != "" && cfg.MetricsAddr != "0" {
+	if !securemetrics.Disabled(cfg.MetricsAddr) || !securemetrics.Disabled(cfg.SecureMetricsAddr) {
 		g.metrics = NewMetrics()
 		g.metrics.source = g.metricsView
-		if err := serveMetrics(ctx, cfg.MetricsAddr, g.metrics); err != nil {
-			log.Error(err, "not serving metrics") // the tunnels do not wait for them
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(g.metrics)
+		// The tunnels do not wait for the metrics: a port they cannot have is logged.
+		if !securemetrics.Disabled(cfg.MetricsAddr) {
+			if err := securemetrics.ServeLocal(ctx, log, cfg.MetricsAddr, reg); err != nil {
+				log.Error(err, "not serving metrics")
+			}
+		}
+		if !securemetrics.Disabled(cfg.SecureMetricsAddr) {
+			if _, err := securemetrics.Serve(ctx, log, cfg.SecureMetricsAddr, reg, restCfg); err != nil {
+				log.Error(err, "not serving metrics")
+			}
 		}
 	}
 	// Agents and peer gateways probe this gateway's health port to know within a few

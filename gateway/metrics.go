@@ -2,9 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/gateway/tunnel"
@@ -147,22 +143,6 @@ func (g *gw) metricsView(ctx context.Context) metricsView {
 		v.tunnels, _ = tun.Status(ctx)
 	}
 	return v
-}
-
-// serveMetrics serves /metrics at addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, m *Metrics) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m)
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	context.AfterFunc(ctx, func() { _ = srv.Close() })
-	return nil
 }
 
 // gatewaysByAddr names the peers' gateways by their endpoints' addresses.

@@ -26,6 +26,7 @@ func main() {
 	flag.StringVar(&cfg.PolicyLog, "policy-log", cfg.PolicyLog, "file that gets one line per connection a logged policy rule matched (empty: the agent log only)")
 	flag.StringVar(&cfg.OVSRunDir, "ovs-run-dir", cfg.OVSRunDir, "Open vSwitch run directory (db.sock, bridge sockets)")
 	flag.StringVar(&cfg.HealthAddr, "health-addr", cfg.HealthAddr, "address of /healthz, /readyz and /metrics; 0 disables")
+	flag.StringVar(&cfg.SecureMetricsAddr, "secure-metrics-addr", cfg.SecureMetricsAddr, "address of /metrics over TLS, for callers the API server authorizes (Prometheus); 0 disables")
 	flag.StringVar(&cfg.BPFFS, "bpffs", cfg.BPFFS, "bpffs directory for the ebpf datapath's pins (mounted there if it is not one)")
 	flag.StringVar(&cfg.Namespace, "namespace", cfg.Namespace, "the agent's namespace, where BGP password Secrets are read (default from POD_NAMESPACE)")
 	klog.InitFlags(nil)

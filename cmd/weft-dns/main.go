@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&cfg.Domain, "domain", cfg.Domain, "the clusterset zone")
 	flag.UintVar(&ttl, "ttl", ttl, "TTL of the answers, in seconds")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of /metrics; 0 disables")
+	flag.StringVar(&cfg.SecureMetricsAddr, "secure-metrics-addr", cfg.SecureMetricsAddr, "address of /metrics over TLS, for callers the API server authorizes (Prometheus); 0 disables")
 	klog.InitFlags(nil)
 	flag.Parse()
 	cfg.TTL = uint32(ttl)

@@ -25,6 +25,7 @@ func main() {
 	flag.DurationVar(&cfg.Interval, "interval", cfg.Interval, "how often the Lease is renewed and peers are synced")
 	flag.DurationVar(&cfg.LeaseDuration, "lease-duration", cfg.LeaseDuration, "how long the Lease lasts without renewal")
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of /metrics (per peer gateway: probes, tunnel bytes, handshakes, failovers; tunnel filter drops); 0 disables")
+	flag.StringVar(&cfg.SecureMetricsAddr, "secure-metrics-addr", cfg.SecureMetricsAddr, "address of /metrics over TLS, for callers the API server authorizes (Prometheus); 0 disables")
 	klog.InitFlags(nil)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/weft-net/weft/dns"
 	"github.com/weft-net/weft/internal/restcfg"
+	"github.com/weft-net/weft/internal/securemetrics"
 )
 
 // Config configures weft-dns.
@@ -31,31 +31,33 @@ type Config struct {
 	Listen     string // host:port for UDP and TCP
 	Domain     string // the clusterset zone
 	TTL        uint32
-	// MetricsAddr serves /metrics ("" or "0": not served); by default on the pod's
-	// loopback only.
-	MetricsAddr string
+	// MetricsAddr serves /metrics in plain HTTP ("" or "0": not served); by default on the
+	// pod's loopback only. SecureMetricsAddr serves them over TLS to callers the API server
+	// authorizes for /metrics (Prometheus); "" or "0" disables.
+	MetricsAddr, SecureMetricsAddr string
 }
 
 // DefaultConfig serves clusterset.local on port 53 with a 5 s TTL, and its metrics on
-// 127.0.0.1:9153.
+// 127.0.0.1:9153 and, to authorized callers, on :9154.
 func DefaultConfig() Config {
-	return Config{Listen: ":53", Domain: "clusterset.local", TTL: 5, MetricsAddr: "127.0.0.1:9153"}
+	return Config{Listen: ":53", Domain: "clusterset.local", TTL: 5, MetricsAddr: "127.0.0.1:9153", SecureMetricsAddr: ":9154"}
 }
 
-// serveMetrics serves stats on addr until ctx ends; a port it cannot have is logged, not
-// fatal: answering matters more.
-func serveMetrics(ctx context.Context, addr string, stats *dns.Stats) {
-	if addr == "" || addr == "0" {
-		return
-	}
+// serveMetrics serves stats where cfg says until ctx ends; a port it cannot have is
+// logged, not fatal: answering matters more.
+func serveMetrics(ctx context.Context, cfg Config, rc *rest.Config, stats *dns.Stats) {
+	log := klog.FromContext(ctx)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(stats)
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); _ = srv.Close() }()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		klog.FromContext(ctx).Error(err, "serving metrics", "addr", addr)
+	if !securemetrics.Disabled(cfg.MetricsAddr) {
+		if err := securemetrics.ServeLocal(ctx, log, cfg.MetricsAddr, reg); err != nil {
+			log.Error(err, "not serving metrics")
+		}
+	}
+	if !securemetrics.Disabled(cfg.SecureMetricsAddr) {
+		if _, err := securemetrics.Serve(ctx, log, cfg.SecureMetricsAddr, reg, rc); err != nil {
+			log.Error(err, "not serving metrics")
+		}
 	}
 }
 
@@ -100,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	go func() { _ = c.Start(ctx) }()
 	a := dns.NewAnswerer(cfg.Domain, cfg.TTL)
-	go serveMetrics(ctx, cfg.MetricsAddr, dns.NewStats(a))
+	serveMetrics(ctx, cfg, rc, dns.NewStats(a))
 	served := make(chan error, 1)
 	go func() {
 		served <- dns.Serve(ctx, cfg.Listen, a, func(udp, tcp net.Addr) {

@@ -78,9 +78,11 @@ func DefaultConfig() Config {
 	return Config{
 		Namespace: ns,
 		// The operator runs on the host network (it installs the pod network), so its
-		// ports are ones nothing else on a node is likely to hold.
+		// ports are ones nothing else on a node is likely to hold. Metrics answer only
+		// callers the API server authorizes; the probes, unauthenticated, answer only on
+		// the node's loopback (the kubelet probes 127.0.0.1).
 		MetricsAddr:  ":10371",
-		ProbeAddr:    ":10372",
+		ProbeAddr:    "127.0.0.1:10372",
 		PeerResync:   10 * time.Second,
 		KubeAPIQPS:   100,
 		KubeAPIBurst: 200,

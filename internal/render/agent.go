@@ -47,6 +47,7 @@ type Images struct {
 // datapath settings, so changing them rolls the agents.
 func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
 	labels := workloadLabels(AgentName)
+	metricsArg, metricsPort := secureMetrics(AgentMetricsPort)
 	sa := &corev1.ServiceAccount{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Namespace: namespace, Labels: labels},
@@ -54,7 +55,7 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 	role := &rbacv1.ClusterRole{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 		ObjectMeta: metav1.ObjectMeta{Name: AgentName, Labels: labels},
-		Rules: []rbacv1.PolicyRule{
+		Rules: append([]rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
 			// Every node's blocks (checked before they are routed to); the agent reports on
 			// its own node's FabricNode (the node identity policy holds it to its own).
@@ -70,7 +71,7 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 			// What it announces (LoadBalancer and clusterset IPs), read from a watch.
 			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 			{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"list", "watch"}},
-		},
+		}, metricsReviews...),
 	}
 	// The BGP peers' password Secrets, by name, in the operator's namespace (list and watch
 	// are allowed by name only with a field selector on it: the agent watches each one).
@@ -138,8 +139,9 @@ func Agent(namespace string, images Images, cn *fabricv1.ClusterNetwork) []clien
 							Name:  "agent",
 							Image: images.Agent,
 							// Probes and metrics on the node's loopback only: nothing else on
-							// the node's network reaches them.
-							Args: []string{fmt.Sprintf("--health-addr=127.0.0.1:%d", AgentHealthPort)},
+							// the node's network reaches them; metrics over TLS to readers.
+							Args:  []string{fmt.Sprintf("--health-addr=127.0.0.1:%d", AgentHealthPort), metricsArg},
+							Ports: []corev1.ContainerPort{metricsPort},
 							Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
 								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 								{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{

@@ -33,6 +33,7 @@ func DNSDomain(cn *fabricv1.ClusterNetwork) string {
 // the zone to).
 func DNS(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
 	labels := workloadLabels(DNSName)
+	metricsArg, metricsPort := secureMetrics(DNSMetricsPort)
 	sa := &corev1.ServiceAccount{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{Name: DNSName, Namespace: namespace, Labels: labels},
@@ -40,10 +41,10 @@ func DNS(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.
 	role := &rbacv1.ClusterRole{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 		ObjectMeta: metav1.ObjectMeta{Name: DNSName, Labels: labels},
-		Rules: []rbacv1.PolicyRule{
+		Rules: append([]rbacv1.PolicyRule{
 			{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-		},
+		}, metricsReviews...),
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
@@ -66,9 +67,9 @@ func DNS(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.
 					Containers: []corev1.Container{{
 						Name:  "dns",
 						Image: images.DNS,
-						Args:  []string{"--domain=" + DNSDomain(cn), "--listen=:53", "--ttl=5"},
+						Args:  []string{"--domain=" + DNSDomain(cn), "--listen=:53", "--ttl=5", metricsArg},
 						Ports: []corev1.ContainerPort{{Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP},
-							{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}},
+							{Name: "dns-tcp", ContainerPort: 53, Protocol: corev1.ProtocolTCP}, metricsPort},
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 							corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("32Mi")}},
 					}},

@@ -30,6 +30,7 @@ const annotationTunnelConfig = "fabric.weft.dev/tunnel-config"
 // FabricGateway and renews its Lease.
 func Gateway(namespace string, images Images, cn *fabricv1.ClusterNetwork) []client.Object {
 	labels := workloadLabels(GatewayName)
+	metricsArg, metricsPort := secureMetrics(GatewayMetricsPort)
 	sa := &corev1.ServiceAccount{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
 		ObjectMeta: metav1.ObjectMeta{Name: GatewayName, Namespace: namespace, Labels: labels},
@@ -38,7 +39,7 @@ func Gateway(namespace string, images Images, cn *fabricv1.ClusterNetwork) []cli
 	clusterRole := &rbacv1.ClusterRole{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 		ObjectMeta: metav1.ObjectMeta{Name: GatewayName, Labels: labels},
-		Rules: []rbacv1.PolicyRule{
+		Rules: append([]rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
 			{APIGroups: []string{"fabric.weft.dev"}, Resources: []string{"clusternetworks", "clusterpeers"}, Verbs: []string{"get", "list", "watch"}},
 			// Its own FabricGateway (the node identity policy holds it to its own): created
@@ -48,7 +49,7 @@ func Gateway(namespace string, images Images, cn *fabricv1.ClusterNetwork) []cli
 			// Events on ClusterPeers when a peer's gateway fails or comes back; events about
 			// cluster-scoped objects live in the default namespace.
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
-		},
+		}, metricsReviews...),
 	}
 	clusterBinding := &rbacv1.ClusterRoleBinding{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
@@ -94,6 +95,8 @@ func Gateway(namespace string, images Images, cn *fabricv1.ClusterNetwork) []cli
 					Containers: []corev1.Container{{
 						Name:  "gateway",
 						Image: images.Gateway,
+						Args:  []string{metricsArg},
+						Ports: []corev1.ContainerPort{metricsPort},
 						Env: []corev1.EnvVar{
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},

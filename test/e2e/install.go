@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -262,4 +266,122 @@ func Uninstall(t testing.TB, in UninstallInput) {
 			}
 		}
 	}
+}
+
+// NodeListeners plays a network neighbour against the listeners weft puts on a node's host
+// network. The unauthenticated ones — the operator's probes (10372), the agent's health and
+// metrics (10380), the gateway's metrics (10391) — refuse it on every node address, while
+// the node itself reaches them on 127.0.0.1 (so the refusal is not a process that is simply
+// not running). The metrics every component serves over TLS — operator 10371, agent 10381,
+// gateway 10392, weft-dns 9154 in its pods — answer it as Prometheus would be answered:
+// 401 without a token, the component's metrics with a token of a service account bound to
+// weft-metrics-reader.
+func NodeListeners(t testing.TB, in InstallInput) {
+	ctx := context.Background()
+	cs := in.Lab.Client(t, in.Cluster)
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := cs.CoreV1().Pods("weft-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := map[string]map[string]bool{} // workload → nodes
+	var dnsPods []string
+	for _, p := range pods.Items {
+		name := p.Labels["app.kubernetes.io/name"]
+		if on[name] == nil {
+			on[name] = map[string]bool{}
+		}
+		on[name][p.Spec.NodeName] = true
+		if name == "weft-dns" && p.Status.PodIP != "" {
+			dnsPods = append(dnsPods, p.Status.PodIP)
+		}
+	}
+	if len(nodes.Items) < 2 || len(on["weft-operator"]) == 0 || len(on["weft-gateway"]) == 0 || len(dnsPods) == 0 {
+		t.Fatalf("%s: %d nodes, weft pods on %v, weft-dns at %v: need two nodes, an operator, a gateway and weft-dns", in.Cluster, len(nodes.Items), on, dnsPods)
+	}
+	in.Lab.MustKubectl(t, in.Cluster, `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus, namespace: weft-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: prometheus-weft-metrics}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: weft-metrics-reader}
+subjects: [{kind: ServiceAccount, name: prometheus, namespace: weft-system}]
+`, "apply", "--server-side", "-f", "-")
+	token := strings.TrimSpace(in.Lab.MustKubectl(t, in.Cluster, "", "-n", "weft-system", "create", "token", "prometheus"))
+	for i, n := range nodes.Items {
+		neighbour := in.Lab.nodeNetns(nodes.Items[(i+1)%len(nodes.Items)].Name)
+		ip := ""
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				ip = a.Address
+			}
+		}
+		for _, port := range []int{10372, 10380, 10391} {
+			addr := net.JoinHostPort(ip, strconv.Itoa(port))
+			if c, err := neighbour.Dial(addr, 2*time.Second); err == nil {
+				c.Close()
+				t.Errorf("%s: a network neighbour connects to %s (node %s)", in.Cluster, addr, n.Name)
+			}
+		}
+		own := netnsHTTP(in.Lab.nodeNetns(n.Name), 5*time.Second)
+		urls := []string{"http://127.0.0.1:10380/readyz"}
+		if on["weft-operator"][n.Name] {
+			urls = append(urls, "http://127.0.0.1:10372/readyz")
+		}
+		for _, u := range urls {
+			if err := call(own, u); err != nil {
+				t.Errorf("%s: node %s itself cannot read %s: %v", in.Cluster, n.Name, u, err)
+			}
+		}
+		scraped := map[string]string{net.JoinHostPort(ip, "10381"): "weft_agent_pods"}
+		if on["weft-operator"][n.Name] {
+			scraped[net.JoinHostPort(ip, "10371")] = "rest_client_requests_total" // a standby runs no controller
+		}
+		if on["weft-gateway"][n.Name] {
+			scraped[net.JoinHostPort(ip, "10392")] = "weft_gateway_tunnel_dropped_packets_total"
+		}
+		if i == 0 {
+			for _, p := range dnsPods {
+				scraped[net.JoinHostPort(p, "9154")] = "weft_dns_services"
+			}
+		}
+		for addr, want := range scraped {
+			url := "https://" + addr + "/metrics"
+			if code, _, err := scrape(neighbour, url, ""); err != nil || code != http.StatusUnauthorized {
+				t.Errorf("%s: %s without a token: %d %v, want 401", in.Cluster, url, code, err)
+			}
+			if code, body, err := scrape(neighbour, url, token); err != nil || code != http.StatusOK || !strings.Contains(body, want) {
+				t.Errorf("%s: %s as a weft-metrics-reader: %d %v, holds %s: %v", in.Cluster, url, code, err, want, strings.Contains(body, want))
+			}
+		}
+	}
+}
+
+// scrape GETs a TLS metrics endpoint from inside ns as Prometheus does, with a bearer token
+// ("" for none); the certificate is the component's own, not verified.
+func scrape(ns *netnstest.Netns, url, token string) (int, string, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) },
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the component's self-signed certificate
+	}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }

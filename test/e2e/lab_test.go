@@ -127,6 +127,9 @@ func TestLab(t *testing.T) {
 		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-1", PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
 		InstallWeft(t, InstallInput{Lab: lab, Cluster: "weft-2", PodCIDR: "10.245.0.0/16", ServiceCIDR: "10.97.0.0/16"})
 	})
+	t.Run("a node's unauthenticated listeners answer only on its loopback, its metrics only to readers", func(t *testing.T) {
+		NodeListeners(t, InstallInput{Lab: lab, Cluster: "weft-1"})
+	})
 	for _, c := range []string{"weft-1", "weft-2"} {
 		t.Run("a node's identity changes only its own node's objects, and bad blocks route nowhere on "+c, func(t *testing.T) {
 			NodeIdentity(t, NodeIdentityInput{Lab: lab, Cluster: c})

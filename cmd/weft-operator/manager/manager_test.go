@@ -2,7 +2,6 @@ package manager_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,13 +17,7 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -104,73 +97,6 @@ func startReplica(t *testing.T, bin, kubeconfig string) *replica {
 	return r
 }
 
-// metricsServedOnlyToReaders checks that /metrics answers only a caller the API server
-// authenticates and authorizes: nothing without a token (401), nothing to a service account
-// without the weft-metrics-reader role (403), the metrics to one with it.
-func metricsServedOnlyToReaders(t *testing.T, url string) {
-	t.Helper()
-	ctx := context.Background()
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := "weft-system"
-	_, _ = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "prometheus"}},
-		metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "prometheus", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := tr.Status.Token
-	if code, _, err := getAs(url, ""); err != nil || code != http.StatusUnauthorized {
-		t.Errorf("GET /metrics without a token: %d %v, want 401", code, err)
-	}
-	if code, _, err := getAs(url, token); err != nil || code != http.StatusForbidden {
-		t.Errorf("GET /metrics as a service account without the reader role: %d %v, want 403", code, err)
-	}
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "weft-metrics-reader"},
-		Rules: []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}}
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "prometheus-weft-metrics"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "prometheus"}}}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 30*time.Second, func() error {
-		code, body, err := getAs(url, token)
-		if err != nil || code != http.StatusOK || !strings.Contains(body, `controller_runtime_reconcile_total{controller="tier"`) {
-			return fmt.Errorf("GET /metrics as a reader: %d, has the tier reconcile counter: %v: %w", code, strings.Contains(body, `controller="tier"`), err)
-		}
-		return nil
-	})
-}
-
-// getAs GETs url over TLS (the operator's certificate is its own: not verified) with a
-// bearer token ("" for none).
-func getAs(url, token string) (int, string, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a self-signed test server
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
-}
-
 func get(url string) (int, string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -216,7 +142,7 @@ func TestReplicasElectOneLeaderAndServeProbesAndMetrics(t *testing.T) {
 			return nil
 		})
 	}
-	metricsServedOnlyToReaders(t, "https://"+first.metrics+"/metrics")
+	testenv.MetricsServedOnlyToReaders(t, env.Config, "https://"+first.metrics+"/metrics", `controller_runtime_reconcile_total{controller="tier"`)
 
 	second := startReplica(t, bin, kubeconfig)
 	testenv.Eventually(t, 10*time.Second, func() error {
