@@ -143,6 +143,7 @@ bench: test-deps ## Benchmarks: CNI ADD latency (vs the reference bridge plugin)
 test-deps: ## Install what the tests need (apt packages, Kubernetes, CoreDNS and CNI binaries built from source).
 	hack/envtest-assets.sh >/dev/null
 	hack/lab-deps.sh >/dev/null
+	hack/apt-install.sh prometheus # promtool: the alert rules' checks and unit tests
 
 .PHONY: vet
 vet: ## go vet and gofmt check.
