@@ -39,14 +39,14 @@ const Workers = 8
 
 // Setup registers the MCS controllers (exports, imports and the View's peer follower) on one
 // View.
-func Setup(mgr ctrl.Manager, v *View) error {
+func Setup(mgr ctrl.Manager, v *View, m *Metrics) error {
 	if err := setupPeerSync(mgr, v); err != nil {
 		return fmt.Errorf("mcs peer follower: %w", err)
 	}
 	if err := (&ExportReconciler{Client: mgr.GetClient(), View: v}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("serviceexport controller: %w", err)
 	}
-	if err := (&ImportReconciler{Client: mgr.GetClient(), View: v, Recorder: mgr.GetEventRecorderFor("weft-operator")}).SetupWithManager(mgr); err != nil {
+	if err := (&ImportReconciler{Client: mgr.GetClient(), View: v, Recorder: mgr.GetEventRecorderFor("weft-operator"), Metrics: m}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("serviceimport controller: %w", err)
 	}
 	return nil

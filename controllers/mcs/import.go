@@ -44,6 +44,8 @@ type ImportReconciler struct {
 	View *View
 	// Recorder reports endpoints a peer named outside its ranges (nil: not reported).
 	Recorder record.EventRecorder
+	// Metrics hears of every import made (nil: not observed).
+	Metrics *Metrics
 
 	// releasing is when each import's VIP was first found still allocated while its derived
 	// Service was being made again (see createKeepingVIP).
@@ -141,6 +143,7 @@ func (r *ImportReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		} else if err != nil {
 			return ctrl.Result{}, err
 		}
+		r.Metrics.imported(ctx, recs, time.Now())
 	case err != nil:
 		return ctrl.Result{}, err
 	case si.Labels["app.kubernetes.io/managed-by"] != mcs.ManagedBy:

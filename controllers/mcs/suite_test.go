@@ -21,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
@@ -233,6 +234,35 @@ func TestMultiClusterServices(t *testing.T) {
 			if strings.Join(addrs["west"], ",") != "10.245.1.5" {
 				t.Errorf("imported endpoints %v, want west's 10.245.1.5", addrs)
 			}
+		}
+	})
+
+	t.Run("the operator counts exports and imports and observes the export-to-import lag", func(t *testing.T) {
+		// The process's registry holds the operator started last (west's). An export made
+		// now, while it runs, is imported here: its lag is observed (the first export above
+		// was made before the operators read anything, and is not).
+		mustCreate(t, west, service("shop", "lagged", http), endpoints("shop", "lagged", "10.245.1.6", 8080), export("shop", "lagged"))
+		imported(t, west, "shop", "lagged", "west")
+		testenv.Eventually(t, 10*time.Second, func() error {
+			got := gathered(t)
+			if got[`weft_mcs_export_to_import_seconds_count{source_cluster="west"}`] < 1 || got[`weft_mcs_export_to_import_seconds_sum{source_cluster="west"}`] > 30 {
+				return fmt.Errorf("export-to-import lag not observed for west's export: %v", got)
+			}
+			for _, m := range []string{`weft_mcs_exports`, `weft_mcs_imports`} {
+				if got[m] < 2 {
+					return fmt.Errorf("%s = %v, want at least 2: %v", m, got[m], got)
+				}
+			}
+			if got[`weft_mcs_cluster_exports{source_cluster="west"}`] < 2 {
+				return fmt.Errorf("west's exports counted %v, want 2: %v", got[`weft_mcs_cluster_exports{source_cluster="west"}`], got)
+			}
+			if _, ok := got[`weft_mcs_cluster_exports{source_cluster="east"}`]; !ok {
+				return fmt.Errorf("no count of the peer east's exports: %v", got)
+			}
+			return nil
+		})
+		if err := west.Client.Delete(context.Background(), export("shop", "lagged")); err != nil {
+			t.Fatal(err)
 		}
 	})
 
@@ -564,4 +594,38 @@ func TestMultiClusterServices(t *testing.T) {
 			})
 		}
 	})
+}
+
+// gathered reads the weft_mcs_ series of controller-runtime's registry as name{labels} →
+// value (a histogram as its _count and _sum).
+func gathered(t *testing.T) map[string]float64 {
+	t.Helper()
+	mfs, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "weft_mcs_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			key := mf.GetName()
+			if len(ls) > 0 {
+				key += "{" + strings.Join(ls, ",") + "}"
+			}
+			switch {
+			case m.GetHistogram() != nil:
+				out[strings.Replace(key, "{", "_count{", 1)] = float64(m.GetHistogram().GetSampleCount())
+				out[strings.Replace(key, "{", "_sum{", 1)] = m.GetHistogram().GetSampleSum()
+			case m.GetGauge() != nil:
+				out[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
 }

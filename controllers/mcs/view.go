@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	mcsv1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusterpeer"
 	"github.com/weft-net/weft/internal/mcs"
@@ -49,10 +51,11 @@ type View struct {
 	lmu       sync.Mutex // guards listeners (apart from mu: informers call them)
 	listeners []func(mcs.Key)
 
-	mu    sync.Mutex
-	base  context.Context        // the peers' informers live as long as this
-	self  string                 // this cluster's ID, as SyncPeers last read it
-	peers map[string]*peerReader // by ClusterPeer name
+	mu      sync.Mutex
+	base    context.Context        // the peers' informers live as long as this
+	started time.Time              // when Run began: this cluster's records are read since
+	self    string                 // this cluster's ID, as SyncPeers last read it
+	peers   map[string]*peerReader // by ClusterPeer name
 	// ranges are the pod ranges each peer (by cluster ID) may claim, as its ClusterPeer's
 	// status says (what the clusterpeer controller accepted), each with how this cluster
 	// sees it; its endpoints must lie there.
@@ -64,6 +67,7 @@ type peerReader struct {
 	secretVersion string
 	cache         cache.Cache
 	stop          context.CancelFunc
+	since         time.Time // when its informer started: what it lists first was exported before
 }
 
 // peerSyncWait bounds how long SyncPeers waits for a new peer's first listing.
@@ -72,7 +76,7 @@ const peerSyncWait = 10 * time.Second
 // Run ties the peers' informers to ctx: they stop when it ends.
 func (v *View) Run(ctx context.Context) {
 	v.mu.Lock()
-	v.base = ctx
+	v.base, v.started = ctx, time.Now()
 	v.mu.Unlock()
 	<-ctx.Done()
 	v.mu.Lock()
@@ -185,6 +189,37 @@ func (v *View) Keys(ctx context.Context, ns string) []mcs.Key {
 	add(v.Client, self)
 	for _, pr := range v.readers() {
 		add(pr.cache, pr.clusterID)
+	}
+	return out
+}
+
+// ReadSince is when the view began reading cluster's records (this cluster's or a peer's by
+// ID; zero for one it does not read): exports made before were there when it started, and
+// importing them says nothing of how fast an export travels.
+func (v *View) ReadSince(ctx context.Context, cluster string) time.Time {
+	if self, _ := v.ClusterID(ctx); cluster == self {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.started
+	}
+	for _, pr := range v.readers() {
+		if pr.clusterID == cluster {
+			return pr.since
+		}
+	}
+	return time.Time{}
+}
+
+// RecordCounts is how many Services each cluster whose records the view reads exports
+// (this cluster's too), by cluster ID, from the caches.
+func (v *View) RecordCounts(ctx context.Context) map[string]int {
+	out := map[string]int{}
+	if self, _ := v.ClusterID(ctx); self != "" {
+		recs, _ := recordsOf(ctx, v.Client, v.Namespace, map[string]string{mcsv1.LabelSourceCluster: self})
+		out[self] = len(recs)
+	}
+	for _, pr := range v.readers() {
+		out[pr.clusterID] = len(keysOf(ctx, pr, v.Namespace))
 	}
 	return out
 }
@@ -349,6 +384,7 @@ func (v *View) startReader(ctx context.Context, p *fabricv1.ClusterPeer, secret 
 		stop()
 		return nil, err
 	}
+	since := time.Now()
 	go func() { _ = c.Start(wctx) }()
 	sctx, cancel := context.WithTimeout(ctx, peerSyncWait)
 	defer cancel()
@@ -356,7 +392,7 @@ func (v *View) startReader(ctx context.Context, p *fabricv1.ClusterPeer, secret 
 		stop()
 		return nil, errors.New("its export records could not be listed yet")
 	}
-	return &peerReader{clusterID: p.Spec.ClusterID, secretVersion: secret.ResourceVersion, cache: c, stop: stop}, nil
+	return &peerReader{clusterID: p.Spec.ClusterID, secretVersion: secret.ResourceVersion, cache: c, stop: stop, since: since}, nil
 }
 
 // keysOf lists the Services a peer exports, as its informer has them.

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 	"github.com/weft-net/weft/controllers/clusternetwork"
@@ -150,9 +151,10 @@ func NewManager(ctx context.Context, cfg operator.Config, restCfg *rest.Config) 
 		Options: clusterpeer.Options{Resync: cfg.PeerResync, Namespace: cfg.Namespace}}).SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("clusterpeer controller: %w", err)
 	}
-	registerPeerMetrics(clusterpeer.NewMetrics(mgr.GetClient()))
 	view := &mcs.View{Client: mgr.GetClient(), Namespace: cfg.Namespace, Scheme: mgr.GetScheme()}
-	if err := mcs.Setup(mgr, view); err != nil {
+	mcsMetrics := mcs.NewMetrics(mgr.GetClient(), view)
+	registerMetrics(clusterpeer.NewMetrics(mgr.GetClient()), mcsMetrics)
+	if err := mcs.Setup(mgr, view, mcsMetrics); err != nil {
 		return nil, err
 	}
 
@@ -206,19 +208,19 @@ func ownCertificate(ctx context.Context, cfg operator.Config, restCfg *rest.Conf
 	return mgr.Add(&webhookcert.Rotator{Client: direct, Options: certOpts})
 }
 
-// peerMetrics is the ClusterPeer collector registered with controller-runtime's registry,
-// which is the process's: a manager made again in the same process (tests) replaces it.
+// registered are the operator's collectors registered with controller-runtime's registry,
+// which is the process's: a manager made again in the same process (tests) replaces them.
 var (
-	peerMetricsMu sync.Mutex
-	peerMetrics   *clusterpeer.Metrics
+	registeredMu sync.Mutex
+	registered   []prometheus.Collector
 )
 
-func registerPeerMetrics(m *clusterpeer.Metrics) {
-	peerMetricsMu.Lock()
-	defer peerMetricsMu.Unlock()
-	if peerMetrics != nil {
-		metrics.Registry.Unregister(peerMetrics)
+func registerMetrics(cs ...prometheus.Collector) {
+	registeredMu.Lock()
+	defer registeredMu.Unlock()
+	for _, c := range registered {
+		metrics.Registry.Unregister(c)
 	}
-	metrics.Registry.MustRegister(m)
-	peerMetrics = m
+	metrics.Registry.MustRegister(cs...)
+	registered = cs
 }
