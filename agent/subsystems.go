@@ -34,6 +34,8 @@ func (a *agentState) run(ctx context.Context, registry *datapath.Registry, in in
 		{"pod-network", &podNetwork{a: a, policy: policy}},
 		// Routes to peer clusters through this cluster's healthy gateways, and failover.
 		{"peer-routes", &peerRouting{a: a}},
+		// Pods' traffic leaving the cluster: the node's address (spec.egress).
+		{"egress", &egressNAT{a: a}},
 		// The node's BGP speaker: blocks, Services and imports, the BGPNode status.
 		{"bgp", speaker},
 		// Ends run when the ClusterNetwork is being deleted (uninstall follows).

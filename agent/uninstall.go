@@ -99,6 +99,9 @@ func (a *agentState) removeFromNode(ctx context.Context, dp datapath.Datapath, i
 	if err := (bgp.KernelRoutes{}).Sync(nil, nil); err != nil {
 		return fmt.Errorf("routes BGP peers announced: %w", err)
 	}
+	if err := removeEgress(); err != nil {
+		return fmt.Errorf("egress masquerade: %w", err)
+	}
 	_ = os.Remove(filepath.Join(a.cfg.StateDir, speakerMark))
 	err := a.c.Delete(ctx, &fabricv1.BGPNode{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName}})
 	if err != nil && !apierrors.IsNotFound(err) {

@@ -137,12 +137,41 @@ type ClusterNetworkSpec struct {
 	// +kubebuilder:default={}
 	Overlap OverlapSpec `json:"overlap,omitzero"`
 
+	// Egress says what becomes of pods' traffic leaving the cluster: by default it leaves
+	// with the address of the node it leaves from (SNAT), as with most CNIs.
+	// +optional
+	// +kubebuilder:default={}
+	Egress EgressSpec `json:"egress,omitzero"`
+
 	// BGP makes nodes announce pod blocks (and, if asked, Service ranges and addresses) to
 	// routers with an embedded BGP speaker. With encapsulation none the routers carry pod
 	// traffic between nodes and from outside the cluster.
 	// +optional
 	BGP *BGPSpec `json:"bgp,omitempty"`
 }
+
+// EgressSpec configures pods' traffic to destinations outside the cluster.
+type EgressSpec struct {
+	// Masquerade gives pods' traffic to any destination but this cluster's pod and Service
+	// ranges, its peers' ranges (as advertised and as seen here), the overlap alias pool and
+	// exceptCIDRs the address of the node it leaves from (SNAT); replies come back to that
+	// node and on to the pod. False: pods' addresses leave as they are, for networks that
+	// route the pod ranges back (spec.bgp with advertise.podBlocks, for instance).
+	// +optional
+	// +kubebuilder:default=true
+	Masquerade *bool `json:"masquerade,omitempty"`
+
+	// ExceptCIDRs are destinations pods reach with their own addresses while Masquerade is
+	// on: networks that route the pod ranges back and want to see pods as themselves.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	ExceptCIDRs []CIDR `json:"exceptCIDRs,omitempty"`
+}
+
+// MasqueradeEnabled says whether pods' traffic leaving the cluster gets its node's address
+// (spec.egress.masquerade, true unless set to false).
+func (e *EgressSpec) MasqueradeEnabled() bool { return e.Masquerade == nil || *e.Masquerade }
 
 // IPAMSpec sizes node pod blocks.
 type IPAMSpec struct {

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -201,6 +202,55 @@ func BGP(t *testing.T, in BGPInput) {
 		}
 	})
 
+	t.Run(rc.Kind+": pods leave the cluster with their node's address, or their own for spec.egress.exceptCIDRs", func(t *testing.T) {
+		// The external host routes the pod blocks back (the router learns them), so a pod's
+		// own address would answer too: what it sees says whether the node translated.
+		running, err := lab.Open(l.State)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, err := running.Host(in.Cluster + "-ext")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext, extIP := &netnstest.Netns{Name: host.Netns}, host.IP
+		seen := func(n nodeInfo) (netip.Addr, error) {
+			pod, err := cs.CoreV1().Pods(in.Namespace).Get(ctx, "web-"+n.name[len(n.name)-1:], metav1.GetOptions{})
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			return sourceSeenBy(ext, l.podNetns(t, pod.Status.PodIP), netip.AddrPortFrom(extIP, 8090))
+		}
+		expect := func(what string, want func(n nodeInfo, pod netip.Addr) bool) {
+			t.Helper()
+			for _, n := range nodes {
+				Eventually(t, 30*time.Second, func() error {
+					got, err := seen(n)
+					if err != nil {
+						return err
+					}
+					if !want(n, got) {
+						return fmt.Errorf("a pod on %s (address %s) reaches the external host as %s, want %s", n.name, n.ip, got, what)
+					}
+					return nil
+				})
+			}
+		}
+		expect("the node's address", func(n nodeInfo, got netip.Addr) bool { return got == n.ip })
+		patch := func(except string) {
+			t.Helper()
+			if err := c.Patch(ctx, &fabricv1.ClusterNetwork{ObjectMeta: metav1.ObjectMeta{Name: fabricv1.ClusterNetworkName}},
+				client.RawPatch(types.MergePatchType, []byte(`{"spec":{"egress":{"exceptCIDRs":`+except+`}}}`))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		patch(`["` + netip.PrefixFrom(extIP, 24).Masked().String() + `"]`)
+		defer patch(`null`)
+		expect("the pod's own address", func(n nodeInfo, got netip.Addr) bool { return n.block.Contains(got) })
+		patch(`null`)
+		expect("the node's address again", func(n nodeInfo, got netip.Addr) bool { return got == n.ip })
+	})
+
 	if in.ExportFrom != "" {
 		t.Run(rc.Kind+": a ServiceImport's address is announced by every node", func(t *testing.T) {
 			from := l.Client(t, in.ExportFrom)
@@ -381,4 +431,36 @@ func BGP(t *testing.T, in BGPInput) {
 			}
 		}
 	})
+}
+
+// sourceSeenBy opens a TCP connection from client to server (a listener made for it in the
+// server's namespace) and returns the source address the server sees.
+func sourceSeenBy(server, client *netnstest.Netns, addr netip.AddrPort) (netip.Addr, error) {
+	ln, err := server.Listen(addr.String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer ln.Close()
+	from := make(chan netip.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+			from <- ap.Addr().Unmap()
+		}
+	}()
+	c, err := client.Dial(addr.String(), 3*time.Second)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	select {
+	case a := <-from:
+		return a, nil
+	case <-time.After(3 * time.Second):
+		return netip.Addr{}, fmt.Errorf("%s accepted nothing", addr)
+	}
 }

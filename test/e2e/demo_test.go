@@ -99,4 +99,4 @@ func TestDocs(t *testing.T) {
 }
 
 // RouterPages are the docs pages whose walk-throughs need a lab with BGP routers.
-var RouterPages = []string{"docs/bgp.md"}
+var RouterPages = []string{"docs/bgp.md", "docs/egress.md"}

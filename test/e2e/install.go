@@ -167,6 +167,9 @@ func nodeClean(t testing.TB, l *Lab, cluster string, n corev1.Node, netns string
 			t.Errorf("node %s: routes of protocol %s left (%v):\n%s", n.Name, proto, err, out)
 		}
 	}
+	if out, err := exec.Command("nsenter", "--net=/run/netns/"+netns, "--", "nft", "list", "tables").CombinedOutput(); err != nil || strings.Contains(string(out), "weft-egress") {
+		t.Errorf("node %s: the egress table is left (%v): %s", n.Name, err, out)
+	}
 	if _, err := os.Stat(filepath.Join(lab.BPFFSDir(l.State), "weft", n.Name)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node %s: its bpffs pins are left (%v)", n.Name, err)
 	}
