@@ -107,11 +107,8 @@ func Run(ctx context.Context, cfg Config) error {
 	a.metrics.MustRegister(a.own)
 	a.notReady.Store("starting")
 	go a.serveHealth(ctx)
-	if !securemetrics.Disabled(cfg.SecureMetricsAddr) {
-		if _, err := securemetrics.Serve(ctx, log, cfg.SecureMetricsAddr, a.metrics, restCfg); err != nil {
-			log.Error(err, "not serving metrics") // the node's network does not wait for them
-		}
-	}
+	// Loopback metrics are the health server's; the node's network does not wait for them.
+	securemetrics.ServeAll(ctx, log, "", cfg.SecureMetricsAddr, a.metrics, restCfg)
 
 	registry := datapath.NewRegistry()
 	for _, register := range []func(*datapath.Registry) error{ovs.Register, ebpf.Register} {

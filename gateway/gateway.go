@@ -182,17 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.metrics.source = g.metricsView
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(g.metrics)
-		// The tunnels do not wait for the metrics: a port they cannot have is logged.
-		if !securemetrics.Disabled(cfg.MetricsAddr) {
-			if err := securemetrics.ServeLocal(ctx, log, cfg.MetricsAddr, reg); err != nil {
-				log.Error(err, "not serving metrics")
-			}
-		}
-		if !securemetrics.Disabled(cfg.SecureMetricsAddr) {
-			if _, err := securemetrics.Serve(ctx, log, cfg.SecureMetricsAddr, reg, restCfg); err != nil {
-				log.Error(err, "not serving metrics")
-			}
-		}
+		securemetrics.ServeAll(ctx, log, cfg.MetricsAddr, cfg.SecureMetricsAddr, reg, restCfg) // the tunnels do not wait for them
 	}
 	// Agents and peer gateways probe this gateway's health port to know within a few
 	// hundred milliseconds that it is gone, and to send to it again once it is back. Peer

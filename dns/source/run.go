@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -41,24 +40,6 @@ type Config struct {
 // 127.0.0.1:9153 and, to authorized callers, on :9154.
 func DefaultConfig() Config {
 	return Config{Listen: ":53", Domain: "clusterset.local", TTL: 5, MetricsAddr: "127.0.0.1:9153", SecureMetricsAddr: ":9154"}
-}
-
-// serveMetrics serves stats where cfg says until ctx ends; a port it cannot have is
-// logged, not fatal: answering matters more.
-func serveMetrics(ctx context.Context, cfg Config, rc *rest.Config, stats *dns.Stats) {
-	log := klog.FromContext(ctx)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(stats)
-	if !securemetrics.Disabled(cfg.MetricsAddr) {
-		if err := securemetrics.ServeLocal(ctx, log, cfg.MetricsAddr, reg); err != nil {
-			log.Error(err, "not serving metrics")
-		}
-	}
-	if !securemetrics.Disabled(cfg.SecureMetricsAddr) {
-		if _, err := securemetrics.Serve(ctx, log, cfg.SecureMetricsAddr, reg, rc); err != nil {
-			log.Error(err, "not serving metrics")
-		}
-	}
 }
 
 // Run watches the cluster's ServiceImports and imported EndpointSlices and answers from
@@ -102,7 +83,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	go func() { _ = c.Start(ctx) }()
 	a := dns.NewAnswerer(cfg.Domain, cfg.TTL)
-	serveMetrics(ctx, cfg, rc, dns.NewStats(a))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(dns.NewStats(a))
+	securemetrics.ServeAll(ctx, log, cfg.MetricsAddr, cfg.SecureMetricsAddr, reg, rc) // answering does not wait for them
 	served := make(chan error, 1)
 	go func() {
 		served <- dns.Serve(ctx, cfg.Listen, a, func(udp, tcp net.Addr) {

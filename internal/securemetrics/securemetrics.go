@@ -114,3 +114,19 @@ func ServeLocal(ctx context.Context, log logr.Logger, addr string, g prometheus.
 	context.AfterFunc(ctx, func() { _ = srv.Close() })
 	return nil
 }
+
+// ServeAll serves g on local in plain HTTP (a loopback address) and on secure over TLS to
+// authorized callers, each unless Disabled. A port it cannot have is logged, not returned:
+// a component's work does not wait for its metrics.
+func ServeAll(ctx context.Context, log logr.Logger, local, secure string, g prometheus.Gatherer, cfg *rest.Config) {
+	if !Disabled(local) {
+		if err := ServeLocal(ctx, log, local, g); err != nil {
+			log.Error(err, "not serving metrics")
+		}
+	}
+	if !Disabled(secure) {
+		if _, err := Serve(ctx, log, secure, g, cfg); err != nil {
+			log.Error(err, "not serving metrics")
+		}
+	}
+}

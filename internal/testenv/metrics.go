@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -74,8 +75,12 @@ func MetricsServedOnlyToReaders(t testing.TB, cfg *rest.Config, url, want string
 }
 
 // GetAs GETs url over TLS (the server's certificate is its own: not verified) with a
-// bearer token ("" for none).
-func GetAs(url, token string) (int, string, error) {
+// bearer token ("" for none), as Prometheus scrapes.
+func GetAs(url, token string) (int, string, error) { return GetAsVia(nil, url, token) }
+
+// GetAsVia is GetAs with connections made by dial (nil: the default), such as one from
+// inside a network namespace.
+func GetAsVia(dial func(ctx context.Context, network, addr string) (net.Conn, error), url, token string) (int, string, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
@@ -83,7 +88,8 @@ func GetAs(url, token string) (int, string, error) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // a self-signed test server
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the component's self-signed certificate
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err

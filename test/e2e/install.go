@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/weft-net/weft/internal/netnstest"
+	"github.com/weft-net/weft/internal/testenv"
 	"github.com/weft-net/weft/lab"
 )
 
@@ -366,25 +366,7 @@ subjects: [{kind: ServiceAccount, name: prometheus, namespace: weft-system}]
 }
 
 // scrape GETs a TLS metrics endpoint from inside ns as Prometheus does, with a bearer token
-// ("" for none); the certificate is the component's own, not verified.
+// ("" for none).
 func scrape(ns *netnstest.Netns, url, token string) (int, string, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext:       func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) },
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the component's self-signed certificate
-	}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
+	return testenv.GetAsVia(func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }, url, token)
 }
