@@ -422,6 +422,34 @@ func Failover(t *testing.T, in FailoverInput) {
 		})
 	})
 
+	t.Run("the gateways' tunnel byte counters grow with a transfer", func(t *testing.T) {
+		// Summed over in.From's gateways (flows are spread over both), the bytes their tunnels
+		// sent to in.To grow by at least what a pod sent across.
+		sent := func() (sum float64) {
+			t.Helper()
+			for _, gw := range gatewayNodes(in.From) {
+				body, err := gatewayMetrics(l, gw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum += metricSum(body, "weft_gateway_tunnel_transmit_bytes_total", `peer="`+in.To+`"`)
+			}
+			return sum
+		}
+		const size = 8 << 20
+		before := sent()
+		if err := netnstest.TransferTCP(server, client, netip.AddrPortFrom(echo.Addr(), 9099).String(), size); err != nil {
+			t.Fatal(err)
+		}
+		// The counters are read from the tunnel devices when scraped.
+		Eventually(t, 10*time.Second, func() error {
+			if grown := sent() - before; grown < size {
+				return fmt.Errorf("%s's gateways' tunnels to %s sent %.0f bytes more during an %d-byte transfer", in.From, in.To, grown, size)
+			}
+			return nil
+		})
+	})
+
 	t.Run("the peer's gateways stopped: its ClusterPeer is not Ready, and Ready when they run", func(t *testing.T) {
 		// Ready says traffic can flow: with every gateway of in.To frozen (SIGSTOP) nothing
 		// answers through the tunnels, whatever the API servers say.
@@ -853,4 +881,21 @@ func metricValue(body, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// metricSum adds up the samples of metric in a Prometheus text exposition whose labels
+// contain match.
+func metricSum(body, metric, match string) float64 {
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, metric+"{") || !strings.Contains(line, match) {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }

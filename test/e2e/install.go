@@ -305,17 +305,7 @@ func NodeListeners(t testing.TB, in InstallInput) {
 	if len(nodes.Items) < 2 || len(on["weft-operator"]) == 0 || len(on["weft-gateway"]) == 0 || len(dnsPods) == 0 {
 		t.Fatalf("%s: %d nodes, weft pods on %v, weft-dns at %v: need two nodes, an operator, a gateway and weft-dns", in.Cluster, len(nodes.Items), on, dnsPods)
 	}
-	in.Lab.MustKubectl(t, in.Cluster, `apiVersion: v1
-kind: ServiceAccount
-metadata: {name: prometheus, namespace: weft-system}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: prometheus-weft-metrics}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: weft-metrics-reader}
-subjects: [{kind: ServiceAccount, name: prometheus, namespace: weft-system}]
-`, "apply", "--server-side", "-f", "-")
-	token := strings.TrimSpace(in.Lab.MustKubectl(t, in.Cluster, "", "-n", "weft-system", "create", "token", "prometheus"))
+	token := in.Lab.metricsReader(t, in.Cluster)
 	for i, n := range nodes.Items {
 		neighbour := in.Lab.nodeNetns(nodes.Items[(i+1)%len(nodes.Items)].Name)
 		ip := ""
@@ -369,4 +359,21 @@ subjects: [{kind: ServiceAccount, name: prometheus, namespace: weft-system}]
 // ("" for none).
 func scrape(ns *netnstest.Netns, url, token string) (int, string, error) {
 	return testenv.GetAsVia(func(_ context.Context, _, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }, url, token)
+}
+
+// metricsReader returns a token of service account weft-system/prometheus in cluster, bound
+// to weft-metrics-reader (both made if missing): what a Prometheus scrapes weft with.
+func (l *Lab) metricsReader(t testing.TB, cluster string) string {
+	t.Helper()
+	l.MustKubectl(t, cluster, `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus, namespace: weft-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: prometheus-weft-metrics}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: weft-metrics-reader}
+subjects: [{kind: ServiceAccount, name: prometheus, namespace: weft-system}]
+`, "apply", "--server-side", "-f", "-")
+	return strings.TrimSpace(l.MustKubectl(t, cluster, "", "-n", "weft-system", "create", "token", "prometheus"))
 }

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +162,31 @@ func MultiClusterServices(t *testing.T, in MCSInput) {
 				return fmt.Errorf("weft-dns in %s counted A queries %v, want NOERROR and NXDOMAIN", in.From, counts)
 			}
 			t.Logf("weft-dns in %s: A queries by response code %v", in.From, counts)
+			return nil
+		})
+	})
+
+	t.Run("the operator observes how long the export took to be imported", func(t *testing.T) {
+		// Scraped as Prometheus would, over TLS with a reader's token, from a node: only the
+		// leading operator reports Multi-Cluster Services.
+		token := l.metricsReader(t, in.From)
+		from := l.nodeNetns(in.From + "-node-2")
+		Eventually(t, 30*time.Second, func() error {
+			hosts, _ := l.KubectlRun(in.From, "", "-n", "weft-system", "get", "pods", "-l", "app.kubernetes.io/name=weft-operator",
+				"-o", "jsonpath={.items[*].status.hostIP}")
+			var count, sum float64
+			for _, ip := range strings.Fields(hosts) {
+				code, body, err := scrape(from, "https://"+net.JoinHostPort(ip, "10371")+"/metrics", token)
+				if err != nil || code != http.StatusOK {
+					return fmt.Errorf("operator at %s: %d %v", ip, code, err)
+				}
+				count += metricSum(body, "weft_mcs_export_to_import_seconds_count", `source_cluster="`+in.To+`"`)
+				sum += metricSum(body, "weft_mcs_export_to_import_seconds_sum", `source_cluster="`+in.To+`"`)
+			}
+			if count < 1 {
+				return fmt.Errorf("%s's operators observed no export of %s being imported", in.From, in.To)
+			}
+			t.Logf("%s imported %v export(s) of %s, %.1f s after their creation on average (creationTimestamp: to the second)", in.From, count, in.To, sum/count)
 			return nil
 		})
 	})
