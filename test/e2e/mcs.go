@@ -177,8 +177,11 @@ func MultiClusterServices(t *testing.T, in MCSInput) {
 			var count, sum float64
 			for _, ip := range strings.Fields(hosts) {
 				code, body, err := scrape(from, "https://"+net.JoinHostPort(ip, "10371")+"/metrics", token)
-				if err != nil || code != http.StatusOK {
-					return fmt.Errorf("operator at %s: %d %v", ip, code, err)
+				if err != nil {
+					return fmt.Errorf("operator at %s: %w", ip, err)
+				}
+				if code != http.StatusOK {
+					return fmt.Errorf("operator at %s: %d", ip, code)
 				}
 				count += metricSum(body, "weft_mcs_export_to_import_seconds_count", `source_cluster="`+in.To+`"`)
 				sum += metricSum(body, "weft_mcs_export_to_import_seconds_sum", `source_cluster="`+in.To+`"`)
