@@ -142,17 +142,8 @@ func (b *bgpNode) sync(ctx context.Context, cn *fabricv1.ClusterNetwork, nodes f
 
 // importFilter is what the node imports of the routes its peers announce.
 func importFilter(cn *fabricv1.ClusterNetwork, in bgp.Inputs, cfg bgp.Config) bgp.ImportFilter {
-	f := bgp.ImportFilter{Services: in.ServiceCIDRs, MaxPrefixes: map[netip.Addr]int{}}
-	for _, c := range cn.Spec.PodCIDRs {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			f.Own = append(f.Own, p.Masked())
-		}
-	}
-	for _, c := range cn.Spec.BGP.ImportAllow {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			f.Allow = append(f.Allow, p.Masked())
-		}
-	}
+	f := bgp.ImportFilter{Services: in.ServiceCIDRs, MaxPrefixes: map[netip.Addr]int{},
+		Own: fabricv1.CIDRPrefixes(cn.Spec.PodCIDRs...), Allow: fabricv1.CIDRPrefixes(cn.Spec.BGP.ImportAllow...)}
 	for _, ip := range in.NodeIPs {
 		if ip.IsValid() {
 			f.Nodes = append(f.Nodes, ip)

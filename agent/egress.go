@@ -76,24 +76,22 @@ func (e *egressNAT) sync(ctx context.Context, f *fabric) error {
 // egressRules is the script that makes the node's egress table what cn and peers say: pods'
 // IPv4 traffic to anywhere outside the fabric leaves with the node's address. The fabric is
 // this cluster's pod and Service ranges, every peer's ranges (advertised and as seen here:
-// the aliases in use, not the whole alias pool) and spec.egress.exceptCIDRs. Connections the kernel already rewrote the
-// destination of (a Service's backend, a gateway's translation) are left to whoever did.
-// With masquerade off, the table is removed.
+// the aliases in use, not the whole alias pool) and spec.egress.exceptCIDRs. Connections
+// the kernel already rewrote the destination of (a Service's backend, a gateway's
+// translation) are left to whoever did. With masquerade off, the table is removed.
 func egressRules(cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer) string {
-	reset := fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", egressTable)
-	pods := v4Prefixes(cidrPrefixes(cn.Spec.PodCIDRs))
+	podCIDRs := fabricv1.CIDRPrefixes(cn.Spec.PodCIDRs...)
+	pods := v4Prefixes(podCIDRs)
 	if !cn.Spec.Egress.MasqueradeEnabled() || len(pods) == 0 {
-		return reset
+		return egressReset
 	}
-	fabric := cidrPrefixes(cn.Spec.PodCIDRs)
-	fabric = append(fabric, cidrPrefixes(cn.Spec.ServiceCIDRs)...)
-	fabric = append(fabric, cidrPrefixes(cn.Spec.Egress.ExceptCIDRs)...)
+	fabric := slices.Concat(podCIDRs, fabricv1.CIDRPrefixes(cn.Spec.ServiceCIDRs...), fabricv1.CIDRPrefixes(cn.Spec.Egress.ExceptCIDRs...))
 	for i := range peers {
 		for _, m := range peers[i].Status.Ranges() {
 			fabric = append(fabric, m.Remote, m.Local)
 		}
 	}
-	return reset + fmt.Sprintf(`table ip %s {
+	return egressReset + fmt.Sprintf(`table ip %s {
 %s%s	chain postrouting {
 		type nat hook postrouting priority srcnat + 10; policy accept;
 		ip saddr != @pods return
@@ -103,17 +101,6 @@ func egressRules(cn *fabricv1.ClusterNetwork, peers []fabricv1.ClusterPeer) stri
 	}
 }
 `, egressTable, nft.Set("pods", "ipv4_addr", true, pods), nft.Set("fabric", "ipv4_addr", true, v4Prefixes(fabric)))
-}
-
-// cidrPrefixes parses cidrs, skipping what is not one (the API validates them).
-func cidrPrefixes(cidrs []fabricv1.CIDR) []netip.Prefix {
-	var out []netip.Prefix
-	for _, c := range cidrs {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
 }
 
 // v4Prefixes are the IPv4 prefixes of ps as nft set elements, sorted, without duplicates
@@ -146,7 +133,9 @@ func v4Prefixes(ps []netip.Prefix) []string {
 	return out
 }
 
+// egressReset removes the egress table (declaring it first, so that a missing one is no
+// error): the start of every script, and the whole of one with masquerade off.
+var egressReset = fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", egressTable)
+
 // removeEgress removes the node's egress table (uninstall).
-func removeEgress() error {
-	return nft.Apply(fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", egressTable))
-}
+func removeEgress() error { return nft.Apply(egressReset) }

@@ -519,12 +519,7 @@ func (g *gw) bringUp(ctx context.Context, cn *fabricv1.ClusterNetwork, ip netip.
 		_ = tun.Close()
 		return err
 	}
-	var own []netip.Prefix
-	for _, c := range append(slices.Clone(cn.Spec.PodCIDRs), cn.Spec.ServiceCIDRs...) {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			own = append(own, p.Masked())
-		}
-	}
+	own := fabricv1.CIDRPrefixes(append(slices.Clone(cn.Spec.PodCIDRs), cn.Spec.ServiceCIDRs...)...)
 	encapPort := 0
 	if g.tunType != fabricv1.TunnelWireGuard { // WireGuard authenticates every packet itself
 		encapPort = port

@@ -173,11 +173,7 @@ func (s *Syncer) read(ctx context.Context) (Inputs, []netip.Prefix, []netip.Addr
 	var svc []netip.Prefix
 	var resolvers []netip.Addr
 	for _, cn := range cns.Items {
-		for _, c := range cn.Spec.ServiceCIDRs {
-			if p, err := netip.ParsePrefix(string(c)); err == nil {
-				svc = append(svc, p.Masked())
-			}
-		}
+		svc = append(svc, fabricv1.CIDRPrefixes(cn.Spec.ServiceCIDRs...)...)
 		for _, r := range cn.Status.DNSResolvers {
 			if a, err := netip.ParseAddr(r); err == nil {
 				resolvers = append(resolvers, a.Unmap())

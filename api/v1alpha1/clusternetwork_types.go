@@ -17,6 +17,18 @@ const ClusterNetworkName = "default"
 // +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must be a network address: its host bits must be zero"
 type CIDR string
 
+// CIDRPrefixes parses cidrs, each with its host bits cleared, skipping any that is not a
+// CIDR (the API refuses those; objects built in code may still carry one).
+func CIDRPrefixes(cidrs ...CIDR) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(string(c)); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
 // IPAddress is an IPv4 or IPv6 address, such as 10.96.0.10 or fd00:10:96::a.
 // +kubebuilder:validation:MaxLength=45
 // +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IP address such as 10.96.0.10"
@@ -281,17 +293,10 @@ type OverlapSpec struct {
 
 // Pool is the alias pool in force (spec, or DefaultAliasPool).
 func (o OverlapSpec) Pool() []netip.Prefix {
-	cidrs := o.AliasPool
-	if len(cidrs) == 0 {
-		cidrs = []CIDR{DefaultAliasPool}
+	if len(o.AliasPool) == 0 {
+		return CIDRPrefixes(DefaultAliasPool)
 	}
-	var out []netip.Prefix
-	for _, c := range cidrs {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
+	return CIDRPrefixes(o.AliasPool...)
 }
 
 // CIDRAlias is one range as its own cluster numbers it and as another cluster sees it:

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
@@ -89,11 +90,5 @@ func checkAdvertisement(info peerInfo, own []netip.Prefix) string {
 
 // ownPrefixes are this cluster's pod and service ranges.
 func ownPrefixes(cn *fabricv1.ClusterNetwork) []netip.Prefix {
-	var out []netip.Prefix
-	for _, c := range append(append([]fabricv1.CIDR{}, cn.Spec.PodCIDRs...), cn.Spec.ServiceCIDRs...) {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
+	return fabricv1.CIDRPrefixes(append(slices.Clone(cn.Spec.PodCIDRs), cn.Spec.ServiceCIDRs...)...)
 }
