@@ -115,7 +115,16 @@ func (l *Lab) controllerManager(c ClusterLayout, p *clusterPKI) proc.Spec {
 		LogPath: l.logPath(c, "kube-controller-manager"), Restart: true,
 		Args: []string{
 			"--kubeconfig=" + filepath.Join(p.kubeconfigDir, "controller-manager.kubeconfig"),
-			"--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=10257",
+			// Elected, as in any real control plane, and for the same reason: a controller
+			// manager that cannot reach its API server for longer than the renew deadline
+			// exits (the lab restarts it) and starts over from what it lists once the API
+			// server answers. Unelected, it kept its clock on the kubelets' leases across an
+			// API server outage, marked every node and pod not Ready the moment the API server
+			// resumed, and the pods' Services lost their endpoints for a moment — which no
+			// real cluster does. The lease is shorter than kube's default (15 s, renewed
+			// within 10 s) so that a restarted controller manager leads again within 10 s.
+			"--leader-elect=true", "--leader-elect-lease-duration=10s", "--leader-elect-renew-deadline=8s",
+			"--leader-elect-retry-period=2s", "--bind-address=127.0.0.1", "--secure-port=10257",
 			"--use-service-account-credentials=true", "--service-account-private-key-file=" + p.saKey,
 			"--root-ca-file=" + p.ca.CertFile(),
 			"--cluster-signing-cert-file=" + p.ca.CertFile(), "--cluster-signing-key-file=" + filepath.Join(p.ca.Dir, "ca.key"),
