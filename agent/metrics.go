@@ -14,14 +14,15 @@ import (
 )
 
 // agentMetrics are the agent's own metrics beside BGP's: how long CNI calls take, and, read
-// when scraped, the node's pods, the policy rules it enforces and the addresses its pods'
-// FQDN rules learnt. Labels are bounded (command, result).
+// when scraped, the node's pods, the policy rules it enforces and what each decided, and the
+// addresses its pods' FQDN rules learnt. Labels are bounded (command, result; a rule's
+// names: as many series as the node enforces rules).
 type agentMetrics struct {
 	cni *prometheus.HistogramVec
 	// sources are what the gauges read, once run has them (nil before).
 	sources atomic.Pointer[metricSources]
 
-	podsDesc, rulesDesc, fqdnDesc *prometheus.Desc
+	podsDesc, rulesDesc, fqdnDesc, verdictsDesc *prometheus.Desc
 }
 
 type metricSources struct {
@@ -37,6 +38,9 @@ func newAgentMetrics() *agentMetrics {
 		podsDesc:  prometheus.NewDesc("weft_agent_pods", "Pods wired on this node.", nil, nil),
 		rulesDesc: prometheus.NewDesc("weft_agent_policy_rules", "Policy rules the node's datapath enforces (compiled, for the node's pods).", nil, nil),
 		fqdnDesc:  prometheus.NewDesc("weft_agent_fqdn_addresses", "Addresses the node's pods' FQDN rules allow, learnt from trusted DNS answers.", nil, nil),
+		verdictsDesc: prometheus.NewDesc("weft_agent_policy_verdicts_total",
+			"Packets each enforced policy rule decided on this node: a connection's first packet when it allows, every packet it drops or rejects (read from the datapath's counters).",
+			[]string{"direction", "tier", "policy", "rule", "action"}, nil),
 	}
 }
 
@@ -46,6 +50,7 @@ func (m *agentMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.podsDesc
 	ch <- m.rulesDesc
 	ch <- m.fqdnDesc
+	ch <- m.verdictsDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -59,6 +64,13 @@ func (m *agentMetrics) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	if pods, err := src.dp.Pods(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(m.podsDesc, prometheus.GaugeValue, float64(len(pods)))
+	}
+	if counts, err := src.dp.RuleCounts(ctx); err == nil {
+		for _, c := range counts {
+			r := c.Rule
+			ch <- prometheus.MustNewConstMetric(m.verdictsDesc, prometheus.CounterValue, float64(c.Packets),
+				r.Direction, r.Tier, r.Policy, r.Rule, string(r.Action))
+		}
 	}
 	if s := src.policy.syncer.Load(); s != nil {
 		rules, learnt := s.Enforced()

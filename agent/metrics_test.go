@@ -25,8 +25,8 @@ func (stubHandler) Check(context.Context, cniserver.Call) error    { return nil 
 func (stubHandler) Status(context.Context) error                   { return nil }
 func (stubHandler) GC(context.Context, []types.GCAttachment) error { return nil }
 
-// The agent's metrics time CNI calls by command and result, and count the node's pods when
-// scraped.
+// The agent's metrics time CNI calls by command and result, and count the node's pods and
+// what its rules decided when scraped.
 func TestAgentMetrics(t *testing.T) {
 	ctx := context.Background()
 	m := newAgentMetrics()
@@ -43,12 +43,18 @@ func TestAgentMetrics(t *testing.T) {
 		Netns: "/run/netns/a", IPs: []netip.Prefix{netip.MustParsePrefix("10.244.1.5/32")}}); err != nil {
 		t.Fatal(err)
 	}
+	dp.SetRuleCounts([]datapath.RuleCount{
+		{Rule: datapath.RuleInfo{Tier: "securityops", Policy: "dev-to-prod", Rule: "reject-8080", Action: "Reject", Direction: "Ingress"}, Packets: 3},
+		{Rule: datapath.RuleInfo{Policy: "networkpolicy-isolation", Action: "Drop", Direction: "Egress"}, Packets: 7},
+	})
 	m.sources.Store(&metricSources{dp: dp, policy: &policyEngine{}})
 	got := metricstest.Values(t, m)
 	for key, want := range map[string]float64{
 		`weft_agent_cni_duration_seconds_count{command="ADD",result="ok"}`:    2,
 		`weft_agent_cni_duration_seconds_count{command="DEL",result="error"}`: 1,
 		"weft_agent_pods": 1,
+		`weft_agent_policy_verdicts_total{action="Reject",direction="Ingress",policy="dev-to-prod",rule="reject-8080",tier="securityops"}`: 3,
+		`weft_agent_policy_verdicts_total{action="Drop",direction="Egress",policy="networkpolicy-isolation",rule="",tier=""}`:              7,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v (all: %v)", key, got[key], want, got)

@@ -139,6 +139,7 @@ struct pol_side {
 	struct rules logged;   // rules that report the connections they decide
 	struct rules any_port; // rules matching any protocol and port (protocols without ports)
 	__u16 tier_end[MAX_RULES];
+	__u16 slot[MAX_RULES]; // each rule's counter in rule_hits (0: not counted)
 	__u32 generation;
 	__u32 pad;
 };
@@ -149,6 +150,18 @@ struct {
 	__type(value, struct pol_side);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pol_sides SEC(".maps");
+
+// rule_hits counts, per CPU, the packets each rule decided: a connection's first packet when
+// it allows, each packet when it drops or rejects. The agent numbers the node's rules into
+// these slots and reads them when its metrics are scraped.
+#define MAX_SLOTS 4096
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rule_hits SEC(".maps");
 
 // pol_peers: (pod, version, direction, remote address prefix) → rules matching the remote.
 struct pol_peer_key {
@@ -441,12 +454,26 @@ static __always_inline void track(struct tuple *t)
 	bpf_map_update_elem(&conns, t, &c, BPF_ANY);
 }
 
+// count_rule counts a decision of a side's rule (none: -1).
+static __always_inline void count_rule(struct pol_side *s, int rule)
+{
+	if (rule < 0)
+		return;
+	__u32 slot = s->slot[rule & (MAX_RULES - 1)];
+	if (!slot)
+		return;
+	__u64 *n = bpf_map_lookup_elem(&rule_hits, &slot);
+	if (n)
+		*n += 1;
+}
+
 // one decides one side of a connection; VERDICT_DROP when it denies (reported as its rules
-// say).
-static __always_inline int one(struct __sk_buff *skb, struct tuple *t, struct pol_side *s, __u32 version, __u32 pod, __u8 dir, __u32 remote)
+// say). *rule is the rule that decided (-1: none).
+static __always_inline int one(struct __sk_buff *skb, struct tuple *t, struct pol_side *s, __u32 version, __u32 pod, __u8 dir, __u32 remote, int *rule_out)
 {
 	int rule;
 	int action = decide(s, pod, version, dir, remote, t, &rule);
+	*rule_out = rule;
 	__u8 kind = 0;
 	if (rule >= 0 && (s->logged.w[(rule >> 6) & (WORDS - 1)] >> (rule & 63)) & 1)
 		kind |= EVENT_LOG;
@@ -487,13 +514,23 @@ static __always_inline int police(struct __sk_buff *skb, struct tuple *t, int eg
 		policed = 1;
 	if (!policed || tracked(t))
 		return VERDICT_PASS;
-	if (eg && one(skb, t, eg, version, t->saddr, DIR_EGRESS, t->daddr) != VERDICT_PASS)
-		return VERDICT_DROP;
-	if (in && one(skb, t, in, version, t->daddr, DIR_INGRESS, t->saddr) != VERDICT_PASS)
-		return VERDICT_DROP;
-	if (commit)
+	// Rules are counted when their decision is final: a drop, or an allow remembered here
+	// (one not remembered is decided again, with both sides, at the next hook).
+	int erule = -1, irule = -1;
+	int verdict = VERDICT_PASS;
+	if (eg && one(skb, t, eg, version, t->saddr, DIR_EGRESS, t->daddr, &erule) != VERDICT_PASS)
+		verdict = VERDICT_DROP;
+	if (verdict == VERDICT_PASS && in && one(skb, t, in, version, t->daddr, DIR_INGRESS, t->saddr, &irule) != VERDICT_PASS)
+		verdict = VERDICT_DROP;
+	if (verdict == VERDICT_DROP || commit) {
+		if (eg)
+			count_rule(eg, erule);
+		if (in)
+			count_rule(in, irule);
+	}
+	if (verdict == VERDICT_PASS && commit)
 		track(t);
-	return VERDICT_PASS;
+	return verdict;
 }
 
 static __always_inline int is_service(__u32 addr)

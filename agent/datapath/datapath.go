@@ -70,6 +70,9 @@ type PolicyNetwork interface {
 	// the new policy; connections that were allowed and established keep going. The policy
 	// survives restarts of the agent: Init enforces the last one set until the next call.
 	SetPolicy(ctx context.Context, p Policy) error
+	// RuleCounts reads what each enforced rule decided (RuleCount), from the datapath's
+	// own counters — no packet goes to the agent to be counted —, read when asked.
+	RuleCounts(ctx context.Context) ([]RuleCount, error)
 }
 
 // ErrPolicyUnsupported is SetPolicy's error from a driver that cannot enforce the policy it

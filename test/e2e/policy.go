@@ -389,6 +389,26 @@ func fqdnPolicy(t *testing.T, in PolicyInput, pods []*policyPod) {
 			t.Errorf("%s's agent metrics: %s = %v, want at least 1", c.node, series, v)
 		}
 	}
+	// And what c's egress rules decided, counted by the datapath: the connections to b
+	// its FQDN rule refused before the trusted answer (each probe a packet at least), then
+	// allowed after it.
+	for _, action := range []string{"Drop", "Allow"} {
+		if v := metricSum(body, "weft_agent_policy_verdicts_total", `action="`+action+`",direction="Egress"`); v < 1 {
+			t.Errorf("%s's agent metrics: no Egress %s counted by weft_agent_policy_verdicts_total:\n%s", c.node, action,
+				grepLines(body, "weft_agent_policy_verdicts_total"))
+		}
+	}
+}
+
+// grepLines are body's lines that contain s.
+func grepLines(body, s string) string {
+	var out []string
+	for _, line := range strings.Split(body, "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // agentReady reports whether the weft-agent pod of a node is Ready.

@@ -190,6 +190,10 @@ func policyMatrix(t *testing.T, d driver) {
 		}
 	})
 
+	t.Run("rules count what they decide", func(t *testing.T) {
+		ruleCounts(t, w, pods, n1, n2)
+	})
+
 	t.Run("established allowed connections survive a policy that denies them", func(t *testing.T) {
 		if err := echo(long); err != nil {
 			t.Fatalf("a → d before the change: %v", err)
@@ -212,10 +216,91 @@ func policyMatrix(t *testing.T, d driver) {
 	})
 
 	t.Run("a restarted driver enforces the policy it had", func(t *testing.T) {
+		before := readRuleCounts(t, n1, n2)
 		n1.restart(t)
 		n2.restart(t)
 		policytest.ProbeMatrix(t, w, pods)
+		// And its rules' counts went on from where they were.
+		after := readRuleCounts(t, n1, n2)
+		for r, n := range before {
+			if after[r] < n {
+				t.Errorf("%s %s/%s %s counted %d before the restart, %d after", r.Direction, r.Tier, r.Policy, r.Rule, n, after[r])
+			}
+		}
 	})
+}
+
+// readRuleCounts is what the nodes' rules decided, added up by rule.
+func readRuleCounts(t *testing.T, nodes ...*node) map[datapath.RuleInfo]uint64 {
+	t.Helper()
+	out := map[datapath.RuleInfo]uint64{}
+	for _, n := range nodes {
+		var got []datapath.RuleCount
+		n.do(t, func() (err error) { got, err = n.dp.RuleCounts(context.Background()); return err })
+		for _, c := range got {
+			if c.Rule.Action == fabricv1.ActionPass {
+				t.Errorf("%s counts a Pass rule, which decides nothing: %+v", n.name, c.Rule)
+			}
+			out[c.Rule] += c.Packets
+		}
+	}
+	return out
+}
+
+// ruleCounts: one connection at a time, each refused, dropped or allowed as the oracle
+// says, and the rule the oracle names counts exactly its one deciding packet (the SYN; a
+// refused or dropped client does not retransmit within the probe's 800 ms).
+func ruleCounts(t *testing.T, w *oracle.World, pods []*policytest.Pod, nodes ...*node) {
+	named := func(r datapath.RuleInfo, v oracle.Verdict) bool {
+		if r.Action != v.Action || r.Direction != string(v.Direction) {
+			return false
+		}
+		if v.Layer == oracle.LayerFabricPolicy {
+			return r.Tier == v.Tier && r.Policy == v.Policy && r.Rule == v.Rule
+		}
+		return r.Tier == "" // NetworkPolicy: an allowing rule, or isolation
+	}
+	var before map[datapath.RuleInfo]uint64
+	for _, c := range []struct{ from, to int }{{2, 0}, {1, 3}, {0, 3}, {2, 1}} {
+		src, dst := pods[c.from], pods[c.to]
+		v := w.Evaluate(oracle.Conn{Src: src.IP, Dst: dst.IP, Protocol: corev1.ProtocolTCP, Port: 8080})
+		if v.Layer == oracle.LayerDefault {
+			t.Fatalf("the test's world decides %s → %s:8080 by no rule", src.Name, dst.Name)
+		}
+		before = readRuleCounts(t, nodes...)
+		if got := policytest.Probe(src, dst.IP, corev1.ProtocolTCP, 8080); got != v.Action {
+			t.Fatalf("%s → %s:8080: %s, want %s", src.Name, dst.Name, got, v.Action)
+		}
+		// Userspace Open vSwitch credits cached flows' packets to the tables within a second.
+		var rose []string
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			after := readRuleCounts(t, nodes...)
+			rose = rose[:0]
+			counted := false
+			for r, n := range after {
+				if n < before[r] {
+					t.Fatalf("%s %s/%s %s went from %d to %d", r.Direction, r.Tier, r.Policy, r.Rule, before[r], n)
+				}
+				if n == before[r] {
+					continue
+				}
+				rose = append(rose, fmt.Sprintf("%s %s %s/%s %s +%d", r.Action, r.Direction, r.Tier, r.Policy, r.Rule, n-before[r]))
+				if named(r, v) && n-before[r] == 1 {
+					counted = true
+				}
+			}
+			if counted {
+				t.Logf("%s → %s:8080 %s: %s", src.Name, dst.Name, v.Action, strings.Join(rose, "; "))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s → %s:8080 was %s by %s %s/%s %s (%s); the counts that rose: %v", src.Name, dst.Name, v.Action,
+					v.Direction, v.Tier, v.Policy, v.Rule, v.Layer, rose)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // TestPolicyLearnsFQDNAddressesFromDNSAnswers: an FQDN rule allows the addresses DNS answers

@@ -67,6 +67,10 @@ type Driver struct {
 	// attachMode is "tcx" or "tc" (clsact filters), decided by the first attach.
 	attachMode string
 
+	// slots number the enforced rules' counters (under mu); cpus is rule_hits' width.
+	slots *datapath.RuleSlots
+	cpus  int
+
 	evMu    sync.Mutex
 	records map[uint32]policyRecord // the rules behind the programs' events, by generation
 }
@@ -183,6 +187,9 @@ func (d *Driver) Init(ctx context.Context, node datapath.Node) error {
 	}
 	if err := d.loadPolicyRecord(); err != nil {
 		return err
+	}
+	if d.cpus, err = ebpf.PossibleCPU(); err != nil {
+		return fmt.Errorf("counting CPUs for the rules' counters: %w", err)
 	}
 	if err := d.startEvents(); err != nil {
 		return err

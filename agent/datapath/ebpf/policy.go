@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -131,7 +132,12 @@ func policedPods(pl *policy.Pipeline) []netip.Addr {
 type policyRecord struct {
 	Generation uint32                         `json:"generation"`
 	Rules      map[string][]datapath.RuleInfo `json:"rules"` // "<pod>/<direction>"
+	// Slots are the rules' counters in rule_hits.
+	Slots []datapath.RuleSlot `json:"slots,omitempty"`
 }
+
+// maxRuleSlots is rule_hits' size (MAX_SLOTS in bpf/weft.c).
+const maxRuleSlots = 4096
 
 func sideName(pod netip.Addr, dir uint8) string {
 	if dir == dirEgress {
@@ -168,6 +174,24 @@ func (d *Driver) setPolicy(p datapath.Policy) error {
 			}
 		}
 	}
+	// Each deciding rule keeps its counter; the counters of rules no longer enforced are
+	// zeroed once the old version is gone, before another rule takes them.
+	var all []datapath.RuleInfo
+	for _, t := range sides {
+		all = append(all, t.rules...)
+	}
+	if d.slots == nil {
+		d.slots = datapath.NewRuleSlots(maxRuleSlots, nil)
+	}
+	// Beyond maxRuleSlots-1 distinct rules on one node, the rest are enforced but not
+	// counted (docs/metrics.md).
+	freed, _ := d.slots.Assign(all)
+	for _, t := range sides {
+		for i, r := range t.rules {
+			t.side.Slot[i] = uint16(d.slots.Slot(r))
+		}
+	}
+	rec.Slots = d.slots.Saved()
 	// Whatever an earlier, interrupted call left at this version goes first.
 	if err := d.deleteVersion(ver); err != nil {
 		return err
@@ -204,7 +228,36 @@ func (d *Driver) setPolicy(p datapath.Policy) error {
 	if err := d.objs.PolState.Put(uint32(0), next); err != nil {
 		return fmt.Errorf("switching to the new policy: %w", err)
 	}
-	return d.deleteVersion(1 - ver)
+	if err := d.deleteVersion(1 - ver); err != nil {
+		return err
+	}
+	zero := make([]uint64, d.cpus)
+	for _, slot := range freed {
+		if err := d.objs.RuleHits.Put(slot, zero); err != nil {
+			return fmt.Errorf("zeroing the counter of a removed rule: %w", err)
+		}
+	}
+	return nil
+}
+
+// RuleCounts reads the rules' counters, summed over CPUs.
+func (d *Driver) RuleCounts(context.Context) ([]datapath.RuleCount, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil || d.slots == nil {
+		return nil, nil
+	}
+	perCPU := make([]uint64, d.cpus)
+	return d.slots.Counts(func(slot uint32) (uint64, error) {
+		if err := d.objs.RuleHits.Lookup(slot, &perCPU); err != nil {
+			return 0, err
+		}
+		var n uint64
+		for _, v := range perCPU {
+			n += v
+		}
+		return n, nil
+	})
 }
 
 // v4Keys are the IPv4 addresses among addrs, as the maps key them.
@@ -354,5 +407,6 @@ func (d *Driver) loadPolicyRecord() error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	d.record(rec)
+	d.slots = datapath.NewRuleSlots(maxRuleSlots, rec.Slots)
 	return nil
 }

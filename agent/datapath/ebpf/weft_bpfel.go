@@ -61,6 +61,7 @@ type weftPolSide struct {
 	Logged     weftRules
 	AnyPort    weftRules
 	TierEnd    [256]uint16
+	Slot       [256]uint16
 	Generation uint32
 	Pad        uint32
 }
@@ -108,6 +109,7 @@ const (
 	weftMapPolPorts       = "pol_ports"
 	weftMapPolSides       = "pol_sides"
 	weftMapPolState       = "pol_state"
+	weftMapRuleHits       = "rule_hits"
 	weftMapStats          = "stats"
 	weftMapSvcCidrs       = "svc_cidrs"
 	weftProgFromPod       = "from_pod"
@@ -182,6 +184,7 @@ type weftMapSpecs struct {
 	PolPorts   *ebpf.MapSpec `ebpf:"pol_ports"`
 	PolSides   *ebpf.MapSpec `ebpf:"pol_sides"`
 	PolState   *ebpf.MapSpec `ebpf:"pol_state"`
+	RuleHits   *ebpf.MapSpec `ebpf:"rule_hits"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 	SvcCidrs   *ebpf.MapSpec `ebpf:"svc_cidrs"`
 }
@@ -224,6 +227,7 @@ type weftMaps struct {
 	PolPorts   *ebpf.Map `ebpf:"pol_ports"`
 	PolSides   *ebpf.Map `ebpf:"pol_sides"`
 	PolState   *ebpf.Map `ebpf:"pol_state"`
+	RuleHits   *ebpf.Map `ebpf:"rule_hits"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 	SvcCidrs   *ebpf.Map `ebpf:"svc_cidrs"`
 }
@@ -240,6 +244,7 @@ func (m *weftMaps) Close() error {
 		m.PolPorts,
 		m.PolSides,
 		m.PolState,
+		m.RuleHits,
 		m.Stats,
 		m.SvcCidrs,
 	)

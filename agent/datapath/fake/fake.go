@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 
@@ -20,6 +21,8 @@ type Datapath struct {
 	pods    map[datapath.PodKey]datapath.Pod
 	remotes []datapath.RemoteNode
 	peers   datapath.PeerRoutes
+	// ruleCounts is what RuleCounts returns.
+	ruleCounts []datapath.RuleCount
 	// FailAdd makes AddPod fail with this error.
 	FailAdd error
 	// Uninstalls counts Uninstall calls.
@@ -137,6 +140,20 @@ func (d *Datapath) SetPolicy(_ context.Context, p datapath.Policy) error {
 	defer d.mu.Unlock()
 	d.policy = p
 	return nil
+}
+
+// RuleCounts returns what SetRuleCounts set (the fake forwards nothing to count).
+func (d *Datapath) RuleCounts(context.Context) ([]datapath.RuleCount, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.ruleCounts), nil
+}
+
+// SetRuleCounts sets what RuleCounts returns.
+func (d *Datapath) SetRuleCounts(c []datapath.RuleCount) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ruleCounts = slices.Clone(c)
 }
 
 // Policy returns the last policy set.

@@ -10,7 +10,7 @@ import (
 )
 
 func state() flowState {
-	pol, _ := policyFlows(nil, nil, netip.MustParseAddr("10.244.1.1"), nil, nil)
+	pol, _ := policyFlows(nil, nil, netip.MustParseAddr("10.244.1.1"), nil, nil, nil)
 	return flowState{
 		policy:      pol.Flows,
 		gatewayPort: "weft-gw0", gatewayIP: netip.MustParseAddr("10.244.1.1"), gatewayMAC: "0a:58:0a:f4:01:01",

@@ -37,8 +37,9 @@ const (
 	reg5Injected    = 0x1
 )
 
-// Cookies of policy flows that send packets to the agent: cookieBase in the top byte, what
-// to do in the next, the rule's number in the low 32 bits.
+// Cookies of policy flows: cookieBase in the top byte; in the next, what the agent does
+// with a packet the flow sends it; the rule's number in the low 32 bits (every rule's flows
+// carry it: the rule's counters are read by it).
 const (
 	cookieBase    = uint64(0x57) << 56
 	cookieReject  = uint64(1) << 48
@@ -54,6 +55,21 @@ const maxStageRules = 60000
 type policyProgram struct {
 	Flows []string                     `json:"flows"`
 	Rules map[uint32]datapath.RuleInfo `json:"rules"`
+	// Slots are the deciding rules' numbers (RuleSlots), kept across compiles so that a
+	// rule's flows keep their cookie, and their counters, while the rule is enforced. Pass
+	// rules and rules beyond maxRuleSlots-1 are numbered from maxRuleSlots on.
+	Slots []datapath.RuleSlot `json:"slots,omitempty"`
+	// Base is, by rule number, what the rule's flows that are gone had counted.
+	Base map[uint32]uint64 `json:"base,omitempty"`
+}
+
+// maxRuleSlots bounds the numbers of counted rules (as the eBPF driver's counters do).
+const maxRuleSlots = 4096
+
+// isolationRule names the drop of a NetworkPolicy-isolated pod's connections no rule allows
+// (as policy.Flat does for the eBPF driver).
+func isolationRule(dir string) datapath.RuleInfo {
+	return datapath.RuleInfo{Policy: "networkpolicy-isolation", Action: fabricv1.ActionDrop, Direction: dir}
 }
 
 // flowSet collects flows by table, priority and match; conjunction actions of flows with the
@@ -103,7 +119,9 @@ func (s *flowSet) flows() []string {
 // addresses from them and sends them on — only replies of queries the pod sent (its
 // connection is tracked: the pod has egress rules, so it is committed); anything else from
 // port 53 goes through the policy like any packet.
-func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, dnsPods, dnsServers []netip.Addr) (policyProgram, error) {
+//
+// slots number the rules (nil: from scratch); the program's Slots are what they are after.
+func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, dnsPods, dnsServers []netip.Addr, slots *datapath.RuleSlots) (policyProgram, error) {
 	fs := newFlowSet()
 	prog := policyProgram{Rules: map[uint32]datapath.RuleInfo{}}
 	var egress, ingress []policy.Stage
@@ -146,8 +164,36 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 	}
 	fs.add(fmt.Sprintf("table=%d,priority=0", tableExempt), 0, fmt.Sprintf("goto_table:%d", tableStageBase))
 
+	// Every rule's number first: a deciding rule keeps the one it had.
+	var infos []datapath.RuleInfo
+	for dirIndex, stages := range [][]policy.Stage{egress, ingress} {
+		dirName := map[bool]string{true: "Egress", false: "Ingress"}[dirIndex == 0]
+		for _, st := range stages {
+			for _, r := range st.Rules {
+				infos = append(infos, datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName})
+			}
+			if st.NetworkPolicy() && len(st.Isolated) > 0 {
+				infos = append(infos, isolationRule(dirName))
+			}
+		}
+	}
+	if slots == nil {
+		slots = datapath.NewRuleSlots(maxRuleSlots, nil)
+	}
+	_, _ = slots.Assign(infos) // rules beyond the slots are enforced, not counted
+	prog.Slots = slots.Saved()
+	uncounted := uint32(maxRuleSlots)
+	number := func(info datapath.RuleInfo) uint32 {
+		id := slots.Slot(info)
+		if id == 0 {
+			id = uncounted
+			uncounted++
+		}
+		prog.Rules[id] = info
+		return id
+	}
+
 	conj := uint32(0)
-	ruleID := uint32(0)
 	for dirIndex, stages := range [][]policy.Stage{egress, ingress} {
 		egressDir := dirIndex == 0
 		base, allowed := tableStageBase, firstIngress
@@ -173,18 +219,18 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 				if st.NetworkPolicy() {
 					prio, plainPrio = 200, 300
 				}
-				ruleID++
-				prog.Rules[ruleID] = datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName}
+				ruleID := number(datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName})
 				actions, cookie := ruleActions(r.Rule, ruleID, allowed, next)
 				conj++
 				addRule(fs, table, prio, plainPrio, r, egressDir, conj, cookie, actions)
 			}
-			if st.NetworkPolicy() {
+			if st.NetworkPolicy() && len(st.Isolated) > 0 {
+				cookie := cookieBase | uint64(number(isolationRule(dirName)))
 				for _, pod := range st.Isolated {
 					if !pod.Is4() {
 						continue
 					}
-					fs.add(fmt.Sprintf("table=%d,priority=100,ip,%s=%s", table, podField(egressDir), pod), 0, "drop")
+					fs.add(fmt.Sprintf("table=%d,priority=100,ip,%s=%s", table, podField(egressDir), pod), cookie, "drop")
 				}
 			}
 			fs.add(fmt.Sprintf("table=%d,priority=0", table), 0, fmt.Sprintf("goto_table:%d", next))
@@ -226,7 +272,8 @@ func peerField(egress bool) string { return podField(!egress) }
 
 // ruleActions are what a matching rule does: Allow goes on to the other direction (or to
 // the commit), Pass to the next stage, Drop drops, Reject hands the packet to the agent
-// which answers it. Logged rules copy the packet to the agent first.
+// which answers it. Logged rules copy the packet to the agent first. The cookie names the
+// rule (its packets are counted by it) and what the agent does with what it is sent.
 func ruleActions(r policy.Rule, id uint32, allowed, next int) ([]string, uint64) {
 	var actions []string
 	cookie := cookieBase | uint64(id)
@@ -253,9 +300,6 @@ func ruleActions(r policy.Rule, id uint32, allowed, next int) ([]string, uint64)
 		} else {
 			actions = append(actions, "drop")
 		}
-	}
-	if cookie&(cookieLog|cookieReject) == 0 {
-		cookie = 0
 	}
 	return actions, cookie
 }

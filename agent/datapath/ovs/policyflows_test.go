@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/weft-net/weft/agent/datapath"
 	"github.com/weft-net/weft/agent/policy"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
 )
@@ -79,7 +80,7 @@ func TestPolicyFlowsUseConjunctions(t *testing.T) {
 	}
 	np := policy.Stage{Rules: []policy.PipelineRule{rule(80), rule(443)}, Isolated: pods}
 	pl := &policy.Pipeline{Ingress: []policy.Stage{{Tier: "application", Rules: []policy.PipelineRule{rule(8080)}}, np}}
-	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"), nil, nil)
+	prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.254"), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestNetworkPolicyStageKeepsPlainAndConjunctiveRules(t *testing.T) {
 		Peers: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, AnyPort: true}}
 	for _, rules := range [][]policy.PipelineRule{{any, some}, {some, any}} {
 		pl := &policy.Pipeline{Ingress: []policy.Stage{{Rules: rules, Isolated: []netip.Addr{pod}}}}
-		prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.1"), nil, nil)
+		prog, err := policyFlows(pl, nil, netip.MustParseAddr("10.1.0.1"), nil, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,5 +135,29 @@ func TestNetworkPolicyStageKeepsPlainAndConjunctiveRules(t *testing.T) {
 				t.Errorf("rules %s, %s: no flow %q in\n%s", rules[0].Policy, rules[1].Policy, want, all)
 			}
 		}
+	}
+}
+
+// A rule whose flows change (a pod leaves it: its flow and the packets it counted go) counts
+// on from its total; a new rule counts from its own flows; a rule that went counts nothing.
+func TestCarryCounts(t *testing.T) {
+	kept := datapath.RuleSlot{Rule: datapath.RuleInfo{Policy: "p", Rule: "kept", Action: "Allow", Direction: "Ingress"}, Slot: 1}
+	gone := datapath.RuleSlot{Rule: datapath.RuleInfo{Policy: "p", Rule: "gone", Action: "Drop", Direction: "Ingress"}, Slot: 2}
+	added := datapath.RuleSlot{Rule: datapath.RuleInfo{Policy: "p", Rule: "new", Action: "Drop", Direction: "Egress"}, Slot: 2}
+	prev := &policyProgram{Slots: []datapath.RuleSlot{kept, gone}, Base: map[uint32]uint64{1: 5}}
+	next := &policyProgram{Slots: []datapath.RuleSlot{kept, added}}
+	// kept: 5 from flows gone earlier + 10 now; after the change its remaining flows hold 4.
+	carryCounts(prev, next, map[uint32]uint64{1: 10, 2: 7}, map[uint32]uint64{1: 4, 2: 1})
+	if next.Base[1]+4 != 15 {
+		t.Errorf("the kept rule counts %d after the change, want 15", next.Base[1]+4)
+	}
+	if next.Base[2] != 0 {
+		t.Errorf("the new rule in the freed number starts from %d more than its flows, want 0", next.Base[2])
+	}
+	// Unreadable counters: the base is kept as it was.
+	again := &policyProgram{Slots: []datapath.RuleSlot{kept}}
+	carryCounts(next, again, nil, nil)
+	if again.Base[1] != next.Base[1] {
+		t.Errorf("without a reading the base went from %d to %d", next.Base[1], again.Base[1])
 	}
 }

@@ -226,3 +226,101 @@ func (c *Conn) Inject(data []byte, reg int, value uint32) error {
 	body = append(body, data...)
 	return c.send(typePacketOut, body)
 }
+
+// OpenFlow 1.3 multipart (statistics) messages.
+const (
+	typeMultipartRequest = 18
+	typeMultipartReply   = 19
+	multipartFlow        = 1
+	multipartReplyMore   = 1
+	tableAll             = 0xff
+)
+
+// FlowStat is one flow's counters.
+type FlowStat struct {
+	TableID  uint8
+	Priority uint16
+	Cookie   uint64
+	Packets  uint64
+	Bytes    uint64
+}
+
+// FlowStats reads the counters of every flow whose cookie matches cookie under mask, in
+// one multipart exchange (up to timeout). It reads the connection's answers itself: use a
+// connection nothing else reads (not the packet-in one).
+func (c *Conn) FlowStats(cookie, mask uint64, timeout time.Duration) ([]FlowStat, error) {
+	req := make([]byte, 8+40)
+	binary.BigEndian.PutUint16(req[0:], multipartFlow)
+	b := req[8:]
+	b[0] = tableAll
+	binary.BigEndian.PutUint32(b[4:], portAny)
+	binary.BigEndian.PutUint32(b[8:], groupAny)
+	binary.BigEndian.PutUint64(b[16:], cookie)
+	binary.BigEndian.PutUint64(b[24:], mask)
+	// An empty OXM match: type 1, length 4, padded to 8.
+	binary.BigEndian.PutUint16(b[32:], 1)
+	binary.BigEndian.PutUint16(b[34:], 4)
+	c.wmu.Lock()
+	c.xid++
+	xid := c.xid
+	_ = c.c.SetWriteDeadline(time.Now().Add(timeout))
+	err := c.sendXID(typeMultipartRequest, xid, req)
+	_ = c.c.SetWriteDeadline(time.Time{})
+	c.wmu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	_ = c.c.SetReadDeadline(time.Now().Add(timeout))
+	defer func() { _ = c.c.SetReadDeadline(time.Time{}) }()
+	var out []FlowStat
+	for {
+		t, rx, body, err := c.read()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case t == typeEchoRequest:
+			c.wmu.Lock()
+			err := c.sendXID(typeEchoReply, rx, body)
+			c.wmu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+		case t == typeError && rx == xid:
+			if len(body) < 4 {
+				return nil, errors.New("OpenFlow error without a type")
+			}
+			return nil, ErrMessage{binary.BigEndian.Uint16(body), binary.BigEndian.Uint16(body[2:])}
+		case t == typeMultipartReply && rx == xid:
+			if len(body) < 8 || binary.BigEndian.Uint16(body) != multipartFlow {
+				return nil, fmt.Errorf("OpenFlow: unexpected multipart reply %x", body)
+			}
+			stats, err := parseFlowStats(body[8:])
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, stats...)
+			if binary.BigEndian.Uint16(body[2:])&multipartReplyMore == 0 {
+				return out, nil
+			}
+		}
+	}
+}
+
+// parseFlowStats reads a flow multipart reply's ofp_flow_stats entries.
+func parseFlowStats(b []byte) ([]FlowStat, error) {
+	var out []FlowStat
+	for len(b) > 0 {
+		if len(b) < 48 {
+			return nil, fmt.Errorf("OpenFlow: flow stats entry of %d bytes", len(b))
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		if n < 48 || n > len(b) {
+			return nil, fmt.Errorf("OpenFlow: flow stats entry of length %d (%d left)", n, len(b))
+		}
+		out = append(out, FlowStat{TableID: b[2], Priority: binary.BigEndian.Uint16(b[12:]), Cookie: binary.BigEndian.Uint64(b[24:]),
+			Packets: binary.BigEndian.Uint64(b[32:]), Bytes: binary.BigEndian.Uint64(b[40:])})
+		b = b[n:]
+	}
+	return out, nil
+}
