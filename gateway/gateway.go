@@ -784,7 +784,18 @@ func (g *gw) reportStatus(ctx context.Context) error {
 		return errors.Join(rotateErr, err)
 	}
 	fg.Status = st
-	if err := g.c.Status().Update(ctx, fg); err != nil {
+	err = g.c.Status().Update(ctx, fg)
+	if apierrors.IsConflict(err) {
+		// What was read (from the cache) is older than the object: this gateway's own last
+		// write not seen yet, or a key rotation asked for meanwhile. Read the object itself
+		// and write again; a rotation asked for is carried out next round.
+		fresh := &fabricv1.FabricGateway{}
+		if err = g.c.Get(ctx, client.ObjectKeyFromObject(fg), fresh); err == nil {
+			fresh.Status = st
+			err = g.c.Status().Update(ctx, fresh)
+		}
+	}
+	if err != nil {
 		g.reported = nil // read again next time
 		return errors.Join(rotateErr, fmt.Errorf("reporting in FabricGateway %s: %w", g.cfg.NodeName, err))
 	}
