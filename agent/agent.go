@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a := &agentState{cfg: cfg, cs: cs, c: c, restCfg: restCfg, log: log, metrics: prometheus.NewRegistry(),
-		report: newNodeReport(c, cfg.NodeName)}
+		report: newNodeReport(c, cfg.NodeName), lastKnown: &lastKnownStore{dir: cfg.StateDir}}
 	bgpMetrics := bgp.NewMetrics()
 	a.metrics.MustRegister(bgpMetrics)
 	a.own = newAgentMetrics()
@@ -118,7 +118,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// One informer cache for the agent's life: its inputs below, then every subsystem.
 	a.notReady.Store("waiting for the API server (the agent's first lists)")
-	shared, err := a.startCache(ctx)
+	// Should the API server not answer, the node fails over from what it last knew until
+	// the first lists are in.
+	standby := a.failoverFromLastKnown(ctx, registry)
+	shared, err := a.startCacheRetrying(ctx)
+	standby()
 	if err != nil {
 		return err
 	}
@@ -145,6 +149,9 @@ type agentState struct {
 	metrics  *prometheus.Registry
 	own      *agentMetrics // registered in metrics
 	report   *nodeReport   // the node's FabricNode status
+	// lastKnown keeps the gateways and peer ranges last read, for a restart without an
+	// API server (failoverFromLastKnown).
+	lastKnown *lastKnownStore
 	// blocks are this node's pod blocks (blocksChanged: its FabricNode now names others).
 	blocks        []netip.Prefix
 	blocksChanged bool
@@ -291,6 +298,26 @@ func (a *agentState) serveHealth(ctx context.Context) {
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.log.Error(err, "health server")
+	}
+}
+
+// startCacheRetrying starts the cache, trying again while the API server does not answer
+// (its discovery times out): the agent waits — and its node fails over from what it last
+// knew — rather than exit and start over.
+func (a *agentState) startCacheRetrying(ctx context.Context) (crcache.Cache, error) {
+	wait := time.Second
+	for {
+		c, err := a.startCache(ctx)
+		if err == nil || ctx.Err() != nil {
+			return c, err
+		}
+		a.log.Error(err, "starting the informer cache; trying again", "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
 	}
 }
 

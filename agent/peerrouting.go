@@ -24,6 +24,7 @@ type peerRouting struct {
 	a          *agentState
 	programmed *datapath.PeerRoutes
 	read       *peerInputs // the last read of the ClusterNetwork and ClusterPeers
+	probing    time.Time   // when the first candidate gateways were given to the prober
 }
 
 func (p *peerRouting) start(ctx context.Context, f *fabric) error {
@@ -61,39 +62,61 @@ func (p *peerRouting) start(ctx context.Context, f *fabric) error {
 			case <-gwChanged:
 			}
 			retry = nil
-			if !p.sync(ctx, f.datapath, f.in.node, prober, reread) {
+			if ok, again := p.sync(ctx, f.datapath, f.in, prober, reread); !ok {
 				retry = time.After(time.Second)
+			} else if again > 0 {
+				retry = time.After(again)
 			}
 		}
 	})
 	return nil
 }
 
+// firstProbeRound is how long a starting agent gives the gateways to answer its first probes
+// (every 50 ms) before it takes one that has not for down: until then the datapath keeps
+// the routes an earlier run left (an agent restart moves no traffic by itself).
+const firstProbeRound = 300 * time.Millisecond
+
 // sync programs the routes to peer clusters; reread says whether to read the cache first or
-// to reuse the last read (on a health change). It says whether it succeeded.
-func (p *peerRouting) sync(ctx context.Context, dp datapath.Datapath, node datapath.Node, prober *health.Prober, reread bool) bool {
+// to reuse the last read (on a health change). It says whether it succeeded, and when to
+// look again if it waits for the first probes' answers.
+func (p *peerRouting) sync(ctx context.Context, dp datapath.Datapath, in inputs, prober *health.Prober, reread bool) (bool, time.Duration) {
 	log := p.a.log
+	node := in.node
 	if reread || p.read == nil {
 		got, err := p.a.readPeerInputs(ctx)
 		if err != nil {
 			log.Error(err, "reading peer clusters and gateways")
-			return false
+			return false, 0
 		}
 		p.read = &got
 	}
-	want := p.read.routes(node.Name, node.IP, prober)
+	candidates := PeerRoutes(node.Name, p.read.cn, p.read.peers, time.Now())
+	if err := p.a.lastKnown.save(lastKnownRoutes{Backend: in.backend, Node: node, MaxActive: int(p.read.cn.Spec.Gateways.MaxActive),
+		Routes: candidates}); err != nil {
+		log.Error(err, "keeping the last known gateways")
+	}
+	want := p.read.routes(candidates, node.IP, prober)
+	if p.programmed == nil && len(want.Gateways) < len(candidates.Gateways) {
+		if p.probing.IsZero() {
+			p.probing = time.Now()
+		}
+		if wait := firstProbeRound - time.Since(p.probing); wait > 0 {
+			return true, wait
+		}
+	}
 	if p.programmed != nil && reflect.DeepEqual(*p.programmed, want) {
-		return true
+		return true, 0
 	}
 	start := time.Now()
 	if err := dp.SetPeerRoutes(ctx, want); err != nil {
 		log.Error(err, "programming routes to peer clusters")
-		return false
+		return false, 0
 	}
 	log.Info("routes to peer clusters", "prefixes", want.Prefixes, "gateways", want.Gateways, "localGateway", want.LocalGateway,
 		"took", time.Since(start).Round(time.Millisecond))
 	p.programmed = &want
-	return true
+	return true, 0
 }
 
 // peerInputs are what routes to peer clusters are computed from.
@@ -119,10 +142,9 @@ func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
 }
 
 // routes are the ranges of the connected peer clusters and this cluster's active gateway
-// nodes (their endpoint addresses are their node addresses): healthy, answering the
-// prober, at most maxActive.
-func (p peerInputs) routes(node string, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
-	r := PeerRoutes(node, p.cn, p.peers, time.Now())
+// nodes (their endpoint addresses are their node addresses) among the candidates r:
+// answering the prober, at most maxActive.
+func (p peerInputs) routes(r datapath.PeerRoutes, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
 	targets := make([]health.Target, 0, len(r.Gateways))
 	for _, g := range r.Gateways {
 		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})

@@ -103,6 +103,7 @@ func (a *agentState) removeFromNode(ctx context.Context, dp datapath.Datapath, i
 		return fmt.Errorf("egress masquerade: %w", err)
 	}
 	_ = os.Remove(filepath.Join(a.cfg.StateDir, speakerMark))
+	_ = os.Remove(filepath.Join(a.cfg.StateDir, lastKnownRoutesFile))
 	err := a.c.Delete(ctx, &fabricv1.BGPNode{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("the node's BGPNode: %w", err)

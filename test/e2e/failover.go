@@ -296,8 +296,10 @@ func Failover(t *testing.T, in FailoverInput) {
 	t.Run("this cluster's API server stopping while gateways die interrupts no stream", func(t *testing.T) {
 		// in.From's own control plane frozen for a minute: its agents and gateways keep
 		// forwarding from what they last read, and fail over on their health probes alone
-		// when a gateway of each cluster is killed meanwhile. Once it is back, the Leases
-		// that lapsed in the meantime move no traffic either (liveness is the probes' call).
+		// when a gateway of each cluster is killed meanwhile — the client node's agent too,
+		// itself killed first and restarted with nothing to read but what it kept. Once the
+		// API server is back, the Leases that lapsed in the meantime move no traffic either
+		// (liveness is the probes' call).
 		pid := l.nodeProcess(t, in.From+"-cp", "kube-apiserver")
 		if pid == 0 {
 			t.Fatalf("no kube-apiserver of %s", in.From)
@@ -316,6 +318,34 @@ func Failover(t *testing.T, in FailoverInput) {
 				}
 			}()
 			time.Sleep(5 * time.Second) // every Lease of in.From has lapsed
+			// First the agent of the client's node dies: its node restarts it, it cannot
+			// read anything, and after 5 s it fails over from the gateways it last knew
+			// (its readiness says so) — the gateway of in.From killed next may carry the
+			// client's flows.
+			clientNode := in.From + "-node-2"
+			agent := l.nodeProcess(t, clientNode, "weft-agent")
+			if agent == 0 {
+				t.Fatalf("no weft-agent on %s", clientNode)
+			}
+			if err := syscall.Kill(agent, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("killed weft-agent (pid %d) on %s", agent, clientNode)
+			Eventually(t, 30*time.Second, func() error {
+				if p := l.nodeProcess(t, clientNode, "weft-agent"); p == 0 || p == agent {
+					return fmt.Errorf("weft-agent on %s not restarted yet", clientNode)
+				}
+				why, err := loopbackGet(l.nodeNetns(clientNode), 10380, "/readyz")
+				if err != nil {
+					return fmt.Errorf("the restarted weft-agent on %s: %w", clientNode, err)
+				}
+				if !strings.Contains(why, "gateways last known") {
+					return fmt.Errorf("the restarted weft-agent on %s does not fail over from the gateways it knew: /readyz %q", clientNode, why)
+				}
+				return nil
+			})
+			t.Logf("the restarted weft-agent on %s fails over from the gateways it knew %v after the stop", clientNode,
+				time.Since(start).Round(time.Second))
 			for _, cluster := range []string{in.To, in.From} {
 				victim := busiestGateway(t, l, cluster)
 				killGateway(t, l)(victim)
@@ -347,7 +377,7 @@ func Failover(t *testing.T, in FailoverInput) {
 			resumed = true
 			t.Logf("%s's API server resumed after %v", in.From, time.Since(start).Round(time.Second))
 			time.Sleep(10 * time.Second) // the operator sees the lapsed Leases; the gateways renew
-			return in.From + "'s API server frozen, gateways " + strings.Join(victims, " and ") + " killed", start
+			return in.From + "'s API server frozen, gateways " + strings.Join(victims, " and ") + " and an agent killed", start
 		})
 		if err != nil {
 			t.Error(err)
@@ -535,7 +565,13 @@ func (l *Lab) clusterDNS(t testing.TB, cluster string) string {
 // loopbackMetrics reads the /metrics a component serves on the loopback of namespace ns
 // (a node's, a pod's), at port.
 func loopbackMetrics(ns *netnstest.Netns, port int) (string, error) {
-	resp, err := netnsHTTP(ns, 5*time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	return loopbackGet(ns, port, "/metrics")
+}
+
+// loopbackGet is the body of a plain HTTP GET of path on port of a node's loopback (any
+// status).
+func loopbackGet(ns *netnstest.Netns, port int, path string) (string, error) {
+	resp, err := netnsHTTP(ns, 5*time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
 	if err != nil {
 		return "", err
 	}
