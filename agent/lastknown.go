@@ -2,13 +2,9 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -69,17 +65,9 @@ func loadLastKnownRoutes(dir string) (*lastKnownRoutes, error) {
 	if dir == "" {
 		return nil, nil
 	}
-	path := filepath.Join(dir, lastKnownRoutesFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var k lastKnownRoutes
-	if err := json.Unmarshal(b, &k); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if found, err := statefile.ReadJSON(filepath.Join(dir, lastKnownRoutesFile), &k); !found || err != nil {
+		return nil, err
 	}
 	return &k, nil
 }

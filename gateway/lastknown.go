@@ -1,12 +1,8 @@
 package gateway
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -48,16 +44,9 @@ const startTimeout = 5 * time.Second
 // LoadLastKnown reads the state kept in dir; nil (and no error) when there is none.
 func LoadLastKnown(dir string) (*LastKnown, error) {
 	path := filepath.Join(dir, lastKnownFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
 	var k LastKnown
-	if err := json.Unmarshal(b, &k); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if found, err := statefile.ReadJSON(path, &k); !found || err != nil {
+		return nil, err
 	}
 	if !k.NodeIP.IsValid() || k.ClusterNetwork.UID == "" {
 		return nil, fmt.Errorf("%s: no node address or ClusterNetwork", path)

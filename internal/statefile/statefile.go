@@ -7,6 +7,8 @@ package statefile
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -50,4 +52,20 @@ func PrivateJSON(path string, v any) error {
 		return err
 	}
 	return Private(path, b)
+}
+
+// ReadJSON reads path's JSON into v; found is false (and err nil) when there is no file.
+// A file that is not JSON is an error naming it.
+func ReadJSON(path string, v any) (found bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return true, fmt.Errorf("%s: %w", path, err)
+	}
+	return true, nil
 }

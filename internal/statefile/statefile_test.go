@@ -3,6 +3,7 @@ package statefile_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/weft-net/weft/internal/statefile"
@@ -33,5 +34,27 @@ func TestWriteReplacesTheFileWhole(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("the directory holds %d entries; want the file alone (no temporary left)", len(entries))
+	}
+}
+
+// ReadJSON: no file is nothing found and no error; a file reads back what PrivateJSON wrote;
+// a damaged one is an error that names it.
+func TestReadJSON(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	var v map[string]int
+	if found, err := statefile.ReadJSON(path, &v); found || err != nil {
+		t.Fatalf("no file: found %v, %v", found, err)
+	}
+	if err := statefile.PrivateJSON(path, map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := statefile.ReadJSON(path, &v); !found || err != nil || v["a"] != 1 {
+		t.Fatalf("read back %v (found %v, %v)", v, found, err)
+	}
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := statefile.ReadJSON(path, &v); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("a damaged file: %v, want an error naming it", err)
 	}
 }

@@ -3,11 +3,9 @@ package ebpf
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -395,16 +393,9 @@ func (d *Driver) loadPolicyRecord() error {
 	if path == "" {
 		return nil
 	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
 	var rec policyRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if found, err := statefile.ReadJSON(path, &rec); !found || err != nil {
+		return err
 	}
 	d.record(rec)
 	d.slots = datapath.NewRuleSlots(maxRuleSlots, rec.Slots)

@@ -2,7 +2,6 @@ package ovs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -95,16 +94,9 @@ func (d *Driver) loadPolicy() error {
 	if d.opts.StateDir == "" || d.policy != nil {
 		return nil
 	}
-	b, err := os.ReadFile(filepath.Join(d.opts.StateDir, policyFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
 	var prog policyProgram
-	if err := json.Unmarshal(b, &prog); err != nil {
-		return fmt.Errorf("%s: %w", policyFile, err)
+	if found, err := statefile.ReadJSON(filepath.Join(d.opts.StateDir, policyFile), &prog); !found || err != nil {
+		return err
 	}
 	d.policy = &prog
 	return nil
