@@ -97,7 +97,11 @@ func (p *peerRouting) sync(ctx context.Context, dp datapath.Datapath, in inputs,
 		log.Error(err, "keeping the last known gateways")
 	}
 	want := p.read.routes(candidates, node.IP, prober)
-	if p.programmed == nil && len(want.Gateways) < len(candidates.Gateways) {
+	expected := len(candidates.Gateways)
+	if maxActive := int(p.read.cn.Spec.Gateways.MaxActive); maxActive > 0 {
+		expected = min(expected, maxActive)
+	}
+	if p.programmed == nil && len(want.Gateways) < expected {
 		if p.probing.IsZero() {
 			p.probing = time.Now()
 		}

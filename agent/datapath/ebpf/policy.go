@@ -238,16 +238,26 @@ func (d *Driver) setPolicy(p datapath.Policy) error {
 	return nil
 }
 
-// RuleCounts reads the rules' counters, summed over CPUs.
+// RuleCounts reads the rules' counters, summed over CPUs. The driver's lock is held only to
+// take the numbering and a handle of the map: the reads (one per rule) do not hold up a
+// failover.
 func (d *Driver) RuleCounts(context.Context) ([]datapath.RuleCount, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.objs == nil || d.slots == nil {
+		d.mu.Unlock()
 		return nil, nil
 	}
-	perCPU := make([]uint64, d.cpus)
-	return d.slots.Counts(func(slot uint32) (uint64, error) {
-		if err := d.objs.RuleHits.Lookup(slot, &perCPU); err != nil {
+	slots := datapath.NewRuleSlots(maxRuleSlots, d.slots.Saved())
+	hits, err := d.objs.RuleHits.Clone()
+	cpus := d.cpus
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	defer hits.Close()
+	perCPU := make([]uint64, cpus)
+	return slots.Counts(func(slot uint32) (uint64, error) {
+		if err := hits.Lookup(slot, &perCPU); err != nil {
 			return 0, err
 		}
 		var n uint64
