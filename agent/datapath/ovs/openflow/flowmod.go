@@ -2,7 +2,6 @@ package openflow
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -298,18 +297,11 @@ func (c *Conn) ApplyFlowMods(mods []FlowMod, timeout time.Duration) error {
 		}
 		switch {
 		case t == typeEchoRequest:
-			c.wmu.Lock()
-			err := c.sendXID(typeEchoReply, xid, body)
-			c.wmu.Unlock()
-			if err != nil {
+			if err := c.answerEcho(xid, body); err != nil {
 				return err
 			}
 		case t == typeError && xid >= first && xid <= last:
-			if len(body) < 4 {
-				return errors.New("OpenFlow error without a type")
-			}
-			e := ErrMessage{binary.BigEndian.Uint16(body), binary.BigEndian.Uint16(body[2:])}
-			return fmt.Errorf("bundle message %d of %d: %w", xid-first+1, len(msgs), e)
+			return fmt.Errorf("bundle message %d of %d: %w", xid-first+1, len(msgs), errMessage(body))
 		case t == typeExperimenter && xid == last && len(body) >= 14 &&
 			binary.BigEndian.Uint32(body) == onfExperimenter && binary.BigEndian.Uint32(body[4:]) == onfBundleControl &&
 			binary.BigEndian.Uint16(body[12:]) == bundleCommitReply:

@@ -145,6 +145,21 @@ func (e ErrMessage) Error() string {
 	return fmt.Sprintf("OpenFlow error type %d code %d", e.Type, e.Code)
 }
 
+// answerEcho answers an echo request of the switch (which drops a connection that does not).
+func (c *Conn) answerEcho(xid uint32, body []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.sendXID(typeEchoReply, xid, body)
+}
+
+// errMessage is the error an OpenFlow error message's body carries.
+func errMessage(body []byte) error {
+	if len(body) < 4 {
+		return errors.New("OpenFlow error without a type")
+	}
+	return ErrMessage{binary.BigEndian.Uint16(body), binary.BigEndian.Uint16(body[2:])}
+}
+
 // ReadPacketIn returns the next packet-in. It answers echo requests on the way and skips
 // other messages; an error message from the switch is returned as ErrMessage.
 func (c *Conn) ReadPacketIn() (PacketIn, error) {
@@ -155,15 +170,12 @@ func (c *Conn) ReadPacketIn() (PacketIn, error) {
 		}
 		switch t {
 		case typeEchoRequest:
-			c.wmu.Lock()
-			err := c.sendXID(typeEchoReply, xid, body)
-			c.wmu.Unlock()
-			if err != nil {
+			if err := c.answerEcho(xid, body); err != nil {
 				return PacketIn{}, err
 			}
 		case typeError:
 			if len(body) >= 4 {
-				return PacketIn{}, ErrMessage{binary.BigEndian.Uint16(body), binary.BigEndian.Uint16(body[2:])}
+				return PacketIn{}, errMessage(body)
 			}
 		case typePacketIn:
 			return parsePacketIn(body)
@@ -280,17 +292,11 @@ func (c *Conn) FlowStats(cookie, mask uint64, timeout time.Duration) ([]FlowStat
 		}
 		switch {
 		case t == typeEchoRequest:
-			c.wmu.Lock()
-			err := c.sendXID(typeEchoReply, rx, body)
-			c.wmu.Unlock()
-			if err != nil {
+			if err := c.answerEcho(rx, body); err != nil {
 				return nil, err
 			}
 		case t == typeError && rx == xid:
-			if len(body) < 4 {
-				return nil, errors.New("OpenFlow error without a type")
-			}
-			return nil, ErrMessage{binary.BigEndian.Uint16(body), binary.BigEndian.Uint16(body[2:])}
+			return nil, errMessage(body)
 		case t == typeMultipartReply && rx == xid:
 			if len(body) < 8 || binary.BigEndian.Uint16(body) != multipartFlow {
 				return nil, fmt.Errorf("OpenFlow: unexpected multipart reply %x", body)
