@@ -71,6 +71,10 @@ type FlatRule struct {
 	TierEnd int
 }
 
+// IsolationPolicy names the drop that ends a NetworkPolicy-isolated pod's direction: what no
+// NetworkPolicy allows (its rule in flat lists, its counters and logs).
+const IsolationPolicy = "networkpolicy-isolation"
+
 // Flat is one pod's direction of the pipeline as a single first-match list, for datapaths
 // that evaluate per pod (eBPF): the rules applying to the pod, stage by stage, a Pass rule
 // jumping to the end of its stage; for a pod a NetworkPolicy isolates, its allow rules and a
@@ -87,7 +91,7 @@ func (p *Pipeline) Flat(pod netip.Addr, dir networkingv1.PolicyType) ([]FlatRule
 		}
 		isolated := st.NetworkPolicy() && slices.Contains(st.Isolated, pod)
 		if isolated {
-			out = append(out, FlatRule{Rule: Rule{Policy: "networkpolicy-isolation", Action: fabricv1.ActionDrop, AnyPeer: true, AnyPort: true}})
+			out = append(out, FlatRule{Rule: Rule{Policy: IsolationPolicy, Action: fabricv1.ActionDrop, AnyPeer: true, AnyPort: true}})
 		}
 		for i := start; i < len(out); i++ {
 			out[i].TierEnd = len(out)

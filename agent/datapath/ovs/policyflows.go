@@ -69,7 +69,12 @@ const maxRuleSlots = 4096
 // isolationRule names the drop of a NetworkPolicy-isolated pod's connections no rule allows
 // (as policy.Flat does for the eBPF driver).
 func isolationRule(dir string) datapath.RuleInfo {
-	return datapath.RuleInfo{Policy: "networkpolicy-isolation", Action: fabricv1.ActionDrop, Direction: dir}
+	return datapath.RuleInfo{Policy: policy.IsolationPolicy, Action: fabricv1.ActionDrop, Direction: dir}
+}
+
+// stageRule names a stage's rule in a direction ("Egress", "Ingress").
+func stageRule(st policy.Stage, r policy.PipelineRule, dir string) datapath.RuleInfo {
+	return datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dir}
 }
 
 // flowSet collects flows by table, priority and match; conjunction actions of flows with the
@@ -170,7 +175,7 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 		dirName := map[bool]string{true: "Egress", false: "Ingress"}[dirIndex == 0]
 		for _, st := range stages {
 			for _, r := range st.Rules {
-				infos = append(infos, datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName})
+				infos = append(infos, stageRule(st, r, dirName))
 			}
 			if st.NetworkPolicy() && len(st.Isolated) > 0 {
 				infos = append(infos, isolationRule(dirName))
@@ -219,7 +224,7 @@ func policyFlows(p *policy.Pipeline, exempt []netip.Prefix, nodeIP netip.Addr, d
 				if st.NetworkPolicy() {
 					prio, plainPrio = 200, 300
 				}
-				ruleID := number(datapath.RuleInfo{Tier: st.Tier, Policy: r.Policy, Rule: r.Name, Action: r.Action, Direction: dirName})
+				ruleID := number(stageRule(st, r, dirName))
 				actions, cookie := ruleActions(r.Rule, ruleID, allowed, next)
 				conj++
 				addRule(fs, table, prio, plainPrio, r, egressDir, conj, cookie, actions)
