@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/weft-net/weft/agent/datapath"
 	fabricv1 "github.com/weft-net/weft/api/v1alpha1"
-	"github.com/weft-net/weft/internal/health"
 	"github.com/weft-net/weft/internal/statefile"
 )
 
@@ -115,20 +113,12 @@ func (a *agentState) failoverFrom(ctx context.Context, registry *datapath.Regist
 	if err := dp.Init(ctx, k.Node); err != nil {
 		return fmt.Errorf("the datapath: %w", err)
 	}
-	probeConn, err := net.ListenPacket("udp4", ":0")
-	if err != nil {
-		return fmt.Errorf("gateway health probes: %w", err)
-	}
 	changed := make(chan struct{}, 1)
-	prober := health.NewProber(probeConn, health.Options{OnChange: func(gw health.Target, up bool) {
-		a.log.Info("gateway health", "gateway", gw, "up", up)
-		poke(changed)
-	}})
-	targets := make([]health.Target, 0, len(k.Routes.Gateways))
-	for _, g := range k.Routes.Gateways {
-		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})
+	prober, err := a.gatewayProber(changed)
+	if err != nil {
+		return err
 	}
-	prober.SetTargets(targets)
+	prober.SetTargets(gatewayTargets(k.Routes.Gateways))
 	go func() { _ = prober.Run(ctx) }()
 	// A few probe rounds first (50 ms each): a gateway that answers has by then.
 	select {

@@ -29,15 +29,11 @@ type peerRouting struct {
 
 func (p *peerRouting) start(ctx context.Context, f *fabric) error {
 	a := p.a
-	probeConn, err := net.ListenPacket("udp4", ":0")
-	if err != nil {
-		return fmt.Errorf("gateway health probes: %w", err)
-	}
 	gwChanged, inputsChanged := make(chan struct{}, 1), make(chan struct{}, 1)
-	prober := health.NewProber(probeConn, health.Options{OnChange: func(gw health.Target, up bool) {
-		a.log.Info("gateway health", "gateway", gw, "up", up)
-		poke(gwChanged)
-	}})
+	prober, err := a.gatewayProber(gwChanged)
+	if err != nil {
+		return err
+	}
 	f.spawn(func() {
 		if err := prober.Run(ctx); err != nil {
 			a.log.Error(err, "gateway health probes stopped")
@@ -76,6 +72,28 @@ func (p *peerRouting) start(ctx context.Context, f *fabric) error {
 // (every 50 ms) before it takes one that has not for down: until then the datapath keeps
 // the routes an earlier run left (an agent restart moves no traffic by itself).
 const firstProbeRound = 300 * time.Millisecond
+
+// gatewayProber probes this cluster's gateways (every 50 ms) from a socket of its own,
+// poking changed when one starts or stops answering.
+func (a *agentState) gatewayProber(changed chan struct{}) (*health.Prober, error) {
+	conn, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return nil, fmt.Errorf("gateway health probes: %w", err)
+	}
+	return health.NewProber(conn, health.Options{OnChange: func(gw health.Target, up bool) {
+		a.log.Info("gateway health", "gateway", gw, "up", up)
+		poke(changed)
+	}}), nil
+}
+
+// gatewayTargets are the gateways' health responders.
+func gatewayTargets(gateways []netip.Addr) []health.Target {
+	targets := make([]health.Target, 0, len(gateways))
+	for _, g := range gateways {
+		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})
+	}
+	return targets
+}
 
 // sync programs the routes to peer clusters; reread says whether to read the cache first or
 // to reuse the last read (on a health change). It says whether it succeeded, and when to
@@ -149,11 +167,7 @@ func (a *agentState) readPeerInputs(ctx context.Context) (peerInputs, error) {
 // nodes (their endpoint addresses are their node addresses) among the candidates r:
 // answering the prober, at most maxActive.
 func (p peerInputs) routes(r datapath.PeerRoutes, nodeIP netip.Addr, prober *health.Prober) datapath.PeerRoutes {
-	targets := make([]health.Target, 0, len(r.Gateways))
-	for _, g := range r.Gateways {
-		targets = append(targets, health.Target{Addr: netip.AddrPortFrom(g, health.DefaultPort)})
-	}
-	prober.SetTargets(targets)
+	prober.SetTargets(gatewayTargets(r.Gateways))
 	up := prober.Answering()
 	return ActivePeerRoutes(r, nodeIP, int(p.cn.Spec.Gateways.MaxActive), func(g netip.Addr) bool { return up[g] })
 }
